@@ -1,0 +1,113 @@
+//! A pipeline manifest after parsing: every reference resolved to an index, every
+//! default and override applied. Code holding a [`Manifest`] never re-checks it.
+
+use crate::alarm::AlarmSpec;
+use crate::share::{BasisPoints, BatchSize};
+use crate::window::Windows;
+use jiff::tz::TimeZone;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct Manifest {
+    pub service: String,
+    pub environments: Vec<Environment>,
+    pub stages: Vec<Stage>,
+    pub alarms: Vec<AlarmSpec>,
+    /// After a release finishes in a scope, alarms there are still attributed to it for this long.
+    pub watch: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct Environment {
+    pub name: String,
+    pub regions: Vec<Region>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Region {
+    pub name: String,
+    /// Windows are read in this zone's local time; UTC when the manifest names none.
+    pub timezone: TimeZone,
+    pub zones: Vec<Zone>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Zone {
+    pub name: String,
+    /// Hosts expected in the zone, named `{zone}-{n}` from 1.
+    pub hosts: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct Stage {
+    pub name: String,
+    /// Index into [`Manifest::environments`].
+    pub environment: usize,
+    /// A release enters the stage only after an `approve` command.
+    pub approval: bool,
+    pub tests: Vec<TestSpec>,
+    /// Never empty: a stage without `waves` is one wave of all its regions.
+    pub waves: Vec<Wave>,
+    pub windows: Windows,
+}
+
+#[derive(Clone, Debug)]
+pub struct Wave {
+    pub name: String,
+    /// Indexes into the stage environment's regions; rolled out in parallel.
+    pub regions: Vec<usize>,
+    pub strategy: Strategy,
+}
+
+/// How one wave rolls out in each of its regions, with all defaults applied.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Strategy {
+    pub one_box: Option<OneBox>,
+    pub rolling: Rolling,
+    /// The bake after every region of the wave has finished.
+    pub bake: Bake,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct OneBox {
+    pub hosts: u32,
+    /// The one-box never takes more than this share of its region.
+    pub max_share: BasisPoints,
+    pub bake: Bake,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rolling {
+    pub batch: BatchSize,
+    /// Bake after each zone.
+    pub zone_bake: Bake,
+    /// Failed hosts a zone tolerates before it is rolled back; the default tolerates none.
+    pub max_failures: u32,
+    /// A host deployment that has not reported by then counts as failed.
+    pub deploy_timeout: Duration,
+}
+
+/// A bake ends only when its time has passed **and** the new version has served
+/// `min_datapoints` requests in the bake's scope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bake {
+    pub time: Duration,
+    pub min_datapoints: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestSpec {
+    pub name: String,
+    pub run: String,
+    pub timeout: Duration,
+}
+
+impl Manifest {
+    pub fn stage_named(&self, name: &str) -> Option<usize> {
+        self.stages.iter().position(|s| s.name == name)
+    }
+
+    pub fn alarm_named(&self, name: &str) -> Option<usize> {
+        self.alarms.iter().position(|a| a.name == name)
+    }
+}

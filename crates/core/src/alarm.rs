@@ -254,9 +254,7 @@ mod tests {
         // five, OK again once the breaches fall below three.
         assert_eq!(
             states(&mut e, &[ok, ok, ok, bad, ok, bad, bad, ok, ok, ok, ok]),
-            vec![
-                InsufficientData, InsufficientData, Ok, Ok, Ok, Ok, Alarm, Alarm, Ok, Ok, Ok
-            ]
+            vec![InsufficientData, InsufficientData, Ok, Ok, Ok, Ok, Alarm, Alarm, Ok, Ok, Ok]
         );
     }
 

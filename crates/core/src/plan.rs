@@ -89,9 +89,8 @@ impl Plan {
                     for zone in &region.zones {
                         let z = ZoneId(plan.zones.len() as u32);
                         let first = plan.hosts.len() as u32;
-                        plan.hosts.extend(
-                            (1..=zone.hosts).map(|n| HostPlan { name: format!("{}-{n}", zone.name), zone: z }),
-                        );
+                        plan.hosts
+                            .extend((1..=zone.hosts).map(|n| HostPlan { name: format!("{}-{n}", zone.name), zone: z }));
                         plan.zones.push(ZonePlan {
                             region: RegionId(r as u16),
                             hosts: first..plan.hosts.len() as u32,

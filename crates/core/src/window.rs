@@ -1,8 +1,8 @@
 //! Deployment windows: when a step may start, in a region's local time.
 
+use jiff::Timestamp;
 use jiff::civil::{Date, Weekday};
 use jiff::tz::TimeZone;
-use jiff::Timestamp;
 use std::fmt;
 
 /// `allow` windows (none means always) minus `block` periods.
@@ -59,8 +59,7 @@ impl WeeklyWindow {
         } else {
             // Overnight window: the evening part belongs to today, the early part to yesterday.
             let yesterday = (today + 6) % 7;
-            (self.days[today] && minute >= self.start_minute)
-                || (self.days[yesterday] && minute < self.end_minute)
+            (self.days[today] && minute >= self.start_minute) || (self.days[yesterday] && minute < self.end_minute)
         }
     }
 }
@@ -120,7 +119,11 @@ mod tests {
     #[test]
     fn overnight_windows_span_midnight() {
         let w = Windows {
-            allow: vec![WeeklyWindow { days: [false, false, false, false, true, false, false], start_minute: 22 * 60, end_minute: 2 * 60 }],
+            allow: vec![WeeklyWindow {
+                days: [false, false, false, false, true, false, false],
+                start_minute: 22 * 60,
+                end_minute: 2 * 60,
+            }],
             block: vec![],
         };
         // Friday 23:00 and Saturday 01:00 belong to Friday's window; Saturday 23:00 does not.

@@ -80,13 +80,8 @@ impl std::error::Error for ManifestErrors {}
 ///
 /// `file` only names the source in error messages. On failure every error found is
 /// returned, sorted by position.
-pub fn parse_manifest(
-    file: &str,
-    text: &str,
-) -> Result<rollwave_core::manifest::Manifest, ManifestErrors> {
+pub fn parse_manifest(file: &str, text: &str) -> Result<rollwave_core::manifest::Manifest, ManifestErrors> {
     let mut decoder = yaml::Decoder::new(file);
-    let manifest = decoder
-        .parse_document(text)
-        .and_then(|root| decode::manifest(&mut decoder, &root));
+    let manifest = decoder.parse_document(text).and_then(|root| decode::manifest(&mut decoder, &root));
     decoder.finish(manifest)
 }

@@ -184,7 +184,10 @@ impl Engine {
             .envs
             .iter()
             .map(|e| {
-                vec![HostState { version: ReleaseId(0), history: Vec::new(), op: None, rollback_after: None }; e.hosts.len()]
+                vec![
+                    HostState { version: ReleaseId(0), history: Vec::new(), op: None, rollback_after: None };
+                    e.hosts.len()
+                ]
             })
             .collect();
         let zone_busy = plan.envs.iter().map(|e| vec![0; e.zones.len()]).collect();
@@ -420,7 +423,14 @@ impl Engine {
     }
 
     /// Starts deploying `target` to `hosts` of one environment; every host gets the same command.
-    fn deploy(&mut self, env: EnvId, hosts: Vec<HostId>, target: ReleaseId, kind: OpKind, timeout: Duration) -> CommandId {
+    fn deploy(
+        &mut self,
+        env: EnvId,
+        hosts: Vec<HostId>,
+        target: ReleaseId,
+        kind: OpKind,
+        timeout: Duration,
+    ) -> CommandId {
         let purpose = match kind {
             OpKind::Rollout { .. } => Purpose::Rollout,
             OpKind::Rollback { .. } => Purpose::Rollback,
@@ -578,7 +588,14 @@ impl Engine {
         }
     }
 
-    fn on_host_failed(&mut self, env: EnvId, host: HostId, release: ReleaseId, slot: Option<(StageId, usize)>, reason: String) {
+    fn on_host_failed(
+        &mut self,
+        env: EnvId,
+        host: HostId,
+        release: ReleaseId,
+        slot: Option<(StageId, usize)>,
+        reason: String,
+    ) {
         let stage = slot.map_or_else(|| self.plan.first_stage_of(env), |s| s.0);
         self.emit(EventKind::HostFailed, Some(release), EventScope::Host(stage, env, host), Some(reason));
         let Some((stage, wave)) = slot else { return };
@@ -605,8 +622,7 @@ impl Engine {
         let Some(run) = self.tests.remove(&command) else { return };
         let stage_name = self.plan.manifest.stages[run.stage.idx()].name.clone();
         let test_name = self.plan.manifest.stages[run.stage.idx()].tests[run.test].name.clone();
-        let Some(rollout) =
-            self.slots[run.stage.idx()][run.wave].active.as_mut().filter(|r| r.release == run.release)
+        let Some(rollout) = self.slots[run.stage.idx()][run.wave].active.as_mut().filter(|r| r.release == run.release)
         else {
             return;
         };
@@ -723,7 +739,9 @@ impl Engine {
     fn hosts_in<'a>(&'a self, scope: Scope, regions: &'a [RegionId]) -> impl Iterator<Item = HostId> + 'a {
         let env = scope.env();
         let ranges: Vec<Range<u32>> = match scope {
-            Scope::Environment(_) => regions.iter().map(|&r| self.plan.env(env).regions[r.idx()].hosts.clone()).collect(),
+            Scope::Environment(_) => {
+                regions.iter().map(|&r| self.plan.env(env).regions[r.idx()].hosts.clone()).collect()
+            }
             Scope::Region(_, r) if regions.contains(&r) => vec![self.plan.env(env).regions[r.idx()].hosts.clone()],
             Scope::Zone(_, z) if regions.contains(&self.plan.zone_region(env, z)) => vec![self.plan.zone_hosts(env, z)],
             Scope::Host(_, h) if regions.contains(&self.plan.zone_region(env, self.plan.host_zone(env, h))) => {
@@ -747,7 +765,15 @@ impl Engine {
         self.start_rollback_job(release, release, event_scope, env, hosts, why);
     }
 
-    fn start_rollback_job(&mut self, release: ReleaseId, below: ReleaseId, scope: EventScope, env: EnvId, hosts: Vec<HostId>, why: &str) {
+    fn start_rollback_job(
+        &mut self,
+        release: ReleaseId,
+        below: ReleaseId,
+        scope: EventScope,
+        env: EnvId,
+        hosts: Vec<HostId>,
+        why: &str,
+    ) {
         let job = self.next_job;
         self.next_job += 1;
         self.emit(EventKind::RollbackStarted, Some(release), scope, Some(format!("{} host(s): {why}", hosts.len())));
@@ -891,7 +917,11 @@ impl Engine {
         self.finish_release(release, ReleaseStatus::RolledBack, why.clone());
         let name = self.releases[release.idx()].name.clone();
         for r in newer {
-            self.finish_release(r, ReleaseStatus::RolledBack, format!("cancelled: it contains {name}, which was rolled back"));
+            self.finish_release(
+                r,
+                ReleaseStatus::RolledBack,
+                format!("cancelled: it contains {name}, which was rolled back"),
+            );
         }
     }
 
@@ -997,7 +1027,8 @@ impl Engine {
         }
         rel.gate_blocked = None;
         rel.at = Position::Active(stage, wave);
-        let older: Vec<ReleaseId> = self.slots[stage.idx()][wave].waiting.iter().copied().filter(|&r| r != newest).collect();
+        let older: Vec<ReleaseId> =
+            self.slots[stage.idx()][wave].waiting.iter().copied().filter(|&r| r != newest).collect();
         self.slots[stage.idx()][wave].waiting.clear();
         let name = self.releases[newest.idx()].name.clone();
         for r in older {
@@ -1045,7 +1076,13 @@ impl Engine {
     }
 
     /// Whether a step may start now in a region: holds, alarms of its scopes, windows.
-    fn step_gate(&self, stage: StageId, region: RegionId, zone: Option<ZoneId>, hosts: &[HostId]) -> Result<(), String> {
+    fn step_gate(
+        &self,
+        stage: StageId,
+        region: RegionId,
+        zone: Option<ZoneId>,
+        hosts: &[HostId],
+    ) -> Result<(), String> {
         self.holds(stage)?;
         let env = self.plan.stage_env(stage);
         let mut scopes = vec![Scope::Environment(env), Scope::Region(env, region)];
@@ -1220,7 +1257,12 @@ impl Engine {
                         .flatten()
                         .map(|h| plan.host_name(env, HostId(h)))
                         .collect();
-                    self.emit(EventKind::OneBoxDeployed, Some(release), EventScope::Region(stage, region), Some(names.join(", ")));
+                    self.emit(
+                        EventKind::OneBoxDeployed,
+                        Some(release),
+                        EventScope::Region(stage, region),
+                        Some(names.join(", ")),
+                    );
                     let bake = strategy.one_box.as_ref().map(|o| o.bake).unwrap_or(strategy.bake);
                     self.emit(
                         EventKind::BakeStarted,
@@ -1306,7 +1348,12 @@ impl Engine {
                         if pos + 1 < zones.len() as u32 {
                             Some(Phase::Zone { pos: pos + 1, started: false, batch_in_flight: None })
                         } else {
-                            self.emit(EventKind::RegionCompleted, Some(release), EventScope::Region(stage, region), None);
+                            self.emit(
+                                EventKind::RegionCompleted,
+                                Some(release),
+                                EventScope::Region(stage, region),
+                                None,
+                            );
                             Some(Phase::Done)
                         }
                     } else if clock.newly_short_of_data(now) {
@@ -1335,7 +1382,15 @@ impl Engine {
         h.version != release && h.op.is_none()
     }
 
-    fn report_blocked(&mut self, stage: StageId, wave: usize, i: usize, release: ReleaseId, scope: EventScope, why: String) {
+    fn report_blocked(
+        &mut self,
+        stage: StageId,
+        wave: usize,
+        i: usize,
+        release: ReleaseId,
+        scope: EventScope,
+        why: String,
+    ) {
         let Some(rollout) = self.slots[stage.idx()][wave].active.as_mut() else { return };
         let r = &mut rollout.regions[i];
         if r.blocked.as_ref() == Some(&why) {
@@ -1370,4 +1425,3 @@ pub fn render_scope(plan: &Plan, scope: EventScope) -> String {
         }
     }
 }
-

@@ -63,32 +63,65 @@ impl Scope {
 pub enum Input {
     /// Time has passed: bakes may end, deployments may time out, windows may open.
     Tick,
-    CreateRelease { version: String },
+    CreateRelease {
+        version: String,
+    },
     Operator(OperatorCommand),
     /// A host finished (or failed) the deployment `command` asked of it.
-    HostReport { env: EnvId, host: HostId, command: CommandId, result: Result<(), String> },
-    TestReport { command: CommandId, result: Result<(), String> },
+    HostReport {
+        env: EnvId,
+        host: HostId,
+        command: CommandId,
+        result: Result<(), String>,
+    },
+    TestReport {
+        command: CommandId,
+        result: Result<(), String>,
+    },
     /// An alarm instance changed state. Instances never reported count as OK, so an
     /// observer reports INSUFFICIENT_DATA explicitly.
-    Alarm { alarm: usize, scope: Scope, state: AlarmState, reason: String },
+    Alarm {
+        alarm: usize,
+        scope: Scope,
+        state: AlarmState,
+        reason: String,
+    },
     /// `requests` served by `version` in a zone since the last report: the data points bakes wait for.
-    Served { env: EnvId, zone: ZoneId, version: ReleaseId, requests: u64 },
+    Served {
+        env: EnvId,
+        zone: ZoneId,
+        version: ReleaseId,
+        requests: u64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OperatorCommand {
     /// Without a stage, approves every stage that needs it.
-    Approve { release: ReleaseId, stage: Option<StageId> },
+    Approve {
+        release: ReleaseId,
+        stage: Option<StageId>,
+    },
     /// Every host running this release or a newer one returns to the last version before it;
     /// newer releases still in flight are cancelled.
-    Rollback { release: ReleaseId },
+    Rollback {
+        release: ReleaseId,
+    },
     /// Resumes a halted release, redeploying what was rolled back once its alarms are OK.
-    Retry { release: ReleaseId },
+    Retry {
+        release: ReleaseId,
+    },
     /// Gives up on a halted release: the next newer one proceeds and fills its place.
-    RollForward { release: ReleaseId },
+    RollForward {
+        release: ReleaseId,
+    },
     /// Without a stage, holds the whole service.
-    Hold { stage: Option<StageId> },
-    Resume { stage: Option<StageId> },
+    Hold {
+        stage: Option<StageId>,
+    },
+    Resume {
+        stage: Option<StageId>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,0 +1,602 @@
+//! Decodes the manifest document into resolved [`Manifest`] values.
+//!
+//! Overridable settings (`one_box`, `rolling`, `bake`) are first read as *layers* whose
+//! fields are all optional, one layer per level (wave, stage, `strategy`). A wave's
+//! [`Strategy`] is then resolved field by field from the most specific layer that sets
+//! each field, falling back to the defaults. Every resolved bake takes its
+//! `min_datapoints` from the nearest layer that sets it for that bake, else from
+//! `strategy.bake.min_datapoints`, else 0.
+
+use crate::Location;
+use crate::grammar;
+use crate::keys;
+use crate::yaml::{Decoder, Located, Mapping, Node, check_name, hint, is_null, suggest};
+use jiff::tz::TimeZone;
+use rollwave_core::alarm::{AlarmScope, AlarmSpec, MetricSource, Threshold, TreatMissing};
+use rollwave_core::manifest::{
+    Bake, Environment, Manifest, OneBox, Region, Rolling, Stage, Strategy, TestSpec, Wave, Zone,
+};
+use rollwave_core::share::{BasisPoints, BatchSize};
+use rollwave_core::window::{BlockedDates, WeeklyWindow, Windows};
+use std::collections::HashMap;
+use std::time::Duration;
+
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+
+const DEFAULT_WATCH: Duration = Duration::from_secs(24 * 3600);
+const DEFAULT_TEST_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+const DEFAULT_ALARM_PERIOD: Duration = MINUTE;
+const DEFAULT_ONE_BOX_HOSTS: u32 = 1;
+const DEFAULT_ONE_BOX_MAX_SHARE_BP: u32 = 1000;
+const DEFAULT_ONE_BOX_BAKE: Duration = HOUR;
+const DEFAULT_BATCH_BP: u32 = 3300;
+const DEFAULT_DEPLOY_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// The plan and the simulator hold a record per host, so a typo such as an extra few
+/// zeros must not turn into billions of them.
+const MAX_HOSTS_PER_ENVIRONMENT: u64 = 1_000_000;
+
+/// A `bake` as written at one level: a duration sets only the time.
+#[derive(Clone, Copy, Debug, Default)]
+struct BakeLayer {
+    time: Option<Duration>,
+    min_datapoints: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct OneBoxLayer {
+    hosts: Option<u32>,
+    max_share: Option<BasisPoints>,
+    bake: BakeLayer,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum OneBoxSetting {
+    /// `one_box: false`: no one-box here, whatever the levels above say.
+    Off,
+    /// `one_box: true` or a mapping: fields not set here come from the levels above,
+    /// up to the nearest `false`.
+    On(OneBoxLayer),
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct RollingLayer {
+    batch: Option<BatchSize>,
+    zone_bake: BakeLayer,
+    max_failures: Option<u32>,
+    deploy_timeout: Option<Duration>,
+}
+
+/// The overridable part of `strategy`, a stage or a wave.
+#[derive(Clone, Copy, Debug, Default)]
+struct StrategyLayer {
+    one_box: Option<OneBoxSetting>,
+    rolling: RollingLayer,
+    bake: BakeLayer,
+}
+
+/// `windows` as written at one level: a list that is given replaces the one above.
+#[derive(Clone, Debug, Default)]
+struct WindowsLayer {
+    allow: Option<Vec<WeeklyWindow>>,
+    block: Option<Vec<BlockedDates>>,
+}
+
+impl WindowsLayer {
+    fn over(self, top: &WindowsLayer) -> Windows {
+        Windows {
+            allow: self.allow.or_else(|| top.allow.clone()).unwrap_or_default(),
+            block: self.block.or_else(|| top.block.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+/// An environment with whether its region list could be read: when it could not,
+/// references to its regions are not checked, to avoid reporting the same mistake twice.
+struct DecodedEnvironment {
+    environment: Environment,
+    regions_known: bool,
+}
+
+/// What stages refer to.
+struct Context<'a> {
+    /// `None` when `environments` itself is missing or unreadable.
+    environments: Option<&'a [DecodedEnvironment]>,
+    strategy: &'a StrategyLayer,
+    windows: &'a WindowsLayer,
+}
+
+pub fn manifest(d: &mut Decoder, root: &Node) -> Option<Manifest> {
+    let map = d.mapping(root, keys::MANIFEST)?;
+    let service = d.required(&map, "service", Decoder::name);
+    let environments = d.required(&map, "environments", environments);
+    let strategy = d.optional(&map, "strategy", strategy).unwrap_or_default();
+    let windows = d.optional(&map, "windows", windows).unwrap_or_default();
+    let context = Context { environments: environments.as_deref(), strategy: &strategy, windows: &windows };
+    let stages = d.required(&map, "stages", |d, node| stages(d, node, &context));
+    let alarms = d.optional(&map, "alarms", alarms).unwrap_or_default();
+    let watch = d.optional(&map, "watch", Decoder::duration).unwrap_or(DEFAULT_WATCH);
+    Some(Manifest {
+        service: service?,
+        environments: environments?.into_iter().map(|e| e.environment).collect(),
+        stages: stages?,
+        alarms,
+        watch,
+    })
+}
+
+/// Records `name` as seen at `at`, or reports it as a duplicate of an earlier one.
+fn check_unique(d: &mut Decoder, seen: &mut HashMap<String, Location>, what: &str, name: &str, at: &Node) {
+    match seen.get(name) {
+        Some(first) => d.error(at, format!("duplicate {what} {name:?}; the first is at {first}")),
+        None => {
+            seen.insert(name.to_owned(), at.location());
+        }
+    }
+}
+
+/// Reads the `name` key and checks it against the names already seen at this level.
+fn unique_name(d: &mut Decoder, map: &Mapping<'_>, seen: &mut HashMap<String, Location>, what: &str) -> Option<String> {
+    let name = d.required(map, "name", Decoder::name)?;
+    if let Some(node) = map.get("name") {
+        check_unique(d, seen, what, &name, node);
+    }
+    Some(name)
+}
+
+fn positive_u32(d: &mut Decoder, node: &Node) -> Option<u32> {
+    match d.u32(node)? {
+        0 => {
+            d.error(node, "expected at least 1, found 0");
+            None
+        }
+        n => Some(n),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Environments
+
+fn environments(d: &mut Decoder, node: &Node) -> Option<Vec<DecodedEnvironment>> {
+    let map = d.open_mapping(node)?;
+    if map.is_empty() {
+        d.error(
+            map,
+            "define at least one environment, e.g. `prod: { regions: { us-east-2: { zones: { use2-az1: 3 } } } }`",
+        );
+        return None;
+    }
+    let decoded =
+        named_entries(d, &map, "environment").into_iter().map(|(name, value)| environment(d, name, value)).collect();
+    Some(decoded)
+}
+
+/// The entries of a mapping from names to things, each name checked. A name without a
+/// value is reported at the name but still listed, with `None`, so that references to it
+/// resolve instead of being reported as well.
+fn named_entries<'n>(d: &mut Decoder, map: &Mapping<'n>, what: &str) -> Vec<(&'n str, Option<&'n Node>)> {
+    map.entries()
+        .map(|(key, value)| {
+            if let Err(message) = check_name(key.as_str()) {
+                d.error(key, message);
+            }
+            if is_null(value) {
+                d.error(key, format!("{what} {:?} has no value", key.as_str()));
+                return (key.as_str(), None);
+            }
+            (key.as_str(), Some(value))
+        })
+        .collect()
+}
+
+fn environment(d: &mut Decoder, name: &str, node: Option<&Node>) -> DecodedEnvironment {
+    let mut environment = Environment { name: name.to_owned(), regions: Vec::new() };
+    let Some(map) = node.and_then(|node| d.mapping(node, keys::ENVIRONMENT)) else {
+        return DecodedEnvironment { environment, regions_known: false };
+    };
+    let Some(regions) = d.required(&map, "regions", Decoder::open_mapping) else {
+        return DecodedEnvironment { environment, regions_known: false };
+    };
+    if regions.is_empty() {
+        d.error(regions, format!("environment {name:?} needs at least one region"));
+    }
+    // Hosts are named `{zone}-{n}` across the whole environment, so zone names are
+    // unique per environment, not just per region.
+    let mut zones_seen = HashMap::new();
+    let mut hosts_total: u64 = 0;
+    for (name, value) in named_entries(d, &regions, "region") {
+        let region = region(d, name, value, &mut zones_seen, &mut hosts_total);
+        environment.regions.push(region);
+    }
+    DecodedEnvironment { environment, regions_known: true }
+}
+
+fn region(
+    d: &mut Decoder,
+    name: &str,
+    node: Option<&Node>,
+    zones_seen: &mut HashMap<String, Location>,
+    hosts_total: &mut u64,
+) -> Region {
+    let mut region = Region { name: name.to_owned(), timezone: TimeZone::UTC, zones: Vec::new() };
+    let Some(map) = node.and_then(|node| d.mapping(node, keys::REGION)) else {
+        return region;
+    };
+    region.timezone = d.optional(&map, "timezone", timezone).unwrap_or(TimeZone::UTC);
+    let Some(zones) = d.required(&map, "zones", Decoder::open_mapping) else {
+        return region;
+    };
+    if zones.is_empty() {
+        d.error(zones, format!("region {name:?} needs at least one zone, e.g. `zones: {{ {name}-az1: 3 }}`"));
+    }
+    for (key, value) in d.entries(&zones) {
+        let zone_name = key.as_str();
+        match check_name(zone_name) {
+            Err(message) => d.error(key, message),
+            Ok(()) => match zones_seen.get(zone_name) {
+                Some(first) => d.error(
+                    key,
+                    format!(
+                        "zone {zone_name:?} is already defined in this environment at {first}; \
+                         hosts are named {{zone}}-{{n}}, so zone names must be unique in an environment"
+                    ),
+                ),
+                None => {
+                    zones_seen.insert(zone_name.to_owned(), key.location());
+                }
+            },
+        }
+        let Some(hosts) = d.u32(value) else { continue };
+        let before = *hosts_total;
+        *hosts_total = before.saturating_add(u64::from(hosts));
+        // Only the zone that crosses the limit is reported, once per environment.
+        if before <= MAX_HOSTS_PER_ENVIRONMENT && *hosts_total > MAX_HOSTS_PER_ENVIRONMENT {
+            d.error(
+                value,
+                format!("too many hosts: an environment may have at most {MAX_HOSTS_PER_ENVIRONMENT} in all its zones"),
+            );
+        }
+        region.zones.push(Zone { name: zone_name.to_owned(), hosts });
+    }
+    region
+}
+
+fn timezone(d: &mut Decoder, node: &Node) -> Option<TimeZone> {
+    d.parsed(node, "a time zone name such as Europe/Dublin", |name| {
+        TimeZone::get(name).map_err(|_| {
+            let known: Vec<String> = jiff::tz::db().available().map(|n| n.as_str().to_owned()).collect();
+            // `Dublin` for `Europe/Dublin` is a likelier slip than a typo in the whole name.
+            let by_city =
+                known.iter().find(|k| k.rsplit_once('/').is_some_and(|(_, city)| city.eq_ignore_ascii_case(name)));
+            match by_city.map(String::as_str).or_else(|| suggest(name, known.iter().map(String::as_str))) {
+                Some(near) => format!("unknown time zone {name:?}; did you mean {near:?}?"),
+                None => {
+                    format!("unknown time zone {name:?}; use an IANA name such as America/Chicago or Europe/Dublin")
+                }
+            }
+        })
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Strategy layers
+
+fn strategy(d: &mut Decoder, node: &Node) -> Option<StrategyLayer> {
+    let map = d.mapping(node, keys::STRATEGY)?;
+    Some(strategy_layer(d, &map))
+}
+
+/// The `one_box`, `rolling` and `bake` keys of `strategy`, a stage or a wave.
+fn strategy_layer(d: &mut Decoder, map: &Mapping<'_>) -> StrategyLayer {
+    StrategyLayer {
+        one_box: d.optional(map, "one_box", one_box),
+        rolling: d.optional(map, "rolling", rolling).unwrap_or_default(),
+        bake: d.optional(map, "bake", bake).unwrap_or_default(),
+    }
+}
+
+fn bake(d: &mut Decoder, node: &Node) -> Option<BakeLayer> {
+    if let Node::Mapping(_) = node {
+        let map = d.mapping(node, keys::BAKE)?;
+        return Some(BakeLayer {
+            time: d.optional(&map, "time", Decoder::duration),
+            min_datapoints: d.optional(&map, "min_datapoints", Decoder::u64),
+        });
+    }
+    let time =
+        d.parsed(node, "a duration such as 30m, or a mapping { time, min_datapoints }", crate::yaml::parse_duration)?;
+    Some(BakeLayer { time: Some(time), min_datapoints: None })
+}
+
+fn one_box(d: &mut Decoder, node: &Node) -> Option<OneBoxSetting> {
+    if let Node::Mapping(_) = node {
+        let map = d.mapping(node, keys::ONE_BOX)?;
+        return Some(OneBoxSetting::On(OneBoxLayer {
+            hosts: d.optional(&map, "hosts", positive_u32),
+            max_share: d.optional(&map, "max_share", Decoder::share),
+            bake: d.optional(&map, "bake", bake).unwrap_or_default(),
+        }));
+    }
+    d.parsed(node, "false, true or a mapping { hosts, max_share, bake }", |s| match s {
+        "false" | "False" | "FALSE" => Ok(OneBoxSetting::Off),
+        "true" | "True" | "TRUE" => Ok(OneBoxSetting::On(OneBoxLayer::default())),
+        _ => Err(format!("expected false, true or a mapping {{ hosts, max_share, bake }}, found {s:?}")),
+    })
+}
+
+fn rolling(d: &mut Decoder, node: &Node) -> Option<RollingLayer> {
+    let map = d.mapping(node, keys::ROLLING)?;
+    Some(RollingLayer {
+        batch: d.optional(&map, "batch", |d, n| d.parsed(n, "a batch size such as 33% or 2", grammar::batch)),
+        zone_bake: d.optional(&map, "zone_bake", bake).unwrap_or_default(),
+        max_failures: d.optional(&map, "max_failures", Decoder::u32),
+        deploy_timeout: d.optional(&map, "deploy_timeout", Decoder::positive_duration),
+    })
+}
+
+/// Resolves a wave's strategy from its layers, most specific first; the last layer is
+/// the manifest's `strategy`.
+fn resolve(layers: &[&StrategyLayer]) -> Strategy {
+    fn nearest<T>(layers: &[&StrategyLayer], field: impl Fn(&StrategyLayer) -> Option<T>) -> Option<T> {
+        layers.iter().find_map(|layer| field(layer))
+    }
+    let inherited_datapoints = layers.last().and_then(|s| s.bake.min_datapoints).unwrap_or(0);
+
+    let bake = Bake {
+        time: nearest(layers, |l| l.bake.time).unwrap_or(Duration::ZERO),
+        min_datapoints: nearest(layers, |l| l.bake.min_datapoints).unwrap_or(inherited_datapoints),
+    };
+    let rolling = Rolling {
+        batch: nearest(layers, |l| l.rolling.batch)
+            .unwrap_or(BatchSize::Share(BasisPoints::new(DEFAULT_BATCH_BP).unwrap_or(BasisPoints::FULL))),
+        zone_bake: Bake {
+            time: nearest(layers, |l| l.rolling.zone_bake.time).unwrap_or(Duration::ZERO),
+            min_datapoints: nearest(layers, |l| l.rolling.zone_bake.min_datapoints).unwrap_or(inherited_datapoints),
+        },
+        max_failures: nearest(layers, |l| l.rolling.max_failures).unwrap_or(0),
+        deploy_timeout: nearest(layers, |l| l.rolling.deploy_timeout).unwrap_or(DEFAULT_DEPLOY_TIMEOUT),
+    };
+
+    // The nearest `one_box` setting decides whether there is a one-box; its fields come
+    // from the `On` layers down to the first `false` (what lies above a `false` is cut off).
+    let one_box = match nearest(layers, |l| l.one_box) {
+        Some(OneBoxSetting::Off) => None,
+        _ => {
+            let on: Vec<OneBoxLayer> = layers
+                .iter()
+                .map_while(|l| match l.one_box {
+                    Some(OneBoxSetting::Off) => None,
+                    Some(OneBoxSetting::On(layer)) => Some(Some(layer)),
+                    None => Some(None),
+                })
+                .flatten()
+                .collect();
+            Some(OneBox {
+                hosts: on.iter().find_map(|o| o.hosts).unwrap_or(DEFAULT_ONE_BOX_HOSTS),
+                max_share: on
+                    .iter()
+                    .find_map(|o| o.max_share)
+                    .unwrap_or(BasisPoints::new(DEFAULT_ONE_BOX_MAX_SHARE_BP).unwrap_or(BasisPoints::FULL)),
+                bake: Bake {
+                    time: on.iter().find_map(|o| o.bake.time).unwrap_or(DEFAULT_ONE_BOX_BAKE),
+                    min_datapoints: on.iter().find_map(|o| o.bake.min_datapoints).unwrap_or(inherited_datapoints),
+                },
+            })
+        }
+    };
+    Strategy { one_box, rolling, bake }
+}
+
+// ---------------------------------------------------------------------------------------
+// Windows
+
+fn windows(d: &mut Decoder, node: &Node) -> Option<WindowsLayer> {
+    let map = d.mapping(node, keys::WINDOWS)?;
+    Some(WindowsLayer {
+        allow: d.optional(&map, "allow", |d, n| {
+            d.list(n, |d, item| d.parsed(item, "a window such as \"Mon-Fri 09:00-17:00\"", grammar::weekly_window))
+        }),
+        block: d.optional(&map, "block", |d, n| {
+            d.list(n, |d, item| {
+                d.parsed(
+                    item,
+                    "a date such as 2026-12-24 or a period such as 2026-12-24/2026-12-26",
+                    grammar::blocked_dates,
+                )
+            })
+        }),
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Stages and waves
+
+fn stages(d: &mut Decoder, node: &Node, context: &Context<'_>) -> Option<Vec<Stage>> {
+    let items = d.sequence(node)?;
+    if items.is_empty() {
+        d.error(node, "define at least one stage, e.g. `- { name: prod, environment: prod }`");
+        return None;
+    }
+    let mut names = HashMap::new();
+    Some(items.iter().filter_map(|item| stage(d, item, context, &mut names)).collect())
+}
+
+fn stage(d: &mut Decoder, node: &Node, context: &Context<'_>, names: &mut HashMap<String, Location>) -> Option<Stage> {
+    let map = d.mapping(node, keys::STAGE)?;
+    let name = unique_name(d, &map, names, "stage name");
+    let environment = d.required(&map, "environment", |d, n| environment_ref(d, n, context.environments));
+    let approval = d.optional(&map, "approval", Decoder::bool).unwrap_or(false);
+    let tests = d.optional(&map, "tests", tests).unwrap_or_default();
+    let layer = strategy_layer(d, &map);
+    let windows = d.optional(&map, "windows", windows).unwrap_or_default().over(context.windows);
+
+    let env = environment.and_then(|i| context.environments?.get(i)).filter(|e| e.regions_known);
+    let waves = match map.get("waves") {
+        Some(node) => waves(d, node, env.map(|e| &e.environment), &layer, context.strategy),
+        None => Some(vec![Wave {
+            name: "wave-1".to_owned(),
+            regions: env.map(|e| (0..e.environment.regions.len()).collect()).unwrap_or_default(),
+            strategy: resolve(&[&layer, context.strategy]),
+        }]),
+    };
+    Some(Stage { name: name?, environment: environment?, approval, tests, waves: waves?, windows })
+}
+
+/// An environment named by a stage, as an index. Unchecked (`None`, no error) when the
+/// environments could not be read: that error is already reported.
+fn environment_ref(d: &mut Decoder, node: &Node, environments: Option<&[DecodedEnvironment]>) -> Option<usize> {
+    let name = d.name(node)?;
+    let environments = environments?;
+    let found = environments.iter().position(|e| e.environment.name == name);
+    if found.is_none() {
+        let hint = hint(&name, environments.iter().map(|e| e.environment.name.as_str()));
+        d.error(node, format!("environment {name:?} is not defined in `environments`{hint}"));
+    }
+    found
+}
+
+fn tests(d: &mut Decoder, node: &Node) -> Option<Vec<TestSpec>> {
+    let mut names = HashMap::new();
+    d.list(node, |d, item| {
+        let map = d.mapping(item, keys::TEST)?;
+        let name = unique_name(d, &map, &mut names, "test name");
+        let run = d.required(&map, "run", Decoder::string);
+        let timeout = d.optional(&map, "timeout", Decoder::positive_duration).unwrap_or(DEFAULT_TEST_TIMEOUT);
+        Some(TestSpec { name: name?, run: run?, timeout })
+    })
+}
+
+/// `environment` is `None` when the stage's environment is unknown; region names are
+/// then read but not resolved.
+fn waves(
+    d: &mut Decoder,
+    node: &Node,
+    environment: Option<&Environment>,
+    stage: &StrategyLayer,
+    strategy: &StrategyLayer,
+) -> Option<Vec<Wave>> {
+    let items = d.sequence(node)?;
+    if items.is_empty() {
+        d.error(node, "define at least one wave, or leave out `waves` to deploy to every region in one wave");
+        return None;
+    }
+    let mut names = HashMap::new();
+    // Region index -> the wave that already deploys it.
+    let mut taken: HashMap<usize, String> = HashMap::new();
+    let mut waves = Vec::new();
+    for item in items {
+        let Some(map) = d.mapping(item, keys::WAVE) else { continue };
+        let name = unique_name(d, &map, &mut names, "wave name");
+        let wave_label = name.clone().unwrap_or_else(|| "another wave".to_owned());
+        let regions = d.required(&map, "regions", |d, n| region_refs(d, n, environment, &mut taken, &wave_label));
+        let layer = strategy_layer(d, &map);
+        let (Some(name), Some(regions)) = (name, regions) else { continue };
+        waves.push(Wave { name, regions, strategy: resolve(&[&layer, stage, strategy]) });
+    }
+    Some(waves)
+}
+
+fn region_refs(
+    d: &mut Decoder,
+    node: &Node,
+    environment: Option<&Environment>,
+    taken: &mut HashMap<usize, String>,
+    wave: &str,
+) -> Option<Vec<usize>> {
+    let items = d.sequence(node)?;
+    if items.is_empty() {
+        d.error(node, "a wave needs at least one region");
+        return None;
+    }
+    let mut regions = Vec::new();
+    for item in items {
+        let Some(name) = d.name(item) else { continue };
+        let Some(env) = environment else { continue };
+        let Some(index) = env.regions.iter().position(|r| r.name == name) else {
+            let hint = hint(&name, env.regions.iter().map(|r| r.name.as_str()));
+            d.error(item, format!("region {name:?} is not in environment {:?}{hint}", env.name));
+            continue;
+        };
+        if let Some(other) = taken.get(&index) {
+            let message = if other == wave {
+                format!("region {name:?} is listed twice in this wave")
+            } else {
+                format!("region {name:?} is already in wave {other:?}; a region belongs to one wave of a stage")
+            };
+            d.error(item, message);
+            continue;
+        }
+        taken.insert(index, wave.to_owned());
+        regions.push(index);
+    }
+    Some(regions)
+}
+
+// ---------------------------------------------------------------------------------------
+// Alarms
+
+fn alarms(d: &mut Decoder, node: &Node) -> Option<Vec<AlarmSpec>> {
+    let mut names = HashMap::new();
+    d.list(node, |d, item| alarm(d, item, &mut names))
+}
+
+fn alarm(d: &mut Decoder, node: &Node, names: &mut HashMap<String, Location>) -> Option<AlarmSpec> {
+    let map = d.mapping(node, keys::ALARM)?;
+    let name = unique_name(d, &map, names, "alarm name");
+    let metric = d.required(&map, "metric", Decoder::string);
+    let scope = d
+        .optional(&map, "scope", |d, n| {
+            let choices = AlarmScope::ALL.map(|s| (s.as_str(), s));
+            d.one_of(n, "scope", &choices)
+        })
+        .unwrap_or(AlarmScope::Region);
+    let threshold: Option<Threshold> =
+        d.required(&map, "threshold", |d, n| d.parsed(n, "a threshold such as \"> 0.02\"", grammar::threshold));
+    let period = d.optional(&map, "period", Decoder::positive_duration).unwrap_or(DEFAULT_ALARM_PERIOD);
+    let (datapoints_to_alarm, evaluation_periods) = d
+        .optional(&map, "datapoints", |d, n| d.parsed(n, "data points such as \"3 of 5\"", grammar::datapoints))
+        .unwrap_or((1, 1));
+    let missing = d
+        .optional(&map, "missing", |d, n| {
+            d.one_of(
+                n,
+                "missing-data treatment",
+                &[
+                    ("missing", TreatMissing::Missing),
+                    ("notBreaching", TreatMissing::NotBreaching),
+                    ("not_breaching", TreatMissing::NotBreaching),
+                    ("breaching", TreatMissing::Breaching),
+                    ("ignore", TreatMissing::Ignore),
+                ],
+            )
+        })
+        .unwrap_or_default();
+    let prometheus = d
+        .optional(&map, "source", |d, n| d.one_of(n, "metric source", &[("builtin", false), ("prometheus", true)]))
+        .unwrap_or(false);
+    let query = d.optional(&map, "query", Decoder::string);
+    let source = match (prometheus, query) {
+        (true, Some(query)) => Some(MetricSource::Prometheus { query }),
+        (true, None) => {
+            d.error(map, "missing required key \"query\" (a PromQL query, required with `source: prometheus`)");
+            None
+        }
+        (false, query) => {
+            if let (Some(_), Some(key)) = (query, map.key("query")) {
+                d.error(key, "\"query\" is only used with `source: prometheus`; set the source or remove the query");
+            }
+            Some(MetricSource::Builtin)
+        }
+    };
+    Some(AlarmSpec {
+        name: name?,
+        metric: metric?,
+        source: source?,
+        scope,
+        threshold: threshold?,
+        period,
+        datapoints_to_alarm,
+        evaluation_periods,
+        missing,
+    })
+}

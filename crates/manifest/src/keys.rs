@@ -1,0 +1,28 @@
+//! The keys of every object in a manifest. The decoder checks mappings against these
+//! lists and the JSON Schema builds its `properties` from them, so the two cannot drift.
+
+pub const MANIFEST: &[&str] = &["service", "environments", "strategy", "stages", "alarms", "windows", "watch"];
+pub const ENVIRONMENT: &[&str] = &["regions"];
+pub const REGION: &[&str] = &["timezone", "zones"];
+pub const STRATEGY: &[&str] = &["one_box", "rolling", "bake"];
+pub const ONE_BOX: &[&str] = &["hosts", "max_share", "bake"];
+pub const ROLLING: &[&str] = &["batch", "zone_bake", "max_failures", "deploy_timeout"];
+pub const BAKE: &[&str] = &["time", "min_datapoints"];
+pub const STAGE: &[&str] =
+    &["name", "environment", "approval", "tests", "bake", "windows", "one_box", "rolling", "waves"];
+pub const TEST: &[&str] = &["name", "run", "timeout"];
+pub const WAVE: &[&str] = &["name", "regions", "bake", "one_box", "rolling"];
+pub const ALARM: &[&str] =
+    &["name", "metric", "scope", "threshold", "period", "datapoints", "missing", "source", "query"];
+pub const WINDOWS: &[&str] = &["allow", "block"];
+
+/// Keys that must be present, per object; the schema's `required` lists come from here
+/// and the integration tests check, key by key, that the decoder agrees. (`query` is
+/// required only with `source: prometheus`; the schema says so with `if`/`then`.)
+pub const MANIFEST_REQUIRED: &[&str] = &["service", "environments", "stages"];
+pub const ENVIRONMENT_REQUIRED: &[&str] = &["regions"];
+pub const REGION_REQUIRED: &[&str] = &["zones"];
+pub const STAGE_REQUIRED: &[&str] = &["name", "environment"];
+pub const TEST_REQUIRED: &[&str] = &["name", "run"];
+pub const WAVE_REQUIRED: &[&str] = &["name", "regions"];
+pub const ALARM_REQUIRED: &[&str] = &["name", "metric", "threshold"];

@@ -1,0 +1,297 @@
+//! The manifest's JSON Schema (draft 2020-12), for editors and CI linters.
+//!
+//! Every object's `properties` are generated from the key lists in [`crate::keys`], the
+//! same lists the decoder checks mappings against. A key without a schema here would
+//! get the schema `false`, which the tests reject. The schema cannot express everything
+//! the decoder checks (unique names, references between sections, `N <= M`); it is a
+//! first line of defence, `rollwave` itself has the last word.
+
+use crate::keys;
+use serde_json::{Map, Value, json};
+
+pub const NAME_PATTERN: &str = "^[A-Za-z0-9._-]+$";
+/// Units largest first, each at most once; emptiness is excluded by `minLength`.
+pub const DURATION_PATTERN: &str = "^([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?$";
+pub const PERCENTAGE_PATTERN: &str = "^(100(\\.0{1,2})?|[0-9]{1,2}(\\.[0-9]{1,2})?)%$";
+const DAY: &str = "(Mon|Tue|Wed|Thu|Fri|Sat|Sun)";
+const TIME: &str = "([01][0-9]|2[0-3]):[0-5][0-9]";
+const DATE: &str = "[0-9]{4}-[0-9]{2}-[0-9]{2}";
+const NUMBER: &str = "[-+]?([0-9]+(\\.[0-9]*)?|\\.[0-9]+)([eE][-+]?[0-9]+)?";
+
+/// Each object type of the manifest: its name under `$defs` and its keys.
+pub(crate) const OBJECTS: &[(&str, &[&str], &[&str])] = &[
+    ("manifest", keys::MANIFEST, keys::MANIFEST_REQUIRED),
+    ("environment", keys::ENVIRONMENT, keys::ENVIRONMENT_REQUIRED),
+    ("region", keys::REGION, keys::REGION_REQUIRED),
+    ("strategy", keys::STRATEGY, &[]),
+    ("oneBoxSettings", keys::ONE_BOX, &[]),
+    ("rolling", keys::ROLLING, &[]),
+    ("bakeSettings", keys::BAKE, &[]),
+    ("stage", keys::STAGE, keys::STAGE_REQUIRED),
+    ("test", keys::TEST, keys::TEST_REQUIRED),
+    ("wave", keys::WAVE, keys::WAVE_REQUIRED),
+    ("alarm", keys::ALARM, keys::ALARM_REQUIRED),
+    ("windows", keys::WINDOWS, &[]),
+];
+
+fn reference(def: &str) -> Value {
+    json!({ "$ref": format!("#/$defs/{def}") })
+}
+
+fn described(mut schema: Value, description: &str) -> Value {
+    if let Value::Object(map) = &mut schema {
+        map.insert("description".to_owned(), Value::String(description.to_owned()));
+    }
+    schema
+}
+
+/// The schema of one key of one object type; `None` for a key this file forgot.
+fn property(object: &str, key: &str) -> Option<Value> {
+    let duration = reference("duration");
+    let schema = match (object, key) {
+        ("manifest", "service") => described(reference("name"), "The service this pipeline deploys."),
+        ("manifest", "environments") => described(
+            named_map(reference("environment")),
+            "Where hosts live, by environment name. Counts are for simulation and static fleets.",
+        ),
+        ("manifest", "strategy") => {
+            described(reference("strategy"), "Rollout defaults; a stage or a wave may override any part.")
+        }
+        ("manifest", "stages") => {
+            described(json!({ "type": "array", "minItems": 1, "items": reference("stage") }), "The pipeline, in order.")
+        }
+        ("manifest", "alarms") => json!({ "type": "array", "items": reference("alarm") }),
+        ("manifest", "windows") => reference("windows"),
+        ("manifest", "watch") => described(
+            duration,
+            "After a release finishes in a scope, alarms there are still attributed to it this long. Default 24h.",
+        ),
+        ("environment", "regions") => named_map(reference("region")),
+        ("region", "timezone") => described(
+            json!({ "type": "string" }),
+            "IANA time zone that windows are read in, e.g. Europe/Dublin. Default UTC.",
+        ),
+        ("region", "zones") => described(
+            named_map(json!({ "type": "integer", "minimum": 0, "maximum": u32::MAX })),
+            "Host count per zone; hosts are named {zone}-{n}. Zone names are unique in an environment.",
+        ),
+        ("strategy" | "stage" | "wave", "one_box") => reference("oneBox"),
+        ("strategy" | "stage" | "wave", "rolling") => reference("rolling"),
+        ("strategy" | "stage" | "wave", "bake") => {
+            described(reference("bake"), "The bake after every region of a wave has finished.")
+        }
+        ("oneBoxSettings", "hosts") => json!({ "type": "integer", "minimum": 1, "maximum": u32::MAX, "default": 1 }),
+        ("oneBoxSettings", "max_share") => described(
+            reference("percentage"),
+            "The one-box never takes more than this share of its region. Default 10%.",
+        ),
+        ("oneBoxSettings", "bake") => described(reference("bake"), "Default 1h."),
+        ("rolling", "batch") => described(
+            json!({ "oneOf": [
+                { "type": "string", "pattern": PERCENTAGE_PATTERN },
+                { "type": "integer", "minimum": 1, "maximum": u32::MAX },
+            ] }),
+            "Largest batch: a share of each zone (default 33%) or a host count.",
+        ),
+        ("rolling", "zone_bake") => described(reference("bake"), "Bake after each zone. Default 0s."),
+        ("rolling", "max_failures") => described(
+            json!({ "type": "integer", "minimum": 0, "maximum": u32::MAX, "default": 0 }),
+            "Failed hosts a zone tolerates before it is rolled back.",
+        ),
+        ("rolling", "deploy_timeout") => {
+            described(duration, "A host deployment that has not reported by then counts as failed. Default 10m.")
+        }
+        ("bakeSettings", "time") => duration,
+        ("bakeSettings", "min_datapoints") => described(
+            json!({ "type": "integer", "minimum": 0 }),
+            "Requests the new version must have served; inherits strategy.bake.min_datapoints, default 0.",
+        ),
+        ("stage" | "test" | "wave" | "alarm", "name") => reference("name"),
+        ("stage", "environment") => reference("name"),
+        ("stage", "approval") => described(
+            json!({ "type": "boolean", "default": false }),
+            "A release enters the stage only after an approve command.",
+        ),
+        ("stage", "tests") => json!({ "type": "array", "items": reference("test") }),
+        ("stage", "windows") => described(reference("windows"), "Replaces the top-level allow and/or block lists."),
+        ("stage", "waves") => described(
+            json!({ "type": "array", "minItems": 1, "items": reference("wave") }),
+            "Default: one wave named wave-1 of every region of the environment.",
+        ),
+        ("test", "run") => json!({ "type": "string", "minLength": 1 }),
+        ("test", "timeout") => described(duration, "Default 15m."),
+        ("wave", "regions") => described(
+            json!({ "type": "array", "minItems": 1, "uniqueItems": true, "items": reference("name") }),
+            "Regions of the stage's environment, deployed in parallel; each in one wave only.",
+        ),
+        ("alarm", "metric") => json!({ "type": "string", "minLength": 1 }),
+        ("alarm", "scope") => json!({ "enum": ["host", "zone", "region", "environment"], "default": "region" }),
+        ("alarm", "threshold") => described(
+            json!({ "oneOf": [
+                { "type": "number" },
+                { "type": "string", "pattern": format!("^\\s*(>=|<=|>|<)?\\s*{NUMBER}\\s*$") },
+            ] }),
+            "\"> 0.02\", \">= 5\", \"< 1\", \"<= 0.5\"; a bare number means >.",
+        ),
+        ("alarm", "period") => described(duration, "Default 1m; more than 0s."),
+        ("alarm", "datapoints") => described(
+            json!({ "oneOf": [
+                { "type": "integer", "minimum": 1, "maximum": 100 },
+                { "type": "string", "pattern": "^\\s*[0-9]+(\\s+of\\s+[0-9]+)?\\s*$" },
+            ] }),
+            "\"N of M\": alarm when N of the last M periods breach (1 <= N <= M <= 100). Default \"1 of 1\".",
+        ),
+        ("alarm", "missing") => json!({
+            "enum": ["missing", "notBreaching", "not_breaching", "breaching", "ignore"],
+            "default": "missing",
+        }),
+        ("alarm", "source") => json!({ "enum": ["builtin", "prometheus"], "default": "builtin" }),
+        ("alarm", "query") => described(
+            json!({ "type": "string", "minLength": 1 }),
+            "PromQL, required with source: prometheus; {{service}}, {{region}}… are filled in per scope.",
+        ),
+        ("windows", "allow") => described(
+            json!({ "type": "array", "items": {
+                "type": "string",
+                "pattern": format!(
+                    "^\\s*(daily|\\*|{DAY}(-{DAY})?(,{DAY}(-{DAY})?)*)\\s+{TIME}-({TIME}|24:00)\\s*$"
+                ),
+            } }),
+            "\"DAYS HH:MM-HH:MM\" in region-local time; a step starts only inside a window. None: always.",
+        ),
+        ("windows", "block") => json!({ "type": "array", "items": {
+            "type": "string",
+            "pattern": format!("^{DATE}(/{DATE})?$"),
+        } }),
+        _ => return None,
+    };
+    Some(schema)
+}
+
+/// A mapping from names to values of one schema.
+fn named_map(values: Value) -> Value {
+    json!({
+        "type": "object",
+        "minProperties": 1,
+        "propertyNames": { "pattern": NAME_PATTERN },
+        "additionalProperties": values,
+    })
+}
+
+fn object(name: &str, keys: &[&str], required: &[&str]) -> Value {
+    let properties: Map<String, Value> =
+        keys.iter().map(|key| ((*key).to_owned(), property(name, key).unwrap_or(Value::Bool(false)))).collect();
+    json!({
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": false,
+    })
+}
+
+/// The JSON Schema (draft 2020-12) of a pipeline manifest.
+pub fn manifest_schema() -> Value {
+    let mut defs = Map::new();
+    for (name, keys, required) in OBJECTS.iter().skip(1) {
+        defs.insert((*name).to_owned(), object(name, keys, required));
+    }
+    let mut add = |name: &str, schema: Value| defs.insert(name.to_owned(), schema);
+    add("name", json!({ "type": "string", "pattern": NAME_PATTERN }));
+    add(
+        "duration",
+        json!({
+            "type": "string",
+            "minLength": 2,
+            "pattern": DURATION_PATTERN,
+            "description": "A whole number and a unit (d, h, m, s), largest unit first: 90s, 30m, 12h, 2d, 1h30m.",
+        }),
+    );
+    add(
+        "percentage",
+        json!({ "type": "string", "pattern": PERCENTAGE_PATTERN, "description": "0% to 100%, e.g. 33% or 10.5%." }),
+    );
+    add(
+        "bake",
+        json!({
+            "description": "A duration (time only) or { time, min_datapoints }: a bake ends when both are met.",
+            "oneOf": [reference("duration"), reference("bakeSettings")],
+        }),
+    );
+    add(
+        "oneBox",
+        json!({
+            "description": "false for no one-box; else the first hosts of a region's first zone, deployed and baked first.",
+            "oneOf": [{ "type": "boolean" }, reference("oneBoxSettings")],
+        }),
+    );
+
+    // `query` goes with `source: prometheus`, and only with it.
+    if let Some(Value::Object(alarm)) = defs.get_mut("alarm") {
+        alarm.insert(
+            "if".to_owned(),
+            json!({ "properties": { "source": { "const": "prometheus" } }, "required": ["source"] }),
+        );
+        alarm.insert("then".to_owned(), json!({ "required": ["query"] }));
+        alarm.insert("else".to_owned(), json!({ "not": { "required": ["query"] } }));
+    }
+
+    let (name, keys, required) = OBJECTS[0];
+    let mut root = object(name, keys, required);
+    if let Value::Object(map) = &mut root {
+        let mut head = Map::new();
+        head.insert("$schema".to_owned(), json!("https://json-schema.org/draft/2020-12/schema"));
+        head.insert("title".to_owned(), json!("rollwave pipeline manifest"));
+        head.append(map);
+        head.insert("$defs".to_owned(), Value::Object(defs));
+        *map = head;
+    }
+    root
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_known_key_has_a_schema_and_nothing_else_does() {
+        let schema = manifest_schema();
+        for (name, keys, required) in OBJECTS {
+            let object = if *name == "manifest" { &schema } else { &schema["$defs"][name] };
+            let properties = object["properties"].as_object().expect("generated objects have properties");
+            // serde_json sorts object keys, so compare sorted.
+            let listed: Vec<&str> = properties.keys().map(String::as_str).collect();
+            let mut expected = keys.to_vec();
+            expected.sort_unstable();
+            assert_eq!(listed, expected, "properties of {name}");
+            for (key, value) in properties {
+                assert_ne!(value, &Value::Bool(false), "{name}.{key} has no schema");
+            }
+            assert_eq!(object["additionalProperties"], json!(false), "{name}");
+            let required_listed: Vec<&str> =
+                object["required"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            assert_eq!(required_listed, *required, "required keys of {name}");
+            assert!(required.iter().all(|r| keys.contains(r)), "{name} requires an unknown key");
+        }
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        fn walk(value: &Value, defs: &Map<String, Value>) {
+            match value {
+                Value::Object(map) => {
+                    if let Some(Value::String(target)) = map.get("$ref") {
+                        let name = target.strip_prefix("#/$defs/").expect("local references only");
+                        assert!(defs.contains_key(name), "dangling $ref {target}");
+                    }
+                    map.values().for_each(|v| walk(v, defs));
+                }
+                Value::Array(items) => items.iter().for_each(|v| walk(v, defs)),
+                _ => {}
+            }
+        }
+        let schema = manifest_schema();
+        let defs = schema["$defs"].as_object().expect("$defs").clone();
+        walk(&schema, &defs);
+        assert_eq!(schema["$schema"], "https://json-schema.org/draft/2020-12/schema");
+    }
+}

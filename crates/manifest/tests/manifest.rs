@@ -1,0 +1,771 @@
+//! Behaviour of `parse_manifest`: how the example resolves, where each kind of error is
+//! reported, and that no input makes it panic.
+
+use rollwave_core::alarm::{AlarmScope, Comparison, MetricSource, Threshold, TreatMissing};
+use rollwave_core::manifest::{Bake, Manifest, OneBox, Rolling, Strategy};
+use rollwave_core::plan::Plan;
+use rollwave_core::share::{BasisPoints, BatchSize};
+use rollwave_core::window::{BlockedDates, WeeklyWindow};
+use rollwave_manifest::{Location, parse_manifest};
+use std::time::Duration;
+
+const EXAMPLE: &str = include_str!("fixtures/pipeline.yaml");
+
+const fn minutes(n: u64) -> Duration {
+    Duration::from_secs(n * 60)
+}
+
+const fn hours(n: u64) -> Duration {
+    Duration::from_secs(n * 3600)
+}
+
+fn bp(n: u32) -> BasisPoints {
+    BasisPoints::new(n).unwrap()
+}
+
+fn parse(text: &str) -> Manifest {
+    parse_manifest("pipeline.yaml", text).unwrap_or_else(|e| panic!("expected a valid manifest:\n{e}"))
+}
+
+/// The errors as `LINE:COL: message`, in the order reported.
+fn errors(text: &str) -> Vec<String> {
+    match parse_manifest("pipeline.yaml", text) {
+        Ok(_) => panic!("expected errors, the manifest parsed"),
+        Err(e) => {
+            assert_eq!(e.file, "pipeline.yaml");
+            e.errors.iter().map(|e| e.to_string()).collect()
+        }
+    }
+}
+
+/// A valid manifest to derive broken ones from, so each test shows only what it breaks.
+const SMALL: &str = "\
+service: checkout
+environments:
+  prod:
+    regions:
+      us-east-2: { zones: { use2-az1: 3 } }
+      eu-west-1: { zones: { euw1-az1: 3 } }
+stages:
+  - name: prod
+    environment: prod
+";
+
+// ---------------------------------------------------------------------------------------
+// The example resolves as documented
+
+#[test]
+fn the_example_resolves_every_default_and_override() {
+    let m = parse(EXAMPLE);
+    assert_eq!(m.service, "checkout");
+    assert_eq!(m.watch, hours(24));
+
+    let envs: Vec<&str> = m.environments.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(envs, ["beta", "gamma", "prod"]);
+    let prod = &m.environments[2];
+    let regions: Vec<(&str, Option<&str>)> =
+        prod.regions.iter().map(|r| (r.name.as_str(), r.timezone.iana_name())).collect();
+    assert_eq!(regions, [("us-east-2", Some("America/Chicago")), ("eu-west-1", Some("Europe/Dublin"))]);
+    let zones: Vec<(&str, u32)> = prod.regions[1].zones.iter().map(|z| (z.name.as_str(), z.hosts)).collect();
+    assert_eq!(zones, [("euw1-az1", 8), ("euw1-az2", 8), ("euw1-az3", 8)]);
+    // A region without a time zone reads its windows in UTC.
+    assert_eq!(m.environments[0].regions[0].timezone, jiff::tz::TimeZone::UTC);
+
+    let stages: Vec<(&str, usize, bool)> =
+        m.stages.iter().map(|s| (s.name.as_str(), s.environment, s.approval)).collect();
+    assert_eq!(stages, [("beta", 0, false), ("gamma", 1, false), ("prod", 2, true)]);
+
+    // Every bake inherits strategy.bake.min_datapoints = 100.
+    let one_box = Some(OneBox { hosts: 1, max_share: bp(1000), bake: Bake { time: hours(1), min_datapoints: 100 } });
+    let rolling = Rolling {
+        batch: BatchSize::Share(bp(3300)),
+        zone_bake: Bake { time: minutes(30), min_datapoints: 100 },
+        max_failures: 0,
+        deploy_timeout: minutes(10),
+    };
+    let with_bake = |time| Strategy {
+        one_box: one_box.clone(),
+        rolling: rolling.clone(),
+        bake: Bake { time, min_datapoints: 100 },
+    };
+
+    let beta = &m.stages[0];
+    assert_eq!(beta.waves.len(), 1);
+    assert_eq!(beta.waves[0].name, "wave-1");
+    assert_eq!(beta.waves[0].regions, [0]);
+    assert_eq!(beta.waves[0].strategy, with_bake(minutes(30)));
+    assert_eq!(beta.tests.len(), 1);
+    assert_eq!(
+        (beta.tests[0].name.as_str(), beta.tests[0].run.as_str(), beta.tests[0].timeout),
+        ("integration", "./tests/integration.sh", minutes(15))
+    );
+
+    assert_eq!(m.stages[1].waves[0].strategy, with_bake(hours(1)));
+    assert!(m.stages[1].tests.is_empty());
+
+    let prod_waves: Vec<(&str, &[usize], &Strategy)> =
+        m.stages[2].waves.iter().map(|w| (w.name.as_str(), w.regions.as_slice(), &w.strategy)).collect();
+    assert_eq!(prod_waves, [("wave-1", &[0][..], &with_bake(hours(12))), ("wave-2", &[1][..], &with_bake(hours(4)))]);
+
+    for stage in &m.stages {
+        assert_eq!(
+            stage.windows.allow,
+            [WeeklyWindow { days: [true, true, true, true, true, false, false], start_minute: 540, end_minute: 1020 }]
+        );
+        assert_eq!(
+            stage.windows.block,
+            [BlockedDates { first: jiff::civil::date(2026, 12, 24), last: jiff::civil::date(2026, 12, 26) }]
+        );
+    }
+
+    let alarms: Vec<_> = m
+        .alarms
+        .iter()
+        .map(|a| {
+            (
+                a.name.as_str(),
+                a.metric.as_str(),
+                a.scope,
+                a.threshold,
+                a.period,
+                a.datapoints_to_alarm,
+                a.evaluation_periods,
+            )
+        })
+        .collect();
+    let greater = |value| Threshold { comparison: Comparison::Greater, value };
+    assert_eq!(
+        alarms,
+        [
+            ("errors", "error_rate", AlarmScope::Zone, greater(0.02), minutes(1), 3, 5),
+            ("latency", "latency_p99_ms", AlarmScope::Region, greater(800.0), minutes(1), 3, 3),
+        ]
+    );
+    assert!(m.alarms.iter().all(|a| a.source == MetricSource::Builtin && a.missing == TreatMissing::Missing));
+}
+
+#[test]
+fn the_example_lead_time_is_the_sum_of_its_bakes() {
+    // Per wave: one-box bake + one zone bake per zone (the slowest region) + the wave bake.
+    // Every region has at least 2 hosts, so each gets a one-box (1h).
+    let beta = hours(1) + minutes(30) + minutes(30); // 1 zone, stage bake 30m
+    let gamma = hours(1) + 2 * minutes(30) + hours(1); // 2 zones, stage bake 1h
+    let prod_wave_1 = hours(1) + 3 * minutes(30) + hours(12); // us-east-2: 3 zones
+    let prod_wave_2 = hours(1) + 3 * minutes(30) + hours(4); // eu-west-1: 3 zones
+    let by_hand = beta + gamma + prod_wave_1 + prod_wave_2;
+    assert_eq!(by_hand, hours(26));
+    assert_eq!(Plan::new(parse(EXAMPLE)).lead_time(), by_hand);
+}
+
+#[test]
+fn the_repository_example_parses_if_present() {
+    // The workspace's own example may evolve; it must stay valid whatever it says.
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/pipeline.yaml");
+    if let Ok(text) = std::fs::read_to_string(path) {
+        parse(&text);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Defaults and overrides
+
+#[test]
+fn without_strategy_the_documented_defaults_apply() {
+    let m = parse(SMALL);
+    assert_eq!(m.watch, hours(24));
+    assert!(m.alarms.is_empty());
+    assert!(m.stages[0].windows.allow.is_empty() && m.stages[0].windows.block.is_empty());
+    let wave = &m.stages[0].waves[0];
+    assert_eq!(wave.name, "wave-1");
+    assert_eq!(wave.regions, [0, 1], "all regions, in manifest order");
+    assert_eq!(
+        wave.strategy,
+        Strategy {
+            one_box: Some(OneBox { hosts: 1, max_share: bp(1000), bake: Bake { time: hours(1), min_datapoints: 0 } }),
+            rolling: Rolling {
+                batch: BatchSize::Share(bp(3300)),
+                zone_bake: Bake { time: Duration::ZERO, min_datapoints: 0 },
+                max_failures: 0,
+                deploy_timeout: minutes(10),
+            },
+            bake: Bake { time: Duration::ZERO, min_datapoints: 0 },
+        }
+    );
+}
+
+#[test]
+fn overrides_apply_field_by_field_wave_over_stage_over_strategy() {
+    let m = parse(
+        "\
+service: checkout
+environments:
+  prod: { regions: { r1: { zones: { a: 4 } }, r2: { zones: { b: 4 } }, r3: { zones: { c: 4 } } } }
+strategy:
+  one_box: false
+  rolling: { batch: 33%, zone_bake: { time: 30m, min_datapoints: 7 }, max_failures: 1 }
+  bake: { time: 2h, min_datapoints: 100 }
+stages:
+  - name: prod
+    environment: prod
+    rolling: { batch: 50% }
+    one_box: { hosts: 2 }
+    bake: { min_datapoints: 500 }
+    waves:
+      - { name: w1, regions: [r1] }
+      - name: w2
+        regions: [r2]
+        bake: 4h
+        rolling: { batch: 1, deploy_timeout: 5m, zone_bake: 1m }
+        one_box: { bake: { time: 10m, min_datapoints: 3 } }
+      - { name: w3, regions: [r3], one_box: false }
+",
+    );
+    let w = &m.stages[0].waves;
+    // w1: the stage's batch with the strategy's zone bake and max_failures; the stage's
+    // one-box (despite `one_box: false` above it) with defaults for what it leaves out.
+    assert_eq!(w[0].strategy.rolling.batch, BatchSize::Share(bp(5000)));
+    assert_eq!(w[0].strategy.rolling.zone_bake, Bake { time: minutes(30), min_datapoints: 7 });
+    assert_eq!(w[0].strategy.rolling.max_failures, 1);
+    assert_eq!(w[0].strategy.rolling.deploy_timeout, minutes(10));
+    assert_eq!(
+        w[0].strategy.one_box,
+        Some(OneBox { hosts: 2, max_share: bp(1000), bake: Bake { time: hours(1), min_datapoints: 100 } })
+    );
+    assert_eq!(w[0].strategy.bake, Bake { time: hours(2), min_datapoints: 500 });
+
+    // w2: its own batch, timeout and zone bake time (min_datapoints still from the strategy).
+    assert_eq!(w[1].strategy.rolling.batch, BatchSize::Hosts(1));
+    assert_eq!(w[1].strategy.rolling.deploy_timeout, minutes(5));
+    assert_eq!(w[1].strategy.rolling.zone_bake, Bake { time: minutes(1), min_datapoints: 7 });
+    assert_eq!(
+        w[1].strategy.one_box,
+        Some(OneBox { hosts: 2, max_share: bp(1000), bake: Bake { time: minutes(10), min_datapoints: 3 } })
+    );
+    assert_eq!(w[1].strategy.bake, Bake { time: hours(4), min_datapoints: 500 });
+
+    // w3: no one-box.
+    assert_eq!(w[2].strategy.one_box, None);
+}
+
+#[test]
+fn one_box_true_turns_a_one_box_back_on_with_defaults() {
+    let text = SMALL.replace("stages:", "strategy: { one_box: false }\nstages:").replace(
+        "    environment: prod\n",
+        "    environment: prod\n    waves: [ { name: w1, regions: [us-east-2], one_box: true }, { name: w2, regions: [eu-west-1] } ]\n",
+    );
+    let m = parse(&text);
+    let waves = &m.stages[0].waves;
+    assert_eq!(
+        waves[0].strategy.one_box,
+        Some(OneBox { hosts: 1, max_share: bp(1000), bake: Bake { time: hours(1), min_datapoints: 0 } })
+    );
+    assert_eq!(waves[1].strategy.one_box, None);
+}
+
+#[test]
+fn stage_windows_replace_the_top_level_lists_they_name() {
+    let m = parse(&format!(
+        "{SMALL}  - name: later\n    environment: prod\n    windows: {{ allow: [\"Sat,Sun 10:00-14:00\"] }}\n\
+         \x20 - name: always\n    environment: prod\n    windows: {{ allow: [] }}\n\
+         windows: {{ allow: [\"daily 22:00-06:00\"], block: [\"2026-12-25\"] }}\n"
+    ));
+    let christmas = [BlockedDates { first: jiff::civil::date(2026, 12, 25), last: jiff::civil::date(2026, 12, 25) }];
+    let [first, later, always] = &m.stages[..] else { panic!("three stages") };
+    assert_eq!(first.windows.allow, [WeeklyWindow { days: [true; 7], start_minute: 1320, end_minute: 360 }]);
+    assert_eq!(
+        later.windows.allow,
+        [WeeklyWindow { days: [false, false, false, false, false, true, true], start_minute: 600, end_minute: 840 }]
+    );
+    assert!(always.windows.allow.is_empty());
+    for stage in [first, later, always] {
+        assert_eq!(stage.windows.block, christmas, "{}", stage.name);
+    }
+}
+
+#[test]
+fn alarm_options_are_read() {
+    let m = parse(&format!(
+        "{SMALL}alarms:\n\
+         \x20 - {{ name: a, metric: m, threshold: 5, datapoints: 2, missing: not_breaching, scope: host }}\n\
+         \x20 - {{ name: b, metric: m, threshold: \"<= 0.5\", missing: notBreaching, period: 5m }}\n\
+         \x20 - {{ name: c, metric: m, threshold: \">=1\", source: prometheus, query: 'sum(up{{service=\"{{{{service}}}}\"}})' }}\n"
+    ));
+    let a = &m.alarms[0];
+    assert_eq!(
+        (a.threshold, a.datapoints_to_alarm, a.evaluation_periods),
+        (Threshold { comparison: Comparison::Greater, value: 5.0 }, 2, 2)
+    );
+    assert_eq!((a.missing, a.scope, a.period), (TreatMissing::NotBreaching, AlarmScope::Host, minutes(1)));
+    let b = &m.alarms[1];
+    assert_eq!(
+        (b.threshold.comparison, b.missing, b.period, b.evaluation_periods),
+        (Comparison::LessOrEqual, TreatMissing::NotBreaching, minutes(5), 1)
+    );
+    assert_eq!(b.scope, AlarmScope::Region);
+    assert_eq!(m.alarms[2].source, MetricSource::Prometheus { query: "sum(up{service=\"{{service}}\"})".to_owned() });
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors, each at the offending node
+
+#[test]
+fn an_unknown_key_is_reported_at_the_key_with_a_suggestion() {
+    let text = SMALL.replace("    environment: prod", "    enviroment: prod");
+    assert_eq!(
+        errors(&text),
+        [
+            // A missing key is reported at its mapping, which starts at `name`.
+            "8:5: missing required key \"environment\"",
+            "9:5: unknown key \"enviroment\"; did you mean \"environment\"?",
+        ]
+    );
+    let text = SMALL.replace("    environment: prod", "    environment: prod\n    colour: blue");
+    assert_eq!(
+        errors(&text),
+        [
+            "10:5: unknown key \"colour\"; expected one of: name, environment, approval, tests, bake, windows, one_box, rolling, waves"
+        ]
+    );
+}
+
+#[test]
+fn a_bad_duration_is_reported_at_the_value() {
+    let errs = errors(&format!("{SMALL}watch: 24hours\n"));
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].starts_with("10:8: invalid duration \"24hours\""), "{errs:?}");
+    assert!(errs[0].contains("e.g. 90s, 30m, 12h, 2d or 1h30m"), "{errs:?}");
+
+    let errs = errors(&format!("{SMALL}    bake: 90\n"));
+    assert_eq!(errs, ["10:11: invalid duration \"90\": \"90\" needs a unit, e.g. 90s or 90m"]);
+}
+
+#[test]
+fn a_bad_percentage_is_reported_at_the_value() {
+    let errs = errors(&format!("{SMALL}strategy:\n  one_box: {{ max_share: 110% }}\n  rolling: {{ batch: 33 % }}\n"));
+    assert_eq!(
+        errs,
+        [
+            "11:25: invalid percentage \"110%\": it is above 100%",
+            "12:21: invalid batch: invalid percentage \"33 %\": write a percentage from 0% to 100%, e.g. 33% or 10.5%",
+        ]
+    );
+}
+
+#[test]
+fn a_bad_time_zone_is_reported_with_the_nearest_name() {
+    let text = SMALL.replace("us-east-2: { zones", "us-east-2: { timezone: Europe/Dublln, zones");
+    assert_eq!(errors(&text), ["5:30: unknown time zone \"Europe/Dublln\"; did you mean \"Europe/Dublin\"?"]);
+    let text = SMALL.replace("us-east-2: { zones", "us-east-2: { timezone: Chicago, zones");
+    assert_eq!(errors(&text), ["5:30: unknown time zone \"Chicago\"; did you mean \"America/Chicago\"?"]);
+}
+
+#[test]
+fn a_wave_region_must_belong_to_the_stage_environment() {
+    let text = format!(
+        "{SMALL}    waves:\n      - {{ name: w1, regions: [us-east-3, eu-west-1] }}\n      - {{ name: w2, regions: [eu-west-1, ap-south-1] }}\n"
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "11:31: region \"us-east-3\" is not in environment \"prod\"; did you mean \"us-east-2\"?",
+            "12:31: region \"eu-west-1\" is already in wave \"w1\"; a region belongs to one wave of a stage",
+            "12:42: region \"ap-south-1\" is not in environment \"prod\"; expected one of: us-east-2, eu-west-1",
+        ]
+    );
+}
+
+#[test]
+fn a_stage_environment_must_exist() {
+    let text = SMALL.replace("environment: prod", "environment: prd");
+    assert_eq!(errors(&text), ["9:18: environment \"prd\" is not defined in `environments`; did you mean \"prod\"?"]);
+}
+
+#[test]
+fn duplicate_names_are_reported_at_the_second_with_the_first() {
+    let text = format!(
+        "{SMALL}\
+         \x20 - name: prod\n    environment: prod\n    waves:\n      - {{ name: w, regions: [us-east-2] }}\n      - {{ name: w, regions: [eu-west-1] }}\n\
+         alarms:\n  - {{ name: errors, metric: e, threshold: 1 }}\n  - {{ name: errors, metric: e, threshold: 1 }}\n"
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "10:11: duplicate stage name \"prod\"; the first is at 8:11",
+            "14:17: duplicate wave name \"w\"; the first is at 13:17",
+            "17:13: duplicate alarm name \"errors\"; the first is at 16:13",
+        ]
+    );
+}
+
+#[test]
+fn zone_names_are_unique_across_an_environment() {
+    let text = SMALL.replace("{ euw1-az1: 3 }", "{ use2-az1: 3 }");
+    assert_eq!(
+        errors(&text),
+        [
+            "6:29: zone \"use2-az1\" is already defined in this environment at 5:29; hosts are named {zone}-{n}, so zone names must be unique in an environment"
+        ]
+    );
+}
+
+#[test]
+fn a_duplicate_yaml_key_is_reported_at_its_second_occurrence() {
+    let text = format!("{SMALL}service: other\n");
+    assert_eq!(errors(&text), ["10:1: duplicate key \"service\"; it is already defined at 1:1"]);
+}
+
+#[test]
+fn a_syntax_error_is_reported_where_the_scanner_stopped() {
+    assert_eq!(
+        errors("service: checkout\nstages: [a, b\nwatch: 1h\n"),
+        ["3:6: YAML syntax error: illegal placement of ':' indicator"]
+    );
+    // In block style, `>` starts a folded scalar: the classic way to break a threshold.
+    let errs = errors(&format!("{SMALL}alarms:\n  - name: e\n    metric: m\n    threshold: > 0.02\n"));
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].starts_with("13:16: YAML syntax error"), "{errs:?}");
+    assert!(errs[0].contains("quote values that start with > or |"), "{errs:?}");
+}
+
+#[test]
+fn a_wrong_node_kind_is_reported_with_what_was_found() {
+    let text = "service: [checkout]\nenvironments: []\nstages: { name: prod }\nwatch: { time: 1h }\n";
+    assert_eq!(
+        errors(text),
+        [
+            "1:10: expected a name, found a list",
+            "2:15: expected a mapping, found a list",
+            "3:9: expected a list, found a mapping",
+            "4:8: expected a duration such as 30m, found a mapping",
+        ]
+    );
+    assert_eq!(errors("- a\n- b\n"), ["1:1: the document must be a mapping of `key: value` lines"]);
+}
+
+#[test]
+fn every_error_in_a_file_is_reported_in_document_order() {
+    let text = "\
+service: checkout
+environments:
+  prod:
+    regions:
+      us-east-2: { timezone: Mars/Olympus, zones: { use2-az1: -3 } }
+strategy:
+  rolling: { batch: 0%, zone_bake: soon }
+stages:
+  - name: prod
+    environment: prod
+    approval: yes
+    waves:
+      - { name: w1, regions: [us-east-3], bake: 1h30 }
+alarms:
+  - { name: errors, metric: error_rate, scope: zon, threshold: \"> 0.02\", datapoints: 6 of 5 }
+windows:
+  allow: [\"Mon-Fry 09:00-17:00\"]
+  block: [\"2026-12-26/2026-12-24\"]
+watch: -1h
+";
+    let errs = errors(text);
+    let expected_starts = [
+        "5:30: unknown time zone \"Mars/Olympus\"",
+        "5:63: expected a whole number of at least 0, found \"-3\"",
+        "7:21: invalid batch \"0%\": a batch must be more than 0%",
+        "7:36: invalid duration \"soon\"",
+        "11:15: expected true or false, found \"yes\"",
+        "13:31: region \"us-east-3\" is not in environment \"prod\"; did you mean \"us-east-2\"?",
+        "13:49: invalid duration \"1h30\": \"30\" needs a unit",
+        "15:48: unknown scope \"zon\"; did you mean \"zone\"?",
+        "15:86: invalid datapoints \"6 of 5\": N must be between 1 and M",
+        "17:11: invalid window \"Mon-Fry 09:00-17:00\": unknown day \"Fry\"; did you mean \"Fri\"?",
+        "18:11: invalid blocked period \"2026-12-26/2026-12-24\": it ends before it starts",
+        "19:8: invalid duration \"-1h\": durations cannot be negative",
+    ];
+    assert_eq!(errs.len(), expected_starts.len(), "{errs:#?}");
+    for (err, start) in errs.iter().zip(expected_starts) {
+        assert!(err.starts_with(start), "{err:?} should start with {start:?}");
+    }
+    // And the whole report, as the CLI prints it.
+    let report = parse_manifest("p.yaml", text).unwrap_err().to_string();
+    assert_eq!(report.lines().count(), expected_starts.len());
+    assert!(report.starts_with("p.yaml:5:30: unknown time zone"));
+}
+
+#[test]
+fn missing_required_keys_are_reported_at_their_mapping() {
+    assert_eq!(
+        errors("# nothing yet\n"),
+        [
+            "1:1: missing required key \"service\"",
+            "1:1: missing required key \"environments\"",
+            "1:1: missing required key \"stages\"",
+        ]
+    );
+    let text = format!(
+        "{SMALL}    tests: [ {{ name: t }} ]\n    waves: [ {{ name: w }} ]\nalarms:\n  - {{ name: a, metric: m, source: prometheus }}\n  - {{ threshold: 1 }}\n"
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "10:14: missing required key \"run\"",
+            "11:14: missing required key \"regions\"",
+            "13:5: missing required key \"threshold\"",
+            "13:5: missing required key \"query\" (a PromQL query, required with `source: prometheus`)",
+            "14:5: missing required key \"name\"",
+            "14:5: missing required key \"metric\"",
+        ]
+    );
+    // A key with no value counts as missing, reported at the key.
+    assert_eq!(errors(&SMALL.replace("service: checkout", "service:")), ["1:1: \"service\" has no value"]);
+}
+
+#[test]
+fn structural_rules_are_enforced() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("stages:\n  - name: prod\n    environment: prod\n", "stages: []\n", "7:9: define at least one stage"),
+        ("{ euw1-az1: 3 }", "{}", "6:27: region \"eu-west-1\" needs at least one zone"),
+        ("    environment: prod\n", "    environment: prod\n    waves: []\n", "10:12: define at least one wave"),
+        ("service: checkout", "service: check out", "1:10: invalid name \"check out\": ' ' is not allowed"),
+        ("use2-az1: 3", "use2-az1: 3000000", "5:39: too many hosts"),
+        (
+            "    environment: prod\n",
+            "    environment: prod\n    one_box: maybe\n",
+            "10:14: expected false, true or a mapping",
+        ),
+        (
+            "    environment: prod\n",
+            "    environment: prod\n    waves: [ { name: w, regions: [us-east-2, us-east-2] } ]\n",
+            "10:46: region \"us-east-2\" is listed twice in this wave",
+        ),
+    ];
+    for (from, to, expected) in cases {
+        let text = SMALL.replace(from, to);
+        assert_ne!(text, SMALL, "{from:?} not found");
+        let errs = errors(&text);
+        assert!(errs.iter().any(|e| e.starts_with(expected)), "{expected:?} not in {errs:#?}");
+    }
+}
+
+#[test]
+fn errors_display_as_file_line_col() {
+    let err = parse_manifest("dir/p.yaml", "watch: 1x\n").unwrap_err();
+    assert_eq!(err.errors[3].location, Location { line: 1, col: 8 });
+    let text = err.to_string();
+    assert!(text.starts_with("dir/p.yaml:1:1: missing required key \"service\"\n"), "{text}");
+    assert!(text.ends_with("dir/p.yaml:1:8: invalid duration \"1x\": unknown unit 'x'; write a whole number and a unit (d, h, m or s), largest unit first, e.g. 90s, 30m, 12h, 2d or 1h30m"), "{text}");
+    // Usable as a boxed error.
+    let _: Box<dyn std::error::Error> = Box::new(err);
+}
+
+// ---------------------------------------------------------------------------------------
+// Robustness
+
+/// A tiny deterministic generator, so failures reproduce without a dependency.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Parses, and when it succeeds also plans, so a manifest the parser accepts is one the
+/// core can use.
+fn parse_and_plan(text: &str) {
+    if let Ok(manifest) = parse_manifest("fuzz.yaml", text) {
+        let _ = Plan::new(manifest).lead_time();
+    }
+}
+
+#[test]
+fn no_prefix_of_the_example_panics() {
+    for (end, _) in EXAMPLE.char_indices() {
+        parse_and_plan(&EXAMPLE[..end]);
+    }
+}
+
+#[test]
+fn random_byte_flips_do_not_panic() {
+    // Bytes that matter to YAML and to the manifest's own grammars, plus arbitrary ones.
+    const INTERESTING: &[u8] = b" \t\n:-,[]{}#&*!|>'\"%@`?0123456789.smhd/";
+    // ROLLWAVE_FUZZ_ITERATIONS=1000000 for a longer local run.
+    let iterations = std::env::var("ROLLWAVE_FUZZ_ITERATIONS").ok().and_then(|n| n.parse().ok()).unwrap_or(3000);
+    let mut rng = Lcg(0x5eed);
+    for _ in 0..iterations {
+        let mut bytes = EXAMPLE.as_bytes().to_vec();
+        for _ in 0..=rng.below(6) {
+            let at = rng.below(bytes.len());
+            bytes[at] = match rng.below(4) {
+                0 => rng.next() as u8,
+                _ => INTERESTING[rng.below(INTERESTING.len())],
+            };
+        }
+        parse_and_plan(&String::from_utf8_lossy(&bytes));
+    }
+}
+
+#[test]
+fn deeply_nested_or_odd_documents_are_errors_not_crashes() {
+    let deep_block = format!("service:\n  {}x\n", "- ".repeat(5000));
+    assert!(errors(&deep_block)[0].contains("nested too deeply"));
+    let deep_flow = format!("service: {}{}\n", "[".repeat(10_000), "]".repeat(10_000));
+    assert!(errors(&deep_flow)[0].contains("YAML syntax error"));
+    for odd in [
+        "",
+        "---",
+        "---\n...\n",
+        "~",
+        "a: &x 1\nb: *x\n",
+        "a: !!str b\n",
+        "? [a]\n: b\n",
+        "\u{feff}a: b",
+        "a: b\n---\nc: d\n",
+    ] {
+        assert!(parse_manifest("odd.yaml", odd).is_err(), "{odd:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The schema and the decoder agree
+
+/// Every key of every object type on a line of its own, tagged with its `$defs` name in
+/// the schema, so that each can be deleted in turn (with the lines nested under it).
+const EVERY_KEY: &str = "\
+service: checkout                 # manifest
+environments:                     # manifest
+  prod:
+    regions:                      # environment
+      r1:
+        timezone: UTC             # region
+        zones:                    # region
+          a: 2
+strategy:                         # manifest
+  one_box:                        # strategy
+    hosts: 1                      # oneBoxSettings
+    max_share: 10%                # oneBoxSettings
+    bake:                         # oneBoxSettings
+      time: 1h                    # bakeSettings
+      min_datapoints: 5           # bakeSettings
+  rolling:                        # strategy
+    batch: 33%                    # rolling
+    zone_bake: 1m                 # rolling
+    max_failures: 0               # rolling
+    deploy_timeout: 10m           # rolling
+  bake: 1h                        # strategy
+stages:                           # manifest
+  -
+    name: prod                    # stage
+    environment: prod             # stage
+    approval: false               # stage
+    tests:                        # stage
+      -
+        name: t                   # test
+        run: ./t.sh               # test
+        timeout: 5m               # test
+    bake: 1h                      # stage
+    windows:                      # stage
+      allow: [\"daily 00:00-24:00\"]  # windows
+      block: [\"2026-12-25\"]       # windows
+    one_box: true                 # stage
+    rolling:                      # stage
+      batch: 2                    # rolling
+    waves:                        # stage
+      -
+        name: w                   # wave
+        regions: [r1]             # wave
+        bake: 1h                  # wave
+        one_box: false            # wave
+        rolling:                  # wave
+          zone_bake: 0s           # rolling
+alarms:                           # manifest
+  -
+    name: a                       # alarm
+    metric: m                     # alarm
+    scope: zone                   # alarm
+    threshold: 1                  # alarm
+    period: 1m                    # alarm
+    datapoints: 1 of 1            # alarm
+    missing: ignore               # alarm
+    source: builtin               # alarm
+windows:                          # manifest
+  allow: []                       # windows
+  block: []                       # windows
+watch: 1h                         # manifest
+";
+
+fn indent(line: &str) -> usize {
+    line.len() - line.trim_start().len()
+}
+
+#[test]
+fn the_decoder_requires_exactly_what_the_schema_requires() {
+    parse(EVERY_KEY);
+    let schema = rollwave_manifest::manifest_schema();
+    let lines: Vec<&str> = EVERY_KEY.lines().collect();
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some((content, object)) = line.split_once("# ") else { continue };
+        let key = content.trim().split(':').next().unwrap_or_default();
+        let def = if object == "manifest" { &schema } else { &schema["$defs"][object] };
+        assert!(def["properties"].get(key).is_some(), "{object}.{key} is not in the schema");
+        seen.insert((object, key));
+        // Delete the line and everything nested under it; a parent left without keys
+        // becomes `{}` rather than null.
+        let nested = lines[i + 1..].iter().take_while(|l| indent(l) > indent(line)).count();
+        let mut kept: Vec<String> =
+            lines[..i].iter().chain(&lines[i + 1 + nested..]).map(|l| (*l).to_owned()).collect();
+        let parent = (0..i).rev().find(|&p| indent(lines[p]) < indent(line)).unwrap_or(0);
+        let has_siblings = |at: usize| lines.get(at).is_some_and(|l| indent(l) == indent(line));
+        let siblings_before = (parent + 1..i).any(|p| indent(lines[p]) == indent(line));
+        if i > 0 && !siblings_before && !has_siblings(i + 1 + nested) && !kept[parent].trim_start().starts_with('-') {
+            kept[parent] = kept[parent].replacen(':', ": {}", 1);
+        }
+        let text: String = kept.iter().map(|l| format!("{l}\n")).collect();
+        let required = def["required"].as_array().is_some_and(|r| r.iter().any(|k| k == key));
+        let result = parse_manifest("p.yaml", &text);
+        if required {
+            let errs = result.expect_err(&format!("{object}.{key} is required")).to_string();
+            assert!(errs.contains(&format!("missing required key \"{key}\"")), "{object}.{key}: {errs}");
+        } else if let Err(e) = result {
+            panic!("{object}.{key} is optional in the schema, but leaving it out gives:\n{e}");
+        }
+    }
+    // Every key of every object was exercised, except `query`, which is required with
+    // `source: prometheus` and refused otherwise: see `a_query_goes_with_prometheus_only`.
+    seen.insert(("alarm", "query"));
+    for (object, def) in std::iter::once(("manifest", &schema))
+        .chain(schema["$defs"].as_object().unwrap().iter().map(|(k, v)| (k.as_str(), v)))
+    {
+        for key in def["properties"].as_object().into_iter().flat_map(|p| p.keys()) {
+            assert!(seen.contains(&(object, key.as_str())), "{object}.{key} is not in EVERY_KEY");
+        }
+    }
+}
+
+#[test]
+fn the_schema_is_draft_2020_12_and_closed() {
+    let schema = rollwave_manifest::manifest_schema();
+    assert_eq!(schema["$schema"], "https://json-schema.org/draft/2020-12/schema");
+    assert_eq!(schema["additionalProperties"], false);
+    assert_eq!(schema["required"], serde_json::json!(["service", "environments", "stages"]));
+    assert_eq!(schema["$defs"]["duration"]["pattern"], "^([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?$");
+    assert_eq!(schema["$defs"]["alarm"]["then"]["required"], serde_json::json!(["query"]));
+}
+
+#[test]
+fn a_query_goes_with_prometheus_only() {
+    let text = format!(
+        "{SMALL}alarms:\n  - {{ name: a, metric: m, threshold: 1, query: up }}\n  - {{ name: b, metric: m, threshold: 1, source: prometheus }}\n"
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "11:41: \"query\" is only used with `source: prometheus`; set the source or remove the query",
+            "12:5: missing required key \"query\" (a PromQL query, required with `source: prometheus`)",
+        ]
+    );
+}

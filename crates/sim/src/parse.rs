@@ -169,7 +169,7 @@ fn decode(d: &mut Decoder, root: &Node, manifest: &Manifest) -> Option<Scenario>
                 let action = action?;
                 let needs_release = !matches!(action, OperatorVerb::Hold | OperatorVerb::Resume);
                 if needs_release && release.is_none() && m.get("release").is_none() {
-                    d.error(&m, "this action needs a `release`");
+                    d.error(m, "this action needs a `release`");
                     return None;
                 }
                 Some(OperatorAction { at: at?, action, release, stage })

@@ -100,7 +100,7 @@ impl Report {
             out.push('\n');
         }
         let _ = writeln!(out, "\nsimulated {} → {}\n", self.started, self.ended);
-        let _ = writeln!(out, "{:<10} {:<12} {:>10}  {}", "release", "outcome", "lead time", "reached / why");
+        let _ = writeln!(out, "{:<10} {:<12} {:>10}  reached / why", "release", "outcome", "lead time");
         for r in &self.releases {
             let lead = r.lead_time_s.map(|s| format_secs(s as u64)).unwrap_or_else(|| "-".into());
             let last = r.reached.last().cloned().unwrap_or_else(|| "nothing".into());

@@ -74,17 +74,17 @@ struct Sample {
     requests: u64,
     errors: u64,
     /// The p99 of the mix: the slowest version that serves at least 1 % of the requests.
-    slow: Vec2,
+    slow: SlowParts,
 }
 
 /// (requests, latency) pairs are folded into the latency of the slowest share ≥ 1 %.
 #[derive(Clone, Copy, Debug, Default)]
-struct Vec2 {
+struct SlowParts {
     parts: [(u64, f64); 8],
     len: usize,
 }
 
-impl Vec2 {
+impl SlowParts {
     fn push(&mut self, requests: u64, latency: f64) {
         if self.len < self.parts.len() {
             self.parts[self.len] = (requests, latency);
@@ -577,7 +577,7 @@ impl<'a> Sim<'a> {
                         Err(_) => 0,
                     };
                     let latency = latency * (1.0 + (self.rng.random::<f64>() - 0.5) * 0.06);
-                    let mut sample = Sample { requests, errors, slow: Vec2::default() };
+                    let mut sample = Sample { requests, errors, slow: SlowParts::default() };
                     sample.slow.push(requests, latency);
                     per_zone[z].add(&sample);
                     class_samples.push((env_id, zone, version, sample));
@@ -651,7 +651,7 @@ impl<'a> Sim<'a> {
                     let mut per_host = *sample;
                     per_host.requests = sample.requests / u64::from(hosts);
                     per_host.errors = sample.errors / u64::from(hosts);
-                    per_host.slow = Vec2::default();
+                    per_host.slow = SlowParts::default();
                     per_host.slow.push(per_host.requests, sample.slow.p99(sample.requests).unwrap_or(0.0));
                     add(InstanceKey::HostClass { env, zone, version }, &per_host, runner.alarm);
                 }

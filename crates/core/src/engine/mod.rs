@@ -745,7 +745,7 @@ impl Engine {
             Scope::Region(_, r) if regions.contains(&r) => vec![self.plan.env(env).regions[r.idx()].hosts.clone()],
             Scope::Zone(_, z) if regions.contains(&self.plan.zone_region(env, z)) => vec![self.plan.zone_hosts(env, z)],
             Scope::Host(_, h) if regions.contains(&self.plan.zone_region(env, self.plan.host_zone(env, h))) => {
-                vec![h.0..h.0 + 1]
+                vec![Range { start: h.0, end: h.0 + 1 }]
             }
             _ => Vec::new(),
         };
@@ -1151,7 +1151,7 @@ impl Engine {
             }
             return true;
         };
-        let short = clock.newly_short_of_data(now).then(|| (clock.seen, clock.need));
+        let short = clock.newly_short_of_data(now).then_some((clock.seen, clock.need));
         let done = clock.done(now) && rollout.tests == TestsState::Passed;
         if let Some((seen, need)) = short {
             let why = format!("bake waiting for data points: {seen} of {need}");

@@ -1,0 +1,56 @@
+//! Scenario files: what they say, and that no malformed one makes the reader panic.
+
+use rollwave_sim::{OperatorVerb, parse_scenario};
+
+const PIPELINE: &str = include_str!("../../../examples/pipeline.yaml");
+const BAD_RELEASE: &str = include_str!("../../../examples/bad-release.yaml");
+
+fn manifest() -> rollwave_core::manifest::Manifest {
+    rollwave_manifest::parse_manifest("pipeline.yaml", PIPELINE).unwrap()
+}
+
+#[test]
+fn the_issue_example_reads_as_written() {
+    let s = parse_scenario("bad-release.yaml", BAD_RELEASE, &manifest()).unwrap();
+    assert_eq!(s.start.to_string(), "2026-11-30T08:00:00Z");
+    assert_eq!(s.traffic.requests_per_host_per_s, 20.0);
+    assert_eq!(s.releases.len(), 2);
+    assert_eq!(s.releases[1].defect.as_ref().unwrap().error_rate, Some(0.05));
+    assert_eq!(s.releases[1].at.as_secs(), 6 * 3600);
+    assert_eq!(s.operators[1].action, OperatorVerb::Rollback);
+    assert_eq!(s.host_failures[0].host, "use2-az1-3");
+}
+
+#[test]
+fn names_are_checked_against_the_manifest() {
+    let text = "start: 2026-11-30T08:00:00Z\ntraffic: { requests_per_host_per_s: 1 }\nhost_failures:\n  - { at: 1h, host: use2-az1-11 }\n  - { at: 1h, host: use2-az1-01 }\n  - { at: 1h, host: use2-az1-10, environment: gama }\n";
+    let errors = parse_scenario("s.yaml", text, &manifest()).unwrap_err();
+    let lines: Vec<String> = errors.to_string().lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines[0].starts_with("s.yaml:4:21: no host \"use2-az1-11\""), "{lines:?}");
+    assert!(lines[1].starts_with("s.yaml:5:21: no host \"use2-az1-01\""), "{lines:?}");
+    assert!(lines[2].starts_with("s.yaml:6:47: no environment \"gama\"; did you mean \"gamma\"?"), "{lines:?}");
+}
+
+#[test]
+fn truncated_and_garbled_scenarios_never_panic() {
+    let manifest = manifest();
+    for end in 0..=BAD_RELEASE.len() {
+        if BAD_RELEASE.is_char_boundary(end) {
+            let _ = parse_scenario("s.yaml", &BAD_RELEASE[..end], &manifest);
+        }
+    }
+    // A fixed linear congruential sequence of byte flips.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for _ in 0..2_000 {
+        let mut bytes = BAD_RELEASE.as_bytes().to_vec();
+        for _ in 0..3 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let at = (x >> 33) as usize % bytes.len();
+            const NOISE: &[u8] = b" :-{}[],#&*!|>'\"%@`0a\n\t";
+            bytes[at] = NOISE[(x >> 20) as usize % NOISE.len()];
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        let _ = parse_scenario("s.yaml", &text, &manifest);
+    }
+}

@@ -1,0 +1,233 @@
+//! The `rollwave` binary as its users and scripts see it: exit codes, located errors and
+//! the JSON contracts of `plan` and `simulate`.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn rollwave(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rollwave"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("rollwave runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn scratch(name: &str, text: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn simulate_json(scenario: &str) -> Value {
+    let o = rollwave(&["simulate", "examples/pipeline.yaml", "--scenario", scenario, "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    serde_json::from_slice(&o.stdout).expect("one JSON object")
+}
+
+#[test]
+fn validate_summarises_a_good_manifest_in_one_line() {
+    let o = rollwave(&["validate", "examples/pipeline.yaml"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert_eq!(out.lines().count(), 1);
+    assert!(out.contains("4 stage(s), 8 wave(s)"), "{out}");
+}
+
+#[test]
+fn validate_lists_every_error_with_its_place() {
+    let path = scratch(
+        "broken.yaml",
+        "service: shop\nenvironments:\n  prod:\n    regions:\n      r1: { timezone: Mars/Olympus, zones: { a: 2 } }\nstages:\n  - name: prod\n    environmnet: prod\n    bake: 3 weeks\n",
+    );
+    let o = rollwave(&["validate", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    let file = path.display().to_string();
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(lines.len() >= 3, "{err}");
+    assert!(lines.iter().all(|l| l.starts_with(&format!("{file}:"))), "{err}");
+    assert!(err.contains(&format!("{file}:5:23: ")), "time zone at its value: {err}");
+    assert!(err.contains(&format!("{file}:8:5: unknown key \"environmnet\"; did you mean \"environment\"?")), "{err}");
+    assert!(err.contains(&format!("{file}:9:11: ")), "bad duration: {err}");
+}
+
+#[test]
+fn unreadable_files_and_bad_usage_exit_2() {
+    assert_eq!(rollwave(&["validate", "no/such/file.yaml"]).status.code(), Some(2));
+    assert_eq!(rollwave(&["simulate", "examples/pipeline.yaml"]).status.code(), Some(2));
+}
+
+#[test]
+fn plan_json_is_the_expanded_tree_with_its_lead_time() {
+    let o = rollwave(&["plan", "examples/pipeline.yaml", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plan: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let stages = plan["stages"].as_array().unwrap();
+    let names: Vec<&str> = stages.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["alpha", "beta", "gamma", "prod"]);
+    let prod = &stages[3];
+    assert_eq!(prod["approval"], true);
+    assert_eq!(prod["waves"].as_array().unwrap().len(), 5);
+    let wave1 = &prod["waves"][0];
+    assert_eq!(wave1["bake"]["time_s"], 12 * 3600);
+    let region = &wave1["regions"][0];
+    assert_eq!(region["one_box"]["hosts"], serde_json::json!(["cac1-az1-1"]));
+    assert_eq!(
+        region["zones"][0]["batches"],
+        serde_json::json!([1, 1, 1]),
+        "4 hosts, 33%: one at a time, one-box done"
+    );
+    // The lead time is the sum of the waves' critical paths.
+    let sum: u64 =
+        stages.iter().flat_map(|s| s["waves"].as_array().unwrap()).map(|w| w["lead_time_s"].as_u64().unwrap()).sum();
+    assert_eq!(plan["lead_time_s"].as_u64().unwrap(), sum);
+    // 1h one-box + 3 × 30m zone bakes + 12h for wave-1.
+    assert_eq!(wave1["lead_time_s"], 3600 + 3 * 1800 + 12 * 3600);
+}
+
+#[test]
+fn schema_is_a_json_schema_of_the_manifest() {
+    let o = rollwave(&["schema"]);
+    assert!(o.status.success());
+    let schema: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(schema["$schema"].as_str().unwrap().contains("json-schema.org"));
+    for key in ["service", "environments", "strategy", "stages", "alarms", "windows", "watch"] {
+        assert!(schema["properties"].get(key).is_some(), "{key} missing");
+    }
+}
+
+#[test]
+fn simulate_json_keeps_its_contract() {
+    let report = simulate_json("examples/bad-release.yaml");
+    let releases = report["releases"].as_array().unwrap();
+    let v2 = &releases[0];
+    assert_eq!((v2["version"].as_str(), v2["outcome"].as_str()), (Some("v2"), Some("completed")));
+    assert!(v2["lead_time_s"].as_u64().unwrap() > 0);
+    assert!(v2["reached"].as_array().unwrap().contains(&Value::from("prod/wave-5")));
+    let v3 = &releases[1];
+    assert_eq!(v3["outcome"], "rolled_back");
+    assert!(v3.get("lead_time_s").is_none());
+    let scopes: Vec<&str> = v3["rolled_back_scopes"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    assert!(scopes.contains(&"alpha/us-west-2/usw2-az1"), "{scopes:?}");
+
+    let events = report["events"].as_array().unwrap();
+    for e in events {
+        let t = e["t"].as_str().unwrap();
+        assert!(t.parse::<jiff::Timestamp>().is_ok(), "RFC 3339: {t}");
+        assert!(e["kind"].is_string() && e["scope"].is_string() && e.get("release").is_some());
+    }
+    // v3 is caught by the zone alarm in its first environment, rolled back there, halted.
+    let kinds_for_v3: Vec<&str> =
+        events.iter().filter(|e| e["release"] == "v3").map(|e| e["kind"].as_str().unwrap()).collect();
+    let fired = kinds_for_v3.iter().position(|k| *k == "alarm_fired").unwrap();
+    assert_eq!(&kinds_for_v3[fired..fired + 3], ["alarm_fired", "rollback_started", "release_halted"]);
+    assert!(!kinds_for_v3.contains(&"stage_completed"), "v3 goes no further");
+
+    let blast = &report["blast_radius"];
+    let bad = blast["bad_requests"].as_u64().unwrap();
+    let total = blast["total_requests"].as_u64().unwrap();
+    assert!(bad > 0 && bad < total / 1000, "{blast}");
+    assert_eq!(blast["hosts_exposed"], 1, "only alpha's one host ran v3");
+    assert!((blast["fraction"].as_f64().unwrap() - bad as f64 / total as f64).abs() < 1e-12);
+}
+
+#[test]
+fn the_examples_show_every_kind_of_event() {
+    let mut kinds = std::collections::BTreeSet::new();
+    for scenario in ["good-release", "bad-release", "latent-defect", "incident", "in-flight"] {
+        let report = simulate_json(&format!("examples/{scenario}.yaml"));
+        for e in report["events"].as_array().unwrap() {
+            kinds.insert(e["kind"].as_str().unwrap().to_owned());
+        }
+    }
+    for kind in [
+        "release_created",
+        "stage_entered",
+        "wave_started",
+        "region_started",
+        "one_box_deployed",
+        "bake_started",
+        "bake_completed",
+        "zone_started",
+        "batch_deployed",
+        "zone_completed",
+        "region_completed",
+        "wave_completed",
+        "stage_completed",
+        "release_completed",
+        "blocked",
+        "alarm_fired",
+        "alarm_cleared",
+        "rollback_started",
+        "rollback_completed",
+        "release_halted",
+        "release_superseded",
+        "host_failed",
+        "regression_suspected",
+    ] {
+        assert!(kinds.contains(kind), "no example shows {kind}");
+    }
+}
+
+#[test]
+fn a_simulation_is_repeatable_and_the_seed_is_its_only_randomness() {
+    let args = ["simulate", "examples/pipeline.yaml", "--scenario", "examples/in-flight.yaml", "--json", "--seed", "7"];
+    let a = rollwave(&args);
+    let b = rollwave(&args);
+    assert!(a.status.success());
+    assert_eq!(a.stdout, b.stdout);
+    let other = rollwave(&[
+        "simulate",
+        "examples/pipeline.yaml",
+        "--scenario",
+        "examples/in-flight.yaml",
+        "--json",
+        "--seed",
+        "8",
+    ]);
+    assert_ne!(a.stdout, other.stdout, "another seed, another world");
+}
+
+#[test]
+fn until_stops_the_clock() {
+    let o = rollwave(&[
+        "simulate",
+        "examples/pipeline.yaml",
+        "--scenario",
+        "examples/good-release.yaml",
+        "--json",
+        "--until",
+        "1d",
+    ]);
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["releases"][0]["outcome"], "in_progress");
+    assert_eq!(report["ended"], "2026-12-01T08:00:00Z");
+}
+
+#[test]
+fn a_bad_scenario_is_located_too() {
+    let path = scratch(
+        "bad-scenario.yaml",
+        "start: yesterday\ntraffic: { requests_per_host_per_s: 20 }\nreleases:\n  - { version: v2, at: 0h }\noperators:\n  - { at: 1h, action: aprove, release: v9 }\nincidents:\n  - { at: 2h, region: mars-1, for: 1h }\n",
+    );
+    let o = rollwave(&["simulate", "examples/pipeline.yaml", "--scenario", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    let file = path.display().to_string();
+    assert!(err.contains(&format!("{file}:1:8: invalid timestamp")), "{err}");
+    assert!(
+        err.contains(&format!("{file}:6:23: unknown operator action \"aprove\"; did you mean \"approve\"?")),
+        "{err}"
+    );
+    assert!(err.contains(&format!("{file}:6:40: no release \"v9\"")), "{err}");
+    assert!(err.contains(&format!("{file}:8:23: no region \"mars-1\"")), "{err}");
+}

@@ -45,6 +45,8 @@ enum Command {
         #[arg(long, default_value = "30d", value_parser = parse_duration)]
         until: std::time::Duration,
     },
+    /// Run the L7 router: sticky canary split, track propagation, per-backend metrics.
+    Router(rollwave_router::RouterArgs),
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -55,6 +57,7 @@ pub fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
     let mut out = std::io::stdout().lock();
     match cli.command {
+        Command::Router(args) => rollwave_router::main(args)?,
         Command::Validate { file } => {
             let Some(manifest) = load_manifest(&file)? else { return Ok(ExitCode::from(1)) };
             let plan = Plan::new(manifest);

@@ -1,6 +1,9 @@
 //! Command-line parsing and the subcommands.
 
 mod plan;
+mod remote;
+
+use remote::{Format, Remote, exit_for, print_json};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -47,10 +50,395 @@ enum Command {
     },
     /// Run the L7 router: sticky canary split, track propagation, per-backend metrics.
     Router(rollwave_router::RouterArgs),
+    /// Run the control plane.
+    Server(ServerArgs),
+    /// Manage services.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// Manage releases.
+    #[command(subcommand)]
+    Release(ReleaseCommand),
+    /// Which version runs where, what is baking, what is blocked and why.
+    Status {
+        service: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Let a release into the stages that need approval (or `--stage` only).
+    Approve(ReleaseAction),
+    /// Return every host running the release (or a newer one) to the version before it.
+    Rollback(ReleaseAction),
+    /// Resume a halted release.
+    Retry(ReleaseAction),
+    /// Give up on a halted release; the next newer one fills its place.
+    RollForward(ReleaseAction),
+    /// Stop the service (or `--stage`) from starting any step.
+    Hold(HoldArgs),
+    /// Lift a hold.
+    Resume(HoldArgs),
+    /// The event log; `--follow` streams it live.
+    Events {
+        #[arg(long)]
+        follow: bool,
+        /// Start after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Check the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// sqlite://PATH (the default, in the data directory) or postgres://…
+    #[arg(long, env = "ROLLWAVE_DB")]
+    db: Option<String>,
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: std::net::SocketAddr,
+    /// Where the default SQLite file lives.
+    #[arg(long, env = "ROLLWAVE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// `agent` (hosts run `rollwave agent`) or `noop` (every deployment succeeds after --noop-delay).
+    #[arg(long, default_value = "agent")]
+    driver: String,
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    noop_delay: std::time::Duration,
+    /// This replica's name in the leader lease (default: host name and process id).
+    #[arg(long)]
+    node_id: Option<String>,
+    /// How long the leader lease lasts without renewal.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    lease_ttl: std::time::Duration,
+}
+
+#[derive(Subcommand)]
+enum ServiceCommand {
+    /// Validate a manifest and apply it to the server.
+    Apply {
+        file: PathBuf,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List services.
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReleaseCommand {
+    /// Create a release: it enters the pipeline's first stage.
+    Create {
+        service: String,
+        version: String,
+        #[arg(long)]
+        artifact: Option<String>,
+        #[arg(long)]
+        sha256: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show a release with its timeline.
+    Show {
+        /// VERSION, or SERVICE@VERSION.
+        release: String,
+        #[arg(long)]
+        service: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(clap::Args)]
+struct ReleaseAction {
+    /// VERSION, or SERVICE@VERSION.
+    release: String,
+    #[arg(long)]
+    service: Option<String>,
+    /// Only this stage (approve).
+    #[arg(long)]
+    stage: Option<String>,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+#[derive(clap::Args)]
+struct HoldArgs {
+    service: String,
+    #[arg(long)]
+    stage: Option<String>,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token; its secret is printed once.
+    Create {
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// For agent tokens: service/environment/host.
+        #[arg(long)]
+        host: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chain of the audit log, reading the database directly.
+    Verify {
+        #[arg(long, env = "ROLLWAVE_DB")]
+        db: Option<String>,
+        #[arg(long, env = "ROLLWAVE_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+/// `sqlite://…/rollwave.db` in the data directory, created if missing.
+fn default_db(data_dir: Option<PathBuf>) -> Result<String> {
+    let dir = match data_dir {
+        Some(d) => d,
+        None => match std::env::var_os("XDG_DATA_HOME") {
+            Some(x) => PathBuf::from(x).join("rollwave"),
+            None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".local/share/rollwave"),
+        },
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    Ok(format!("sqlite://{}", dir.join("rollwave.db").display()))
+}
+
+fn run_server(args: ServerArgs) -> Result<()> {
+    let db = match args.db {
+        Some(db) => db,
+        None => default_db(args.data_dir)?,
+    };
+    let driver = match args.driver.as_str() {
+        "agent" => rollwave_server::Driver::Agent,
+        "noop" => rollwave_server::Driver::Noop { delay: args.noop_delay },
+        other => anyhow::bail!("unknown driver {other:?}: use agent or noop"),
+    };
+    let node_id = args.node_id.unwrap_or_else(|| {
+        let host =
+            std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "node".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let config = rollwave_server::Config {
+        db,
+        listen: args.listen,
+        node_id,
+        driver,
+        lease_ttl: args.lease_ttl,
+        bootstrap_token: std::env::var("ROLLWAVE_BOOTSTRAP_TOKEN").ok().filter(|t| !t.is_empty()),
+    };
+    rollwave_server::serve_blocking(config)
+}
+
+/// Runs a client command; API errors become exit codes 1 or 3.
+fn remote_command(command: Command) -> Result<ExitCode> {
+    use rollwave_server::api::*;
+    let result: Result<(), rollwave_server::client::ClientError> = (|| {
+        match command {
+            Command::Service(ServiceCommand::Apply { file, remote }) => {
+                let text =
+                    std::fs::read_to_string(&file).map_err(|e| rollwave_server::client::ClientError::Transport {
+                        base: file.display().to_string(),
+                        reason: e.to_string(),
+                    })?;
+                let s = remote.client().apply(&file.display().to_string(), &text)?;
+                match remote.output {
+                    Format::Json => print_json(&s).ok(),
+                    Format::Text => writeln!(
+                        std::io::stdout(),
+                        "applied {}: {} stage(s), {} host(s)",
+                        s.name,
+                        s.stages.len(),
+                        s.hosts
+                    )
+                    .ok(),
+                };
+            }
+            Command::Service(ServiceCommand::List { remote }) => {
+                let list = remote.client().services()?;
+                match remote.output {
+                    Format::Json => print_json(&list).ok(),
+                    Format::Text => {
+                        for s in &list {
+                            let _ = writeln!(
+                                std::io::stdout(),
+                                "{}  stages: {}  hosts: {}  releases: {}",
+                                s.name,
+                                s.stages.join(" → "),
+                                s.hosts,
+                                s.releases
+                            );
+                        }
+                        Some(())
+                    }
+                };
+            }
+            Command::Release(ReleaseCommand::Create { service, version, artifact, sha256, remote }) => {
+                let r = remote.client().create_release(&service, &CreateRelease { version, artifact, sha256 })?;
+                match remote.output {
+                    Format::Json => print_json(&r).ok(),
+                    Format::Text => writeln!(std::io::stdout(), "created {}", remote::print_release(&r)).ok(),
+                };
+            }
+            Command::Release(ReleaseCommand::Show { release, service, remote }) => {
+                let client = remote.client();
+                let (service, version) = remote::resolve_release(&client, &release, service)?;
+                let r = client.release(&service, &version)?;
+                match remote.output {
+                    Format::Json => print_json(&r).ok(),
+                    Format::Text => {
+                        let mut out = std::io::stdout().lock();
+                        let _ = writeln!(out, "{}", remote::print_release(&r.release));
+                        for e in &r.events {
+                            let _ = writeln!(out, "{}", remote::print_event(e));
+                        }
+                        Some(())
+                    }
+                };
+            }
+            Command::Status { service, remote } => {
+                let client = remote.client();
+                let names: Vec<String> = match service {
+                    Some(s) => vec![s],
+                    None => client.services()?.into_iter().map(|s| s.name).collect(),
+                };
+                let statuses = names.iter().map(|n| client.status(n)).collect::<Result<Vec<_>, _>>()?;
+                match remote.output {
+                    Format::Json => print_json(&statuses).ok(),
+                    Format::Text => {
+                        for s in &statuses {
+                            let _ = write!(
+                                std::io::stdout(),
+                                "{}
+",
+                                remote::print_status(s)
+                            );
+                        }
+                        Some(())
+                    }
+                };
+            }
+            Command::Approve(a) | Command::Rollback(a) | Command::Retry(a) | Command::RollForward(a) => {
+                unreachable!("{}", a.release)
+            }
+            Command::Hold(h) | Command::Resume(h) => unreachable!("{}", h.service),
+            Command::Events { follow, after, remote } => {
+                let client = remote.client();
+                let show = |e: &EventView| match remote.output {
+                    Format::Json => {
+                        writeln!(std::io::stdout(), "{}", serde_json::to_string(e).unwrap_or_default()).is_ok()
+                    }
+                    Format::Text => writeln!(std::io::stdout(), "{}", remote::print_event(e)).is_ok(),
+                };
+                if follow {
+                    client.follow(Some(after), |e| show(&e))?;
+                } else {
+                    let mut after = after;
+                    loop {
+                        let page = client.events(after, 1000)?;
+                        for e in &page.events {
+                            if !show(e) {
+                                return Ok(());
+                            }
+                        }
+                        if page.next == after {
+                            break;
+                        }
+                        after = page.next;
+                    }
+                }
+            }
+            Command::Token(TokenCommand::Create { role, name, host, remote }) => {
+                let t = remote.client().create_token(&CreateToken { role, name, host })?;
+                match remote.output {
+                    Format::Json => print_json(&t).ok(),
+                    Format::Text => writeln!(std::io::stdout(), "{}", t.token).ok(),
+                };
+            }
+            _ => unreachable!("not a client command"),
+        }
+        Ok(())
+    })();
+    Ok(match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => exit_for(&e),
+    })
+}
+
+fn release_action(verb: &str, a: ReleaseAction) -> Result<ExitCode> {
+    let client = a.remote.client();
+    let result = remote::resolve_release(&client, &a.release, a.service)
+        .and_then(|(service, version)| client.action(&service, &version, verb, a.stage));
+    Ok(match result {
+        Ok(r) => {
+            match a.remote.output {
+                Format::Json => print_json(&r)?,
+                Format::Text => writeln!(std::io::stdout(), "{}", remote::print_release(&r))?,
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => exit_for(&e),
+    })
+}
+
+fn hold_action(resume: bool, h: HoldArgs) -> Result<ExitCode> {
+    let client = h.remote.client();
+    Ok(match client.hold(&h.service, resume, h.stage) {
+        Ok(s) => {
+            match h.remote.output {
+                Format::Json => print_json(&s)?,
+                Format::Text => {
+                    let holds = if s.holds.is_empty() { "nothing".to_owned() } else { s.holds.join(", ") };
+                    writeln!(std::io::stdout(), "on hold: {holds}")?
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => exit_for(&e),
+    })
+}
+
+fn audit_verify(db: Option<String>, data_dir: Option<PathBuf>) -> Result<ExitCode> {
+    let db = match db {
+        Some(db) => db,
+        None => default_db(data_dir)?,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let store = rollwave_store::Store::open(&db).await?;
+        Ok(match store.verify_audit().await? {
+            Ok(n) => {
+                writeln!(std::io::stdout(), "audit log intact: {n} row(s)")?;
+                ExitCode::SUCCESS
+            }
+            Err(problem) => {
+                writeln!(std::io::stderr(), "rollwave: {problem}")?;
+                ExitCode::from(1)
+            }
+        })
+    })
+}
+
+/// Durations as manifests write them (`90s`, `30m`, `12h`, `2d`), or milliseconds (`300ms`).
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    rollwave_manifest::yaml::parse_duration(s)
+    match s.strip_suffix("ms").map(str::parse::<u64>) {
+        Some(Ok(ms)) => Ok(std::time::Duration::from_millis(ms)),
+        _ => rollwave_manifest::yaml::parse_duration(s),
+    }
 }
 
 pub fn run() -> Result<ExitCode> {
@@ -58,6 +446,22 @@ pub fn run() -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match cli.command {
         Command::Router(args) => rollwave_router::main(args)?,
+        Command::Server(args) => run_server(args)?,
+        Command::Approve(a) => return release_action("approve", a),
+        Command::Rollback(a) => return release_action("rollback", a),
+        Command::Retry(a) => return release_action("retry", a),
+        Command::RollForward(a) => return release_action("roll_forward", a),
+        Command::Hold(h) => return hold_action(false, h),
+        Command::Resume(h) => return hold_action(true, h),
+        Command::Audit(AuditCommand::Verify { db, data_dir }) => return audit_verify(db, data_dir),
+        command @ (Command::Service(_)
+        | Command::Release(_)
+        | Command::Status { .. }
+        | Command::Events { .. }
+        | Command::Token(_)) => {
+            drop(out);
+            return remote_command(command);
+        }
         Command::Validate { file } => {
             let Some(manifest) = load_manifest(&file)? else { return Ok(ExitCode::from(1)) };
             let plan = Plan::new(manifest);

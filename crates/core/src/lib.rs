@@ -7,6 +7,7 @@
 
 pub mod alarm;
 pub mod engine;
+pub mod judge;
 pub mod manifest;
 pub mod plan;
 pub mod share;

@@ -102,7 +102,7 @@ impl Harness {
     }
 
     fn after(&mut self, minutes: u64) {
-        self.now = self.now + mins(minutes);
+        self.now += mins(minutes);
         self.input(Input::Tick);
     }
 

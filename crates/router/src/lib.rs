@@ -1,6 +1,38 @@
-//! `rollwave router`: an L7 proxy that splits traffic between a stable and a canary track.
+//! `rollwave router`: an L7 proxy in front of the hosts of one service in one region,
+//! splitting traffic between a stable and a canary track.
+//!
+//! - [`track`]: the sticky hash (`murmur3_x86_32("{salt}:{key}") % 10000`) and the
+//!   headers that carry a decision along the call chain; usable on its own by services.
+//! - [`baggage`]: the W3C `baggage` header, read and rewritten within its limits.
+//! - [`routes`]: the routes file, parsed with located errors.
+//! - [`balance`]: host health (ejection, probes) and power-of-two-choices, without I/O.
+//! - `table`, `proxy`, `body`, `server`: the running proxy (hyper + tokio).
+//!
+//! **Invariant:** a request is never refused because of what it carries (a malformed
+//! baggage, an unknown track): unreadable decisions are ignored and the key is hashed.
+//! The listener is never restarted: a routes reload swaps an immutable table.
 
+pub mod baggage;
+pub mod balance;
+mod body;
+pub mod metrics;
+mod proxy;
+mod rng;
+pub mod routes;
+mod server;
+mod table;
+pub mod track;
+
+pub use server::{Config, Router};
+
+use anyhow::Context as _;
 use clap::Args;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How often the router will push its metrics to the control plane once server mode
+/// exists (see [`Router::metrics_text`], which renders what it will push).
+pub const CONTROL_PLANE_PUSH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Options of `rollwave router`.
 #[derive(Args, Debug, Clone)]
@@ -8,9 +40,155 @@ pub struct RouterArgs {
     /// Address to listen on for proxied traffic.
     #[arg(long, default_value = "127.0.0.1:8000")]
     pub listen: String,
+
+    /// Address of the admin endpoint: /metrics (Prometheus), /routes, /healthz.
+    #[arg(long, default_value = "127.0.0.1:9100")]
+    pub admin: String,
+
+    /// Standalone mode: read the routing table from this YAML file, reloaded when it
+    /// changes (a bad file is reported and the previous table stays).
+    #[arg(long, value_name = "FILE")]
+    pub routes: Option<PathBuf>,
+
+    /// Control-plane URL (server mode; not available yet: use --routes).
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+
+    /// Service this router fronts (server mode).
+    #[arg(long)]
+    pub service: Option<String>,
+
+    /// Environment of the service (server mode).
+    #[arg(long)]
+    pub environment: Option<String>,
+
+    /// Region of the hosts (server mode).
+    #[arg(long)]
+    pub region: Option<String>,
+
+    /// Longest time a request may take, from its arrival to the end of its response.
+    #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
+    pub timeout: Duration,
+
+    /// Longest time to open a connection to a host.
+    #[arg(long, default_value = "2s", value_parser = parse_duration_arg)]
+    pub connect_timeout: Duration,
+
+    /// Consecutive failures (connect errors, timeouts, 5xx) that take a host out.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub eject_after: u32,
+
+    /// How long an ejected host stays out before one request probes it.
+    #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
+    pub cooldown: Duration,
+
+    /// How often the routes file's modification time is checked.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration_arg)]
+    pub reload_every: Duration,
+
+    /// Ignore x-rollwave-track and baggage on incoming requests (for a router that
+    /// faces untrusted clients); every request is then assigned by its key.
+    #[arg(long)]
+    pub ignore_incoming_track: bool,
+
+    /// Most client connections open at once; further clients wait to be accepted.
+    #[arg(long, default_value_t = 25_000)]
+    pub max_connections: usize,
+
+    /// Worker threads (default: the CPUs this process may run on).
+    #[arg(long)]
+    pub workers: Option<usize>,
 }
 
-/// Runs the router until it is stopped.
+impl RouterArgs {
+    /// The router's configuration, given the routes file.
+    pub fn config(&self, routes: PathBuf) -> Config {
+        Config {
+            routes,
+            reload_every: self.reload_every,
+            timeout: self.timeout,
+            connect_timeout: self.connect_timeout,
+            eject_after: self.eject_after,
+            cooldown: self.cooldown,
+            trust_incoming_track: !self.ignore_incoming_track,
+            max_connections: self.max_connections.max(1),
+        }
+    }
+}
+
+/// Runs the router until SIGINT or SIGTERM, then lets requests in flight finish (for
+/// at most the request timeout).
 pub fn main(args: RouterArgs) -> anyhow::Result<()> {
-    anyhow::bail!("the router is not built yet (would listen on {})", args.listen)
+    let Some(routes) = args.routes.clone() else {
+        anyhow::bail!(
+            "server mode needs the rollwave control plane, which is not available yet; \
+             run the router standalone with --routes FILE (see `rollwave router --help`)"
+        );
+    };
+    if args.server.is_some() {
+        eprintln!("rollwave router: --routes is given, so --server is ignored");
+    }
+    let workers = args.workers.or_else(|| std::thread::available_parallelism().ok().map(|n| n.get())).unwrap_or(1);
+    let mut runtime = if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(workers);
+        builder
+    };
+    let runtime = runtime.enable_all().build().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;
+        let admin = tokio::net::TcpListener::bind(&args.admin)
+            .await
+            .with_context(|| format!("cannot listen on {} (--admin)", args.admin))?;
+        let config = args.config(routes);
+        let grace = config.timeout;
+        let router = Router::start(config, listener, admin).await?;
+        eprintln!(
+            "rollwave router: proxying on {}, admin on {} (/metrics, /routes)",
+            router.local_addr(),
+            router.admin_addr()
+        );
+        shutdown_signal().await?;
+        eprintln!("rollwave router: stopping; letting requests in flight finish");
+        router.shutdown(grace).await;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("cannot listen for SIGINT"),
+        _ = term.recv() => Ok(()),
+    }
+}
+
+/// `500ms`, or a duration as manifests write it: `30s`, `2m`, `1h30m`.
+pub fn parse_duration_arg(text: &str) -> Result<Duration, String> {
+    if let Some(ms) = text.strip_suffix("ms")
+        && !ms.is_empty()
+        && ms.bytes().all(|b| b.is_ascii_digit())
+    {
+        return ms.parse().map(Duration::from_millis).map_err(|_| format!("duration {text:?} is too long"));
+    }
+    rollwave_manifest::yaml::parse_duration(text).map_err(|e| format!("{e}; milliseconds are written 500ms"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_milliseconds_too() {
+        assert_eq!(parse_duration_arg("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration_arg("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration_arg("1m30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration_arg("ms").is_err());
+        assert!(parse_duration_arg("1.5s").is_err());
+    }
 }

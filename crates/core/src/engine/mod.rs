@@ -376,6 +376,57 @@ impl Engine {
         self.deadlines.is_empty() && self.tests.is_empty() && self.rollback_jobs.is_empty()
     }
 
+    /// What is on hold: the whole service, and the stages held one by one.
+    pub fn holds(&self) -> (bool, Vec<StageId>) {
+        let stages = self.stage_hold.iter().enumerate().filter(|(_, h)| **h).map(|(i, _)| StageId(i as u16)).collect();
+        (self.service_hold, stages)
+    }
+
+    /// Host deployments in flight: (environment, host, command, version). A driver that
+    /// restarts delivers these again; the command id makes that harmless.
+    pub fn in_flight(&self) -> Vec<(EnvId, HostId, CommandId, ReleaseId)> {
+        self.deadlines
+            .iter()
+            .filter_map(|&(_, env, host)| {
+                self.hosts[env.idx()][host.idx()].op.map(|op| (env, host, op.command, op.target))
+            })
+            .collect()
+    }
+
+    /// The deployment each host should have now: the last one asked of it, or its version.
+    pub fn host_op(&self, env: EnvId, host: HostId) -> Option<(CommandId, ReleaseId)> {
+        self.hosts[env.idx()][host.idx()].op.map(|op| (op.command, op.target))
+    }
+
+    /// Swaps in a new plan for the same fleet: allowed while no release is in flight and
+    /// every environment keeps its hosts, so that host state carries over.
+    pub fn replace_plan(&mut self, plan: Arc<Plan>) -> Result<(), InputError> {
+        let busy = self.releases.iter().any(|r| matches!(r.status, ReleaseStatus::InProgress | ReleaseStatus::Halted));
+        if busy || !self.is_idle() {
+            return Err(InputError::NotAllowed(
+                "a release is in flight: finish, roll back or roll it forward before changing the pipeline".into(),
+            ));
+        }
+        let same_fleet = plan.envs.len() == self.plan.envs.len()
+            && plan.envs.iter().zip(&self.plan.envs).all(|(a, b)| {
+                a.hosts.len() == b.hosts.len() && a.hosts.iter().zip(&b.hosts).all(|(x, y)| x.name == y.name)
+            });
+        if !same_fleet {
+            return Err(InputError::NotAllowed(
+                "the new manifest changes the fleet (environments, zones or host counts); apply it as a new service"
+                    .into(),
+            ));
+        }
+        let stages = plan.manifest.stages.len();
+        self.slots = plan.manifest.stages.iter().map(|s| s.waves.iter().map(|_| Slot::default()).collect()).collect();
+        self.stage_hold = vec![false; stages];
+        for r in &mut self.releases {
+            r.approvals.resize(stages, true);
+        }
+        self.plan = plan;
+        Ok(())
+    }
+
     /// The next time at which the engine has something to do without any other input:
     /// a bake ending or a deployment timing out. Window openings are not included: a
     /// driver ticks at least every minute.
@@ -1057,7 +1108,7 @@ impl Engine {
 
     /// Whether a release may enter a slot: holds and approvals.
     fn gate(&self, release: ReleaseId, stage: StageId, wave: usize) -> Result<(), String> {
-        self.holds(stage)?;
+        self.check_holds(stage)?;
         let s = &self.plan.manifest.stages[stage.idx()];
         if wave == 0 && !self.releases[release.idx()].approvals[stage.idx()] {
             return Err(format!("waiting for approval to enter {}", s.name));
@@ -1065,7 +1116,7 @@ impl Engine {
         Ok(())
     }
 
-    fn holds(&self, stage: StageId) -> Result<(), String> {
+    fn check_holds(&self, stage: StageId) -> Result<(), String> {
         if self.service_hold {
             return Err("the service is on hold".into());
         }
@@ -1083,7 +1134,7 @@ impl Engine {
         zone: Option<ZoneId>,
         hosts: &[HostId],
     ) -> Result<(), String> {
-        self.holds(stage)?;
+        self.check_holds(stage)?;
         let env = self.plan.stage_env(stage);
         let mut scopes = vec![Scope::Environment(env), Scope::Region(env, region)];
         scopes.extend(zone.map(|z| Scope::Zone(env, z)));

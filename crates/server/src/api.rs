@@ -1,0 +1,193 @@
+//! Wire types of the HTTP/JSON API. Domain types never cross the wire: they are
+//! converted to these at the edge, so the API can stay stable while the core changes.
+
+use serde::{Deserialize, Serialize};
+
+/// Every error response: a stable `code`, a sentence for people, and details.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub details: serde_json::Value,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApplyService {
+    /// The manifest's YAML text.
+    pub manifest: String,
+    /// The file name used in error locations.
+    #[serde(default)]
+    pub file: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ServiceSummary {
+    pub name: String,
+    pub stages: Vec<String>,
+    pub hosts: usize,
+    pub releases: usize,
+    pub lead_time_s: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub service: String,
+    pub stages: Vec<StageStatus>,
+    pub environments: Vec<EnvironmentVersions>,
+    pub releases: Vec<ReleaseView>,
+    /// What waits and why, newest first per scope.
+    pub blocked: Vec<BlockedView>,
+    pub holds: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StageStatus {
+    pub name: String,
+    pub environment: String,
+    pub waves: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EnvironmentVersions {
+    pub environment: String,
+    /// (version, hosts running it)
+    pub versions: Vec<(String, u64)>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BlockedView {
+    pub release: Option<String>,
+    pub scope: String,
+    pub reason: String,
+    pub since: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CreateRelease {
+    pub version: String,
+    #[serde(default)]
+    pub artifact: Option<String>,
+    #[serde(default)]
+    pub sha256: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ReleaseView {
+    pub version: String,
+    /// `in_progress`, `halted`, `completed`, `rolled_back` or `superseded`.
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lead_time_s: Option<i64>,
+    pub reached: Vec<String>,
+    pub rolled_back_scopes: Vec<String>,
+    /// `stage/wave` it deploys in or waits at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReleaseDetail {
+    #[serde(flatten)]
+    pub release: ReleaseView,
+    /// Hosts per version in every region, as `stage/region`.
+    pub scopes: Vec<ScopeVersions>,
+    pub events: Vec<EventView>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ScopeVersions {
+    pub scope: String,
+    pub versions: Vec<(String, u64)>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ActionRequest {
+    #[serde(default)]
+    pub stage: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EventView {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
+    pub t: String,
+    pub service: String,
+    pub kind: String,
+    pub release: Option<String>,
+    pub scope: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EventPage {
+    pub events: Vec<EventView>,
+    /// Pass as `after` for the next page.
+    pub next: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RegisterHost {
+    pub service: String,
+    pub environment: String,
+    pub host: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub zone: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Desired {
+    /// Increases with every deployment asked of the host; 0 when none was.
+    pub command: u64,
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// `rollout` or `rollback`.
+    pub purpose: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HostReport {
+    pub command: u64,
+    pub ok: bool,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CreateToken {
+    pub role: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// For `agent` tokens: `service/environment/host`.
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TokenCreated {
+    pub token: String,
+    pub role: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Accepted {
+    pub ok: bool,
+}

@@ -1,0 +1,423 @@
+//! The HTTP/JSON API under `/v1`, plus `/healthz`, `/readyz` and `/metrics`.
+
+use crate::api::*;
+use crate::auth::{Actor, Role, Tokens, new_secret};
+use crate::error::ApiError;
+use crate::node::Node;
+use crate::state::{LogInput, OPERATOR_ACTIONS, ServiceState};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_stream::StreamExt;
+
+/// Request bodies may not exceed this.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+pub struct App {
+    pub node: Arc<Node>,
+    pub tokens: Tokens,
+}
+
+type Shared = State<Arc<App>>;
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(|| async { Json(crate::openapi::document()) }))
+        .route("/v1/services", get(list_services).post(apply_service))
+        .route("/v1/services/{service}", get(get_service))
+        .route("/v1/services/{service}/releases", get(list_releases).post(create_release))
+        .route("/v1/services/{service}/releases/{version}", get(get_release))
+        .route("/v1/services/{service}/releases/{version}/{action}", post(release_action))
+        .route("/v1/services/{service}/hold", post(hold))
+        .route("/v1/services/{service}/resume", post(resume))
+        .route("/v1/hosts/register", post(register_host))
+        .route("/v1/services/{service}/hosts/{environment}/{host}/desired", get(desired))
+        .route("/v1/services/{service}/hosts/{environment}/{host}/report", post(report))
+        .route("/v1/events", get(events))
+        .route("/v1/events/stream", get(stream))
+        .route("/v1/tokens", post(create_token))
+        .fallback(|| async { ApiError::not_found("no such endpoint; see /v1/openapi.json") })
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), observe))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(app)
+}
+
+async fn observe(State(app): Shared, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let response = next.run(request).await;
+    app.node.metrics.observe_request(&method, &route, response.status().as_u16(), started.elapsed().as_secs_f64());
+    response
+}
+
+/// A JSON body whose every failure is an API error: 413 when too large, 400 otherwise.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the body exceeds {MAX_BODY} bytes"))
+            } else {
+                ApiError::bad_request(e.body_text())
+            }
+        })?;
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+        serde_json::from_slice(bytes).map(Body).map_err(|e| {
+            ApiError::bad_request(format!("malformed JSON: {e}")).with_details(serde_json::json!({
+                "line": e.line(), "col": e.column()
+            }))
+        })
+    }
+}
+
+async fn actor(app: &App, headers: &HeaderMap) -> Result<Actor, ApiError> {
+    app.tokens.authenticate(&app.node.store, headers).await
+}
+
+async fn readyz(State(app): Shared) -> Response {
+    if *app.node.ready.borrow() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "replaying the log\n").into_response()
+    }
+}
+
+async fn metrics(State(app): Shared) -> Response {
+    let m = &app.node.metrics;
+    app.node.read(|model| {
+        m.releases.clear();
+        for s in model.services.values() {
+            for r in s.engine.releases() {
+                let labels =
+                    vec![("service".to_owned(), s.name.clone()), ("outcome".to_owned(), r.status.as_str().to_owned())];
+                m.releases.get_or_create(&labels).inc();
+            }
+        }
+    });
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m.render()).into_response()
+}
+
+fn summary(s: &ServiceState) -> ServiceSummary {
+    ServiceSummary {
+        name: s.name.clone(),
+        stages: s.plan.manifest.stages.iter().map(|st| st.name.clone()).collect(),
+        hosts: s.plan.envs.iter().map(|e| e.hosts.len()).sum(),
+        releases: s.engine.releases().len(),
+        lead_time_s: s.plan.lead_time().as_secs(),
+    }
+}
+
+async fn list_services(State(app): Shared) -> Json<Vec<ServiceSummary>> {
+    Json(app.node.read(|m| m.services.values().map(summary).collect()))
+}
+
+async fn apply_service(
+    State(app): Shared,
+    headers: HeaderMap,
+    Body(req): Body<ApplyService>,
+) -> Result<Response, ApiError> {
+    let actor = actor(&app, &headers).await?;
+    actor.require(Role::Admin)?;
+    let file = req.file.unwrap_or_else(|| "manifest.yaml".to_owned());
+    // Read it here first, for the service's name and to answer errors without the leader.
+    let manifest = rollwave_manifest::parse_manifest(&file, &req.manifest).map_err(|errors| {
+        let details: Vec<serde_json::Value> = errors
+            .errors
+            .iter()
+            .map(|e| serde_json::json!({ "line": e.location.line, "col": e.location.col, "message": e.message }))
+            .collect();
+        ApiError::invalid(errors.to_string().trim_end().to_owned()).with_details(serde_json::Value::Array(details))
+    })?;
+    let service = manifest.service.clone();
+    let existed = app.node.read(|m| m.services.contains_key(&service));
+    app.node.submit(&service, LogInput::ApplyManifest { file, text: req.manifest }, &actor.name).await?;
+    let body = app.node.read(|m| m.service(&service).map(summary))?;
+    let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
+    Ok((status, Json(body)).into_response())
+}
+
+fn holds(s: &ServiceState) -> Vec<String> {
+    let (service, stages) = s.engine.holds();
+    let mut out: Vec<String> = stages.iter().map(|st| s.plan.manifest.stages[st.idx()].name.clone()).collect();
+    if service {
+        out.insert(0, s.name.clone());
+    }
+    out
+}
+
+async fn get_service(State(app): Shared, Path(service): Path<String>) -> Result<Json<ServiceStatus>, ApiError> {
+    app.node.read(|m| m.service(&service).map(|s| Json(s.status(holds(s)))))
+}
+
+async fn list_releases(State(app): Shared, Path(service): Path<String>) -> Result<Json<Vec<ReleaseView>>, ApiError> {
+    app.node.read(|m| m.service(&service).map(|s| Json(s.releases())))
+}
+
+fn release_of(s: &ServiceState, version: &str) -> Result<ReleaseView, ApiError> {
+    s.releases()
+        .into_iter()
+        .find(|r| r.version == version)
+        .ok_or_else(|| ApiError::not_found(format!("service {} has no release {version:?}", s.name)))
+}
+
+async fn create_release(
+    State(app): Shared,
+    headers: HeaderMap,
+    Path(service): Path<String>,
+    Body(req): Body<CreateRelease>,
+) -> Result<Response, ApiError> {
+    let actor = actor(&app, &headers).await?;
+    actor.require(Role::Deployer)?;
+    if let Some(sha) = &req.sha256 {
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ApiError::invalid("sha256 must be 64 hexadecimal digits"));
+        }
+    }
+    let input = LogInput::CreateRelease { version: req.version.clone(), artifact: req.artifact, sha256: req.sha256 };
+    app.node.submit(&service, input, &actor.name).await?;
+    let view = app.node.read(|m| m.service(&service).and_then(|s| release_of(s, &req.version)))?;
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+async fn get_release(
+    State(app): Shared,
+    Path((service, version)): Path<(String, String)>,
+) -> Result<Json<ReleaseDetail>, ApiError> {
+    app.node.read(|m| {
+        let s = m.service(&service)?;
+        let release = release_of(s, &version)?;
+        Ok(Json(ReleaseDetail {
+            release,
+            scopes: s.region_versions(),
+            events: s.events.iter().filter(|e| e.release.as_deref() == Some(version.as_str())).cloned().collect(),
+        }))
+    })
+}
+
+async fn release_action(
+    State(app): Shared,
+    headers: HeaderMap,
+    Path((service, version, action)): Path<(String, String, String)>,
+    Body(req): Body<ActionRequest>,
+) -> Result<Json<ReleaseView>, ApiError> {
+    let action = action.replace('-', "_");
+    if !OPERATOR_ACTIONS[..4].contains(&action.as_str()) {
+        return Err(ApiError::not_found(format!("no action {action:?}; use approve, rollback, retry or roll_forward")));
+    }
+    let actor = actor(&app, &headers).await?;
+    actor.require(if action == "approve" { Role::Approver } else { Role::Deployer })?;
+    let input = LogInput::Operator { action, release: Some(version.clone()), stage: req.stage };
+    app.node.submit(&service, input, &actor.name).await?;
+    app.node.read(|m| m.service(&service).and_then(|s| release_of(s, &version))).map(Json)
+}
+
+async fn hold_or_resume(
+    app: Arc<App>,
+    headers: HeaderMap,
+    service: String,
+    stage: Option<String>,
+    action: &str,
+) -> Result<Json<ServiceStatus>, ApiError> {
+    let actor = actor(&app, &headers).await?;
+    actor.require(Role::Deployer)?;
+    let input = LogInput::Operator { action: action.to_owned(), release: None, stage };
+    app.node.submit(&service, input, &actor.name).await?;
+    app.node.read(|m| m.service(&service).map(|s| Json(s.status(holds(s)))))
+}
+
+async fn hold(
+    State(app): Shared,
+    headers: HeaderMap,
+    Path(service): Path<String>,
+    Body(req): Body<ActionRequest>,
+) -> Result<Json<ServiceStatus>, ApiError> {
+    hold_or_resume(app, headers, service, req.stage, "hold").await
+}
+
+async fn resume(
+    State(app): Shared,
+    headers: HeaderMap,
+    Path(service): Path<String>,
+    Body(req): Body<ActionRequest>,
+) -> Result<Json<ServiceStatus>, ApiError> {
+    hold_or_resume(app, headers, service, req.stage, "resume").await
+}
+
+async fn register_host(
+    State(app): Shared,
+    headers: HeaderMap,
+    Body(req): Body<RegisterHost>,
+) -> Result<Json<Desired>, ApiError> {
+    let actor = actor(&app, &headers).await?;
+    actor.require_host(&format!("{}/{}/{}", req.service, req.environment, req.host))?;
+    app.node.read(|m| {
+        let s = m.service(&req.service)?;
+        let (env, host) = s.host(&req.environment, &req.host)?;
+        let zone = s.plan.host_zone(env, host);
+        let region = s.plan.zone_region(env, zone);
+        if let Some(r) = &req.region {
+            if r != s.plan.region_name(env, region) {
+                return Err(ApiError::invalid(format!(
+                    "host {} is in region {}, not {r}",
+                    req.host,
+                    s.plan.region_name(env, region)
+                )));
+            }
+        }
+        if let Some(z) = &req.zone {
+            if z != s.plan.zone_name(env, zone) {
+                return Err(ApiError::invalid(format!(
+                    "host {} is in zone {}, not {z}",
+                    req.host,
+                    s.plan.zone_name(env, zone)
+                )));
+            }
+        }
+        Ok(Json(s.desired(env, host)))
+    })
+}
+
+#[derive(Deserialize)]
+struct DesiredQuery {
+    /// Answer at once if the host's command differs from this one; otherwise wait.
+    #[serde(default)]
+    after: Option<u64>,
+    /// Seconds to wait for a change, at most 60.
+    #[serde(default)]
+    wait: Option<u64>,
+}
+
+async fn desired(
+    State(app): Shared,
+    Path((service, environment, host)): Path<(String, String, String)>,
+    query: Result<Query<DesiredQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Desired>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let look = || {
+        app.node.read(|m| m.service(&service).and_then(|s| s.host(&environment, &host).map(|(e, h)| s.desired(e, h))))
+    };
+    let mut changed = app.node.changed.subscribe();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(60));
+    loop {
+        let current = look()?;
+        if q.after.is_none_or(|after| current.command != after) {
+            return Ok(Json(current));
+        }
+        if tokio::time::timeout_at(deadline, changed.changed()).await.is_err() {
+            return Ok(Json(current));
+        }
+    }
+}
+
+async fn report(
+    State(app): Shared,
+    headers: HeaderMap,
+    Path((service, environment, host)): Path<(String, String, String)>,
+    Body(req): Body<HostReport>,
+) -> Result<Json<Accepted>, ApiError> {
+    let actor = actor(&app, &headers).await?;
+    actor.require_host(&format!("{service}/{environment}/{host}"))?;
+    let input = LogInput::HostReport { environment, host, command: req.command, ok: req.ok, reason: req.reason };
+    app.node.submit(&service, input, &actor.name).await?;
+    Ok(Json(Accepted { ok: true }))
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    #[serde(default)]
+    after: Option<i64>,
+    #[serde(default)]
+    limit: Option<i64>,
+    #[serde(default)]
+    service: Option<String>,
+}
+
+fn parse_event(r: &rollwave_store::Record) -> Option<EventView> {
+    let mut e: EventView = serde_json::from_str(&r.body).ok()?;
+    e.seq = Some(r.seq);
+    Some(e)
+}
+
+async fn events(
+    State(app): Shared,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<EventPage>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let after = q.after.unwrap_or(0);
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let records = app.node.store.read_log(after, limit, Some(&["event"])).await?;
+    let next = records.last().map_or(after, |r| r.seq);
+    let events =
+        records.iter().filter(|r| q.service.as_ref().is_none_or(|s| *s == r.service)).filter_map(parse_event).collect();
+    Ok(Json(EventPage { events, next }))
+}
+
+async fn stream(
+    State(app): Shared,
+    headers: HeaderMap,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Sse<impl tokio_stream::Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    // A reconnecting browser says where it stopped.
+    let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i64>().ok());
+    let after = resume.or(q.after).unwrap_or(i64::MAX);
+    let live = tokio_stream::wrappers::BroadcastStream::new(app.node.events.subscribe());
+    let backlog = if after == i64::MAX {
+        Vec::new()
+    } else {
+        app.node.store.read_log(after, 10_000, Some(&["event"])).await?.iter().filter_map(parse_event).collect()
+    };
+    let last = backlog.last().and_then(|e: &EventView| e.seq).unwrap_or(if after == i64::MAX { 0 } else { after });
+    let service = q.service.clone();
+    let live = live.filter_map(move |r| r.ok().filter(|e| e.seq.unwrap_or(0) > last));
+    let stream = tokio_stream::iter(backlog)
+        .chain(live)
+        .filter(move |e| service.as_ref().is_none_or(|s| *s == e.service))
+        .map(|e| {
+            let data = serde_json::to_string(&e).unwrap_or_default();
+            Ok(SseEvent::default().id(e.seq.unwrap_or(0).to_string()).event(e.kind.clone()).data(data))
+        });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+async fn create_token(
+    State(app): Shared,
+    headers: HeaderMap,
+    Body(req): Body<CreateToken>,
+) -> Result<Response, ApiError> {
+    let actor = actor(&app, &headers).await?;
+    actor.require(Role::Admin)?;
+    let role = Role::parse(&req.role).ok_or_else(|| {
+        ApiError::invalid(format!("unknown role {:?}; use one of {}", req.role, Role::NAMES.join(", ")))
+    })?;
+    if role == Role::Agent && req.host.is_none() {
+        return Err(ApiError::invalid("an agent token needs the host it speaks for: service/environment/host"));
+    }
+    let secret = new_secret()?;
+    let name = req.name.unwrap_or_else(|| format!("{}-{}", role.as_str(), &secret[3..11]));
+    app.node
+        .store
+        .insert_token(&rollwave_store::hash_secret(&secret), &name, role.as_str(), req.host.as_deref())
+        .await?;
+    let detail = serde_json::json!({ "name": name, "role": role.as_str(), "host": req.host }).to_string();
+    app.node.store.audit(&actor.name, "create_token", &detail).await?;
+    Ok((StatusCode::CREATED, Json(TokenCreated { token: secret, role: role.as_str().to_owned(), name }))
+        .into_response())
+}

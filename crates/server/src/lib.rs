@@ -1,0 +1,65 @@
+//! The control plane: `rollwave server`. It runs the rollout engine against the real
+//! clock, makes every input and decision durable in an event log before acting on it,
+//! and serves the HTTP/JSON API. This is the only crate that knows HTTP and JSON; its
+//! [`client`] is what the CLI speaks through.
+
+pub mod api;
+pub mod auth;
+pub mod client;
+pub mod error;
+mod http;
+pub mod metrics;
+pub mod node;
+pub mod openapi;
+pub mod state;
+
+pub use node::{Config, Driver, Node};
+
+use std::sync::Arc;
+
+/// Opens the store, replays the log, and serves until Ctrl-C or SIGTERM.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let store = rollwave_store::Store::open(&config.db).await?;
+    let secret = match &config.bootstrap_token {
+        Some(t) => t.clone(),
+        None => auth::new_secret().map_err(|e| anyhow::anyhow!("{e}"))?,
+    };
+    if store.bootstrap_token(&rollwave_store::hash_secret(&secret), "admin").await? && config.bootstrap_token.is_none()
+    {
+        // Shown once: only its hash is kept.
+        println!("rollwave: admin token (shown once, store it safely): {secret}");
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let node = Node::new(store, config);
+    tokio::spawn(Arc::clone(&node).run());
+    let app = Arc::new(http::App { node: Arc::clone(&node), tokens: auth::Tokens::default() });
+    println!("rollwave: serving on http://{}", listener.local_addr()?);
+    axum::serve(listener, http::router(app)).with_graceful_shutdown(shutdown()).await?;
+    if let Some(lease) = node.lease.borrow().clone() {
+        // Let another replica take over at once.
+        let _ = node.store.release_lease(&lease).await;
+    }
+    Ok(())
+}
+
+async fn shutdown() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Runs [`serve`] on a runtime of its own, for the CLI.
+pub fn serve_blocking(config: Config) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(config))
+}

@@ -1,0 +1,66 @@
+//! The control plane's own metrics, in Prometheus text format at `/metrics`.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(String, String)>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub events_appended: Counter,
+    pub leader: Gauge,
+    /// Releases by outcome, refreshed at each scrape.
+    pub releases: Family<Labels, Gauge>,
+    pub request_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("rollwave");
+        let events_appended = Counter::default();
+        registry.register(
+            "log_records_appended",
+            "Records appended to the event log by this replica",
+            events_appended.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register("leader", "1 while this replica holds the leader lease", leader.clone());
+        let releases = Family::<Labels, Gauge>::default();
+        registry.register("releases", "Releases by service and outcome", releases.clone());
+        let request_seconds = Family::<Labels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.0005, 2.0, 16))) as fn() -> Histogram,
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "API request latency by route and status",
+            request_seconds.clone(),
+        );
+        Metrics { registry, events_appended, leader, releases, request_seconds }
+    }
+
+    pub fn observe_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        let labels = vec![
+            ("method".to_owned(), method.to_owned()),
+            ("route".to_owned(), route.to_owned()),
+            ("status".to_owned(), status.to_string()),
+        ];
+        self.request_seconds.get_or_create(&labels).observe(seconds);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

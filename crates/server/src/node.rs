@@ -1,0 +1,451 @@
+//! One replica of the control plane. Every replica keeps a read model by replaying the
+//! log; the one holding the lease also applies new inputs, appends them (with their
+//! decisions) in fenced transactions, ticks the engines and drives deployments.
+
+use crate::api::EventView;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::state::{Applied, CommandView, LogInput, ReadModel};
+use rollwave_store::{Answer, Lease, NewRecord, Store, now_ms};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+/// How deployments reach hosts.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Driver {
+    /// Hosts run `rollwave agent`, which long-polls for its desired version and reports.
+    Agent,
+    /// Every host deployment succeeds after `delay`: for tests and trials.
+    Noop { delay: Duration },
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub db: String,
+    pub listen: std::net::SocketAddr,
+    /// Names this replica in the lease.
+    pub node_id: String,
+    pub driver: Driver,
+    pub lease_ttl: Duration,
+    /// The first admin token, instead of a random one (it is still stored only as a hash).
+    pub bootstrap_token: Option<String>,
+}
+
+/// A request to change something, on its way to the leader's applier.
+struct Request {
+    service: String,
+    input: LogInput,
+    actor: String,
+    reply: Option<oneshot::Sender<Result<(Applied, i64), ApiError>>>,
+    inbox_id: Option<i64>,
+}
+
+/// What travels through the inbox table from a follower to the leader, and back.
+#[derive(Serialize, Deserialize)]
+struct InboxRequest {
+    service: String,
+    input: LogInput,
+    actor: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct InboxAnswer {
+    #[serde(default)]
+    error: Option<(u16, crate::api::ErrorBody)>,
+}
+
+pub struct Node {
+    pub store: Store,
+    pub config: Config,
+    pub model: RwLock<ReadModel>,
+    pub metrics: Metrics,
+    /// The lease while this replica leads.
+    pub lease: watch::Sender<Option<Lease>>,
+    /// Persisted events, with their sequence numbers, as they are appended or replayed.
+    pub events: broadcast::Sender<EventView>,
+    /// Bumped whenever the read model changes, for long-polls.
+    pub changed: watch::Sender<i64>,
+    /// True once the replica has replayed the log at start.
+    pub ready: watch::Sender<bool>,
+    requests: mpsc::Sender<Request>,
+    requests_rx: std::sync::Mutex<Option<mpsc::Receiver<Request>>>,
+}
+
+impl Node {
+    pub fn new(store: Store, config: Config) -> Arc<Self> {
+        let (requests, rx) = mpsc::channel(4096);
+        Arc::new(Node {
+            store,
+            config,
+            model: RwLock::new(ReadModel::default()),
+            metrics: Metrics::new(),
+            lease: watch::channel(None).0,
+            events: broadcast::channel(4096).0,
+            changed: watch::channel(0).0,
+            ready: watch::channel(false).0,
+            requests,
+            requests_rx: std::sync::Mutex::new(Some(rx)),
+        })
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.lease.borrow().is_some()
+    }
+
+    pub fn read<T>(&self, f: impl FnOnce(&ReadModel) -> T) -> T {
+        // A poisoned lock means a panic mid-update; the model may be half-changed, so the
+        // replica rebuilds from the log rather than serve it. Until then, reads go on.
+        let guard = self.model.read().unwrap_or_else(|p| p.into_inner());
+        f(&guard)
+    }
+
+    /// Applies a change through the leader, wherever it runs; returns once this replica's
+    /// read model reflects it.
+    pub async fn submit(&self, service: &str, input: LogInput, actor: &str) -> Result<Applied, ApiError> {
+        if self.is_leader() {
+            let (tx, rx) = oneshot::channel();
+            let request = Request {
+                service: service.to_owned(),
+                input: input.clone(),
+                actor: actor.to_owned(),
+                reply: Some(tx),
+                inbox_id: None,
+            };
+            if self.requests.send(request).await.is_ok() {
+                match tokio::time::timeout(Duration::from_secs(30), rx).await {
+                    Ok(Ok(Ok((applied, _)))) => return Ok(applied),
+                    Ok(Ok(Err(e))) if e.status != axum::http::StatusCode::SERVICE_UNAVAILABLE => return Err(e),
+                    // Lost the lease meanwhile: hand it over through the inbox instead.
+                    Ok(Ok(Err(_))) | Ok(Err(_)) => {}
+                    Err(_) => return Err(ApiError::unavailable("the leader did not answer in time")),
+                }
+            }
+        }
+        self.submit_through_inbox(service, input, actor).await
+    }
+
+    async fn submit_through_inbox(&self, service: &str, input: LogInput, actor: &str) -> Result<Applied, ApiError> {
+        let body = serde_json::to_string(&InboxRequest { service: service.to_owned(), input, actor: actor.to_owned() })
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let id = self.store.submit(&body).await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some((answer, seq)) = self.store.answer_of(id).await? {
+                let answer: InboxAnswer =
+                    serde_json::from_str(&answer).map_err(|e| ApiError::internal(format!("bad inbox answer: {e}")))?;
+                if let Some((status, body)) = answer.error {
+                    let status = axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::CONFLICT);
+                    return Err(ApiError { status, body });
+                }
+                self.wait_applied(seq).await;
+                return Ok(Applied::default());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(ApiError::unavailable("no leader took the request within 30 s"));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn wait_applied(&self, seq: i64) {
+        let mut changed = self.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.read(|m| m.applied_seq) < seq {
+            if tokio::time::timeout_at(deadline, changed.changed()).await.is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Runs the replica: replays the log, then follows or leads until the process ends.
+    pub async fn run(self: Arc<Self>) {
+        let Some(mut rx) = self.requests_rx.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
+        let mut last_inbox = 0;
+        let mut last_tick: BTreeMap<String, tokio::time::Instant> = BTreeMap::new();
+        loop {
+            if let Err(e) = self.follow().await {
+                tracing::warn!("reading the log failed: {e}");
+            }
+            self.ready.send_replace(true);
+            let lease = self.store.acquire_lease(&self.config.node_id, None, self.config.lease_ttl).await;
+            match lease {
+                Ok(Some(lease)) => {
+                    tracing::info!(term = lease.term, "this replica leads");
+                    self.lead(lease, &mut rx, &mut last_inbox, &mut last_tick).await;
+                    tracing::info!("this replica no longer leads");
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!("the lease could not be read: {e}"),
+            }
+            // Followers answer nothing themselves: refuse what reached the channel.
+            while let Ok(r) = rx.try_recv() {
+                if let Some(reply) = r.reply {
+                    let _ = reply.send(Err(ApiError::unavailable("this replica is not the leader")));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Replays whatever the log holds beyond the read model.
+    async fn follow(&self) -> Result<(), rollwave_store::StoreError> {
+        loop {
+            let after = self.read(|m| m.applied_seq);
+            let records = self.store.read_log(after, 1000, None).await?;
+            if records.is_empty() {
+                return Ok(());
+            }
+            let mut events = Vec::new();
+            {
+                let mut model = self.model.write().unwrap_or_else(|p| p.into_inner());
+                for r in &records {
+                    match r.kind.as_str() {
+                        "input" => match serde_json::from_str::<LogInput>(&r.body) {
+                            Ok(input) => {
+                                if let Err(e) = model.apply(&r.service, r.at_ms, &input) {
+                                    tracing::error!(seq = r.seq, "a logged input no longer applies: {e}");
+                                }
+                            }
+                            Err(e) => tracing::error!(seq = r.seq, "unreadable log record: {e}"),
+                        },
+                        "event" => {
+                            if let Ok(mut e) = serde_json::from_str::<EventView>(&r.body) {
+                                e.seq = Some(r.seq);
+                                events.push(e);
+                            }
+                        }
+                        _ => {}
+                    }
+                    model.applied_seq = r.seq;
+                }
+            }
+            for e in events {
+                let _ = self.events.send(e);
+            }
+            self.changed.send_modify(|n| *n += 1);
+        }
+    }
+
+    async fn lead(
+        &self,
+        mut lease: Lease,
+        rx: &mut mpsc::Receiver<Request>,
+        last_inbox: &mut i64,
+        last_tick: &mut BTreeMap<String, tokio::time::Instant>,
+    ) {
+        // Catch up with anything the previous leader wrote before its lease ran out.
+        if let Err(e) = self.follow().await {
+            tracing::warn!("catching up failed: {e}");
+            return;
+        }
+        self.lease.send_replace(Some(lease.clone()));
+        self.metrics.leader.set(1);
+        // Deployments in flight when the previous leader stopped are delivered again.
+        let in_flight: Vec<CommandView> = self.read(|m| m.services.values().flat_map(|s| s.in_flight()).collect());
+        self.drive(in_flight);
+
+        let renew_every = self.config.lease_ttl / 3;
+        let mut renew = tokio::time::interval(renew_every);
+        let mut poll = tokio::time::interval(Duration::from_millis(100));
+        let mut batch: Vec<Request> = Vec::new();
+        loop {
+            tokio::select! {
+                Some(r) = rx.recv() => {
+                    batch.push(r);
+                    while batch.len() < 512 {
+                        match rx.try_recv() {
+                            Ok(r) => batch.push(r),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = poll.tick() => {
+                    match self.store.pending(*last_inbox, 512).await {
+                        Ok(rows) => for (id, body) in rows {
+                            *last_inbox = id;
+                            match serde_json::from_str::<InboxRequest>(&body) {
+                                Ok(r) => batch.push(Request { service: r.service, input: r.input, actor: r.actor, reply: None, inbox_id: Some(id) }),
+                                Err(e) => tracing::warn!(id, "unreadable inbox entry: {e}"),
+                            }
+                        },
+                        Err(e) => tracing::warn!("reading the inbox failed: {e}"),
+                    }
+                    self.due_ticks(last_tick, &mut batch);
+                }
+                _ = renew.tick() => {
+                    match self.store.acquire_lease(&self.config.node_id, Some(&lease), self.config.lease_ttl).await {
+                        Ok(Some(l)) if l.term == lease.term => lease = l,
+                        Ok(_) => return self.step_down(batch).await,
+                        Err(e) => tracing::warn!("renewing the lease failed: {e}"),
+                    }
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let requests = std::mem::take(&mut batch);
+            if !self.apply_batch(&lease, requests).await {
+                return self.step_down(Vec::new()).await;
+            }
+        }
+    }
+
+    /// Ticks every service whose engine has something due, and each at least every 30 s
+    /// (deployment windows open without any other input).
+    fn due_ticks(&self, last_tick: &mut BTreeMap<String, tokio::time::Instant>, batch: &mut Vec<Request>) {
+        let now = jiff::Timestamp::now();
+        let due: Vec<String> = self.read(|m| {
+            m.services
+                .values()
+                .filter(|s| {
+                    let deadline = s.engine.next_deadline().is_some_and(|d| d <= now);
+                    let stale = last_tick.get(&s.name).is_none_or(|t| t.elapsed() >= Duration::from_secs(30));
+                    deadline || stale
+                })
+                .map(|s| s.name.clone())
+                .collect()
+        });
+        for service in due {
+            last_tick.insert(service.clone(), tokio::time::Instant::now());
+            batch.push(Request { service, input: LogInput::Tick, actor: "clock".into(), reply: None, inbox_id: None });
+        }
+    }
+
+    async fn step_down(&self, pending: Vec<Request>) {
+        self.lease.send_replace(None);
+        self.metrics.leader.set(0);
+        for r in pending {
+            if let Some(reply) = r.reply {
+                let _ = reply.send(Err(ApiError::unavailable("this replica lost the lead")));
+            }
+        }
+        // The read model may hold changes that never reached the log: rebuild it from the log.
+        *self.model.write().unwrap_or_else(|p| p.into_inner()) = ReadModel::default();
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Applies a batch of requests and appends them in one fenced transaction. Returns
+    /// false when the write was refused: this replica must stop leading.
+    async fn apply_batch(&self, lease: &Lease, requests: Vec<Request>) -> bool {
+        let mut records = Vec::new();
+        let mut answers = Vec::new();
+        let mut outcomes: Vec<(Request, Result<Applied, ApiError>, Option<usize>)> = Vec::new();
+        let mut last_at = 0;
+        {
+            let mut model = self.model.write().unwrap_or_else(|p| p.into_inner());
+            for r in requests {
+                // One clock reading per input, never going backwards within a batch.
+                let at = now_ms().max(last_at);
+                last_at = at;
+                let result = model.apply(&r.service, at, &r.input);
+                let mut through = None;
+                if let Ok(applied) = &result {
+                    records.push(record(at, &r.service, "input", &r.input));
+                    for e in &applied.events {
+                        records.push(record(at, &r.service, "event", e));
+                    }
+                    for c in &applied.commands {
+                        records.push(record(at, &r.service, "command", c));
+                    }
+                    through = Some(records.len() - 1);
+                }
+                if let Some(inbox_id) = r.inbox_id {
+                    let error = result.as_ref().err().map(|e| (e.status.as_u16(), e.body.clone()));
+                    let body = serde_json::to_string(&InboxAnswer { error }).unwrap_or_default();
+                    answers.push(Answer { inbox_id, body, through_record: through.or(records.len().checked_sub(1)) });
+                }
+                outcomes.push((r, result, through));
+            }
+        }
+        let seqs = match self.store.append(lease, &records, &answers).await {
+            Ok(seqs) => seqs,
+            Err(e) => {
+                tracing::warn!("appending to the log failed, stepping down: {e}");
+                for (r, _, _) in outcomes {
+                    if let Some(reply) = r.reply {
+                        let _ = reply.send(Err(ApiError::unavailable("the write was refused; retry")));
+                    }
+                }
+                return false;
+            }
+        };
+        let last = seqs.last().copied();
+        if let Some(last) = last {
+            self.model.write().unwrap_or_else(|p| p.into_inner()).applied_seq = last;
+        }
+        self.metrics.events_appended.inc_by(seqs.len() as u64);
+        // Tell the world, in log order.
+        let mut commands = Vec::new();
+        for (record, seq) in records.iter().zip(&seqs) {
+            match record.kind.as_str() {
+                "event" => {
+                    if let Ok(mut e) = serde_json::from_str::<EventView>(&record.body) {
+                        e.seq = Some(*seq);
+                        let _ = self.events.send(e);
+                    }
+                }
+                "command" => {
+                    if let Ok(c) = serde_json::from_str::<CommandView>(&record.body) {
+                        commands.push(c);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.changed.send_modify(|n| *n += 1);
+        for (r, result, through) in outcomes {
+            if result.is_ok()
+                && r.actor != "clock"
+                && r.actor != "driver"
+                && !matches!(r.input, LogInput::HostReport { .. })
+            {
+                let detail = serde_json::json!({ "service": r.service, "input": r.input }).to_string();
+                if let Err(e) = self.store.audit(&r.actor, r.input.action_name(), &detail).await {
+                    tracing::warn!("the audit log could not be written: {e}");
+                }
+            }
+            if let Some(reply) = r.reply {
+                let seq = through.and_then(|i| seqs.get(i).copied()).unwrap_or(0);
+                let _ = reply.send(result.map(|a| (a, seq)));
+            }
+        }
+        self.drive(commands);
+        true
+    }
+
+    /// Hands deployment commands to the driver.
+    fn drive(&self, commands: Vec<CommandView>) {
+        let Driver::Noop { delay } = self.config.driver else { return };
+        for c in commands {
+            for host in c.hosts {
+                let requests = self.requests.clone();
+                let input = LogInput::HostReport {
+                    environment: c.environment.clone(),
+                    host,
+                    command: c.id,
+                    ok: true,
+                    reason: None,
+                };
+                let service = c.service.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = requests
+                        .send(Request { service, input, actor: "driver".into(), reply: None, inbox_id: None })
+                        .await;
+                });
+            }
+        }
+    }
+}
+
+fn record(at_ms: i64, service: &str, kind: &str, body: &impl Serialize) -> NewRecord {
+    NewRecord {
+        at_ms,
+        service: service.to_owned(),
+        kind: kind.to_owned(),
+        body: serde_json::to_string(body).unwrap_or_default(),
+    }
+}

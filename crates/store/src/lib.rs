@@ -1,0 +1,465 @@
+//! The control plane's durable state: an ordered, append-only log of every engine input
+//! and decision, a leader lease whose increasing term fences every write, an inbox through
+//! which replicas hand requests to the leader, API tokens (hashes only) and a hash-chained
+//! audit log.
+//!
+//! SQLite (one file, WAL, immediate transactions) is the zero-set-up default; PostgreSQL
+//! lets several replicas share one log. The SQL is kept to what both understand.
+
+#[macro_use]
+mod macros {
+    /// Runs the same code against whichever pool the store has.
+    macro_rules! on_pool {
+        ($self:expr, $pool:ident => $body:expr) => {
+            match &$self.pool {
+                crate::Pool::Sqlite($pool) => $body,
+                crate::Pool::Postgres($pool) => $body,
+            }
+        };
+    }
+}
+
+mod audit;
+
+pub use audit::{AuditEntry, AuditProblem};
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Postgres, Row, Sqlite, Transaction};
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The lease has a newer term or another holder: this replica is no longer the leader
+    /// and its write was refused.
+    #[error("write refused: the leader lease has moved on (this replica held term {held})")]
+    Fenced { held: i64 },
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
+    UnsupportedUrl(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Clone, Debug)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// A handle on the store; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: Pool,
+}
+
+/// The right to write, as of one term.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub holder: String,
+    pub term: i64,
+}
+
+/// One row of the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub seq: i64,
+    pub term: i64,
+    /// Unix milliseconds of the input the record belongs to.
+    pub at_ms: i64,
+    pub service: String,
+    /// `input` rows are replayed into the engine; `event` and `command` rows are its decisions.
+    pub kind: String,
+    pub body: String,
+}
+
+/// A record to append.
+#[derive(Clone, Debug)]
+pub struct NewRecord {
+    pub at_ms: i64,
+    pub service: String,
+    pub kind: String,
+    pub body: String,
+}
+
+/// The reply to an inbox entry, written with the records it caused.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    pub inbox_id: i64,
+    pub body: String,
+    /// The last record of the batch the entry was applied in, so the asker can wait for
+    /// its own replica to catch up to it.
+    pub through_record: Option<usize>,
+}
+
+/// A token as stored: only the SHA-256 of the secret is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRow {
+    pub id: i64,
+    pub name: String,
+    pub role: String,
+    /// For agent tokens: the host it may speak for (`service/environment/host`).
+    pub host: Option<String>,
+}
+
+const LEASE_NAME: &str = "leader";
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS log (seq {serial} PRIMARY KEY, term BIGINT NOT NULL, at_ms BIGINT NOT NULL, service TEXT NOT NULL, kind TEXT NOT NULL, body TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS log_service ON log (service, seq)",
+    "CREATE TABLE IF NOT EXISTS lease (name TEXT PRIMARY KEY, holder TEXT NOT NULL, term BIGINT NOT NULL, expires_ms BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS inbox (id {serial} PRIMARY KEY, body TEXT NOT NULL, result TEXT, result_seq BIGINT, created_ms BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS tokens (id {serial} PRIMARY KEY, hash TEXT NOT NULL UNIQUE, name TEXT NOT NULL, role TEXT NOT NULL, host TEXT, created_ms BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS audit (seq {serial} PRIMARY KEY, at_ms BIGINT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, detail TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)",
+];
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// The SHA-256 of a secret, in hex: how tokens are stored and looked up.
+pub fn hash_secret(secret: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(secret.as_bytes()))
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `url`: `sqlite://PATH` or `postgres://…`.
+    pub async fn open(url: &str) -> Result<Self> {
+        let pool = if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // With WAL, NORMAL loses no committed transaction on a process crash
+                // (only on power loss, the last few): what `kill -9` needs.
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true);
+            Pool::Sqlite(SqlitePoolOptions::new().max_connections(8).connect_with(options).await?)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Pool::Postgres(
+                PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(10)).connect(url).await?,
+            )
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        };
+        let store = Store { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.pool, Pool::Postgres(_))
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        for statement in SCHEMA {
+            match &self.pool {
+                Pool::Sqlite(p) => {
+                    let sql = statement.replace("{serial}", "INTEGER");
+                    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(p).await?;
+                }
+                Pool::Postgres(p) => {
+                    let sql = statement.replace("{serial}", "BIGSERIAL");
+                    // Concurrent replicas may race to create the same table; the loser's
+                    // error is harmless when the table is there afterwards.
+                    if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).execute(p).await {
+                        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(p).await.map_err(|_| e)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // -------------------------------------------------------------------------------
+    // Lease
+
+    /// Takes the lease if it is free or expired (or already ours), with a new term; or
+    /// renews it if we hold it. Returns the lease we hold afterwards, if any.
+    pub async fn acquire_lease(&self, holder: &str, current: Option<&Lease>, ttl: Duration) -> Result<Option<Lease>> {
+        let now = now_ms();
+        let expires = now + ttl.as_millis() as i64;
+        match &self.pool {
+            Pool::Sqlite(p) => {
+                let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
+                let lease = acquire_in::<Sqlite>(&mut tx, holder, current, now, expires).await?;
+                tx.commit().await?;
+                Ok(lease)
+            }
+            Pool::Postgres(p) => {
+                let mut tx = p.begin().await?;
+                sqlx::query("INSERT INTO lease (name, holder, term, expires_ms) VALUES ($1, '', 0, 0) ON CONFLICT (name) DO NOTHING")
+                    .bind(LEASE_NAME)
+                    .execute(&mut *tx)
+                    .await?;
+                let lease = acquire_in::<Postgres>(&mut tx, holder, current, now, expires).await?;
+                tx.commit().await?;
+                Ok(lease)
+            }
+        }
+    }
+
+    /// Gives the lease up at once, so another replica need not wait for it to expire.
+    pub async fn release_lease(&self, lease: &Lease) -> Result<()> {
+        on_pool!(self, p => {
+            sqlx::query("UPDATE lease SET expires_ms = 0 WHERE name = $1 AND holder = $2 AND term = $3")
+                .bind(LEASE_NAME)
+                .bind(&lease.holder)
+                .bind(lease.term)
+                .execute(p)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// The lease as it stands: holder, term and expiry (unix ms).
+    pub async fn lease_status(&self) -> Result<Option<(String, i64, i64)>> {
+        let row = on_pool!(self, p => {
+            sqlx::query("SELECT holder, term, expires_ms FROM lease WHERE name = $1").bind(LEASE_NAME).fetch_optional(p).await?
+                .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1), r.get::<i64, _>(2)))
+        });
+        Ok(row)
+    }
+
+    // -------------------------------------------------------------------------------
+    // Log
+
+    /// Appends records in one transaction, fenced by `lease`, and answers inbox entries in
+    /// the same transaction. Returns the sequence numbers given.
+    pub async fn append(&self, lease: &Lease, records: &[NewRecord], answers: &[Answer]) -> Result<Vec<i64>> {
+        match &self.pool {
+            Pool::Sqlite(p) => {
+                let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
+                let seqs = append_in::<Sqlite>(&mut tx, lease, records, answers).await?;
+                tx.commit().await?;
+                Ok(seqs)
+            }
+            Pool::Postgres(p) => {
+                let mut tx = p.begin().await?;
+                let seqs = append_in::<Postgres>(&mut tx, lease, records, answers).await?;
+                tx.commit().await?;
+                Ok(seqs)
+            }
+        }
+    }
+
+    /// Records after `after`, in order, at most `limit`; only `kinds` when given.
+    pub async fn read_log(&self, after: i64, limit: i64, kinds: Option<&[&str]>) -> Result<Vec<Record>> {
+        let filter = match kinds {
+            Some(kinds) => format!(
+                " AND kind IN ({})",
+                kinds.iter().map(|k| format!("'{}'", k.replace('\'', ""))).collect::<Vec<_>>().join(",")
+            ),
+            None => String::new(),
+        };
+        let sql = format!(
+            "SELECT seq, term, at_ms, service, kind, body FROM log WHERE seq > $1{filter} ORDER BY seq LIMIT $2"
+        );
+        let rows = on_pool!(self, p => {
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(after).bind(limit).fetch_all(p).await?
+                .into_iter().map(|r| Record {
+                    seq: r.get(0), term: r.get(1), at_ms: r.get(2), service: r.get(3), kind: r.get(4), body: r.get(5),
+                }).collect()
+        });
+        Ok(rows)
+    }
+
+    pub async fn last_seq(&self) -> Result<i64> {
+        let seq = on_pool!(self, p => {
+            sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM log").fetch_one(p).await?.get::<i64, _>(0)
+        });
+        Ok(seq)
+    }
+
+    // -------------------------------------------------------------------------------
+    // Inbox: how a replica that is not the leader hands a request over.
+
+    pub async fn submit(&self, body: &str) -> Result<i64> {
+        let id = on_pool!(self, p => {
+            sqlx::query("INSERT INTO inbox (body, created_ms) VALUES ($1, $2) RETURNING id")
+                .bind(body).bind(now_ms()).fetch_one(p).await?.get::<i64, _>(0)
+        });
+        Ok(id)
+    }
+
+    /// Unanswered requests after `after`, oldest first.
+    pub async fn pending(&self, after: i64, limit: i64) -> Result<Vec<(i64, String)>> {
+        let rows = on_pool!(self, p => {
+            sqlx::query("SELECT id, body FROM inbox WHERE id > $1 AND result IS NULL ORDER BY id LIMIT $2")
+                .bind(after).bind(limit).fetch_all(p).await?
+                .into_iter().map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1))).collect()
+        });
+        Ok(rows)
+    }
+
+    /// The answer to an inbox entry once the leader has given it, with the log sequence
+    /// number it was applied through.
+    pub async fn answer_of(&self, id: i64) -> Result<Option<(String, i64)>> {
+        let answer = on_pool!(self, p => {
+            sqlx::query("SELECT result, result_seq FROM inbox WHERE id = $1").bind(id).fetch_optional(p).await?
+                .and_then(|r| r.get::<Option<String>, _>(0).map(|body| (body, r.get::<Option<i64>, _>(1).unwrap_or(0))))
+        });
+        Ok(answer)
+    }
+
+    /// Stores the first admin token when there is no token at all; false if one exists.
+    pub async fn bootstrap_token(&self, secret_hash: &str, name: &str) -> Result<bool> {
+        let now = now_ms();
+        macro_rules! run {
+            ($tx:expr) => {{
+                let mut tx = $tx;
+                let n: i64 = sqlx::query("SELECT COUNT(*) FROM tokens").fetch_one(&mut *tx).await?.get(0);
+                if n == 0 {
+                    sqlx::query(
+                        "INSERT INTO tokens (hash, name, role, host, created_ms) VALUES ($1, $2, 'admin', NULL, $3)",
+                    )
+                    .bind(secret_hash)
+                    .bind(name)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                n == 0
+            }};
+        }
+        Ok(match &self.pool {
+            Pool::Sqlite(p) => run!(p.begin_with("BEGIN IMMEDIATE").await?),
+            Pool::Postgres(p) => {
+                let mut tx = p.begin().await?;
+                sqlx::query("LOCK TABLE tokens IN EXCLUSIVE MODE").execute(&mut *tx).await?;
+                run!(tx)
+            }
+        })
+    }
+
+    // -------------------------------------------------------------------------------
+    // Tokens
+
+    pub async fn token_count(&self) -> Result<i64> {
+        let n = on_pool!(self, p => sqlx::query("SELECT COUNT(*) FROM tokens").fetch_one(p).await?.get::<i64, _>(0));
+        Ok(n)
+    }
+
+    /// Stores a token's hash; returns its id.
+    pub async fn insert_token(&self, secret_hash: &str, name: &str, role: &str, host: Option<&str>) -> Result<i64> {
+        let id = on_pool!(self, p => {
+            sqlx::query("INSERT INTO tokens (hash, name, role, host, created_ms) VALUES ($1, $2, $3, $4, $5) RETURNING id")
+                .bind(secret_hash).bind(name).bind(role).bind(host).bind(now_ms()).fetch_one(p).await?.get::<i64, _>(0)
+        });
+        Ok(id)
+    }
+
+    pub async fn find_token(&self, secret_hash: &str) -> Result<Option<TokenRow>> {
+        let row = on_pool!(self, p => {
+            sqlx::query("SELECT id, name, role, host FROM tokens WHERE hash = $1").bind(secret_hash).fetch_optional(p).await?
+                .map(|r| TokenRow { id: r.get(0), name: r.get(1), role: r.get(2), host: r.get(3) })
+        });
+        Ok(row)
+    }
+}
+
+async fn acquire_in<DB>(
+    tx: &mut Transaction<'static, DB>,
+    holder: &str,
+    current: Option<&Lease>,
+    now: i64,
+    expires: i64,
+) -> Result<Option<Lease>>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB> + sqlx::Decode<'q, DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB> + sqlx::Decode<'q, DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    let lock = if std::any::type_name::<DB>().contains("Postgres") { " FOR UPDATE" } else { "" };
+    let sql = format!("SELECT holder, term, expires_ms FROM lease WHERE name = $1{lock}");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(LEASE_NAME).fetch_optional(&mut **tx).await?;
+    let Some(row) = row else {
+        sqlx::query("INSERT INTO lease (name, holder, term, expires_ms) VALUES ($1, $2, 1, $3)")
+            .bind(LEASE_NAME)
+            .bind(holder)
+            .bind(expires)
+            .execute(&mut **tx)
+            .await?;
+        return Ok(Some(Lease { holder: holder.to_owned(), term: 1 }));
+    };
+    let (held_by, term, expires_ms): (String, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    let ours = current.is_some_and(|l| l.holder == held_by && l.term == term);
+    if ours && expires_ms >= now {
+        sqlx::query("UPDATE lease SET expires_ms = $1 WHERE name = $2")
+            .bind(expires)
+            .bind(LEASE_NAME)
+            .execute(&mut **tx)
+            .await?;
+        return Ok(Some(Lease { holder: holder.to_owned(), term }));
+    }
+    if expires_ms < now {
+        sqlx::query("UPDATE lease SET holder = $1, term = $2, expires_ms = $3 WHERE name = $4")
+            .bind(holder)
+            .bind(term + 1)
+            .bind(expires)
+            .bind(LEASE_NAME)
+            .execute(&mut **tx)
+            .await?;
+        return Ok(Some(Lease { holder: holder.to_owned(), term: term + 1 }));
+    }
+    Ok(None)
+}
+
+async fn append_in<DB>(
+    tx: &mut Transaction<'static, DB>,
+    lease: &Lease,
+    records: &[NewRecord],
+    answers: &[Answer],
+) -> Result<Vec<i64>>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB> + sqlx::Decode<'q, DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB> + sqlx::Decode<'q, DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    // The fence: under the lease row's lock (PostgreSQL) or the database's write lock
+    // (SQLite's BEGIN IMMEDIATE), the lease must still be ours.
+    let lock = if std::any::type_name::<DB>().contains("Postgres") { " FOR SHARE" } else { "" };
+    let sql = format!("SELECT holder, term FROM lease WHERE name = $1{lock}");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(LEASE_NAME).fetch_optional(&mut **tx).await?;
+    let still_ours = row.is_some_and(|r| r.get::<String, _>(0) == lease.holder && r.get::<i64, _>(1) == lease.term);
+    if !still_ours {
+        return Err(StoreError::Fenced { held: lease.term });
+    }
+    let mut seqs = Vec::with_capacity(records.len());
+    for r in records {
+        let seq: i64 =
+            sqlx::query("INSERT INTO log (term, at_ms, service, kind, body) VALUES ($1, $2, $3, $4, $5) RETURNING seq")
+                .bind(lease.term)
+                .bind(r.at_ms)
+                .bind(r.service.as_str())
+                .bind(r.kind.as_str())
+                .bind(r.body.as_str())
+                .fetch_one(&mut **tx)
+                .await?
+                .get(0);
+        seqs.push(seq);
+    }
+    for answer in answers {
+        let seq = answer.through_record.and_then(|i| seqs.get(i).copied()).unwrap_or(0);
+        sqlx::query("UPDATE inbox SET result = $1, result_seq = $2 WHERE id = $3")
+            .bind(answer.body.as_str())
+            .bind(seq)
+            .bind(answer.inbox_id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(seqs)
+}

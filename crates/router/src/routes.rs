@@ -202,17 +202,17 @@ salt: s
 canary_share: 10%
 key: { header: \"bad header\", cookie: rollwave_key, set_cookie: maybe }
 hosts:
-  - { address: 127.0.0.1:9001, version: v2, track: stabel }
-  - { address: 127.0.0.1, version: v2, track: stable }
+  - { address: 127.0.0.1:9001, version: v2, track: stable }
+  - { address: 127.0.0.1, version: v2, track: stabel }
   - { address: 127.0.0.1:9001, version: v2, track: canary, drainig: true }
 ";
         let err = parse_routes("routes.yaml", text).unwrap_err().to_string();
         let lines: Vec<&str> = err.lines().collect();
         assert_eq!(lines.len(), 6, "{err}");
         assert!(lines[0].starts_with("routes.yaml:3:16: invalid header name"), "{err}");
-        assert!(lines[1].starts_with("routes.yaml:3:65: expected true or false"), "{err}");
-        assert_eq!(lines[2], "routes.yaml:5:50: unknown track \"stabel\"; did you mean \"stable\"?");
-        assert!(lines[3].starts_with("routes.yaml:6:16: invalid address \"127.0.0.1\""), "{err}");
+        assert!(lines[1].starts_with("routes.yaml:3:64: expected true or false"), "{err}");
+        assert!(lines[2].starts_with("routes.yaml:6:16: invalid address \"127.0.0.1\""), "{err}");
+        assert_eq!(lines[3], "routes.yaml:6:47: unknown track \"stabel\"; did you mean \"stable\"?");
         assert!(lines[4].starts_with("routes.yaml:7:16: address 127.0.0.1:9001 is listed twice"), "{err}");
         assert!(lines[5].starts_with("routes.yaml:7:60: unknown key \"drainig\""), "{err}");
     }

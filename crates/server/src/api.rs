@@ -191,3 +191,14 @@ pub struct TokenCreated {
 pub struct Accepted {
     pub ok: bool,
 }
+
+/// This replica and the lease, for operators and failover tests.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Cluster {
+    pub node: String,
+    pub leader: bool,
+    pub term: Option<i64>,
+    pub lease_holder: Option<String>,
+    pub lease_term: Option<i64>,
+    pub applied_seq: i64,
+}

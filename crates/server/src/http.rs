@@ -49,6 +49,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/events", get(events))
         .route("/v1/events/stream", get(stream))
         .route("/v1/tokens", post(create_token))
+        .route("/v1/cluster", get(cluster))
         .fallback(|| async { ApiError::not_found("no such endpoint; see /v1/openapi.json") })
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), observe))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
@@ -420,4 +421,17 @@ async fn create_token(
     app.node.store.audit(&actor.name, "create_token", &detail).await?;
     Ok((StatusCode::CREATED, Json(TokenCreated { token: secret, role: role.as_str().to_owned(), name }))
         .into_response())
+}
+
+async fn cluster(State(app): Shared) -> Result<Json<Cluster>, ApiError> {
+    let lease = app.node.store.lease_status().await?;
+    let own = app.node.lease.borrow().clone();
+    Ok(Json(Cluster {
+        node: app.node.config.node_id.clone(),
+        leader: own.is_some(),
+        term: own.map(|l| l.term),
+        lease_holder: lease.as_ref().map(|l| l.0.clone()),
+        lease_term: lease.as_ref().map(|l| l.1),
+        applied_seq: app.node.read(|m| m.applied_seq),
+    }))
 }

@@ -17,6 +17,31 @@ pub use node::{Config, Driver, Node};
 
 use std::sync::Arc;
 
+/// A server started in this process, for tests and the demo.
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    pub node: Arc<Node>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts a server on `config.listen` (port 0 picks a free one) inside the current
+/// runtime and returns once it accepts connections.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let store = rollwave_store::Store::open(&config.db).await?;
+    if let Some(t) = &config.bootstrap_token {
+        store.bootstrap_token(&rollwave_store::hash_secret(t), "admin").await?;
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let node = Node::new(store, config);
+    tokio::spawn(Arc::clone(&node).run());
+    let app = Arc::new(http::App { node: Arc::clone(&node), tokens: auth::Tokens::default() });
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, http::router(app)).await;
+    });
+    Ok(Running { addr, node, task })
+}
+
 /// Opens the store, replays the log, and serves until Ctrl-C or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let store = rollwave_store::Store::open(&config.db).await?;

@@ -20,6 +20,7 @@ mod macros {
 }
 
 mod audit;
+pub mod testing;
 
 pub use audit::{AuditEntry, AuditProblem};
 
@@ -149,6 +150,12 @@ impl Store {
         let store = Store { pool };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Runs one SQL statement as it is: for tests and repairs, never with user input.
+    pub async fn raw_execute(&self, sql: &str) -> Result<()> {
+        on_pool!(self, p => { sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).execute(p).await?; });
+        Ok(())
     }
 
     pub fn is_postgres(&self) -> bool {

@@ -38,7 +38,6 @@ pub enum Mode {
 /// decision with [`track::from_headers`] and [`track::inject`] and reports which
 /// backend answered there (`x-next-backend`, `x-next-seen-baggage`).
 pub struct Backend {
-    pub name: String,
     pub addr: SocketAddr,
     hits: Arc<AtomicU64>,
     mode: Arc<AtomicU8>,
@@ -81,7 +80,7 @@ impl Backend {
                 });
             }
         });
-        Backend { name: name.to_owned(), addr, hits, mode, release, task }
+        Backend { addr, hits, mode, release, task }
     }
 
     pub fn hits(&self) -> u64 {
@@ -243,8 +242,11 @@ impl TestRouter {
 /// A fresh path under the test's temporary directory.
 pub fn scratch_file(name: &str) -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("router-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst)));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "router-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
 }
@@ -304,7 +306,10 @@ impl Http {
         let mut request = Request::new(Empty::<Bytes>::new());
         *request.uri_mut() = format!("http://{addr}{path}").parse().unwrap();
         for (name, value) in headers {
-            request.headers_mut().append(*name, HeaderValue::from_bytes(value).unwrap());
+            request.headers_mut().append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_bytes(value).unwrap(),
+            );
         }
         let response = self.0.request(request).await.unwrap();
         let (parts, body) = response.into_parts();
@@ -335,7 +340,9 @@ impl Connection {
         *request.uri_mut() = path.parse().unwrap();
         request.headers_mut().insert("host", HeaderValue::from_str(&self.addr.to_string()).unwrap());
         for (name, value) in headers {
-            request.headers_mut().append(*name, HeaderValue::from_str(value).unwrap());
+            request
+                .headers_mut()
+                .append(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
         }
         let response = self.sender.send_request(request).await?;
         let (parts, body) = response.into_parts();

@@ -1,0 +1,306 @@
+//! The API over real HTTP against a server in this process with a real SQLite file.
+
+use rollwave_server::api::*;
+use rollwave_server::client::{Client, ClientError};
+use rollwave_server::{Config, Driver};
+use std::time::{Duration, Instant};
+
+const ADMIN: &str = "rw_admin_secret_for_tests";
+
+const MANIFEST: &str = "\
+service: shop
+environments:
+  beta: { regions: { r1: { zones: { b1: 2 } } } }
+  prod: { regions: { r1: { zones: { p1: 2, p2: 2 } } } }
+strategy:
+  one_box: { hosts: 1, max_share: 50%, bake: 1s }
+  rolling: { batch: 50%, zone_bake: 0s }
+stages:
+  - { name: beta, environment: beta, bake: 0s }
+  - { name: prod, environment: prod, approval: true, bake: 1s }
+";
+
+struct TestServer {
+    base: String,
+    runtime: tokio::runtime::Runtime,
+    node: std::sync::Arc<rollwave_server::Node>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    fn start(driver: Driver) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let config = Config {
+            db: format!("sqlite://{}", dir.path().join("api.db").display()),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            node_id: "test".into(),
+            driver,
+            lease_ttl: Duration::from_secs(5),
+            bootstrap_token: Some(ADMIN.into()),
+        };
+        let running = runtime.block_on(rollwave_server::start(config)).unwrap();
+        let server = TestServer { base: format!("http://{}", running.addr), node: running.node, runtime, _dir: dir };
+        server.wait_until("the replica leads", || server.node.is_leader());
+        server
+    }
+
+    fn client(&self, token: Option<&str>) -> Client {
+        Client::new(&self.base, token.map(str::to_owned))
+    }
+
+    fn wait_until(&self, what: &str, mut ok: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !ok() {
+            assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn applied_seq(&self) -> i64 {
+        self.node.read(|m| m.applied_seq)
+    }
+
+    fn raw(&self, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> (u16, ErrorBody) {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let url = format!("{}{path}", self.base);
+        let mut response = match method {
+            "GET" => {
+                let mut r = agent.get(&url);
+                if let Some(t) = token {
+                    r = r.header("Authorization", format!("Bearer {t}"));
+                }
+                r.call().unwrap()
+            }
+            _ => {
+                let mut r = agent.post(&url).header("Content-Type", "application/json");
+                if let Some(t) = token {
+                    r = r.header("Authorization", format!("Bearer {t}"));
+                }
+                r.send(body).unwrap()
+            }
+        };
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(ErrorBody {
+            code: text,
+            message: String::new(),
+            details: serde_json::Value::Null,
+        });
+        (status, body)
+    }
+}
+
+fn api_status(e: ClientError) -> (u16, String) {
+    match e {
+        ClientError::Api { status, code, .. } => (status, code),
+        other => panic!("expected an API error, got {other}"),
+    }
+}
+
+#[test]
+fn bad_requests_get_json_errors_and_write_nothing() {
+    let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(50) });
+    let admin = s.client(Some(ADMIN));
+    admin.apply("shop.yaml", MANIFEST).unwrap();
+    let viewer =
+        admin.create_token(&CreateToken { role: "viewer".into(), name: Some("val".into()), host: None }).unwrap().token;
+    let before = s.applied_seq();
+
+    let (status, body) = s.raw("POST", "/v1/services/shop/releases", None, br#"{"version":"v2"}"#);
+    assert_eq!((status, body.code.as_str()), (401, "unauthorized"));
+    let (status, body) = s.raw("POST", "/v1/services/shop/releases", Some(&viewer), br#"{"version":"v2"}"#);
+    assert_eq!((status, body.code.as_str()), (403, "forbidden"));
+    assert!(body.message.contains("deployer"), "{}", body.message);
+    let (status, body) = s.raw("POST", "/v1/services/shop/releases", Some(ADMIN), br#"{"version": "v2",,}"#);
+    assert_eq!((status, body.code.as_str()), (400, "bad_request"));
+    assert_eq!(body.details["col"], 18, "the second comma");
+    let big = vec![b' '; 2 * 1024 * 1024];
+    let (status, body) = s.raw("POST", "/v1/services/shop/releases", Some(ADMIN), &big);
+    assert_eq!((status, body.code.as_str()), (413, "too_large"));
+    let (status, _) = s.raw("GET", "/v1/services/nope", None, b"");
+    assert_eq!(status, 404);
+    let (status, body) = s.raw("GET", "/v1/no/such/thing", None, b"");
+    assert_eq!((status, body.code.as_str()), (404, "not_found"));
+    let (status, body) =
+        s.raw("POST", "/v1/services/shop/releases", Some(ADMIN), br#"{"version":"v2","sha256":"xyz"}"#);
+    assert_eq!((status, body.code.as_str()), (422, "invalid"));
+
+    let err = admin.apply("bad.yaml", "service: shop\nstages: []\nwatch: forever\n").unwrap_err();
+    match err {
+        ClientError::Api { status, code, details, .. } => {
+            assert_eq!((status, code.as_str()), (422, "invalid"));
+            let items = details.as_array().unwrap();
+            assert!(items.iter().any(|d| d["line"] == 3 && d["col"] == 8), "{details}");
+        }
+        other => panic!("{other}"),
+    }
+    assert_eq!(api_status(admin.action("shop", "v9", "approve", None).unwrap_err()).0, 404);
+    admin.create_release("shop", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    let after_create = s.applied_seq();
+    assert!(after_create > before);
+    assert_eq!(api_status(admin.action("shop", "v2", "retry", None).unwrap_err()), (409, "conflict".to_owned()));
+    assert_eq!(
+        api_status(
+            admin
+                .create_release("shop", &CreateRelease { version: "v2".into(), artifact: None, sha256: None })
+                .unwrap_err()
+        )
+        .0,
+        409
+    );
+    // Refused requests left no trace in the log.
+    let log = s.runtime.block_on(s.node.store.read_log(after_create, 1000, Some(&["input"]))).unwrap();
+    assert!(log.iter().all(|r| r.body.contains("\"tick\"") || r.body.contains("host_report")), "{log:?}");
+}
+
+#[test]
+fn a_release_rolls_out_with_the_noop_driver_and_its_timeline_is_kept() {
+    let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(50) });
+    let admin = s.client(Some(ADMIN));
+    let summary = admin.apply("shop.yaml", MANIFEST).unwrap();
+    assert_eq!((summary.name.as_str(), summary.hosts), ("shop", 6));
+    let sha = "a".repeat(64);
+    let r = admin
+        .create_release(
+            "shop",
+            &CreateRelease {
+                version: "v2".into(),
+                artifact: Some("https://example.invalid/v2.tgz".into()),
+                sha256: Some(sha.clone()),
+            },
+        )
+        .unwrap();
+    assert_eq!(r.outcome, "in_progress");
+    assert_eq!(r.sha256.as_deref(), Some(sha.as_str()));
+
+    // Prod needs approval: the release waits at its gate and says why.
+    s.wait_until("v2 waits for approval", || {
+        admin.status("shop").unwrap().blocked.iter().any(|b| b.reason.contains("approval"))
+    });
+    let viewer_view = s.client(None).release("shop", "v2").unwrap();
+    assert!(viewer_view.release.reached.contains(&"beta".to_owned()));
+    admin.action("shop", "v2", "approve", None).unwrap();
+    s.wait_until("v2 completes", || admin.release("shop", "v2").unwrap().release.outcome == "completed");
+
+    let status = admin.status("shop").unwrap();
+    for env in &status.environments {
+        assert_eq!(env.versions, vec![("v2".to_owned(), if env.environment == "beta" { 2 } else { 4 })]);
+    }
+    assert!(status.blocked.is_empty(), "{:?}", status.blocked);
+    let detail = admin.release("shop", "v2").unwrap();
+    let kinds: Vec<&str> = detail.events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"release_created"));
+    assert_eq!(kinds.last(), Some(&"release_completed"));
+    assert!(kinds.contains(&"one_box_deployed") && kinds.contains(&"approved"));
+
+    // The event log pages in order, with increasing sequence numbers.
+    let mut after = 0;
+    let mut seen = Vec::new();
+    loop {
+        let page = admin.events(after, 7).unwrap();
+        if page.events.is_empty() {
+            break;
+        }
+        seen.extend(page.events.iter().map(|e| e.seq.unwrap()));
+        after = page.next;
+    }
+    assert!(seen.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(seen.len(), detail.events.len());
+
+    // The live stream replays from a point and goes on.
+    let mut streamed = Vec::new();
+    admin
+        .follow(Some(0), |e| {
+            streamed.push(e.kind.clone());
+            e.kind != "release_completed"
+        })
+        .unwrap();
+    assert_eq!(streamed, kinds);
+
+    // Every change is in the audit log with its actor, and the chain holds.
+    let audit = s.runtime.block_on(s.node.store.audit_entries()).unwrap();
+    let actions: Vec<(&str, &str)> = audit.iter().map(|a| (a.actor.as_str(), a.action.as_str())).collect();
+    assert_eq!(actions, [("admin", "apply_manifest"), ("admin", "create_release"), ("admin", "approve")]);
+    assert_eq!(s.runtime.block_on(s.node.store.verify_audit()).unwrap(), Ok(3));
+}
+
+#[test]
+fn agents_speak_only_for_their_own_host() {
+    let s = TestServer::start(Driver::Agent);
+    let admin = s.client(Some(ADMIN));
+    admin.apply("shop.yaml", MANIFEST).unwrap();
+    let token = admin
+        .create_token(&CreateToken { role: "agent".into(), name: None, host: Some("shop/beta/b1-1".into()) })
+        .unwrap()
+        .token;
+    let agent = s.client(Some(&token));
+    let register = |host: &str| -> Result<Desired, ClientError> {
+        agent.post(
+            "/v1/hosts/register",
+            &RegisterHost {
+                service: "shop".into(),
+                environment: "beta".into(),
+                host: host.into(),
+                region: Some("r1".into()),
+                zone: Some("b1".into()),
+            },
+        )
+    };
+    let desired = register("b1-1").unwrap();
+    assert_eq!((desired.command, desired.version.as_str()), (0, "baseline"));
+    assert_eq!(api_status(register("b1-2").unwrap_err()).0, 403);
+    assert_eq!(
+        api_status(
+            agent
+                .create_release("shop", &CreateRelease { version: "v2".into(), artifact: None, sha256: None })
+                .unwrap_err()
+        )
+        .0,
+        403
+    );
+
+    // A release asks the first beta batch to deploy; the long-poll wakes for it.
+    admin.create_release("shop", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    let next: Desired = agent.get("/v1/services/shop/hosts/beta/b1-1/desired?after=0&wait=10").unwrap();
+    assert_eq!(next.version, "v2");
+    assert!(next.command > 0);
+    let other = admin
+        .create_token(&CreateToken { role: "agent".into(), name: None, host: Some("shop/beta/b1-2".into()) })
+        .unwrap()
+        .token;
+    let report = HostReport { command: next.command, ok: true, reason: None };
+    let refused: Result<Accepted, _> = s.client(Some(&other)).post("/v1/services/shop/hosts/beta/b1-1/report", &report);
+    assert_eq!(api_status(refused.unwrap_err()).0, 403);
+    let accepted: Accepted = agent.post("/v1/services/shop/hosts/beta/b1-1/report", &report).unwrap();
+    assert!(accepted.ok);
+    s.wait_until("b1-1 runs v2", || {
+        admin.status("shop").unwrap().environments[0].versions.contains(&("v2".to_owned(), 1))
+    });
+}
+
+#[test]
+fn the_openapi_document_describes_every_route_the_client_uses() {
+    let s = TestServer::start(Driver::Agent);
+    let doc: serde_json::Value = s.client(None).get("/v1/openapi.json").unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    for path in [
+        "/v1/services",
+        "/v1/services/{service}",
+        "/v1/services/{service}/releases",
+        "/v1/services/{service}/releases/{version}",
+        "/v1/services/{service}/releases/{version}/{action}",
+        "/v1/services/{service}/hold",
+        "/v1/services/{service}/resume",
+        "/v1/hosts/register",
+        "/v1/services/{service}/hosts/{environment}/{host}/desired",
+        "/v1/services/{service}/hosts/{environment}/{host}/report",
+        "/v1/events",
+        "/v1/events/stream",
+        "/v1/tokens",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} is not documented");
+    }
+    let metrics = ureq::get(format!("{}/metrics", s.base)).call().unwrap().body_mut().read_to_string().unwrap();
+    assert!(metrics.contains("rollwave_leader 1"), "{metrics}");
+}

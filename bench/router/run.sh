@@ -11,6 +11,7 @@
 #
 #   bench/router/run.sh                       # 10 s per target, 64 connections
 #   DURATION=30s CONNECTIONS=128 bench/router/run.sh
+#   SKIP_BUILD=1 BIN_DIR=target/release bench/router/run.sh   # use binaries built already
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -40,10 +41,12 @@ for port in $STABLE_PORT $CANARY_PORT $ROUTER_PORT $ADMIN_PORT $NGINX_PORT; do
   fi
 done
 
-cargo build --release --quiet --bin rollwave
-cargo build --release --quiet -p rollwave-router --example backend
-bin=target/release/rollwave
-backend=target/release/examples/backend
+if [ -z "${SKIP_BUILD:-}" ]; then
+  cargo build --release --quiet --bin rollwave
+  cargo build --release --quiet -p rollwave-router --example backend
+fi
+bin=${BIN_DIR:-target/release}/rollwave
+backend=${BIN_DIR:-target/release}/examples/backend
 
 work=$(mktemp -d)
 pids=()
@@ -53,7 +56,12 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-ulimit -n 65536
+# Room for the idle-connection run: the client's sockets and the router's.
+ulimit -n "$(ulimit -Hn)"
+if [ "$(ulimit -n)" -lt $((IDLE_CONNECTIONS + 1000)) ]; then
+  IDLE_CONNECTIONS=$(($(ulimit -n) - 1000))
+  echo "open-file limit $(ulimit -n): holding only $IDLE_CONNECTIONS connections" >&2
+fi
 
 wait_for_port() {
   for _ in $(seq 1 200); do
@@ -64,9 +72,10 @@ wait_for_port() {
   exit 1
 }
 
-# Backends: not pinned, the scheduler places them.
-"$backend" "$STABLE_PORT" stable & pids+=($!)
-"$backend" "$CANARY_PORT" canary & pids+=($!)
+# Backends share CPU 0 with wrk, so the proxy under test has CPU 1 to itself; "direct"
+# is the same machine minus the proxy.
+taskset -c 0 "$backend" "$STABLE_PORT" stable & pids+=($!)
+taskset -c 0 "$backend" "$CANARY_PORT" canary & pids+=($!)
 wait_for_port "$STABLE_PORT"
 wait_for_port "$CANARY_PORT"
 
@@ -154,12 +163,47 @@ taskset -c 1 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -g 'daemon off;'
 wait_for_port "$NGINX_PORT"
 nginx=$(measure "http://127.0.0.1:$NGINX_PORT/")
 
-# Memory: the router's resident set while $IDLE_CONNECTIONS clients hold connections open.
+# Memory: the router's resident set while $IDLE_CONNECTIONS clients each send one request
+# and then keep their connection open.
+cat > "$work/hold.py" <<'PY'
+import asyncio, sys
+
+async def main(port, count):
+    held, failed = [], 0
+    gate = asyncio.Semaphore(200)
+
+    async def one(i):
+        nonlocal failed
+        async with gate:
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(f"GET / HTTP/1.1\r\nHost: bench\r\nx-rollwave-key: user-{i}\r\n\r\n".encode())
+                await writer.drain()
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                await reader.readexactly(length)
+                held.append(writer)
+            except Exception:
+                failed += 1
+
+    await asyncio.gather(*(one(i) for i in range(count)))
+    print(f"OPEN {len(held)} {failed}", flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main(int(sys.argv[1]), int(sys.argv[2])))
+PY
 rss_before=$(awk '/^VmRSS/ { print $2 }' "/proc/$router_pid/status")
-taskset -c 0 wrk -t1 -c"$IDLE_CONNECTIONS" -d5s -s "$work/keys.lua" "http://127.0.0.1:$ROUTER_PORT/" \
-  > "$work/many.txt" 2>&1 || true
-many=$(awk '/^RESULT/ { printf "%.0f req/s, %d errors", $2 / ($3 / 1e6), $6 }' "$work/many.txt")
-peak=$(awk '/^VmHWM/ { print $2 }' "/proc/$router_pid/status")
+taskset -c 0 python3 "$work/hold.py" "$ROUTER_PORT" "$IDLE_CONNECTIONS" > "$work/hold.txt" 2>&1 & hold_pid=$!
+pids+=("$hold_pid")
+for _ in $(seq 1 1200); do
+  grep -q '^OPEN' "$work/hold.txt" && break
+  kill -0 "$hold_pid" 2>/dev/null || break
+  sleep 0.1
+done
+read -r _ held failed < <(grep '^OPEN' "$work/hold.txt" || echo "OPEN 0 $IDLE_CONNECTIONS")
+rss_held=$(awk '/^VmRSS/ { print $2 }' "/proc/$router_pid/status")
+kill "$hold_pid" 2>/dev/null || true
 
 row() {
   read -r rps p50 p99 errors <<<"$2"
@@ -177,4 +221,6 @@ echo
 awk -v r="$r_rps" -v d="$d_rps" -v n="$n_rps" -v rp="$r_p99" -v np="$n_p99" 'BEGIN {
   printf "router throughput: %.1f%% of direct, %.1f%% of nginx; p99 %s ms vs nginx %s ms\n", 100*r/d, 100*r/n, rp, np }'
 echo "router requests on the canary: ${canary_share:-unknown} (target 10%)"
-echo "router with ${IDLE_CONNECTIONS} connections: ${many}; resident memory ${rss_before} KiB before, peak ${peak} KiB"
+awk -v held="$held" -v failed="$failed" -v before="$rss_before" -v after="$rss_held" 'BEGIN {
+  printf "router holding %d open client connections (%d failed to open): resident memory %.1f MiB -> %.1f MiB (%.1f KiB per connection)\n",
+    held, failed, before / 1024, after / 1024, (held > 0) ? (after - before) / held : 0 }'

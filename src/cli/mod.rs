@@ -115,6 +115,9 @@ struct ServerArgs {
     /// How long the leader lease lasts without renewal.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     lease_ttl: std::time::Duration,
+    /// A registered host not heard from for this long is lost (a deployment it runs fails).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    host_timeout: std::time::Duration,
 }
 
 #[derive(Subcommand)]
@@ -239,6 +242,7 @@ fn run_server(args: ServerArgs) -> Result<()> {
         node_id,
         driver,
         lease_ttl: args.lease_ttl,
+        host_timeout: args.host_timeout,
         bootstrap_token: std::env::var("ROLLWAVE_BOOTSTRAP_TOKEN").ok().filter(|t| !t.is_empty()),
     };
     rollwave_server::serve_blocking(config)

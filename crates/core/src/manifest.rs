@@ -21,6 +21,20 @@ pub struct Manifest {
 pub struct Environment {
     pub name: String,
     pub regions: Vec<Region>,
+    /// Targets without an agent: commands the server runs to deploy and roll back.
+    pub exec: Option<ExecSpec>,
+}
+
+/// Command templates for targets that have no agent (a function alias, a cluster
+/// deployment, a fleet another tool manages). `{{service}}`, `{{environment}}`,
+/// `{{region}}`, `{{zone}}`, `{{host}}`, `{{version}}`, `{{artifact}}` and `{{share}}`
+/// (the percentage of the region on the new version once this step is done) are filled in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecSpec {
+    pub deploy: String,
+    /// Defaults to `deploy` with the older version.
+    pub rollback: Option<String>,
+    pub timeout: Duration,
 }
 
 #[derive(Clone, Debug)]

@@ -37,6 +37,7 @@ fn manifest(zones: &[u32], approvals: &[bool]) -> Manifest {
     Manifest {
         service: "svc".into(),
         environments: vec![Environment {
+            exec: None,
             name: "env0".into(),
             regions: vec![Region {
                 name: "r1".into(),

@@ -14,7 +14,7 @@ use crate::yaml::{Decoder, Located, Mapping, Node, check_name, hint, is_null, su
 use jiff::tz::TimeZone;
 use rollwave_core::alarm::{AlarmScope, AlarmSpec, MetricSource, Threshold, TreatMissing};
 use rollwave_core::manifest::{
-    Bake, Environment, Manifest, OneBox, Region, Rolling, Stage, Strategy, TestSpec, Wave, Zone,
+    Bake, Environment, ExecSpec, Manifest, OneBox, Region, Rolling, Stage, Strategy, TestSpec, Wave, Zone,
 };
 use rollwave_core::share::{BasisPoints, BatchSize};
 use rollwave_core::window::{BlockedDates, WeeklyWindow, Windows};
@@ -190,10 +190,17 @@ fn named_entries<'n>(d: &mut Decoder, map: &Mapping<'n>, what: &str) -> Vec<(&'n
 }
 
 fn environment(d: &mut Decoder, name: &str, node: Option<&Node>) -> DecodedEnvironment {
-    let mut environment = Environment { name: name.to_owned(), regions: Vec::new() };
+    let mut environment = Environment { name: name.to_owned(), regions: Vec::new(), exec: None };
     let Some(map) = node.and_then(|node| d.mapping(node, keys::ENVIRONMENT)) else {
         return DecodedEnvironment { environment, regions_known: false };
     };
+    environment.exec = d.optional(&map, "exec", |d, n| {
+        let m = d.mapping(n, keys::EXEC)?;
+        let deploy = d.required(&m, "deploy", Decoder::string);
+        let rollback = d.optional(&m, "rollback", Decoder::string);
+        let timeout = d.optional(&m, "timeout", Decoder::positive_duration).unwrap_or(Duration::from_secs(600));
+        Some(ExecSpec { deploy: deploy?, rollback, timeout })
+    });
     let Some(regions) = d.required(&map, "regions", Decoder::open_mapping) else {
         return DecodedEnvironment { environment, regions_known: false };
     };

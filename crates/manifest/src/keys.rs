@@ -2,7 +2,8 @@
 //! lists and the JSON Schema builds its `properties` from them, so the two cannot drift.
 
 pub const MANIFEST: &[&str] = &["service", "environments", "strategy", "stages", "alarms", "windows", "watch"];
-pub const ENVIRONMENT: &[&str] = &["regions"];
+pub const ENVIRONMENT: &[&str] = &["regions", "exec"];
+pub const EXEC: &[&str] = &["deploy", "rollback", "timeout"];
 pub const REGION: &[&str] = &["timezone", "zones"];
 pub const STRATEGY: &[&str] = &["one_box", "rolling", "bake"];
 pub const ONE_BOX: &[&str] = &["hosts", "max_share", "bake"];
@@ -21,6 +22,7 @@ pub const WINDOWS: &[&str] = &["allow", "block"];
 /// required only with `source: prometheus`; the schema says so with `if`/`then`.)
 pub const MANIFEST_REQUIRED: &[&str] = &["service", "environments", "stages"];
 pub const ENVIRONMENT_REQUIRED: &[&str] = &["regions"];
+pub const EXEC_REQUIRED: &[&str] = &["deploy"];
 pub const REGION_REQUIRED: &[&str] = &["zones"];
 pub const STAGE_REQUIRED: &[&str] = &["name", "environment"];
 pub const TEST_REQUIRED: &[&str] = &["name", "run"];

@@ -23,6 +23,7 @@ pub(crate) const OBJECTS: &[(&str, &[&str], &[&str])] = &[
     ("manifest", keys::MANIFEST, keys::MANIFEST_REQUIRED),
     ("environment", keys::ENVIRONMENT, keys::ENVIRONMENT_REQUIRED),
     ("region", keys::REGION, keys::REGION_REQUIRED),
+    ("exec", keys::EXEC, keys::EXEC_REQUIRED),
     ("strategy", keys::STRATEGY, &[]),
     ("oneBoxSettings", keys::ONE_BOX, &[]),
     ("rolling", keys::ROLLING, &[]),
@@ -67,6 +68,15 @@ fn property(object: &str, key: &str) -> Option<Value> {
             "After a release finishes in a scope, alarms there are still attributed to it this long. Default 24h.",
         ),
         ("environment", "regions") => named_map(reference("region")),
+        ("environment", "exec") => described(
+            reference("exec"),
+            "For targets without an agent: commands the server runs per host to deploy and roll back.",
+        ),
+        ("exec", "deploy" | "rollback") => described(
+            json!({ "type": "string", "minLength": 1 }),
+            "Run with sh -c; {{service}} {{environment}} {{region}} {{zone}} {{host}} {{version}} {{artifact}} {{share}} are filled in.",
+        ),
+        ("exec", "timeout") => described(duration.clone(), "Default 10m."),
         ("region", "timezone") => described(
             json!({ "type": "string" }),
             "IANA time zone that windows are read in, e.g. Europe/Dublin. Default UTC.",

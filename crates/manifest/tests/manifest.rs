@@ -643,6 +643,10 @@ environments:                     # manifest
         timezone: UTC             # region
         zones:                    # region
           a: 2
+    exec:                         # environment
+      deploy: ./deploy.sh {{zone}}  # exec
+      rollback: ./undo.sh         # exec
+      timeout: 5m                 # exec
 strategy:                         # manifest
   one_box:                        # strategy
     hosts: 1                      # oneBoxSettings

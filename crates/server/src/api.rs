@@ -129,6 +129,9 @@ pub struct EventView {
     pub scope: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// For `hook` events: the tail of the hook's output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -140,7 +143,9 @@ pub struct EventPage {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RegisterHost {
-    pub service: String,
+    /// May be left out when exactly one service has this environment, region and zone.
+    #[serde(default)]
+    pub service: Option<String>,
     pub environment: String,
     pub host: String,
     #[serde(default)]
@@ -162,12 +167,41 @@ pub struct Desired {
     pub purpose: String,
 }
 
+/// The answer to a registration: which service and host slot the agent speaks for, and
+/// what it should run.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Registered {
+    pub service: String,
+    pub host: String,
+    pub desired: Desired,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HostReport {
     pub command: u64,
     pub ok: bool,
     #[serde(default)]
     pub reason: Option<String>,
+    /// The lifecycle hooks that ran, in order.
+    #[serde(default)]
+    pub hooks: Vec<HookReport>,
+}
+
+/// One lifecycle hook's run on a host.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct HookReport {
+    /// `stop`, `before_install`, `after_install`, `start` or `validate`.
+    pub name: String,
+    /// None when it was killed (timeout) or never started.
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    pub duration_ms: u64,
+    /// The last 64 KiB of its output (stdout and stderr together).
+    #[serde(default)]
+    pub output: String,
+    #[serde(default)]
+    pub timed_out: bool,
+    pub ok: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -148,7 +148,8 @@ async fn apply_service(
     })?;
     let service = manifest.service.clone();
     let existed = app.node.read(|m| m.services.contains_key(&service));
-    app.node.submit(&service, LogInput::ApplyManifest { file, text: req.manifest }, &actor.name).await?;
+    let agents = app.node.config.driver == crate::node::Driver::Agent;
+    app.node.submit(&service, LogInput::ApplyManifest { file, text: req.manifest, agents }, &actor.name).await?;
     let body = app.node.read(|m| m.service(&service).map(summary))?;
     let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, Json(body)).into_response())
@@ -265,33 +266,53 @@ async fn register_host(
     State(app): Shared,
     headers: HeaderMap,
     Body(req): Body<RegisterHost>,
-) -> Result<Json<Desired>, ApiError> {
+) -> Result<Json<Registered>, ApiError> {
     let actor = actor(&app, &headers).await?;
-    actor.require_host(&format!("{}/{}/{}", req.service, req.environment, req.host))?;
+    let (region, zone) = match (&req.region, &req.zone) {
+        (Some(r), Some(z)) => (r.clone(), z.clone()),
+        _ => return Err(ApiError::invalid("a host registers with its region and zone")),
+    };
+    let service = match &req.service {
+        Some(s) => s.clone(),
+        None => {
+            // The one service whose environment has this zone.
+            let candidates: Vec<String> = app.node.read(|m| {
+                m.services
+                    .values()
+                    .filter(|s| {
+                        s.env(&req.environment).is_ok_and(|e| {
+                            (0..s.plan.env(e).zones.len() as u32)
+                                .any(|z| s.plan.zone_name(e, rollwave_core::plan::ZoneId(z)) == zone)
+                        })
+                    })
+                    .map(|s| s.name.clone())
+                    .collect()
+            });
+            match candidates.as_slice() {
+                [one] => one.clone(),
+                [] => {
+                    return Err(ApiError::not_found(format!(
+                        "no service has zone {zone} in environment {}",
+                        req.environment
+                    )));
+                }
+                _ => {
+                    return Err(ApiError::invalid(format!(
+                        "several services have that zone ({}); name one",
+                        candidates.join(", ")
+                    )));
+                }
+            }
+        }
+    };
+    actor.require_host(&format!("{service}/{}/{}", req.environment, req.host))?;
+    let input = LogInput::RegisterHost { environment: req.environment.clone(), host: req.host.clone(), region, zone };
+    app.node.submit(&service, input, &actor.name).await?;
+    app.node.heard_from(&service, &req.environment, &req.host);
     app.node.read(|m| {
-        let s = m.service(&req.service)?;
+        let s = m.service(&service)?;
         let (env, host) = s.host(&req.environment, &req.host)?;
-        let zone = s.plan.host_zone(env, host);
-        let region = s.plan.zone_region(env, zone);
-        if let Some(r) = &req.region {
-            if r != s.plan.region_name(env, region) {
-                return Err(ApiError::invalid(format!(
-                    "host {} is in region {}, not {r}",
-                    req.host,
-                    s.plan.region_name(env, region)
-                )));
-            }
-        }
-        if let Some(z) = &req.zone {
-            if z != s.plan.zone_name(env, zone) {
-                return Err(ApiError::invalid(format!(
-                    "host {} is in zone {}, not {z}",
-                    req.host,
-                    s.plan.zone_name(env, zone)
-                )));
-            }
-        }
-        Ok(Json(s.desired(env, host)))
+        Ok(Json(Registered { service: service.clone(), host: req.host.clone(), desired: s.desired(env, host) }))
     })
 }
 
@@ -314,6 +335,8 @@ async fn desired(
     let look = || {
         app.node.read(|m| m.service(&service).and_then(|s| s.host(&environment, &host).map(|(e, h)| s.desired(e, h))))
     };
+    // Every poll is a heartbeat.
+    app.node.heard_from(&service, &environment, &host);
     let mut changed = app.node.changed.subscribe();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(60));
     loop {
@@ -335,7 +358,15 @@ async fn report(
 ) -> Result<Json<Accepted>, ApiError> {
     let actor = actor(&app, &headers).await?;
     actor.require_host(&format!("{service}/{environment}/{host}"))?;
-    let input = LogInput::HostReport { environment, host, command: req.command, ok: req.ok, reason: req.reason };
+    app.node.heard_from(&service, &environment, &host);
+    let input = LogInput::HostReport {
+        environment,
+        host,
+        command: req.command,
+        ok: req.ok,
+        reason: req.reason,
+        hooks: req.hooks,
+    };
     app.node.submit(&service, input, &actor.name).await?;
     Ok(Json(Accepted { ok: true }))
 }

@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod client;
 pub mod error;
+mod exec;
 mod http;
 pub mod metrics;
 pub mod node;

@@ -32,6 +32,8 @@ pub struct Config {
     pub lease_ttl: Duration,
     /// The first admin token, instead of a random one (it is still stored only as a hash).
     pub bootstrap_token: Option<String>,
+    /// A registered host not heard from for this long is lost.
+    pub host_timeout: Duration,
 }
 
 /// A request to change something, on its way to the leader's applier.
@@ -72,6 +74,8 @@ pub struct Node {
     pub ready: watch::Sender<bool>,
     requests: mpsc::Sender<Request>,
     requests_rx: std::sync::Mutex<Option<mpsc::Receiver<Request>>>,
+    /// Hosts heard from since the last flush to the store: (service, environment, host) → ms.
+    heard: std::sync::Mutex<std::collections::HashMap<(String, String, String), i64>>,
 }
 
 impl Node {
@@ -88,7 +92,70 @@ impl Node {
             ready: watch::channel(false).0,
             requests,
             requests_rx: std::sync::Mutex::new(Some(rx)),
+            heard: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
+    }
+
+    /// Notes a sign of life from a host (a poll, a report, a registration).
+    pub fn heard_from(&self, service: &str, environment: &str, host: &str) {
+        let mut heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
+        heard.insert((service.to_owned(), environment.to_owned(), host.to_owned()), now_ms());
+    }
+
+    /// Writes the signs of life heard since the last flush, so the leader sees them
+    /// whichever replica the hosts talk to.
+    async fn flush_heartbeats(&self) {
+        let batch: Vec<(String, String, String, i64)> = {
+            let mut heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
+            heard.drain().map(|((s, e, h), t)| (s, e, h, t)).collect()
+        };
+        if !batch.is_empty() {
+            if let Err(e) = self.store.heartbeat(&batch).await {
+                tracing::warn!("recording heartbeats failed: {e}");
+            }
+        }
+    }
+
+    /// Registered hosts not heard from within the timeout, as `HostLost` requests.
+    async fn lost_hosts(&self, leading_since: i64) -> Vec<Request> {
+        let services: Vec<String> =
+            self.read(|m| m.services.values().filter(|s| s.agents).map(|s| s.name.clone()).collect());
+        let timeout = self.config.host_timeout.as_millis() as i64;
+        let now = now_ms();
+        let mut lost = Vec::new();
+        for service in services {
+            let Ok(beats) = self.store.heartbeats(&service).await else { continue };
+            let silent: Vec<(String, String)> = self.read(|m| {
+                let Ok(s) = m.service(&service) else { return Vec::new() };
+                let mut last: BTreeMap<(rollwave_core::plan::EnvId, rollwave_core::plan::HostId), i64> =
+                    BTreeMap::new();
+                for (env, host, at) in &beats {
+                    if let Ok(key) = s.host(env, host) {
+                        let entry = last.entry(key).or_insert(0);
+                        *entry = (*entry).max(*at);
+                    }
+                }
+                s.aliases
+                    .iter()
+                    .filter(|((env, _), slot)| s.engine.host_present(*env, **slot))
+                    .filter(|((env, _), slot)| {
+                        let seen = last.get(&(*env, **slot)).copied().unwrap_or(0).max(leading_since);
+                        now - seen > timeout
+                    })
+                    .map(|((env, alias), _)| (s.plan.manifest.environments[env.idx()].name.clone(), alias.clone()))
+                    .collect()
+            });
+            for (environment, host) in silent {
+                lost.push(Request {
+                    service: service.clone(),
+                    input: LogInput::HostLost { environment, host },
+                    actor: "clock".into(),
+                    reply: None,
+                    inbox_id: None,
+                });
+            }
+        }
+        lost
     }
 
     pub fn is_leader(&self) -> bool {
@@ -163,6 +230,14 @@ impl Node {
     /// Runs the replica: replays the log, then follows or leads until the process ends.
     pub async fn run(self: Arc<Self>) {
         let Some(mut rx) = self.requests_rx.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
+        let flusher = Arc::clone(&self);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                every.tick().await;
+                flusher.flush_heartbeats().await;
+            }
+        });
         let mut last_inbox = 0;
         let mut last_tick: BTreeMap<String, tokio::time::Instant> = BTreeMap::new();
         loop {
@@ -249,6 +324,8 @@ impl Node {
 
         let renew_every = self.config.lease_ttl / 3;
         let mut renew = tokio::time::interval(renew_every);
+        let leading_since = now_ms();
+        let mut sweep = tokio::time::interval(Duration::from_secs(1));
         let mut poll = tokio::time::interval(Duration::from_millis(100));
         let mut batch: Vec<Request> = Vec::new();
         loop {
@@ -274,6 +351,12 @@ impl Node {
                         Err(e) => tracing::warn!("reading the inbox failed: {e}"),
                     }
                     self.due_ticks(last_tick, &mut batch);
+                }
+                _ = sweep.tick() => {
+                    // Every replica's heartbeats are in the store; the lost hosts already
+                    // reported stay absent until they register again.
+                    self.flush_heartbeats().await;
+                    batch.extend(self.lost_hosts(leading_since).await);
                 }
                 _ = renew.tick() => {
                     match self.store.acquire_lease(&self.config.node_id, Some(&lease), self.config.lease_ttl).await {
@@ -416,10 +499,32 @@ impl Node {
         true
     }
 
-    /// Hands deployment commands to the driver.
+    /// Hands deployment commands to the driver: `exec` environments run their commands
+    /// here; the noop driver reports success after its delay; agents poll for theirs.
     fn drive(&self, commands: Vec<CommandView>) {
-        let Driver::Noop { delay } = self.config.driver else { return };
         for c in commands {
+            if !c.targets.is_empty() {
+                for target in c.targets {
+                    let requests = self.requests.clone();
+                    let (service, environment, command) = (c.service.clone(), c.environment.clone(), c.id);
+                    tokio::spawn(async move {
+                        let hook = crate::exec::run(&target.command, Duration::from_secs(target.timeout_s)).await;
+                        let input = LogInput::HostReport {
+                            environment,
+                            host: target.host,
+                            command,
+                            ok: hook.ok,
+                            reason: (!hook.ok).then(|| format!("exec command failed: {}", hook_outcome(&hook))),
+                            hooks: vec![hook],
+                        };
+                        let _ = requests
+                            .send(Request { service, input, actor: "driver".into(), reply: None, inbox_id: None })
+                            .await;
+                    });
+                }
+                continue;
+            }
+            let Driver::Noop { delay } = self.config.driver else { continue };
             for host in c.hosts {
                 let requests = self.requests.clone();
                 let input = LogInput::HostReport {
@@ -428,6 +533,7 @@ impl Node {
                     command: c.id,
                     ok: true,
                     reason: None,
+                    hooks: Vec::new(),
                 };
                 let service = c.service.clone();
                 tokio::spawn(async move {
@@ -438,6 +544,14 @@ impl Node {
                 });
             }
         }
+    }
+}
+
+fn hook_outcome(hook: &crate::api::HookReport) -> String {
+    match (hook.timed_out, hook.exit_code) {
+        (true, _) => format!("timed out after {} ms", hook.duration_ms),
+        (_, Some(code)) => format!("exit status {code}"),
+        _ => "killed".to_owned(),
     }
 }
 

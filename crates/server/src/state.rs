@@ -18,10 +18,45 @@ use std::sync::Arc;
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum LogInput {
-    ApplyManifest { file: String, text: String },
-    CreateRelease { version: String, artifact: Option<String>, sha256: Option<String> },
-    Operator { action: String, release: Option<String>, stage: Option<String> },
-    HostReport { environment: String, host: String, command: u64, ok: bool, reason: Option<String> },
+    ApplyManifest {
+        file: String,
+        text: String,
+        /// Hosts (outside `exec` environments) are absent until their agent registers.
+        #[serde(default)]
+        agents: bool,
+    },
+    CreateRelease {
+        version: String,
+        artifact: Option<String>,
+        sha256: Option<String>,
+    },
+    Operator {
+        action: String,
+        release: Option<String>,
+        stage: Option<String>,
+    },
+    /// An agent registered as `host` in a zone; it takes the slot of that name, or the
+    /// first free one in the zone.
+    RegisterHost {
+        environment: String,
+        host: String,
+        region: String,
+        zone: String,
+    },
+    HostReport {
+        environment: String,
+        host: String,
+        command: u64,
+        ok: bool,
+        reason: Option<String>,
+        #[serde(default)]
+        hooks: Vec<HookReport>,
+    },
+    /// No heartbeat for too long.
+    HostLost {
+        environment: String,
+        host: String,
+    },
     Tick,
 }
 
@@ -33,6 +68,8 @@ impl LogInput {
             LogInput::CreateRelease { .. } => "create_release",
             LogInput::Operator { action, .. } => action,
             LogInput::HostReport { .. } => "host_report",
+            LogInput::RegisterHost { .. } => "register_host",
+            LogInput::HostLost { .. } => "host_lost",
             LogInput::Tick => "tick",
         }
     }
@@ -47,6 +84,20 @@ pub struct CommandView {
     pub hosts: Vec<String>,
     pub version: String,
     pub purpose: String,
+    /// For `exec` environments: per host, its region, its zone and the share (percent)
+    /// of its region that runs the version once this step is done.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<ExecTarget>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ExecTarget {
+    pub host: String,
+    pub region: String,
+    pub zone: String,
+    pub share: u32,
+    pub command: String,
+    pub timeout_s: u64,
 }
 
 /// What applying one input produced.
@@ -69,6 +120,9 @@ pub struct ServiceState {
     pub blocked: BTreeMap<(Option<String>, String), BlockedView>,
     /// The last deployment command per host.
     pub desired: BTreeMap<(EnvId, HostId), u64>,
+    /// Agents' host ids and the slots they took.
+    pub aliases: BTreeMap<(EnvId, String), HostId>,
+    pub agents: bool,
 }
 
 #[derive(Default)]
@@ -97,7 +151,7 @@ impl ReadModel {
     /// Applies one input at `at_ms`. A refused input changes nothing.
     pub fn apply(&mut self, service: &str, at_ms: i64, input: &LogInput) -> Result<Applied, ApiError> {
         let now = timestamp(at_ms);
-        if let LogInput::ApplyManifest { file, text } = input {
+        if let LogInput::ApplyManifest { file, text, agents } = input {
             let plan = parse_plan(file, text)?;
             if plan.manifest.service != service {
                 return Err(ApiError::invalid(format!(
@@ -113,7 +167,14 @@ impl ReadModel {
                     s.file = file.clone();
                 }
                 None => {
-                    let engine = Engine::new(Arc::clone(&plan), "baseline", now);
+                    let mut engine = Engine::new(Arc::clone(&plan), "baseline", now);
+                    if *agents {
+                        for (e, env) in plan.manifest.environments.iter().enumerate() {
+                            if env.exec.is_none() {
+                                engine.expect_hosts_to_join(EnvId(e as u16));
+                            }
+                        }
+                    }
                     self.services.insert(
                         service.to_owned(),
                         ServiceState {
@@ -126,6 +187,8 @@ impl ReadModel {
                             artifacts: BTreeMap::new(),
                             blocked: BTreeMap::new(),
                             desired: BTreeMap::new(),
+                            aliases: BTreeMap::new(),
+                            agents: *agents,
                         },
                     );
                 }
@@ -133,6 +196,43 @@ impl ReadModel {
             return Ok(Applied::default());
         }
         let s = self.services.get_mut(service).ok_or_else(|| ApiError::not_found(format!("no service {service:?}")))?;
+        if let LogInput::RegisterHost { environment, host, region, zone } = input {
+            let (env, slot) = s.assign_slot(environment, host, region, zone)?;
+            s.aliases.insert((env, host.clone()), slot);
+            s.engine
+                .handle(now, Input::HostJoined { env, host: slot })
+                .map_err(|e| ApiError::conflict(e.to_string()))?;
+            return Ok(Applied { events: Vec::new(), commands: s.drain_commands() });
+        }
+        // Hook results go to the timeline under the release the host was deploying.
+        let mut hook_events = Vec::new();
+        if let LogInput::HostReport { environment, host, hooks, command, .. } = input {
+            let (env, h) = s.host(environment, host)?;
+            let release = match s.engine.host_op(env, h) {
+                Some((c, v)) if c.0 == *command => Some(s.engine.version_name(v).to_owned()),
+                _ => None,
+            };
+            let stage = s.plan.first_stage_of(env);
+            let scope = render_scope(&s.plan, rollwave_core::engine::EventScope::Host(stage, env, h));
+            for hook in hooks {
+                let outcome = match (hook.ok, hook.timed_out, hook.exit_code) {
+                    (true, _, _) => "ok".to_owned(),
+                    (_, true, _) => "timed out".to_owned(),
+                    (_, _, Some(code)) => format!("exit {code}"),
+                    _ => "failed".to_owned(),
+                };
+                hook_events.push(EventView {
+                    seq: None,
+                    t: now.to_string(),
+                    service: s.name.clone(),
+                    kind: "hook".into(),
+                    release: release.clone(),
+                    scope: scope.clone(),
+                    reason: Some(format!("{}: {outcome} in {} ms", hook.name, hook.duration_ms)),
+                    output: (!hook.output.is_empty()).then(|| hook.output.clone()),
+                });
+            }
+        }
         let engine_input = s.to_input(input)?;
         s.engine.handle(now, engine_input).map_err(|e| match e {
             rollwave_core::engine::InputError::UnknownRelease(_) => ApiError::not_found(e.to_string()),
@@ -142,8 +242,12 @@ impl ReadModel {
         if let LogInput::CreateRelease { version, artifact, sha256 } = input {
             s.artifacts.insert(version.clone(), (artifact.clone(), sha256.clone()));
         }
-        let outputs: Vec<Output> = s.engine.drain().collect();
         let mut applied = Applied::default();
+        for e in hook_events {
+            s.events.push(e.clone());
+            applied.events.push(e);
+        }
+        let outputs: Vec<Output> = s.engine.drain().collect();
         for output in outputs {
             match output {
                 Output::Event(e) => {
@@ -153,21 +257,8 @@ impl ReadModel {
                     applied.events.push(view);
                 }
                 Output::Command(c) => {
-                    if let Action::Deploy { env, hosts, version, purpose, .. } = c.action {
-                        for &h in &hosts {
-                            s.desired.insert((env, h), c.id.0);
-                        }
-                        applied.commands.push(CommandView {
-                            id: c.id.0,
-                            service: s.name.clone(),
-                            environment: s.plan.manifest.environments[env.idx()].name.clone(),
-                            hosts: hosts.iter().map(|&h| s.plan.host_name(env, h).to_owned()).collect(),
-                            version: s.engine.version_name(version).to_owned(),
-                            purpose: match purpose {
-                                Purpose::Rollout => "rollout".into(),
-                                Purpose::Rollback => "rollback".into(),
-                            },
-                        });
+                    if let Some(view) = s.command_view(c) {
+                        applied.commands.push(view);
                     }
                 }
             }
@@ -181,15 +272,141 @@ impl ReadModel {
 }
 
 impl ServiceState {
+    /// Turns an engine command into what drivers and the log see; remembers it per host.
+    fn command_view(&mut self, c: rollwave_core::engine::Command) -> Option<CommandView> {
+        let Action::Deploy { env, hosts, version, purpose, .. } = c.action else { return None };
+        for &h in &hosts {
+            self.desired.insert((env, h), c.id.0);
+        }
+        let environment = &self.plan.manifest.environments[env.idx()];
+        let version_name = self.engine.version_name(version).to_owned();
+        let purpose = match purpose {
+            Purpose::Rollout => "rollout",
+            Purpose::Rollback => "rollback",
+        };
+        let targets = self.exec_targets(env, &hosts, version, purpose);
+        Some(CommandView {
+            id: c.id.0,
+            service: self.name.clone(),
+            environment: environment.name.clone(),
+            hosts: hosts.iter().map(|&h| self.plan.host_name(env, h).to_owned()).collect(),
+            version: version_name,
+            purpose: purpose.into(),
+            targets,
+        })
+    }
+
+    /// For `exec` environments: the command to run per host, templates filled in.
+    fn exec_targets(&self, env: EnvId, hosts: &[HostId], version: ReleaseId, purpose: &str) -> Vec<ExecTarget> {
+        let environment = &self.plan.manifest.environments[env.idx()];
+        let Some(exec) = &environment.exec else { return Vec::new() };
+        let version_name = self.engine.version_name(version);
+        let artifact = self.artifacts.get(version_name).and_then(|a| a.0.clone()).unwrap_or_default();
+        hosts
+            .iter()
+            .map(|&h| {
+                let zone = self.plan.host_zone(env, h);
+                let region = self.plan.zone_region(env, zone);
+                let region_hosts = self.plan.env(env).regions[region.idx()].hosts.clone();
+                let total = region_hosts.len().max(1) as u32;
+                let on_version = region_hosts
+                    .filter(|&x| self.engine.host_version(env, HostId(x)) == version || hosts.contains(&HostId(x)))
+                    .count() as u32;
+                let share = on_version * 100 / total;
+                let template = match (purpose, &exec.rollback) {
+                    ("rollback", Some(r)) => r.as_str(),
+                    _ => exec.deploy.as_str(),
+                };
+                let share_text = share.to_string();
+                let fill = [
+                    ("{{service}}", self.name.as_str()),
+                    ("{{environment}}", environment.name.as_str()),
+                    ("{{region}}", self.plan.region_name(env, region)),
+                    ("{{zone}}", self.plan.zone_name(env, zone)),
+                    ("{{host}}", self.plan.host_name(env, h)),
+                    ("{{version}}", version_name),
+                    ("{{artifact}}", artifact.as_str()),
+                    ("{{share}}", share_text.as_str()),
+                ];
+                ExecTarget {
+                    host: self.plan.host_name(env, h).to_owned(),
+                    region: self.plan.region_name(env, region).to_owned(),
+                    zone: self.plan.zone_name(env, zone).to_owned(),
+                    share,
+                    command: fill.iter().fold(template.to_owned(), |t, (k, v)| t.replace(k, v)),
+                    timeout_s: exec.timeout.as_secs(),
+                }
+            })
+            .collect()
+    }
+
+    /// Commands the engine produced with nothing else to say (after a host joined).
+    fn drain_commands(&mut self) -> Vec<CommandView> {
+        let outputs: Vec<Output> = self.engine.drain().collect();
+        outputs
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Command(c) => self.command_view(c),
+                Output::Event(_) => None,
+            })
+            .collect()
+    }
+
+    /// The slot an agent takes: the one named like it, else the first free one in its zone.
+    fn assign_slot(
+        &self,
+        environment: &str,
+        host: &str,
+        region: &str,
+        zone: &str,
+    ) -> Result<(EnvId, HostId), ApiError> {
+        let env = self.env(environment)?;
+        if let Some(&slot) = self.aliases.get(&(env, host.to_owned())) {
+            return Ok((env, slot));
+        }
+        let zone_id = (0..self.plan.env(env).zones.len() as u32)
+            .map(rollwave_core::plan::ZoneId)
+            .find(|&z| self.plan.zone_name(env, z) == zone)
+            .ok_or_else(|| ApiError::not_found(format!("environment {environment} has no zone {zone:?}")))?;
+        let actual_region = self.plan.region_name(env, self.plan.zone_region(env, zone_id));
+        if actual_region != region {
+            return Err(ApiError::invalid(format!("zone {zone} is in region {actual_region}, not {region}")));
+        }
+        let taken: std::collections::BTreeSet<HostId> =
+            self.aliases.iter().filter(|((e, _), _)| *e == env).map(|(_, &h)| h).collect();
+        let slots = self.plan.zone_hosts(env, zone_id);
+        if let Some(named) = self.plan.host_named(env, host).filter(|h| slots.contains(&h.0)) {
+            if !taken.contains(&named) {
+                return Ok((env, named));
+            }
+        }
+        slots
+            .map(HostId)
+            .find(|h| !taken.contains(h) && !self.aliases.contains_key(&(env, self.plan.host_name(env, *h).to_owned())))
+            .map(|h| (env, h))
+            .ok_or_else(|| {
+                ApiError::conflict(format!(
+                    "zone {zone} already has the {} host(s) the manifest expects; raise its count to add more",
+                    self.plan.zone_hosts(env, zone_id).len()
+                ))
+            })
+    }
+
     fn to_input(&self, input: &LogInput) -> Result<Input, ApiError> {
         Ok(match input {
-            LogInput::ApplyManifest { .. } => unreachable!("handled by ReadModel::apply"),
+            LogInput::ApplyManifest { .. } | LogInput::RegisterHost { .. } => {
+                unreachable!("handled by ReadModel::apply")
+            }
+            LogInput::HostLost { environment, host } => {
+                let (env, host) = self.host(environment, host)?;
+                Input::HostLost { env, host }
+            }
             LogInput::CreateRelease { version, .. } => {
                 rollwave_manifest::yaml::check_name(version).map_err(ApiError::invalid)?;
                 Input::CreateRelease { version: version.clone() }
             }
             LogInput::Tick => Input::Tick,
-            LogInput::HostReport { environment, host, command, ok, reason } => {
+            LogInput::HostReport { environment, host, command, ok, reason, .. } => {
                 let (env, host) = self.host(environment, host)?;
                 let result = if *ok { Ok(()) } else { Err(reason.clone().unwrap_or_else(|| "failed".into())) };
                 Input::HostReport { env, host, command: CommandId(*command), result }
@@ -224,8 +441,12 @@ impl ServiceState {
             .ok_or_else(|| ApiError::not_found(format!("service {} has no environment {name:?}", self.name)))
     }
 
+    /// A host by its agent's id or by its slot name (`{zone}-{n}`).
     pub fn host(&self, env: &str, host: &str) -> Result<(EnvId, HostId), ApiError> {
         let env = self.env(env)?;
+        if let Some(&h) = self.aliases.get(&(env, host.to_owned())) {
+            return Ok((env, h));
+        }
         let h = self
             .plan
             .host_named(env, host)
@@ -250,6 +471,7 @@ impl ServiceState {
             release: e.release.map(|r| self.engine.version_name(r).to_owned()),
             scope: render_scope(&self.plan, e.scope),
             reason: e.reason.clone(),
+            output: None,
         }
     }
 
@@ -395,13 +617,17 @@ impl ServiceState {
         self.engine
             .in_flight()
             .into_iter()
-            .map(|(env, host, command, version)| CommandView {
-                id: command.0,
-                service: self.name.clone(),
-                environment: self.plan.manifest.environments[env.idx()].name.clone(),
-                hosts: vec![self.plan.host_name(env, host).to_owned()],
-                version: self.engine.version_name(version).to_owned(),
-                purpose: "rollout".into(),
+            .map(|(env, host, command, version)| {
+                let purpose = if version < self.engine.host_version(env, host) { "rollback" } else { "rollout" };
+                CommandView {
+                    id: command.0,
+                    service: self.name.clone(),
+                    environment: self.plan.manifest.environments[env.idx()].name.clone(),
+                    hosts: vec![self.plan.host_name(env, host).to_owned()],
+                    version: self.engine.version_name(version).to_owned(),
+                    purpose: purpose.into(),
+                    targets: self.exec_targets(env, &[host], version, purpose),
+                }
             })
             .collect()
     }

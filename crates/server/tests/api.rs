@@ -38,6 +38,7 @@ impl TestServer {
             driver,
             lease_ttl: Duration::from_secs(5),
             bootstrap_token: Some(ADMIN.into()),
+            host_timeout: Duration::from_secs(30),
         };
         let running = runtime.block_on(rollwave_server::start(config)).unwrap();
         let server = TestServer { base: format!("http://{}", running.addr), node: running.node, runtime, _dir: dir };
@@ -235,11 +236,11 @@ fn agents_speak_only_for_their_own_host() {
         .unwrap()
         .token;
     let agent = s.client(Some(&token));
-    let register = |host: &str| -> Result<Desired, ClientError> {
-        agent.post(
+    let register_as = |client: &Client, host: &str| -> Result<Registered, ClientError> {
+        client.post(
             "/v1/hosts/register",
             &RegisterHost {
-                service: "shop".into(),
+                service: None,
                 environment: "beta".into(),
                 host: host.into(),
                 region: Some("r1".into()),
@@ -247,7 +248,10 @@ fn agents_speak_only_for_their_own_host() {
             },
         )
     };
-    let desired = register("b1-1").unwrap();
+    let register = |host: &str| register_as(&agent, host);
+    let registered = register("b1-1").unwrap();
+    assert_eq!(registered.service, "shop", "found by its environment and zone");
+    let desired = registered.desired;
     assert_eq!((desired.command, desired.version.as_str()), (0, "baseline"));
     assert_eq!(api_status(register("b1-2").unwrap_err()).0, 403);
     assert_eq!(
@@ -261,7 +265,12 @@ fn agents_speak_only_for_their_own_host() {
     );
 
     // A release asks the first beta batch to deploy; the long-poll wakes for it.
+    // The zone waits until every host the manifest expects there has registered.
     admin.create_release("shop", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    s.wait_until("the rollout waits for b1-2", || {
+        admin.status("shop").unwrap().blocked.iter().any(|b| b.reason.contains("1 of 2 host(s) of zone b1 to register"))
+    });
+    register_as(&admin, "b1-2").unwrap();
     let next: Desired = agent.get("/v1/services/shop/hosts/beta/b1-1/desired?after=0&wait=10").unwrap();
     assert_eq!(next.version, "v2");
     assert!(next.command > 0);
@@ -269,7 +278,7 @@ fn agents_speak_only_for_their_own_host() {
         .create_token(&CreateToken { role: "agent".into(), name: None, host: Some("shop/beta/b1-2".into()) })
         .unwrap()
         .token;
-    let report = HostReport { command: next.command, ok: true, reason: None };
+    let report = HostReport { command: next.command, ok: true, reason: None, hooks: Vec::new() };
     let refused: Result<Accepted, _> = s.client(Some(&other)).post("/v1/services/shop/hosts/beta/b1-1/report", &report);
     assert_eq!(api_status(refused.unwrap_err()).0, 403);
     let accepted: Accepted = agent.post("/v1/services/shop/hosts/beta/b1-1/report", &report).unwrap();

@@ -70,6 +70,7 @@ const TIMEZONES: [&str; 3] = ["UTC", "America/Chicago", "Asia/Tokyo"];
 fn environment(index: usize) -> impl Strategy<Value = Environment> {
     prop::collection::vec((0usize..3, prop::collection::vec(1u32..=6, 1..=3)), 1..=3).prop_map(move |regions| {
         Environment {
+            exec: None,
             name: format!("env{index}"),
             regions: regions
                 .into_iter()

@@ -113,6 +113,7 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS lease (name TEXT PRIMARY KEY, holder TEXT NOT NULL, term BIGINT NOT NULL, expires_ms BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS inbox (id {serial} PRIMARY KEY, body TEXT NOT NULL, result TEXT, result_seq BIGINT, created_ms BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS tokens (id {serial} PRIMARY KEY, hash TEXT NOT NULL UNIQUE, name TEXT NOT NULL, role TEXT NOT NULL, host TEXT, created_ms BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS heartbeats (service TEXT NOT NULL, environment TEXT NOT NULL, host TEXT NOT NULL, last_ms BIGINT NOT NULL, PRIMARY KEY (service, environment, host))",
     "CREATE TABLE IF NOT EXISTS audit (seq {serial} PRIMARY KEY, at_ms BIGINT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, detail TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)",
 ];
 
@@ -342,6 +343,34 @@ impl Store {
                 run!(tx)
             }
         })
+    }
+
+    // -------------------------------------------------------------------------------
+    // Heartbeats: every replica records the hosts it hears from; the leader reads them.
+
+    /// Records that hosts were heard from, keeping the latest time per host.
+    pub async fn heartbeat(&self, seen: &[(String, String, String, i64)]) -> Result<()> {
+        let sql = "INSERT INTO heartbeats (service, environment, host, last_ms) VALUES ($1, $2, $3, $4) \
+                   ON CONFLICT (service, environment, host) DO UPDATE SET last_ms = \
+                   CASE WHEN excluded.last_ms > heartbeats.last_ms THEN excluded.last_ms ELSE heartbeats.last_ms END";
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            for (service, env, host, at) in seen {
+                sqlx::query(sql).bind(service).bind(env).bind(host).bind(*at).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// When each host of a service was last heard from: (environment, host, unix ms).
+    pub async fn heartbeats(&self, service: &str) -> Result<Vec<(String, String, i64)>> {
+        let rows = on_pool!(self, p => {
+            sqlx::query("SELECT environment, host, last_ms FROM heartbeats WHERE service = $1")
+                .bind(service).fetch_all(p).await?
+                .into_iter().map(|r| (r.get::<String, _>(0), r.get::<String, _>(1), r.get::<i64, _>(2))).collect()
+        });
+        Ok(rows)
     }
 
     // -------------------------------------------------------------------------------

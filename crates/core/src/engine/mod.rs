@@ -144,6 +144,9 @@ struct HostState {
     op: Option<HostOp>,
     /// A rollback to run once the deployment in flight ends.
     rollback_after: Option<u64>,
+    /// Whether the host is there to deploy to: always, for fleets the engine is told
+    /// about up front; once its agent registered (and until it is lost), otherwise.
+    present: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -185,7 +188,13 @@ impl Engine {
             .iter()
             .map(|e| {
                 vec![
-                    HostState { version: ReleaseId(0), history: Vec::new(), op: None, rollback_after: None };
+                    HostState {
+                        version: ReleaseId(0),
+                        history: Vec::new(),
+                        op: None,
+                        rollback_after: None,
+                        present: true
+                    };
                     e.hosts.len()
                 ]
             })
@@ -226,6 +235,19 @@ impl Engine {
         }
     }
 
+    /// Hosts are absent until they join (their agent registers): a zone's steps wait
+    /// until every host the manifest expects there has joined. Call before any input.
+    pub fn expect_hosts_to_join(&mut self, env: EnvId) {
+        for host in &mut self.hosts[env.idx()] {
+            host.present = false;
+        }
+    }
+
+    /// Whether a host is there to deploy to (see [`Engine::expect_hosts_to_join`]).
+    pub fn host_present(&self, env: EnvId, host: HostId) -> bool {
+        self.hosts[env.idx()][host.idx()].present
+    }
+
     pub fn plan(&self) -> &Arc<Plan> {
         &self.plan
     }
@@ -254,6 +276,8 @@ impl Engine {
             Input::TestReport { command, result } => self.on_test_report(command, result),
             Input::Alarm { alarm, scope, state, reason } => self.on_alarm(alarm, scope, state, reason),
             Input::Served { env, zone, version, requests } => self.on_served(env, zone, version, requests),
+            Input::HostJoined { env, host } => self.hosts[env.idx()][host.idx()].present = true,
+            Input::HostLost { env, host } => self.on_host_lost(env, host),
         }
         self.advance();
         Ok(())
@@ -270,7 +294,7 @@ impl Engine {
                     return Err(InputError::DuplicateVersion(version.clone()));
                 }
             }
-            Input::HostReport { env, host, .. } => {
+            Input::HostReport { env, host, .. } | Input::HostJoined { env, host } | Input::HostLost { env, host } => {
                 if !env_ok(*env) || host.idx() >= self.plan.env(*env).hosts.len() {
                     return Err(InputError::UnknownHost);
                 }
@@ -557,6 +581,16 @@ impl Engine {
         let Some(op) = state.op.filter(|op| op.command == command) else { return };
         self.deadlines.remove(&(op.deadline, env, host));
         self.end_op(env, host, op, result);
+    }
+
+    /// A lost host fails whatever deployment it was running; its zone waits for it to return.
+    fn on_host_lost(&mut self, env: EnvId, host: HostId) {
+        let state = &mut self.hosts[env.idx()][host.idx()];
+        state.present = false;
+        if let Some(op) = state.op {
+            self.deadlines.remove(&(op.deadline, env, host));
+            self.end_op(env, host, op, Err("host lost: no heartbeat".to_owned()));
+        }
     }
 
     fn expire_deadlines(&mut self) {
@@ -1136,6 +1170,17 @@ impl Engine {
     ) -> Result<(), String> {
         self.check_holds(stage)?;
         let env = self.plan.stage_env(stage);
+        if let Some(z) = zone {
+            let hosts = self.plan.zone_hosts(env, z);
+            let expected = hosts.len();
+            let absent = hosts.filter(|&h| !self.hosts[env.idx()][h as usize].present).count();
+            if absent > 0 {
+                return Err(format!(
+                    "waiting for {absent} of {expected} host(s) of zone {} to register",
+                    self.plan.zone_name(env, z)
+                ));
+            }
+        }
         let mut scopes = vec![Scope::Environment(env), Scope::Region(env, region)];
         scopes.extend(zone.map(|z| Scope::Zone(env, z)));
         scopes.extend(hosts.iter().map(|&h| Scope::Host(env, h)));

@@ -93,6 +93,16 @@ pub enum Input {
         version: ReleaseId,
         requests: u64,
     },
+    /// A host's agent registered (see [`super::Engine::expect_hosts_to_join`]).
+    HostJoined {
+        env: EnvId,
+        host: HostId,
+    },
+    /// A host stopped sending heartbeats: a deployment it was running fails.
+    HostLost {
+        env: EnvId,
+        host: HostId,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,290 @@
+//! The agent loop: register, long-poll for the desired version (which is also the
+//! heartbeat), deploy through the [`Installer`], report. Connection problems are waited
+//! out with capped exponential backoff; nothing the server says stops the loop.
+
+use crate::installer::{Deployment, HostIdentity, Installer, InstallerConfig};
+use crate::state::{HookRun, Outcome};
+use rollwave_server::api::{Accepted, Desired, HookReport, HostReport, RegisterHost, Registered};
+use rollwave_server::client::{Client, ClientError};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// A report body stays under this many bytes (the server takes at most 1 MiB); longer
+/// hook outputs are cut from the front until it fits.
+const REPORT_LIMIT: usize = 900 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The server's base URL.
+    pub server: String,
+    /// An agent token bound to `service/environment/host`, or an admin token.
+    pub token: String,
+    /// Left out, the server finds the one service with this environment, region and zone.
+    pub service: Option<String>,
+    pub environment: String,
+    pub host: HostIdentity,
+    pub workdir: PathBuf,
+    /// How long one long-poll waits for a change (the server caps it at 60 s).
+    pub poll_wait: Duration,
+    /// The longest pause between attempts while the server cannot be reached.
+    pub max_backoff: Duration,
+}
+
+impl AgentConfig {
+    pub fn new(
+        server: impl Into<String>,
+        token: impl Into<String>,
+        environment: impl Into<String>,
+        host: HostIdentity,
+        workdir: impl Into<PathBuf>,
+    ) -> Self {
+        AgentConfig {
+            server: server.into(),
+            token: token.into(),
+            service: None,
+            environment: environment.into(),
+            host,
+            workdir: workdir.into(),
+            poll_wait: Duration::from_secs(50),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The slot the server says this agent speaks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Slot {
+    service: String,
+    host: String,
+}
+
+pub struct Agent {
+    config: AgentConfig,
+    client: Client,
+    installer: Installer,
+    slot: Option<Slot>,
+    /// The desired state registration answered, to act on before polling.
+    registered: Option<Desired>,
+    /// The last command the server showed, for the long-poll's `after`.
+    seen: Option<u64>,
+    backoff: Backoff,
+}
+
+impl Agent {
+    /// Opens the work directory (reporting any deployment a restart interrupted, once
+    /// the server can be reached).
+    pub fn new(config: AgentConfig) -> Result<Agent, crate::DeployError> {
+        let installer = Installer::open(InstallerConfig::new(&config.workdir, config.host.clone()))?;
+        Ok(Agent::with_installer(config, installer))
+    }
+
+    /// With an installer configured by the caller (its work directory wins).
+    pub fn with_installer(config: AgentConfig, installer: Installer) -> Agent {
+        let client = Client::new(&config.server, Some(config.token.clone()));
+        let backoff = Backoff::new(Duration::from_millis(500), config.max_backoff);
+        Agent { config, client, installer, slot: None, registered: None, seen: None, backoff }
+    }
+
+    pub fn installer(&self) -> &Installer {
+        &self.installer
+    }
+
+    /// Runs until `stop` is set (checked between long-polls and while backing off).
+    pub fn run(&mut self, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            match self.step() {
+                Ok(()) => self.backoff.reset(),
+                Err(e) => {
+                    // Register afresh: its answer explains most refusals best.
+                    self.slot = None;
+                    let pause = self.backoff.next();
+                    log(&format!("{e}; retrying in {:.1}s", pause.as_secs_f64()));
+                    sleep_unless(stop, pause);
+                }
+            }
+        }
+    }
+
+    /// One round: register if needed, report an unreported outcome, wait for the
+    /// desired version once, and deploy it if it is a new command.
+    pub fn step(&mut self) -> Result<(), ClientError> {
+        let slot = match &self.slot {
+            Some(slot) => slot.clone(),
+            None => self.register()?,
+        };
+        if let Some(outcome) = self.installer.unreported().cloned() {
+            self.report(&slot, &outcome)?;
+        }
+        let desired = match self.registered.take() {
+            Some(desired) => desired,
+            None => {
+                let mut path =
+                    format!("/v1/services/{}/hosts/{}/{}/desired", slot.service, self.config.environment, slot.host);
+                if let Some(after) = self.seen {
+                    path.push_str(&format!("?after={after}&wait={}", self.config.poll_wait.as_secs().max(1)));
+                }
+                self.client.get(&path)?
+            }
+        };
+        self.seen = Some(desired.command);
+        if desired.command == 0 || desired.command == self.installer.last_command() {
+            return Ok(());
+        }
+        log(&format!("command {}: {} {}", desired.command, desired.purpose, desired.version));
+        let outcome = self.installer.deploy(&Deployment {
+            command: desired.command,
+            version: desired.version,
+            artifact: desired.artifact,
+            sha256: desired.sha256,
+        });
+        match &outcome.reason {
+            None => log(&format!("command {}: {} is installed", outcome.command, outcome.version)),
+            Some(reason) => log(&format!("command {}: {} failed: {reason}", outcome.command, outcome.version)),
+        }
+        self.report(&slot, &outcome)
+    }
+
+    fn register(&mut self) -> Result<Slot, ClientError> {
+        let request = RegisterHost {
+            service: self.config.service.clone(),
+            environment: self.config.environment.clone(),
+            host: self.config.host.id.clone(),
+            region: Some(self.config.host.region.clone()),
+            zone: Some(self.config.host.zone.clone()),
+        };
+        let registered: Registered = self.client.post("/v1/hosts/register", &request)?;
+        let slot = Slot { service: registered.service, host: registered.host };
+        log(&format!(
+            "registered as {}/{}/{}; runs {}",
+            slot.service,
+            self.config.environment,
+            slot.host,
+            self.installer.current().unwrap_or("nothing yet")
+        ));
+        self.registered = Some(registered.desired);
+        self.slot = Some(slot.clone());
+        Ok(slot)
+    }
+
+    fn report(&mut self, slot: &Slot, outcome: &Outcome) -> Result<(), ClientError> {
+        let path = format!("/v1/services/{}/hosts/{}/{}/report", slot.service, self.config.environment, slot.host);
+        let _: Accepted = self.client.post(&path, &report_body(outcome))?;
+        if let Err(e) = self.installer.mark_reported(outcome.command) {
+            // It will be reported again, which the server ignores.
+            log(&format!("cannot record that command {} was reported: {e}", outcome.command));
+        }
+        Ok(())
+    }
+}
+
+/// The wire form of an outcome, with hook outputs cut (oldest output first) to fit
+/// the server's body limit.
+pub fn report_body(outcome: &Outcome) -> HostReport {
+    let mut body = HostReport {
+        command: outcome.command,
+        ok: outcome.ok,
+        reason: outcome.reason.clone(),
+        hooks: outcome.hooks.iter().map(hook_report).collect(),
+    };
+    while serde_json::to_vec(&body).map_or(0, |b| b.len()) > REPORT_LIMIT {
+        let Some(longest) = body.hooks.iter_mut().max_by_key(|h| h.output.len()) else { break };
+        if longest.output.is_empty() {
+            break;
+        }
+        let mut cut = longest.output.len() / 2;
+        while !longest.output.is_char_boundary(cut) {
+            cut += 1;
+        }
+        longest.output.drain(..cut);
+    }
+    body
+}
+
+fn hook_report(run: &HookRun) -> HookReport {
+    HookReport {
+        name: run.step.as_str().to_owned(),
+        exit_code: run.exit_code,
+        duration_ms: run.duration_ms,
+        output: run.output.clone(),
+        timed_out: run.timed_out,
+        ok: run.ok,
+    }
+}
+
+fn log(message: &str) {
+    eprintln!("rollwave agent: {message}");
+}
+
+fn sleep_unless(stop: &AtomicBool, pause: Duration) {
+    let deadline = std::time::Instant::now() + pause;
+    while !stop.load(Ordering::Relaxed) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(100)));
+    }
+}
+
+/// Capped exponential backoff with up to 25 % jitter, so a fleet does not return in step.
+#[derive(Debug)]
+struct Backoff {
+    first: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    fn new(first: Duration, max: Duration) -> Self {
+        Backoff { first, max: max.max(first), next: first }
+    }
+
+    fn next(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+        (base + base.mul_f64(f64::from(nanos % 1000) / 4000.0)).min(self.max)
+    }
+
+    fn reset(&mut self) {
+        self.next = self.first;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hooks::Step;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(5));
+        let pauses: Vec<u64> = (0..5).map(|_| b.next().as_secs()).collect();
+        assert_eq!(pauses, [1, 2, 4, 5, 5]);
+        b.reset();
+        assert_eq!(b.next().as_secs(), 1);
+    }
+
+    #[test]
+    fn a_report_fits_the_servers_body_limit() {
+        let run = |step| HookRun {
+            step,
+            exit_code: Some(0),
+            duration_ms: 1,
+            output: "\u{1}".repeat(64 * 1024),
+            timed_out: false,
+            ok: true,
+        };
+        let outcome = Outcome {
+            command: 1,
+            version: "v1".into(),
+            ok: true,
+            reason: None,
+            hooks: Step::ALL.into_iter().map(run).collect(),
+        };
+        let body = report_body(&outcome);
+        assert!(serde_json::to_vec(&body).unwrap().len() <= REPORT_LIMIT);
+        assert!(body.hooks.iter().all(|h| !h.output.is_empty()));
+    }
+}

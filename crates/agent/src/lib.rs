@@ -1,0 +1,1 @@
+//! rollwave agent (in progress).

@@ -11,9 +11,10 @@
 # "peak" is the busiest second. "other" is the machine's CPU use by everything else
 # (other builds, …) during the window: noise. Goal: p99 < 50 ms and < 1 core.
 #
-#   bench/api/run.sh                         # 10,000 hosts, 90 s window, both backends
+#   bench/api/run.sh                         # 10,000 hosts, 100 s window, both backends
 #   HOSTS=2000 MEASURE=60 BACKENDS=sqlite bench/api/run.sh
 #   PG_URL=postgres://postgres@127.0.0.1:5432 bench/api/run.sh
+#   BIN=/tmp/rollwave-before bench/api/run.sh     # a prebuilt server (skips its build)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -21,7 +22,7 @@ HOSTS=${HOSTS:-10000}
 WAIT=${WAIT:-10}
 STAGGER=${STAGGER:-10}
 WARMUP=${WARMUP:-15}
-MEASURE=${MEASURE:-90}
+MEASURE=${MEASURE:-100}
 RELEASE_AT=${RELEASE_AT:-5}
 BACKENDS=${BACKENDS:-sqlite postgres}
 BASE_PORT=${BASE_PORT:-17170}
@@ -39,10 +40,11 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((HOSTS + 1000)) ]; 
   exit 2
 fi
 
-cargo build --release --quiet --bin rollwave
-cargo build --release --quiet -p rollwave-server --example loadgen
-bin=target/release/rollwave
-loadgen=target/release/examples/loadgen
+# BIN and LOADGEN name prebuilt binaries (to compare builds); otherwise both are built.
+bin=${BIN:-target/release/rollwave}
+loadgen=${LOADGEN:-target/release/examples/loadgen}
+[ -n "${BIN:-}" ] || cargo build --release --quiet --bin rollwave
+[ -n "${LOADGEN:-}" ] || cargo build --release --quiet -p rollwave-server --example loadgen
 
 work=$(mktemp -d)
 pids=()
@@ -159,26 +161,33 @@ done
 get() { tr ' ' '\n' <"$work/$1.result" | awk -F= -v k="$2" '$1 == k { print $2 }'; }
 row() {
   local label=$1; shift
-  printf "%-44s" "$label"
+  printf "%-46s" "$label"
   for backend in $BACKENDS; do
-    local cell=""
-    for key in "$@"; do cell="$cell${cell:+ / }$(get "$backend" "$key")"; done
-    printf " %22s" "$cell"
+    local cell="" key value
+    for key in "$@"; do
+      value=$(get "$backend" "$key")
+      case $value in *.*) value=$(printf "%.1f" "$value") ;; esac
+      cell="$cell${cell:+ / }$value"
+    done
+    printf " %24s" "$cell"
   done
   echo
 }
 echo
-echo "$HOSTS hosts, long-poll wait ${WAIT} s, ${MEASURE} s window after ${WARMUP} s warm-up; server on CPU 0, load on CPU 1"
-printf "%-44s" "backend"
-for backend in $BACKENDS; do printf " %22s" "$backend"; done
+echo "$HOSTS hosts, long-poll wait ${WAIT} s; ${MEASURE} s window after a ${WARMUP} s warm-up, release at +${RELEASE_AT} s"
+echo "server pinned to CPU 0, load generator to CPU 1; latencies in ms as p50 / p99 / max"
+printf "%-46s" "backend"
+for backend in $BACKENDS; do printf " %24s" "$backend"; done
 echo
-row "requests/s (polls + reports)" rps
-row "change delivered: n, p50/p99/max ms (lag)" changed_n changed_p50 changed_p99 changed_max
-row "poll timed out: n, p50/p99/max ms (beyond)" timedout_n timedout_p50 timedout_p99 timedout_max
-row "report: n, p50/p99/max ms" report_n report_p50 report_p99 report_max
-row "server CPU, cores: window / peak second" server_cpu peak_cpu
-row "postgres CPU, cores" db_cpu
+row "requests/s (long-polls + reports)" rps
+row "long-poll, change delivered: lag" changed_p50 changed_p99 changed_max
+row "long-poll, timed out: time beyond the wait" timedout_p50 timedout_p99 timedout_max
+row "report (POST)" report_p50 report_p99 report_max
+row "register (warm-up: all hosts within ${STAGGER} s)" register_p50 register_p99 register_max
+row "count: changes / timed out / reports" changed_n timedout_n report_n
+row "server CPU, cores: window / busiest second" server_cpu peak_cpu
+row "postgres CPU, cores (window)" db_cpu
 row "server peak RSS, MB" rss_mb
 row "errors" errors
-row "rollout: outcome / hosts on it / lead s" outcome on_version lead_s
-row "noise: other CPU / loadgen CPU, cores" other_cpu lg_cpu
+row "rollout: outcome / hosts on it / lead time s" outcome on_version lead_s
+row "noise, cores: rest of machine / loadgen" other_cpu lg_cpu

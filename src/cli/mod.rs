@@ -52,6 +52,11 @@ enum Command {
     Router(rollwave_router::RouterArgs),
     /// Run the control plane.
     Server(ServerArgs),
+    /// Run the host agent: register, long-poll for the desired version, install it, report.
+    Agent(rollwave_agent::AgentArgs),
+    /// Run a fleet of agents on this machine (for trials and the demo).
+    #[command(subcommand)]
+    Fleet(FleetCommand),
     /// Manage services.
     #[command(subcommand)]
     Service(ServiceCommand),
@@ -118,6 +123,12 @@ struct ServerArgs {
     /// A registered host not heard from for this long is lost (a deployment it runs fails).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     host_timeout: std::time::Duration,
+}
+
+#[derive(Subcommand)]
+enum FleetCommand {
+    /// Start N agents per zone as child processes; Ctrl-C stops them all.
+    Up(rollwave_agent::FleetArgs),
 }
 
 #[derive(Subcommand)]
@@ -451,6 +462,8 @@ pub fn run() -> Result<ExitCode> {
     match cli.command {
         Command::Router(args) => rollwave_router::main(args)?,
         Command::Server(args) => run_server(args)?,
+        Command::Agent(args) => rollwave_agent::agent_main(args)?,
+        Command::Fleet(FleetCommand::Up(args)) => rollwave_agent::fleet_main(args)?,
         Command::Approve(a) => return release_action("approve", a),
         Command::Rollback(a) => return release_action("rollback", a),
         Command::Retry(a) => return release_action("retry", a),

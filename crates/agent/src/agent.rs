@@ -25,7 +25,9 @@ pub struct AgentConfig {
     pub environment: String,
     pub host: HostIdentity,
     pub workdir: PathBuf,
-    /// How long one long-poll waits for a change (the server caps it at 60 s).
+    /// How long one long-poll waits for a change, and how often the agent shows a sign
+    /// of life while it deploys. The server counts the start of each poll as the host's
+    /// heartbeat, so this stays well under its host timeout (30 s by default).
     pub poll_wait: Duration,
     /// The longest pause between attempts while the server cannot be reached.
     pub max_backoff: Duration,
@@ -46,7 +48,7 @@ impl AgentConfig {
             environment: environment.into(),
             host,
             workdir: workdir.into(),
-            poll_wait: Duration::from_secs(50),
+            poll_wait: Duration::from_secs(10),
             max_backoff: Duration::from_secs(30),
         }
     }
@@ -132,17 +134,51 @@ impl Agent {
             return Ok(());
         }
         log(&format!("command {}: {} {}", desired.command, desired.purpose, desired.version));
-        let outcome = self.installer.deploy(&Deployment {
+        let deployment = Deployment {
             command: desired.command,
             version: desired.version,
             artifact: desired.artifact,
             sha256: desired.sha256,
-        });
+        };
+        let outcome = self.deploy_with_heartbeats(&slot, &deployment);
         match &outcome.reason {
             None => log(&format!("command {}: {} is installed", outcome.command, outcome.version)),
             Some(reason) => log(&format!("command {}: {} failed: {reason}", outcome.command, outcome.version)),
         }
         self.report(&slot, &outcome)
+    }
+
+    /// Deploys while a second thread keeps polling (without waiting), so the server
+    /// does not take the host for lost during long hooks.
+    fn deploy_with_heartbeats(&mut self, slot: &Slot, deployment: &Deployment) -> Outcome {
+        let done = AtomicBool::new(false);
+        let missed = AtomicBool::new(false);
+        let path = format!("/v1/services/{}/hosts/{}/{}/desired", slot.service, self.config.environment, slot.host);
+        let beat = Client::new(&self.config.server, Some(self.config.token.clone()));
+        let every = self.config.poll_wait;
+        let installer = &mut self.installer;
+        let outcome = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                loop {
+                    sleep_unless(&done, every);
+                    if done.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    if beat.get::<Desired>(&path).is_err() {
+                        missed.store(true, Ordering::Relaxed);
+                    }
+                }
+            });
+            let outcome = installer.deploy(deployment);
+            done.store(true, Ordering::Relaxed);
+            outcome
+        });
+        if missed.load(Ordering::Relaxed) {
+            // The server may have taken the host for lost meanwhile; a lost host counts
+            // again only once it registers again.
+            self.slot = None;
+        }
+        outcome
     }
 
     fn register(&mut self) -> Result<Slot, ClientError> {
@@ -243,7 +279,8 @@ impl Backoff {
     fn next(&mut self) -> Duration {
         let base = self.next;
         self.next = (self.next * 2).min(self.max);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
         (base + base.mul_f64(f64::from(nanos % 1000) / 4000.0)).min(self.max)
     }
 

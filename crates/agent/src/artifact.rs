@@ -86,8 +86,7 @@ pub fn fetch(artifact: &str, download_to: &Path) -> Result<Local, DeployError> {
                 return Err(failed(format!("the server answered {status}")));
             }
             let mut out = File::create(download_to).map_err(|e| DeployError::io(download_to, e))?;
-            let sha256 =
-                copy_hashing(response.body_mut().as_reader(), &mut out).map_err(|e| failed(e.to_string()))?;
+            let sha256 = copy_hashing(response.body_mut().as_reader(), &mut out).map_err(|e| failed(e.to_string()))?;
             out.sync_all().map_err(|e| DeployError::io(download_to, e))?;
             Ok(Local { path: download_to.to_owned(), sha256, downloaded: true })
         }

@@ -16,7 +16,9 @@ pub enum DeployError {
     NoArtifact { version: String },
     #[error("cannot download the artifact {url}: {reason}")]
     Download { url: String, reason: String },
-    #[error("the artifact's sha256 is {actual}, but the release says {expected}: the download is corrupt or not this release's")]
+    #[error(
+        "the artifact's sha256 is {actual}, but the release says {expected}: the download is corrupt or not this release's"
+    )]
     ChecksumMismatch { expected: String, actual: String },
     #[error("the artifact {artifact} is not a readable .tar.gz: {reason}")]
     CorruptArchive { artifact: String, reason: String },

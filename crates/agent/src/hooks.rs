@@ -137,7 +137,7 @@ fn hook(d: &mut Decoder, node: &Node, step: Step) -> Option<Hook> {
         }
         (false, true) => {
             if step != Step::Validate {
-                d.error(&map, format!("{step}: only validate may be an http check; use run: COMMAND"));
+                d.error(map, format!("{step}: only validate may be an http check; use run: COMMAND"));
                 return None;
             }
             only(d, &map, &["timeout"], "http");
@@ -155,12 +155,12 @@ fn hook(d: &mut Decoder, node: &Node, step: Step) -> Option<Hook> {
             })
         }
         (true, true) => {
-            d.error(&map, format!("{step}: a hook has either run: or http:, not both"));
+            d.error(map, format!("{step}: a hook has either run: or http:, not both"));
             None
         }
         (false, false) => {
             let what = if step == Step::Validate { "run: COMMAND or http: URL" } else { "run: COMMAND" };
-            d.error(&map, format!("{step}: the hook needs {what}"));
+            d.error(map, format!("{step}: the hook needs {what}"));
             None
         }
     }

@@ -73,6 +73,9 @@ pub struct Deployment {
     pub sha256: Option<String>,
 }
 
+/// The version a fleet runs before any release: rolling back to it uninstalls.
+pub const BASELINE: &str = "baseline";
+
 /// Owns the work directory and its state file.
 #[derive(Debug)]
 pub struct Installer {
@@ -178,35 +181,25 @@ impl Installer {
             hooks: Vec::new(),
         });
         self.save()?;
+        if d.artifact.is_none() && d.version == BASELINE && !self.release_dir(v).is_dir() {
+            // Back to what ran before any release: nothing rollwave installed.
+            self.stop_running(d, &previous, runs)?;
+            let current = self.config.workdir.join("current");
+            match std::fs::remove_file(&current) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(DeployError::io(&current, e)),
+            }
+            self.state.current = None;
+            return Ok(());
+        }
         let dir = self.ensure_release(d)?;
         let hooks = read_hooks(&dir)?;
-        let host = self.config.host.clone();
-        let env = |release_dir: &Path| -> Vec<(String, String)> {
-            vec![
-                ("ROLLWAVE_VERSION".into(), d.version.clone()),
-                ("ROLLWAVE_PREVIOUS_VERSION".into(), previous.clone().unwrap_or_default()),
-                ("ROLLWAVE_HOST_ID".into(), host.id.clone()),
-                ("ROLLWAVE_REGION".into(), host.region.clone()),
-                ("ROLLWAVE_ZONE".into(), host.zone.clone()),
-                ("ROLLWAVE_RELEASE_DIR".into(), release_dir.display().to_string()),
-            ]
-        };
-
-        if let Some(running) = self.state.active.clone() {
-            let running_dir = self.release_dir(&running);
-            let running_hooks = read_hooks(&running_dir).map_err(|e| DeployError::HookFailed {
-                step: Step::Stop,
-                detail: format!("cannot read the hooks of the running release {running}: {e}"),
-            })?;
-            if let Some(stop) = &running_hooks.stop {
-                self.run_hook(Step::Stop, stop, &running_dir, &env(&running_dir), runs)?;
-            }
-            self.state.active = None;
-            self.save()?;
-        }
+        self.stop_running(d, &previous, runs)?;
+        let env = self.hook_env(d, &previous, &dir);
         for step in [Step::BeforeInstall, Step::AfterInstall] {
             if let Some(hook) = hooks.get(step) {
-                self.run_hook(step, hook, &dir, &env(&dir), runs)?;
+                self.run_hook(step, hook, &dir, &env, runs)?;
             }
         }
         // From here on the new release may be running, whatever happens next.
@@ -214,13 +207,48 @@ impl Installer {
         self.save()?;
         for step in [Step::Start, Step::Validate] {
             if let Some(hook) = hooks.get(step) {
-                self.run_hook(step, hook, &dir, &env(&dir), runs)?;
+                self.run_hook(step, hook, &dir, &env, runs)?;
             }
         }
         self.set_doing(Doing::Switch, runs)?;
         self.switch_current(v)?;
         self.state.current = Some(d.version.clone());
         Ok(())
+    }
+
+    /// What every hook finds in its environment.
+    fn hook_env(&self, d: &Deployment, previous: &Option<String>, release_dir: &Path) -> Vec<(String, String)> {
+        let host = &self.config.host;
+        vec![
+            ("ROLLWAVE_VERSION".into(), d.version.clone()),
+            ("ROLLWAVE_PREVIOUS_VERSION".into(), previous.clone().unwrap_or_default()),
+            ("ROLLWAVE_HOST_ID".into(), host.id.clone()),
+            ("ROLLWAVE_REGION".into(), host.region.clone()),
+            ("ROLLWAVE_ZONE".into(), host.zone.clone()),
+            ("ROLLWAVE_RELEASE_DIR".into(), release_dir.display().to_string()),
+        ]
+    }
+
+    /// Runs the `stop` hook of the release that is running, if any.
+    fn stop_running(&mut self, d: &Deployment, previous: &Option<String>, runs: &mut Vec<HookRun>) -> Result<(), DeployError> {
+        let Some(running) = self.state.active.clone() else { return Ok(()) };
+        let running_dir = self.release_dir(&running);
+        // Removed by hand, it has no stop hook left to run; failing on that would
+        // leave the host stuck.
+        let running_hooks = if !running_dir.is_dir() {
+            Hooks::default()
+        } else {
+            read_hooks(&running_dir).map_err(|e| DeployError::HookFailed {
+                step: Step::Stop,
+                detail: format!("cannot read the hooks of the running release {running}: {e}"),
+            })?
+        };
+        if let Some(stop) = &running_hooks.stop {
+            let env = self.hook_env(d, previous, &running_dir);
+            self.run_hook(Step::Stop, stop, &running_dir, &env, runs)?;
+        }
+        self.state.active = None;
+        self.save()
     }
 
     /// Whether `version` is on disk as the deployment asks (same sha256, when it says).
@@ -382,8 +410,7 @@ impl Installer {
         let workdir = &self.config.workdir;
         let tmp = workdir.join(".current.tmp");
         let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(Path::new("releases").join(version), &tmp)
-            .map_err(|e| DeployError::io(&tmp, e))?;
+        std::os::unix::fs::symlink(Path::new("releases").join(version), &tmp).map_err(|e| DeployError::io(&tmp, e))?;
         let current = workdir.join("current");
         std::fs::rename(&tmp, &current).map_err(|e| DeployError::io(&current, e))?;
         sync_dir(workdir).map_err(|e| DeployError::io(workdir, e))
@@ -528,14 +555,7 @@ fn http_check(step: Step, url: &str, expect: u16, within: Duration) -> (HookRun,
     };
     let output = format!("GET {url}: {last} (attempt {attempts}, expecting {expect})");
     let failure = format!("{url} did not answer {expect} within {}: {last}", human(within));
-    let run = HookRun {
-        step,
-        exit_code: None,
-        duration_ms: millis(started.elapsed()),
-        output,
-        timed_out: !ok,
-        ok,
-    };
+    let run = HookRun { step, exit_code: None, duration_ms: millis(started.elapsed()), output, timed_out: !ok, ok };
     (run, failure)
 }
 

@@ -1,1 +1,240 @@
-//! rollwave agent (in progress).
+//! The host side of rollwave.
+//!
+//! `rollwave agent` registers a host with the server, long-polls for the version it
+//! should run and installs it: download, sha256, unpack into `releases/VERSION`, the
+//! lifecycle hooks the artifact declares in `rollwave-hooks.yaml`, then an atomic switch
+//! of `current`; it reports each outcome, hook by hook. `rollwave fleet up` runs many
+//! agents on one machine, for trials.
+//!
+//! Architecture invariant: the [`installer`] knows nothing of HTTP or the server; the
+//! [`agent`] loop is the only part that speaks the API, converting at that edge. Every
+//! step of a deployment is in `DIR/state.json` before it starts, so the agent tells the
+//! truth after a crash, and `DIR/current` only ever points at a release that passed its
+//! hooks.
+
+pub mod agent;
+pub mod artifact;
+pub mod error;
+pub mod fleet;
+pub mod hooks;
+pub mod installer;
+pub mod process;
+pub mod state;
+
+pub use agent::{Agent, AgentConfig};
+pub use error::DeployError;
+pub use fleet::{Fleet, FleetConfig, Stopped};
+pub use hooks::{Hook, Hooks, Step};
+pub use installer::{Deployment, HostIdentity, Installer, InstallerConfig};
+pub use state::{HookRun, Outcome, State};
+
+use anyhow::Context;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+/// `rollwave agent`: run the agent of one host.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// The server's base URL.
+    #[arg(long, env = "ROLLWAVE_SERVER")]
+    pub server: String,
+    /// An agent token bound to service/environment/host, or an admin token.
+    #[arg(long, env = "ROLLWAVE_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// This host's name in the manifest, e.g. use2-az1-3.
+    #[arg(long, env = "ROLLWAVE_HOST_ID")]
+    pub host_id: String,
+    #[arg(long, env = "ROLLWAVE_ENVIRONMENT")]
+    pub environment: String,
+    #[arg(long, env = "ROLLWAVE_REGION")]
+    pub region: String,
+    #[arg(long, env = "ROLLWAVE_ZONE")]
+    pub zone: String,
+    /// Where releases, `current` and `state.json` live.
+    #[arg(long, env = "ROLLWAVE_WORKDIR", default_value = ".")]
+    pub workdir: PathBuf,
+    /// The service; may be left out when only one has this environment, region and zone.
+    #[arg(long, env = "ROLLWAVE_SERVICE")]
+    pub service: Option<String>,
+}
+
+/// `rollwave fleet up`: run many agents on this machine, `--hosts-per-zone` per zone.
+#[derive(clap::Args, Debug, Clone)]
+pub struct FleetArgs {
+    /// The server's base URL.
+    #[arg(long, env = "ROLLWAVE_SERVER")]
+    pub server: String,
+    /// A token every agent may use (an admin token, as they speak for many hosts).
+    #[arg(long, env = "ROLLWAVE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[arg(long)]
+    pub environment: String,
+    #[arg(long)]
+    pub region: String,
+    /// Comma-separated zone names; hosts are named {zone}-{n}.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub zones: Vec<String>,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub hosts_per_zone: u32,
+    /// Each agent works in WORKDIR/{host id}.
+    #[arg(long)]
+    pub workdir: PathBuf,
+    #[arg(long)]
+    pub service: Option<String>,
+    /// The rollwave binary the agents run; by default this one.
+    #[arg(long, hide = true)]
+    pub binary: Option<PathBuf>,
+}
+
+/// A name as the manifest allows: letters, digits, `-`, `_` and `.`.
+fn check_name(what: &str, value: &str) -> anyhow::Result<()> {
+    rollwave_manifest::yaml::check_name(value).map_err(|e| anyhow::anyhow!("--{what}: {e}"))
+}
+
+/// Runs the agent until the process is stopped. Fails only on bad arguments or a work
+/// directory it cannot use; the server being away is waited out.
+pub fn agent_main(args: AgentArgs) -> anyhow::Result<()> {
+    check_name("host-id", &args.host_id)?;
+    check_name("environment", &args.environment)?;
+    check_name("region", &args.region)?;
+    check_name("zone", &args.zone)?;
+    if let Some(service) = &args.service {
+        check_name("service", service)?;
+    }
+    let host = HostIdentity { id: args.host_id, region: args.region, zone: args.zone };
+    let mut config = AgentConfig::new(args.server, args.token, args.environment, host, args.workdir);
+    config.service = args.service;
+    let workdir = config.workdir.display().to_string();
+    let mut agent = Agent::new(config).with_context(|| format!("cannot use the work directory {workdir}"))?;
+    eprintln!(
+        "rollwave agent: working in {}; current: {}",
+        agent.installer().workdir().display(),
+        agent.installer().current().unwrap_or("none")
+    );
+    agent.run(&AtomicBool::new(false));
+    Ok(())
+}
+
+/// Starts the fleet, relays its output, and stops it on Ctrl-C or SIGTERM (or when every
+/// agent has exited).
+pub fn fleet_main(args: FleetArgs) -> anyhow::Result<()> {
+    for zone in &args.zones {
+        check_name("zones", zone)?;
+    }
+    check_name("environment", &args.environment)?;
+    check_name("region", &args.region)?;
+    let Some(token) = args.token else {
+        anyhow::bail!("fleet up needs a token for its agents: pass --token or set ROLLWAVE_TOKEN");
+    };
+    let binary = match args.binary {
+        Some(b) => b,
+        None => std::env::current_exe().context("cannot find this program's path to start the agents")?,
+    };
+    std::fs::create_dir_all(&args.workdir).with_context(|| format!("cannot create {}", args.workdir.display()))?;
+    let config = FleetConfig {
+        binary,
+        server: args.server,
+        token: Some(token),
+        service: args.service,
+        environment: args.environment,
+        region: args.region,
+        zones: args.zones,
+        hosts_per_zone: args.hosts_per_zone,
+        workdir: args.workdir,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // Install the signal handlers before any agent starts, so none is missed.
+    let (mut interrupt, mut terminate) = runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok::<_, std::io::Error>((signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?))
+    })?;
+    let mut fleet = Fleet::start(&config)?;
+    eprintln!("rollwave fleet: {} agents started; Ctrl-C stops them", fleet.pids().len());
+    let why = runtime.block_on(async {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = interrupt.recv() => break "interrupted",
+                _ = terminate.recv() => break "terminated",
+                _ = tick.tick() => {
+                    for (host, status) in fleet.newly_exited() {
+                        eprintln!("rollwave fleet: agent {host} exited ({status})");
+                    }
+                    if fleet.running() == 0 {
+                        break "every agent exited";
+                    }
+                }
+            }
+        }
+    });
+    eprintln!("rollwave fleet: {why}; stopping the agents");
+    let stopped = fleet.stop(Duration::from_secs(10));
+    eprintln!(
+        "rollwave fleet: stopped ({} on SIGTERM, {} killed, {} had exited)",
+        stopped.terminated, stopped.killed, stopped.already_exited
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    struct AgentCli {
+        #[command(flatten)]
+        args: AgentArgs,
+    }
+
+    #[derive(Parser)]
+    struct FleetCli {
+        #[command(flatten)]
+        args: FleetArgs,
+    }
+
+    #[test]
+    fn the_flags_parse() {
+        AgentCli::command().debug_assert();
+        FleetCli::command().debug_assert();
+        let agent = AgentCli::try_parse_from([
+            "agent",
+            "--server",
+            "http://s",
+            "--token",
+            "t",
+            "--host-id",
+            "z1-1",
+            "--environment",
+            "prod",
+            "--region",
+            "r1",
+            "--zone",
+            "z1",
+        ])
+        .unwrap()
+        .args;
+        assert_eq!((agent.host_id.as_str(), agent.workdir.as_path()), ("z1-1", std::path::Path::new(".")));
+        let fleet = FleetCli::try_parse_from([
+            "up",
+            "--server",
+            "http://s",
+            "--environment",
+            "prod",
+            "--region",
+            "r1",
+            "--zones",
+            "a,b,c",
+            "--hosts-per-zone",
+            "2",
+            "--workdir",
+            "/tmp/fleet",
+        ])
+        .unwrap()
+        .args;
+        assert_eq!((fleet.zones.join(" ").as_str(), fleet.hosts_per_zone), ("a b c", 2));
+        let zero = ["up", "--server", "s", "--environment", "e", "--region", "r", "--zones", "a", "--workdir", "w"];
+        assert!(FleetCli::try_parse_from(zero.iter().chain(&["--hosts-per-zone", "0"])).is_err());
+    }
+}

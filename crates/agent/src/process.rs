@@ -96,15 +96,6 @@ pub fn kill_group(pgid: u32, signal: libc::c_int) {
     }
 }
 
-/// Sends `signal` to one process.
-pub fn kill_process(pid: u32, signal: libc::c_int) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else { return };
-    if pid > 1 {
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe { libc::kill(pid, signal) };
-    }
-}
-
 /// Runs `spec.script` with `sh -c` in its own process group, stdin from /dev/null and
 /// stdout and stderr into one pipe of which only the tail is kept. At the timeout the
 /// whole group gets SIGKILL. Returns once the command's main process has exited and its

@@ -33,8 +33,10 @@ const MAX_CONNECTION_BUFFER: usize = 64 * 1024;
 /// connection is kept.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long an idle pooled connection to a host is kept.
-const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an idle pooled connection to a host is kept, and how many are kept per
+/// host: enough for bursts, without holding thousands of sockets after one.
+const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+const UPSTREAM_IDLE_PER_HOST: usize = 512;
 
 /// Everything the router needs to run.
 #[derive(Clone, Debug)]
@@ -91,9 +93,12 @@ impl Router {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.connect_timeout));
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        if std::env::var("RW_CWRITEV").as_deref() == Ok("0") { builder.http1_writev(false); }
+        let client = builder
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(UPSTREAM_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(UPSTREAM_IDLE_PER_HOST)
             .build(connector);
         let shared = Arc::new(Shared {
             table: ArcSwap::from_pointee(table),
@@ -159,6 +164,9 @@ impl Drop for Router {
 async fn serve_proxy(listener: TcpListener, shared: Arc<Shared>, max_connections: usize, stop: watch::Receiver<bool>) {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_buf_size(MAX_CONNECTION_BUFFER);
+    // BENCH-KNOBS (temporary)
+    if std::env::var("RW_WRITEV").as_deref() == Ok("0") { http.writev(false); }
+    if std::env::var("RW_HRT").as_deref() == Ok("0") { http.header_read_timeout(None); }
     let limit = Arc::new(Semaphore::new(max_connections));
     let mut connections = tokio::task::JoinSet::new();
     let mut stopping = stop.clone();
@@ -246,12 +254,14 @@ fn admin_response(shared: &Shared, request: &Request<Incoming>) -> Response<Full
     response
 }
 
-/// What identifies a version of the routes file: modification time and length.
-type Stamp = Option<(SystemTime, u64)>;
+/// What identifies a version of the routes file: modification time, length and inode
+/// (a file moved into place is a new inode even within one tick of the clock).
+type Stamp = Option<(SystemTime, u64, u64)>;
 
 async fn stamp(path: &Path) -> Stamp {
+    use std::os::unix::fs::MetadataExt as _;
     let meta = tokio::fs::metadata(path).await.ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+    Some((meta.modified().ok()?, meta.len(), meta.ino()))
 }
 
 async fn load_routes(path: &Path) -> anyhow::Result<Routes> {
@@ -285,8 +295,10 @@ async fn watch_routes(
         last = now;
         match load_routes(&path).await {
             Ok(routes) => {
+                let (hosts, share) = (routes.hosts.len(), routes.canary_share);
                 shared.table.store(Arc::new(tables.build(routes)));
                 shared.metrics.reload(true);
+                eprintln!("rollwave router: routes reloaded: {hosts} hosts, canary share {share}");
             }
             Err(err) => {
                 eprintln!("rollwave router: keeping the previous routes: {err:#}");

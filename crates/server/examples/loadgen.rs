@@ -46,7 +46,7 @@ usage: loadgen --target 127.0.0.1:PORT [--token ADMIN_TOKEN] [options]
   --wait S           long-poll wait in seconds, 1 to 60 (default 10)
   --stagger S        hosts start spread over this many seconds (default 10)
   --warmup S         seconds from the start to the measurement window, at least --stagger (default 15)
-  --measure S        length of the measurement window in seconds (default 90)
+  --measure S        length of the measurement window in seconds (default 100)
   --release-at S     seconds into the window to create and approve the release (default 5)
   --install-ms MS    how long a simulated install takes; up to 20% more at random (default 1000)
   --service NAME     the service the manifest defines (default fleet)
@@ -81,7 +81,7 @@ impl Options {
             wait: Duration::from_secs(10),
             stagger: Duration::from_secs(10),
             warmup: Duration::from_secs(15),
-            measure: Duration::from_secs(90),
+            measure: Duration::from_secs(100),
             release_at: Duration::from_secs(5),
             install: Duration::from_millis(1000),
             service: "fleet".into(),
@@ -659,11 +659,12 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("loadgen CPU: {loadgen_cpu:.2} cores");
     println!(
-        "RESULT rps={rps:.1} {} {} {} errors={errors_in_window} at_once={at_once} outcome={} on_version={on_version} \
-         reported={reported} lead_s={} loadgen_cpu={loadgen_cpu:.2}",
+        "RESULT rps={rps:.1} {} {} {} {} errors={errors_in_window} at_once={at_once} outcome={} \
+         on_version={on_version} reported={reported} lead_s={} loadgen_cpu={loadgen_cpu:.2}",
         changed.keys("changed"),
         timed_out.keys("timedout"),
         reports.keys("report"),
+        registers.keys("register"),
         if outcome.is_empty() { "unknown" } else { &outcome },
         lead.map_or("-".to_owned(), |d| format!("{:.0}", d.as_secs_f64())),
     );

@@ -335,8 +335,22 @@ async fn desired(
     let look = || {
         app.node.read(|m| m.service(&service).and_then(|s| s.host(&environment, &host).map(|(e, h)| s.desired(e, h))))
     };
-    // Every poll is a heartbeat.
+    // Every poll is a heartbeat, and brings back a registered host that was lost.
     app.node.heard_from(&service, &environment, &host);
+    let lost = app.node.read(|m| {
+        m.service(&service).ok().and_then(|s| {
+            let env = s.env(&environment).ok()?;
+            let slot = *s.aliases.get(&(env, host.clone()))?;
+            let zone = s.plan.host_zone(env, slot);
+            (!s.engine.host_present(env, slot)).then(|| {
+                (s.plan.region_name(env, s.plan.zone_region(env, zone)).to_owned(), s.plan.zone_name(env, zone).to_owned())
+            })
+        })
+    });
+    if let Some((region, zone)) = lost {
+        let input = LogInput::RegisterHost { environment: environment.clone(), host: host.clone(), region, zone };
+        app.node.submit(&service, input, "agent").await?;
+    }
     let mut changed = app.node.changed.subscribe();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(60));
     loop {

@@ -9,6 +9,7 @@ pub mod client;
 pub mod error;
 mod exec;
 mod http;
+pub use http::MAX_BODY;
 pub mod metrics;
 pub mod node;
 pub mod openapi;

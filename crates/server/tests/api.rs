@@ -29,6 +29,10 @@ struct TestServer {
 
 impl TestServer {
     fn start(driver: Driver) -> Self {
+        Self::start_with(driver, Duration::from_secs(30))
+    }
+
+    fn start_with(driver: Driver, host_timeout: Duration) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let config = Config {
@@ -38,7 +42,7 @@ impl TestServer {
             driver,
             lease_ttl: Duration::from_secs(5),
             bootstrap_token: Some(ADMIN.into()),
-            host_timeout: Duration::from_secs(30),
+            host_timeout,
         };
         let running = runtime.block_on(rollwave_server::start(config)).unwrap();
         let server = TestServer { base: format!("http://{}", running.addr), node: running.node, runtime, _dir: dir };
@@ -60,6 +64,37 @@ impl TestServer {
 
     fn applied_seq(&self) -> i64 {
         self.node.read(|m| m.applied_seq)
+    }
+
+    /// Sends a body of `len` bytes by hand, so that the answer is read even though the
+    /// server stops reading at its limit (one byte over the limit is all it has to read).
+    fn oversized(&self, path: &str, len: usize) -> (u16, ErrorBody) {
+        use std::io::{Read, Write};
+        let addr = self.base.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            stream,
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ADMIN}\r\nContent-Type: application/json\r\n\
+             Content-Length: {len}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let _ = stream.write_all(&vec![b' '; len]);
+        // Read until the body is complete; the server may keep the connection open.
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut response = String::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            response.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if response.contains("\r\n\r\n") && response.trim_end().ends_with('}') {
+                break;
+            }
+        }
+        let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+        (status, serde_json::from_str(body).unwrap_or(ErrorBody { code: body.into(), message: response.clone(), details: serde_json::Value::Null }))
     }
 
     fn raw(&self, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> (u16, ErrorBody) {
@@ -116,8 +151,7 @@ fn bad_requests_get_json_errors_and_write_nothing() {
     let (status, body) = s.raw("POST", "/v1/services/shop/releases", Some(ADMIN), br#"{"version": "v2",,}"#);
     assert_eq!((status, body.code.as_str()), (400, "bad_request"));
     assert_eq!(body.details["col"], 18, "the second comma");
-    let big = vec![b' '; 2 * 1024 * 1024];
-    let (status, body) = s.raw("POST", "/v1/services/shop/releases", Some(ADMIN), &big);
+    let (status, body) = s.oversized("/v1/services/shop/releases", rollwave_server::MAX_BODY + 1);
     assert_eq!((status, body.code.as_str()), (413, "too_large"));
     let (status, _) = s.raw("GET", "/v1/services/nope", None, b"");
     assert_eq!(status, 404);
@@ -312,4 +346,68 @@ fn the_openapi_document_describes_every_route_the_client_uses() {
     }
     let metrics = ureq::get(format!("{}/metrics", s.base)).call().unwrap().body_mut().read_to_string().unwrap();
     assert!(metrics.contains("rollwave_leader 1"), "{metrics}");
+}
+
+#[test]
+fn exec_environments_run_their_commands_with_the_share_filled_in() {
+    let s = TestServer::start(Driver::Agent);
+    let out = s._dir.path().join("exec.log");
+    let manifest = format!(
+        "service: fn\n\
+         environments:\n\
+         \x20 prod:\n\
+         \x20   regions: {{ r1: {{ zones: {{ z1: 10 }} }} }}\n\
+         \x20   exec: {{ deploy: \"echo {{{{host}}}} {{{{version}}}} {{{{share}}}} >> {out}; echo deployed\", timeout: 10s }}\n\
+         strategy:\n\
+         \x20 one_box: {{ hosts: 1, max_share: 10%, bake: 0s }}\n\
+         \x20 rolling: {{ batch: 3, zone_bake: 0s }}\n\
+         stages:\n\
+         \x20 - {{ name: prod, environment: prod }}\n",
+        out = out.display()
+    );
+    let admin = s.client(Some(ADMIN));
+    admin.apply("fn.yaml", &manifest).unwrap();
+    admin.create_release("fn", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    s.wait_until("v2 completes through exec", || admin.release("fn", "v2").unwrap().release.outcome == "completed");
+    let log = std::fs::read_to_string(&out).unwrap();
+    let shares: Vec<u32> = log.lines().map(|l| l.split(' ').nth(2).unwrap().parse().unwrap()).collect();
+    assert_eq!(log.lines().count(), 10, "{log}");
+    assert!(log.lines().all(|l| l.contains(" v2 ")), "{log}");
+    assert_eq!(shares.first(), Some(&10), "the one-box is 10% of the region: {log}");
+    assert_eq!(shares.last(), Some(&100));
+    assert!(shares.windows(2).all(|w| w[0] <= w[1]), "{shares:?}");
+    let hooks: Vec<EventView> = admin.release("fn", "v2").unwrap().events.into_iter().filter(|e| e.kind == "hook").collect();
+    assert_eq!(hooks.len(), 10);
+    assert!(hooks.iter().all(|h| h.output.as_deref() == Some("deployed\n") && h.reason.as_deref().unwrap().starts_with("exec: ok")));
+}
+
+#[test]
+fn a_host_that_goes_silent_mid_deployment_is_lost_and_fails_its_zone() {
+    let s = TestServer::start_with(Driver::Agent, Duration::from_secs(2));
+    let admin = s.client(Some(ADMIN));
+    admin.apply("shop.yaml", MANIFEST).unwrap();
+    for host in ["b1-1", "b1-2"] {
+        let _: Registered = admin
+            .post(
+                "/v1/hosts/register",
+                &RegisterHost {
+                    service: Some("shop".into()),
+                    environment: "beta".into(),
+                    host: host.into(),
+                    region: Some("r1".into()),
+                    zone: Some("b1".into()),
+                },
+            )
+            .unwrap();
+    }
+    admin.create_release("shop", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    // Nobody polls or reports: both hosts fall silent, and the one-box deployment fails.
+    s.wait_until("v2 halts", || admin.release("shop", "v2").unwrap().release.outcome == "halted");
+    let events = admin.release("shop", "v2").unwrap().events;
+    let failed = events.iter().find(|e| e.kind == "host_failed").expect("a host_failed event");
+    assert_eq!(failed.scope, "beta/r1/b1/b1-1");
+    assert!(failed.reason.as_deref().unwrap().contains("host lost"), "{failed:?}");
+    // The zone now waits for its hosts to come back.
+    let release = admin.release("shop", "v2").unwrap().release;
+    assert!(release.reason.as_deref().unwrap().contains("failed in zone b1"), "{release:?}");
 }

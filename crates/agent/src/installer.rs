@@ -230,7 +230,12 @@ impl Installer {
     }
 
     /// Runs the `stop` hook of the release that is running, if any.
-    fn stop_running(&mut self, d: &Deployment, previous: &Option<String>, runs: &mut Vec<HookRun>) -> Result<(), DeployError> {
+    fn stop_running(
+        &mut self,
+        d: &Deployment,
+        previous: &Option<String>,
+        runs: &mut Vec<HookRun>,
+    ) -> Result<(), DeployError> {
         let Some(running) = self.state.active.clone() else { return Ok(()) };
         let running_dir = self.release_dir(&running);
         // Removed by hand, it has no stop hook left to run; failing on that would

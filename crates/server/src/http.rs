@@ -343,7 +343,10 @@ async fn desired(
             let slot = *s.aliases.get(&(env, host.clone()))?;
             let zone = s.plan.host_zone(env, slot);
             (!s.engine.host_present(env, slot)).then(|| {
-                (s.plan.region_name(env, s.plan.zone_region(env, zone)).to_owned(), s.plan.zone_name(env, zone).to_owned())
+                (
+                    s.plan.region_name(env, s.plan.zone_region(env, zone)).to_owned(),
+                    s.plan.zone_name(env, zone).to_owned(),
+                )
             })
         })
     });

@@ -94,7 +94,14 @@ impl TestServer {
         }
         let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
         let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
-        (status, serde_json::from_str(body).unwrap_or(ErrorBody { code: body.into(), message: response.clone(), details: serde_json::Value::Null }))
+        (
+            status,
+            serde_json::from_str(body).unwrap_or(ErrorBody {
+                code: body.into(),
+                message: response.clone(),
+                details: serde_json::Value::Null,
+            }),
+        )
     }
 
     fn raw(&self, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> (u16, ErrorBody) {
@@ -376,9 +383,14 @@ fn exec_environments_run_their_commands_with_the_share_filled_in() {
     assert_eq!(shares.first(), Some(&10), "the one-box is 10% of the region: {log}");
     assert_eq!(shares.last(), Some(&100));
     assert!(shares.windows(2).all(|w| w[0] <= w[1]), "{shares:?}");
-    let hooks: Vec<EventView> = admin.release("fn", "v2").unwrap().events.into_iter().filter(|e| e.kind == "hook").collect();
+    let hooks: Vec<EventView> =
+        admin.release("fn", "v2").unwrap().events.into_iter().filter(|e| e.kind == "hook").collect();
     assert_eq!(hooks.len(), 10);
-    assert!(hooks.iter().all(|h| h.output.as_deref() == Some("deployed\n") && h.reason.as_deref().unwrap().starts_with("exec: ok")));
+    assert!(
+        hooks
+            .iter()
+            .all(|h| h.output.as_deref() == Some("deployed\n") && h.reason.as_deref().unwrap().starts_with("exec: ok"))
+    );
 }
 
 #[test]

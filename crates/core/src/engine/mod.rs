@@ -147,6 +147,9 @@ struct HostState {
     /// Whether the host is there to deploy to: always, for fleets the engine is told
     /// about up front; once its agent registered (and until it is lost), otherwise.
     present: bool,
+    /// A deployment of this release failed on the host, which may have been left half
+    /// changed: a rollback of the release includes it, to put it back in a known state.
+    failed_deploy: Option<ReleaseId>,
 }
 
 #[derive(Clone, Copy)]
@@ -193,7 +196,8 @@ impl Engine {
                         history: Vec::new(),
                         op: None,
                         rollback_after: None,
-                        present: true
+                        present: true,
+                        failed_deploy: None,
                     };
                     e.hosts.len()
                 ]
@@ -618,6 +622,7 @@ impl Engine {
         let rollback_after = state.rollback_after.take();
         let succeeded = result.is_ok();
         if succeeded {
+            state.failed_deploy = None;
             match op.kind {
                 OpKind::Rollout { .. } => {
                     let old = std::mem::replace(&mut state.version, op.target);
@@ -626,12 +631,16 @@ impl Engine {
                         state.history.remove(0);
                     }
                 }
+                // Putting a failed host back on the version it has changes no history.
+                OpKind::Rollback { .. } if op.target == state.version => {}
                 OpKind::Rollback { .. } => {
                     let keep = state.history.iter().rposition(|&v| v == op.target).unwrap_or(0);
                     state.history.truncate(keep);
                     state.version = op.target;
                 }
             }
+        } else if matches!(op.kind, OpKind::Rollout { .. }) {
+            state.failed_deploy = Some(op.target);
         }
         match op.kind {
             OpKind::Rollout { stage, wave } => {
@@ -817,7 +826,9 @@ impl Engine {
 
     fn host_runs(&self, env: EnvId, host: HostId, release: ReleaseId) -> bool {
         let h = &self.hosts[env.idx()][host.idx()];
-        h.version == release || h.op.is_some_and(|op| op.target == release && matches!(op.kind, OpKind::Rollout { .. }))
+        h.version == release
+            || h.failed_deploy == Some(release)
+            || h.op.is_some_and(|op| op.target == release && matches!(op.kind, OpKind::Rollout { .. }))
     }
 
     /// Hosts of `scope` that lie in `regions`.
@@ -919,11 +930,16 @@ impl Engine {
             for (host, job) in batch {
                 let Some(below) = self.rollback_jobs.get(&job).map(|j| j.below) else { continue };
                 let state = &self.hosts[env.idx()][host.idx()];
-                if state.version < below {
+                let half_changed = state.failed_deploy.is_some_and(|r| r >= below);
+                if state.version < below && !half_changed {
                     self.job_host_done(job);
                     continue;
                 }
-                let target = state.history.iter().rev().find(|&&v| v < below).copied().unwrap_or(ReleaseId(0));
+                let target = if state.version < below {
+                    state.version
+                } else {
+                    state.history.iter().rev().find(|&&v| v < below).copied().unwrap_or(ReleaseId(0))
+                };
                 groups.entry((target, job)).or_default().push(host);
             }
             let timeout = self.deploy_timeout_for(env);

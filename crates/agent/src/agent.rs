@@ -22,6 +22,8 @@ pub struct AgentConfig {
     pub token: String,
     /// Left out, the server finds the one service with this environment, region and zone.
     pub service: Option<String>,
+    /// Where the host's service answers, told to the server for routers.
+    pub address: Option<String>,
     pub environment: String,
     pub host: HostIdentity,
     pub workdir: PathBuf,
@@ -45,6 +47,7 @@ impl AgentConfig {
             server: server.into(),
             token: token.into(),
             service: None,
+            address: None,
             environment: environment.into(),
             host,
             workdir: workdir.into(),
@@ -188,6 +191,7 @@ impl Agent {
             host: self.config.host.id.clone(),
             region: Some(self.config.host.region.clone()),
             zone: Some(self.config.host.zone.clone()),
+            address: self.config.address.clone(),
         };
         let registered: Registered = self.client.post("/v1/hosts/register", &request)?;
         let slot = Slot { service: registered.service, host: registered.host };

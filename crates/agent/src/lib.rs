@@ -57,6 +57,9 @@ pub struct AgentArgs {
     /// The service; may be left out when only one has this environment, region and zone.
     #[arg(long, env = "ROLLWAVE_SERVICE")]
     pub service: Option<String>,
+    /// Where this host's service answers (`host:port`), so routers can send it traffic.
+    #[arg(long, env = "ROLLWAVE_ADDRESS")]
+    pub address: Option<String>,
 }
 
 /// `rollwave fleet up`: run many agents on this machine, `--hosts-per-zone` per zone.
@@ -105,6 +108,7 @@ pub fn agent_main(args: AgentArgs) -> anyhow::Result<()> {
     let host = HostIdentity { id: args.host_id, region: args.region, zone: args.zone };
     let mut config = AgentConfig::new(args.server, args.token, args.environment, host, args.workdir);
     config.service = args.service;
+    config.address = args.address;
     let workdir = config.workdir.display().to_string();
     let mut agent = Agent::new(config).with_context(|| format!("cannot use the work directory {workdir}"))?;
     eprintln!(

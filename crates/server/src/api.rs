@@ -152,6 +152,9 @@ pub struct RegisterHost {
     pub region: Option<String>,
     #[serde(default)]
     pub zone: Option<String>,
+    /// Where the host's service answers (`host:port`), for routers.
+    #[serde(default)]
+    pub address: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -235,4 +238,68 @@ pub struct Cluster {
     pub lease_holder: Option<String>,
     pub lease_term: Option<i64>,
     pub applied_seq: i64,
+}
+
+/// The routing table of one service in one region, for `rollwave router`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Routes {
+    /// Fixed for one release, so that a growing share never moves anyone back.
+    pub salt: String,
+    /// Share of requests for the canary track, in basis points (10000 = 100%).
+    pub canary_share: u32,
+    /// The release deploying in this region, if any: its hosts are the canary track.
+    #[serde(default)]
+    pub release: Option<String>,
+    pub hosts: Vec<RouteHost>,
+    /// Changes whenever the table may have: pass it as `after` to wait for the next one.
+    pub generation: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RouteHost {
+    pub host: String,
+    pub address: String,
+    pub version: String,
+    /// `stable` or `canary`.
+    pub track: String,
+    /// About to be (or being) deployed: no new requests.
+    pub draining: bool,
+}
+
+/// Upper bounds (ms) of the latency histogram buckets every push uses; one more bucket
+/// counts what is slower.
+pub const LATENCY_BOUNDS_MS: [f64; 12] =
+    [5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 800.0, 1000.0, 2500.0, 5000.0, 10000.0];
+
+/// Traffic seen since the last push, per host and version.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MetricsPush {
+    pub service: String,
+    pub environment: String,
+    pub samples: Vec<MetricSample>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MetricSample {
+    /// The host's id, or the address the router knows it by.
+    pub host: String,
+    pub version: String,
+    pub requests: u64,
+    /// Responses with a 5xx status, or failed connections.
+    pub errors: u64,
+    /// Counts per bucket of [`LATENCY_BOUNDS_MS`], plus one for slower.
+    #[serde(default)]
+    pub latency_buckets: Vec<u64>,
+}
+
+/// A built-in metric over time, for `GET /v1/metrics`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MetricSeries {
+    pub service: String,
+    pub metric: String,
+    /// `environment`, `environment/region`, `environment/region/zone` or a host.
+    pub scope: String,
+    pub version: Option<String>,
+    /// (unix ms at the start of the 10 s bin, value); bins without traffic are left out.
+    pub points: Vec<(i64, f64)>,
 }

@@ -50,6 +50,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/events/stream", get(stream))
         .route("/v1/tokens", post(create_token))
         .route("/v1/cluster", get(cluster))
+        .route("/v1/services/{service}/routes/{environment}/{region}", get(routes))
+        .route("/v1/metrics", get(query_metrics).post(push_metrics))
         .fallback(|| async { ApiError::not_found("no such endpoint; see /v1/openapi.json") })
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), observe))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
@@ -306,7 +308,13 @@ async fn register_host(
         }
     };
     actor.require_host(&format!("{service}/{}/{}", req.environment, req.host))?;
-    let input = LogInput::RegisterHost { environment: req.environment.clone(), host: req.host.clone(), region, zone };
+    let input = LogInput::RegisterHost {
+        environment: req.environment.clone(),
+        host: req.host.clone(),
+        region,
+        zone,
+        address: req.address.clone(),
+    };
     app.node.submit(&service, input, &actor.name).await?;
     app.node.heard_from(&service, &req.environment, &req.host);
     app.node.read(|m| {
@@ -351,7 +359,13 @@ async fn desired(
         })
     });
     if let Some((region, zone)) = lost {
-        let input = LogInput::RegisterHost { environment: environment.clone(), host: host.clone(), region, zone };
+        let input = LogInput::RegisterHost {
+            environment: environment.clone(),
+            host: host.clone(),
+            region,
+            zone,
+            address: None,
+        };
         app.node.submit(&service, input, "agent").await?;
     }
     let mut changed = app.node.changed.subscribe();
@@ -482,4 +496,142 @@ async fn cluster(State(app): Shared) -> Result<Json<Cluster>, ApiError> {
         lease_term: lease.as_ref().map(|l| l.1),
         applied_seq: app.node.read(|m| m.applied_seq),
     }))
+}
+
+#[derive(Deserialize)]
+struct RoutesQuery {
+    #[serde(default)]
+    after: Option<i64>,
+    #[serde(default)]
+    wait: Option<u64>,
+}
+
+/// A region's routing table; with `after`, waits (up to `wait` s) for a newer one.
+async fn routes(
+    State(app): Shared,
+    Path((service, environment, region)): Path<(String, String, String)>,
+    query: Result<Query<RoutesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Routes>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let look = || app.node.read(|m| m.service(&service).and_then(|s| s.routes(&environment, &region, m.applied_seq)));
+    let mut changed = app.node.changed.subscribe();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(60));
+    let first = look()?;
+    if q.after.is_none_or(|after| after < first.generation) {
+        return Ok(Json(first));
+    }
+    // The caller has this table: answer when it changes (generations alone do not count).
+    let same = |a: &Routes, b: &Routes| Routes { generation: 0, ..a.clone() } == Routes { generation: 0, ..b.clone() };
+    loop {
+        if tokio::time::timeout_at(deadline, changed.changed()).await.is_err() {
+            return look().map(Json);
+        }
+        let next = look()?;
+        if !same(&next, &first) {
+            return Ok(Json(next));
+        }
+    }
+}
+
+async fn push_metrics(
+    State(app): Shared,
+    headers: HeaderMap,
+    Body(push): Body<MetricsPush>,
+) -> Result<Json<Accepted>, ApiError> {
+    let actor = actor(&app, &headers).await?;
+    let own = actor.role == Role::Agent
+        && actor.host.as_deref().is_some_and(|h| h.starts_with(&format!("{}/", push.service)));
+    if !own {
+        actor.require(Role::Deployer)?;
+    }
+    let now = rollwave_store::now_ms();
+    let rows: Vec<rollwave_store::MetricRow> = app.node.read(|m| {
+        let s = m.service(&push.service)?;
+        let env = s.env(&push.environment)?;
+        let by_address: std::collections::HashMap<&str, rollwave_core::plan::HostId> =
+            s.addresses.iter().filter(|((e, _), _)| *e == env).map(|((_, h), a)| (a.as_str(), *h)).collect();
+        push.samples
+            .iter()
+            .map(|sample| {
+                let host = match by_address.get(sample.host.as_str()) {
+                    Some(&h) => h,
+                    None => s.host(&push.environment, &sample.host)?.1,
+                };
+                Ok(rollwave_store::MetricRow {
+                    service: push.service.clone(),
+                    environment: push.environment.clone(),
+                    host: s.plan.host_name(env, host).to_owned(),
+                    version: sample.version.clone(),
+                    at_ms: now,
+                    requests: sample.requests as i64,
+                    errors: sample.errors as i64,
+                    buckets: sample.latency_buckets.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
+                })
+            })
+            .collect::<Result<Vec<_>, ApiError>>()
+    })?;
+    app.node.store.insert_metrics(&rows).await?;
+    Ok(Json(Accepted { ok: true }))
+}
+
+#[derive(Deserialize)]
+struct MetricsQuery {
+    service: String,
+    metric: String,
+    /// `environment`, `environment/region`, `environment/region/zone` or `environment/host`.
+    scope: String,
+    #[serde(default)]
+    version: Option<String>,
+    /// Seconds back from now; default 1 hour.
+    #[serde(default)]
+    since: Option<u64>,
+}
+
+/// A built-in metric in 10 s bins.
+async fn query_metrics(
+    State(app): Shared,
+    query: Result<Query<MetricsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<MetricSeries>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if !crate::signals::BUILTIN.contains(&q.metric.as_str()) {
+        return Err(ApiError::invalid(format!(
+            "unknown metric {:?}; use {}",
+            q.metric,
+            crate::signals::BUILTIN.join(", ")
+        )));
+    }
+    let now = rollwave_store::now_ms();
+    let from = now - q.since.unwrap_or(3600).min(7 * 86_400) as i64 * 1000;
+    let rows = app.node.store.metrics(&q.service, from, now + 1).await?;
+    let in_scope: Vec<&rollwave_store::MetricRow> = app.node.read(|m| {
+        let s = m.service(&q.service)?;
+        let scope = s.scope(&q.scope)?;
+        Ok::<_, ApiError>(
+            rows.iter()
+                .filter(|r| q.version.as_ref().is_none_or(|v| *v == r.version))
+                .filter(|r| {
+                    let Ok((env, host)) = s.host(&r.environment, &r.host) else { return false };
+                    let zone = s.plan.host_zone(env, host);
+                    match scope {
+                        rollwave_core::engine::Scope::Environment(e) => e == env,
+                        rollwave_core::engine::Scope::Region(e, reg) => {
+                            e == env && s.plan.zone_region(env, zone) == reg
+                        }
+                        rollwave_core::engine::Scope::Zone(e, z) => e == env && z == zone,
+                        rollwave_core::engine::Scope::Host(e, h) => e == env && h == host,
+                    }
+                })
+                .collect(),
+        )
+    })?;
+    let bin = crate::signals::BIN_MS;
+    let mut bins: std::collections::BTreeMap<i64, crate::signals::Traffic> = std::collections::BTreeMap::new();
+    for r in in_scope {
+        bins.entry(r.at_ms.div_euclid(bin) * bin).or_default().add(r);
+    }
+    let points = bins
+        .into_iter()
+        .filter_map(|(t, traffic)| traffic.metric(&q.metric, bin as f64 / 1000.0).map(|v| (t, v)))
+        .collect();
+    Ok(Json(MetricSeries { service: q.service, metric: q.metric, scope: q.scope, version: q.version, points }))
 }

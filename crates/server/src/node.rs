@@ -326,6 +326,8 @@ impl Node {
         let mut renew = tokio::time::interval(renew_every);
         let leading_since = now_ms();
         let mut sweep = tokio::time::interval(Duration::from_secs(1));
+        let mut signals = crate::signals::Signals::default();
+        let mut last_prune = 0;
         let mut poll = tokio::time::interval(Duration::from_millis(100));
         let mut batch: Vec<Request> = Vec::new();
         loop {
@@ -357,6 +359,15 @@ impl Node {
                     // reported stay absent until they register again.
                     self.flush_heartbeats().await;
                     batch.extend(self.lost_hosts(leading_since).await);
+                    let now = now_ms();
+                    for (service, input) in signals.due(&self.store, &self.model, now).await {
+                        batch.push(Request { service, input, actor: "signals".into(), reply: None, inbox_id: None });
+                    }
+                    if now - last_prune > 60_000 {
+                        last_prune = now;
+                        let watch = self.read(|m| m.services.values().map(|s| s.plan.manifest.watch).max()).unwrap_or_default();
+                        let _ = self.store.prune_metrics(now - watch.as_millis() as i64 - 60_000).await;
+                    }
                 }
                 _ = renew.tick() => {
                     match self.store.acquire_lease(&self.config.node_id, Some(&lease), self.config.lease_ttl).await {
@@ -480,11 +491,10 @@ impl Node {
         }
         self.changed.send_modify(|n| *n += 1);
         for (r, result, through) in outcomes {
-            if result.is_ok()
-                && r.actor != "clock"
-                && r.actor != "driver"
-                && !matches!(r.input, LogInput::HostReport { .. })
-            {
+            // People's changes are audited; what machines report is in the log already.
+            let machine = ["clock", "driver", "signals", "agent"].contains(&r.actor.as_str());
+            let report = matches!(r.input, LogInput::HostReport { .. } | LogInput::RegisterHost { .. });
+            if result.is_ok() && !machine && !report {
                 let detail = serde_json::json!({ "service": r.service, "input": r.input }).to_string();
                 if let Err(e) = self.store.audit(&r.actor, r.input.action_name(), &detail).await {
                     tracing::warn!("the audit log could not be written: {e}");

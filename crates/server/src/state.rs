@@ -42,6 +42,8 @@ pub enum LogInput {
         host: String,
         region: String,
         zone: String,
+        #[serde(default)]
+        address: Option<String>,
     },
     HostReport {
         environment: String,
@@ -57,6 +59,21 @@ pub enum LogInput {
         environment: String,
         host: String,
     },
+    /// An alarm instance changed state. `scope` is `environment`, `environment/region`,
+    /// `environment/region/zone` or `environment/host`, as the alarm's scope says.
+    Alarm {
+        alarm: String,
+        scope: String,
+        state: String,
+        reason: String,
+    },
+    /// Requests a version served in a zone: the data points bakes wait for.
+    Served {
+        environment: String,
+        zone: String,
+        version: String,
+        requests: u64,
+    },
     Tick,
 }
 
@@ -70,6 +87,8 @@ impl LogInput {
             LogInput::HostReport { .. } => "host_report",
             LogInput::RegisterHost { .. } => "register_host",
             LogInput::HostLost { .. } => "host_lost",
+            LogInput::Alarm { .. } => "alarm",
+            LogInput::Served { .. } => "served",
             LogInput::Tick => "tick",
         }
     }
@@ -122,6 +141,8 @@ pub struct ServiceState {
     pub desired: BTreeMap<(EnvId, HostId), u64>,
     /// Agents' host ids and the slots they took.
     pub aliases: BTreeMap<(EnvId, String), HostId>,
+    /// Where each host's service answers, as its agent said.
+    pub addresses: BTreeMap<(EnvId, HostId), String>,
     pub agents: bool,
 }
 
@@ -188,6 +209,7 @@ impl ReadModel {
                             blocked: BTreeMap::new(),
                             desired: BTreeMap::new(),
                             aliases: BTreeMap::new(),
+                            addresses: BTreeMap::new(),
                             agents: *agents,
                         },
                     );
@@ -196,9 +218,12 @@ impl ReadModel {
             return Ok(Applied::default());
         }
         let s = self.services.get_mut(service).ok_or_else(|| ApiError::not_found(format!("no service {service:?}")))?;
-        if let LogInput::RegisterHost { environment, host, region, zone } = input {
+        if let LogInput::RegisterHost { environment, host, region, zone, address } = input {
             let (env, slot) = s.assign_slot(environment, host, region, zone)?;
             s.aliases.insert((env, host.clone()), slot);
+            if let Some(a) = address {
+                s.addresses.insert((env, slot), a.clone());
+            }
             s.engine
                 .handle(now, Input::HostJoined { env, host: slot })
                 .map_err(|e| ApiError::conflict(e.to_string()))?;
@@ -401,6 +426,29 @@ impl ServiceState {
                 let (env, host) = self.host(environment, host)?;
                 Input::HostLost { env, host }
             }
+            LogInput::Alarm { alarm, scope, state, reason } => {
+                let index = self
+                    .plan
+                    .manifest
+                    .alarm_named(alarm)
+                    .ok_or_else(|| ApiError::not_found(format!("service {} has no alarm {alarm:?}", self.name)))?;
+                let state = match state.as_str() {
+                    "OK" => rollwave_core::alarm::AlarmState::Ok,
+                    "ALARM" => rollwave_core::alarm::AlarmState::Alarm,
+                    "INSUFFICIENT_DATA" => rollwave_core::alarm::AlarmState::InsufficientData,
+                    other => return Err(ApiError::invalid(format!("no alarm state {other:?}"))),
+                };
+                Input::Alarm { alarm: index, scope: self.scope(scope)?, state, reason: reason.clone() }
+            }
+            LogInput::Served { environment, zone, version, requests } => {
+                let env = self.env(environment)?;
+                let zone = self.zone(env, zone)?;
+                let version = self
+                    .engine
+                    .release_named(version)
+                    .ok_or_else(|| ApiError::not_found(format!("no release {version:?}")))?;
+                Input::Served { env, zone, version, requests: *requests }
+            }
             LogInput::CreateRelease { version, .. } => {
                 rollwave_manifest::yaml::check_name(version).map_err(ApiError::invalid)?;
                 Input::CreateRelease { version: version.clone() }
@@ -452,6 +500,89 @@ impl ServiceState {
             .host_named(env, host)
             .ok_or_else(|| ApiError::not_found(format!("no host {host:?} in that environment")))?;
         Ok((env, h))
+    }
+
+    pub fn zone(&self, env: EnvId, name: &str) -> Result<rollwave_core::plan::ZoneId, ApiError> {
+        (0..self.plan.env(env).zones.len() as u32)
+            .map(rollwave_core::plan::ZoneId)
+            .find(|&z| self.plan.zone_name(env, z) == name)
+            .ok_or_else(|| ApiError::not_found(format!("no zone {name:?}")))
+    }
+
+    pub fn region(&self, env: EnvId, name: &str) -> Result<rollwave_core::plan::RegionId, ApiError> {
+        (0..self.plan.env(env).regions.len() as u16)
+            .map(rollwave_core::plan::RegionId)
+            .find(|&r| self.plan.region_name(env, r) == name)
+            .ok_or_else(|| ApiError::not_found(format!("no region {name:?}")))
+    }
+
+    /// `env`, `env/region`, `env/region/zone` or `env/host`.
+    pub fn scope(&self, path: &str) -> Result<rollwave_core::engine::Scope, ApiError> {
+        use rollwave_core::engine::Scope;
+        let parts: Vec<&str> = path.split('/').collect();
+        let env = self.env(parts[0])?;
+        Ok(match parts.as_slice() {
+            [_] => Scope::Environment(env),
+            [_, second] => match self.region(env, second) {
+                Ok(r) => Scope::Region(env, r),
+                Err(_) => Scope::Host(env, self.host(parts[0], second)?.1),
+            },
+            [_, region, zone] => {
+                self.region(env, region)?;
+                Scope::Zone(env, self.zone(env, zone)?)
+            }
+            _ => return Err(ApiError::invalid(format!("bad scope {path:?}"))),
+        })
+    }
+
+    /// The routing table of a region: the hosts of the release deploying there are the
+    /// canary track, the others stable.
+    pub fn routes(&self, environment: &str, region: &str, generation: i64) -> Result<Routes, ApiError> {
+        let env = self.env(environment)?;
+        let region = self.region(env, region)?;
+        let canary = self
+            .engine
+            .releases()
+            .into_iter()
+            .filter(|r| matches!(r.status, ReleaseStatus::InProgress | ReleaseStatus::Halted))
+            .filter(|r| {
+                r.position.is_some_and(|(s, w, active)| {
+                    let stage = &self.plan.manifest.stages[s.idx()];
+                    active && stage.environment == env.idx() && stage.waves[w].regions.contains(&region.idx())
+                })
+            })
+            .map(|r| r.id)
+            .next_back();
+        let region_hosts = self.plan.env(env).regions[region.idx()].hosts.clone();
+        let total = region_hosts.len().max(1) as u32;
+        let mut hosts = Vec::new();
+        let mut on_canary = 0;
+        for h in region_hosts.map(HostId) {
+            let version = self.engine.host_version(env, h);
+            let is_canary = canary == Some(version);
+            if is_canary {
+                on_canary += 1;
+            }
+            let Some(address) = self.addresses.get(&(env, h)) else { continue };
+            if !self.engine.host_present(env, h) {
+                continue;
+            }
+            hosts.push(RouteHost {
+                host: self.plan.host_name(env, h).to_owned(),
+                address: address.clone(),
+                version: self.engine.version_name(version).to_owned(),
+                track: if is_canary { "canary" } else { "stable" }.into(),
+                draining: self.engine.host_op(env, h).is_some(),
+            });
+        }
+        let release = canary.map(|c| self.engine.version_name(c).to_owned());
+        Ok(Routes {
+            salt: format!("{}-{}", self.name, release.as_deref().unwrap_or("stable")),
+            canary_share: on_canary * 10_000 / total,
+            release,
+            hosts,
+            generation,
+        })
     }
 
     pub fn stage(&self, name: &str) -> Result<StageId, ApiError> {

@@ -1,11 +1,12 @@
 //! The API over real HTTP against a server in this process with a real SQLite file.
 
+mod support;
+
+use rollwave_server::Driver;
 use rollwave_server::api::*;
 use rollwave_server::client::{Client, ClientError};
-use rollwave_server::{Config, Driver};
-use std::time::{Duration, Instant};
-
-const ADMIN: &str = "rw_admin_secret_for_tests";
+use std::time::Duration;
+use support::{ADMIN, TestServer};
 
 const MANIFEST: &str = "\
 service: shop
@@ -19,120 +20,6 @@ stages:
   - { name: beta, environment: beta, bake: 0s }
   - { name: prod, environment: prod, approval: true, bake: 1s }
 ";
-
-struct TestServer {
-    base: String,
-    runtime: tokio::runtime::Runtime,
-    node: std::sync::Arc<rollwave_server::Node>,
-    _dir: tempfile::TempDir,
-}
-
-impl TestServer {
-    fn start(driver: Driver) -> Self {
-        Self::start_with(driver, Duration::from_secs(30))
-    }
-
-    fn start_with(driver: Driver, host_timeout: Duration) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let config = Config {
-            db: format!("sqlite://{}", dir.path().join("api.db").display()),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            node_id: "test".into(),
-            driver,
-            lease_ttl: Duration::from_secs(5),
-            bootstrap_token: Some(ADMIN.into()),
-            host_timeout,
-        };
-        let running = runtime.block_on(rollwave_server::start(config)).unwrap();
-        let server = TestServer { base: format!("http://{}", running.addr), node: running.node, runtime, _dir: dir };
-        server.wait_until("the replica leads", || server.node.is_leader());
-        server
-    }
-
-    fn client(&self, token: Option<&str>) -> Client {
-        Client::new(&self.base, token.map(str::to_owned))
-    }
-
-    fn wait_until(&self, what: &str, mut ok: impl FnMut() -> bool) {
-        let start = Instant::now();
-        while !ok() {
-            assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting until {what}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn applied_seq(&self) -> i64 {
-        self.node.read(|m| m.applied_seq)
-    }
-
-    /// Sends a body of `len` bytes by hand, so that the answer is read even though the
-    /// server stops reading at its limit (one byte over the limit is all it has to read).
-    fn oversized(&self, path: &str, len: usize) -> (u16, ErrorBody) {
-        use std::io::{Read, Write};
-        let addr = self.base.trim_start_matches("http://");
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        write!(
-            stream,
-            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ADMIN}\r\nContent-Type: application/json\r\n\
-             Content-Length: {len}\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let _ = stream.write_all(&vec![b' '; len]);
-        // Read until the body is complete; the server may keep the connection open.
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut response = String::new();
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stream.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            response.push_str(&String::from_utf8_lossy(&buf[..n]));
-            if response.contains("\r\n\r\n") && response.trim_end().ends_with('}') {
-                break;
-            }
-        }
-        let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(body).unwrap_or(ErrorBody {
-                code: body.into(),
-                message: response.clone(),
-                details: serde_json::Value::Null,
-            }),
-        )
-    }
-
-    fn raw(&self, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> (u16, ErrorBody) {
-        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-        let url = format!("{}{path}", self.base);
-        let mut response = match method {
-            "GET" => {
-                let mut r = agent.get(&url);
-                if let Some(t) = token {
-                    r = r.header("Authorization", format!("Bearer {t}"));
-                }
-                r.call().unwrap()
-            }
-            _ => {
-                let mut r = agent.post(&url).header("Content-Type", "application/json");
-                if let Some(t) = token {
-                    r = r.header("Authorization", format!("Bearer {t}"));
-                }
-                r.send(body).unwrap()
-            }
-        };
-        let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string().unwrap_or_default();
-        let body = serde_json::from_str(&text).unwrap_or(ErrorBody {
-            code: text,
-            message: String::new(),
-            details: serde_json::Value::Null,
-        });
-        (status, body)
-    }
-}
 
 fn api_status(e: ClientError) -> (u16, String) {
     match e {
@@ -286,6 +173,7 @@ fn agents_speak_only_for_their_own_host() {
                 host: host.into(),
                 region: Some("r1".into()),
                 zone: Some("b1".into()),
+                address: None,
             },
         )
     };
@@ -408,6 +296,7 @@ fn a_host_that_goes_silent_mid_deployment_is_lost_and_fails_its_zone() {
                     host: host.into(),
                     region: Some("r1".into()),
                     zone: Some("b1".into()),
+                    address: None,
                 },
             )
             .unwrap();

@@ -1,0 +1,206 @@
+//! Built-in health signals: what routers push is stored per host and version; the leader
+//! turns it into alarm states (CloudWatch semantics, the core's evaluator) and data points
+//! for bakes, and hands both to the engines as inputs.
+
+use crate::api::LATENCY_BOUNDS_MS;
+use crate::state::{LogInput, ReadModel};
+use rollwave_core::alarm::{AlarmScope, Evaluator, MetricSource};
+use rollwave_store::MetricRow;
+use std::collections::{BTreeMap, HashMap};
+
+/// Pushes may arrive this long after the end of the period they belong to.
+pub const GRACE_MS: i64 = 2_000;
+/// Data points for bakes are counted in bins of this length.
+pub const BIN_MS: i64 = 10_000;
+
+/// The metrics rollwave measures itself.
+pub const BUILTIN: [&str; 3] = ["error_rate", "latency_p99_ms", "request_rate"];
+
+/// Requests, errors and a latency histogram, summed over some hosts and time.
+#[derive(Clone, Debug, Default)]
+pub struct Traffic {
+    pub requests: u64,
+    pub errors: u64,
+    pub buckets: Vec<u64>,
+}
+
+impl Traffic {
+    pub fn add(&mut self, row: &MetricRow) {
+        self.requests += row.requests.max(0) as u64;
+        self.errors += row.errors.max(0) as u64;
+        for (i, n) in row.buckets.split(',').filter_map(|c| c.trim().parse::<u64>().ok()).enumerate() {
+            if self.buckets.len() <= i {
+                self.buckets.resize(i + 1, 0);
+            }
+            self.buckets[i] += n;
+        }
+    }
+
+    /// The 99th percentile, as the upper bound of the bucket it falls in.
+    pub fn p99(&self) -> Option<f64> {
+        let total: u64 = self.buckets.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = (total as f64 * 0.99).ceil() as u64;
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some(
+                    LATENCY_BOUNDS_MS.get(i).copied().unwrap_or(2.0 * LATENCY_BOUNDS_MS[LATENCY_BOUNDS_MS.len() - 1]),
+                );
+            }
+        }
+        None
+    }
+
+    pub fn metric(&self, metric: &str, period_s: f64) -> Option<f64> {
+        match metric {
+            "request_rate" => Some(self.requests as f64 / period_s),
+            _ if self.requests == 0 => None,
+            "error_rate" => Some(self.errors as f64 / self.requests as f64),
+            "latency_p99_ms" => self.p99(),
+            _ => None,
+        }
+    }
+}
+
+/// Where a host sits, by names: (environment, region, zone).
+fn place(model: &ReadModel, service: &str, environment: &str, host: &str) -> Option<(String, String, String)> {
+    let s = model.services.get(service)?;
+    let (env, h) = s.host(environment, host).ok()?;
+    let zone = s.plan.host_zone(env, h);
+    let region = s.plan.zone_region(env, zone);
+    Some((
+        s.plan.manifest.environments[env.idx()].name.clone(),
+        s.plan.region_name(env, region).to_owned(),
+        s.plan.zone_name(env, zone).to_owned(),
+    ))
+}
+
+/// The leader's alarm evaluators and where each alarm got to.
+#[derive(Default)]
+pub struct Signals {
+    evaluators: HashMap<(String, usize, String), Evaluator>,
+    evaluated_until: HashMap<(String, usize), i64>,
+    served_until: HashMap<String, i64>,
+}
+
+impl Signals {
+    /// Inputs for every alarm period and data-point bin that has ended since last time.
+    pub async fn due(
+        &mut self,
+        store: &rollwave_store::Store,
+        model: &std::sync::RwLock<ReadModel>,
+        now_ms: i64,
+    ) -> Vec<(String, LogInput)> {
+        let services: Vec<(String, Vec<(usize, rollwave_core::alarm::AlarmSpec)>)> = {
+            let m = model.read().unwrap_or_else(|p| p.into_inner());
+            m.services
+                .values()
+                .map(|s| {
+                    let alarms = s
+                        .plan
+                        .manifest
+                        .alarms
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, a)| a.source == MetricSource::Builtin && BUILTIN.contains(&a.metric.as_str()))
+                        .map(|(i, a)| (i, a.clone()))
+                        .collect();
+                    (s.name.clone(), alarms)
+                })
+                .collect()
+        };
+        let mut inputs = Vec::new();
+        for (service, alarms) in services {
+            let longest = alarms.iter().map(|(_, a)| a.period.as_millis() as i64).max().unwrap_or(0).max(BIN_MS);
+            let Ok(rows) = store.metrics(&service, now_ms - longest - GRACE_MS - BIN_MS, now_ms).await else {
+                continue;
+            };
+            // Data points, per finished bin.
+            let bin_end = (now_ms - GRACE_MS).div_euclid(BIN_MS) * BIN_MS;
+            let from = *self.served_until.entry(service.clone()).or_insert(bin_end);
+            if bin_end > from {
+                let mut served: BTreeMap<(String, String, String), u64> = BTreeMap::new();
+                {
+                    let m = model.read().unwrap_or_else(|p| p.into_inner());
+                    for r in rows.iter().filter(|r| r.at_ms >= from && r.at_ms < bin_end) {
+                        if let Some((env, _, zone)) = place(&m, &service, &r.environment, &r.host) {
+                            *served.entry((env, zone, r.version.clone())).or_default() += r.requests.max(0) as u64;
+                        }
+                    }
+                    let known = |v: &str| m.services.get(&service).is_some_and(|s| s.engine.release_named(v).is_some());
+                    served.retain(|(_, _, v), n| *n > 0 && known(v));
+                }
+                for ((environment, zone, version), requests) in served {
+                    inputs.push((service.clone(), LogInput::Served { environment, zone, version, requests }));
+                }
+                self.served_until.insert(service.clone(), bin_end);
+            }
+            for (index, spec) in alarms {
+                let period = spec.period.as_millis() as i64;
+                let end = (now_ms - GRACE_MS).div_euclid(period) * period;
+                let last = *self.evaluated_until.entry((service.clone(), index)).or_insert(end - period);
+                if end <= last {
+                    continue;
+                }
+                self.evaluated_until.insert((service.clone(), index), end);
+                let mut traffic: BTreeMap<String, Traffic> = BTreeMap::new();
+                let scopes: Vec<String> = {
+                    let m = model.read().unwrap_or_else(|p| p.into_inner());
+                    for r in rows.iter().filter(|r| r.at_ms >= end - period && r.at_ms < end) {
+                        let Some((env, region, zone)) = place(&m, &service, &r.environment, &r.host) else { continue };
+                        let key = match spec.scope {
+                            AlarmScope::Environment => env,
+                            AlarmScope::Region => format!("{env}/{region}"),
+                            AlarmScope::Zone => format!("{env}/{region}/{zone}"),
+                            AlarmScope::Host => format!("{env}/{}", r.host),
+                        };
+                        traffic.entry(key).or_default().add(r);
+                    }
+                    instances(&m, &service, spec.scope)
+                };
+                for scope in scopes {
+                    let value = traffic.get(&scope).and_then(|t| t.metric(&spec.metric, period as f64 / 1000.0));
+                    let evaluator = self
+                        .evaluators
+                        .entry((service.clone(), index, scope.clone()))
+                        .or_insert_with(|| Evaluator::new(&spec));
+                    if let Some(t) = evaluator.observe(value) {
+                        inputs.push((
+                            service.clone(),
+                            LogInput::Alarm {
+                                alarm: spec.name.clone(),
+                                scope,
+                                state: t.to.as_str().into(),
+                                reason: t.reason,
+                            },
+                        ));
+                    }
+                }
+            }
+        }
+        inputs
+    }
+}
+
+/// Every instance of an alarm of `scope`, by path.
+fn instances(model: &ReadModel, service: &str, scope: AlarmScope) -> Vec<String> {
+    let Some(s) = model.services.get(service) else { return Vec::new() };
+    let mut out = Vec::new();
+    for (e, env) in s.plan.manifest.environments.iter().enumerate() {
+        match scope {
+            AlarmScope::Environment => out.push(env.name.clone()),
+            AlarmScope::Region => out.extend(env.regions.iter().map(|r| format!("{}/{}", env.name, r.name))),
+            AlarmScope::Zone => {
+                for r in &env.regions {
+                    out.extend(r.zones.iter().map(|z| format!("{}/{}/{}", env.name, r.name, z.name)));
+                }
+            }
+            AlarmScope::Host => out.extend(s.plan.envs[e].hosts.iter().map(|h| format!("{}/{}", env.name, h.name))),
+        }
+    }
+    out
+}

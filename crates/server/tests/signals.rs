@@ -1,0 +1,113 @@
+//! Health signals end to end through the API: pushed traffic becomes alarm states and
+//! bake data points; an alarm where a release is deploying rolls that zone back at once.
+
+mod support;
+
+use rollwave_server::Driver;
+use rollwave_server::api::*;
+use std::time::{Duration, Instant};
+use support::{ADMIN, TestServer};
+
+const MANIFEST: &str = "\
+service: web
+environments:
+  prod: { regions: { r1: { zones: { z1: 2, z2: 2 } } } }
+strategy:
+  one_box: { hosts: 1, max_share: 25%, bake: { time: 30s, min_datapoints: 50 } }
+  rolling: { batch: 50%, zone_bake: 0s }
+stages:
+  - { name: prod, environment: prod, bake: 0s }
+alarms:
+  - { name: errors, metric: error_rate, scope: zone, threshold: \"> 0.05\", period: 2s, datapoints: 1 of 1 }
+";
+
+/// Latency buckets with every request under 25 ms.
+fn fast(requests: u64) -> Vec<u64> {
+    let mut b = vec![0; LATENCY_BOUNDS_MS.len() + 1];
+    b[2] = requests;
+    b
+}
+
+fn push(s: &TestServer, samples: Vec<MetricSample>) {
+    let admin = s.client(Some(ADMIN));
+    let _: Accepted =
+        admin.post("/v1/metrics", &MetricsPush { service: "web".into(), environment: "prod".into(), samples }).unwrap();
+}
+
+fn sample(host: &str, version: &str, requests: u64, errors: u64) -> MetricSample {
+    MetricSample { host: host.into(), version: version.into(), requests, errors, latency_buckets: fast(requests) }
+}
+
+#[test]
+fn an_alarm_where_the_one_box_bakes_rolls_it_back_within_seconds() {
+    let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(50) });
+    let admin = s.client(Some(ADMIN));
+    admin.apply("web.yaml", MANIFEST).unwrap();
+    for (zone, host, port) in [("z1", "z1-1", 9101), ("z1", "z1-2", 9102), ("z2", "z2-1", 9103), ("z2", "z2-2", 9104)] {
+        let _: Registered = admin
+            .post(
+                "/v1/hosts/register",
+                &RegisterHost {
+                    service: Some("web".into()),
+                    environment: "prod".into(),
+                    host: host.into(),
+                    region: Some("r1".into()),
+                    zone: Some(zone.into()),
+                    address: Some(format!("127.0.0.1:{port}")),
+                },
+            )
+            .unwrap();
+    }
+    admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    s.wait_until("the one-box bakes", || {
+        admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == "bake_started")
+    });
+
+    // The router's table: the one-box is the canary, a quarter of the region.
+    let routes: Routes = admin.get("/v1/services/web/routes/prod/r1").unwrap();
+    assert_eq!((routes.release.as_deref(), routes.canary_share), (Some("v2"), 2500));
+    assert_eq!(routes.salt, "web-v2");
+    let canary: Vec<&str> = routes.hosts.iter().filter(|h| h.track == "canary").map(|h| h.address.as_str()).collect();
+    assert_eq!(canary, ["127.0.0.1:9101"]);
+
+    // Healthy traffic for a while: data points count toward the bake, no alarm.
+    for _ in 0..3 {
+        push(
+            &s,
+            vec![
+                sample("127.0.0.1:9101", "v2", 40, 0),
+                sample("z1-2", "baseline", 40, 0),
+                sample("z2-1", "baseline", 40, 0),
+            ],
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let series: MetricSeries =
+        admin.get("/v1/metrics?service=web&metric=error_rate&scope=prod/r1/z1&since=60").unwrap();
+    assert!(!series.points.is_empty() && series.points.iter().all(|(_, v)| *v == 0.0), "{series:?}");
+
+    // Then the one-box fails 30% of its requests.
+    let breach = Instant::now();
+    let mut rolled_back = false;
+    while breach.elapsed() < Duration::from_secs(30) {
+        push(&s, vec![sample("127.0.0.1:9101", "v2", 40, 12), sample("z1-2", "baseline", 40, 0)]);
+        let events = admin.release("web", "v2").unwrap().events;
+        if events.iter().any(|e| e.kind == "rollback_started" && e.scope == "prod/r1/z1") {
+            rolled_back = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let took = breach.elapsed();
+    assert!(rolled_back, "no rollback after {took:?}");
+    println!("rollback started {took:?} after the first breaching push");
+    let detail = admin.release("web", "v2").unwrap();
+    assert_eq!(detail.release.outcome, "halted");
+    let fired = detail.events.iter().find(|e| e.kind == "alarm_fired").unwrap();
+    assert!(
+        fired.reason.as_deref().unwrap().starts_with("alarm errors: 1 of the last 1 periods breached > 0.05"),
+        "{fired:?}"
+    );
+    // Only the zone that tripped is rolled back.
+    assert_eq!(detail.release.rolled_back_scopes, ["prod/r1/z1"]);
+}

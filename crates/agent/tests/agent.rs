@@ -527,6 +527,7 @@ fn after_a_restart_mid_hook_the_agent_reports_the_command_as_failed() {
         host: "z1-1".into(),
         region: Some("r1".into()),
         zone: Some("z1".into()),
+        address: None,
     };
     let _: rollwave_server::api::Registered = admin.post("/v1/hosts/register", &register).unwrap();
     let release = CreateRelease { version: "v2".into(), artifact: Some(v2.url()), sha256: Some(v2.sha256.clone()) };

@@ -325,7 +325,7 @@ impl Node {
         let renew_every = self.config.lease_ttl / 3;
         let mut renew = tokio::time::interval(renew_every);
         let leading_since = now_ms();
-        let mut sweep = tokio::time::interval(Duration::from_secs(1));
+        let mut sweep = tokio::time::interval(Duration::from_millis(500));
         let mut signals = crate::signals::Signals::default();
         let mut last_prune = 0;
         let mut poll = tokio::time::interval(Duration::from_millis(100));

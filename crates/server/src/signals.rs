@@ -9,7 +9,7 @@ use rollwave_store::MetricRow;
 use std::collections::{BTreeMap, HashMap};
 
 /// Pushes may arrive this long after the end of the period they belong to.
-pub const GRACE_MS: i64 = 2_000;
+pub const GRACE_MS: i64 = 1_000;
 /// Data points for bakes are counted in bins of this length.
 pub const BIN_MS: i64 = 10_000;
 

@@ -50,7 +50,8 @@ usage: loadgen --target 127.0.0.1:PORT [--token ADMIN_TOKEN] [options]
   --release-at S     seconds into the window to create and approve the release (default 5)
   --install-ms MS    how long a simulated install takes; up to 20% more at random (default 1000)
   --service NAME     the service the manifest defines (default fleet)
-  --version V        the release to roll out (default v2)";
+  --version V        the release to roll out (default v2)
+  --samples FILE     also write every measured request as CSV: class, ms since the window opened, latency ms";
 
 /// Any single request but a long-poll must finish within this; a long-poll gets its wait more.
 const REQUEST_LIMIT: Duration = Duration::from_secs(30);
@@ -70,6 +71,7 @@ struct Options {
     install: Duration,
     service: String,
     version: String,
+    samples: Option<std::path::PathBuf>,
 }
 
 impl Options {
@@ -86,6 +88,7 @@ impl Options {
             install: Duration::from_millis(1000),
             service: "fleet".into(),
             version: "v2".into(),
+            samples: None,
         };
         let seconds = |flag: &str, v: &str| -> anyhow::Result<Duration> {
             let s: f64 = v.parse().with_context(|| format!("{flag} takes seconds, not {v:?}"))?;
@@ -111,6 +114,7 @@ impl Options {
                 }
                 "--service" => o.service = value,
                 "--version" => o.version = value,
+                "--samples" => o.samples = Some(value.into()),
                 other => bail!("unknown option {other}\n{USAGE}"),
             }
         }
@@ -529,6 +533,26 @@ impl Summary {
     }
 }
 
+/// Every request measured, as CSV, for plotting latency over time.
+fn write_samples(path: &std::path::Path, samples: &Samples, window_start: Instant) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(out, "class,at_ms,latency_ms")?;
+    let at = |t: Instant| {
+        t.saturating_duration_since(window_start).as_secs_f64() * 1000.0 - ms(window_start - t.min(window_start))
+    };
+    for (t, d) in &samples.timed_out {
+        writeln!(out, "timed_out,{:.1},{:.3}", at(*t), ms(*d))?;
+    }
+    for c in &samples.changes {
+        writeln!(out, "changed,{:.1},{:.3}", at(c.received), ms(c.received - c.sent))?;
+    }
+    for (t, d) in &samples.reports {
+        writeln!(out, "report,{:.1},{:.3}", at(*t), ms(*d))?;
+    }
+    out.flush()
+}
+
 /// This process's CPU time in clock ticks (USER_HZ, 100 a second on Linux).
 fn own_cpu_ticks() -> Option<u64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
@@ -617,6 +641,9 @@ async fn main() -> anyhow::Result<()> {
     let requests = changed.n + timed_out.n + reports.n;
     let rps = requests as f64 / o.measure.as_secs_f64();
     let reported = samples.reported.iter().filter(|t| inside(**t)).count();
+    if let Some(path) = &o.samples {
+        write_samples(path, &samples, window_start).with_context(|| format!("writing {}", path.display()))?;
+    }
     let (outcome, position, on_version, lead) = {
         let p = shared.progress.lock().unwrap_or_else(|p| p.into_inner());
         (p.outcome.clone(), p.at.clone(), p.on_version, p.completed.map(|t| t - created))

@@ -5,6 +5,7 @@
 use crate::api::LATENCY_BOUNDS_MS;
 use crate::state::{LogInput, ReadModel};
 use rollwave_core::alarm::{AlarmScope, Evaluator, MetricSource};
+use rollwave_core::judge::{Direction, JudgeConfig, MetricComparison, Outcome, judge};
 use rollwave_store::MetricRow;
 use std::collections::{BTreeMap, HashMap};
 
@@ -85,6 +86,44 @@ pub struct Signals {
     evaluators: HashMap<(String, usize, String), Evaluator>,
     evaluated_until: HashMap<(String, usize), i64>,
     served_until: HashMap<String, i64>,
+    /// The last verdict given per one-box bake (service, environment, region, release).
+    verdicts: HashMap<(String, String, String, String), Outcome>,
+}
+
+/// The one-box judge compares per-host, per-bin values of these metrics.
+fn judge_metrics(canary: &[(f64, Option<f64>)], baseline: &[(f64, Option<f64>)]) -> Vec<MetricComparison> {
+    let errors = MetricComparison {
+        direction: Direction::Increase,
+        critical: true,
+        // Half again the baseline's errors before a significant rise counts.
+        allowed_increase: 1.5,
+        ..MetricComparison::new(
+            "error_rate",
+            canary.iter().map(|p| p.0).collect(),
+            baseline.iter().map(|p| p.0).collect(),
+        )
+    };
+    let latency = MetricComparison {
+        direction: Direction::Increase,
+        allowed_increase: 1.2,
+        ..MetricComparison::new(
+            "latency_p99_ms",
+            canary.iter().filter_map(|p| p.1).collect(),
+            baseline.iter().filter_map(|p| p.1).collect(),
+        )
+    };
+    vec![errors, latency]
+}
+
+/// (error rate, p99) of each push with traffic: one data point per host per push.
+fn per_host_bins<'a>(rows: impl Iterator<Item = &'a MetricRow>) -> Vec<(f64, Option<f64>)> {
+    rows.filter(|r| r.requests > 0)
+        .map(|r| {
+            let mut t = Traffic::default();
+            t.add(r);
+            (t.errors as f64 / t.requests as f64, t.p99())
+        })
+        .collect()
 }
 
 impl Signals {
@@ -113,7 +152,7 @@ impl Signals {
                 })
                 .collect()
         };
-        let mut inputs = Vec::new();
+        let mut inputs = self.judge_one_boxes(store, model, now_ms).await;
         for (service, alarms) in services {
             let longest = alarms.iter().map(|(_, a)| a.period.as_millis() as i64).max().unwrap_or(0).max(BIN_MS);
             let Ok(rows) = store.metrics(&service, now_ms - longest - GRACE_MS - BIN_MS, now_ms).await else {
@@ -181,6 +220,88 @@ impl Signals {
                     }
                 }
             }
+        }
+        inputs
+    }
+}
+
+impl Signals {
+    /// Judges every baking one-box against the hosts of its region still on other
+    /// versions; a verdict is given when it changes, and a failing one rolls back.
+    async fn judge_one_boxes(
+        &mut self,
+        store: &rollwave_store::Store,
+        model: &std::sync::RwLock<ReadModel>,
+        now_ms: i64,
+    ) -> Vec<(String, LogInput)> {
+        struct Bake {
+            service: String,
+            environment: String,
+            region: String,
+            release: String,
+            canary: Vec<String>,
+            baseline: Vec<String>,
+            since: i64,
+        }
+        let bakes: Vec<Bake> = {
+            let m = model.read().unwrap_or_else(|p| p.into_inner());
+            m.services
+                .values()
+                .flat_map(|s| {
+                    s.engine.one_box_bakes().into_iter().map(move |b| {
+                        let region_hosts = s.plan.env(b.env).regions[b.region.idx()].hosts.clone();
+                        let name = |h: u32| s.plan.host_name(b.env, rollwave_core::plan::HostId(h)).to_owned();
+                        let canary = b.hosts.clone().map(name).collect();
+                        let baseline = region_hosts
+                            .filter(|h| !b.hosts.contains(h))
+                            .filter(|&h| s.engine.host_version(b.env, rollwave_core::plan::HostId(h)) != b.release)
+                            .map(name)
+                            .collect();
+                        Bake {
+                            service: s.name.clone(),
+                            environment: s.plan.manifest.environments[b.env.idx()].name.clone(),
+                            region: s.plan.region_name(b.env, b.region).to_owned(),
+                            release: s.engine.version_name(b.release).to_owned(),
+                            canary,
+                            baseline,
+                            since: b.since.as_millisecond(),
+                        }
+                    })
+                })
+                .collect()
+        };
+        let mut inputs = Vec::new();
+        for bake in bakes {
+            let Ok(rows) = store.metrics(&bake.service, bake.since, now_ms).await else { continue };
+            let rows: Vec<&MetricRow> = rows.iter().filter(|r| r.environment == bake.environment).collect();
+            let canary = per_host_bins(
+                rows.iter().copied().filter(|r| bake.canary.contains(&r.host) && r.version == bake.release),
+            );
+            let baseline = per_host_bins(
+                rows.iter().copied().filter(|r| bake.baseline.contains(&r.host) && r.version != bake.release),
+            );
+            // Too few points to say anything yet.
+            if canary.len() < 3 || baseline.len() < 3 {
+                continue;
+            }
+            let Ok(verdict) = judge(&JudgeConfig::default(), &judge_metrics(&canary, &baseline)) else { continue };
+            let key = (bake.service.clone(), bake.environment.clone(), bake.region.clone(), bake.release.clone());
+            if self.verdicts.get(&key) == Some(&verdict.outcome) {
+                continue;
+            }
+            self.verdicts.insert(key, verdict.outcome);
+            let passed = verdict.outcome != Outcome::Fail;
+            inputs.push((
+                bake.service,
+                LogInput::Verdict {
+                    environment: bake.environment,
+                    region: bake.region,
+                    release: bake.release,
+                    passed,
+                    reason: format!("score {:.0} ({}): {}", verdict.score, verdict.outcome, verdict.reason),
+                    table: verdict.to_string(),
+                },
+            ));
         }
         inputs
     }

@@ -67,6 +67,15 @@ pub enum LogInput {
         state: String,
         reason: String,
     },
+    /// The one-box judge's verdict on a region's one-box, with its per-metric table.
+    Verdict {
+        environment: String,
+        region: String,
+        release: String,
+        passed: bool,
+        reason: String,
+        table: String,
+    },
     /// Requests a version served in a zone: the data points bakes wait for.
     Served {
         environment: String,
@@ -89,6 +98,7 @@ impl LogInput {
             LogInput::HostLost { .. } => "host_lost",
             LogInput::Alarm { .. } => "alarm",
             LogInput::Served { .. } => "served",
+            LogInput::Verdict { .. } => "verdict",
             LogInput::Tick => "tick",
         }
     }
@@ -276,7 +286,10 @@ impl ReadModel {
         for output in outputs {
             match output {
                 Output::Event(e) => {
-                    let view = s.event_view(&e);
+                    let mut view = s.event_view(&e);
+                    if let (EventKind::JudgeVerdict, LogInput::Verdict { table, .. }) = (e.kind, input) {
+                        view.output = Some(table.clone());
+                    }
                     s.track_blocked(&e, &view);
                     s.events.push(view.clone());
                     applied.events.push(view);
@@ -439,6 +452,15 @@ impl ServiceState {
                     other => return Err(ApiError::invalid(format!("no alarm state {other:?}"))),
                 };
                 Input::Alarm { alarm: index, scope: self.scope(scope)?, state, reason: reason.clone() }
+            }
+            LogInput::Verdict { environment, region, release, passed, reason, .. } => {
+                let env = self.env(environment)?;
+                let region = self.region(env, region)?;
+                let release = self
+                    .engine
+                    .release_named(release)
+                    .ok_or_else(|| ApiError::not_found(format!("no release {release:?}")))?;
+                Input::Verdict { env, region, release, passed: *passed, reason: reason.clone() }
             }
             LogInput::Served { environment, zone, version, requests } => {
                 let env = self.env(environment)?;

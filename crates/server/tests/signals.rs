@@ -70,16 +70,10 @@ fn an_alarm_where_the_one_box_bakes_rolls_it_back_within_seconds() {
     let canary: Vec<&str> = routes.hosts.iter().filter(|h| h.track == "canary").map(|h| h.address.as_str()).collect();
     assert_eq!(canary, ["127.0.0.1:9101"]);
 
-    // Healthy traffic for a while: data points count toward the bake, no alarm.
+    // Healthy traffic for a while: data points count toward the bake, no alarm. (Only
+    // the one-box reports, so the one-box judge has no baseline and stays out of it.)
     for _ in 0..3 {
-        push(
-            &s,
-            vec![
-                sample("127.0.0.1:9101", "v2", 40, 0),
-                sample("z1-2", "baseline", 40, 0),
-                sample("z2-1", "baseline", 40, 0),
-            ],
-        );
+        push(&s, vec![sample("127.0.0.1:9101", "v2", 40, 0)]);
         std::thread::sleep(Duration::from_secs(1));
     }
     let series: MetricSeries =
@@ -90,7 +84,7 @@ fn an_alarm_where_the_one_box_bakes_rolls_it_back_within_seconds() {
     let breach = Instant::now();
     let mut rolled_back = false;
     while breach.elapsed() < Duration::from_secs(30) {
-        push(&s, vec![sample("127.0.0.1:9101", "v2", 40, 12), sample("z1-2", "baseline", 40, 0)]);
+        push(&s, vec![sample("127.0.0.1:9101", "v2", 40, 12)]);
         let events = admin.release("web", "v2").unwrap().events;
         if events.iter().any(|e| e.kind == "rollback_started" && e.scope == "prod/r1/z1") {
             rolled_back = true;
@@ -109,5 +103,42 @@ fn an_alarm_where_the_one_box_bakes_rolls_it_back_within_seconds() {
         "{fired:?}"
     );
     // Only the zone that tripped is rolled back.
+    assert_eq!(detail.release.rolled_back_scopes, ["prod/r1/z1"]);
+}
+
+#[test]
+fn the_one_box_judge_rolls_back_a_one_box_worse_than_its_baseline() {
+    // No alarm at all: only the judge stands between the one-box and the zone.
+    let manifest = MANIFEST.split("alarms:").next().unwrap().to_owned();
+    let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(50) });
+    let admin = s.client(Some(ADMIN));
+    admin.apply("web.yaml", &manifest).unwrap();
+    admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    s.wait_until("the one-box bakes", || {
+        admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == "bake_started")
+    });
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        // The one-box fails about 8% of requests; the baseline well under 1%.
+        push(
+            &s,
+            vec![
+                sample("z1-1", "v2", 100, 7 + (start.elapsed().as_millis() % 3) as u64),
+                sample("z1-2", "baseline", 100, (start.elapsed().as_millis() % 2) as u64),
+                sample("z2-1", "baseline", 100, 0),
+                sample("z2-2", "baseline", 100, 1),
+            ],
+        );
+        if admin.release("web", "v2").unwrap().release.outcome == "halted" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let detail = admin.release("web", "v2").unwrap();
+    assert_eq!(detail.release.outcome, "halted", "{:?}", detail.events);
+    let verdict = detail.events.iter().find(|e| e.kind == "judge_verdict").expect("a verdict in the timeline");
+    assert!(verdict.reason.as_deref().unwrap().contains("FAIL"), "{verdict:?}");
+    let table = verdict.output.as_deref().expect("the per-metric table");
+    assert!(table.contains("error_rate") && table.contains("latency_p99_ms"), "{table}");
     assert_eq!(detail.release.rolled_back_scopes, ["prod/r1/z1"]);
 }

@@ -110,6 +110,7 @@ enum Phase {
 
 #[derive(Clone, Copy)]
 struct BakeClock {
+    started: Timestamp,
     until: Timestamp,
     need: u64,
     seen: u64,
@@ -119,7 +120,7 @@ struct BakeClock {
 impl BakeClock {
     fn start(now: Timestamp, bake: &Bake) -> Self {
         let until = now.checked_add(bake.time).unwrap_or(Timestamp::MAX);
-        BakeClock { until, need: bake.min_datapoints, seen: 0, reported_waiting: false }
+        BakeClock { started: now, until, need: bake.min_datapoints, seen: 0, reported_waiting: false }
     }
 
     fn done(&self, now: Timestamp) -> bool {
@@ -282,6 +283,9 @@ impl Engine {
             Input::Served { env, zone, version, requests } => self.on_served(env, zone, version, requests),
             Input::HostJoined { env, host } => self.hosts[env.idx()][host.idx()].present = true,
             Input::HostLost { env, host } => self.on_host_lost(env, host),
+            Input::Verdict { env, region, release, passed, reason } => {
+                self.on_verdict(env, region, release, passed, reason)
+            }
         }
         self.advance();
         Ok(())
@@ -320,6 +324,14 @@ impl Engine {
                 }
             }
             Input::Operator(cmd) => self.check_operator(cmd)?,
+            Input::Verdict { env, region, release, .. } => {
+                if !env_ok(*env) || region.idx() >= self.plan.env(*env).regions.len() {
+                    return Err(InputError::UnknownScope);
+                }
+                if release.idx() >= self.releases.len() {
+                    return Err(InputError::UnknownRelease(release.0.to_string()));
+                }
+            }
             Input::Tick | Input::TestReport { .. } => {}
         }
         Ok(())
@@ -585,6 +597,51 @@ impl Engine {
         let Some(op) = state.op.filter(|op| op.command == command) else { return };
         self.deadlines.remove(&(op.deadline, env, host));
         self.end_op(env, host, op, result);
+    }
+
+    /// Every one-box baking now.
+    pub fn one_box_bakes(&self) -> Vec<OneBoxBake> {
+        let mut out = Vec::new();
+        for (s, slots) in self.slots.iter().enumerate() {
+            for (w, slot) in slots.iter().enumerate() {
+                let Some(rollout) = &slot.active else { continue };
+                let stage = StageId(s as u16);
+                let env = self.plan.stage_env(stage);
+                for r in &rollout.regions {
+                    if let Phase::OneBoxBake(clock) = r.phase {
+                        let strategy = self.strategy(stage, w);
+                        let Some(hosts) = self.plan.one_box_hosts(env, r.region, strategy) else { continue };
+                        out.push(OneBoxBake {
+                            stage,
+                            env,
+                            region: r.region,
+                            release: rollout.release,
+                            hosts,
+                            since: clock.started,
+                            until: clock.until,
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// A failing verdict on a one-box that is still baking rolls it back and halts the release.
+    fn on_verdict(&mut self, env: EnvId, region: RegionId, release: ReleaseId, passed: bool, reason: String) {
+        let Some(bake) =
+            self.one_box_bakes().into_iter().find(|b| b.env == env && b.region == region && b.release == release)
+        else {
+            return;
+        };
+        self.emit(EventKind::JudgeVerdict, Some(release), EventScope::Region(bake.stage, region), Some(reason.clone()));
+        if passed {
+            return;
+        }
+        let why = format!("one-box judge: {reason}");
+        let first_zone = ZoneId(self.plan.region_zones(env, region).start);
+        self.roll_back_scope(release, bake.stage, Scope::Zone(env, first_zone), &why);
+        self.halt(release, why);
     }
 
     /// A lost host fails whatever deployment it was running; its zone waits for it to return.

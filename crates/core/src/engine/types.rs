@@ -103,6 +103,15 @@ pub enum Input {
         env: EnvId,
         host: HostId,
     },
+    /// The one-box judge's verdict on a region's one-box: a failing one rolls the
+    /// one-box back exactly as an alarm would.
+    Verdict {
+        env: EnvId,
+        region: RegionId,
+        release: ReleaseId,
+        passed: bool,
+        reason: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -260,6 +269,7 @@ event_kinds! {
     ReleaseRolledBack => "release_rolled_back",
     HostFailed => "host_failed",
     RegressionSuspected => "regression_suspected",
+    JudgeVerdict => "judge_verdict",
     Held => "held",
     Resumed => "resumed",
 }
@@ -305,4 +315,16 @@ pub struct ReleaseSummary {
     pub rolled_back_scopes: Vec<EventScope>,
     /// The slot it waits at or deploys in: (stage, wave, active).
     pub position: Option<(StageId, usize, bool)>,
+}
+
+/// A one-box baking in a region now, for the judge.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OneBoxBake {
+    pub stage: StageId,
+    pub env: EnvId,
+    pub region: RegionId,
+    pub release: ReleaseId,
+    pub hosts: std::ops::Range<u32>,
+    pub since: Timestamp,
+    pub until: Timestamp,
 }

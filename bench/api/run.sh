@@ -15,6 +15,7 @@
 #   HOSTS=2000 MEASURE=60 BACKENDS=sqlite bench/api/run.sh
 #   PG_URL=postgres://postgres@127.0.0.1:5432 bench/api/run.sh
 #   BIN=/tmp/rollwave-before bench/api/run.sh     # a prebuilt server (skips its build)
+#   OUT=/tmp/api-bench bench/api/run.sh           # keep logs and every request's latency (CSV)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -26,6 +27,7 @@ MEASURE=${MEASURE:-100}
 RELEASE_AT=${RELEASE_AT:-5}
 BACKENDS=${BACKENDS:-sqlite postgres}
 BASE_PORT=${BASE_PORT:-17170}
+OUT=${OUT:-}
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
 TOKEN=rw_bench_$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 
@@ -55,6 +57,7 @@ cleanup() {
   for db in "${databases[@]}"; do
     psql -q "$PG_URL/postgres" -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
   done
+  if [ -n "$OUT" ]; then mkdir -p "$OUT" && cp "$work"/*.log "$work"/*.out "$work"/*.csv "$work"/*.result "$OUT"/ 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -118,7 +121,8 @@ run() {
       *) echo "$line" >&2 ;;
     esac
   done < <(ROLLWAVE_TOKEN=$TOKEN taskset -c 1 "$loadgen" --target "127.0.0.1:$port" --hosts "$HOSTS" \
-    --wait "$WAIT" --stagger "$STAGGER" --warmup "$WARMUP" --measure "$MEASURE" --release-at "$RELEASE_AT")
+    --wait "$WAIT" --stagger "$STAGGER" --warmup "$WARMUP" --measure "$MEASURE" --release-at "$RELEASE_AT" \
+    --samples "$work/$name.samples.csv")
   local rss
   rss=$(awk '/^VmHWM/ { print $2 }' "/proc/$server_pid/status")
   kill "$server_pid" 2>/dev/null || true

@@ -15,6 +15,45 @@ pub struct Manifest {
     pub alarms: Vec<AlarmSpec>,
     /// After a release finishes in a scope, alarms there are still attributed to it for this long.
     pub watch: Duration,
+    /// Webhooks told about what people need to know.
+    pub notifications: Vec<Notification>,
+}
+
+/// A webhook: which happenings it hears of, and in what form.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notification {
+    pub url: String,
+    pub format: NotificationFormat,
+    pub on: Vec<NotifyOn>,
+    /// For [`NotifyOn::Blocked`]: how long a step must have been blocked.
+    pub blocked_after: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotificationFormat {
+    /// `{service, event, release, scope, reason, t}`
+    Json,
+    /// `{"text": …}`, as Slack's incoming webhooks take it.
+    Slack,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotifyOn {
+    Halted,
+    RolledBack,
+    Completed,
+    Blocked,
+    RegressionSuspected,
+}
+
+impl NotifyOn {
+    pub const ALL: [(&'static str, NotifyOn); 5] = [
+        ("halted", NotifyOn::Halted),
+        ("rolled_back", NotifyOn::RolledBack),
+        ("completed", NotifyOn::Completed),
+        ("blocked", NotifyOn::Blocked),
+        ("regression_suspected", NotifyOn::RegressionSuspected),
+    ];
 }
 
 #[derive(Clone, Debug)]

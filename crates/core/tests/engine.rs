@@ -73,6 +73,7 @@ fn manifest(zones: &[u32], approvals: &[bool]) -> Manifest {
             missing: TreatMissing::Missing,
         }],
         watch: mins(24 * 60),
+        notifications: vec![],
     }
 }
 

@@ -14,7 +14,8 @@ use crate::yaml::{Decoder, Located, Mapping, Node, check_name, hint, is_null, su
 use jiff::tz::TimeZone;
 use rollwave_core::alarm::{AlarmScope, AlarmSpec, MetricSource, Threshold, TreatMissing};
 use rollwave_core::manifest::{
-    Bake, Environment, ExecSpec, Manifest, OneBox, Region, Rolling, Stage, Strategy, TestSpec, Wave, Zone,
+    Bake, Environment, ExecSpec, Manifest, Notification, NotificationFormat, NotifyOn, OneBox, Region, Rolling, Stage,
+    Strategy, TestSpec, Wave, Zone,
 };
 use rollwave_core::share::{BasisPoints, BatchSize};
 use rollwave_core::window::{BlockedDates, WeeklyWindow, Windows};
@@ -116,13 +117,42 @@ pub fn manifest(d: &mut Decoder, root: &Node) -> Option<Manifest> {
     let stages = d.required(&map, "stages", |d, node| stages(d, node, &context));
     let alarms = d.optional(&map, "alarms", alarms).unwrap_or_default();
     let watch = d.optional(&map, "watch", Decoder::duration).unwrap_or(DEFAULT_WATCH);
+    let notifications = d.optional(&map, "notifications", |d, n| d.list(n, notification)).unwrap_or_default();
     Some(Manifest {
         service: service?,
         environments: environments?.into_iter().map(|e| e.environment).collect(),
         stages: stages?,
         alarms,
         watch,
+        notifications,
     })
+}
+
+fn notification(d: &mut Decoder, node: &Node) -> Option<Notification> {
+    let map = d.mapping(node, keys::NOTIFICATION)?;
+    let url = d.required(&map, "url", |d, n| {
+        d.parsed(n, "a URL", |s| {
+            if s.starts_with("http://") || s.starts_with("https://") {
+                Ok(s.to_owned())
+            } else {
+                Err(format!("expected an http:// or https:// URL, found {s:?}"))
+            }
+        })
+    });
+    let format = d
+        .optional(&map, "format", |d, n| {
+            d.one_of(
+                n,
+                "notification format",
+                &[("json", NotificationFormat::Json), ("slack", NotificationFormat::Slack)],
+            )
+        })
+        .unwrap_or(NotificationFormat::Json);
+    let on = d
+        .optional(&map, "on", |d, n| d.list(n, |d, item| d.one_of(item, "notification event", &NotifyOn::ALL)))
+        .unwrap_or_else(|| NotifyOn::ALL.iter().map(|(_, v)| *v).collect());
+    let blocked_after = d.optional(&map, "blocked_after", Decoder::duration).unwrap_or(Duration::from_secs(1800));
+    Some(Notification { url: url?, format, on, blocked_after })
 }
 
 /// Records `name` as seen at `at`, or reports it as a duplicate of an earlier one.

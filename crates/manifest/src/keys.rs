@@ -1,7 +1,9 @@
 //! The keys of every object in a manifest. The decoder checks mappings against these
 //! lists and the JSON Schema builds its `properties` from them, so the two cannot drift.
 
-pub const MANIFEST: &[&str] = &["service", "environments", "strategy", "stages", "alarms", "windows", "watch"];
+pub const MANIFEST: &[&str] =
+    &["service", "environments", "strategy", "stages", "alarms", "windows", "watch", "notifications"];
+pub const NOTIFICATION: &[&str] = &["url", "format", "on", "blocked_after"];
 pub const ENVIRONMENT: &[&str] = &["regions", "exec"];
 pub const EXEC: &[&str] = &["deploy", "rollback", "timeout"];
 pub const REGION: &[&str] = &["timezone", "zones"];
@@ -23,6 +25,7 @@ pub const WINDOWS: &[&str] = &["allow", "block"];
 pub const MANIFEST_REQUIRED: &[&str] = &["service", "environments", "stages"];
 pub const ENVIRONMENT_REQUIRED: &[&str] = &["regions"];
 pub const EXEC_REQUIRED: &[&str] = &["deploy"];
+pub const NOTIFICATION_REQUIRED: &[&str] = &["url"];
 pub const REGION_REQUIRED: &[&str] = &["zones"];
 pub const STAGE_REQUIRED: &[&str] = &["name", "environment"];
 pub const TEST_REQUIRED: &[&str] = &["name", "run"];

@@ -24,6 +24,7 @@ pub(crate) const OBJECTS: &[(&str, &[&str], &[&str])] = &[
     ("environment", keys::ENVIRONMENT, keys::ENVIRONMENT_REQUIRED),
     ("region", keys::REGION, keys::REGION_REQUIRED),
     ("exec", keys::EXEC, keys::EXEC_REQUIRED),
+    ("notification", keys::NOTIFICATION, keys::NOTIFICATION_REQUIRED),
     ("strategy", keys::STRATEGY, &[]),
     ("oneBoxSettings", keys::ONE_BOX, &[]),
     ("rolling", keys::ROLLING, &[]),
@@ -62,6 +63,19 @@ fn property(object: &str, key: &str) -> Option<Value> {
             described(json!({ "type": "array", "minItems": 1, "items": reference("stage") }), "The pipeline, in order.")
         }
         ("manifest", "alarms") => json!({ "type": "array", "items": reference("alarm") }),
+        ("manifest", "notifications") => described(
+            json!({ "type": "array", "items": reference("notification") }),
+            "Webhooks told when a release halts, is rolled back, completes, stays blocked or is suspected of a regression.",
+        ),
+        ("notification", "url") => json!({ "type": "string", "pattern": "^https?://" }),
+        ("notification", "format") => json!({ "enum": ["json", "slack"], "default": "json" }),
+        ("notification", "on") => described(
+            json!({ "type": "array", "items": { "enum": ["halted", "rolled_back", "completed", "blocked", "regression_suspected"] } }),
+            "Default: all of them.",
+        ),
+        ("notification", "blocked_after") => {
+            described(duration.clone(), "How long a step is blocked before `blocked` is sent. Default 30m.")
+        }
         ("manifest", "windows") => reference("windows"),
         ("manifest", "watch") => described(
             duration,

@@ -647,6 +647,12 @@ environments:                     # manifest
       deploy: ./deploy.sh {{zone}}  # exec
       rollback: ./undo.sh         # exec
       timeout: 5m                 # exec
+notifications:                    # manifest
+  -
+    url: http://127.0.0.1:9/hook  # notification
+    format: slack                 # notification
+    on: [halted]                  # notification
+    blocked_after: 10m            # notification
 strategy:                         # manifest
   one_box:                        # strategy
     hosts: 1                      # oneBoxSettings

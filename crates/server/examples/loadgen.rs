@@ -538,9 +538,8 @@ fn write_samples(path: &std::path::Path, samples: &Samples, window_start: Instan
     use std::io::Write as _;
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     writeln!(out, "class,at_ms,latency_ms")?;
-    let at = |t: Instant| {
-        t.saturating_duration_since(window_start).as_secs_f64() * 1000.0 - ms(window_start - t.min(window_start))
-    };
+    // Signed: the warm-up comes before the window.
+    let at = |t: Instant| if t >= window_start { ms(t - window_start) } else { -ms(window_start - t) };
     for (t, d) in &samples.timed_out {
         writeln!(out, "timed_out,{:.1},{:.3}", at(*t), ms(*d))?;
     }
@@ -613,6 +612,9 @@ async fn main() -> anyhow::Result<()> {
     let cpu_end = own_cpu_ticks();
 
     let samples = std::mem::take(&mut *shared.samples.lock().unwrap_or_else(|p| p.into_inner()));
+    if let Some(path) = &o.samples {
+        write_samples(path, &samples, window_start).with_context(|| format!("writing {}", path.display()))?;
+    }
     let inside = |t: Instant| t >= window_start && t < window_end;
     // A change is visible from the moment the first host received it (or when this host
     // asked, if later): the lag is how long the change took to reach this host.
@@ -641,9 +643,6 @@ async fn main() -> anyhow::Result<()> {
     let requests = changed.n + timed_out.n + reports.n;
     let rps = requests as f64 / o.measure.as_secs_f64();
     let reported = samples.reported.iter().filter(|t| inside(**t)).count();
-    if let Some(path) = &o.samples {
-        write_samples(path, &samples, window_start).with_context(|| format!("writing {}", path.display()))?;
-    }
     let (outcome, position, on_version, lead) = {
         let p = shared.progress.lock().unwrap_or_else(|p| p.into_inner());
         (p.outcome.clone(), p.at.clone(), p.on_version, p.completed.map(|t| t - created))

@@ -39,6 +39,20 @@ pub struct ServiceStatus {
     /// What waits and why, newest first per scope.
     pub blocked: Vec<BlockedView>,
     pub holds: Vec<String>,
+    /// How delivery to each webhook has gone.
+    #[serde(default)]
+    pub notifications: Vec<NotificationStatus>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct NotificationStatus {
+    pub url: String,
+    pub delivered: u64,
+    pub failed_attempts: u64,
+    /// Notifications given up on after every retry failed.
+    pub given_up: u64,
+    #[serde(default)]
+    pub last_error: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -167,7 +167,9 @@ fn holds(s: &ServiceState) -> Vec<String> {
 }
 
 async fn get_service(State(app): Shared, Path(service): Path<String>) -> Result<Json<ServiceStatus>, ApiError> {
-    app.node.read(|m| m.service(&service).map(|s| Json(s.status(holds(s)))))
+    let mut status = app.node.read(|m| m.service(&service).map(|s| s.status(holds(s))))?;
+    status.notifications = app.node.notifier.status(&service);
+    Ok(Json(status))
 }
 
 async fn list_releases(State(app): Shared, Path(service): Path<String>) -> Result<Json<Vec<ReleaseView>>, ApiError> {

@@ -9,6 +9,7 @@ pub mod client;
 pub mod error;
 mod exec;
 mod http;
+pub mod notify;
 pub mod signals;
 pub use http::MAX_BODY;
 pub mod metrics;

@@ -64,6 +64,7 @@ pub struct Node {
     pub config: Config,
     pub model: RwLock<ReadModel>,
     pub metrics: Metrics,
+    pub notifier: Arc<crate::notify::Notifier>,
     /// The lease while this replica leads.
     pub lease: watch::Sender<Option<Lease>>,
     /// Persisted events, with their sequence numbers, as they are appended or replayed.
@@ -86,6 +87,7 @@ impl Node {
             config,
             model: RwLock::new(ReadModel::default()),
             metrics: Metrics::new(),
+            notifier: Arc::default(),
             lease: watch::channel(None).0,
             events: broadcast::channel(4096).0,
             changed: watch::channel(0).0,
@@ -360,6 +362,16 @@ impl Node {
                     self.flush_heartbeats().await;
                     batch.extend(self.lost_hosts(leading_since).await);
                     let now = now_ms();
+                    let waiting: Vec<_> = self.read(|m| {
+                        m.services
+                            .values()
+                            .filter(|s| !s.plan.manifest.notifications.is_empty())
+                            .map(|s| (s.name.clone(), s.plan.manifest.notifications.clone(), s.blocked.values().cloned().collect::<Vec<_>>()))
+                            .collect()
+                    });
+                    for (service, hooks, blocked) in waiting {
+                        self.notifier.blocked(&hooks, &service, &blocked, jiff::Timestamp::now());
+                    }
                     for (service, input) in signals.due(&self.store, &self.model, now).await {
                         batch.push(Request { service, input, actor: "signals".into(), reply: None, inbox_id: None });
                     }
@@ -478,6 +490,11 @@ impl Node {
                 "event" => {
                     if let Ok(mut e) = serde_json::from_str::<EventView>(&record.body) {
                         e.seq = Some(*seq);
+                        let hooks =
+                            self.read(|m| m.services.get(&e.service).map(|s| s.plan.manifest.notifications.clone()));
+                        if let Some(hooks) = hooks.filter(|h| !h.is_empty()) {
+                            self.notifier.event(&hooks, &e);
+                        }
                         let _ = self.events.send(e);
                     }
                 }

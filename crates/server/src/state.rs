@@ -747,6 +747,7 @@ impl ServiceState {
             releases: self.releases(),
             blocked: self.blocked.values().cloned().collect(),
             holds,
+            notifications: Vec::new(),
         }
     }
 

@@ -142,3 +142,60 @@ fn the_one_box_judge_rolls_back_a_one_box_worse_than_its_baseline() {
     assert!(table.contains("error_rate") && table.contains("latency_p99_ms"), "{table}");
     assert_eq!(detail.release.rolled_back_scopes, ["prod/r1/z1"]);
 }
+
+/// A webhook receiver that fails its first request and takes the rest.
+fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&bodies);
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let status = if n == 0 { "500 Internal Server Error" } else { "200 OK" };
+            if n > 0 {
+                seen.lock().unwrap().push(String::from_utf8_lossy(&body).into_owned());
+            }
+            let _ = write!(stream, "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (url, bodies)
+}
+
+#[test]
+fn webhooks_hear_of_a_completed_release_and_retry_after_a_failure() {
+    let (url, bodies) = receiver();
+    let manifest = format!(
+        "{}notifications:\n  - {{ url: \"{url}\", on: [completed, halted] }}\n",
+        MANIFEST.split("alarms:").next().unwrap().replace("bake: { time: 30s, min_datapoints: 50 }", "bake: 0s")
+    );
+    let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(50) });
+    let admin = s.client(Some(ADMIN));
+    admin.apply("web.yaml", &manifest).unwrap();
+    admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    s.wait_until("the notification arrives on the second attempt", || !bodies.lock().unwrap().is_empty());
+    let body: serde_json::Value = serde_json::from_str(&bodies.lock().unwrap()[0]).unwrap();
+    assert_eq!(
+        (body["event"].as_str(), body["release"].as_str(), body["service"].as_str()),
+        (Some("completed"), Some("v2"), Some("web"))
+    );
+    assert!(body["text"].as_str().unwrap().starts_with("rollwave: web v2 completed"), "{body}");
+    let status = admin.status("web").unwrap().notifications;
+    assert_eq!(status.len(), 1);
+    assert_eq!((status[0].delivered, status[0].failed_attempts, status[0].given_up), (1, 1, 0));
+    assert_eq!(status[0].last_error.as_deref(), Some("the webhook answered 500"));
+}

@@ -147,7 +147,14 @@ fn manifest() -> impl Strategy<Value = Manifest> {
             for (i, a) in alarms.iter_mut().enumerate() {
                 a.name = format!("a{i}");
             }
-            Manifest { service: "svc".into(), environments, stages, alarms, watch: Duration::from_secs(watch_h * HOUR) }
+            Manifest {
+                service: "svc".into(),
+                environments,
+                stages,
+                alarms,
+                watch: Duration::from_secs(watch_h * HOUR),
+                notifications: vec![],
+            }
         })
 }
 

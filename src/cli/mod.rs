@@ -123,6 +123,9 @@ struct ServerArgs {
     /// A registered host not heard from for this long is lost (a deployment it runs fails).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     host_timeout: std::time::Duration,
+    /// The Prometheus server that `source: prometheus` alarms query, e.g. http://127.0.0.1:9090.
+    #[arg(long, env = "ROLLWAVE_PROMETHEUS")]
+    prometheus: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -254,6 +257,7 @@ fn run_server(args: ServerArgs) -> Result<()> {
         driver,
         lease_ttl: args.lease_ttl,
         host_timeout: args.host_timeout,
+        prometheus: args.prometheus,
         bootstrap_token: std::env::var("ROLLWAVE_BOOTSTRAP_TOKEN").ok().filter(|t| !t.is_empty()),
     };
     rollwave_server::serve_blocking(config)

@@ -34,6 +34,8 @@ pub struct Config {
     pub bootstrap_token: Option<String>,
     /// A registered host not heard from for this long is lost.
     pub host_timeout: Duration,
+    /// The Prometheus HTTP API for `source: prometheus` alarms.
+    pub prometheus: Option<String>,
 }
 
 /// A request to change something, on its way to the leader's applier.
@@ -328,7 +330,7 @@ impl Node {
         let mut renew = tokio::time::interval(renew_every);
         let leading_since = now_ms();
         let mut sweep = tokio::time::interval(Duration::from_millis(500));
-        let mut signals = crate::signals::Signals::default();
+        let mut signals = crate::signals::Signals::new(self.config.prometheus.clone());
         let mut last_prune = 0;
         let mut poll = tokio::time::interval(Duration::from_millis(100));
         let mut batch: Vec<Request> = Vec::new();

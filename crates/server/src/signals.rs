@@ -88,6 +88,49 @@ pub struct Signals {
     served_until: HashMap<String, i64>,
     /// The last verdict given per one-box bake (service, environment, region, release).
     verdicts: HashMap<(String, String, String, String), Outcome>,
+    /// The Prometheus HTTP API that `source: prometheus` alarms query.
+    prometheus: Option<String>,
+}
+
+impl Signals {
+    pub fn new(prometheus: Option<String>) -> Self {
+        Signals { prometheus, ..Signals::default() }
+    }
+}
+
+/// Fills `{{service}}`, `{{environment}}`, `{{region}}`, `{{zone}}`, `{{host}}` and
+/// `{{version}}` into a PromQL query for one alarm instance.
+pub fn fill_query(query: &str, service: &str, at: &Instance, version: &str) -> String {
+    [
+        ("{{service}}", service),
+        ("{{environment}}", at.environment.as_str()),
+        ("{{region}}", at.region.as_str()),
+        ("{{zone}}", at.zone.as_str()),
+        ("{{host}}", at.host.as_str()),
+        ("{{version}}", version),
+    ]
+    .iter()
+    .fold(query.to_owned(), |q, (k, v)| q.replace(k, v))
+}
+
+/// Runs an instant query; the first sample's value, or `None` when the result is empty.
+fn prometheus_value(base: &str, query: &str, at_s: f64) -> Result<Option<f64>, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(5)))
+        .build()
+        .into();
+    let mut response = agent
+        .get(format!("{}/api/v1/query", base.trim_end_matches('/')))
+        .query("query", query)
+        .query("time", format!("{at_s:.3}"))
+        .call()
+        .map_err(|e| e.to_string())?;
+    let body: serde_json::Value = response.body_mut().read_json().map_err(|e| e.to_string())?;
+    if body["status"] != "success" {
+        return Err(format!("Prometheus refused the query: {}", body["error"]));
+    }
+    Ok(body["data"]["result"][0]["value"][1].as_str().and_then(|v| v.parse::<f64>().ok()))
 }
 
 /// The one-box judge compares per-host, per-bin values of these metrics.
@@ -153,6 +196,9 @@ impl Signals {
                 .collect()
         };
         let mut inputs = self.judge_one_boxes(store, model, now_ms).await;
+        if let Some(prometheus) = &self.prometheus {
+            inputs.extend(self.prometheus_alarms(prometheus.clone(), model, now_ms).await);
+        }
         for (service, alarms) in services {
             let longest = alarms.iter().map(|(_, a)| a.period.as_millis() as i64).max().unwrap_or(0).max(BIN_MS);
             let Ok(rows) = store.metrics(&service, now_ms - longest - GRACE_MS - BIN_MS, now_ms).await else {
@@ -199,7 +245,7 @@ impl Signals {
                         };
                         traffic.entry(key).or_default().add(r);
                     }
-                    instances(&m, &service, spec.scope)
+                    instances(&m, &service, spec.scope).into_iter().map(|i| i.path).collect()
                 };
                 for scope in scopes {
                     let value = traffic.get(&scope).and_then(|t| t.metric(&spec.metric, period as f64 / 1000.0));
@@ -226,6 +272,66 @@ impl Signals {
 }
 
 impl Signals {
+    /// Evaluates `source: prometheus` alarms whose period has ended.
+    async fn prometheus_alarms(
+        &mut self,
+        base: String,
+        model: &std::sync::RwLock<ReadModel>,
+        now_ms: i64,
+    ) -> Vec<(String, LogInput)> {
+        let mut due = Vec::new();
+        {
+            let m = model.read().unwrap_or_else(|p| p.into_inner());
+            for s in m.services.values() {
+                for (index, spec) in s.plan.manifest.alarms.iter().enumerate() {
+                    let MetricSource::Prometheus { query } = &spec.source else { continue };
+                    let period = spec.period.as_millis() as i64;
+                    let end = (now_ms - GRACE_MS).div_euclid(period) * period;
+                    let last = *self.evaluated_until.entry((s.name.clone(), index)).or_insert(end - period);
+                    if end <= last {
+                        continue;
+                    }
+                    self.evaluated_until.insert((s.name.clone(), index), end);
+                    let in_flight = s
+                        .engine
+                        .releases()
+                        .into_iter()
+                        .filter(|r| r.status == rollwave_core::engine::ReleaseStatus::InProgress)
+                        .map(|r| r.version)
+                        .next_back()
+                        .unwrap_or_default();
+                    for at in instances(&m, &s.name, spec.scope) {
+                        let q = fill_query(query, &s.name, &at, &in_flight);
+                        due.push((s.name.clone(), index, spec.clone(), at.path, q, end));
+                    }
+                }
+            }
+        }
+        let mut inputs = Vec::new();
+        for (service, index, spec, scope, query, end) in due {
+            let b = base.clone();
+            let value = tokio::task::spawn_blocking(move || prometheus_value(&b, &query, end as f64 / 1000.0))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+            let value = match value {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(alarm = %spec.name, "querying Prometheus failed: {e}");
+                    None
+                }
+            };
+            let evaluator =
+                self.evaluators.entry((service.clone(), index, scope.clone())).or_insert_with(|| Evaluator::new(&spec));
+            if let Some(t) = evaluator.observe(value) {
+                inputs.push((
+                    service,
+                    LogInput::Alarm { alarm: spec.name.clone(), scope, state: t.to.as_str().into(), reason: t.reason },
+                ));
+            }
+        }
+        inputs
+    }
+
     /// Judges every baking one-box against the hosts of its region still on other
     /// versions; a verdict is given when it changes, and a failing one rolls back.
     async fn judge_one_boxes(
@@ -307,20 +413,49 @@ impl Signals {
     }
 }
 
-/// Every instance of an alarm of `scope`, by path.
-fn instances(model: &ReadModel, service: &str, scope: AlarmScope) -> Vec<String> {
+/// One alarm instance: its path (`env`, `env/region`, `env/region/zone` or `env/host`)
+/// and the names a query template can use.
+pub struct Instance {
+    pub path: String,
+    pub environment: String,
+    pub region: String,
+    pub zone: String,
+    pub host: String,
+}
+
+/// Every instance of an alarm of `scope`.
+fn instances(model: &ReadModel, service: &str, scope: AlarmScope) -> Vec<Instance> {
     let Some(s) = model.services.get(service) else { return Vec::new() };
     let mut out = Vec::new();
     for (e, env) in s.plan.manifest.environments.iter().enumerate() {
+        let at = |path: String, region: &str, zone: &str, host: &str| Instance {
+            path,
+            environment: env.name.clone(),
+            region: region.to_owned(),
+            zone: zone.to_owned(),
+            host: host.to_owned(),
+        };
         match scope {
-            AlarmScope::Environment => out.push(env.name.clone()),
-            AlarmScope::Region => out.extend(env.regions.iter().map(|r| format!("{}/{}", env.name, r.name))),
+            AlarmScope::Environment => out.push(at(env.name.clone(), "", "", "")),
+            AlarmScope::Region => {
+                out.extend(env.regions.iter().map(|r| at(format!("{}/{}", env.name, r.name), &r.name, "", "")))
+            }
             AlarmScope::Zone => {
                 for r in &env.regions {
-                    out.extend(r.zones.iter().map(|z| format!("{}/{}/{}", env.name, r.name, z.name)));
+                    out.extend(
+                        r.zones.iter().map(|z| at(format!("{}/{}/{}", env.name, r.name, z.name), &r.name, &z.name, "")),
+                    );
                 }
             }
-            AlarmScope::Host => out.extend(s.plan.envs[e].hosts.iter().map(|h| format!("{}/{}", env.name, h.name))),
+            AlarmScope::Host => {
+                let env_id = rollwave_core::plan::EnvId(e as u16);
+                for (h, host) in s.plan.envs[e].hosts.iter().enumerate() {
+                    let zone = s.plan.host_zone(env_id, rollwave_core::plan::HostId(h as u32));
+                    let region = s.plan.region_name(env_id, s.plan.zone_region(env_id, zone));
+                    let zone = s.plan.zone_name(env_id, zone);
+                    out.push(at(format!("{}/{}", env.name, host.name), region, zone, &host.name));
+                }
+            }
         }
     }
     out

@@ -1,0 +1,147 @@
+//! A `source: prometheus` alarm against a real Prometheus scraping a real exporter.
+
+mod support;
+
+use rollwave_server::api::*;
+use rollwave_server::{Config, Driver};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use support::ADMIN;
+
+const MANIFEST: &str = "\
+service: web
+environments:
+  prod: { regions: { r1: { zones: { z1: 2, z2: 2 } } } }
+strategy:
+  one_box: { hosts: 1, max_share: 25%, bake: 5m }
+  rolling: { batch: 50%, zone_bake: 0s }
+stages:
+  - { name: prod, environment: prod }
+alarms:
+  - name: prom-errors
+    source: prometheus
+    query: 'max(rollwave_test_error_ratio{service=\"{{service}}\", zone=\"{{zone}}\"})'
+    metric: error_ratio
+    scope: zone
+    threshold: \"> 0.5\"
+    period: 2s
+    datapoints: 1 of 1
+";
+
+/// An exporter whose one gauge (per zone) the test sets.
+fn exporter(z1_errors: Arc<AtomicU64>) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            let value = f64::from_bits(z1_errors.load(Ordering::SeqCst));
+            let body = format!(
+                "# TYPE rollwave_test_error_ratio gauge\n\
+                 rollwave_test_error_ratio{{service=\"web\",zone=\"z1\"}} {value}\n\
+                 rollwave_test_error_ratio{{service=\"web\",zone=\"z2\"}} 0\n"
+            );
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_prometheus_alarm_trips_from_a_real_prometheus_and_rolls_back_its_zone() {
+    if Command::new("prometheus").arg("--version").output().is_err() {
+        let _ =
+            writeln!(std::io::stderr(), "SKIPPED a_prometheus_alarm_trips: install Debian's `prometheus` to run it");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let errors = Arc::new(AtomicU64::new(0f64.to_bits()));
+    let exporter_port = exporter(Arc::clone(&errors));
+    let prom_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\n\
+             scrape_configs:\n  - job_name: app\n    static_configs: [ {{ targets: ['127.0.0.1:{exporter_port}'] }} ]\n"
+        ),
+    )
+    .unwrap();
+    let _prometheus = Killed(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let prometheus = format!("http://127.0.0.1:{prom_port}");
+    let started = Instant::now();
+    while ureq::get(format!("{prometheus}/api/v1/query?query=up")).call().is_err() {
+        assert!(started.elapsed() < Duration::from_secs(30), "Prometheus did not start");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let running = runtime
+        .block_on(rollwave_server::start(Config {
+            db: format!("sqlite://{}", dir.path().join("p.db").display()),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            node_id: "p".into(),
+            driver: Driver::Noop { delay: Duration::from_millis(50) },
+            lease_ttl: Duration::from_secs(5),
+            bootstrap_token: Some(ADMIN.into()),
+            host_timeout: Duration::from_secs(30),
+            prometheus: Some(prometheus),
+        }))
+        .unwrap();
+    let admin = rollwave_server::client::Client::new(&format!("http://{}", running.addr), Some(ADMIN.into()));
+    let wait = |what: &str, ok: &dyn Fn() -> bool| {
+        let start = Instant::now();
+        while !ok() {
+            assert!(start.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait("the replica to lead", &|| running.node.is_leader());
+    admin.apply("web.yaml", MANIFEST).unwrap();
+    admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    wait("the one-box to bake", &|| {
+        admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == "bake_started")
+    });
+    // Prometheus has seen the healthy value; now zone z1 goes bad.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(admin.release("web", "v2").unwrap().release.outcome, "in_progress");
+    errors.store(0.9f64.to_bits(), Ordering::SeqCst);
+    wait("the alarm to roll z1 back", &|| admin.release("web", "v2").unwrap().release.outcome == "halted");
+    let detail = admin.release("web", "v2").unwrap();
+    let fired = detail.events.iter().find(|e| e.kind == "alarm_fired").unwrap();
+    assert_eq!(fired.scope, "prod/r1/z1");
+    assert!(fired.reason.as_deref().unwrap().contains("prom-errors"), "{fired:?}");
+    assert_eq!(detail.release.rolled_back_scopes, ["prod/r1/z1"]);
+}

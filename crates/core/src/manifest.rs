@@ -17,6 +17,23 @@ pub struct Manifest {
     pub watch: Duration,
     /// Webhooks told about what people need to know.
     pub notifications: Vec<Notification>,
+    /// Synthetic requests the server sends, day and night, so quiet places have data too.
+    pub monitors: Vec<Monitor>,
+}
+
+/// A synthetic monitor: a request and what its answer must be. Its results are the
+/// metrics `monitor:NAME:success_rate` and `monitor:NAME:latency_ms`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Monitor {
+    pub name: String,
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<String>,
+    pub expect_status: u16,
+    pub body_contains: Option<String>,
+    pub max_latency: Option<Duration>,
+    pub every: Duration,
 }
 
 /// A webhook: which happenings it hears of, and in what form.

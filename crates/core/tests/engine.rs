@@ -74,6 +74,7 @@ fn manifest(zones: &[u32], approvals: &[bool]) -> Manifest {
         }],
         watch: mins(24 * 60),
         notifications: vec![],
+        monitors: vec![],
     }
 }
 

@@ -14,8 +14,8 @@ use crate::yaml::{Decoder, Located, Mapping, Node, check_name, hint, is_null, su
 use jiff::tz::TimeZone;
 use rollwave_core::alarm::{AlarmScope, AlarmSpec, MetricSource, Threshold, TreatMissing};
 use rollwave_core::manifest::{
-    Bake, Environment, ExecSpec, Manifest, Notification, NotificationFormat, NotifyOn, OneBox, Region, Rolling, Stage,
-    Strategy, TestSpec, Wave, Zone,
+    Bake, Environment, ExecSpec, Manifest, Monitor, Notification, NotificationFormat, NotifyOn, OneBox, Region,
+    Rolling, Stage, Strategy, TestSpec, Wave, Zone,
 };
 use rollwave_core::share::{BasisPoints, BatchSize};
 use rollwave_core::window::{BlockedDates, WeeklyWindow, Windows};
@@ -118,6 +118,7 @@ pub fn manifest(d: &mut Decoder, root: &Node) -> Option<Manifest> {
     let alarms = d.optional(&map, "alarms", alarms).unwrap_or_default();
     let watch = d.optional(&map, "watch", Decoder::duration).unwrap_or(DEFAULT_WATCH);
     let notifications = d.optional(&map, "notifications", |d, n| d.list(n, notification)).unwrap_or_default();
+    let monitors = d.optional(&map, "monitors", |d, n| d.list(n, monitor)).unwrap_or_default();
     Some(Manifest {
         service: service?,
         environments: environments?.into_iter().map(|e| e.environment).collect(),
@@ -125,7 +126,50 @@ pub fn manifest(d: &mut Decoder, root: &Node) -> Option<Manifest> {
         alarms,
         watch,
         notifications,
+        monitors,
     })
+}
+
+fn monitor(d: &mut Decoder, node: &Node) -> Option<Monitor> {
+    let map = d.mapping(node, keys::MONITOR)?;
+    let name = d.required(&map, "name", Decoder::name);
+    let request = d.required(&map, "request", |d, n| {
+        let r = d.mapping(n, keys::MONITOR_REQUEST)?;
+        let method = d.optional(&r, "method", Decoder::string).unwrap_or_else(|| "GET".to_owned()).to_ascii_uppercase();
+        let path = d.required(&r, "path", |d, n| {
+            d.parsed(n, "a path", |s| {
+                if s.starts_with('/') { Ok(s.to_owned()) } else { Err(format!("a path starts with /, found {s:?}")) }
+            })
+        });
+        let headers = d
+            .optional(&r, "headers", |d, n| {
+                let m = d.open_mapping(n)?;
+                let entries = d.entries(&m);
+                Some(entries.into_iter().filter_map(|(k, v)| Some((k.as_str().to_owned(), d.string(v)?))).collect())
+            })
+            .unwrap_or_default();
+        let body = d.optional(&r, "body", Decoder::string);
+        Some((method, path?, headers, body))
+    });
+    let (status, body_contains, max_latency) = d
+        .optional(&map, "expect", |d, n| {
+            let e = d.mapping(n, keys::MONITOR_EXPECT)?;
+            let status = d.optional(&e, "status", |d, n| {
+                d.parsed(n, "an HTTP status", |s| match s.trim().parse::<u16>() {
+                    Ok(v) if (100..=599).contains(&v) => Ok(v),
+                    _ => Err(format!("expected an HTTP status from 100 to 599, found {s:?}")),
+                })
+            });
+            Some((
+                status.unwrap_or(200),
+                d.optional(&e, "body_contains", Decoder::string),
+                d.optional(&e, "max_latency", Decoder::positive_duration),
+            ))
+        })
+        .unwrap_or((200, None, None));
+    let every = d.optional(&map, "every", Decoder::positive_duration).unwrap_or(Duration::from_secs(60));
+    let (method, path, headers, body) = request?;
+    Some(Monitor { name: name?, method, path, headers, body, expect_status: status, body_contains, max_latency, every })
 }
 
 fn notification(d: &mut Decoder, node: &Node) -> Option<Notification> {

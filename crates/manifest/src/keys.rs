@@ -2,7 +2,10 @@
 //! lists and the JSON Schema builds its `properties` from them, so the two cannot drift.
 
 pub const MANIFEST: &[&str] =
-    &["service", "environments", "strategy", "stages", "alarms", "windows", "watch", "notifications"];
+    &["service", "environments", "strategy", "stages", "alarms", "windows", "watch", "notifications", "monitors"];
+pub const MONITOR: &[&str] = &["name", "request", "expect", "every"];
+pub const MONITOR_REQUEST: &[&str] = &["method", "path", "headers", "body"];
+pub const MONITOR_EXPECT: &[&str] = &["status", "body_contains", "max_latency"];
 pub const NOTIFICATION: &[&str] = &["url", "format", "on", "blocked_after"];
 pub const ENVIRONMENT: &[&str] = &["regions", "exec"];
 pub const EXEC: &[&str] = &["deploy", "rollback", "timeout"];
@@ -26,6 +29,8 @@ pub const MANIFEST_REQUIRED: &[&str] = &["service", "environments", "stages"];
 pub const ENVIRONMENT_REQUIRED: &[&str] = &["regions"];
 pub const EXEC_REQUIRED: &[&str] = &["deploy"];
 pub const NOTIFICATION_REQUIRED: &[&str] = &["url"];
+pub const MONITOR_REQUIRED: &[&str] = &["name", "request"];
+pub const MONITOR_REQUEST_REQUIRED: &[&str] = &["path"];
 pub const REGION_REQUIRED: &[&str] = &["zones"];
 pub const STAGE_REQUIRED: &[&str] = &["name", "environment"];
 pub const TEST_REQUIRED: &[&str] = &["name", "run"];

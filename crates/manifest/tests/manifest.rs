@@ -647,6 +647,19 @@ environments:                     # manifest
       deploy: ./deploy.sh {{zone}}  # exec
       rollback: ./undo.sh         # exec
       timeout: 5m                 # exec
+monitors:                         # manifest
+  -
+    name: home                    # monitor
+    every: 30s                    # monitor
+    request:                      # monitor
+      method: GET                 # monitorRequest
+      path: /health               # monitorRequest
+      headers: { x-probe: \"1\" }   # monitorRequest
+      body: hi                    # monitorRequest
+    expect:                       # monitor
+      status: 200                 # monitorExpect
+      body_contains: ok           # monitorExpect
+      max_latency: 2s             # monitorExpect
 notifications:                    # manifest
   -
     url: http://127.0.0.1:9/hook  # notification

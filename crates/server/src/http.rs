@@ -568,6 +568,7 @@ async fn push_metrics(
                     requests: sample.requests as i64,
                     errors: sample.errors as i64,
                     buckets: sample.latency_buckets.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
+                    source: "traffic".into(),
                 })
             })
             .collect::<Result<Vec<_>, ApiError>>()
@@ -595,13 +596,13 @@ async fn query_metrics(
     query: Result<Query<MetricsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<MetricSeries>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    if !crate::signals::BUILTIN.contains(&q.metric.as_str()) {
+    let Some(source) = crate::signals::builtin_source(&q.metric) else {
         return Err(ApiError::invalid(format!(
-            "unknown metric {:?}; use {}",
+            "unknown metric {:?}; use {}, monitor:NAME:success_rate or monitor:NAME:latency_ms",
             q.metric,
             crate::signals::BUILTIN.join(", ")
         )));
-    }
+    };
     let now = rollwave_store::now_ms();
     let from = now - q.since.unwrap_or(3600).min(7 * 86_400) as i64 * 1000;
     let rows = app.node.store.metrics(&q.service, from, now + 1).await?;
@@ -610,6 +611,7 @@ async fn query_metrics(
         let scope = s.scope(&q.scope)?;
         Ok::<_, ApiError>(
             rows.iter()
+                .filter(|r| r.source == source)
                 .filter(|r| q.version.as_ref().is_none_or(|v| *v == r.version))
                 .filter(|r| {
                     let Ok((env, host)) = s.host(&r.environment, &r.host) else { return false };

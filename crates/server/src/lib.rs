@@ -9,6 +9,7 @@ pub mod client;
 pub mod error;
 mod exec;
 mod http;
+mod monitors;
 pub mod notify;
 pub mod signals;
 pub use http::MAX_BODY;

@@ -331,6 +331,7 @@ impl Node {
         let leading_since = now_ms();
         let mut sweep = tokio::time::interval(Duration::from_millis(500));
         let mut signals = crate::signals::Signals::new(self.config.prometheus.clone());
+        let mut monitors = crate::monitors::Monitors::default();
         let mut last_prune = 0;
         let mut poll = tokio::time::interval(Duration::from_millis(100));
         let mut batch: Vec<Request> = Vec::new();
@@ -374,6 +375,7 @@ impl Node {
                     for (service, hooks, blocked) in waiting {
                         self.notifier.blocked(&hooks, &service, &blocked, jiff::Timestamp::now());
                     }
+                    monitors.run_due(&self.store, &self.model, now).await;
                     for (service, input) in signals.due(&self.store, &self.model, now).await {
                         batch.push(Request { service, input, actor: "signals".into(), reply: None, inbox_id: None });
                     }

@@ -14,8 +14,20 @@ pub const GRACE_MS: i64 = 1_000;
 /// Data points for bakes are counted in bins of this length.
 pub const BIN_MS: i64 = 10_000;
 
-/// The metrics rollwave measures itself.
+/// The metrics rollwave measures itself, besides `monitor:NAME:success_rate` and
+/// `monitor:NAME:latency_ms`.
 pub const BUILTIN: [&str; 3] = ["error_rate", "latency_p99_ms", "request_rate"];
+
+/// Whether rollwave measures `metric` itself, and from which rows: router traffic, or a
+/// monitor's checks.
+pub fn builtin_source(metric: &str) -> Option<String> {
+    if BUILTIN.contains(&metric) {
+        return Some("traffic".into());
+    }
+    let rest = metric.strip_prefix("monitor:")?;
+    let (name, what) = rest.rsplit_once(':')?;
+    ["success_rate", "latency_ms"].contains(&what).then(|| format!("monitor:{name}"))
+}
 
 /// Requests, errors and a latency histogram, summed over some hosts and time.
 #[derive(Clone, Debug, Default)]
@@ -57,11 +69,13 @@ impl Traffic {
     }
 
     pub fn metric(&self, metric: &str, period_s: f64) -> Option<f64> {
-        match metric {
+        let what = metric.rsplit(':').next().unwrap_or(metric);
+        match what {
             "request_rate" => Some(self.requests as f64 / period_s),
             _ if self.requests == 0 => None,
             "error_rate" => Some(self.errors as f64 / self.requests as f64),
-            "latency_p99_ms" => self.p99(),
+            "success_rate" => Some(1.0 - self.errors as f64 / self.requests as f64),
+            "latency_p99_ms" | "latency_ms" => self.p99(),
             _ => None,
         }
     }
@@ -188,7 +202,7 @@ impl Signals {
                         .alarms
                         .iter()
                         .enumerate()
-                        .filter(|(_, a)| a.source == MetricSource::Builtin && BUILTIN.contains(&a.metric.as_str()))
+                        .filter(|(_, a)| a.source == MetricSource::Builtin && builtin_source(&a.metric).is_some())
                         .map(|(i, a)| (i, a.clone()))
                         .collect();
                     (s.name.clone(), alarms)
@@ -233,9 +247,10 @@ impl Signals {
                 }
                 self.evaluated_until.insert((service.clone(), index), end);
                 let mut traffic: BTreeMap<String, Traffic> = BTreeMap::new();
+                let source = builtin_source(&spec.metric).unwrap_or_default();
                 let scopes: Vec<String> = {
                     let m = model.read().unwrap_or_else(|p| p.into_inner());
-                    for r in rows.iter().filter(|r| r.at_ms >= end - period && r.at_ms < end) {
+                    for r in rows.iter().filter(|r| r.at_ms >= end - period && r.at_ms < end && r.source == source) {
                         let Some((env, region, zone)) = place(&m, &service, &r.environment, &r.host) else { continue };
                         let key = match spec.scope {
                             AlarmScope::Environment => env,
@@ -380,11 +395,18 @@ impl Signals {
         for bake in bakes {
             let Ok(rows) = store.metrics(&bake.service, bake.since, now_ms).await else { continue };
             let rows: Vec<&MetricRow> = rows.iter().filter(|r| r.environment == bake.environment).collect();
+            let traffic = |r: &&&MetricRow| r.source == "traffic";
             let canary = per_host_bins(
-                rows.iter().copied().filter(|r| bake.canary.contains(&r.host) && r.version == bake.release),
+                rows.iter()
+                    .filter(traffic)
+                    .copied()
+                    .filter(|r| bake.canary.contains(&r.host) && r.version == bake.release),
             );
             let baseline = per_host_bins(
-                rows.iter().copied().filter(|r| bake.baseline.contains(&r.host) && r.version != bake.release),
+                rows.iter()
+                    .filter(traffic)
+                    .copied()
+                    .filter(|r| bake.baseline.contains(&r.host) && r.version != bake.release),
             );
             // Too few points to say anything yet.
             if canary.len() < 3 || baseline.len() < 3 {

@@ -199,3 +199,64 @@ fn webhooks_hear_of_a_completed_release_and_retry_after_a_failure() {
     assert_eq!((status[0].delivered, status[0].failed_attempts, status[0].given_up), (1, 1, 0));
     assert_eq!(status[0].last_error.as_deref(), Some("the webhook answered 500"));
 }
+
+/// A host's service: answers every request with 200 "ok".
+fn healthy_backend() -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    address
+}
+
+#[test]
+fn a_quiet_region_completes_its_bakes_on_monitor_checks_alone() {
+    let manifest = "\
+service: quiet
+environments:
+  prod: { regions: { r1: { zones: { z1: 2 } } } }
+strategy:
+  one_box: { hosts: 1, max_share: 50%, bake: { time: 1s, min_datapoints: 3 } }
+  rolling: { batch: 50%, zone_bake: { time: 0s, min_datapoints: 3 } }
+stages:
+  - { name: prod, environment: prod, bake: 0s }
+monitors:
+  - { name: health, request: { path: /health }, expect: { status: 200, body_contains: ok }, every: 1s }
+";
+    let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(50) });
+    let admin = s.client(Some(ADMIN));
+    admin.apply("quiet.yaml", manifest).unwrap();
+    for host in ["z1-1", "z1-2"] {
+        let _: Registered = admin
+            .post(
+                "/v1/hosts/register",
+                &RegisterHost {
+                    service: Some("quiet".into()),
+                    environment: "prod".into(),
+                    host: host.into(),
+                    region: Some("r1".into()),
+                    zone: Some("z1".into()),
+                    address: Some(healthy_backend()),
+                },
+            )
+            .unwrap();
+    }
+    admin.create_release("quiet", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    // No router pushes anything: only the monitor's checks count as data points.
+    s.wait_until("v2 completes", || admin.release("quiet", "v2").unwrap().release.outcome == "completed");
+    let success: MetricSeries =
+        admin.get("/v1/metrics?service=quiet&metric=monitor:health:success_rate&scope=prod/r1/z1&since=120").unwrap();
+    assert!(!success.points.is_empty() && success.points.iter().all(|(_, v)| *v == 1.0), "{success:?}");
+}

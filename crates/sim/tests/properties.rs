@@ -154,6 +154,7 @@ fn manifest() -> impl Strategy<Value = Manifest> {
                 alarms,
                 watch: Duration::from_secs(watch_h * HOUR),
                 notifications: vec![],
+                monitors: vec![],
             }
         })
 }

@@ -107,6 +107,8 @@ pub struct MetricRow {
     pub errors: i64,
     /// Latency histogram counts, comma-separated, one per bucket bound and one over.
     pub buckets: String,
+    /// `traffic` (what routers saw) or `monitor:NAME` (a synthetic monitor's checks).
+    pub source: String,
 }
 
 /// A token as stored: only the SHA-256 of the secret is kept.
@@ -128,7 +130,7 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS inbox (id {serial} PRIMARY KEY, body TEXT NOT NULL, result TEXT, result_seq BIGINT, created_ms BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS tokens (id {serial} PRIMARY KEY, hash TEXT NOT NULL UNIQUE, name TEXT NOT NULL, role TEXT NOT NULL, host TEXT, created_ms BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS heartbeats (service TEXT NOT NULL, environment TEXT NOT NULL, host TEXT NOT NULL, last_ms BIGINT NOT NULL, PRIMARY KEY (service, environment, host))",
-    "CREATE TABLE IF NOT EXISTS metrics (service TEXT NOT NULL, environment TEXT NOT NULL, host TEXT NOT NULL, version TEXT NOT NULL, at_ms BIGINT NOT NULL, requests BIGINT NOT NULL, errors BIGINT NOT NULL, buckets TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS metrics (service TEXT NOT NULL, environment TEXT NOT NULL, host TEXT NOT NULL, version TEXT NOT NULL, at_ms BIGINT NOT NULL, requests BIGINT NOT NULL, errors BIGINT NOT NULL, buckets TEXT NOT NULL, source TEXT NOT NULL DEFAULT 'traffic')",
     "CREATE INDEX IF NOT EXISTS metrics_time ON metrics (service, at_ms)",
     "CREATE TABLE IF NOT EXISTS audit (seq {serial} PRIMARY KEY, at_ms BIGINT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, detail TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)",
 ];
@@ -398,11 +400,11 @@ impl Store {
             let mut tx = p.begin().await?;
             for r in rows {
                 sqlx::query(
-                    "INSERT INTO metrics (service, environment, host, version, at_ms, requests, errors, buckets) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    "INSERT INTO metrics (service, environment, host, version, at_ms, requests, errors, buckets, source) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 )
                 .bind(&r.service).bind(&r.environment).bind(&r.host).bind(&r.version)
-                .bind(r.at_ms).bind(r.requests).bind(r.errors).bind(&r.buckets)
+                .bind(r.at_ms).bind(r.requests).bind(r.errors).bind(&r.buckets).bind(&r.source)
                 .execute(&mut *tx).await?;
             }
             tx.commit().await?;
@@ -414,13 +416,13 @@ impl Store {
     pub async fn metrics(&self, service: &str, from_ms: i64, to_ms: i64) -> Result<Vec<MetricRow>> {
         let rows = on_pool!(self, p => {
             sqlx::query(
-                "SELECT service, environment, host, version, at_ms, requests, errors, buckets FROM metrics \
+                "SELECT service, environment, host, version, at_ms, requests, errors, buckets, source FROM metrics \
                  WHERE service = $1 AND at_ms >= $2 AND at_ms < $3 ORDER BY at_ms",
             )
             .bind(service).bind(from_ms).bind(to_ms).fetch_all(p).await?
             .into_iter().map(|r| MetricRow {
                 service: r.get(0), environment: r.get(1), host: r.get(2), version: r.get(3),
-                at_ms: r.get(4), requests: r.get(5), errors: r.get(6), buckets: r.get(7),
+                at_ms: r.get(4), requests: r.get(5), errors: r.get(6), buckets: r.get(7), source: r.get(8),
             }).collect()
         });
         Ok(rows)

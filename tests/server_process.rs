@@ -164,9 +164,13 @@ fn final_versions(client: &Client) -> Vec<EnvironmentVersions> {
 }
 
 /// The event sequence and final state of a rollout nobody interrupts.
-fn uninterrupted() -> &'static (Vec<(String, Option<String>, String)>, Vec<(String, Vec<(String, u64)>)>) {
-    static BASELINE: OnceLock<(Vec<(String, Option<String>, String)>, Vec<(String, Vec<(String, u64)>)>)> =
-        OnceLock::new();
+/// (kind, release, scope) of each event.
+type Events = Vec<(String, Option<String>, String)>;
+/// Hosts per version, per environment.
+type Versions = Vec<(String, Vec<(String, u64)>)>;
+
+fn uninterrupted() -> &'static (Events, Versions) {
+    static BASELINE: OnceLock<(Events, Versions)> = OnceLock::new();
     BASELINE.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let server = Server::start(&sqlite_url(dir.path(), "baseline"), "baseline", free_port());

@@ -340,12 +340,7 @@ fn remote_command(command: Command) -> Result<ExitCode> {
                     Format::Json => print_json(&statuses).ok(),
                     Format::Text => {
                         for s in &statuses {
-                            let _ = write!(
-                                std::io::stdout(),
-                                "{}
-",
-                                remote::print_status(s)
-                            );
+                            let _ = writeln!(std::io::stdout(), "{}", remote::print_status(s));
                         }
                         Some(())
                     }

@@ -11,11 +11,14 @@ use std::time::Duration;
 /// Attempts per notification: the first and four retries, 1 s, 2 s, 4 s and 8 s apart.
 const ATTEMPTS: u32 = 5;
 
+/// A blocked step told of: (service, release, scope, since and webhook).
+type BlockedKey = (String, Option<String>, String, String);
+
 #[derive(Default)]
 pub struct Notifier {
     status: Mutex<BTreeMap<(String, String), NotificationStatus>>,
     /// `blocked` notifications already sent: (service, release, scope, since).
-    blocked_sent: Mutex<BTreeSet<(String, Option<String>, String, String)>>,
+    blocked_sent: Mutex<BTreeSet<BlockedKey>>,
 }
 
 /// What an engine event means to people, if anything.

@@ -231,3 +231,34 @@ fn a_bad_scenario_is_located_too() {
     assert!(err.contains(&format!("{file}:6:40: no release \"v9\"")), "{err}");
     assert!(err.contains(&format!("{file}:8:23: no region \"mars-1\"")), "{err}");
 }
+
+#[test]
+fn the_sample_app_plays_its_version_and_fails_as_told() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rollwave"))
+        .args(["sample-app", "--listen", &format!("127.0.0.1:{port}"), "--version", "v3", "--error-rate", "0.25"])
+        .args(["--latency-ms", "0"])
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let start = std::time::Instant::now();
+    while agent.get(format!("{base}/health")).call().is_err() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "the sample app never answered");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut failures = 0;
+    for _ in 0..400 {
+        let mut r = agent.get(format!("{base}/")).header("x-rollwave-track", "canary").call().unwrap();
+        let body: Value = r.body_mut().read_json().unwrap();
+        assert_eq!(body["version"], "v3");
+        if r.status().as_u16() == 500 {
+            failures += 1;
+        } else {
+            assert_eq!(body["track"], "canary");
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!((60..140).contains(&failures), "{failures} of 400 failed; 25% asked");
+}

@@ -54,6 +54,8 @@ enum Command {
     Server(ServerArgs),
     /// Run the host agent: register, long-poll for the desired version, install it, report.
     Agent(rollwave_agent::AgentArgs),
+    /// A tiny HTTP service whose versions behave as told (errors, latency): what the demo deploys.
+    SampleApp(rollwave_demo::sample_app::SampleAppArgs),
     /// Run a fleet of agents on this machine (for trials and the demo).
     #[command(subcommand)]
     Fleet(FleetCommand),
@@ -462,6 +464,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Router(args) => rollwave_router::main(args)?,
         Command::Server(args) => run_server(args)?,
         Command::Agent(args) => rollwave_agent::agent_main(args)?,
+        Command::SampleApp(args) => rollwave_demo::sample_app::main(args)?,
         Command::Fleet(FleetCommand::Up(args)) => rollwave_agent::fleet_main(args)?,
         Command::Approve(a) => return release_action("approve", a),
         Command::Rollback(a) => return release_action("rollback", a),

@@ -1,0 +1,73 @@
+//! `rollwave sample-app`: a tiny HTTP service. `GET /health` answers `ok`; every other
+//! request answers the version, the host and the track it came on, after `--latency-ms`,
+//! and fails with a 500 for `--error-rate` of requests.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use clap::Args;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+#[derive(Args, Debug, Clone)]
+pub struct SampleAppArgs {
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// The version this process plays.
+    #[arg(long, env = "ROLLWAVE_VERSION", default_value = "dev")]
+    pub version: String,
+    #[arg(long, env = "ROLLWAVE_HOST_ID", default_value = "local")]
+    pub host_id: String,
+    /// Share of requests (0 to 1) answered with a 500.
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Added to every answer.
+    #[arg(long, default_value_t = 2)]
+    pub latency_ms: u64,
+}
+
+struct App {
+    args: SampleAppArgs,
+    /// A splitmix64 sequence: which requests fail, spread evenly over time.
+    draws: AtomicU64,
+}
+
+impl App {
+    fn fails(&self) -> bool {
+        let mut z = self.draws.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64 <= self.args.error_rate && self.args.error_rate > 0.0
+    }
+}
+
+async fn health() -> &'static str {
+    "ok\n"
+}
+
+async fn answer(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    tokio::time::sleep(Duration::from_millis(app.args.latency_ms)).await;
+    let track = headers.get("x-rollwave-track").and_then(|v| v.to_str().ok()).unwrap_or("none").to_owned();
+    let body = serde_json::json!({ "version": app.args.version, "host": app.args.host_id, "track": track });
+    if app.fails() {
+        return (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(serde_json::json!({ "error": "injected failure", "version": app.args.version }))).into_response();
+    }
+    axum::Json(body).into_response()
+}
+
+/// Serves until the process is stopped.
+pub fn main(args: SampleAppArgs) -> anyhow::Result<()> {
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
+    let app = Arc::new(App { args: args.clone(), draws: AtomicU64::new(seed) });
+    let router = axum::Router::new()
+        .route("/health", axum::routing::get(health))
+        .fallback(answer)
+        .with_state(app);
+    tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen).await?;
+        axum::serve(listener, router).await?;
+        Ok(())
+    })
+}

@@ -3,3 +3,4 @@
 //! slow, so that a bad release is bad in a way alarms can see.
 
 pub mod sample_app;
+pub mod traffic;

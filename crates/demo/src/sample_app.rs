@@ -52,19 +52,21 @@ async fn answer(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let track = headers.get("x-rollwave-track").and_then(|v| v.to_str().ok()).unwrap_or("none").to_owned();
     let body = serde_json::json!({ "version": app.args.version, "host": app.args.host_id, "track": track });
     if app.fails() {
-        return (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(serde_json::json!({ "error": "injected failure", "version": app.args.version }))).into_response();
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(serde_json::json!({ "error": "injected failure", "version": app.args.version })),
+        )
+            .into_response();
     }
     axum::Json(body).into_response()
 }
 
 /// Serves until the process is stopped.
 pub fn main(args: SampleAppArgs) -> anyhow::Result<()> {
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
+    let seed =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
     let app = Arc::new(App { args: args.clone(), draws: AtomicU64::new(seed) });
-    let router = axum::Router::new()
-        .route("/health", axum::routing::get(health))
-        .fallback(answer)
-        .with_state(app);
+    let router = axum::Router::new().route("/health", axum::routing::get(health)).fallback(answer).with_state(app);
     tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
         axum::serve(listener, router).await?;

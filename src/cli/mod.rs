@@ -93,6 +93,22 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// A built-in metric over time (error_rate, latency_p99_ms, request_rate, monitor:NAME:success_rate…).
+    Metrics {
+        service: String,
+        #[arg(long, default_value = "error_rate")]
+        metric: String,
+        /// `environment`, `environment/region`, `environment/region/zone` or `environment/host`.
+        #[arg(long)]
+        scope: String,
+        #[arg(long)]
+        version: Option<String>,
+        /// How far back, e.g. 1h.
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        since: std::time::Duration,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -378,6 +394,24 @@ fn remote_command(command: Command) -> Result<ExitCode> {
                     }
                 }
             }
+            Command::Metrics { service, metric, scope, version, since, remote } => {
+                let mut path = format!("/v1/metrics?service={service}&metric={metric}&scope={scope}&since={}", since.as_secs());
+                if let Some(v) = version {
+                    path.push_str(&format!("&version={v}"));
+                }
+                let series: MetricSeries = remote.client().get(&path)?;
+                match remote.output {
+                    Format::Json => print_json(&series).ok(),
+                    Format::Text => {
+                        let mut out = std::io::stdout().lock();
+                        for (t, v) in &series.points {
+                            let at = jiff::Timestamp::from_millisecond(*t).map(|t| t.to_string()).unwrap_or_default();
+                            let _ = writeln!(out, "{at}  {v:.4}");
+                        }
+                        Some(())
+                    }
+                };
+            }
             Command::Token(TokenCommand::Create { role, name, host, remote }) => {
                 let t = remote.client().create_token(&CreateToken { role, name, host })?;
                 match remote.output {
@@ -477,6 +511,7 @@ pub fn run() -> Result<ExitCode> {
         | Command::Release(_)
         | Command::Status { .. }
         | Command::Events { .. }
+        | Command::Metrics { .. }
         | Command::Token(_)) => {
             drop(out);
             return remote_command(command);

@@ -7,7 +7,10 @@
 # completes a request every 10 s); when its command changes it "installs" for about a
 # second and reports. After a warm-up the generator measures a fixed window, during
 # which it creates a release and approves it, so that a real rollout runs through all
-# hosts. Server CPU is (utime+stime) from /proc/PID/stat over the window's wall time;
+# hosts. Latency per class: a long-poll that delivered a change, as its lag after the
+# change first reached any host (fan-out); a long-poll that timed out, as the time beyond
+# its wait (overhead); a report, as its round trip. Registration happens in the warm-up.
+# Server CPU is (utime+stime) from /proc/PID/stat over the window's wall time;
 # "peak" is the busiest second. "other" is the machine's CPU use by everything else
 # (other builds, …) during the window: noise. Goal: p99 < 50 ms and < 1 core.
 #
@@ -92,9 +95,13 @@ wait_for_port() {
 
 # Runs one backend; leaves "key=value …" in $work/$1.result.
 run() {
-  local name=$1 db=$2 port=$3 pg_db=${4:-} server_pid lg_pid="" cpu0 pg0 busy0 lg0 t0 cpu1 pg1 busy1 lg1 t1 sampler
+  local name=$1 db=$2 port=$3 pg_db=${4:-} server_pid cpu0 pg0 busy0 t0 cpu1 pg1 busy1 t1 sampler lg
   local pgp=()
   local log="$work/$name.server.log"
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "port $port is taken; set BASE_PORT to another value" >&2
+    exit 2
+  fi
   ROLLWAVE_BOOTSTRAP_TOKEN=$TOKEN taskset -c 0 "$bin" server --db "$db" --listen "127.0.0.1:$port" \
     --driver agent --node-id "bench-$name" >"$log" 2>&1 &
   server_pid=$!
@@ -107,14 +114,13 @@ run() {
       "MEASURE start"*)
         mapfile -t pgp < <(pg_pids "$pg_db")
         t0=$(now_ns); cpu0=$(ticks "$server_pid"); pg0=$(pg_ticks "${pgp[@]}"); busy0=$(busy_ticks)
-        lg_pid=${line##*pid=}; lg0=$(ticks "$lg_pid")
         # The busiest second of the server.
         ( prev=$cpu0; while sleep 1; do cur=$(ticks "$server_pid"); echo $((cur - prev)); prev=$cur; done ) \
           >"$work/$name.seconds" 2>/dev/null &
         sampler=$!
         ;;
       "MEASURE end"*)
-        t1=$(now_ns); cpu1=$(ticks "$server_pid"); pg1=$(pg_ticks "${pgp[@]}"); busy1=$(busy_ticks); lg1=$(ticks "$lg_pid")
+        t1=$(now_ns); cpu1=$(ticks "$server_pid"); pg1=$(pg_ticks "${pgp[@]}"); busy1=$(busy_ticks)
         kill "$sampler" 2>/dev/null || true
         ;;
       RESULT*) echo "${line#RESULT }" >"$work/$name.result" ;;
@@ -134,13 +140,15 @@ run() {
   fi
   local peak
   peak=$(sort -n "$work/$name.seconds" | tail -1)
+  # The generator measures its own CPU over the window.
+  lg=$(tr ' ' '\n' <"$work/$name.result" | awk -F= '$1 == "loadgen_cpu" { print $2 }')
   awk -v t0="$t0" -v t1="$t1" -v c0="$cpu0" -v c1="$cpu1" -v p0="$pg0" -v p1="$pg1" -v b0="$busy0" -v b1="$busy1" \
-    -v l0="$lg0" -v l1="$lg1" -v hz="$hz" -v peak="${peak:-0}" -v pg="$name" -v rss="$rss" 'BEGIN {
+    -v lg="${lg:-0}" -v hz="$hz" -v peak="${peak:-0}" -v pg="$name" -v rss="$rss" 'BEGIN {
       wall = (t1 - t0) / 1e9
-      server = (c1 - c0) / hz / wall; db = (p1 - p0) / hz / wall; lg = (l1 - l0) / hz / wall
+      server = (c1 - c0) / hz / wall; db = (p1 - p0) / hz / wall
       other = (b1 - b0) / hz / wall - server - lg - (pg == "postgres" ? db : 0)
-      printf "server_cpu=%.2f peak_cpu=%.2f db_cpu=%s other_cpu=%.2f lg_cpu=%.2f rss_mb=%.0f\n",
-        server, peak / hz, (pg == "postgres" ? sprintf("%.2f", db) : "-"), other, lg, rss / 1024 }' \
+      printf "server_cpu=%.2f peak_cpu=%.2f db_cpu=%s other_cpu=%.2f rss_mb=%.0f\n",
+        server, peak / hz, (pg == "postgres" ? sprintf("%.2f", db) : "-"), other, rss / 1024 }' \
     >>"$work/$name.result"
   echo "== $name: load $(cut -d' ' -f1-3 /proc/loadavg) after" >&2
 }
@@ -194,4 +202,4 @@ row "postgres CPU, cores (window)" db_cpu
 row "server peak RSS, MB" rss_mb
 row "errors" errors
 row "rollout: outcome / hosts on it / lead time s" outcome on_version lead_s
-row "noise, cores: rest of machine / loadgen" other_cpu lg_cpu
+row "noise, cores: rest of machine / loadgen" other_cpu loadgen_cpu

@@ -123,7 +123,7 @@ worker_processes 1;
 worker_cpu_affinity 10;
 pid $work/nginx/nginx.pid;
 error_log $work/nginx/logs/error.log warn;
-events { worker_connections 32768; }
+events { worker_connections 4096; }
 http {
   access_log off;
   upstream stable { server 127.0.0.1:$STABLE_PORT; keepalive 256; }

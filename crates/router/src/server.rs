@@ -93,9 +93,7 @@ impl Router {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.connect_timeout));
-        let mut builder = Client::builder(TokioExecutor::new());
-        if std::env::var("RW_CWRITEV").as_deref() == Ok("0") { builder.http1_writev(false); }
-        let client = builder
+        let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(UPSTREAM_IDLE_TIMEOUT)
             .pool_max_idle_per_host(UPSTREAM_IDLE_PER_HOST)
@@ -164,9 +162,6 @@ impl Drop for Router {
 async fn serve_proxy(listener: TcpListener, shared: Arc<Shared>, max_connections: usize, stop: watch::Receiver<bool>) {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_buf_size(MAX_CONNECTION_BUFFER);
-    // BENCH-KNOBS (temporary)
-    if std::env::var("RW_WRITEV").as_deref() == Ok("0") { http.writev(false); }
-    if std::env::var("RW_HRT").as_deref() == Ok("0") { http.header_read_timeout(None); }
     let limit = Arc::new(Semaphore::new(max_connections));
     let mut connections = tokio::task::JoinSet::new();
     let mut stopping = stop.clone();

@@ -9,6 +9,11 @@
 //! when the command changes, "install" for about `--install-ms`, report, poll again. An
 //! idle host thus completes one request every N seconds.
 //!
+//! Latency is reported per class: a long-poll that delivered a change, as its lag (from
+//! the moment the change reached the first host, or the poll was sent if later, to its
+//! arrival here: how fast a deployment fans out); a long-poll that timed out, as the time
+//! beyond its wait (the server's overhead); a report, as its round trip.
+//!
 //! It prints `MEASURE start` and `MEASURE end` lines as the window opens and closes (for
 //! whoever samples the server's CPU), then latency percentiles per request class, the
 //! errors, how far the rollout got, and one `RESULT key=value…` line for scripts. It
@@ -137,7 +142,7 @@ impl Options {
 
 /// The pipeline under load: 10 regions of 2 equal zones in one environment, rolled out
 /// in waves of 1, 2, 3 and 4 regions with short bakes, so that a release completes in
-/// about a minute when hosts install in a second.
+/// about 90 s when hosts install in a second and the server keeps up.
 fn manifest(o: &Options) -> String {
     let per_zone = o.hosts / 20;
     let mut m = format!("service: {}\nenvironments:\n  prod:\n    regions:\n", o.service);

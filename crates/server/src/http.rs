@@ -370,15 +370,24 @@ async fn desired(
         };
         app.node.submit(&service, input, "agent").await?;
     }
-    let mut changed = app.node.changed.subscribe();
+    let slot = app.node.read(|m| {
+        m.service(&service).and_then(|s| s.host(&environment, &host).map(|(e, h)| s.plan.host_name(e, h).to_owned()))
+    })?;
+    let notify = app.node.waker(&service, &environment, &slot);
+    let mut reset = app.node.reset.subscribe();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(60));
     loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
         let current = look()?;
         if q.after.is_none_or(|after| current.command != after) {
             return Ok(Json(current));
         }
-        if tokio::time::timeout_at(deadline, changed.changed()).await.is_err() {
-            return Ok(Json(current));
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = reset.changed() => {}
+            _ = tokio::time::sleep_until(deadline) => return Ok(Json(current)),
         }
     }
 }

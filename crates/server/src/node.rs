@@ -73,6 +73,10 @@ pub struct Node {
     pub events: broadcast::Sender<EventView>,
     /// Bumped whenever the read model changes, for long-polls.
     pub changed: watch::Sender<i64>,
+    /// Bumped when the whole read model may have changed (step-down, replay): wakes every long-poll.
+    pub reset: watch::Sender<i64>,
+    /// Per host slot: woken when a command for it is committed.
+    wakers: std::sync::Mutex<std::collections::HashMap<(String, String, String), Arc<tokio::sync::Notify>>>,
     /// True once the replica has replayed the log at start.
     pub ready: watch::Sender<bool>,
     requests: mpsc::Sender<Request>,
@@ -93,6 +97,8 @@ impl Node {
             lease: watch::channel(None).0,
             events: broadcast::channel(4096).0,
             changed: watch::channel(0).0,
+            reset: watch::channel(0).0,
+            wakers: std::sync::Mutex::new(std::collections::HashMap::new()),
             ready: watch::channel(false).0,
             requests,
             requests_rx: std::sync::Mutex::new(Some(rx)),
@@ -160,6 +166,22 @@ impl Node {
             }
         }
         lost
+    }
+
+    pub fn waker(&self, service: &str, environment: &str, host: &str) -> Arc<tokio::sync::Notify> {
+        let mut w = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(w.entry((service.to_owned(), environment.to_owned(), host.to_owned())).or_default())
+    }
+
+    fn wake_hosts(&self, commands: &[CommandView]) {
+        let w = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
+        for c in commands {
+            for h in &c.hosts {
+                if let Some(n) = w.get(&(c.service.clone(), c.environment.clone(), h.clone())) {
+                    n.notify_waiters();
+                }
+            }
+        }
     }
 
     pub fn is_leader(&self) -> bool {
@@ -305,6 +327,7 @@ impl Node {
                 let _ = self.events.send(e);
             }
             self.changed.send_modify(|n| *n += 1);
+            self.reset.send_modify(|n| *n += 1);
         }
     }
 
@@ -435,6 +458,7 @@ impl Node {
         // The read model may hold changes that never reached the log: rebuild it from the log.
         *self.model.write().unwrap_or_else(|p| p.into_inner()) = ReadModel::default();
         self.changed.send_modify(|n| *n += 1);
+        self.reset.send_modify(|n| *n += 1);
     }
 
     /// Applies a batch of requests and appends them in one fenced transaction. Returns
@@ -511,6 +535,7 @@ impl Node {
             }
         }
         self.changed.send_modify(|n| *n += 1);
+        self.wake_hosts(&commands);
         for (r, result, through) in outcomes {
             // People's changes are audited; what machines report is in the log already.
             let machine = ["clock", "driver", "signals", "agent"].contains(&r.actor.as_str());

@@ -368,13 +368,22 @@ impl Store {
 
     /// Records that hosts were heard from, keeping the latest time per host.
     pub async fn heartbeat(&self, seen: &[(String, String, String, i64)]) -> Result<()> {
-        let sql = "INSERT INTO heartbeats (service, environment, host, last_ms) VALUES ($1, $2, $3, $4) \
-                   ON CONFLICT (service, environment, host) DO UPDATE SET last_ms = \
-                   CASE WHEN excluded.last_ms > heartbeats.last_ms THEN excluded.last_ms ELSE heartbeats.last_ms END";
         on_pool!(self, p => {
             let mut tx = p.begin().await?;
-            for (service, env, host, at) in seen {
-                sqlx::query(sql).bind(service).bind(env).bind(host).bind(*at).execute(&mut *tx).await?;
+            for chunk in seen.chunks(1000) {
+                let mut q = String::from("INSERT INTO heartbeats (service, environment, host, last_ms) VALUES ");
+                for i in 0..chunk.len() {
+                    let b = i * 4;
+                    if i > 0 { q.push(','); }
+                    q.push_str(&format!("(${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4));
+                }
+                q.push_str(" ON CONFLICT (service, environment, host) DO UPDATE SET last_ms = \
+                   CASE WHEN excluded.last_ms > heartbeats.last_ms THEN excluded.last_ms ELSE heartbeats.last_ms END");
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(q));
+                for (service, env, host, at) in chunk {
+                    query = query.bind(service).bind(env).bind(host).bind(*at);
+                }
+                query.execute(&mut *tx).await?;
             }
             tx.commit().await?;
         });
@@ -536,18 +545,23 @@ where
         return Err(StoreError::Fenced { held: lease.term });
     }
     let mut seqs = Vec::with_capacity(records.len());
-    for r in records {
-        let seq: i64 =
-            sqlx::query("INSERT INTO log (term, at_ms, service, kind, body) VALUES ($1, $2, $3, $4, $5) RETURNING seq")
-                .bind(lease.term)
-                .bind(r.at_ms)
-                .bind(r.service.as_str())
-                .bind(r.kind.as_str())
-                .bind(r.body.as_str())
-                .fetch_one(&mut **tx)
-                .await?
-                .get(0);
-        seqs.push(seq);
+    for chunk in records.chunks(500) {
+        let mut sql = String::from("INSERT INTO log (term, at_ms, service, kind, body) VALUES ");
+        for i in 0..chunk.len() {
+            let b = i * 5;
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("(${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5));
+        }
+        sql.push_str(" RETURNING seq");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for r in chunk {
+            q = q.bind(lease.term).bind(r.at_ms).bind(r.service.as_str()).bind(r.kind.as_str()).bind(r.body.as_str());
+        }
+        let mut got: Vec<i64> = q.fetch_all(&mut **tx).await?.iter().map(|row| row.get(0)).collect();
+        got.sort_unstable();
+        seqs.extend(got);
     }
     for answer in answers {
         let seq = answer.through_record.and_then(|i| seqs.get(i).copied()).unwrap_or(0);

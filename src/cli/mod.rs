@@ -395,7 +395,8 @@ fn remote_command(command: Command) -> Result<ExitCode> {
                 }
             }
             Command::Metrics { service, metric, scope, version, since, remote } => {
-                let mut path = format!("/v1/metrics?service={service}&metric={metric}&scope={scope}&since={}", since.as_secs());
+                let mut path =
+                    format!("/v1/metrics?service={service}&metric={metric}&scope={scope}&since={}", since.as_secs());
                 if let Some(v) = version {
                     path.push_str(&format!("&version={v}"));
                 }

@@ -140,14 +140,7 @@ async fn apply_service(
     actor.require(Role::Admin)?;
     let file = req.file.unwrap_or_else(|| "manifest.yaml".to_owned());
     // Read it here first, for the service's name and to answer errors without the leader.
-    let manifest = rollwave_manifest::parse_manifest(&file, &req.manifest).map_err(|errors| {
-        let details: Vec<serde_json::Value> = errors
-            .errors
-            .iter()
-            .map(|e| serde_json::json!({ "line": e.location.line, "col": e.location.col, "message": e.message }))
-            .collect();
-        ApiError::invalid(errors.to_string().trim_end().to_owned()).with_details(serde_json::Value::Array(details))
-    })?;
+    let manifest = rollwave_manifest::parse_manifest(&file, &req.manifest).map_err(crate::state::manifest_error)?;
     let service = manifest.service.clone();
     let existed = app.node.read(|m| m.services.contains_key(&service));
     let agents = app.node.config.driver == crate::node::Driver::Agent;

@@ -167,15 +167,18 @@ pub fn timestamp(at_ms: i64) -> Timestamp {
     Timestamp::from_millisecond(at_ms).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
+/// A manifest's located errors as a 422 with `details: [{line, col, message}]`.
+pub fn manifest_error(errors: rollwave_manifest::ManifestErrors) -> ApiError {
+    let details: Vec<serde_json::Value> = errors
+        .errors
+        .iter()
+        .map(|e| serde_json::json!({ "line": e.location.line, "col": e.location.col, "message": e.message }))
+        .collect();
+    ApiError::invalid(errors.to_string().trim_end().to_owned()).with_details(serde_json::Value::Array(details))
+}
+
 fn parse_plan(file: &str, text: &str) -> Result<Arc<Plan>, ApiError> {
-    rollwave_manifest::parse_manifest(file, text).map(|m| Arc::new(Plan::new(m))).map_err(|errors| {
-        let details: Vec<serde_json::Value> = errors
-            .errors
-            .iter()
-            .map(|e| serde_json::json!({ "line": e.location.line, "col": e.location.col, "message": e.message }))
-            .collect();
-        ApiError::invalid(errors.to_string().trim_end().to_owned()).with_details(serde_json::Value::Array(details))
-    })
+    rollwave_manifest::parse_manifest(file, text).map(|m| Arc::new(Plan::new(m))).map_err(manifest_error)
 }
 
 impl ReadModel {

@@ -1185,9 +1185,11 @@ impl Engine {
         }
         rel.gate_blocked = None;
         rel.at = Position::Active(stage, wave);
+        // Only older releases are superseded; a newer one waiting here halted (a suspected
+        // regression) stays for the operator to decide on.
         let older: Vec<ReleaseId> =
-            self.slots[stage.idx()][wave].waiting.iter().copied().filter(|&r| r != newest).collect();
-        self.slots[stage.idx()][wave].waiting.clear();
+            self.slots[stage.idx()][wave].waiting.iter().copied().filter(|&r| r < newest).collect();
+        self.slots[stage.idx()][wave].waiting.retain(|&r| r > newest);
         let name = self.releases[newest.idx()].name.clone();
         for r in older {
             self.releases[r.idx()].at = Position::Gone;

@@ -212,7 +212,7 @@ impl Store {
         match &self.pool {
             Pool::Sqlite(p) => {
                 let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
-                let lease = acquire_in::<Sqlite>(&mut tx, holder, current, now, expires).await?;
+                let lease = acquire_in::<Sqlite>(&mut tx, "", holder, current, now, expires).await?;
                 tx.commit().await?;
                 Ok(lease)
             }
@@ -222,7 +222,7 @@ impl Store {
                     .bind(LEASE_NAME)
                     .execute(&mut *tx)
                     .await?;
-                let lease = acquire_in::<Postgres>(&mut tx, holder, current, now, expires).await?;
+                let lease = acquire_in::<Postgres>(&mut tx, " FOR UPDATE", holder, current, now, expires).await?;
                 tx.commit().await?;
                 Ok(lease)
             }
@@ -260,13 +260,13 @@ impl Store {
         match &self.pool {
             Pool::Sqlite(p) => {
                 let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
-                let seqs = append_in::<Sqlite>(&mut tx, lease, records, answers).await?;
+                let seqs = append_in::<Sqlite>(&mut tx, "", lease, records, answers).await?;
                 tx.commit().await?;
                 Ok(seqs)
             }
             Pool::Postgres(p) => {
                 let mut tx = p.begin().await?;
-                let seqs = append_in::<Postgres>(&mut tx, lease, records, answers).await?;
+                let seqs = append_in::<Postgres>(&mut tx, " FOR SHARE", lease, records, answers).await?;
                 tx.commit().await?;
                 Ok(seqs)
             }
@@ -469,8 +469,11 @@ impl Store {
     }
 }
 
+/// `lock` is the row lock the backend needs on the lease row (`FOR UPDATE` on
+/// PostgreSQL; nothing on SQLite, whose `BEGIN IMMEDIATE` already holds the write lock).
 async fn acquire_in<DB>(
     tx: &mut Transaction<'static, DB>,
+    lock: &str,
     holder: &str,
     current: Option<&Lease>,
     now: i64,
@@ -485,7 +488,6 @@ where
     for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB> + sqlx::Decode<'q, DB>,
     usize: sqlx::ColumnIndex<DB::Row>,
 {
-    let lock = if std::any::type_name::<DB>().contains("Postgres") { " FOR UPDATE" } else { "" };
     let sql = format!("SELECT holder, term, expires_ms FROM lease WHERE name = $1{lock}");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(LEASE_NAME).fetch_optional(&mut **tx).await?;
     let Some(row) = row else {
@@ -522,6 +524,7 @@ where
 
 async fn append_in<DB>(
     tx: &mut Transaction<'static, DB>,
+    lock: &str,
     lease: &Lease,
     records: &[NewRecord],
     answers: &[Answer],
@@ -537,7 +540,6 @@ where
 {
     // The fence: under the lease row's lock (PostgreSQL) or the database's write lock
     // (SQLite's BEGIN IMMEDIATE), the lease must still be ours.
-    let lock = if std::any::type_name::<DB>().contains("Postgres") { " FOR SHARE" } else { "" };
     let sql = format!("SELECT holder, term FROM lease WHERE name = $1{lock}");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(LEASE_NAME).fetch_optional(&mut **tx).await?;
     let still_ours = row.is_some_and(|r| r.get::<String, _>(0) == lease.holder && r.get::<i64, _>(1) == lease.term);

@@ -20,6 +20,7 @@ mod proxy;
 mod rng;
 pub mod routes;
 mod server;
+pub mod sync;
 mod table;
 pub mod track;
 
@@ -50,7 +51,7 @@ pub struct RouterArgs {
     #[arg(long, value_name = "FILE")]
     pub routes: Option<PathBuf>,
 
-    /// Control-plane URL (server mode; not available yet: use --routes).
+    /// Control-plane URL: learn the routing table from it (server mode) instead of --routes.
     #[arg(long, value_name = "URL")]
     pub server: Option<String>,
 
@@ -119,15 +120,31 @@ impl RouterArgs {
 /// Runs the router until SIGINT or SIGTERM, then lets requests in flight finish (for
 /// at most the request timeout).
 pub fn main(args: RouterArgs) -> anyhow::Result<()> {
-    let Some(routes) = args.routes.clone() else {
-        anyhow::bail!(
-            "server mode needs the rollwave control plane, which is not available yet; \
-             run the router standalone with --routes FILE (see `rollwave router --help`)"
-        );
+    let routes = match (&args.routes, &args.server) {
+        (Some(routes), server) => {
+            if server.is_some() {
+                eprintln!("rollwave router: --routes is given, so --server is ignored");
+            }
+            routes.clone()
+        }
+        (None, Some(server)) => {
+            let (Some(service), Some(environment), Some(region)) = (&args.service, &args.environment, &args.region)
+            else {
+                anyhow::bail!("with --server, name the --service, --environment and --region this router fronts");
+            };
+            let source = sync::Source {
+                server: server.clone(),
+                service: service.clone(),
+                environment: environment.clone(),
+                region: region.clone(),
+            };
+            let dir = std::env::temp_dir().join(format!("rollwave-router-{}", std::process::id()));
+            sync::start(source, &dir)?
+        }
+        (None, None) => {
+            anyhow::bail!("give --routes FILE (standalone) or --server URL with --service, --environment and --region")
+        }
     };
-    if args.server.is_some() {
-        eprintln!("rollwave router: --routes is given, so --server is ignored");
-    }
     let workers = args.workers.or_else(|| std::thread::available_parallelism().ok().map(|n| n.get())).unwrap_or(1);
     let mut runtime = if workers <= 1 {
         tokio::runtime::Builder::new_current_thread()

@@ -518,7 +518,7 @@ async fn a_bad_routes_file_stops_the_start_and_a_bad_reload_keeps_the_table() {
 }
 
 #[test]
-fn server_mode_is_refused_until_the_control_plane_exists() {
+fn server_mode_needs_its_service_and_a_reachable_server() {
     #[derive(Parser)]
     struct Cli {
         #[command(flatten)]
@@ -539,6 +539,13 @@ fn server_mode_is_refused_until_the_control_plane_exists() {
     ])
     .unwrap();
     assert_eq!(cli.args.timeout, Duration::from_millis(250));
-    let err = rollwave_router::main(cli.args).unwrap_err().to_string();
-    assert!(err.contains("control plane") && err.contains("--routes FILE"), "{err}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut args = cli.args.clone();
+    args.server = Some(format!("http://127.0.0.1:{port}"));
+    let err = format!("{:#}", rollwave_router::main(args).unwrap_err());
+    assert!(err.contains("cannot reach"), "{err}");
+    let mut args = cli.args;
+    args.service = None;
+    let err = rollwave_router::main(args).unwrap_err().to_string();
+    assert!(err.contains("--service, --environment and --region"), "{err}");
 }

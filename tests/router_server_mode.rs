@@ -1,0 +1,135 @@
+//! The router in server mode: it learns its table from the control plane and follows
+//! the rollout (the one-box becomes the canary track) without restarting.
+
+use rollwave_server::api::*;
+use rollwave_server::client::Client;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ADMIN: &str = "rw_router_test_admin";
+
+fn port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(args: &[&str]) -> Proc {
+    Proc(
+        Command::new(env!("CARGO_BIN_EXE_rollwave"))
+            .args(args)
+            .env("ROLLWAVE_BOOTSTRAP_TOKEN", ADMIN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_router_in_server_mode_sends_the_canary_share_to_the_one_box() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_port = port();
+    let base = format!("http://127.0.0.1:{server_port}");
+    let db = format!("sqlite://{}", dir.path().join("r.db").display());
+    let _server = spawn(&["server", "--db", &db, "--listen", &format!("127.0.0.1:{server_port}"), "--driver", "noop"]);
+    let admin = Client::new(&base, Some(ADMIN.into()));
+    wait_for("the server", || admin.services().is_ok());
+    admin
+        .apply(
+            "web.yaml",
+            "service: web\nenvironments:\n  prod: { regions: { r1: { zones: { z1: 2 } } } }\n\
+             strategy:\n  one_box: { hosts: 1, max_share: 50%, bake: 10m }\n\
+             stages:\n  - { name: prod, environment: prod }\n",
+        )
+        .unwrap();
+    // Two hosts, each a sample app that says which host it is.
+    let mut apps = Vec::new();
+    for host in ["z1-1", "z1-2"] {
+        let p = port();
+        apps.push(spawn(&[
+            "sample-app",
+            "--listen",
+            &format!("127.0.0.1:{p}"),
+            "--host-id",
+            host,
+            "--latency-ms",
+            "0",
+        ]));
+        let _: Registered = admin
+            .post(
+                "/v1/hosts/register",
+                &RegisterHost {
+                    service: Some("web".into()),
+                    environment: "prod".into(),
+                    host: host.into(),
+                    region: Some("r1".into()),
+                    zone: Some("z1".into()),
+                    address: Some(format!("127.0.0.1:{p}")),
+                },
+            )
+            .unwrap();
+    }
+    let router_port = port();
+    let admin_port = port();
+    let _router = spawn(&[
+        "router",
+        "--server",
+        &base,
+        "--service",
+        "web",
+        "--environment",
+        "prod",
+        "--region",
+        "r1",
+        "--listen",
+        &format!("127.0.0.1:{router_port}"),
+        "--admin",
+        &format!("127.0.0.1:{admin_port}"),
+    ]);
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let ask = |key: usize| -> (String, String) {
+        let mut r = agent
+            .get(format!("http://127.0.0.1:{router_port}/"))
+            .header("x-rollwave-key", format!("user-{key}"))
+            .call()
+            .unwrap();
+        let track = r.headers().get("x-rollwave-track").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let body: serde_json::Value = r.body_mut().read_json().unwrap_or_default();
+        (body["host"].as_str().unwrap_or("").to_owned(), track)
+    };
+    wait_for("the router", || {
+        agent.get(format!("http://127.0.0.1:{router_port}/")).call().is_ok_and(|r| r.status() == 200)
+    });
+    // Before any release everyone is on the stable track.
+    assert!((0..20).all(|k| ask(k).1 == "stable"));
+
+    admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    wait_for("the one-box to bake", || {
+        admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == "bake_started")
+    });
+    // The router follows: half the region is the canary now, and canary users land on the one-box.
+    wait_for("the router to see the canary", || (0..40).any(|k| ask(k).1 == "canary"));
+    let answers: Vec<(String, String)> = (0..400).map(ask).collect();
+    let canary = answers.iter().filter(|(_, t)| t == "canary").count();
+    assert!((140..260).contains(&canary), "{canary} of 400 users on the canary at a 50% share");
+    assert!(answers.iter().all(|(host, track)| (track == "canary") == (host == "z1-1")), "{answers:?}");
+    // Sticky: the same users get the same answers.
+    assert!((0..400).step_by(7).all(|k| ask(k) == answers[k]));
+    drop(apps);
+}

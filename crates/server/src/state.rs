@@ -754,11 +754,16 @@ impl ServiceState {
         }
     }
 
+    /// Whether deploying `version` to a host moves it back (an older version) or forward.
+    fn purpose(&self, env: EnvId, host: HostId, version: ReleaseId) -> &'static str {
+        if version < self.engine.host_version(env, host) { "rollback" } else { "rollout" }
+    }
+
     /// What a host should run: the last deployment asked of it, or the version it has.
     pub fn desired(&self, env: EnvId, host: HostId) -> Desired {
         let (command, version, purpose) = match self.engine.host_op(env, host) {
             Some((command, version)) => {
-                let purpose = if version < self.engine.host_version(env, host) { "rollback" } else { "rollout" };
+                let purpose = self.purpose(env, host, version);
                 (command.0, version, purpose)
             }
             None => {
@@ -775,7 +780,7 @@ impl ServiceState {
             .in_flight()
             .into_iter()
             .map(|(env, host, command, version)| {
-                let purpose = if version < self.engine.host_version(env, host) { "rollback" } else { "rollout" };
+                let purpose = self.purpose(env, host, version);
                 CommandView {
                     id: command.0,
                     service: self.name.clone(),

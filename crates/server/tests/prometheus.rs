@@ -4,7 +4,7 @@ mod support;
 
 use rollwave_server::api::*;
 use rollwave_server::{Config, Driver};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,32 +33,16 @@ alarms:
 
 /// An exporter whose one gauge (per zone) the test sets.
 fn exporter(z1_errors: Arc<AtomicU64>) -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-            }
-            let value = f64::from_bits(z1_errors.load(Ordering::SeqCst));
-            let body = format!(
-                "# TYPE rollwave_test_error_ratio gauge\n\
-                 rollwave_test_error_ratio{{service=\"web\",zone=\"z1\"}} {value}\n\
-                 rollwave_test_error_ratio{{service=\"web\",zone=\"z2\"}} 0\n"
-            );
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
+    let address = support::responder(move |_, _| {
+        let value = f64::from_bits(z1_errors.load(Ordering::SeqCst));
+        let body = format!(
+            "# TYPE rollwave_test_error_ratio gauge\n\
+             rollwave_test_error_ratio{{service=\"web\",zone=\"z1\"}} {value}\n\
+             rollwave_test_error_ratio{{service=\"web\",zone=\"z2\"}} 0\n"
+        );
+        ("200 OK", "text/plain; version=0.0.4", body)
     });
-    port
+    address.rsplit(':').next().unwrap().parse().unwrap()
 }
 
 struct Killed(std::process::Child);

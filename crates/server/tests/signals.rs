@@ -145,35 +145,16 @@ fn the_one_box_judge_rolls_back_a_one_box_worse_than_its_baseline() {
 
 /// A webhook receiver that fails its first request and takes the rest.
 fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = std::sync::Arc::clone(&bodies);
-    std::thread::spawn(move || {
-        for (n, stream) in listener.incoming().enumerate() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
-            let status = if n == 0 { "500 Internal Server Error" } else { "200 OK" };
-            if n > 0 {
-                seen.lock().unwrap().push(String::from_utf8_lossy(&body).into_owned());
-            }
-            let _ = write!(stream, "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let address = support::responder(move |n, body| {
+        if n == 0 {
+            return ("500 Internal Server Error", "text/plain", String::new());
         }
+        seen.lock().unwrap().push(String::from_utf8_lossy(body).into_owned());
+        ("200 OK", "text/plain", String::new())
     });
-    (url, bodies)
+    (format!("http://{address}/hook"), bodies)
 }
 
 #[test]
@@ -202,23 +183,7 @@ fn webhooks_hear_of_a_completed_release_and_retry_after_a_failure() {
 
 /// A host's service: answers every request with 200 "ok".
 fn healthy_backend() -> String {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-            }
-            let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
-        }
-    });
-    address
+    support::responder(|_, _| ("200 OK", "text/plain", "ok".to_owned()))
 }
 
 #[test]

@@ -172,7 +172,7 @@ fn scenario(manifest: &Manifest) -> impl Strategy<Value = Scenario> + use<> {
         .iter()
         .flat_map(|e| e.regions.iter().map(move |r| (e.name.clone(), r.name.clone())))
         .collect();
-    let release = (0u64..48, prop::option::of((0usize..3, 0u64..40)), 0u64..24);
+    let release = (0u64..48, prop::option::of((0usize..3, 0u64..40)));
     let op = (0u64..72, 0usize..5, 0usize..4);
     (
         prop::collection::vec(release, 1..=4),
@@ -186,18 +186,15 @@ fn scenario(manifest: &Manifest) -> impl Strategy<Value = Scenario> + use<> {
             let mut releases: Vec<ScenarioRelease> = releases
                 .into_iter()
                 .enumerate()
-                .map(|(i, (at, defect, approve_at))| {
-                    let _ = approve_at;
-                    ScenarioRelease {
-                        version: format!("v{}", i + 2),
-                        at: Duration::from_secs(at * HOUR),
-                        defect: defect.map(|(kind, after)| Defect {
-                            error_rate: (kind == 0).then_some(0.2),
-                            latency_p99_ms: (kind == 1).then_some(2_000.0),
-                            appears_after: Duration::from_secs(after * HOUR),
-                            fails_tests: kind == 2,
-                        }),
-                    }
+                .map(|(i, (at, defect))| ScenarioRelease {
+                    version: format!("v{}", i + 2),
+                    at: Duration::from_secs(at * HOUR),
+                    defect: defect.map(|(kind, after)| Defect {
+                        error_rate: (kind == 0).then_some(0.2),
+                        latency_p99_ms: (kind == 1).then_some(2_000.0),
+                        appears_after: Duration::from_secs(after * HOUR),
+                        fails_tests: kind == 2,
+                    }),
                 })
                 .collect();
             releases.sort_by_key(|r| r.at);

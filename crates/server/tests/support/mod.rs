@@ -122,3 +122,38 @@ impl TestServer {
         (status, body)
     }
 }
+
+/// A plain HTTP/1.1 responder on a free port, one connection at a time, for the other
+/// side of what the server talks to (webhooks, hosts, exporters). `respond` gets the
+/// request's number (from 0) and body, and gives the status line's code and text, the
+/// content type and the body. Returns `host:port`.
+pub fn responder(respond: impl Fn(usize, &[u8]) -> (&'static str, &'static str, String) + Send + 'static) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let (status, content_type, reply) = respond(n, &body);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+                reply.len()
+            );
+        }
+    });
+    address
+}

@@ -356,6 +356,10 @@ impl Node {
         let mut signals = crate::signals::Signals::new(self.config.prometheus.clone());
         let mut monitors = crate::monitors::Monitors::default();
         let mut last_prune = 0;
+        // Losing a host is judged against a timeout of many seconds: reading every
+        // heartbeat at each half-second sweep would be work for nothing.
+        let scan_every = (self.config.host_timeout.as_millis() as i64 / 10).max(500);
+        let mut last_scan = 0;
         let mut poll = tokio::time::interval(Duration::from_millis(100));
         let mut batch: Vec<Request> = Vec::new();
         loop {
@@ -385,9 +389,12 @@ impl Node {
                 _ = sweep.tick() => {
                     // Every replica's heartbeats are in the store; the lost hosts already
                     // reported stay absent until they register again.
-                    self.flush_heartbeats().await;
-                    batch.extend(self.lost_hosts(leading_since).await);
                     let now = now_ms();
+                    if now - last_scan >= scan_every {
+                        last_scan = now;
+                        self.flush_heartbeats().await;
+                        batch.extend(self.lost_hosts(leading_since).await);
+                    }
                     let waiting: Vec<_> = self.read(|m| {
                         m.services
                             .values()

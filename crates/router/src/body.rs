@@ -36,7 +36,7 @@ impl Exchange {
 impl Drop for Exchange {
     fn drop(&mut self) {
         self.upstream.state.end_request();
-        self.upstream.metrics.latency.observe(self.started.elapsed().as_secs_f64());
+        self.upstream.metrics.finished(self.started.elapsed());
     }
 }
 

@@ -7,6 +7,8 @@
 //! - [`routes`]: the routes file, parsed with located errors.
 //! - [`balance`]: host health (ejection, probes) and power-of-two-choices, without I/O.
 //! - `table`, `proxy`, `body`, `server`: the running proxy (hyper + tokio).
+//! - [`sync`], [`push`]: server mode, the table from the control plane and the traffic
+//!   per host back to it.
 //!
 //! **Invariant:** a request is never refused because of what it carries (a malformed
 //! baggage, an unknown track): unreadable decisions are ignored and the key is hashed.
@@ -17,6 +19,7 @@ pub mod balance;
 mod body;
 pub mod metrics;
 mod proxy;
+pub mod push;
 mod rng;
 pub mod routes;
 mod server;
@@ -31,8 +34,8 @@ use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// How often the router will push its metrics to the control plane once server mode
-/// exists (see [`Router::metrics_text`], which renders what it will push).
+/// How often, in server mode, the router pushes its traffic per host to the control
+/// plane (the default of `--push-every`; see [`push`]).
 pub const CONTROL_PLANE_PUSH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Options of `rollwave router`.
@@ -66,6 +69,15 @@ pub struct RouterArgs {
     /// Region of the hosts (server mode).
     #[arg(long)]
     pub region: Option<String>,
+
+    /// Token for pushing traffic to the control plane (server mode): a deployer token,
+    /// or an agent token of a host of the service. Without one, nothing is pushed.
+    #[arg(long, env = "ROLLWAVE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// How often to push traffic per host to the control plane (server mode).
+    #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
+    pub push_every: Duration,
 
     /// Longest time a request may take, from its arrival to the end of its response.
     #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
@@ -120,6 +132,7 @@ impl RouterArgs {
 /// Runs the router until SIGINT or SIGTERM, then lets requests in flight finish (for
 /// at most the request timeout).
 pub fn main(args: RouterArgs) -> anyhow::Result<()> {
+    let mut push = None;
     let routes = match (&args.routes, &args.server) {
         (Some(routes), server) => {
             if server.is_some() {
@@ -138,6 +151,20 @@ pub fn main(args: RouterArgs) -> anyhow::Result<()> {
                 environment: environment.clone(),
                 region: region.clone(),
             };
+            match &args.token {
+                Some(token) => {
+                    push = Some(push::PushTarget {
+                        server: server.clone(),
+                        service: service.clone(),
+                        environment: environment.clone(),
+                        token: token.clone(),
+                        every: args.push_every,
+                    })
+                }
+                None => eprintln!(
+                    "rollwave router: no --token (or ROLLWAVE_TOKEN): traffic is not pushed to the control plane"
+                ),
+            }
             let dir = std::env::temp_dir().join(format!("rollwave-router-{}", std::process::id()));
             sync::start(source, &dir)?
         }
@@ -154,7 +181,7 @@ pub fn main(args: RouterArgs) -> anyhow::Result<()> {
         builder
     };
     let runtime = runtime.enable_all().build().context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    let pusher = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;
@@ -169,11 +196,17 @@ pub fn main(args: RouterArgs) -> anyhow::Result<()> {
             router.local_addr(),
             router.admin_addr()
         );
+        let pusher = push.map(|target| push::start(target, router.metrics()));
         shutdown_signal().await?;
         eprintln!("rollwave router: stopping; letting requests in flight finish");
         router.shutdown(grace).await;
-        Ok(())
-    })
+        anyhow::Ok(pusher)
+    })?;
+    // The traffic of the last interval, requests in flight included.
+    if let Some(pusher) = pusher {
+        pusher.finish();
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {

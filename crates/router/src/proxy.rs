@@ -176,14 +176,14 @@ impl Shared {
         let exchange = Exchange::begin(upstream, started);
         let result = tokio::time::timeout_at(deadline, self.client.request(request)).await;
         let host = exchange.upstream();
-        host.metrics.requests.inc();
+        host.metrics.sent();
         let kind = match result {
             Ok(Ok(response)) if !response.status().is_server_error() => {
                 host.state.record_success();
                 return Ok((response, exchange));
             }
             Ok(Ok(response)) => {
-                host.metrics.responses_5xx.inc();
+                host.metrics.failed();
                 self.record_failure(host);
                 return Ok((response, exchange));
             }
@@ -191,14 +191,14 @@ impl Shared {
             Ok(Err(_)) => FailureKind::Other,
             Err(_elapsed) => FailureKind::Timeout,
         };
-        host.metrics.responses_5xx.inc();
+        host.metrics.failed();
         self.record_failure(host);
         Err(Failure { kind, exchange })
     }
 
     fn record_failure(&self, host: &Upstream) {
         if host.state.record_failure(self.now_ms(Instant::now()), &self.options.health) == FailureOutcome::Ejected {
-            host.metrics.ejections.inc();
+            host.metrics.ejected();
         }
     }
 

@@ -127,11 +127,14 @@ impl Router {
         self.admin_addr
     }
 
-    /// The metrics in the OpenMetrics text format: what `/metrics` serves and what the
-    /// push to the control plane (every [`crate::CONTROL_PLANE_PUSH_INTERVAL`], with
-    /// server mode) will send.
+    /// The metrics in the OpenMetrics text format: what `/metrics` serves.
     pub fn metrics_text(&self) -> String {
         self.shared.metrics.encode()
+    }
+
+    /// The metrics themselves, for the push to the control plane ([`crate::push`]).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
     }
 
     /// The current table, as `/routes` shows it.

@@ -1,4 +1,5 @@
-//! The HTTP/JSON API under `/v1`, plus `/healthz`, `/readyz` and `/metrics`.
+//! The HTTP/JSON API under `/v1`, plus `/healthz`, `/readyz` and `/metrics`; the
+//! dashboard's pages (see [`crate::dashboard`]) are merged in.
 
 use crate::api::*;
 use crate::auth::{Actor, Role, Tokens, new_secret};
@@ -52,6 +53,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/cluster", get(cluster))
         .route("/v1/services/{service}/routes/{environment}/{region}", get(routes))
         .route("/v1/metrics", get(query_metrics).post(push_metrics))
+        .merge(crate::dashboard::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint; see /v1/openapi.json") })
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), observe))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))

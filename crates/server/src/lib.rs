@@ -6,6 +6,7 @@
 pub mod api;
 pub mod auth;
 pub mod client;
+mod dashboard;
 pub mod error;
 mod exec;
 mod http;
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod node;
 pub mod openapi;
 pub mod state;
+pub mod views;
 
 pub use node::{Config, Driver, Node};
 

@@ -154,6 +154,8 @@ pub struct ServiceState {
     /// Where each host's service answers, as its agent said.
     pub addresses: BTreeMap<(EnvId, HostId), String>,
     pub agents: bool,
+    /// What the dashboard follows beside the engine (see [`crate::views`]).
+    pub tracked: crate::views::Tracked,
 }
 
 #[derive(Default)]
@@ -224,6 +226,7 @@ impl ReadModel {
                             aliases: BTreeMap::new(),
                             addresses: BTreeMap::new(),
                             agents: *agents,
+                            tracked: Default::default(),
                         },
                     );
                 }
@@ -272,11 +275,13 @@ impl ReadModel {
             }
         }
         let engine_input = s.to_input(input)?;
+        let before = s.version_before(input);
         s.engine.handle(now, engine_input).map_err(|e| match e {
             rollwave_core::engine::InputError::UnknownRelease(_) => ApiError::not_found(e.to_string()),
             rollwave_core::engine::InputError::DuplicateVersion(_) => ApiError::conflict(e.to_string()),
             _ => ApiError::conflict(e.to_string()),
         })?;
+        s.track_input(at_ms, input, before);
         if let LogInput::CreateRelease { version, artifact, sha256 } = input {
             s.artifacts.insert(version.clone(), (artifact.clone(), sha256.clone()));
         }
@@ -294,6 +299,7 @@ impl ReadModel {
                         view.output = Some(table.clone());
                     }
                     s.track_blocked(&e, &view);
+                    s.track_event(&e);
                     s.events.push(view.clone());
                     applied.events.push(view);
                 }

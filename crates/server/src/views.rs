@@ -1,0 +1,698 @@
+//! Read-model views for the dashboard: the pipeline as a grid of cells (one per stage,
+//! wave and region), hosts, alarm instances and a release's rollout over time. Plain
+//! functions over a [`ServiceState`]; what the engine does not expose (bake progress,
+//! alarm instances, when hosts changed version) is followed here as inputs are applied,
+//! so a replica that replays the log gets the same views.
+
+use crate::api::EventView;
+use crate::state::{LogInput, ServiceState};
+use jiff::Timestamp;
+use rollwave_core::engine::{Event, EventKind, EventScope, ReleaseId, ReleaseStatus, ReleaseSummary, Scope};
+use rollwave_core::manifest::Bake;
+use rollwave_core::plan::{EnvId, HostId, RegionId, StageId};
+use std::collections::{BTreeMap, VecDeque};
+
+/// How many alarm state changes and host version changes a service remembers.
+const ALARM_HISTORY: usize = 200;
+const HOST_HISTORY: usize = 100_000;
+
+/// What the dashboard follows beside the engine.
+#[derive(Default)]
+pub struct Tracked {
+    /// Bakes under way: (release, scope) → progress.
+    bakes: BTreeMap<(ReleaseId, EventScope), BakeProgress>,
+    /// Every alarm instance ever reported, by (alarm, scope path).
+    alarms: BTreeMap<(String, String), AlarmInstance>,
+    /// Recent alarm state changes, oldest first.
+    alarm_changes: VecDeque<AlarmChange>,
+    /// When hosts changed version, oldest first.
+    host_changes: VecDeque<HostChange>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct BakeProgress {
+    until: Timestamp,
+    need: u64,
+    seen: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct AlarmInstance {
+    pub alarm: String,
+    pub scope: String,
+    pub state: String,
+    pub reason: String,
+    pub since: Timestamp,
+    /// Where it lives, for placing its badge on the pipeline.
+    place: Option<Scope>,
+}
+
+#[derive(Clone, Debug)]
+pub struct AlarmChange {
+    pub at: Timestamp,
+    pub alarm: String,
+    pub scope: String,
+    pub from: String,
+    pub to: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct HostChange {
+    at_ms: i64,
+    env: EnvId,
+    host: HostId,
+    from: ReleaseId,
+    to: ReleaseId,
+}
+
+impl ServiceState {
+    /// Called once an input was accepted by the engine, before its outputs are handled.
+    pub(crate) fn track_input(&mut self, at_ms: i64, input: &LogInput, before: Option<(EnvId, HostId, ReleaseId)>) {
+        if let Some((env, host, from)) = before {
+            let to = self.engine.host_version(env, host);
+            if to != from {
+                let changes = &mut self.tracked.host_changes;
+                changes.push_back(HostChange { at_ms, env, host, from, to });
+                if changes.len() > HOST_HISTORY {
+                    changes.pop_front();
+                }
+            }
+        }
+        match input {
+            LogInput::Served { environment, zone, version, requests } => {
+                let (Ok(env), Some(version)) = (self.env(environment), self.engine.release_named(version)) else {
+                    return;
+                };
+                let Ok(zone) = self.zone(env, zone) else { return };
+                let region = self.plan.zone_region(env, zone);
+                let first_zone = self.plan.region_zones(env, region).start;
+                let plan = &self.plan;
+                for ((release, scope), bake) in &mut self.tracked.bakes {
+                    if *release != version {
+                        continue;
+                    }
+                    let counts = match *scope {
+                        EventScope::Wave(stage, wave) => {
+                            plan.stage_env(stage) == env
+                                && plan.manifest.stages[stage.idx()].waves[wave].regions.contains(&region.idx())
+                        }
+                        EventScope::Region(stage, r) => {
+                            plan.stage_env(stage) == env && r == region && zone.0 == first_zone
+                        }
+                        EventScope::Zone(_, e, z) => e == env && z == zone,
+                        _ => false,
+                    };
+                    if counts {
+                        bake.seen += requests;
+                    }
+                }
+            }
+            LogInput::Alarm { alarm, scope, state, reason } => {
+                let at = crate::state::timestamp(at_ms);
+                let key = (alarm.clone(), scope.clone());
+                let from = self.tracked.alarms.get(&key).map_or("OK".to_owned(), |a| a.state.clone());
+                if from == *state {
+                    return;
+                }
+                let place = self.scope(scope).ok();
+                self.tracked.alarms.insert(
+                    key,
+                    AlarmInstance {
+                        alarm: alarm.clone(),
+                        scope: scope.clone(),
+                        state: state.clone(),
+                        reason: reason.clone(),
+                        since: at,
+                        place,
+                    },
+                );
+                let changes = &mut self.tracked.alarm_changes;
+                changes.push_back(AlarmChange {
+                    at,
+                    alarm: alarm.clone(),
+                    scope: scope.clone(),
+                    from,
+                    to: state.clone(),
+                    reason: reason.clone(),
+                });
+                if changes.len() > ALARM_HISTORY {
+                    changes.pop_front();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The version a host reporting now runs, to see afterwards whether it changed.
+    pub(crate) fn version_before(&self, input: &LogInput) -> Option<(EnvId, HostId, ReleaseId)> {
+        let LogInput::HostReport { environment, host, .. } = input else { return None };
+        let (env, host) = self.host(environment, host).ok()?;
+        Some((env, host, self.engine.host_version(env, host)))
+    }
+
+    /// Follows bakes as the engine starts and ends them.
+    pub(crate) fn track_event(&mut self, e: &Event) {
+        let Some(release) = e.release else { return };
+        match e.kind {
+            EventKind::BakeStarted => {
+                if let Some(bake) = self.bake_spec(e.scope) {
+                    let until = e.at.checked_add(bake.time).unwrap_or(Timestamp::MAX);
+                    self.tracked
+                        .bakes
+                        .insert((release, e.scope), BakeProgress { until, need: bake.min_datapoints, seen: 0 });
+                }
+            }
+            EventKind::BakeCompleted => {
+                self.tracked.bakes.remove(&(release, e.scope));
+            }
+            EventKind::ReleaseCompleted
+            | EventKind::ReleaseRolledBack
+            | EventKind::ReleaseSuperseded
+            | EventKind::ReleaseHalted
+            | EventKind::RollbackStarted => {
+                self.tracked.bakes.retain(|(r, _), _| *r != release);
+            }
+            _ => {}
+        }
+    }
+
+    /// The bake a `bake_started` event at this scope waits out.
+    fn bake_spec(&self, scope: EventScope) -> Option<Bake> {
+        let stages = &self.plan.manifest.stages;
+        let wave_of = |stage: StageId, region: RegionId| {
+            stages[stage.idx()].waves.iter().find(|w| w.regions.contains(&region.idx()))
+        };
+        match scope {
+            EventScope::Wave(stage, wave) => Some(stages[stage.idx()].waves[wave].strategy.bake.clone()),
+            EventScope::Region(stage, region) => {
+                wave_of(stage, region)?.strategy.one_box.as_ref().map(|o| o.bake.clone())
+            }
+            EventScope::Zone(stage, env, zone) => {
+                Some(wave_of(stage, self.plan.zone_region(env, zone))?.strategy.rolling.zone_bake.clone())
+            }
+            _ => None,
+        }
+    }
+
+    /// The service's pipeline: stages and waves as columns, regions as cells.
+    pub fn pipeline(&self, now: Timestamp) -> PipelineView {
+        let grid = Grid::new(self);
+        let releases = self.engine.releases();
+        let last = grid.last_phases(&self.events, &releases);
+        let mut stages = Vec::new();
+        for (s, stage) in self.plan.manifest.stages.iter().enumerate() {
+            let stage_id = StageId(s as u16);
+            let env = self.plan.stage_env(stage_id);
+            let mut waves = Vec::new();
+            for (w, wave) in stage.waves.iter().enumerate() {
+                let here = |active: bool| {
+                    releases
+                        .iter()
+                        .filter(move |r| r.position == Some((stage_id, w, active)))
+                        .filter(|r| matches!(r.status, ReleaseStatus::InProgress | ReleaseStatus::Halted))
+                };
+                let mut at: Vec<WaveRelease> = here(true)
+                    .map(|r| WaveRelease { version: r.version.clone(), what: "active".into() })
+                    .chain(here(false).map(|r| WaveRelease { version: r.version.clone(), what: "waiting".into() }))
+                    .collect();
+                at.sort_by(|a, b| a.what.cmp(&b.what));
+                let active = here(true).map(|r| r.id).max();
+                let waiting = here(false).map(|r| r.id).max();
+                let cells = wave
+                    .regions
+                    .iter()
+                    .map(|&r| {
+                        let region = RegionId(r as u16);
+                        let cell = grid.cell(stage_id, region);
+                        // The release to show: the one deploying here, else the one waiting at
+                        // the wave's gate, else the newest that did something here.
+                        let shown = active
+                            .or(waiting)
+                            .or_else(|| last.keys().filter(|(c, _)| *c == cell).map(|(_, rel)| *rel).max());
+                        self.cell(
+                            stage_id,
+                            w,
+                            env,
+                            region,
+                            shown,
+                            last.get(&(cell, shown.unwrap_or(ReleaseId(0)))),
+                            now,
+                        )
+                    })
+                    .collect();
+                waves.push(WaveColumn { name: wave.name.clone(), releases: at, cells });
+            }
+            let (service_hold, stage_holds) = self.engine.holds();
+            stages.push(StageColumn {
+                name: stage.name.clone(),
+                environment: self.plan.manifest.environments[stage.environment].name.clone(),
+                approval: stage.approval,
+                held: service_hold || stage_holds.contains(&stage_id),
+                waves,
+            });
+        }
+        PipelineView { stages }
+    }
+
+    /// Every region of every stage as one release sees it.
+    pub fn release_cells(&self, release: &str, now: Timestamp) -> Vec<CellView> {
+        let Some(id) = self.engine.release_named(release) else { return Vec::new() };
+        let grid = Grid::new(self);
+        let last = grid.last_phases(&self.events, &self.engine.releases());
+        let mut out = Vec::new();
+        for (s, stage) in self.plan.manifest.stages.iter().enumerate() {
+            let stage_id = StageId(s as u16);
+            let env = self.plan.stage_env(stage_id);
+            for (w, wave) in stage.waves.iter().enumerate() {
+                for &r in &wave.regions {
+                    let region = RegionId(r as u16);
+                    let cell = grid.cell(stage_id, region);
+                    out.push(self.cell(stage_id, w, env, region, Some(id), last.get(&(cell, id)), now));
+                }
+            }
+        }
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn cell(
+        &self,
+        stage: StageId,
+        wave: usize,
+        env: EnvId,
+        region: RegionId,
+        release: Option<ReleaseId>,
+        last: Option<&&EventView>,
+        now: Timestamp,
+    ) -> CellView {
+        let hosts = self.plan.env(env).regions[region.idx()].hosts.clone();
+        let total = hosts.len() as u64;
+        let mut counts: BTreeMap<ReleaseId, u64> = BTreeMap::new();
+        let mut moving: BTreeMap<(ReleaseId, bool), u64> = BTreeMap::new();
+        let mut lost = 0;
+        for h in hosts.map(HostId) {
+            let version = self.engine.host_version(env, h);
+            *counts.entry(version).or_default() += 1;
+            if let Some((_, target)) = self.engine.host_op(env, h) {
+                *moving.entry((target, target < version)).or_default() += 1;
+            }
+            if !self.engine.host_present(env, h) {
+                lost += 1;
+            }
+        }
+        let versions = counts
+            .into_iter()
+            .map(|(v, n)| VersionCount {
+                version: self.engine.version_name(v).to_owned(),
+                hosts: n,
+                percent: (n * 100).checked_div(total).unwrap_or(0),
+            })
+            .collect();
+        let deploying: Vec<String> = moving
+            .iter()
+            .map(|(&(v, back), n)| {
+                let verb = if back { "rolling back to" } else { "deploying" };
+                format!("{n} host(s) {verb} {}", self.engine.version_name(v))
+            })
+            .collect();
+        let summary = release.and_then(|r| self.engine.releases().into_iter().find(|s| s.id == r));
+        let (mut state, mut detail) = match last {
+            Some(e) => self.phase(e, release, now),
+            None => match &summary {
+                Some(s) if s.position == Some((stage, wave, false)) => (CellState::Waiting, None),
+                _ => (CellState::Idle, None),
+            },
+        };
+        if let Some(s) = &summary {
+            if s.status == ReleaseStatus::Halted && state != CellState::RollingBack {
+                state = CellState::Halted;
+                detail = s.reason.clone().or(detail);
+            }
+        }
+        if !moving.is_empty() && state != CellState::RollingBack {
+            state = if moving.keys().any(|(_, back)| *back) { CellState::RollingBack } else { CellState::Deploying };
+        }
+        let alarms = self
+            .tracked
+            .alarms
+            .values()
+            .filter(|a| a.state != "OK")
+            .filter(|a| match a.place {
+                Some(Scope::Environment(e)) => e == env,
+                Some(Scope::Region(e, r)) => e == env && r == region,
+                Some(Scope::Zone(e, z)) => e == env && self.plan.zone_region(e, z) == region,
+                Some(Scope::Host(e, h)) => e == env && self.plan.zone_region(e, self.plan.host_zone(e, h)) == region,
+                None => false,
+            })
+            .map(|a| AlarmBadge { alarm: a.alarm.clone(), state: a.state.clone(), scope: a.scope.clone() })
+            .collect();
+        CellView {
+            stage: self.plan.manifest.stages[stage.idx()].name.clone(),
+            region: self.plan.region_name(env, region).to_owned(),
+            hosts: total,
+            lost,
+            versions,
+            release: release.filter(|r| r.0 > 0).map(|r| self.engine.version_name(r).to_owned()),
+            state: state.as_str(),
+            label: state.label(),
+            detail,
+            deploying,
+            alarms,
+        }
+    }
+
+    /// What the last phase event of a release in a cell says about it.
+    fn phase(&self, e: &EventView, release: Option<ReleaseId>, now: Timestamp) -> (CellState, Option<String>) {
+        let kind = e.kind.as_str();
+        match kind {
+            "bake_started" => {
+                let bake = release.and_then(|r| {
+                    self.tracked.bakes.iter().find(|((rel, scope), _)| {
+                        *rel == r && rollwave_core::engine::render_scope(&self.plan, *scope) == e.scope
+                    })
+                });
+                let detail = match bake {
+                    Some((_, b)) => {
+                        let left = b.until.duration_since(now).as_secs().max(0) as u64;
+                        let points = b.need.saturating_sub(b.seen);
+                        let mut text = format!("{} left", human_duration(left));
+                        if b.need > 0 {
+                            text.push_str(&format!(", {points} of {} data points to go", b.need));
+                        }
+                        text
+                    }
+                    None => e.reason.clone().unwrap_or_default(),
+                };
+                (CellState::Baking, Some(detail))
+            }
+            "blocked" => (CellState::Blocked, e.reason.clone()),
+            "rollback_started" => (CellState::RollingBack, e.reason.clone()),
+            "rollback_completed" | "release_rolled_back" => (CellState::RolledBack, e.reason.clone()),
+            "region_completed" | "wave_completed" | "stage_completed" | "release_completed" => (CellState::Done, None),
+            "bake_completed" if !e.scope.contains('/') || self.is_wave_scope(&e.scope) => (CellState::Done, None),
+            "wave_started" => (CellState::Waiting, Some("the region's turn comes".into())),
+            _ => (CellState::Deploying, None),
+        }
+    }
+
+    fn is_wave_scope(&self, scope: &str) -> bool {
+        self.plan
+            .manifest
+            .stages
+            .iter()
+            .any(|s| s.waves.iter().any(|w| scope.strip_prefix(s.name.as_str()) == Some(&format!("/{}", w.name))))
+    }
+
+    /// Every host of the service: where it is, what it runs, what it is doing.
+    pub fn hosts_view(&self, heartbeats: &[(String, String, i64)]) -> Vec<HostView> {
+        let mut last: BTreeMap<(EnvId, HostId), i64> = BTreeMap::new();
+        for (env, host, at) in heartbeats {
+            if let Ok(key) = self.host(env, host) {
+                let entry = last.entry(key).or_insert(0);
+                *entry = (*entry).max(*at);
+            }
+        }
+        let agents: BTreeMap<(EnvId, HostId), &str> =
+            self.aliases.iter().map(|((e, alias), h)| ((*e, *h), alias.as_str())).collect();
+        let mut out = Vec::new();
+        for (e, environment) in self.plan.manifest.environments.iter().enumerate() {
+            let env = EnvId(e as u16);
+            for h in 0..self.plan.env(env).hosts.len() {
+                let host = HostId(h as u32);
+                let zone = self.plan.host_zone(env, host);
+                let version = self.engine.host_version(env, host);
+                out.push(HostView {
+                    environment: environment.name.clone(),
+                    region: self.plan.region_name(env, self.plan.zone_region(env, zone)).to_owned(),
+                    zone: self.plan.zone_name(env, zone).to_owned(),
+                    host: self.plan.host_name(env, host).to_owned(),
+                    agent: agents.get(&(env, host)).map(|a| (*a).to_owned()),
+                    address: self.addresses.get(&(env, host)).cloned(),
+                    version: self.engine.version_name(version).to_owned(),
+                    operation: self.engine.host_op(env, host).map(|(c, target)| {
+                        let verb = if target < version { "rolling back to" } else { "deploying" };
+                        format!("{verb} {} (command {})", self.engine.version_name(target), c.0)
+                    }),
+                    present: self.engine.host_present(env, host),
+                    last_heartbeat: last.get(&(env, host)).map(|&ms| crate::state::timestamp(ms)),
+                });
+            }
+        }
+        out
+    }
+
+    /// Alarm instances ever reported, by alarm and scope.
+    pub fn alarm_instances(&self) -> Vec<AlarmInstance> {
+        self.tracked.alarms.values().cloned().collect()
+    }
+
+    /// Recent alarm state changes, newest first.
+    pub fn alarm_changes(&self) -> Vec<AlarmChange> {
+        self.tracked.alarm_changes.iter().rev().cloned().collect()
+    }
+
+    /// The share of the service's hosts on each version over `[from_ms, to_ms]`, as steps
+    /// at every change, oldest first: (unix ms, hosts per version).
+    pub fn version_history(&self, from_ms: i64, to_ms: i64) -> Vec<(i64, BTreeMap<String, u64>)> {
+        let mut current: BTreeMap<(EnvId, HostId), ReleaseId> = BTreeMap::new();
+        for (e, env) in self.plan.envs.iter().enumerate() {
+            for h in 0..env.hosts.len() {
+                let key = (EnvId(e as u16), HostId(h as u32));
+                current.insert(key, self.engine.host_version(key.0, key.1));
+            }
+        }
+        // Walk back from now to `from_ms`, undoing changes, then forward again.
+        let changes = &self.tracked.host_changes;
+        for c in changes.iter().rev().take_while(|c| c.at_ms > from_ms) {
+            current.insert((c.env, c.host), c.from);
+        }
+        let count = |current: &BTreeMap<(EnvId, HostId), ReleaseId>| {
+            let mut n: BTreeMap<String, u64> = BTreeMap::new();
+            for v in current.values() {
+                *n.entry(self.engine.version_name(*v).to_owned()).or_default() += 1;
+            }
+            n
+        };
+        let mut out = vec![(from_ms, count(&current))];
+        for c in changes.iter().filter(|c| c.at_ms > from_ms && c.at_ms <= to_ms) {
+            current.insert((c.env, c.host), c.to);
+            match out.last_mut() {
+                Some(last) if last.0 == c.at_ms => last.1 = count(&current),
+                _ => out.push((c.at_ms, count(&current))),
+            }
+        }
+        out
+    }
+}
+
+/// Maps event scopes (`stage/region…`, `stage/wave`, `stage`) to the cells they touch.
+struct Grid {
+    regions: BTreeMap<String, usize>,
+    waves: BTreeMap<String, Vec<usize>>,
+    stages: BTreeMap<String, Vec<usize>>,
+    index: BTreeMap<(StageId, RegionId), usize>,
+}
+
+impl Grid {
+    fn new(s: &ServiceState) -> Self {
+        let mut grid =
+            Grid { regions: BTreeMap::new(), waves: BTreeMap::new(), stages: BTreeMap::new(), index: BTreeMap::new() };
+        for (i, stage) in s.plan.manifest.stages.iter().enumerate() {
+            let env = &s.plan.manifest.environments[stage.environment];
+            for wave in &stage.waves {
+                for &r in &wave.regions {
+                    let cell = grid.index.len();
+                    grid.index.insert((StageId(i as u16), RegionId(r as u16)), cell);
+                    grid.regions.insert(format!("{}/{}", stage.name, env.regions[r].name), cell);
+                    grid.waves.entry(format!("{}/{}", stage.name, wave.name)).or_default().push(cell);
+                    grid.stages.entry(stage.name.clone()).or_default().push(cell);
+                }
+            }
+        }
+        grid
+    }
+
+    fn cell(&self, stage: StageId, region: RegionId) -> usize {
+        self.index.get(&(stage, region)).copied().unwrap_or(usize::MAX)
+    }
+
+    /// The last event per cell and release that says where the release got to there.
+    fn last_phases<'a>(
+        &self,
+        events: &'a [EventView],
+        releases: &[ReleaseSummary],
+    ) -> BTreeMap<(usize, ReleaseId), &'a EventView> {
+        let ids: BTreeMap<&str, ReleaseId> = releases.iter().map(|r| (r.version.as_str(), r.id)).collect();
+        let mut last = BTreeMap::new();
+        for e in events {
+            let Some(name) = e.release.as_deref() else { continue };
+            let Some(&id) = ids.get(name) else { continue };
+            if !PHASE_KINDS.contains(&e.kind.as_str()) {
+                continue;
+            }
+            let mut parts = e.scope.splitn(3, '/');
+            let stage = parts.next().unwrap_or_default();
+            let cells: &[usize] = match parts.next() {
+                None => match e.kind.as_str() {
+                    // Only what a stage-wide gate says reaches every region of the stage.
+                    "blocked" => self.stages.get(stage).map_or(&[], Vec::as_slice),
+                    _ => &[],
+                },
+                Some(second) => {
+                    let key = format!("{stage}/{second}");
+                    match (self.waves.get(&key), self.regions.get(&key)) {
+                        (Some(cells), _) => cells.as_slice(),
+                        (None, Some(cell)) => std::slice::from_ref(cell),
+                        (None, None) => &[],
+                    }
+                }
+            };
+            for &cell in cells {
+                last.insert((cell, id), e);
+            }
+        }
+        last
+    }
+}
+
+/// The event kinds that move a release along in a region.
+const PHASE_KINDS: [&str; 14] = [
+    "wave_started",
+    "region_started",
+    "one_box_deployed",
+    "bake_started",
+    "bake_completed",
+    "zone_started",
+    "batch_deployed",
+    "zone_completed",
+    "region_completed",
+    "wave_completed",
+    "blocked",
+    "rollback_started",
+    "rollback_completed",
+    "host_failed",
+];
+
+/// `1h 5m`, `4m 10s`, `12s`.
+pub fn human_duration(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m {s}s"),
+        _ => format!("{h}h {m}m"),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CellState {
+    Idle,
+    Waiting,
+    Deploying,
+    Baking,
+    Blocked,
+    Done,
+    RollingBack,
+    RolledBack,
+    Halted,
+}
+
+impl CellState {
+    /// The CSS class: the colour says the state.
+    fn as_str(self) -> &'static str {
+        match self {
+            CellState::Idle => "idle",
+            CellState::Waiting => "waiting",
+            CellState::Deploying => "deploying",
+            CellState::Baking => "baking",
+            CellState::Blocked => "blocked",
+            CellState::Done => "done",
+            CellState::RollingBack => "rolling-back",
+            CellState::RolledBack => "rolled-back",
+            CellState::Halted => "halted",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            CellState::Idle => "idle",
+            CellState::Waiting => "waiting",
+            CellState::Deploying => "deploying",
+            CellState::Baking => "baking",
+            CellState::Blocked => "blocked",
+            CellState::Done => "done",
+            CellState::RollingBack => "rolling back",
+            CellState::RolledBack => "rolled back",
+            CellState::Halted => "halted",
+        }
+    }
+}
+
+pub struct PipelineView {
+    pub stages: Vec<StageColumn>,
+}
+
+pub struct StageColumn {
+    pub name: String,
+    pub environment: String,
+    pub approval: bool,
+    pub held: bool,
+    pub waves: Vec<WaveColumn>,
+}
+
+pub struct WaveColumn {
+    pub name: String,
+    /// Releases deploying in (`active`) or waiting at (`waiting`) the wave.
+    pub releases: Vec<WaveRelease>,
+    pub cells: Vec<CellView>,
+}
+
+pub struct WaveRelease {
+    pub version: String,
+    pub what: String,
+}
+
+/// One region of one stage.
+pub struct CellView {
+    pub stage: String,
+    pub region: String,
+    pub hosts: u64,
+    /// Hosts whose agent has not registered or was lost.
+    pub lost: u64,
+    pub versions: Vec<VersionCount>,
+    /// The release the state is about.
+    pub release: Option<String>,
+    /// `idle`, `waiting`, `deploying`, `baking`, `blocked`, `done`, `rolling-back`, `rolled-back` or `halted`.
+    pub state: &'static str,
+    pub label: &'static str,
+    /// Why it is blocked or halted, or what a bake still waits for.
+    pub detail: Option<String>,
+    pub deploying: Vec<String>,
+    pub alarms: Vec<AlarmBadge>,
+}
+
+pub struct VersionCount {
+    pub version: String,
+    pub hosts: u64,
+    pub percent: u64,
+}
+
+pub struct AlarmBadge {
+    pub alarm: String,
+    pub state: String,
+    pub scope: String,
+}
+
+pub struct HostView {
+    pub environment: String,
+    pub region: String,
+    pub zone: String,
+    pub host: String,
+    /// The id its agent registered with, when that differs from the slot.
+    pub agent: Option<String>,
+    pub address: Option<String>,
+    pub version: String,
+    pub operation: Option<String>,
+    pub present: bool,
+    pub last_heartbeat: Option<Timestamp>,
+}

@@ -1,8 +1,10 @@
 //! The router in server mode: it learns its table from the control plane and follows
-//! the rollout (the one-box becomes the canary track) without restarting.
+//! the rollout (the one-box becomes the canary track) without restarting, and pushes
+//! the traffic it sends each host back to the control plane.
 
 use rollwave_server::api::*;
 use rollwave_server::client::Client;
+use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -131,5 +133,145 @@ fn a_router_in_server_mode_sends_the_canary_share_to_the_one_box() {
     assert!(answers.iter().all(|(host, track)| (track == "canary") == (host == "z1-1")), "{answers:?}");
     // Sticky: the same users get the same answers.
     assert!((0..400).step_by(7).all(|k| ask(k) == answers[k]));
+    drop(apps);
+}
+
+/// Sums a host's traffic as the control plane shows it: (requests, errors).
+fn pushed(admin: &Client, host: &str, version: &str) -> (u64, u64) {
+    let series = |metric: &str| -> MetricSeries {
+        admin.get(&format!("/v1/metrics?service=web&metric={metric}&scope=prod/{host}&version={version}")).unwrap()
+    };
+    // request_rate is requests per second of a 10 s bin; error_rate is errors per request.
+    let rates = series("request_rate");
+    let errors = series("error_rate");
+    let requests: HashMap<i64, f64> = rates.points.iter().map(|&(t, rate)| (t, rate * 10.0)).collect();
+    let total_errors: f64 =
+        errors.points.iter().map(|(t, share)| share * requests.get(t).copied().unwrap_or(0.0)).sum();
+    (requests.values().sum::<f64>().round() as u64, total_errors.round() as u64)
+}
+
+#[test]
+fn a_router_in_server_mode_pushes_the_traffic_of_each_host_and_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_port = port();
+    let base = format!("http://127.0.0.1:{server_port}");
+    let db = format!("sqlite://{}", dir.path().join("r.db").display());
+    let _server = spawn(&["server", "--db", &db, "--listen", &format!("127.0.0.1:{server_port}"), "--driver", "noop"]);
+    let admin = Client::new(&base, Some(ADMIN.into()));
+    wait_for("the server", || admin.services().is_ok());
+    admin
+        .apply(
+            "web.yaml",
+            "service: web\nenvironments:\n  prod: { regions: { r1: { zones: { z1: 2 } } } }\n\
+             stages:\n  - { name: prod, environment: prod }\n",
+        )
+        .unwrap();
+    // z1-1 always answers; z1-2 fails a quarter of its requests with a 500.
+    let mut apps = Vec::new();
+    for (host, error_rate) in [("z1-1", "0"), ("z1-2", "0.25")] {
+        let p = port();
+        let listen = format!("127.0.0.1:{p}");
+        apps.push(spawn(&[
+            "sample-app",
+            "--listen",
+            &listen,
+            "--host-id",
+            host,
+            "--latency-ms",
+            "0",
+            "--error-rate",
+            error_rate,
+        ]));
+        let _: Registered = admin
+            .post(
+                "/v1/hosts/register",
+                &RegisterHost {
+                    service: Some("web".into()),
+                    environment: "prod".into(),
+                    host: host.into(),
+                    region: Some("r1".into()),
+                    zone: Some("z1".into()),
+                    address: Some(listen),
+                },
+            )
+            .unwrap();
+    }
+    let token = admin
+        .create_token(&CreateToken { role: "deployer".into(), name: Some("router-r1".into()), host: None })
+        .unwrap()
+        .token;
+    let table: Routes = admin.get("/v1/services/web/routes/prod/r1").unwrap();
+    assert_eq!(table.hosts.len(), 2);
+    let version = table.hosts[0].version.clone();
+
+    let router_port = port();
+    let _router = spawn(&[
+        "router",
+        "--server",
+        &base,
+        "--service",
+        "web",
+        "--environment",
+        "prod",
+        "--region",
+        "r1",
+        "--listen",
+        &format!("127.0.0.1:{router_port}"),
+        "--admin",
+        &format!("127.0.0.1:{}", port()),
+        "--token",
+        &token,
+        "--push-every",
+        "1s",
+        // The failing host must keep its share of the traffic for the count.
+        "--eject-after",
+        "1000",
+    ]);
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    // What the router answered, per host: (requests, 500s). Only z1-2 answers 500.
+    let mut seen: HashMap<&str, (u64, u64)> = HashMap::new();
+    let ask = |seen: &mut HashMap<&str, (u64, u64)>, key: usize| -> bool {
+        let Ok(mut r) = agent
+            .get(format!("http://127.0.0.1:{router_port}/"))
+            .header("x-rollwave-key", format!("user-{key}"))
+            .call()
+        else {
+            return false;
+        };
+        let status = r.status().as_u16();
+        let body: serde_json::Value = r.body_mut().read_json().unwrap_or_default();
+        let host = match (status, body["host"].as_str()) {
+            (200, Some("z1-1")) => "z1-1",
+            (200, Some("z1-2")) | (500, _) => "z1-2",
+            other => panic!("unexpected answer {other:?}"),
+        };
+        let counts = seen.entry(host).or_default();
+        counts.0 += 1;
+        counts.1 += u64::from(status == 500);
+        true
+    };
+    wait_for("the router", || ask(&mut seen, 0));
+    for key in 0..300 {
+        assert!(ask(&mut seen, key));
+    }
+    let expected = seen.clone();
+    assert!(expected["z1-1"].0 > 50 && expected["z1-2"].0 > 50, "{expected:?}");
+    assert_eq!(expected["z1-1"].1, 0);
+    assert!(expected["z1-2"].1 > 0, "{expected:?}");
+    wait_for("the pushed traffic", || {
+        pushed(&admin, "z1-1", &version) == expected["z1-1"] && pushed(&admin, "z1-2", &version) == expected["z1-2"]
+    });
+
+    // Pushes are deltas: more traffic adds to the totals, nothing is counted twice.
+    for key in 300..400 {
+        assert!(ask(&mut seen, key));
+    }
+    let expected = seen.clone();
+    wait_for("the next pushes", || {
+        pushed(&admin, "z1-1", &version) == expected["z1-1"] && pushed(&admin, "z1-2", &version) == expected["z1-2"]
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(pushed(&admin, "z1-1", &version), expected["z1-1"]);
+    assert_eq!(pushed(&admin, "z1-2", &version), expected["z1-2"]);
     drop(apps);
 }

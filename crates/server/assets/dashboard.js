@@ -27,9 +27,26 @@
     return open;
   }
 
+  // A form the reader has started filling in (a stage chosen, a field focused) is not
+  // replaced under them: updates wait until they leave the page or the field.
+  var edited = false;
+  main.addEventListener("change", function () { edited = true; });
+  main.addEventListener("input", function () { edited = true; });
+  function editing() {
+    var active = document.activeElement;
+    var focused = active && main.contains(active) && /^(INPUT|SELECT|TEXTAREA)$/.test(active.tagName);
+    return edited || focused;
+  }
+
   function refresh() {
     if (busy) {
       again = true;
+      return;
+    }
+    if (editing()) {
+      say("paused while you edit", "paused");
+      clearTimeout(timer);
+      timer = setTimeout(refresh, 1000);
       return;
     }
     busy = true;

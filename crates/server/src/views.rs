@@ -184,12 +184,10 @@ impl ServiceState {
             stages[stage.idx()].waves.iter().find(|w| w.regions.contains(&region.idx()))
         };
         match scope {
-            EventScope::Wave(stage, wave) => Some(stages[stage.idx()].waves[wave].strategy.bake.clone()),
-            EventScope::Region(stage, region) => {
-                wave_of(stage, region)?.strategy.one_box.as_ref().map(|o| o.bake.clone())
-            }
+            EventScope::Wave(stage, wave) => Some(stages[stage.idx()].waves[wave].strategy.bake),
+            EventScope::Region(stage, region) => wave_of(stage, region)?.strategy.one_box.as_ref().map(|o| o.bake),
             EventScope::Zone(stage, env, zone) => {
-                Some(wave_of(stage, self.plan.zone_region(env, zone))?.strategy.rolling.zone_bake.clone())
+                Some(wave_of(stage, self.plan.zone_region(env, zone))?.strategy.rolling.zone_bake)
             }
             _ => None,
         }

@@ -16,7 +16,7 @@ const ERROR_HEIGHT: f64 = 90.0;
 const HEIGHT: f64 = 384.0;
 /// The release in blue; the versions around it in colours that do not mean a state.
 const RELEASE_COLOUR: &str = "#0969da";
-const OTHER_COLOURS: [&str; 6] = ["#8c959f", "#9a6700", "#8250df", "#57606a", "#bc4c00", "#1b7c83"];
+const OTHER_COLOURS: [&str; 6] = ["#8c959f", "#8250df", "#1b7c83", "#57606a", "#bf3989", "#6e7781"];
 
 /// Text for SVG and HTML: `&`, `<`, `>`, `"` and `'` escaped.
 pub fn escape(s: &str) -> String {

@@ -289,10 +289,9 @@ async fn release_page(
         let from_ms = created.as_millisecond() - 5_000;
         let to_ms = end.as_millisecond().max(from_ms + 10_000) + 5_000;
         let history = s.version_history(from_ms, to_ms);
-        let stages = s.plan.manifest.stages.iter().map(|st| st.name.clone()).collect::<Vec<_>>();
-        Ok::<_, ApiError>((release, s.release_cells(&version, now), events, history, from_ms, to_ms, stages))
+        Ok::<_, ApiError>((release, s.release_cells(&version, now), events, history, from_ms, to_ms))
     });
-    let (release, cells, events, history, from_ms, to_ms, _stages) = match found {
+    let (release, cells, events, history, from_ms, to_ms) = match found {
         Ok(f) => f,
         Err(e) => return not_found(&user, &e, &here),
     };
@@ -336,7 +335,7 @@ async fn release_page(
             output: e.output.clone().unwrap_or_default(),
         })
         .collect();
-    let verdicts = events.iter().filter(|e| e.kind == "judge_verdict").map(|e| verdict_table(e)).collect();
+    let verdicts = events.iter().filter(|e| e.kind == "judge_verdict").map(verdict_table).collect();
     let main = ReleaseTemplate {
         service: service.clone(),
         release: release_row(release.clone()),

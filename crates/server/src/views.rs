@@ -323,6 +323,15 @@ impl ServiceState {
             },
         };
         if let Some(s) = &summary {
+            // A release still in an earlier wave of this stage has not come here yet,
+            // whatever a stage-wide event said before.
+            if let Some((at_stage, at_wave, _)) = s.position {
+                if at_stage == stage && at_wave < wave && s.status == ReleaseStatus::InProgress {
+                    let waves = &self.plan.manifest.stages[stage.idx()].waves;
+                    state = CellState::Waiting;
+                    detail = Some(format!("comes after {}", waves[wave - 1].name));
+                }
+            }
             if s.status == ReleaseStatus::Halted && state != CellState::RollingBack {
                 state = CellState::Halted;
                 detail = s.reason.clone().or(detail);

@@ -124,6 +124,63 @@ fn user_text_is_escaped_everywhere() {
 }
 
 #[test]
+fn hook_output_and_addresses_from_agents_are_escaped() {
+    let s = TestServer::start(Driver::Agent);
+    let admin = s.client(Some(ADMIN));
+    let manifest = "\
+service: tiny
+environments:
+  beta: { regions: { r1: { zones: { b1: 1 } } } }
+strategy:
+  one_box: false
+  rolling: { batch: 1, zone_bake: 0s }
+stages:
+  - { name: beta, environment: beta, bake: 0s }
+";
+    admin.apply("tiny.yaml", manifest).unwrap();
+    let register = RegisterHost {
+        service: Some("tiny".into()),
+        environment: "beta".into(),
+        host: "b1-1".into(),
+        region: Some("r1".into()),
+        zone: Some("b1".into()),
+        address: Some("<img src=x onerror=alert(1)>:80".into()),
+    };
+    let _: Registered = admin.post("/v1/hosts/register", &register).unwrap();
+    admin.create_release("tiny", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    let next: Desired = admin.get("/v1/services/tiny/hosts/beta/b1-1/desired?after=0&wait=10").unwrap();
+    assert_eq!(next.version, "v2");
+    let hook = HookReport {
+        name: "validate".into(),
+        exit_code: Some(1),
+        duration_ms: 12,
+        output: "<script>alert('hook')</script>\nsmoke test failed".into(),
+        timed_out: false,
+        ok: false,
+    };
+    let report = HostReport {
+        command: next.command,
+        ok: false,
+        reason: Some("hook validate: <b>exit 1</b>".into()),
+        hooks: vec![hook],
+    };
+    let _: Accepted = admin.post("/v1/services/tiny/hosts/beta/b1-1/report", &report).unwrap();
+    s.wait_until("the hook is in the timeline", || {
+        admin.release("tiny", "v2").unwrap().events.iter().any(|e| e.kind == "hook")
+    });
+
+    let p = get(&s, "/services/tiny/releases/v2", None);
+    assert_eq!(p.status, 200);
+    assert!(p.body.contains("&lt;script&gt;alert(&#39;hook&#39;)&lt;/script&gt;"), "{}", p.body);
+    assert!(p.body.contains("validate: exit 1"), "{}", p.body);
+    assert!(p.body.contains("&lt;b&gt;exit 1&lt;/b&gt;"), "{}", p.body);
+    assert!(!p.body.contains("<script>alert") && !p.body.contains("<b>exit"), "{}", p.body);
+    let p = get(&s, "/services/tiny/hosts", None);
+    assert!(p.body.contains("&lt;img src=x onerror=alert(1)&gt;:80"), "{}", p.body);
+    assert!(!p.body.contains("<img"), "{}", p.body);
+}
+
+#[test]
 fn unknown_services_and_releases_get_a_404_page() {
     let s = TestServer::start(noop());
     s.client(Some(ADMIN)).apply("shop.yaml", MANIFEST).unwrap();

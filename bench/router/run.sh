@@ -12,6 +12,8 @@
 #   bench/router/run.sh                       # 10 s per target, 64 connections
 #   DURATION=30s CONNECTIONS=128 bench/router/run.sh
 #   SKIP_BUILD=1 BIN_DIR=target/release bench/router/run.sh   # use binaries built already
+#   COMPARE_BIN=/tmp/rollwave-before bench/router/run.sh      # also measure another build of
+#                                                             # the router, in the same run
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -150,10 +152,22 @@ NGINX
 echo "measuring: ${DURATION} per target after a ${WARMUP} warm-up, ${CONNECTIONS} connections, wrk on CPU 0" >&2
 direct=$(measure "http://127.0.0.1:$STABLE_PORT/")
 
-taskset -c 1 "$bin" router --routes "$work/routes.yaml" --listen "127.0.0.1:$ROUTER_PORT" \
-  --admin "127.0.0.1:$ADMIN_PORT" 2>"$work/router.log" & router_pid=$!
-pids+=("$router_pid")
-wait_for_port "$ROUTER_PORT"
+# Starts `$1 router` on CPU 1 and sets router_pid.
+start_router() {
+  taskset -c 1 "$1" router --routes "$work/routes.yaml" --listen "127.0.0.1:$ROUTER_PORT" \
+    --admin "127.0.0.1:$ADMIN_PORT" 2>"$work/router.log" & router_pid=$!
+  pids+=("$router_pid")
+  wait_for_port "$ROUTER_PORT"
+}
+
+if [ -n "${COMPARE_BIN:-}" ]; then
+  start_router "$COMPARE_BIN"
+  compare=$(measure "http://127.0.0.1:$ROUTER_PORT/")
+  kill "$router_pid"
+  wait "$router_pid" 2>/dev/null || true
+fi
+
+start_router "$bin"
 router=$(measure "http://127.0.0.1:$ROUTER_PORT/")
 metrics=$(exec 3<>"/dev/tcp/127.0.0.1/$ADMIN_PORT"; printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3; cat <&3)
 canary_share=$(echo "$metrics" | awk -F' ' '/^rollwave_router_requests_total/ {
@@ -213,6 +227,7 @@ echo
 printf "%-34s %10s %10s %10s %8s\n" "target (${CONNECTIONS} connections)" "req/s" "p50 ms" "p99 ms" "errors"
 row "direct to one backend (limit)" "$direct"
 row "rollwave router, 10% canary" "$router"
+if [ -n "${COMPARE_BIN:-}" ]; then row "  the same, $(basename "$COMPARE_BIN")" "$compare"; fi
 row "nginx split_clients, 10% canary" "$nginx"
 read -r d_rps _ <<<"$direct"
 read -r r_rps _ r_p99 _ <<<"$router"

@@ -1,6 +1,7 @@
 //! Response bodies: an upstream body that keeps its request's deadline and accounting,
 //! or a short body the router writes itself.
 
+use crate::pool::Connection;
 use crate::table::Upstream;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -15,21 +16,36 @@ use tokio::time::Sleep;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One request to one host, from the moment it was sent until its response body ends
-/// or is dropped: counted in flight, and timed into the latency histogram.
+/// or is dropped: counted in flight, and timed into the latency histogram. It holds
+/// the connection of its response until the body has ended, then hands it back.
 #[derive(Debug)]
 pub struct Exchange {
     upstream: Arc<Upstream>,
     started: Instant,
+    connection: Option<Connection>,
 }
 
 impl Exchange {
     pub fn begin(upstream: Arc<Upstream>, started: Instant) -> Self {
         upstream.state.begin_request();
-        Exchange { upstream, started }
+        Exchange { upstream, started, connection: None }
     }
 
     pub fn upstream(&self) -> &Arc<Upstream> {
         &self.upstream
+    }
+
+    /// The connection the response came on, until [`Exchange::release`].
+    pub fn hold(&mut self, connection: Connection) {
+        self.connection = Some(connection);
+    }
+
+    /// The response body has ended: its connection may serve another request. (Without
+    /// this, the connection closes with the exchange.)
+    pub fn release(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            self.upstream.pool.put_back(connection);
+        }
     }
 }
 
@@ -73,7 +89,10 @@ pin_project! {
 }
 
 impl ProxyBody {
-    pub fn upstream(body: Incoming, deadline: tokio::time::Instant, exchange: Exchange) -> Self {
+    pub fn upstream(body: Incoming, deadline: tokio::time::Instant, mut exchange: Exchange) -> Self {
+        if body.is_end_stream() {
+            exchange.release();
+        }
         ProxyBody::Upstream { body, sleep: None, deadline, exchange }
     }
 
@@ -88,8 +107,11 @@ impl Body for ProxyBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
-            ProxyBodyProj::Upstream { body, mut sleep, deadline, exchange: _ } => {
-                if let Poll::Ready(frame) = body.poll_frame(cx) {
+            ProxyBodyProj::Upstream { mut body, mut sleep, deadline, exchange } => {
+                if let Poll::Ready(frame) = body.as_mut().poll_frame(cx) {
+                    if frame.is_none() || (matches!(frame, Some(Ok(_))) && body.is_end_stream()) {
+                        exchange.release();
+                    }
                     return Poll::Ready(frame.map(|f| f.map_err(BoxError::from)));
                 }
                 if sleep.is_none() {
@@ -122,6 +144,7 @@ impl Body for ProxyBody {
 
 /// The body of a request sent upstream: the client's, or empty when the router resends
 /// a request that had none.
+#[derive(Debug)]
 pub enum UpstreamBody {
     Client(Incoming),
     Empty,

@@ -6,7 +6,7 @@
 //! - [`baggage`]: the W3C `baggage` header, read and rewritten within its limits.
 //! - [`routes`]: the routes file, parsed with located errors.
 //! - [`balance`]: host health (ejection, probes) and power-of-two-choices, without I/O.
-//! - `table`, `proxy`, `body`, `server`: the running proxy (hyper + tokio).
+//! - `table`, `proxy`, `pool`, `body`, `server`: the running proxy (hyper + tokio).
 //! - [`sync`], [`push`]: server mode, the table from the control plane and the traffic
 //!   per host back to it.
 //!
@@ -18,6 +18,7 @@ pub mod baggage;
 pub mod balance;
 mod body;
 pub mod metrics;
+mod pool;
 mod proxy;
 pub mod push;
 mod rng;

@@ -3,15 +3,14 @@
 use crate::balance::{FailureOutcome, HealthPolicy};
 use crate::body::{Exchange, ProxyBody, UpstreamBody};
 use crate::metrics::Metrics;
+use crate::pool::{Connector, SendError};
 use crate::table::{Routed, Table, Upstream};
 use crate::track::{self, TRACK_HEADER, Track};
 use arc_swap::ArcSwap;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{self, PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body as _, Incoming};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -30,7 +29,7 @@ pub struct ProxyOptions {
 /// State shared by every connection.
 pub struct Shared {
     pub table: ArcSwap<Table>,
-    pub client: Client<HttpConnector, UpstreamBody>,
+    pub connector: Connector,
     pub metrics: Arc<Metrics>,
     pub options: ProxyOptions,
     /// Time zero of the millisecond clock that [`crate::balance`] works with.
@@ -86,25 +85,38 @@ impl Shared {
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         track::inject(&mut parts.headers, decision.track);
-        let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        // Hosts are sent the origin form (`/path?query`).
+        if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+            let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+            parts.uri = Uri::from(path);
+        }
         // A request without a body can be sent again if its host turns out to be down;
         // the copy is only made when the host already failed recently.
-        let resend = (routed.upstream.state.is_suspect() && body.is_end_stream())
-            .then(|| Resend { method: parts.method.clone(), headers: parts.headers.clone() });
-        parts.uri = upstream_uri(&routed.upstream, path.clone());
+        let resend = (routed.upstream.state.is_suspect() && body.is_end_stream()).then(|| Resend {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+        });
         parts.version = Version::HTTP_11;
         let request = Request::from_parts(parts, UpstreamBody::Client(body));
 
         let mut attempt = self.send(request, routed.upstream, started, deadline).await;
-        if let (Err(failure), Some(resend)) = (&attempt, resend)
-            && failure.may_resend(&resend.method)
-            && let Some(routed) = self.reroute(decision.track, failure.exchange.upstream())
-        {
-            let mut request = Request::new(UpstreamBody::Empty);
-            *request.method_mut() = resend.method;
-            *request.headers_mut() = resend.headers;
-            *request.uri_mut() = upstream_uri(&routed.upstream, path);
-            attempt = self.send(request, routed.upstream, started, deadline).await;
+        if let Err(failure) = &mut attempt {
+            // A request that never left goes elsewhere as it is; one whose exchange broke
+            // only if it has no body and may be repeated.
+            let again = failure.unsent.take().or_else(|| {
+                let resend = resend.filter(|r| failure.may_resend(&r.method))?;
+                let mut request = Request::new(UpstreamBody::Empty);
+                *request.method_mut() = resend.method;
+                *request.uri_mut() = resend.uri;
+                *request.headers_mut() = resend.headers;
+                Some(request)
+            });
+            if let Some(request) = again
+                && let Some(routed) = self.reroute(decision.track, failure.exchange.upstream())
+            {
+                attempt = self.send(request, routed.upstream, started, deadline).await;
+            }
         }
 
         match attempt {
@@ -168,32 +180,45 @@ impl Shared {
     /// Sends one attempt and records its outcome on the host's health and metrics.
     async fn send(
         &self,
-        request: Request<UpstreamBody>,
+        mut request: Request<UpstreamBody>,
         upstream: Arc<Upstream>,
         started: Instant,
         deadline: tokio::time::Instant,
     ) -> Result<(Response<Incoming>, Exchange), Failure> {
-        let exchange = Exchange::begin(upstream, started);
-        let result = tokio::time::timeout_at(deadline, self.client.request(request)).await;
+        let add_host = !request.headers().contains_key(header::HOST);
+        if add_host && let Some(host) = &upstream.host_header {
+            request.headers_mut().insert(header::HOST, host.clone());
+        }
+        let mut exchange = Exchange::begin(upstream, started);
+        let mut unsent = None;
         let host = exchange.upstream();
+        let result =
+            tokio::time::timeout_at(deadline, self.connector.send(&host.pool, &host.spec.address, request)).await;
         host.metrics.sent();
         let kind = match result {
-            Ok(Ok(response)) if !response.status().is_server_error() => {
-                host.state.record_success();
+            Ok(Ok((response, connection))) => {
+                if response.status().is_server_error() {
+                    host.metrics.failed();
+                    self.record_failure(host);
+                } else {
+                    host.state.record_success();
+                }
+                exchange.hold(connection);
                 return Ok((response, exchange));
             }
-            Ok(Ok(response)) => {
-                host.metrics.failed();
-                self.record_failure(host);
-                return Ok((response, exchange));
+            Ok(Err(SendError::Connect(mut request))) => {
+                if add_host {
+                    request.headers_mut().remove(header::HOST);
+                }
+                unsent = Some(*request);
+                FailureKind::Connect
             }
-            Ok(Err(err)) if err.is_connect() => FailureKind::Connect,
-            Ok(Err(_)) => FailureKind::Other,
+            Ok(Err(SendError::Exchange)) => FailureKind::Other,
             Err(_elapsed) => FailureKind::Timeout,
         };
         host.metrics.failed();
         self.record_failure(host);
-        Err(Failure { kind, exchange })
+        Err(Failure { kind, exchange, unsent })
     }
 
     fn record_failure(&self, host: &Upstream) {
@@ -217,6 +242,7 @@ impl Shared {
 /// What is kept of a bodyless request to send it again.
 struct Resend {
     method: Method,
+    uri: Uri,
     headers: HeaderMap,
 }
 
@@ -231,6 +257,8 @@ enum FailureKind {
 struct Failure {
     kind: FailureKind,
     exchange: Exchange,
+    /// The request itself, when nothing of it was sent.
+    unsent: Option<Request<UpstreamBody>>,
 }
 
 impl Failure {
@@ -253,16 +281,6 @@ impl Failure {
 
 fn hashed(table: &Table, key: &[u8], set_cookie: Option<HeaderValue>) -> Decision {
     Decision { track: track::assign(&table.salt, key, table.canary_share), set_cookie }
-}
-
-/// `http://{host}{path}`, built from parts so nothing is parsed again.
-fn upstream_uri(upstream: &Upstream, path: PathAndQuery) -> Uri {
-    let mut parts = uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
-    parts.authority = Some(upstream.spec.address.clone());
-    parts.path_and_query = Some(path);
-    // Scheme, authority and path all come from valid values, which always make a URI.
-    Uri::from_parts(parts).unwrap_or_default()
 }
 
 /// The value of the cookie `name` among the `Cookie` headers (`a=1; b=2`), unquoted.

@@ -2,6 +2,7 @@
 
 use crate::balance::HealthPolicy;
 use crate::metrics::Metrics;
+use crate::pool::Connector;
 use crate::proxy::{ProxyOptions, Shared};
 use crate::routes::{Routes, parse_routes};
 use crate::table::TableBuilder;
@@ -13,9 +14,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -32,11 +31,6 @@ const MAX_CONNECTION_BUFFER: usize = 64 * 1024;
 /// How long a client may take to send a request head, and how long an idle keep-alive
 /// connection is kept.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How long an idle pooled connection to a host is kept, and how many are kept per
-/// host: enough for bursts, without holding thousands of sockets after one.
-const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-const UPSTREAM_IDLE_PER_HOST: usize = 512;
 
 /// Everything the router needs to run.
 #[derive(Clone, Debug)]
@@ -90,17 +84,9 @@ impl Router {
         let mut tables = TableBuilder::new(metrics.clone());
         let table = tables.build(routes);
 
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(UPSTREAM_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(UPSTREAM_IDLE_PER_HOST)
-            .build(connector);
         let shared = Arc::new(Shared {
             table: ArcSwap::from_pointee(table),
-            client,
+            connector: Connector { connect_timeout: config.connect_timeout },
             metrics,
             options: ProxyOptions {
                 timeout: config.timeout,
@@ -269,7 +255,8 @@ async fn load_routes(path: &Path) -> anyhow::Result<Routes> {
     Ok(parse_routes(&path.display().to_string(), &text)?)
 }
 
-/// Polls the routes file and swaps in a new table whenever it changes and parses.
+/// Polls the routes file and swaps in a new table whenever it changes and parses; closes
+/// the idle connections to hosts that have aged out on the way.
 async fn watch_routes(
     shared: Arc<Shared>,
     mut tables: TableBuilder,
@@ -285,6 +272,9 @@ async fn watch_routes(
         tokio::select! {
             _ = ticker.tick() => {}
             _ = stop.changed() => return,
+        }
+        for host in &shared.table.load().hosts {
+            host.pool.sweep();
         }
         let now = stamp(&path).await;
         if now == last {

@@ -3,14 +3,16 @@
 //!
 //! A table is immutable; a reload builds a new one and swaps it in. Hosts listed in
 //! both keep their [`HostState`] (health and requests in flight), so a reload changes
-//! nothing for them. A host marked `draining` stays in the table (for `/routes`) but
+//! nothing for them (nor for their idle connections). A host marked `draining` stays in the table (for `/routes`) but
 //! not among the candidates of its track; its requests in flight hold their own
 //! reference and finish.
 
 use crate::balance::{self, HealthPolicy, HostState};
 use crate::metrics::{HostMetrics, Metrics};
+use crate::pool::HostPool;
 use crate::routes::{HostSpec, KeySource, Routes};
 use crate::track::Track;
+use http::HeaderValue;
 use http::uri::Authority;
 use rollwave_core::share::BasisPoints;
 use std::collections::HashMap;
@@ -23,6 +25,10 @@ pub struct Upstream {
     pub spec: HostSpec,
     pub state: Arc<HostState>,
     pub metrics: HostMetrics,
+    /// Its idle connections, kept across reloads like its state.
+    pub pool: Arc<HostPool>,
+    /// `Host` for requests that came without one: the address.
+    pub host_header: Option<HeaderValue>,
 }
 
 impl AsRef<HostState> for Arc<Upstream> {
@@ -98,7 +104,7 @@ impl Table {
 #[derive(Debug)]
 pub struct TableBuilder {
     metrics: Arc<Metrics>,
-    states: HashMap<Authority, Arc<HostState>>,
+    states: HashMap<Authority, (Arc<HostState>, Arc<HostPool>)>,
 }
 
 impl TableBuilder {
@@ -111,15 +117,17 @@ impl TableBuilder {
         let mut hosts = Vec::with_capacity(routes.hosts.len());
         let mut candidates: [Vec<Arc<Upstream>>; 2] = [Vec::new(), Vec::new()];
         for spec in routes.hosts {
-            let state = self.states.get(&spec.address).cloned().unwrap_or_default();
-            states.insert(spec.address.clone(), state.clone());
-            let upstream = Arc::new(Upstream { metrics: self.metrics.host(&spec), state, spec });
+            let (state, pool) = self.states.get(&spec.address).cloned().unwrap_or_default();
+            states.insert(spec.address.clone(), (state.clone(), pool.clone()));
+            let host_header = HeaderValue::from_str(spec.address.as_str()).ok();
+            let upstream = Arc::new(Upstream { metrics: self.metrics.host(&spec), state, pool, host_header, spec });
             if !upstream.spec.draining {
                 candidates[upstream.spec.track.index()].push(upstream.clone());
             }
             hosts.push(upstream);
         }
-        // Hosts no longer listed are forgotten; requests in flight keep their own reference.
+        // Hosts no longer listed are forgotten (their idle connections close with the
+        // last table that lists them); requests in flight keep their own reference.
         self.states = states;
         Table { salt: routes.salt, canary_share: routes.canary_share, key: routes.key, hosts, candidates }
     }

@@ -458,6 +458,58 @@ async fn a_backend_killed_under_load_fails_at_most_one_request_per_connection() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_to_a_host_are_reused() {
+    let backend = Backend::start("stable").await;
+    let router = TestRouter::start(&routes_yaml("s", "0%", &[host(&backend, "v2", "stable")])).await;
+    let mut client = Connection::open(router.addr).await;
+    for i in 0..200 {
+        let reply = client.get("/", &[("x-rollwave-key", &format!("k{i}"))]).await.unwrap();
+        assert_eq!(reply.status, 200);
+    }
+    assert_eq!(backend.connections(), 1, "one client, one request at a time: one connection to the host");
+
+    // Eight clients at once need at most eight connections, however many requests they send.
+    let mut clients = Vec::new();
+    for c in 0..8 {
+        let addr = router.addr;
+        clients.push(tokio::spawn(async move {
+            let mut client = Connection::open(addr).await;
+            for i in 0..200 {
+                let reply = client.get("/", &[("x-rollwave-key", &format!("c{c}-{i}"))]).await.unwrap();
+                assert_eq!(reply.status, 200);
+            }
+        }));
+    }
+    for client in clients {
+        client.await.unwrap();
+    }
+    assert!(backend.connections() <= 9, "{} connections for 8 clients", backend.connections());
+    assert_eq!(backend.hits(), 1800);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_refuses_connections_costs_no_request() {
+    let backend = Backend::start("alive").await;
+    // An address nothing listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let routes = format!(
+        "salt: s\ncanary_share: 0%\nhosts:\n  - {{ address: {dead}, version: v2, track: stable }}\n  \
+         - {{ address: {}, version: v2, track: stable }}\n",
+        backend.addr
+    );
+    let router = TestRouter::start_with(&routes, |config| config.eject_after = 1000).await;
+    let http = Http::new();
+    for i in 0..100 {
+        let reply = http.get(router.addr, "/", &key_header(&format!("k{i}"))).await;
+        assert_eq!((reply.status.as_u16(), reply.backend()), (200, "alive"), "request {i}");
+    }
+    // The dead host was tried (and counted as failing) without costing any request.
+    let series = format!("rollwave_router_responses_5xx_total{{host=\"{dead}\",version=\"v2\",track=\"stable\"}}");
+    assert!(metric(&router.metrics(), &series) > 10);
+    assert_eq!(backend.hits(), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_that_never_answers_is_cut_at_the_timeout() {
     let hanging = Backend::start("hanging").await;
     hanging.set_mode(Mode::Hang);

@@ -40,6 +40,7 @@ pub enum Mode {
 pub struct Backend {
     pub addr: SocketAddr,
     hits: Arc<AtomicU64>,
+    connections: Arc<AtomicU64>,
     mode: Arc<AtomicU8>,
     release: Arc<Notify>,
     task: JoinHandle<()>,
@@ -54,6 +55,8 @@ impl Backend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicU64::new(0));
+        let connections = Arc::new(AtomicU64::new(0));
+        let accepted = connections.clone();
         let mode = Arc::new(AtomicU8::new(Mode::Ok as u8));
         let release = Arc::new(Notify::new());
         let state = Arc::new(BackendState {
@@ -69,6 +72,7 @@ impl Backend {
             let mut connections = JoinSet::new();
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 while connections.try_join_next().is_some() {}
                 let state = state.clone();
                 connections.spawn(async move {
@@ -80,11 +84,16 @@ impl Backend {
                 });
             }
         });
-        Backend { addr, hits, mode, release, task }
+        Backend { addr, hits, connections, mode, release, task }
     }
 
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
     }
 
     pub fn set_mode(&self, mode: Mode) {

@@ -1,8 +1,8 @@
 //! Response bodies: an upstream body that keeps its request's deadline and accounting,
 //! or a short body the router writes itself.
 
-use crate::pool::Connection;
 use crate::table::Upstream;
+use crate::upstream::ResponseBody;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use pin_project_lite::pin_project;
@@ -16,35 +16,28 @@ use tokio::time::Sleep;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One request to one host, from the moment it was sent until its response body ends
-/// or is dropped: counted in flight, and timed into the latency histogram. It holds
-/// the connection of its response until the body has ended, then hands it back.
+/// or is dropped: counted in flight, and timed into the latency histogram.
 #[derive(Debug)]
 pub struct Exchange {
     upstream: Arc<Upstream>,
     started: Instant,
-    connection: Option<Connection>,
 }
 
 impl Exchange {
     pub fn begin(upstream: Arc<Upstream>, started: Instant) -> Self {
         upstream.state.begin_request();
-        Exchange { upstream, started, connection: None }
+        Exchange { upstream, started }
     }
 
     pub fn upstream(&self) -> &Arc<Upstream> {
         &self.upstream
     }
 
-    /// The connection the response came on, until [`Exchange::release`].
-    pub fn hold(&mut self, connection: Connection) {
-        self.connection = Some(connection);
-    }
-
-    /// The response body has ended: its connection may serve another request. (Without
-    /// this, the connection closes with the exchange.)
-    pub fn release(&mut self) {
-        if let Some(connection) = self.connection.take() {
-            self.upstream.pool.put_back(connection);
+    /// Hands the connection of a body that has ended back to its host's pool (a body
+    /// cut short keeps it, and it closes).
+    fn release(&self, body: &mut ResponseBody) {
+        if let Some(conn) = body.finish() {
+            self.upstream.pool.put_back(conn);
         }
     }
 }
@@ -73,8 +66,7 @@ pin_project! {
     #[project = ProxyBodyProj]
     pub enum ProxyBody {
         Upstream {
-            #[pin]
-            body: Incoming,
+            body: ResponseBody,
             // Armed only when the body is not ready at once, so that small responses
             // never touch the timer.
             #[pin]
@@ -89,9 +81,9 @@ pin_project! {
 }
 
 impl ProxyBody {
-    pub fn upstream(body: Incoming, deadline: tokio::time::Instant, mut exchange: Exchange) -> Self {
+    pub fn upstream(mut body: ResponseBody, deadline: tokio::time::Instant, exchange: Exchange) -> Self {
         if body.is_end_stream() {
-            exchange.release();
+            exchange.release(&mut body);
         }
         ProxyBody::Upstream { body, sleep: None, deadline, exchange }
     }
@@ -107,12 +99,12 @@ impl Body for ProxyBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
-            ProxyBodyProj::Upstream { mut body, mut sleep, deadline, exchange } => {
-                if let Poll::Ready(frame) = body.as_mut().poll_frame(cx) {
-                    if frame.is_none() || (matches!(frame, Some(Ok(_))) && body.is_end_stream()) {
-                        exchange.release();
+            ProxyBodyProj::Upstream { body, mut sleep, deadline, exchange } => {
+                if let Poll::Ready(frame) = Pin::new(&mut *body).poll_frame(cx) {
+                    if body.is_end_stream() {
+                        exchange.release(body);
                     }
-                    return Poll::Ready(frame.map(|f| f.map_err(BoxError::from)));
+                    return Poll::Ready(frame);
                 }
                 if sleep.is_none() {
                     sleep.set(Some(tokio::time::sleep_until(*deadline)));

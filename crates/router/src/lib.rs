@@ -6,7 +6,8 @@
 //! - [`baggage`]: the W3C `baggage` header, read and rewritten within its limits.
 //! - [`routes`]: the routes file, parsed with located errors.
 //! - [`balance`]: host health (ejection, probes) and power-of-two-choices, without I/O.
-//! - `table`, `proxy`, `pool`, `body`, `server`: the running proxy (hyper + tokio).
+//! - `table`, `proxy`, `pool`, `upstream`, `body`, `server`: the running proxy (hyper
+//!   serves the clients; `upstream` speaks HTTP/1.1 to the hosts on the same task).
 //! - [`sync`], [`push`]: server mode, the table from the control plane and the traffic
 //!   per host back to it.
 //!
@@ -27,6 +28,7 @@ mod server;
 pub mod sync;
 mod table;
 pub mod track;
+mod upstream;
 
 pub use server::{Config, Router};
 

@@ -1,5 +1,5 @@
-//! Connections to the hosts: HTTP/1.1 over TCP (`TCP_NODELAY`), kept per host and
-//! reused.
+//! Connections to the hosts: HTTP/1.1 over TCP (`TCP_NODELAY`, see [`crate::upstream`]),
+//! kept per host and reused.
 //!
 //! A connection is on loan to one request from the moment it is taken until its
 //! response body ends; then it goes back on top of its host's stack of idle ones (last
@@ -8,13 +8,11 @@
 //! [`IDLE_TIMEOUT`] are closed by [`HostPool::sweep`], or when found on the stack.
 
 use crate::body::UpstreamBody;
-use http::Request;
+use crate::upstream::{Conn, ExchangeError, ResponseBody};
 use http::uri::Authority;
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use http::{Request, Response};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long an idle connection to a host is kept.
@@ -23,9 +21,6 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many idle connections are kept per host: enough for bursts, without holding
 /// thousands of sockets after one.
 pub const MAX_IDLE_PER_HOST: usize = 512;
-
-/// The sending half of one connection.
-pub type Connection = http1::SendRequest<UpstreamBody>;
 
 /// Why a request got no response.
 #[derive(Debug)]
@@ -43,46 +38,39 @@ pub struct Connector {
 }
 
 impl Connector {
-    /// Sends `request` to the host on an idle connection, else on a new one. Returns the
-    /// response and its connection, to hand back with [`HostPool::put_back`] once the
-    /// response body has ended.
+    /// Sends `request` to the host on an idle connection, else on a new one. The
+    /// response body hands its connection back ([`ResponseBody::finish`] then
+    /// [`HostPool::put_back`]) once it has ended.
     pub async fn send(
         &self,
-        pool: &Arc<HostPool>,
+        pool: &HostPool,
         address: &Authority,
         mut request: Request<UpstreamBody>,
-    ) -> Result<(hyper::Response<Incoming>, Connection), SendError> {
-        // An idle connection may have been closed by the host meanwhile: hyper gives
-        // back a request it could not start to send, which then goes on the next one.
-        while let Some(mut connection) = pool.take() {
-            match connection.try_send_request(request).await {
-                Ok(response) => return Ok((response, connection)),
-                Err(mut err) => match err.take_message() {
-                    Some(unsent) => request = unsent,
-                    None => return Err(SendError::Exchange),
-                },
+    ) -> Result<Response<ResponseBody>, SendError> {
+        // An idle connection may have been closed by the host meanwhile: a request none
+        // of which could be written goes on the next one.
+        while let Some(conn) = pool.take() {
+            match conn.exchange(request).await {
+                Ok(response) => return Ok(response),
+                Err(ExchangeError::Unsent(unsent)) => request = *unsent,
+                Err(ExchangeError::Failed) => return Err(SendError::Exchange),
             }
         }
-        let Some(mut connection) = self.connect(address).await else {
+        let Some(conn) = self.connect(address).await else {
             return Err(SendError::Connect(Box::new(request)));
         };
-        match connection.try_send_request(request).await {
-            Ok(response) => Ok((response, connection)),
-            // Not even started on a new connection: as good as not connected.
-            Err(mut err) => Err(err.take_message().map_or(SendError::Exchange, |r| SendError::Connect(Box::new(r)))),
+        match conn.exchange(request).await {
+            Ok(response) => Ok(response),
+            // Not a byte written on a new connection: as good as not connected.
+            Err(ExchangeError::Unsent(unsent)) => Err(SendError::Connect(unsent)),
+            Err(ExchangeError::Failed) => Err(SendError::Exchange),
         }
     }
 
-    async fn connect(&self, address: &Authority) -> Option<Connection> {
+    async fn connect(&self, address: &Authority) -> Option<Conn> {
         let stream = tokio::time::timeout(self.connect_timeout, open(address)).await.ok()??;
         let _ = stream.set_nodelay(true);
-        let (connection, driver) =
-            http1::Builder::new().handshake::<_, UpstreamBody>(TokioIo::new(stream)).await.ok()?;
-        tokio::spawn(async move {
-            // The connection ends when the host closes it or every handle is dropped.
-            let _ = driver.await;
-        });
-        Some(connection)
+        Some(Conn::new(stream))
     }
 }
 
@@ -108,59 +96,39 @@ pub struct HostPool {
 
 #[derive(Debug)]
 struct Idle {
-    connection: Connection,
+    conn: Conn,
     since: Instant,
 }
 
 impl HostPool {
     /// The most recently used idle connection that can take a request.
-    fn take(&self) -> Option<Connection> {
+    fn take(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        while let Some(Idle { connection, since }) = idle.pop() {
+        while let Some(Idle { mut conn, since }) = idle.pop() {
             if since.elapsed() > IDLE_TIMEOUT {
                 // Everything below is older still.
                 idle.clear();
                 return None;
             }
-            if connection.is_ready() {
-                return Some(connection);
+            if conn.is_idle() {
+                return Some(conn);
             }
         }
         None
     }
 
-    /// Hands back the connection of a response whose body has ended. It is kept once
-    /// hyper is done with that response (at once, nearly always).
-    pub fn put_back(self: &Arc<Self>, mut connection: Connection) {
-        if connection.is_ready() {
-            self.keep(connection);
-        } else if !connection.is_closed()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            let pool = self.clone();
-            runtime.spawn(async move {
-                if std::future::poll_fn(|cx| connection.poll_ready(cx)).await.is_ok() {
-                    pool.keep(connection);
-                }
-            });
-        }
-    }
-
-    fn keep(&self, connection: Connection) {
+    /// Keeps the connection of a response that has ended, for the next request.
+    pub fn put_back(&self, conn: Conn) {
         let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if idle.len() < MAX_IDLE_PER_HOST {
-            idle.push(Idle { connection, since: Instant::now() });
+            idle.push(Idle { conn, since: Instant::now() });
         }
     }
 
     /// Closes the connections idle for longer than [`IDLE_TIMEOUT`] or closed by the host.
     pub fn sweep(&self) {
+        let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        idle.retain(|i| i.since.elapsed() <= IDLE_TIMEOUT && !i.connection.is_closed());
-    }
-
-    /// Idle connections now.
-    pub fn idle(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
+        idle.retain_mut(|i| now.duration_since(i.since) <= IDLE_TIMEOUT && i.conn.is_idle());
     }
 }

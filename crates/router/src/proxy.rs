@@ -6,6 +6,7 @@ use crate::metrics::Metrics;
 use crate::pool::{Connector, SendError};
 use crate::table::{Routed, Table, Upstream};
 use crate::track::{self, TRACK_HEADER, Track};
+use crate::upstream::ResponseBody;
 use arc_swap::ArcSwap;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
@@ -184,26 +185,25 @@ impl Shared {
         upstream: Arc<Upstream>,
         started: Instant,
         deadline: tokio::time::Instant,
-    ) -> Result<(Response<Incoming>, Exchange), Failure> {
+    ) -> Result<(Response<ResponseBody>, Exchange), Failure> {
         let add_host = !request.headers().contains_key(header::HOST);
         if add_host && let Some(host) = &upstream.host_header {
             request.headers_mut().insert(header::HOST, host.clone());
         }
-        let mut exchange = Exchange::begin(upstream, started);
+        let exchange = Exchange::begin(upstream, started);
         let mut unsent = None;
         let host = exchange.upstream();
         let result =
             tokio::time::timeout_at(deadline, self.connector.send(&host.pool, &host.spec.address, request)).await;
         host.metrics.sent();
         let kind = match result {
-            Ok(Ok((response, connection))) => {
+            Ok(Ok(response)) => {
                 if response.status().is_server_error() {
                     host.metrics.failed();
                     self.record_failure(host);
                 } else {
                     host.state.record_success();
                 }
-                exchange.hold(connection);
                 return Ok((response, exchange));
             }
             Ok(Err(SendError::Connect(mut request))) => {

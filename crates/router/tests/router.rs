@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use support::*;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 fn share(bp: u32) -> BasisPoints {
     BasisPoints::new(bp).unwrap()
@@ -600,4 +601,154 @@ fn server_mode_needs_its_service_and_a_reachable_server() {
     args.service = None;
     let err = rollwave_router::main(args).unwrap_err().to_string();
     assert!(err.contains("--service, --environment and --region"), "{err}");
+}
+
+/// A host that answers by path with the bytes it is told to, one connection at a time
+/// and several requests per connection: framing the router must follow exactly.
+async fn scripted_host() -> (std::net::SocketAddr, Arc<AtomicU64>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicU64::new(0));
+    let count = connections.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        let mut more = [0u8; 4096];
+                        match stream.read(&mut more).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&more[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end + 4);
+                    let line = head.lines().next().unwrap_or_default().to_owned();
+                    let answer: Vec<u8> = match line.split(' ').take(2).collect::<Vec<_>>()[..] {
+                        [_, "/chunked"] => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                            5;x=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: 1\r\n\r\n"
+                            .to_vec(),
+                        [_, "/empty"] => b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(),
+                        ["HEAD", "/head"] => b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n".to_vec(),
+                        [_, "/continue"] => {
+                            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec()
+                        }
+                        [_, "/big"] => {
+                            let mut answer = b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n".to_vec();
+                            answer.resize(answer.len() + 1_048_576, b'x');
+                            answer
+                        }
+                        [_, "/close"] => {
+                            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil the end").await;
+                            return;
+                        }
+                        _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
+                    };
+                    if stream.write_all(&answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, connections)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_are_framed_as_the_host_frames_them_and_connections_reused_when_they_may_be() {
+    let (host_addr, connections) = scripted_host().await;
+    let routes =
+        format!("salt: s\ncanary_share: 0%\nhosts:\n  - {{ address: {host_addr}, version: v2, track: stable }}\n");
+    let router = TestRouter::start(&routes).await;
+    let mut client = Connection::open(router.addr).await;
+    let reply = client.get("/chunked", &[]).await.unwrap();
+    assert_eq!((reply.status.as_u16(), reply.body.as_str()), (200, "hello world"));
+    let reply = client.get("/empty", &[]).await.unwrap();
+    assert_eq!((reply.status.as_u16(), reply.body.as_str()), (204, ""));
+    let reply = client.get("/continue", &[]).await.unwrap();
+    assert_eq!((reply.status.as_u16(), reply.body.as_str()), (200, "ok"));
+    let reply = client.get("/big", &[]).await.unwrap();
+    assert_eq!(reply.body.len(), 1_048_576);
+    assert!(reply.body.bytes().all(|b| b == b'x'));
+    let reply = client.get("/chunked", &[]).await.unwrap();
+    assert_eq!(reply.body, "hello world");
+    assert_eq!(connections.load(Ordering::SeqCst), 1, "every response so far left the connection reusable");
+
+    // HEAD: a length but no body.
+    let mut raw = tokio::net::TcpStream::connect(router.addr).await.unwrap();
+    raw.write_all(b"HEAD /head HTTP/1.1\r\nHost: x\r\n\r\nGET /chunked HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains(" world\r\n0\r\n\r\n") {
+        let mut more = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), raw.read(&mut more)).await.unwrap().unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&more[..n]);
+    }
+    let seen = String::from_utf8_lossy(&seen).to_ascii_lowercase();
+    assert!(seen.starts_with("http/1.1 200 ok\r\n") && seen.contains("content-length: 11\r\n"), "{seen}");
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+
+    // A body that ends when the host closes: whole, and that connection is not reused.
+    let reply = client.get("/close", &[]).await.unwrap();
+    assert_eq!((reply.status.as_u16(), reply.body.as_str()), (200, "until the end"));
+    let reply = client.get("/chunked", &[]).await.unwrap();
+    assert_eq!(reply.body, "hello world");
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_reach_the_host_whole_with_a_length_or_chunked() {
+    let backend = Backend::start("echo").await;
+    let router = TestRouter::start(&routes_yaml("s", "0%", &[host(&backend, "v2", "stable")])).await;
+    let body: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut raw = tokio::net::TcpStream::connect(router.addr).await.unwrap();
+    let read_reply = async |raw: &mut tokio::net::TcpStream| -> String {
+        let mut seen = Vec::new();
+        loop {
+            let text = String::from_utf8_lossy(&seen).into_owned();
+            if text.starts_with("HTTP/1.1 100 ")
+                && let Some(end) = text.find("\r\n\r\n")
+            {
+                seen.drain(..end + 4);
+                continue;
+            }
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length: usize = text[..end]
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.parse().unwrap()))
+                    .unwrap_or_else(|| panic!("no length in {text}"));
+                if seen.len() >= end + 4 + length {
+                    return String::from_utf8_lossy(&seen[end + 4..end + 4 + length]).into_owned();
+                }
+            }
+            let mut more = [0u8; 65536];
+            let n = tokio::time::timeout(Duration::from_secs(5), raw.read(&mut more)).await.unwrap().unwrap();
+            assert!(n > 0);
+            seen.extend_from_slice(&more[..n]);
+        }
+    };
+    // With a length.
+    raw.write_all(format!("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes())
+        .await
+        .unwrap();
+    raw.write_all(&body).await.unwrap();
+    assert_eq!(read_reply(&mut raw).await.as_bytes(), &body[..]);
+    // Chunked, in pieces, on the same connection; an Expect: 100-continue is the router's to answer.
+    raw.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n")
+        .await
+        .unwrap();
+    for piece in body.chunks(30_000) {
+        raw.write_all(format!("{:x}\r\n", piece.len()).as_bytes()).await.unwrap();
+        raw.write_all(piece).await.unwrap();
+        raw.write_all(b"\r\n").await.unwrap();
+    }
+    raw.write_all(b"0\r\n\r\n").await.unwrap();
+    let reply = read_reply(&mut raw).await;
+    assert_eq!(reply.len(), body.len());
+    assert_eq!(reply.as_bytes(), &body[..]);
+    assert_eq!(backend.connections(), 1);
 }

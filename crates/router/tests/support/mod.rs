@@ -33,7 +33,8 @@ pub enum Mode {
 /// A backend serving on 127.0.0.1 until dropped or killed.
 ///
 /// Every response names the backend (`x-backend`) and echoes the decision it received
-/// (`x-seen-track`, `x-seen-baggage`). `GET /slow` waits for [`Backend::release`].
+/// (`x-seen-track`, `x-seen-baggage`). `GET /slow` waits for [`Backend::release`];
+/// `/echo` answers the request's body.
 /// With a `next` router, it is a service that calls the next service: it forwards the
 /// decision with [`track::from_headers`] and [`track::inject`] and reports which
 /// backend answered there (`x-next-backend`, `x-next-seen-baggage`).
@@ -139,6 +140,14 @@ impl BackendState {
         }
         if request.uri().path() == "/slow" {
             self.release.notified().await;
+        }
+        if request.uri().path() == "/echo" {
+            // The request body, whole, with its length and digest in headers.
+            let body = request.into_body().collect().await.unwrap().to_bytes();
+            let mut response = Response::new(Full::new(body.clone()));
+            response.headers_mut().insert("x-backend", HeaderValue::from_str(&self.name).unwrap());
+            response.headers_mut().insert("x-echo-length", HeaderValue::from(body.len()));
+            return response;
         }
         let mut response = Response::new(Full::new(Bytes::from(self.name.clone())));
         if mode == Mode::Fail as u8 {

@@ -208,23 +208,33 @@ struct Parsed {
 
 /// Takes one response head off the front of `buf`: `Ok(None)` until it is whole.
 fn parse_head(buf: &mut BytesMut) -> Result<Option<Parsed>, ()> {
-    let Some(end) = find_head_end(buf) else {
-        return Ok(None);
+    // The lines, as (start, end) offsets without their line ends, found in one pass;
+    // the head ends at the first empty line.
+    let mut lines = [(0usize, 0usize); MAX_HEADERS + 1];
+    let mut count = 0;
+    let mut at = 0;
+    let end = loop {
+        let Some(newline) = find_newline(&buf[at..]) else {
+            return Ok(None);
+        };
+        let line_end = at + newline;
+        let content_end = if line_end > at && buf[line_end - 1] == b'\r' { line_end - 1 } else { line_end };
+        if content_end == at {
+            if count == 0 {
+                return Err(());
+            }
+            break line_end + 1;
+        }
+        *lines.get_mut(count).ok_or(())? = (at, content_end);
+        count += 1;
+        at = line_end + 1;
     };
     let head = buf.split_to(end).freeze();
-    let mut lines = Lines { head: &head, at: 0 };
-    let status_line = lines.next().ok_or(())?;
-    let (minor, status) = parse_status_line(&head[status_line.0..status_line.1])?;
-    let mut headers = HeaderMap::with_capacity(12);
+    let (minor, status) = parse_status_line(&head[lines[0].0..lines[0].1])?;
+    let mut headers = HeaderMap::with_capacity(count);
     let mut keep_alive = minor == 1;
     let (mut transfer_encoding, mut chunked, mut length) = (false, false, None);
-    for (start, end) in lines {
-        if end == start {
-            break;
-        }
-        if headers.len() == MAX_HEADERS {
-            return Err(());
-        }
+    for &(start, end) in &lines[1..count] {
         let line = &head[start..end];
         let colon = line.iter().position(|&b| b == b':').ok_or(())?;
         let name = HeaderName::from_bytes(&line[..colon]).map_err(|_| ())?;
@@ -263,40 +273,25 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Parsed>, ()> {
     Ok(Some(Parsed { status, headers, framing, keep_alive }))
 }
 
-/// The length of the head at the front of `buf`, blank line included.
-fn find_head_end(buf: &[u8]) -> Option<usize> {
-    let mut from = 0;
-    while let Some(i) = buf[from..].iter().position(|&b| b == b'\n') {
-        let at = from + i;
-        match buf.get(at + 1) {
-            Some(b'\n') => return Some(at + 2),
-            Some(b'\r') if buf.get(at + 2) == Some(&b'\n') => return Some(at + 3),
-            _ => from = at + 1,
+/// The first `\n` in `haystack`, eight bytes at a time.
+fn find_newline(haystack: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const NEWLINES: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    let mut chunks = haystack.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        // A zero byte of `x` is a newline; the lowest flagged byte is always exact.
+        let x = u64::from_le_bytes(word) ^ NEWLINES;
+        let found = x.wrapping_sub(ONES) & !x & HIGHS;
+        if found != 0 {
+            return Some(offset + found.trailing_zeros() as usize / 8);
         }
+        offset += 8;
     }
-    None
-}
-
-/// Lines of a head as (start, end) offsets, without their line ends.
-struct Lines<'a> {
-    head: &'a [u8],
-    at: usize,
-}
-
-impl Iterator for Lines<'_> {
-    type Item = (usize, usize);
-
-    fn next(&mut self) -> Option<(usize, usize)> {
-        let rest = self.head.get(self.at..)?;
-        let nl = rest.iter().position(|&b| b == b'\n')?;
-        let start = self.at;
-        let mut end = start + nl;
-        if end > start && self.head[end - 1] == b'\r' {
-            end -= 1;
-        }
-        self.at = start + nl + 1;
-        Some((start, end))
-    }
+    chunks.remainder().iter().position(|&b| b == b'\n').map(|i| offset + i)
 }
 
 /// `HTTP/1.1 200 OK`: the minor version and the status.
@@ -578,6 +573,23 @@ mod tests {
         assert!(parse("HTTP/2 200\r\n\r\n").is_err());
         assert!(parse("HTTP/1.1 2000 OK\r\n\r\n").is_err());
         assert!(parse("HTTP/1.1 200 OK\r\nbad header\r\n\r\n").is_err());
+        let many = format!("HTTP/1.1 200 OK\r\n{}\r\n", "a: 1\r\n".repeat(MAX_HEADERS + 1));
+        assert!(parse(&many).is_err());
+    }
+
+    #[test]
+    fn newlines_are_found_wherever_they_are() {
+        for len in 0..40 {
+            for at in 0..len {
+                let mut text = vec![b'a'; len];
+                text[at] = b'\n';
+                if at + 1 < len {
+                    text[len - 1] = b'\n';
+                }
+                assert_eq!(find_newline(&text), Some(at), "{len} {at}");
+            }
+            assert_eq!(find_newline(&vec![0x8a; len]), None);
+        }
     }
 
     #[test]

@@ -37,7 +37,7 @@ impl Exchange {
     /// cut short keeps it, and it closes).
     fn release(&self, body: &mut ResponseBody) {
         if let Some(conn) = body.finish() {
-            self.upstream.pool.put_back(conn);
+            self.upstream.pool.put_back(conn, self.started);
         }
     }
 }

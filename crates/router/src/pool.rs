@@ -5,7 +5,7 @@
 //! response body ends; then it goes back on top of its host's stack of idle ones (last
 //! in, first out, so the busy few stay warm and the rest age out). A connection whose
 //! response was cut short is closed, never reused. Idle connections older than
-//! [`IDLE_TIMEOUT`] are closed by [`HostPool::sweep`], or when found on the stack.
+//! [`IDLE_TIMEOUT`] are closed by [`HostPool::sweep`].
 
 use crate::body::UpstreamBody;
 use crate::upstream::{Conn, ExchangeError, ResponseBody};
@@ -101,15 +101,11 @@ struct Idle {
 }
 
 impl HostPool {
-    /// The most recently used idle connection that can take a request.
+    /// The most recently used idle connection that can take a request. (Age is left to
+    /// [`HostPool::sweep`]: a connection a little past its time is as good as any.)
     fn take(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        while let Some(Idle { mut conn, since }) = idle.pop() {
-            if since.elapsed() > IDLE_TIMEOUT {
-                // Everything below is older still.
-                idle.clear();
-                return None;
-            }
+        while let Some(Idle { mut conn, .. }) = idle.pop() {
             if conn.is_idle() {
                 return Some(conn);
             }
@@ -117,11 +113,12 @@ impl HostPool {
         None
     }
 
-    /// Keeps the connection of a response that has ended, for the next request.
-    pub fn put_back(&self, conn: Conn) {
+    /// Keeps the connection of a response that has ended, for the next request; `since`
+    /// is when that request began (a clock already read), from which its idle time counts.
+    pub fn put_back(&self, conn: Conn, since: Instant) {
         let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if idle.len() < MAX_IDLE_PER_HOST {
-            idle.push(Idle { conn, since: Instant::now() });
+            idle.push(Idle { conn, since });
         }
     }
 

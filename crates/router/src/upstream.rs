@@ -85,31 +85,70 @@ impl Conn {
             Err(0) => return Err(ExchangeError::Unsent(Box::new(Request::from_parts(parts, body)))),
             Err(_) => return Err(ExchangeError::Failed),
         }
+        // The host may answer before it has taken the whole body (a 413, a 401): then
+        // the rest is not sent, the answer is passed on, and the connection is not reused.
+        let (mut answer, mut body_cut) = (None, false);
         if has_body {
-            self.send_body(&mut body, chunked).await.map_err(|()| ExchangeError::Failed)?;
+            let (stream, read, scratch) = (&self.stream, &mut self.read, &mut self.head);
+            let sending = send_body(stream, scratch, &mut body, chunked);
+            tokio::pin!(sending);
+            loop {
+                tokio::select! {
+                    biased;
+                    sent = &mut sending => match sent {
+                        Ok(()) => break,
+                        Err(BodyFailure::Client) => return Err(ExchangeError::Failed),
+                        Err(BodyFailure::Host) => {
+                            body_cut = true;
+                            break;
+                        }
+                    },
+                    filled = std::future::poll_fn(|cx| poll_fill(stream, read, cx)) => {
+                        if !matches!(filled, Ok(n) if n > 0) || read.len() >= MAX_HEAD {
+                            body_cut = true;
+                            break;
+                        }
+                        // An interim answer lets the body go on; a final one ends it.
+                        if let Some(parsed) = parse_head(read).map_err(|()| ExchangeError::Failed)?
+                            && !parsed.status.is_informational()
+                        {
+                            answer = Some(parsed);
+                            body_cut = true;
+                            break;
+                        }
+                    }
+                }
+            }
         }
         drop(body);
-        let head_request = parts.method == Method::HEAD;
+        let Parsed { status, headers, framing, keep_alive } = match answer {
+            Some(parsed) => parsed,
+            None => self.read_head().await?,
+        };
+        let framing =
+            if parts.method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+                Framing::Done
+            } else {
+                framing
+            };
+        let keep_alive = keep_alive && !body_cut && !matches!(framing, Framing::UntilClose);
+        let mut response = Response::new(ResponseBody { conn: Some(self), framing, keep_alive });
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        Ok(response)
+    }
+
+    /// Reads up to the final response head, skipping interim (`1xx`) ones.
+    async fn read_head(&mut self) -> Result<Parsed, ExchangeError> {
         loop {
             if let Some(parsed) = parse_head(&mut self.read).map_err(|()| ExchangeError::Failed)? {
-                let Parsed { status, headers, framing, keep_alive } = parsed;
-                if status.is_informational() {
-                    if status == StatusCode::SWITCHING_PROTOCOLS {
-                        return Err(ExchangeError::Failed);
-                    }
-                    continue;
+                if parsed.status == StatusCode::SWITCHING_PROTOCOLS {
+                    return Err(ExchangeError::Failed);
                 }
-                let framing = if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED
-                {
-                    Framing::Done
-                } else {
-                    framing
-                };
-                let keep_alive = keep_alive && !matches!(framing, Framing::UntilClose);
-                let mut response = Response::new(ResponseBody { conn: Some(self), framing, keep_alive });
-                *response.status_mut() = status;
-                *response.headers_mut() = headers;
-                return Ok(response);
+                if !parsed.status.is_informational() {
+                    return Ok(parsed);
+                }
+                continue;
             }
             if self.read.len() >= MAX_HEAD {
                 return Err(ExchangeError::Failed);
@@ -122,28 +161,42 @@ impl Conn {
             }
         }
     }
+}
 
-    async fn send_body(&mut self, body: &mut UpstreamBody, chunked: bool) -> Result<(), ()> {
-        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
-            let Ok(data) = frame.map_err(|_| ())?.into_data() else { continue };
-            if data.is_empty() {
-                continue;
-            }
-            if chunked {
-                self.head.clear();
-                let _ = write!(self.head, "{:x}\r\n", data.len());
-                self.head.extend_from_slice(&data);
-                self.head.extend_from_slice(b"\r\n");
-                write_all(&self.stream, &self.head).await.map_err(|_| ())?;
-            } else {
-                write_all(&self.stream, &data).await.map_err(|_| ())?;
-            }
+/// Which side stopped a request body on its way.
+enum BodyFailure {
+    /// The client's body broke off.
+    Client,
+    /// The host's connection would not take more.
+    Host,
+}
+
+/// Streams the client's body to the host, chunked or as it is (its length was sent).
+async fn send_body(
+    stream: &TcpStream,
+    scratch: &mut Vec<u8>,
+    body: &mut UpstreamBody,
+    chunked: bool,
+) -> Result<(), BodyFailure> {
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
+        let Ok(data) = frame.map_err(|_| BodyFailure::Client)?.into_data() else { continue };
+        if data.is_empty() {
+            continue;
         }
         if chunked {
-            write_all(&self.stream, b"0\r\n\r\n").await.map_err(|_| ())?;
+            scratch.clear();
+            let _ = write!(scratch, "{:x}\r\n", data.len());
+            scratch.extend_from_slice(&data);
+            scratch.extend_from_slice(b"\r\n");
+            write_all(stream, scratch).await.map_err(|_| BodyFailure::Host)?;
+        } else {
+            write_all(stream, &data).await.map_err(|_| BodyFailure::Host)?;
         }
-        Ok(())
     }
+    if chunked {
+        write_all(stream, b"0\r\n\r\n").await.map_err(|_| BodyFailure::Host)?;
+    }
+    Ok(())
 }
 
 /// The request head: origin-form target, the headers as they are (names in lower case,

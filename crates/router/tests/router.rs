@@ -642,6 +642,15 @@ async fn scripted_host() -> (std::net::SocketAddr, Arc<AtomicU64>) {
                             answer.resize(answer.len() + 1_048_576, b'x');
                             answer
                         }
+                        [_, "/reject"] => {
+                            // Answered before the body is read; the rest is read and dropped.
+                            let answer = b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\n\r\ntoo big\n";
+                            let _ = stream.write_all(answer).await;
+                            let _ = stream.shutdown().await;
+                            let mut sink = [0u8; 65536];
+                            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+                            return;
+                        }
                         [_, "/close"] => {
                             let _ = stream.write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil the end").await;
                             return;
@@ -751,4 +760,35 @@ async fn request_bodies_reach_the_host_whole_with_a_length_or_chunked() {
     assert_eq!(reply.len(), body.len());
     assert_eq!(reply.as_bytes(), &body[..]);
     assert_eq!(backend.connections(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_answers_before_taking_the_body_is_heard() {
+    let (host_addr, _) = scripted_host().await;
+    let routes =
+        format!("salt: s\ncanary_share: 0%\nhosts:\n  - {{ address: {host_addr}, version: v2, track: stable }}\n");
+    let router = TestRouter::start(&routes).await;
+    let mut raw = tokio::net::TcpStream::connect(router.addr).await.unwrap();
+    let size = 64 * 1024 * 1024;
+    raw.write_all(format!("POST /reject HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let (mut reader, mut writer) = raw.into_split();
+    let upload = tokio::spawn(async move {
+        let piece = vec![b'x'; 65536];
+        for _ in 0..size / piece.len() {
+            if writer.write_all(&piece).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("too big") {
+        let mut more = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), reader.read(&mut more)).await.unwrap().unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&more[..n]);
+    }
+    assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 413 "), "{}", String::from_utf8_lossy(&seen));
+    upload.abort();
 }

@@ -22,6 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Ship three releases through a real pipeline on this machine: server, agents, routers, users.
+    Demo(rollwave_demo::run::DemoArgs),
     /// Check a pipeline manifest; print a one-line summary, or every error as FILE:LINE:COL.
     Validate { file: PathBuf },
     /// Show the expanded rollout plan and the shortest lead time of a release.
@@ -144,6 +146,9 @@ struct ServerArgs {
     /// The Prometheus server that `source: prometheus` alarms query, e.g. http://127.0.0.1:9090.
     #[arg(long, env = "ROLLWAVE_PROMETHEUS")]
     prometheus: Option<String>,
+    /// Requests served count as bake data points in bins of this length.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    datapoint_bin: std::time::Duration,
 }
 
 #[derive(Subcommand)]
@@ -275,6 +280,7 @@ fn run_server(args: ServerArgs) -> Result<()> {
         driver,
         lease_ttl: args.lease_ttl,
         host_timeout: args.host_timeout,
+        datapoint_bin: args.datapoint_bin,
         prometheus: args.prometheus,
         bootstrap_token: std::env::var("ROLLWAVE_BOOTSTRAP_TOKEN").ok().filter(|t| !t.is_empty()),
     };
@@ -496,6 +502,7 @@ pub fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
     let mut out = std::io::stdout().lock();
     match cli.command {
+        Command::Demo(args) => return Ok(ExitCode::from(rollwave_demo::run::main(args)? as u8)),
         Command::Router(args) => rollwave_router::main(args)?,
         Command::Server(args) => run_server(args)?,
         Command::Agent(args) => rollwave_agent::agent_main(args)?,

@@ -25,16 +25,28 @@ pub struct SampleAppArgs {
     /// Added to every answer.
     #[arg(long, default_value_t = 2)]
     pub latency_ms: u64,
+    /// A latent defect: `--error-rate` applies only this many seconds after start; before
+    /// then every answer succeeds.
+    #[arg(long, value_name = "SECONDS")]
+    pub fail_after: Option<u64>,
+    /// Exit when the process with this id is gone, so nothing outlives the demo that
+    /// started it even when that demo is killed.
+    #[arg(long, value_name = "PID")]
+    pub exit_with: Option<u32>,
 }
 
 struct App {
     args: SampleAppArgs,
+    started: std::time::Instant,
     /// A splitmix64 sequence: which requests fail, spread evenly over time.
     draws: AtomicU64,
 }
 
 impl App {
     fn fails(&self) -> bool {
+        if self.args.fail_after.is_some_and(|s| self.started.elapsed() < Duration::from_secs(s)) {
+            return false;
+        }
         let mut z = self.draws.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed).wrapping_add(0x9e37_79b9_7f4a_7c15);
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -65,7 +77,16 @@ async fn answer(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
 pub fn main(args: SampleAppArgs) -> anyhow::Result<()> {
     let seed =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
-    let app = Arc::new(App { args: args.clone(), draws: AtomicU64::new(seed) });
+    let app = Arc::new(App { args: args.clone(), started: std::time::Instant::now(), draws: AtomicU64::new(seed) });
+    if let Some(pid) = args.exit_with {
+        std::thread::spawn(move || {
+            let alive = std::path::PathBuf::from(format!("/proc/{pid}"));
+            while alive.exists() {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            std::process::exit(0);
+        });
+    }
     let router = axum::Router::new().route("/health", axum::routing::get(health)).fallback(answer).with_state(app);
     tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen).await?;

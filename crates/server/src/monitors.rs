@@ -1,5 +1,5 @@
 //! Synthetic monitors: the leader sends each monitor's request to every host whose
-//! service address it knows, day and night, so that a quiet place still has data. Each
+//! service address it knows and that is not being deployed, day and night, so that a quiet place still has data. Each
 //! check is stored as one request of the host's version, under `monitor:NAME`; checks
 //! count as data points for bakes, and alarms can use `monitor:NAME:success_rate` and
 //! `monitor:NAME:latency_ms`.
@@ -41,7 +41,9 @@ impl Monitors {
                     }
                     self.next.insert(key, now_ms + monitor.every.as_millis() as i64);
                     for (&(env, host), address) in &s.addresses {
-                        if !s.engine.host_present(env, host) {
+                        // A host being deployed is down on purpose (routers drain it too);
+                        // its validate hook is what checks it comes back.
+                        if !s.engine.host_present(env, host) || s.engine.host_op(env, host).is_some() {
                             continue;
                         }
                         checks.push(Check {

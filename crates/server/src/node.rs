@@ -36,7 +36,13 @@ pub struct Config {
     pub host_timeout: Duration,
     /// The Prometheus HTTP API for `source: prometheus` alarms.
     pub prometheus: Option<String>,
+    /// Requests served are counted as bake data points in bins of this length (shorter
+    /// bins: bakes see data sooner, and the log holds more `served` entries).
+    pub datapoint_bin: Duration,
 }
+
+/// The default of [`Config::datapoint_bin`].
+pub const DATAPOINT_BIN: Duration = Duration::from_secs(10);
 
 /// A request to change something, on its way to the leader's applier.
 struct Request {
@@ -353,7 +359,7 @@ impl Node {
         let mut renew = tokio::time::interval(renew_every);
         let leading_since = now_ms();
         let mut sweep = tokio::time::interval(Duration::from_millis(500));
-        let mut signals = crate::signals::Signals::new(self.config.prometheus.clone());
+        let mut signals = crate::signals::Signals::new(self.config.prometheus.clone(), self.config.datapoint_bin);
         let mut monitors = crate::monitors::Monitors::default();
         let mut last_prune = 0;
         // Losing a host is judged against a timeout of many seconds: reading every

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 
 /// Pushes may arrive this long after the end of the period they belong to.
 pub const GRACE_MS: i64 = 1_000;
-/// Data points for bakes are counted in bins of this length.
+/// Metrics are shown in bins of this length.
 pub const BIN_MS: i64 = 10_000;
 
 /// The metrics rollwave measures itself, besides `monitor:NAME:success_rate` and
@@ -94,6 +94,16 @@ fn place(model: &ReadModel, service: &str, environment: &str, host: &str) -> Opt
     ))
 }
 
+/// Whether `host` was rolled back off `version`: it now runs an older release. What such a
+/// version did there was already acted on; counting it again would blame the release the
+/// host went back to (a false `regression_suspected`).
+fn rolled_back_off(model: &ReadModel, service: &str, environment: &str, host: &str, version: &str) -> bool {
+    let Some(s) = model.services.get(service) else { return false };
+    let Ok((env, h)) = s.host(environment, host) else { return false };
+    let Some(release) = s.engine.release_named(version) else { return false };
+    s.engine.host_version(env, h) < release
+}
+
 /// The leader's alarm evaluators and where each alarm got to.
 #[derive(Default)]
 pub struct Signals {
@@ -104,11 +114,13 @@ pub struct Signals {
     verdicts: HashMap<(String, String, String, String), Outcome>,
     /// The Prometheus HTTP API that `source: prometheus` alarms query.
     prometheus: Option<String>,
+    /// Length of the bins requests served are counted in (ms).
+    bin_ms: i64,
 }
 
 impl Signals {
-    pub fn new(prometheus: Option<String>) -> Self {
-        Signals { prometheus, ..Signals::default() }
+    pub fn new(prometheus: Option<String>, datapoint_bin: std::time::Duration) -> Self {
+        Signals { prometheus, bin_ms: (datapoint_bin.as_millis() as i64).max(100), ..Signals::default() }
     }
 }
 
@@ -214,12 +226,13 @@ impl Signals {
             inputs.extend(self.prometheus_alarms(prometheus.clone(), model, now_ms).await);
         }
         for (service, alarms) in services {
-            let longest = alarms.iter().map(|(_, a)| a.period.as_millis() as i64).max().unwrap_or(0).max(BIN_MS);
-            let Ok(rows) = store.metrics(&service, now_ms - longest - GRACE_MS - BIN_MS, now_ms).await else {
+            let bin = self.bin_ms;
+            let longest = alarms.iter().map(|(_, a)| a.period.as_millis() as i64).max().unwrap_or(0).max(bin);
+            let Ok(rows) = store.metrics(&service, now_ms - longest - GRACE_MS - bin, now_ms).await else {
                 continue;
             };
             // Data points, per finished bin.
-            let bin_end = (now_ms - GRACE_MS).div_euclid(BIN_MS) * BIN_MS;
+            let bin_end = (now_ms - GRACE_MS).div_euclid(bin) * bin;
             let from = *self.served_until.entry(service.clone()).or_insert(bin_end);
             if bin_end > from {
                 let mut served: BTreeMap<(String, String, String), u64> = BTreeMap::new();
@@ -252,6 +265,9 @@ impl Signals {
                     let m = model.read().unwrap_or_else(|p| p.into_inner());
                     for r in rows.iter().filter(|r| r.at_ms >= end - period && r.at_ms < end && r.source == source) {
                         let Some((env, region, zone)) = place(&m, &service, &r.environment, &r.host) else { continue };
+                        if rolled_back_off(&m, &service, &r.environment, &r.host, &r.version) {
+                            continue;
+                        }
                         let key = match spec.scope {
                             AlarmScope::Environment => env,
                             AlarmScope::Region => format!("{env}/{region}"),

@@ -143,6 +143,48 @@ fn the_one_box_judge_rolls_back_a_one_box_worse_than_its_baseline() {
     assert_eq!(detail.release.rolled_back_scopes, ["prod/r1/z1"]);
 }
 
+#[test]
+fn what_a_rolled_back_release_did_is_not_blamed_on_the_release_before_it() {
+    // v2 completes; v3's one-box fails and is rolled back. Its errors are still in the
+    // region's recent data (and late pushes bring more): they must not fire the region
+    // alarm against v2 as a regression.
+    let manifest = MANIFEST
+        .replace("bake: { time: 30s, min_datapoints: 50 }", "bake: { time: 5s, min_datapoints: 1 }")
+        .replace(
+            "datapoints: 1 of 1 }",
+            "datapoints: 1 of 1, missing: not_breaching }\n  - { name: region-errors, metric: error_rate, scope: region, threshold: \"> 0.05\", period: 2s, datapoints: 2 of 2, missing: not_breaching }",
+        );
+    let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(50) });
+    let admin = s.client(Some(ADMIN));
+    admin.apply("web.yaml", &manifest).unwrap();
+    admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    s.wait_until("v2 completes", || {
+        push(&s, ["z1-1", "z1-2", "z2-1", "z2-2"].iter().map(|h| sample(h, "v2", 20, 0)).collect());
+        std::thread::sleep(Duration::from_millis(200));
+        admin.release("web", "v2").unwrap().release.outcome == "completed"
+    });
+    admin.create_release("web", &CreateRelease { version: "v3".into(), artifact: None, sha256: None }).unwrap();
+    s.wait_until("v3's one-box is rolled back", || {
+        push(&s, vec![sample("z1-1", "v3", 40, 20), sample("z1-2", "v2", 40, 0)]);
+        std::thread::sleep(Duration::from_millis(250));
+        admin.release("web", "v3").unwrap().events.iter().any(|e| e.kind == "rollback_completed")
+    });
+    // The operator rolls v3 back everywhere: nothing of it is in flight any more.
+    admin.action("web", "v3", "rollback", None).unwrap();
+    // Late pushes of what v3 did on z1-1, and healthy v2 traffic, over three periods.
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        push(&s, vec![sample("z1-1", "v3", 40, 20), sample("z1-1", "v2", 40, 0), sample("z1-2", "v2", 40, 0)]);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let v2 = admin.release("web", "v2").unwrap();
+    assert_eq!(v2.release.outcome, "completed", "{:?}", v2.events);
+    let events: EventPage = admin.get("/v1/events?after=0&limit=1000").unwrap();
+    let suspected: Vec<&EventView> = events.events.iter().filter(|e| e.kind == "regression_suspected").collect();
+    assert!(suspected.is_empty(), "{suspected:?}");
+    assert_eq!(admin.release("web", "v3").unwrap().release.outcome, "rolled_back");
+}
+
 /// A webhook receiver that fails its first request and takes the rest.
 fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));

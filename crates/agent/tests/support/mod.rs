@@ -201,6 +201,7 @@ impl TestServer {
             lease_ttl: Duration::from_secs(5),
             bootstrap_token: Some(ADMIN.into()),
             host_timeout,
+            datapoint_bin: rollwave_server::node::DATAPOINT_BIN,
             prometheus: None,
         };
         let running = runtime.block_on(rollwave_server::start(config)).unwrap();

@@ -192,7 +192,7 @@ const STOP: &str = "#!/bin/sh
 cd \"$ROLLWAVE_WORKDIR\" || exit 1
 [ -f app.pid ] || { echo 'nothing running'; exit 0; }
 pid=$(cat app.pid)
-sleep \"${ROLLWAVE_DEMO_DRAIN:-1}\"
+sleep \"${ROLLWAVE_DEMO_DRAIN:-0.5}\"
 kill \"$pid\" 2>/dev/null
 i=0
 while kill -0 \"$pid\" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
@@ -494,7 +494,7 @@ impl World {
             };
             // SAFETY: plain kill(2) on a pid this world's hooks recorded.
             unsafe { libc::kill(pid, libc::SIGTERM) };
-            let gone = wait_until(grace, Duration::from_millis(20), || !Path::new(&format!("/proc/{pid}")).exists());
+            let gone = wait_until(grace, Duration::from_millis(20), || !alive(pid as u32));
             if !gone {
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
@@ -506,6 +506,13 @@ impl World {
         stop_all(&mut server, grace, &mut report);
         report
     }
+}
+
+/// Whether a process runs (a zombie, dead but not yet reaped, does not).
+pub fn alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // The state follows the command name, which is in parentheses and may hold spaces.
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|state| state != "Z")
 }
 
 fn stop_all(procs: &mut [Proc], grace: Duration, report: &mut String) {

@@ -94,14 +94,15 @@ fn place(model: &ReadModel, service: &str, environment: &str, host: &str) -> Opt
     ))
 }
 
-/// Whether `host` was rolled back off `version`: it now runs an older release. What such a
-/// version did there was already acted on; counting it again would blame the release the
-/// host went back to (a false `regression_suspected`).
+/// Whether `host` was, or is being, rolled back off `version`: it runs or is being given
+/// an older release. What such a version did there was already acted on; counting it
+/// again would blame the release the host goes back to (a false `regression_suspected`).
 fn rolled_back_off(model: &ReadModel, service: &str, environment: &str, host: &str, version: &str) -> bool {
     let Some(s) = model.services.get(service) else { return false };
     let Ok((env, h)) = s.host(environment, host) else { return false };
     let Some(release) = s.engine.release_named(version) else { return false };
-    s.engine.host_version(env, h) < release
+    let going_to = s.engine.host_op(env, h).map(|(_, target)| target);
+    s.engine.host_version(env, h) < release || going_to.is_some_and(|t| t < release)
 }
 
 /// The leader's alarm evaluators and where each alarm got to.

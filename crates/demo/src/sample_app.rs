@@ -29,6 +29,10 @@ pub struct SampleAppArgs {
     /// then every answer succeeds.
     #[arg(long, value_name = "SECONDS")]
     pub fail_after: Option<u64>,
+    /// A latent defect that someone switches on: `--error-rate` applies only while this
+    /// file exists.
+    #[arg(long, value_name = "FILE")]
+    pub fail_while: Option<std::path::PathBuf>,
     /// Exit when the process with this id is gone, so nothing outlives the demo that
     /// started it even when that demo is killed.
     #[arg(long, value_name = "PID")]
@@ -45,6 +49,9 @@ struct App {
 impl App {
     fn fails(&self) -> bool {
         if self.args.fail_after.is_some_and(|s| self.started.elapsed() < Duration::from_secs(s)) {
+            return false;
+        }
+        if self.args.fail_while.as_ref().is_some_and(|f| !f.exists()) {
             return false;
         }
         let mut z = self.draws.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed).wrapping_add(0x9e37_79b9_7f4a_7c15);

@@ -25,11 +25,13 @@ pub struct Version {
     pub latency_ms: u64,
     /// The errors begin this long after the process starts (a latent defect).
     pub fail_after: Option<Duration>,
+    /// The errors happen only while this file exists (a latent defect switched on at will).
+    pub fail_while: Option<PathBuf>,
 }
 
 impl Version {
     pub fn good(name: &str) -> Version {
-        Version { name: name.into(), error_rate: 0.0, latency_ms: 2, fail_after: None }
+        Version { name: name.into(), error_rate: 0.0, latency_ms: 2, fail_after: None, fail_while: None }
     }
 }
 
@@ -172,7 +174,10 @@ validate: { run: ./validate.sh, timeout: 30s }
 /// Starts the sample app on the host's port in the background; its pid is kept next to
 /// the releases so `stop` (of this or a later release) can find it.
 fn start_script(v: &Version) -> String {
-    let fail_after = v.fail_after.map(|d| format!(" --fail-after {}", d.as_secs())).unwrap_or_default();
+    let mut fail_after = v.fail_after.map(|d| format!(" --fail-after {}", d.as_secs())).unwrap_or_default();
+    if let Some(file) = &v.fail_while {
+        fail_after.push_str(&format!(" --fail-while '{}'", file.display()));
+    }
     format!(
         "#!/bin/sh\n\
          cd \"$ROLLWAVE_WORKDIR\" || exit 1\n\

@@ -73,6 +73,11 @@ pub struct RouterArgs {
     #[arg(long)]
     pub region: Option<String>,
 
+    /// Where clients reach this router (`host:port`), told to the server so its synthetic
+    /// monitors probe the region through it (server mode); default: --listen.
+    #[arg(long, value_name = "ADDR")]
+    pub advertise: Option<String>,
+
     /// Token for pushing traffic to the control plane (server mode): a deployer token,
     /// or an agent token of a host of the service. Without one, nothing is pushed.
     #[arg(long, env = "ROLLWAVE_TOKEN", hide_env_values = true)]
@@ -153,6 +158,7 @@ pub fn main(args: RouterArgs) -> anyhow::Result<()> {
                 service: service.clone(),
                 environment: environment.clone(),
                 region: region.clone(),
+                advertise: Some(args.advertise.clone().unwrap_or_else(|| args.listen.clone())),
             };
             match &args.token {
                 Some(token) => {

@@ -17,6 +17,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Sent by the control plane's synthetic monitors: answer with [`BACKEND_HEADER`].
+pub const MONITOR_HEADER: HeaderName = HeaderName::from_static("x-rollwave-monitor");
+/// The address of the host that answered, on answers to monitors only.
+pub const BACKEND_HEADER: HeaderName = HeaderName::from_static("x-rollwave-backend");
+
 /// What the proxy needs besides the table.
 #[derive(Clone, Debug)]
 pub struct ProxyOptions {
@@ -83,6 +88,8 @@ impl Shared {
             self.metrics.fallback(decision.track);
         }
 
+        // A synthetic monitor asks which host answered, so its result counts for that host.
+        let monitor = req.headers().contains_key(&MONITOR_HEADER);
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         track::inject(&mut parts.headers, decision.track);
@@ -125,6 +132,9 @@ impl Shared {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 parts.headers.insert(TRACK_HEADER, decision.track.header_value());
+                if monitor && let Ok(address) = HeaderValue::from_str(exchange.upstream().spec.address.as_str()) {
+                    parts.headers.insert(BACKEND_HEADER, address);
+                }
                 if let Some(cookie) = decision.set_cookie {
                     parts.headers.append(header::SET_COOKIE, cookie);
                 }

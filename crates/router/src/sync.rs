@@ -12,6 +12,9 @@ pub struct Source {
     pub service: String,
     pub environment: String,
     pub region: String,
+    /// Where this router takes traffic, told to the server so its synthetic monitors
+    /// probe the region through it.
+    pub advertise: Option<String>,
 }
 
 impl Source {
@@ -23,9 +26,11 @@ impl Source {
             self.environment,
             self.region
         );
+        let router = self.advertise.as_deref().map(|a| format!("router={a}")).unwrap_or_default();
         match after {
-            Some(g) => format!("{base}?after={g}&wait=30"),
-            None => base,
+            Some(g) => format!("{base}?after={g}&wait=30&{router}"),
+            None if router.is_empty() => base,
+            None => format!("{base}?{router}"),
         }
     }
 }

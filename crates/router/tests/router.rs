@@ -792,3 +792,23 @@ async fn a_host_that_answers_before_taking_the_body_is_heard() {
     assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 413 "), "{}", String::from_utf8_lossy(&seen));
     upload.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_is_told_which_host_answered_and_nobody_else_is() {
+    let (stable, canary) = two_tracks().await;
+    let hosts = [host(&stable, "v2", "stable"), host(&canary, "v3", "canary")];
+    let router = TestRouter::start(&routes_yaml("checkout-v3", "50%", &hosts)).await;
+    let http = Http::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..40 {
+        let key = format!("probe-{i}");
+        let monitor =
+            http.get(router.addr, "/", &[("x-rollwave-monitor", b"1"), ("x-rollwave-key", key.as_bytes())]).await;
+        let answered_by = if monitor.backend() == "stable" { stable.addr } else { canary.addr };
+        assert_eq!(monitor.header("x-rollwave-backend"), answered_by.to_string());
+        seen.insert(monitor.header("x-rollwave-backend").to_owned());
+        let user = http.get(router.addr, "/", &key_header(&key)).await;
+        assert_eq!(user.header("x-rollwave-backend"), "", "a user's answer does not name the host");
+    }
+    assert_eq!(seen.len(), 2, "both hosts answered some probes: {seen:?}");
+}

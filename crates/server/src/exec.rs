@@ -10,8 +10,14 @@ pub const OUTPUT_TAIL: usize = 64 * 1024;
 
 /// Runs `command` with `sh -c` in its own process group; on timeout the whole group is killed.
 pub async fn run(command: &str, timeout: Duration) -> HookReport {
+    run_with(command, timeout, &[]).await
+}
+
+/// [`run`], with these variables added to the command's environment.
+pub async fn run_with(command: &str, timeout: Duration, env: &[(&str, String)]) -> HookReport {
     let started = Instant::now();
     let mut cmd = tokio::process::Command::new("sh");
+    cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     cmd.arg("-c").arg(command).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped());
     cmd.stderr(std::process::Stdio::piped()).kill_on_drop(true);
     #[cfg(unix)]

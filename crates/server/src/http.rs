@@ -510,6 +510,9 @@ struct RoutesQuery {
     after: Option<i64>,
     #[serde(default)]
     wait: Option<u64>,
+    /// The asking router's address (`host:port`): monitors probe the region through it.
+    #[serde(default)]
+    router: Option<String>,
 }
 
 /// A region's routing table; with `after`, waits (up to `wait` s) for a newer one.
@@ -520,6 +523,13 @@ async fn routes(
 ) -> Result<Json<Routes>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let look = || app.node.read(|m| m.service(&service).and_then(|s| s.routes(&environment, &region, m.applied_seq)));
+    if let Some(router) = &q.router {
+        if router.parse::<axum::http::uri::Authority>().ok().filter(|a| a.port_u16().is_some()).is_none() {
+            return Err(ApiError::invalid(format!("router {router:?} is not host:port")));
+        }
+        look()?;
+        app.node.heard_from_router(&service, &environment, &region, router);
+    }
     let mut changed = app.node.changed.subscribe();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(60));
     let first = look()?;

@@ -1,5 +1,6 @@
-//! Synthetic monitors: the leader sends each monitor's request to every host whose
-//! service address it knows and that is not being deployed, day and night, so that a quiet place still has data. Each
+//! Synthetic monitors: the leader sends each monitor's request through every router of a
+//! region (the routers say where they are when they ask for the region's table) and to
+//! every host whose service address it knows and that is not being deployed, day and night, so that a quiet place still has data. Each
 //! check is stored as one request of the host's version, under `monitor:NAME`; checks
 //! count as data points for bakes, and alarms can use `monitor:NAME:success_rate` and
 //! `monitor:NAME:latency_ms`.
@@ -10,6 +11,15 @@ use rollwave_core::manifest::Monitor;
 use rollwave_store::{MetricRow, Store};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+/// Routers per (service, environment, region): their address → when last heard (ms).
+pub type Routers = HashMap<(String, String, String), HashMap<String, i64>>;
+
+/// Routers remembered per region, at most.
+pub const MAX_ROUTERS_PER_REGION: usize = 64;
+
+/// A router not heard from for this long is no longer probed.
+const ROUTER_GONE_MS: i64 = 120_000;
 
 /// When each monitor of each service runs next (unix ms).
 #[derive(Default)]
@@ -24,11 +34,20 @@ struct Check {
     version: String,
     address: String,
     monitor: Monitor,
+    /// Through a router: the answering host's address → (host, version), to credit the
+    /// check to the host that answered; `host`/`version` are used when none did.
+    via_router: Option<HashMap<String, (String, String)>>,
 }
 
 impl Monitors {
     /// Runs the checks that are due and stores their results.
-    pub async fn run_due(&mut self, store: &Store, model: &std::sync::RwLock<ReadModel>, now_ms: i64) {
+    pub async fn run_due(
+        &mut self,
+        store: &Store,
+        model: &std::sync::RwLock<ReadModel>,
+        routers: &Routers,
+        now_ms: i64,
+    ) {
         let checks: Vec<Check> = {
             let m = model.read().unwrap_or_else(|p| p.into_inner());
             let mut checks = Vec::new();
@@ -40,6 +59,43 @@ impl Monitors {
                         continue;
                     }
                     self.next.insert(key, now_ms + monitor.every.as_millis() as i64);
+                    for ((service, environment, region), seen) in routers {
+                        if *service != s.name {
+                            continue;
+                        }
+                        let Ok(env) = s.env(environment) else { continue };
+                        let Ok(region) = s.region(env, region) else { continue };
+                        // The region's hosts by address; failures no host answered go
+                        // to its first host.
+                        let mut by_address = HashMap::new();
+                        let mut first = None;
+                        for h in s.plan.env(env).regions[region.idx()].hosts.clone() {
+                            let h = rollwave_core::plan::HostId(h);
+                            let entry = (
+                                s.plan.host_name(env, h).to_owned(),
+                                s.engine.version_name(s.engine.host_version(env, h)).to_owned(),
+                            );
+                            first.get_or_insert_with(|| entry.clone());
+                            if let Some(a) = s.addresses.get(&(env, h)) {
+                                by_address.insert(a.clone(), entry);
+                            }
+                        }
+                        let Some((host, version)) = first else { continue };
+                        for (address, &at) in seen {
+                            if now_ms - at > ROUTER_GONE_MS {
+                                continue;
+                            }
+                            checks.push(Check {
+                                service: s.name.clone(),
+                                environment: environment.clone(),
+                                host: host.clone(),
+                                version: version.clone(),
+                                address: address.clone(),
+                                monitor: monitor.clone(),
+                                via_router: Some(by_address.clone()),
+                            });
+                        }
+                    }
                     for (&(env, host), address) in &s.addresses {
                         // A host being deployed is down on purpose (routers drain it too);
                         // its validate hook is what checks it comes back.
@@ -53,6 +109,7 @@ impl Monitors {
                             version: s.engine.version_name(s.engine.host_version(env, host)).to_owned(),
                             address: address.clone(),
                             monitor: monitor.clone(),
+                            via_router: None,
                         });
                     }
                 }
@@ -65,7 +122,11 @@ impl Monitors {
         let mut tasks = tokio::task::JoinSet::new();
         for check in checks {
             tasks.spawn_blocking(move || {
-                let (ok, latency) = probe(&check.address, &check.monitor);
+                let (ok, latency, backend) = probe(&check.address, &check.monitor, check.via_router.is_some());
+                let (host, version) = match (backend, &check.via_router) {
+                    (Some(b), Some(hosts)) => hosts.get(&b).cloned().unwrap_or((check.host, check.version)),
+                    _ => (check.host, check.version),
+                };
                 let mut buckets = vec![0u64; LATENCY_BOUNDS_MS.len() + 1];
                 let ms = latency.as_secs_f64() * 1000.0;
                 let i = LATENCY_BOUNDS_MS.iter().position(|b| ms <= *b).unwrap_or(LATENCY_BOUNDS_MS.len());
@@ -73,8 +134,8 @@ impl Monitors {
                 MetricRow {
                     service: check.service,
                     environment: check.environment,
-                    host: check.host,
-                    version: check.version,
+                    host,
+                    version,
                     at_ms: rollwave_store::now_ms(),
                     requests: 1,
                     errors: i64::from(!ok),
@@ -95,8 +156,9 @@ impl Monitors {
     }
 }
 
-/// One check: whether the answer met the monitor's expectations, and how long it took.
-fn probe(address: &str, monitor: &Monitor) -> (bool, Duration) {
+/// One check: whether the answer met the monitor's expectations, how long it took, and
+/// (through a router) which host answered.
+fn probe(address: &str, monitor: &Monitor, via_router: bool) -> (bool, Duration, Option<String>) {
     let timeout = monitor.max_latency.map_or(Duration::from_secs(10), |l| l.max(Duration::from_millis(100)) * 2);
     let agent: ureq::Agent =
         ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(timeout)).build().into();
@@ -106,15 +168,26 @@ fn probe(address: &str, monitor: &Monitor) -> (bool, Duration) {
     for (k, v) in &monitor.headers {
         request = request.header(k, v);
     }
-    let Ok(request) = request.body(monitor.body.clone().unwrap_or_default()) else { return (false, started.elapsed()) };
+    if via_router {
+        // A fresh key each time: checks fall on both tracks in the canary's proportion.
+        let key = format!("rollwave-monitor-{}", PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        request = request.header("x-rollwave-monitor", "1").header("x-rollwave-key", key);
+    }
+    let Ok(request) = request.body(monitor.body.clone().unwrap_or_default()) else {
+        return (false, started.elapsed(), None);
+    };
     let response = agent.run(request);
     let took = started.elapsed();
-    let Ok(mut response) = response else { return (false, took) };
+    let Ok(mut response) = response else { return (false, took, None) };
+    let backend = response.headers().get("x-rollwave-backend").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let status_ok = response.status().as_u16() == monitor.expect_status;
     let body_ok = match &monitor.body_contains {
         Some(needle) => response.body_mut().read_to_string().is_ok_and(|b| b.contains(needle.as_str())),
         None => true,
     };
     let fast_enough = monitor.max_latency.is_none_or(|l| took <= l);
-    (status_ok && body_ok && fast_enough, took)
+    (status_ok && body_ok && fast_enough, took, backend)
 }
+
+/// Numbers the checks sent through routers.
+static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -89,6 +89,9 @@ pub struct Node {
     requests_rx: std::sync::Mutex<Option<mpsc::Receiver<Request>>>,
     /// Hosts heard from since the last flush to the store: (service, environment, host) → ms.
     heard: std::sync::Mutex<std::collections::HashMap<(String, String, String), i64>>,
+    /// Routers that asked for a region's table: (service, environment, region) → their
+    /// address → when last heard (ms). Monitors probe each region through them.
+    pub routers: std::sync::Mutex<crate::monitors::Routers>,
 }
 
 impl Node {
@@ -109,7 +112,18 @@ impl Node {
             requests,
             requests_rx: std::sync::Mutex::new(Some(rx)),
             heard: std::sync::Mutex::new(std::collections::HashMap::new()),
+            routers: std::sync::Mutex::default(),
         })
+    }
+
+    /// Notes a router fronting a region, from its table long-poll.
+    pub fn heard_from_router(&self, service: &str, environment: &str, region: &str, address: &str) {
+        let mut routers = self.routers.lock().unwrap_or_else(|p| p.into_inner());
+        let at = routers.entry((service.to_owned(), environment.to_owned(), region.to_owned())).or_default();
+        // A bounded number per region, so a caller cannot grow this without end.
+        if at.len() < crate::monitors::MAX_ROUTERS_PER_REGION || at.contains_key(address) {
+            at.insert(address.to_owned(), now_ms());
+        }
     }
 
     /// Notes a sign of life from a host (a poll, a report, a registration).
@@ -411,7 +425,8 @@ impl Node {
                     for (service, hooks, blocked) in waiting {
                         self.notifier.blocked(&hooks, &service, &blocked, jiff::Timestamp::now());
                     }
-                    monitors.run_due(&self.store, &self.model, now).await;
+                    let routers = self.routers.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    monitors.run_due(&self.store, &self.model, &routers, now).await;
                     for (service, input) in signals.due(&self.store, &self.model, now).await {
                         batch.push(Request { service, input, actor: "signals".into(), reply: None, inbox_id: None });
                     }
@@ -568,10 +583,35 @@ impl Node {
         true
     }
 
-    /// Hands deployment commands to the driver: `exec` environments run their commands
+    /// Hands commands to the driver: stages' tests and `exec` environments' commands run
     /// here; the noop driver reports success after its delay; agents poll for theirs.
     fn drive(&self, commands: Vec<CommandView>) {
         for c in commands {
+            if let Some(test) = c.test {
+                let requests = self.requests.clone();
+                let env = [
+                    ("ROLLWAVE_SERVICE", c.service.clone()),
+                    ("ROLLWAVE_ENVIRONMENT", c.environment.clone()),
+                    ("ROLLWAVE_STAGE", test.stage.clone()),
+                    ("ROLLWAVE_TEST", test.name.clone()),
+                    ("ROLLWAVE_VERSION", c.version.clone()),
+                    ("ROLLWAVE_ARTIFACT", test.artifact.clone().unwrap_or_default()),
+                ];
+                let (service, command) = (c.service, c.id);
+                tokio::spawn(async move {
+                    let run = crate::exec::run_with(&test.run, Duration::from_secs(test.timeout_s), &env).await;
+                    let input = LogInput::TestReport {
+                        command,
+                        ok: run.ok,
+                        reason: (!run.ok).then(|| format!("test {} failed: {}", test.name, hook_outcome(&run))),
+                        output: run.output,
+                    };
+                    let _ = requests
+                        .send(Request { service, input, actor: "driver".into(), reply: None, inbox_id: None })
+                        .await;
+                });
+                continue;
+            }
             if !c.targets.is_empty() {
                 for target in c.targets {
                     let requests = self.requests.clone();

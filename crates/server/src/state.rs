@@ -83,6 +83,14 @@ pub enum LogInput {
         version: String,
         requests: u64,
     },
+    /// A stage's test ran against a release.
+    TestReport {
+        command: u64,
+        ok: bool,
+        reason: Option<String>,
+        #[serde(default)]
+        output: String,
+    },
     Tick,
 }
 
@@ -98,6 +106,7 @@ impl LogInput {
             LogInput::HostLost { .. } => "host_lost",
             LogInput::Alarm { .. } => "alarm",
             LogInput::Served { .. } => "served",
+            LogInput::TestReport { .. } => "test_report",
             LogInput::Verdict { .. } => "verdict",
             LogInput::Tick => "tick",
         }
@@ -117,6 +126,20 @@ pub struct CommandView {
     /// of its region that runs the version once this step is done.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<ExecTarget>,
+    /// For a stage's test (`purpose: test`, no hosts): what to run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<TestRun>,
+}
+
+/// A stage's test, run by the leader in its working directory.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TestRun {
+    pub stage: String,
+    pub name: String,
+    pub run: String,
+    pub timeout_s: u64,
+    #[serde(default)]
+    pub artifact: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -298,6 +321,11 @@ impl ReadModel {
                     if let (EventKind::JudgeVerdict, LogInput::Verdict { table, .. }) = (e.kind, input) {
                         view.output = Some(table.clone());
                     }
+                    if let (EventKind::TestPassed | EventKind::TestFailed, LogInput::TestReport { output, .. }) =
+                        (e.kind, input)
+                    {
+                        view.output = (!output.is_empty()).then(|| output.clone());
+                    }
                     s.track_blocked(&e, &view);
                     s.track_event(&e);
                     s.events.push(view.clone());
@@ -321,7 +349,29 @@ impl ReadModel {
 impl ServiceState {
     /// Turns an engine command into what drivers and the log see; remembers it per host.
     fn command_view(&mut self, c: rollwave_core::engine::Command) -> Option<CommandView> {
-        let Action::Deploy { env, hosts, version, purpose, .. } = c.action else { return None };
+        let (env, hosts, version, purpose) = match c.action {
+            Action::Deploy { env, hosts, version, purpose, .. } => (env, hosts, version, purpose),
+            Action::RunTest { release, stage, test, run, timeout } => {
+                let version = self.engine.version_name(release).to_owned();
+                let stage_spec = &self.plan.manifest.stages[stage.idx()];
+                return Some(CommandView {
+                    id: c.id.0,
+                    service: self.name.clone(),
+                    environment: self.plan.manifest.environments[stage_spec.environment].name.clone(),
+                    hosts: Vec::new(),
+                    purpose: "test".into(),
+                    targets: Vec::new(),
+                    test: Some(TestRun {
+                        stage: stage_spec.name.clone(),
+                        name: stage_spec.tests.get(test).map(|t| t.name.clone()).unwrap_or_default(),
+                        run,
+                        timeout_s: timeout.as_secs().max(1),
+                        artifact: self.artifacts.get(&version).and_then(|(a, _)| a.clone()),
+                    }),
+                    version,
+                });
+            }
+        };
         for &h in &hosts {
             self.desired.insert((env, h), c.id.0);
         }
@@ -340,6 +390,7 @@ impl ServiceState {
             version: version_name,
             purpose: purpose.into(),
             targets,
+            test: None,
         })
     }
 
@@ -485,6 +536,10 @@ impl ServiceState {
                 Input::CreateRelease { version: version.clone() }
             }
             LogInput::Tick => Input::Tick,
+            LogInput::TestReport { command, ok, reason, .. } => {
+                let result = if *ok { Ok(()) } else { Err(reason.clone().unwrap_or_else(|| "failed".into())) };
+                Input::TestReport { command: CommandId(*command), result }
+            }
             LogInput::HostReport { environment, host, command, ok, reason, .. } => {
                 let (env, host) = self.host(environment, host)?;
                 let result = if *ok { Ok(()) } else { Err(reason.clone().unwrap_or_else(|| "failed".into())) };
@@ -795,6 +850,7 @@ impl ServiceState {
                     version: self.engine.version_name(version).to_owned(),
                     purpose: purpose.into(),
                     targets: self.exec_targets(env, &[host], version, purpose),
+                    test: None,
                 }
             })
             .collect()

@@ -282,6 +282,44 @@ fn exec_environments_run_their_commands_with_the_share_filled_in() {
 }
 
 #[test]
+fn stage_tests_run_on_the_server_and_a_failing_one_stops_the_release() {
+    let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(20) });
+    let flag = s._dir.path().join("broken");
+    // The test fails while the file `broken` exists, and says what it checked.
+    let manifest = format!(
+        "service: web\n\
+         environments:\n\
+         \x20 beta: {{ regions: {{ r1: {{ zones: {{ z1: 1 }} }} }} }}\n\
+         \x20 prod: {{ regions: {{ r1: {{ zones: {{ z1: 2 }} }} }} }}\n\
+         strategy:\n\
+         \x20 one_box: false\n\
+         \x20 rolling: {{ batch: 100%, zone_bake: 0s }}\n\
+         stages:\n\
+         \x20 - name: beta\n\
+         \x20   environment: beta\n\
+         \x20   tests: [ {{ name: smoke, run: \"echo $ROLLWAVE_STAGE $ROLLWAVE_TEST $ROLLWAVE_VERSION; test ! -e {flag}\", timeout: 10s }} ]\n\
+         \x20 - {{ name: prod, environment: prod }}\n",
+        flag = flag.display()
+    );
+    let admin = s.client(Some(ADMIN));
+    admin.apply("web.yaml", &manifest).unwrap();
+    admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    s.wait_until("v2 completes", || admin.release("web", "v2").unwrap().release.outcome == "completed");
+    let v2 = admin.release("web", "v2").unwrap();
+    let passed = v2.events.iter().find(|e| e.kind == "test_passed").expect("the test ran");
+    assert_eq!(passed.output.as_deref(), Some("beta smoke v2\n"), "{passed:?}");
+
+    std::fs::write(&flag, "").unwrap();
+    admin.create_release("web", &CreateRelease { version: "v3".into(), artifact: None, sha256: None }).unwrap();
+    s.wait_until("v3 stops", || admin.release("web", "v3").unwrap().release.outcome != "in_progress");
+    let v3 = admin.release("web", "v3").unwrap();
+    let failed = v3.events.iter().find(|e| e.kind == "test_failed").expect("the test failed");
+    assert!(failed.reason.as_deref().unwrap().contains("smoke"), "{failed:?}");
+    assert_ne!(v3.release.outcome, "completed");
+    assert!(!v3.release.reached.iter().any(|r| r.starts_with("prod")), "{:?}", v3.release);
+}
+
+#[test]
 fn a_host_that_goes_silent_mid_deployment_is_lost_and_fails_its_zone() {
     let s = TestServer::start_with(Driver::Agent, Duration::from_secs(2));
     let admin = s.client(Some(ADMIN));
@@ -311,4 +349,20 @@ fn a_host_that_goes_silent_mid_deployment_is_lost_and_fails_its_zone() {
     // The zone now waits for its hosts to come back.
     let release = admin.release("shop", "v2").unwrap().release;
     assert!(release.reason.as_deref().unwrap().contains("failed in zone b1"), "{release:?}");
+}
+
+#[test]
+fn a_router_announcing_itself_must_give_host_and_port() {
+    let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(20) });
+    let admin = s.client(Some(ADMIN));
+    admin
+        .apply("web.yaml", "service: web\nenvironments:\n  prod: { regions: { r1: { zones: { z1: 1 } } } }\nstages:\n  - { name: prod, environment: prod }\n")
+        .unwrap();
+    let (status, body) = s.raw("GET", "/v1/services/web/routes/prod/r1?router=no%20port", None, b"");
+    assert_eq!((status, body.code.as_str()), (422, "invalid"), "{body:?}");
+    assert!(body.message.contains("host:port"), "{body:?}");
+    let (status, body) = s.raw("GET", "/v1/services/web/routes/prod/nowhere?router=127.0.0.1:8000", None, b"");
+    assert_eq!(status, 404, "{body:?}");
+    let table: Routes = admin.get("/v1/services/web/routes/prod/r1?router=127.0.0.1:8000").unwrap();
+    assert_eq!(table.canary_share, 0);
 }

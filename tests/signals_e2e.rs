@@ -105,6 +105,17 @@ fn bad_releases_are_stopped_by_what_routers_and_monitors_measure() {
     let quiet_bake = v3.events.iter().any(|e| e.kind == "bake_completed" && e.scope.starts_with("prod/r2"));
     assert!(quiet_bake, "r2 completed its bakes: {:?}", v3.events);
 
+    // Monitors probe r2 through its router too (the router says where it is when it asks
+    // for its table): its only traffic.
+    let r2_admin = world.routers.iter().find(|r| r.region == "r2").unwrap().admin.clone();
+    let text = ureq::get(format!("{r2_admin}/metrics")).call().unwrap().body_mut().read_to_string().unwrap();
+    let through_router: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("rollwave_router_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(through_router > 0.0, "no monitor check went through r2's router:\n{text}");
+
     std::fs::write(&defect, "on").unwrap();
     wait_for("a suspected regression", Duration::from_secs(60), || {
         let page: EventPage = client.get("/v1/events?after=0&limit=5000").unwrap();

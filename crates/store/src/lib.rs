@@ -111,6 +111,19 @@ pub struct MetricRow {
     pub source: String,
 }
 
+/// One reading of one of a host's gauges (its agent's `cpu_percent`, `memory_percent` or
+/// `restarts`), with the version the host ran.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GaugeRow {
+    pub service: String,
+    pub environment: String,
+    pub host: String,
+    pub version: String,
+    pub at_ms: i64,
+    pub name: String,
+    pub value: f64,
+}
+
 /// A token as stored: only the SHA-256 of the secret is kept.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenRow {
@@ -132,6 +145,8 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS heartbeats (service TEXT NOT NULL, environment TEXT NOT NULL, host TEXT NOT NULL, last_ms BIGINT NOT NULL, PRIMARY KEY (service, environment, host))",
     "CREATE TABLE IF NOT EXISTS metrics (service TEXT NOT NULL, environment TEXT NOT NULL, host TEXT NOT NULL, version TEXT NOT NULL, at_ms BIGINT NOT NULL, requests BIGINT NOT NULL, errors BIGINT NOT NULL, buckets TEXT NOT NULL, source TEXT NOT NULL DEFAULT 'traffic')",
     "CREATE INDEX IF NOT EXISTS metrics_time ON metrics (service, at_ms)",
+    "CREATE TABLE IF NOT EXISTS gauges (service TEXT NOT NULL, environment TEXT NOT NULL, host TEXT NOT NULL, version TEXT NOT NULL, at_ms BIGINT NOT NULL, name TEXT NOT NULL, value DOUBLE PRECISION NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS gauges_time ON gauges (service, at_ms)",
     "CREATE TABLE IF NOT EXISTS audit (seq {serial} PRIMARY KEY, at_ms BIGINT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, detail TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)",
 ];
 
@@ -437,10 +452,50 @@ impl Store {
         Ok(rows)
     }
 
-    /// Drops metric rows older than `before_ms`.
+    /// Drops metric and gauge rows older than `before_ms`.
     pub async fn prune_metrics(&self, before_ms: i64) -> Result<()> {
-        on_pool!(self, p => { sqlx::query("DELETE FROM metrics WHERE at_ms < $1").bind(before_ms).execute(p).await?; });
+        on_pool!(self, p => {
+            sqlx::query("DELETE FROM metrics WHERE at_ms < $1").bind(before_ms).execute(p).await?;
+            sqlx::query("DELETE FROM gauges WHERE at_ms < $1").bind(before_ms).execute(p).await?;
+        });
         Ok(())
+    }
+
+    // -------------------------------------------------------------------------------
+    // Gauges: what agents read on their hosts (CPU, memory, restarts), per host and
+    // version. Observations too, kept and pruned with the metrics.
+
+    pub async fn insert_gauges(&self, rows: &[GaugeRow]) -> Result<()> {
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            for r in rows {
+                sqlx::query(
+                    "INSERT INTO gauges (service, environment, host, version, at_ms, name, value) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&r.service).bind(&r.environment).bind(&r.host).bind(&r.version)
+                .bind(r.at_ms).bind(&r.name).bind(r.value)
+                .execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// A service's gauge rows with `from_ms <= at_ms < to_ms`, oldest first.
+    pub async fn gauges(&self, service: &str, from_ms: i64, to_ms: i64) -> Result<Vec<GaugeRow>> {
+        let rows = on_pool!(self, p => {
+            sqlx::query(
+                "SELECT service, environment, host, version, at_ms, name, value FROM gauges \
+                 WHERE service = $1 AND at_ms >= $2 AND at_ms < $3 ORDER BY at_ms",
+            )
+            .bind(service).bind(from_ms).bind(to_ms).fetch_all(p).await?
+            .into_iter().map(|r| GaugeRow {
+                service: r.get(0), environment: r.get(1), host: r.get(2), version: r.get(3),
+                at_ms: r.get(4), name: r.get(5), value: r.get(6),
+            }).collect()
+        });
+        Ok(rows)
     }
 
     // -------------------------------------------------------------------------------

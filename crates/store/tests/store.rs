@@ -1,6 +1,7 @@
-//! The store against real SQLite and PostgreSQL: fencing by lease term, and the audit chain.
+//! The store against real SQLite and PostgreSQL: fencing by lease term, the audit chain,
+//! and agents' gauges.
 
-use rollwave_store::{Lease, NewRecord, Store, testing::fresh_postgres};
+use rollwave_store::{GaugeRow, Lease, MetricRow, NewRecord, Store, testing::fresh_postgres};
 use std::time::Duration;
 
 fn record(body: &str) -> NewRecord {
@@ -101,4 +102,60 @@ async fn inbox_answers_are_written_with_the_records() {
     let seqs = store.append(&lease, &[record("r1"), record("r2")], &[answer]).await.unwrap();
     assert_eq!(store.answer_of(id).await.unwrap(), Some(("{}".to_owned(), seqs[1])));
     assert!(store.pending(0, 10).await.unwrap().is_empty());
+}
+
+fn gauge(host: &str, at_ms: i64, name: &str, value: f64) -> GaugeRow {
+    GaugeRow {
+        service: "svc".into(),
+        environment: "prod".into(),
+        host: host.into(),
+        version: "v1".into(),
+        at_ms,
+        name: name.into(),
+        value,
+    }
+}
+
+/// Gauges come back as stored, per service and time range, oldest first, and are pruned
+/// with the metrics.
+async fn gauges_round_trip(store: Store) {
+    let rows = vec![
+        gauge("h1", 2_000, "memory_percent", 41.25),
+        gauge("h1", 1_000, "cpu_percent", 12.5),
+        gauge("h2", 1_500, "restarts", 3.0),
+        GaugeRow { service: "other".into(), ..gauge("h1", 1_200, "cpu_percent", 99.0) },
+    ];
+    store.insert_gauges(&rows).await.unwrap();
+    let got = store.gauges("svc", 1_000, 2_000).await.unwrap();
+    assert_eq!(got, [rows[1].clone(), rows[2].clone()]);
+    assert_eq!(store.gauges("svc", 0, 10_000).await.unwrap().len(), 3);
+
+    let traffic = MetricRow {
+        service: "svc".into(),
+        environment: "prod".into(),
+        host: "h1".into(),
+        version: "v1".into(),
+        at_ms: 1_000,
+        requests: 1,
+        errors: 0,
+        buckets: "1".into(),
+        source: "traffic".into(),
+    };
+    store.insert_metrics(&[traffic]).await.unwrap();
+    store.prune_metrics(1_600).await.unwrap();
+    assert_eq!(store.gauges("svc", 0, 10_000).await.unwrap(), [rows[0].clone()]);
+    assert!(store.gauges("other", 0, 10_000).await.unwrap().is_empty());
+    assert!(store.metrics("svc", 0, 10_000).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn sqlite_gauges() {
+    let (store, _dir) = sqlite("gauges").await;
+    gauges_round_trip(store).await;
+}
+
+#[tokio::test]
+async fn postgres_gauges() {
+    let Some(url) = fresh_postgres("postgres_gauges").await else { return };
+    gauges_round_trip(Store::open(&url).await.unwrap()).await;
 }

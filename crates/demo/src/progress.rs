@@ -142,7 +142,7 @@ impl Progress {
                 let versions: Vec<String> = s.versions.iter().map(|(v, n)| format!("{v}×{n}")).collect();
                 let mut msg = format!("{:<14} {}", versions.join(" "), line.doing);
                 if let Some((since, what)) = &line.baking_since {
-                    msg.push_str(&format!(" {}s ({what})", since.elapsed().as_secs()));
+                    msg.push_str(&bake_countdown(since.elapsed(), what));
                 }
                 if !line.alarms.is_empty() {
                     let alarms: Vec<&str> = line.alarms.iter().map(String::as_str).collect();
@@ -162,6 +162,18 @@ impl Progress {
                 line.bar.abandon();
             }
         }
+    }
+}
+
+/// ` 7s left (10s and 8 data points)`, or ` waiting for data points (…)` once the time
+/// is up: `what` is how the engine describes the bake.
+fn bake_countdown(elapsed: std::time::Duration, what: &str) -> String {
+    let what = what.rsplit(": ").next().unwrap_or(what);
+    let time = what.split_whitespace().next().and_then(|t| rollwave_manifest::yaml::parse_duration(t).ok());
+    match time {
+        Some(t) if t > elapsed => format!(" {}s left ({what})", (t - elapsed).as_secs_f64().ceil() as u64),
+        Some(_) if what.contains("data points") => format!(" waiting for data points ({what})"),
+        _ => format!(" {}s ({what})", elapsed.as_secs()),
     }
 }
 
@@ -208,5 +220,20 @@ impl Line {
             _ => return,
         };
         self.baking_since = bake;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bake_countdown;
+    use std::time::Duration;
+
+    #[test]
+    fn a_bake_counts_down_then_waits_for_its_data_points() {
+        let what = "one-box bake: 10s and 8 data points";
+        assert_eq!(bake_countdown(Duration::from_millis(2500), what), " 8s left (10s and 8 data points)");
+        assert_eq!(bake_countdown(Duration::from_secs(12), what), " waiting for data points (10s and 8 data points)");
+        assert_eq!(bake_countdown(Duration::from_secs(1), "3s"), " 2s left (3s)");
+        assert_eq!(bake_countdown(Duration::from_secs(4), "3s"), " 4s (3s)");
     }
 }

@@ -285,12 +285,32 @@ pub struct RouteHost {
 pub const LATENCY_BOUNDS_MS: [f64; 12] =
     [5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 800.0, 1000.0, 2500.0, 5000.0, 10000.0];
 
-/// Traffic seen since the last push, per host and version.
+/// Traffic seen since the last push, per host and version (from routers), and gauges
+/// read on hosts (from agents).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MetricsPush {
     pub service: String,
     pub environment: String,
+    #[serde(default)]
     pub samples: Vec<MetricSample>,
+    #[serde(default)]
+    pub gauges: Vec<GaugeSample>,
+}
+
+/// The gauges an agent reads on its host: `cpu_percent` (busy share of every CPU since
+/// the reading before, 0 to 100), `memory_percent` (memory in use, 0 to 100) and
+/// `restarts` (how often the agent has started again on this host; 0 or more).
+pub const GAUGES: [&str; 3] = ["cpu_percent", "memory_percent", "restarts"];
+
+/// One reading of one of [`GAUGES`] on one host.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct GaugeSample {
+    /// The host's id.
+    pub host: String,
+    /// The version the host runs.
+    pub version: String,
+    pub name: String,
+    pub value: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -314,6 +334,7 @@ pub struct MetricSeries {
     /// `environment`, `environment/region`, `environment/region/zone` or a host.
     pub scope: String,
     pub version: Option<String>,
-    /// (unix ms at the start of the 10 s bin, value); bins without traffic are left out.
+    /// (unix ms at the start of the 10 s bin, value); bins without traffic (or, for a
+    /// gauge, without readings) are left out.
     pub points: Vec<(i64, f64)>,
 }

@@ -560,7 +560,48 @@ async fn push_metrics(
     if !own {
         actor.require(Role::Deployer)?;
     }
+    // Every gauge is checked before anything is stored: a push is taken whole or not at all.
+    for (i, g) in push.gauges.iter().enumerate() {
+        if let Err(why) = check_gauge(g) {
+            return Err(ApiError::invalid(format!("gauges[{i}] ({} of host {}): {why}", g.name, g.host))
+                .with_details(serde_json::json!({ "index": i, "name": g.name, "host": g.host })));
+        }
+    }
     let now = rollwave_store::now_ms();
+    let gauges: Vec<rollwave_store::GaugeRow> = app.node.read(|m| {
+        let s = m.service(&push.service)?;
+        let env = s.env(&push.environment)?;
+        // An agent's token speaks for its own host's gauges only.
+        let own = match (actor.role, &actor.host) {
+            (Role::Agent, Some(own)) => {
+                let host = own.strip_prefix(&format!("{}/{}/", push.service, push.environment));
+                Some(host.and_then(|h| s.host(&push.environment, h).ok()).map(|(_, h)| h))
+            }
+            _ => None,
+        };
+        push.gauges
+            .iter()
+            .map(|g| {
+                let (_, host) = s.host(&push.environment, &g.host)?;
+                if own.is_some_and(|own| own != Some(host)) {
+                    return Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "forbidden",
+                        format!("token {:?} may not push gauges for host {}", actor.name, g.host),
+                    ));
+                }
+                Ok(rollwave_store::GaugeRow {
+                    service: push.service.clone(),
+                    environment: push.environment.clone(),
+                    host: s.plan.host_name(env, host).to_owned(),
+                    version: g.version.clone(),
+                    at_ms: now,
+                    name: g.name.clone(),
+                    value: g.value,
+                })
+            })
+            .collect::<Result<Vec<_>, ApiError>>()
+    })?;
     let rows: Vec<rollwave_store::MetricRow> = app.node.read(|m| {
         let s = m.service(&push.service)?;
         let env = s.env(&push.environment)?;
@@ -588,7 +629,25 @@ async fn push_metrics(
             .collect::<Result<Vec<_>, ApiError>>()
     })?;
     app.node.store.insert_metrics(&rows).await?;
+    app.node.store.insert_gauges(&gauges).await?;
     Ok(Json(Accepted { ok: true }))
+}
+
+/// A gauge reading is one of [`GAUGES`], with a value it can have.
+fn check_gauge(g: &GaugeSample) -> Result<(), String> {
+    if !GAUGES.contains(&g.name.as_str()) {
+        return Err(format!("unknown gauge {:?}; use {}", g.name, GAUGES.join(", ")));
+    }
+    if !g.value.is_finite() {
+        return Err(format!("the value {} is not a finite number", g.value));
+    }
+    if g.value < 0.0 {
+        return Err(format!("the value {} is negative", g.value));
+    }
+    if g.name != "restarts" && g.value > 100.0 {
+        return Err(format!("the value {} is over 100 (a percentage)", g.value));
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -610,46 +669,59 @@ async fn query_metrics(
     query: Result<Query<MetricsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<MetricSeries>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let Some(source) = crate::signals::builtin_source(&q.metric) else {
+    let gauge = crate::signals::is_gauge(&q.metric);
+    let source = crate::signals::builtin_source(&q.metric);
+    if source.is_none() && !gauge {
         return Err(ApiError::invalid(format!(
-            "unknown metric {:?}; use {}, monitor:NAME:success_rate or monitor:NAME:latency_ms",
+            "unknown metric {:?}; use {}, {}, monitor:NAME:success_rate or monitor:NAME:latency_ms",
             q.metric,
-            crate::signals::BUILTIN.join(", ")
+            crate::signals::BUILTIN.join(", "),
+            GAUGES.join(", ")
         )));
-    };
+    }
     let now = rollwave_store::now_ms();
     let from = now - q.since.unwrap_or(3600).min(7 * 86_400) as i64 * 1000;
-    let rows = app.node.store.metrics(&q.service, from, now + 1).await?;
-    let in_scope: Vec<&rollwave_store::MetricRow> = app.node.read(|m| {
+    let (rows, gauges) = if gauge {
+        (Vec::new(), app.node.store.gauges(&q.service, from, now + 1).await?)
+    } else {
+        (app.node.store.metrics(&q.service, from, now + 1).await?, Vec::new())
+    };
+    let bin = crate::signals::BIN_MS;
+    let bin_of = |at_ms: i64| at_ms.div_euclid(bin) * bin;
+    let points: Vec<(i64, f64)> = app.node.read(|m| {
         let s = m.service(&q.service)?;
         let scope = s.scope(&q.scope)?;
-        Ok::<_, ApiError>(
-            rows.iter()
-                .filter(|r| r.source == source)
-                .filter(|r| q.version.as_ref().is_none_or(|v| *v == r.version))
-                .filter(|r| {
-                    let Ok((env, host)) = s.host(&r.environment, &r.host) else { return false };
-                    let zone = s.plan.host_zone(env, host);
-                    match scope {
-                        rollwave_core::engine::Scope::Environment(e) => e == env,
-                        rollwave_core::engine::Scope::Region(e, reg) => {
-                            e == env && s.plan.zone_region(env, zone) == reg
-                        }
-                        rollwave_core::engine::Scope::Zone(e, z) => e == env && z == zone,
-                        rollwave_core::engine::Scope::Host(e, h) => e == env && h == host,
-                    }
-                })
-                .collect(),
-        )
+        let in_scope = |environment: &str, host: &str, version: &str| {
+            if q.version.as_ref().is_some_and(|v| v != version) {
+                return false;
+            }
+            let Ok((env, host)) = s.host(environment, host) else { return false };
+            let zone = s.plan.host_zone(env, host);
+            match scope {
+                rollwave_core::engine::Scope::Environment(e) => e == env,
+                rollwave_core::engine::Scope::Region(e, reg) => e == env && s.plan.zone_region(env, zone) == reg,
+                rollwave_core::engine::Scope::Zone(e, z) => e == env && z == zone,
+                rollwave_core::engine::Scope::Host(e, h) => e == env && h == host,
+            }
+        };
+        let points = if gauge {
+            let mut bins: std::collections::BTreeMap<i64, crate::signals::GaugeReadings> = Default::default();
+            for g in gauges.iter().filter(|g| g.name == q.metric && in_scope(&g.environment, &g.host, &g.version)) {
+                bins.entry(bin_of(g.at_ms)).or_default().add(g.value);
+            }
+            bins.into_iter().filter_map(|(t, readings)| readings.metric(&q.metric).map(|v| (t, v))).collect()
+        } else {
+            let mut bins: std::collections::BTreeMap<i64, crate::signals::Traffic> = Default::default();
+            for r in rows.iter().filter(|r| Some(&r.source) == source.as_ref()) {
+                if in_scope(&r.environment, &r.host, &r.version) {
+                    bins.entry(bin_of(r.at_ms)).or_default().add(r);
+                }
+            }
+            bins.into_iter()
+                .filter_map(|(t, traffic)| traffic.metric(&q.metric, bin as f64 / 1000.0).map(|v| (t, v)))
+                .collect()
+        };
+        Ok::<_, ApiError>(points)
     })?;
-    let bin = crate::signals::BIN_MS;
-    let mut bins: std::collections::BTreeMap<i64, crate::signals::Traffic> = std::collections::BTreeMap::new();
-    for r in in_scope {
-        bins.entry(r.at_ms.div_euclid(bin) * bin).or_default().add(r);
-    }
-    let points = bins
-        .into_iter()
-        .filter_map(|(t, traffic)| traffic.metric(&q.metric, bin as f64 / 1000.0).map(|v| (t, v)))
-        .collect();
     Ok(Json(MetricSeries { service: q.service, metric: q.metric, scope: q.scope, version: q.version, points }))
 }

@@ -1,12 +1,13 @@
-//! Built-in health signals: what routers push is stored per host and version; the leader
-//! turns it into alarm states (CloudWatch semantics, the core's evaluator) and data points
-//! for bakes, and hands both to the engines as inputs.
+//! Built-in health signals: what routers push (traffic) and agents push (gauges: CPU,
+//! memory, restarts) is stored per host and version; the leader turns it into alarm
+//! states (CloudWatch semantics, the core's evaluator) and data points for bakes, and
+//! hands both to the engines as inputs.
 
-use crate::api::LATENCY_BOUNDS_MS;
+use crate::api::{GAUGES, LATENCY_BOUNDS_MS};
 use crate::state::{LogInput, ReadModel};
 use rollwave_core::alarm::{AlarmScope, Evaluator, MetricSource};
 use rollwave_core::judge::{Direction, JudgeConfig, MetricComparison, Outcome, judge};
-use rollwave_store::MetricRow;
+use rollwave_store::{GaugeRow, MetricRow};
 use std::collections::{BTreeMap, HashMap};
 
 /// Pushes may arrive this long after the end of the period they belong to.
@@ -14,9 +15,14 @@ pub const GRACE_MS: i64 = 1_000;
 /// Metrics are shown in bins of this length.
 pub const BIN_MS: i64 = 10_000;
 
-/// The metrics rollwave measures itself, besides `monitor:NAME:success_rate` and
-/// `monitor:NAME:latency_ms`.
+/// The metrics rollwave measures itself from traffic, besides `monitor:NAME:success_rate`
+/// and `monitor:NAME:latency_ms`; agents' [`GAUGES`] are built in too.
 pub const BUILTIN: [&str; 3] = ["error_rate", "latency_p99_ms", "request_rate"];
+
+/// Whether `metric` is one of the gauges agents read on their hosts.
+pub fn is_gauge(metric: &str) -> bool {
+    GAUGES.contains(&metric)
+}
 
 /// Whether rollwave measures `metric` itself, and from which rows: router traffic, or a
 /// monitor's checks.
@@ -81,6 +87,32 @@ impl Traffic {
     }
 }
 
+/// Readings of one gauge over some hosts and time. `cpu_percent` and `memory_percent`
+/// are their mean; `restarts` their maximum (the host that restarted most).
+#[derive(Clone, Debug, Default)]
+pub struct GaugeReadings {
+    sum: f64,
+    count: u64,
+    max: f64,
+}
+
+impl GaugeReadings {
+    pub fn add(&mut self, value: f64) {
+        self.max = if self.count == 0 { value } else { self.max.max(value) };
+        self.sum += value;
+        self.count += 1;
+    }
+
+    /// None without readings.
+    pub fn metric(&self, metric: &str) -> Option<f64> {
+        match self.count {
+            0 => None,
+            _ if metric == "restarts" => Some(self.max),
+            n => Some(self.sum / n as f64),
+        }
+    }
+}
+
 /// Where a host sits, by names: (environment, region, zone).
 fn place(model: &ReadModel, service: &str, environment: &str, host: &str) -> Option<(String, String, String)> {
     let s = model.services.get(service)?;
@@ -103,6 +135,28 @@ fn rolled_back_off(model: &ReadModel, service: &str, environment: &str, host: &s
     let Some(release) = s.engine.release_named(version) else { return false };
     let going_to = s.engine.host_op(env, h).map(|(_, target)| target);
     s.engine.host_version(env, h) < release || going_to.is_some_and(|t| t < release)
+}
+
+/// The alarm instance of `scope` that what `host` did on `version` counts for: none when
+/// the host is unknown, or was rolled back off that version.
+fn instance_of(
+    model: &ReadModel,
+    service: &str,
+    scope: AlarmScope,
+    environment: &str,
+    host: &str,
+    version: &str,
+) -> Option<String> {
+    let (env, region, zone) = place(model, service, environment, host)?;
+    if rolled_back_off(model, service, environment, host, version) {
+        return None;
+    }
+    Some(match scope {
+        AlarmScope::Environment => env,
+        AlarmScope::Region => format!("{env}/{region}"),
+        AlarmScope::Zone => format!("{env}/{region}/{zone}"),
+        AlarmScope::Host => format!("{env}/{host}"),
+    })
 }
 
 /// The leader's alarm evaluators and where each alarm got to.
@@ -215,7 +269,10 @@ impl Signals {
                         .alarms
                         .iter()
                         .enumerate()
-                        .filter(|(_, a)| a.source == MetricSource::Builtin && builtin_source(&a.metric).is_some())
+                        .filter(|(_, a)| {
+                            a.source == MetricSource::Builtin
+                                && (builtin_source(&a.metric).is_some() || is_gauge(&a.metric))
+                        })
                         .map(|(i, a)| (i, a.clone()))
                         .collect();
                     (s.name.clone(), alarms)
@@ -231,6 +288,14 @@ impl Signals {
             let longest = alarms.iter().map(|(_, a)| a.period.as_millis() as i64).max().unwrap_or(0).max(bin);
             let Ok(rows) = store.metrics(&service, now_ms - longest - GRACE_MS - bin, now_ms).await else {
                 continue;
+            };
+            let gauges: Vec<GaugeRow> = if alarms.iter().any(|(_, a)| is_gauge(&a.metric)) {
+                let Ok(gauges) = store.gauges(&service, now_ms - longest - GRACE_MS - bin, now_ms).await else {
+                    continue;
+                };
+                gauges
+            } else {
+                Vec::new()
             };
             // Data points, per finished bin.
             let bin_end = (now_ms - GRACE_MS).div_euclid(bin) * bin;
@@ -260,27 +325,37 @@ impl Signals {
                     continue;
                 }
                 self.evaluated_until.insert((service.clone(), index), end);
-                let mut traffic: BTreeMap<String, Traffic> = BTreeMap::new();
-                let source = builtin_source(&spec.metric).unwrap_or_default();
-                let scopes: Vec<String> = {
+                let in_period = |at_ms: i64| at_ms >= end - period && at_ms < end;
+                let (values, scopes): (BTreeMap<String, f64>, Vec<String>) = {
                     let m = model.read().unwrap_or_else(|p| p.into_inner());
-                    for r in rows.iter().filter(|r| r.at_ms >= end - period && r.at_ms < end && r.source == source) {
-                        let Some((env, region, zone)) = place(&m, &service, &r.environment, &r.host) else { continue };
-                        if rolled_back_off(&m, &service, &r.environment, &r.host, &r.version) {
-                            continue;
+                    let instance = |environment: &str, host: &str, version: &str| {
+                        instance_of(&m, &service, spec.scope, environment, host, version)
+                    };
+                    let values = if is_gauge(&spec.metric) {
+                        let mut readings: BTreeMap<String, GaugeReadings> = BTreeMap::new();
+                        for g in gauges.iter().filter(|g| in_period(g.at_ms) && g.name == spec.metric) {
+                            if let Some(key) = instance(&g.environment, &g.host, &g.version) {
+                                readings.entry(key).or_default().add(g.value);
+                            }
                         }
-                        let key = match spec.scope {
-                            AlarmScope::Environment => env,
-                            AlarmScope::Region => format!("{env}/{region}"),
-                            AlarmScope::Zone => format!("{env}/{region}/{zone}"),
-                            AlarmScope::Host => format!("{env}/{}", r.host),
-                        };
-                        traffic.entry(key).or_default().add(r);
-                    }
-                    instances(&m, &service, spec.scope).into_iter().map(|i| i.path).collect()
+                        readings.into_iter().filter_map(|(k, r)| r.metric(&spec.metric).map(|v| (k, v))).collect()
+                    } else {
+                        let source = builtin_source(&spec.metric).unwrap_or_default();
+                        let mut traffic: BTreeMap<String, Traffic> = BTreeMap::new();
+                        for r in rows.iter().filter(|r| in_period(r.at_ms) && r.source == source) {
+                            if let Some(key) = instance(&r.environment, &r.host, &r.version) {
+                                traffic.entry(key).or_default().add(r);
+                            }
+                        }
+                        traffic
+                            .into_iter()
+                            .filter_map(|(k, t)| t.metric(&spec.metric, period as f64 / 1000.0).map(|v| (k, v)))
+                            .collect()
+                    };
+                    (values, instances(&m, &service, spec.scope).into_iter().map(|i| i.path).collect())
                 };
                 for scope in scopes {
-                    let value = traffic.get(&scope).and_then(|t| t.metric(&spec.metric, period as f64 / 1000.0));
+                    let value = values.get(&scope).copied();
                     let evaluator = self
                         .evaluators
                         .entry((service.clone(), index, scope.clone()))

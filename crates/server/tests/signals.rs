@@ -1,5 +1,6 @@
-//! Health signals end to end through the API: pushed traffic becomes alarm states and
-//! bake data points; an alarm where a release is deploying rolls that zone back at once.
+//! Health signals end to end through the API: pushed traffic and agents' gauges become
+//! alarm states and bake data points; an alarm where a release is deploying rolls that
+//! zone back at once.
 
 mod support;
 
@@ -30,8 +31,15 @@ fn fast(requests: u64) -> Vec<u64> {
 
 fn push(s: &TestServer, samples: Vec<MetricSample>) {
     let admin = s.client(Some(ADMIN));
-    let _: Accepted =
-        admin.post("/v1/metrics", &MetricsPush { service: "web".into(), environment: "prod".into(), samples }).unwrap();
+    let _: Accepted = admin.post("/v1/metrics", &gauges_push(samples, Vec::new())).unwrap();
+}
+
+fn gauges_push(samples: Vec<MetricSample>, gauges: Vec<GaugeSample>) -> MetricsPush {
+    MetricsPush { service: "web".into(), environment: "prod".into(), samples, gauges }
+}
+
+fn gauge(host: &str, version: &str, name: &str, value: f64) -> GaugeSample {
+    GaugeSample { host: host.into(), version: version.into(), name: name.into(), value }
 }
 
 fn sample(host: &str, version: &str, requests: u64, errors: u64) -> MetricSample {
@@ -266,4 +274,191 @@ monitors:
     let success: MetricSeries =
         admin.get("/v1/metrics?service=quiet&metric=monitor:health:success_rate&scope=prod/r1/z1&since=120").unwrap();
     assert!(!success.points.is_empty() && success.points.iter().all(|(_, v)| *v == 1.0), "{success:?}");
+}
+
+fn register_all(admin: &rollwave_server::client::Client) {
+    for (zone, host) in [("z1", "z1-1"), ("z1", "z1-2"), ("z2", "z2-1"), ("z2", "z2-2")] {
+        let register = RegisterHost {
+            service: Some("web".into()),
+            environment: "prod".into(),
+            host: host.into(),
+            region: Some("r1".into()),
+            zone: Some(zone.into()),
+            address: None,
+        };
+        let _: Registered = admin.post("/v1/hosts/register", &register).unwrap();
+    }
+}
+
+#[test]
+fn gauges_pushed_by_agents_are_queried_in_bins_per_scope() {
+    let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(50) });
+    let admin = s.client(Some(ADMIN));
+    admin.apply("web.yaml", MANIFEST).unwrap();
+    register_all(&admin);
+    // An agent's token pushes its own host's gauges (no traffic samples at all).
+    let token = admin
+        .create_token(&CreateToken { role: "agent".into(), name: None, host: Some("web/prod/z1-1".into()) })
+        .unwrap()
+        .token;
+    let agent = s.client(Some(&token));
+    // Start early in a 10 s bin, so that every push below falls in the same one.
+    while rollwave_store::now_ms() % 10_000 > 5_000 {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let own = vec![
+        gauge("z1-1", "baseline", "cpu_percent", 20.0),
+        gauge("z1-1", "baseline", "memory_percent", 40.0),
+        gauge("z1-1", "baseline", "restarts", 2.0),
+    ];
+    let _: Accepted = agent.post("/v1/metrics", &gauges_push(Vec::new(), own)).unwrap();
+    let _: Accepted = admin
+        .post(
+            "/v1/metrics",
+            &gauges_push(
+                Vec::new(),
+                vec![
+                    gauge("z1-2", "baseline", "cpu_percent", 60.0),
+                    gauge("z1-2", "baseline", "restarts", 5.0),
+                    gauge("z2-1", "baseline", "cpu_percent", 99.0),
+                ],
+            ),
+        )
+        .unwrap();
+    // But not another host's.
+    let other =
+        agent.post::<_, Accepted>("/v1/metrics", &gauges_push(Vec::new(), vec![gauge("z1-2", "v", "restarts", 1.0)]));
+    assert_eq!(other.unwrap_err().status(), Some(403));
+
+    let series = |metric: &str, scope: &str| -> Vec<f64> {
+        let q = format!("/v1/metrics?service=web&metric={metric}&scope={scope}&since=60");
+        let series: MetricSeries = admin.get(&q).unwrap();
+        assert_eq!((series.metric.as_str(), series.scope.as_str()), (metric, scope));
+        series.points.iter().map(|(_, v)| *v).collect()
+    };
+    // Every push fell in one 10 s bin. Mean over the hosts in scope for CPU and memory;
+    // the most restarts for restarts.
+    assert_eq!(series("cpu_percent", "prod/z1-1"), [20.0]);
+    assert_eq!(series("memory_percent", "prod/z1-1"), [40.0]);
+    assert_eq!(series("restarts", "prod/z1-1"), [2.0]);
+    assert_eq!(series("cpu_percent", "prod/r1/z1"), [40.0]);
+    assert_eq!(series("restarts", "prod/r1/z1"), [5.0]);
+    assert_eq!(series("cpu_percent", "prod"), [(20.0 + 60.0 + 99.0) / 3.0]);
+    assert!(series("memory_percent", "prod/r1/z2").is_empty());
+    // A version filter, and traffic metrics untouched by gauges.
+    let q = "/v1/metrics?service=web&metric=cpu_percent&scope=prod&version=v9&since=60";
+    assert!(admin.get::<MetricSeries>(q).unwrap().points.is_empty());
+    assert!(series("request_rate", "prod").is_empty());
+    // An unknown metric names the gauges among the choices.
+    let err = admin.get::<MetricSeries>("/v1/metrics?service=web&metric=cpu&scope=prod").unwrap_err();
+    assert!(
+        matches!(&err, rollwave_server::client::ClientError::Api { status: 422, message, .. }
+        if message.contains("cpu_percent, memory_percent, restarts")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_bad_gauge_is_refused_naming_it_and_nothing_of_its_push_is_stored() {
+    let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(50) });
+    let admin = s.client(Some(ADMIN));
+    admin.apply("web.yaml", MANIFEST).unwrap();
+    register_all(&admin);
+    let good = || vec![gauge("z1-1", "baseline", "cpu_percent", 10.0)];
+    for (bad, says) in [
+        (gauge("z1-2", "baseline", "load_average", 1.0), "unknown gauge \"load_average\""),
+        (gauge("z1-2", "baseline", "cpu_percent", -1.0), "negative"),
+        (gauge("z1-2", "baseline", "memory_percent", 100.5), "over 100"),
+        (gauge("z1-2", "baseline", "restarts", -3.0), "negative"),
+    ] {
+        let push = gauges_push(vec![sample("z1-1", "baseline", 10, 0)], [good(), vec![bad.clone()]].concat());
+        match admin.post::<_, Accepted>("/v1/metrics", &push).unwrap_err() {
+            rollwave_server::client::ClientError::Api { status, code, message, details } => {
+                assert_eq!((status, code.as_str()), (422, "invalid"), "{message}");
+                assert!(
+                    message.contains("gauges[1]") && message.contains(&bad.name) && message.contains(says),
+                    "{message}"
+                );
+                assert_eq!(details["name"], bad.name.as_str());
+            }
+            other => panic!("{other}"),
+        }
+    }
+    // Not a number at all: the body is malformed.
+    let body = serde_json::json!({ "service": "web", "environment": "prod",
+        "gauges": [{ "host": "z1-1", "version": "baseline", "name": "cpu_percent", "value": null }] });
+    let err = admin.post::<_, Accepted>("/v1/metrics", &body).unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err}");
+    // An unknown host is not found; nothing of that push is stored either.
+    let push = gauges_push(Vec::new(), [good(), vec![gauge("nowhere", "baseline", "cpu_percent", 1.0)]].concat());
+    assert_eq!(admin.post::<_, Accepted>("/v1/metrics", &push).unwrap_err().status(), Some(404));
+
+    let stored = s.runtime.block_on(s.node.store.gauges("web", 0, i64::MAX)).unwrap();
+    assert!(stored.is_empty(), "{stored:?}");
+    let traffic = s.runtime.block_on(s.node.store.metrics("web", 0, i64::MAX)).unwrap();
+    assert!(traffic.is_empty(), "{traffic:?}");
+    // A push without gauges, as routers send it, is still taken.
+    let _: Accepted = admin
+        .post(
+            "/v1/metrics",
+            &serde_json::json!({ "service": "web", "environment": "prod",
+        "samples": [{ "host": "z1-1", "version": "baseline", "requests": 3, "errors": 0 }] }),
+        )
+        .unwrap();
+}
+
+#[test]
+fn a_host_cpu_alarm_fed_by_gauges_rolls_back_the_one_box_it_fires_on() {
+    let manifest = MANIFEST.replace(
+        "  - { name: errors, metric: error_rate, scope: zone, threshold: \"> 0.05\", period: 2s, datapoints: 1 of 1 }",
+        "  - { name: hot, metric: cpu_percent, scope: host, threshold: \"> 90\", period: 2s, datapoints: 1 of 1 }",
+    );
+    assert!(manifest.contains("cpu_percent"));
+    let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(50) });
+    let admin = s.client(Some(ADMIN));
+    admin.apply("web.yaml", &manifest).unwrap();
+    register_all(&admin);
+    admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    s.wait_until("the one-box bakes", || {
+        admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == "bake_started")
+    });
+    // A calm CPU for a while: nothing fires.
+    for _ in 0..3 {
+        let _: Accepted = admin
+            .post("/v1/metrics", &gauges_push(Vec::new(), vec![gauge("z1-1", "v2", "cpu_percent", 35.0)]))
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(admin.release("web", "v2").unwrap().events.iter().all(|e| e.kind != "alarm_fired"));
+
+    // Then the one-box runs hot; the other hosts stay calm.
+    let hot = Instant::now();
+    let mut fired = None;
+    while hot.elapsed() < Duration::from_secs(30) {
+        let gauges = vec![
+            gauge("z1-1", "v2", "cpu_percent", 97.5),
+            gauge("z1-2", "baseline", "cpu_percent", 30.0),
+            gauge("z2-1", "baseline", "cpu_percent", 30.0),
+        ];
+        let _: Accepted = admin.post("/v1/metrics", &gauges_push(Vec::new(), gauges)).unwrap();
+        let events = admin.release("web", "v2").unwrap().events;
+        if events.iter().any(|e| e.kind == "rollback_started") {
+            fired = events.into_iter().find(|e| e.kind == "alarm_fired");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let fired = fired.unwrap_or_else(|| panic!("no rollback {:?} after the CPU went hot", hot.elapsed()));
+    println!("rollback started {:?} after the first hot reading: {fired:?}", hot.elapsed());
+    assert!(fired.scope.ends_with("z1-1"), "{fired:?}");
+    assert!(
+        fired.reason.as_deref().unwrap().starts_with("alarm hot: 1 of the last 1 periods breached > 90"),
+        "{fired:?}"
+    );
+    let detail = admin.release("web", "v2").unwrap();
+    assert_eq!(detail.release.outcome, "halted");
+    let series: MetricSeries =
+        admin.get("/v1/metrics?service=web&metric=cpu_percent&scope=prod/z1-1&version=v2&since=60").unwrap();
+    // The latest bin holds hot readings (with calm ones, when the bin began before them).
+    assert!(series.points.last().is_some_and(|(_, v)| *v > 35.0), "{series:?}");
 }

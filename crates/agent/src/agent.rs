@@ -1,13 +1,16 @@
 //! The agent loop: register, long-poll for the desired version (which is also the
 //! heartbeat), deploy through the [`Installer`], report. Connection problems are waited
-//! out with capped exponential backoff; nothing the server says stops the loop.
+//! out with capped exponential backoff; nothing the server says stops the loop. Beside
+//! it, a thread pushes the host's gauges (see [`crate::gauges`]).
 
-use crate::installer::{Deployment, HostIdentity, Installer, InstallerConfig};
+use crate::gauges::{GaugeConfig, Target};
+use crate::installer::{BASELINE, Deployment, HostIdentity, Installer, InstallerConfig};
 use crate::state::{HookRun, Outcome};
 use rollwave_server::api::{Accepted, Desired, HookReport, HostReport, RegisterHost, Registered};
 use rollwave_server::client::{Client, ClientError};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A report body stays under this many bytes (the server takes at most 1 MiB); longer
@@ -33,6 +36,8 @@ pub struct AgentConfig {
     pub poll_wait: Duration,
     /// The longest pause between attempts while the server cannot be reached.
     pub max_backoff: Duration,
+    /// How often the host's gauges (CPU, memory, restarts) are pushed; zero pushes none.
+    pub metrics_every: Duration,
 }
 
 impl AgentConfig {
@@ -53,6 +58,7 @@ impl AgentConfig {
             workdir: workdir.into(),
             poll_wait: Duration::from_secs(10),
             max_backoff: Duration::from_secs(30),
+            metrics_every: Duration::from_secs(10),
         }
     }
 }
@@ -74,13 +80,16 @@ pub struct Agent {
     /// The last command the server showed, for the long-poll's `after`.
     seen: Option<u64>,
     backoff: Backoff,
+    /// Whom the gauges are pushed for, shared with their thread.
+    target: Arc<Mutex<Option<Target>>>,
 }
 
 impl Agent {
     /// Opens the work directory (reporting any deployment a restart interrupted, once
-    /// the server can be reached).
+    /// the server can be reached) and counts this start of the agent on the host.
     pub fn new(config: AgentConfig) -> Result<Agent, crate::DeployError> {
-        let installer = Installer::open(InstallerConfig::new(&config.workdir, config.host.clone()))?;
+        let mut installer = Installer::open(InstallerConfig::new(&config.workdir, config.host.clone()))?;
+        installer.count_start()?;
         Ok(Agent::with_installer(config, installer))
     }
 
@@ -88,27 +97,52 @@ impl Agent {
     pub fn with_installer(config: AgentConfig, installer: Installer) -> Agent {
         let client = Client::new(&config.server, Some(config.token.clone()));
         let backoff = Backoff::new(Duration::from_millis(500), config.max_backoff);
-        Agent { config, client, installer, slot: None, registered: None, seen: None, backoff }
+        let target = Arc::new(Mutex::new(None));
+        Agent { config, client, installer, slot: None, registered: None, seen: None, backoff, target }
     }
 
     pub fn installer(&self) -> &Installer {
         &self.installer
     }
 
-    /// Runs until `stop` is set (checked between long-polls and while backing off).
+    /// Runs until `stop` is set (checked between long-polls and while backing off), with
+    /// the gauges pushed from a thread of their own.
     pub fn run(&mut self, stop: &AtomicBool) {
-        while !stop.load(Ordering::Relaxed) {
-            match self.step() {
-                Ok(()) => self.backoff.reset(),
-                Err(e) => {
-                    // Register afresh: its answer explains most refusals best.
-                    self.slot = None;
-                    let pause = self.backoff.next();
-                    log(&format!("{e}; retrying in {:.1}s", pause.as_secs_f64()));
-                    sleep_unless(stop, pause);
+        let gauges = GaugeConfig {
+            server: self.config.server.clone(),
+            token: self.config.token.clone(),
+            environment: self.config.environment.clone(),
+            every: self.config.metrics_every,
+            restarts: self.installer.restarts(),
+        };
+        let target = Arc::clone(&self.target);
+        std::thread::scope(|scope| {
+            if !gauges.every.is_zero() {
+                scope.spawn(|| crate::gauges::run(&gauges, &target, stop));
+            }
+            while !stop.load(Ordering::Relaxed) {
+                match self.step() {
+                    Ok(()) => self.backoff.reset(),
+                    Err(e) => {
+                        // Register afresh: its answer explains most refusals best.
+                        self.slot = None;
+                        let pause = self.backoff.next();
+                        log(&format!("{e}; retrying in {:.1}s", pause.as_secs_f64()));
+                        sleep_unless(stop, pause);
+                    }
                 }
             }
-        }
+        });
+    }
+
+    /// Tells the gauges thread which slot and version the host has now.
+    fn share_target(&self, slot: &Slot) {
+        let target = Target {
+            service: slot.service.clone(),
+            host: slot.host.clone(),
+            version: self.installer.current().unwrap_or(BASELINE).to_owned(),
+        };
+        *self.target.lock().unwrap_or_else(|p| p.into_inner()) = Some(target);
     }
 
     /// One round: register if needed, report an unreported outcome, wait for the
@@ -144,6 +178,7 @@ impl Agent {
             sha256: desired.sha256,
         };
         let outcome = self.deploy_with_heartbeats(&slot, &deployment);
+        self.share_target(&slot);
         match &outcome.reason {
             None => log(&format!("command {}: {} is installed", outcome.command, outcome.version)),
             Some(reason) => log(&format!("command {}: {} failed: {reason}", outcome.command, outcome.version)),
@@ -204,6 +239,7 @@ impl Agent {
         ));
         self.registered = Some(registered.desired);
         self.slot = Some(slot.clone());
+        self.share_target(&slot);
         Ok(slot)
     }
 
@@ -252,11 +288,11 @@ fn hook_report(run: &HookRun) -> HookReport {
     }
 }
 
-fn log(message: &str) {
+pub(crate) fn log(message: &str) {
     eprintln!("rollwave agent: {message}");
 }
 
-fn sleep_unless(stop: &AtomicBool, pause: Duration) {
+pub(crate) fn sleep_unless(stop: &AtomicBool, pause: Duration) {
     let deadline = std::time::Instant::now() + pause;
     while !stop.load(Ordering::Relaxed) {
         let left = deadline.saturating_duration_since(std::time::Instant::now());

@@ -121,6 +121,19 @@ impl Installer {
         self.state.current.as_deref()
     }
 
+    /// Counts a start of the agent on this host, in the state file: how a crash loop
+    /// shows (as `restarts`) even though each run of the agent is new.
+    pub fn count_start(&mut self) -> Result<u64, DeployError> {
+        self.state.starts += 1;
+        self.save()?;
+        Ok(self.state.starts)
+    }
+
+    /// How many times the agent started again on this host: its starts but the first.
+    pub fn restarts(&self) -> u64 {
+        self.state.starts.saturating_sub(1)
+    }
+
     pub fn last_command(&self) -> u64 {
         self.state.last_command
     }

@@ -16,6 +16,7 @@ pub mod agent;
 pub mod artifact;
 pub mod error;
 pub mod fleet;
+pub mod gauges;
 pub mod hooks;
 pub mod installer;
 pub mod process;
@@ -60,6 +61,10 @@ pub struct AgentArgs {
     /// Where this host's service answers (`host:port`), so routers can send it traffic.
     #[arg(long, env = "ROLLWAVE_ADDRESS")]
     pub address: Option<String>,
+    /// How often to push this host's CPU, memory and restarts to the server (e.g. 10s or
+    /// 500ms); 0s pushes none.
+    #[arg(long, env = "ROLLWAVE_METRICS_EVERY", default_value = "10s", value_parser = parse_interval)]
+    pub metrics_every: Duration,
 }
 
 /// `rollwave fleet up`: run many agents on this machine, `--hosts-per-zone` per zone.
@@ -90,6 +95,14 @@ pub struct FleetArgs {
     pub binary: Option<PathBuf>,
 }
 
+/// A duration as the manifest writes it (`10s`, `1m`), or milliseconds (`500ms`).
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    if let Some(ms) = text.strip_suffix("ms").filter(|ms| !ms.is_empty() && ms.bytes().all(|b| b.is_ascii_digit())) {
+        return ms.parse().map(Duration::from_millis).map_err(|_| format!("duration {text:?} is too long"));
+    }
+    rollwave_manifest::yaml::parse_duration(text).map_err(|e| format!("{e}; milliseconds are written 500ms"))
+}
+
 /// A name as the manifest allows: letters, digits, `-`, `_` and `.`.
 fn check_name(what: &str, value: &str) -> anyhow::Result<()> {
     rollwave_manifest::yaml::check_name(value).map_err(|e| anyhow::anyhow!("--{what}: {e}"))
@@ -109,6 +122,7 @@ pub fn agent_main(args: AgentArgs) -> anyhow::Result<()> {
     let mut config = AgentConfig::new(args.server, args.token, args.environment, host, args.workdir);
     config.service = args.service;
     config.address = args.address;
+    config.metrics_every = args.metrics_every;
     let workdir = config.workdir.display().to_string();
     let mut agent = Agent::new(config).with_context(|| format!("cannot use the work directory {workdir}"))?;
     eprintln!(
@@ -220,6 +234,10 @@ mod tests {
         .unwrap()
         .args;
         assert_eq!((agent.host_id.as_str(), agent.workdir.as_path()), ("z1-1", std::path::Path::new(".")));
+        assert_eq!(agent.metrics_every, Duration::from_secs(10));
+        assert_eq!(parse_interval("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_interval("1m30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_interval("ms").is_err() && parse_interval("1.5s").is_err());
         let fleet = FleetCli::try_parse_from([
             "up",
             "--server",

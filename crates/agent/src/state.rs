@@ -33,6 +33,9 @@ pub struct State {
     /// The deployment under way. Found at start, it was interrupted.
     #[serde(default)]
     pub in_progress: Option<InProgress>,
+    /// How many times the agent has started on this host (the first start counts 1).
+    #[serde(default)]
+    pub starts: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

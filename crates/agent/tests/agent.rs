@@ -4,7 +4,7 @@ mod support;
 
 use rollwave_agent::state::{Doing, InProgress, STATE_FILE};
 use rollwave_agent::{Deployment, Fleet, FleetArgs, FleetConfig, Outcome, State, Step, Stopped};
-use rollwave_server::api::{CreateRelease, Desired, RegisterHost};
+use rollwave_server::api::{CreateRelease, CreateToken, Desired, MetricSeries, RegisterHost};
 use std::path::Path;
 use std::time::Duration;
 use support::*;
@@ -665,4 +665,99 @@ fn fleet_up_stops_every_agent_on_sigterm() {
     for id in ids {
         assert!(output.lines().any(|l| l.ends_with(&format!("{id}: hello from {id}"))), "{output}");
     }
+}
+
+#[test]
+fn the_count_of_starts_survives_a_restart_of_the_agent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let workdir = tmp.path().join("h-1");
+    let mut first = installer(&workdir);
+    assert_eq!(first.restarts(), 0);
+    assert_eq!(first.count_start().unwrap(), 1);
+    assert_eq!(first.restarts(), 0, "the first start is no restart");
+    drop(first);
+    for starts in 2..=4 {
+        let mut again = installer(&workdir);
+        assert_eq!(again.restarts(), starts - 2, "as the run before left it");
+        assert_eq!(again.count_start().unwrap(), starts);
+        assert_eq!(again.restarts(), starts - 1);
+    }
+    assert_eq!(State::load(&workdir.join(STATE_FILE)).unwrap().starts, 4);
+    // A state file written before starts were counted reads as none.
+    std::fs::write(workdir.join(STATE_FILE), "{\"last_command\": 3}").unwrap();
+    let mut old = installer(&workdir);
+    assert_eq!((old.last_command(), old.count_start().unwrap(), old.restarts()), (3, 1, 0));
+}
+
+/// Run as a child process by [`a_real_agent_process_pushes_its_hosts_gauges`]: the
+/// agent's own `main`, configured by its environment; does nothing otherwise.
+#[test]
+fn agent_process_child() {
+    if std::env::var_os("ROLLWAVE_TEST_AGENT_CHILD").is_none() {
+        return;
+    }
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: rollwave_agent::AgentArgs,
+    }
+    let cli = <Cli as clap::Parser>::parse_from(["agent"]);
+    rollwave_agent::agent_main(cli.args).unwrap();
+}
+
+/// A child process, killed (SIGKILL) and reaped when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_real_agent_process_pushes_its_hosts_gauges() {
+    let server = TestServer::start();
+    let admin = server.admin();
+    admin.apply("shop.yaml", &MANIFEST.replace("HOSTS", "1")).unwrap();
+    let host = Some("shop/prod/z1-1".to_owned());
+    let token = admin.create_token(&CreateToken { role: "agent".into(), name: None, host }).unwrap().token;
+    let tmp = tempfile::tempdir().unwrap();
+    let workdir = tmp.path().join("z1-1");
+    let start = || {
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["agent_process_child", "--exact", "--nocapture", "--test-threads=1"])
+            .env("ROLLWAVE_TEST_AGENT_CHILD", "1")
+            .env("ROLLWAVE_SERVER", &server.base)
+            .env("ROLLWAVE_TOKEN", &token)
+            .env("ROLLWAVE_HOST_ID", "z1-1")
+            .env("ROLLWAVE_ENVIRONMENT", "prod")
+            .env("ROLLWAVE_REGION", "r1")
+            .env("ROLLWAVE_ZONE", "z1")
+            .env("ROLLWAVE_WORKDIR", &workdir)
+            .env("ROLLWAVE_METRICS_EVERY", "300ms")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Killed(child)
+    };
+    let points = |metric: &str| -> Vec<(i64, f64)> {
+        let path = format!("/v1/metrics?service=shop&metric={metric}&scope=prod/z1-1&since=60");
+        admin.get::<MetricSeries>(&path).unwrap().points
+    };
+    let agent = start();
+    wait_until("the agent's memory reading reaches the server", || !points("memory_percent").is_empty());
+    wait_until("its CPU reading too", || !points("cpu_percent").is_empty());
+    for metric in ["memory_percent", "cpu_percent"] {
+        let values = points(metric);
+        assert!(values.iter().all(|(_, v)| (0.0..=100.0).contains(v)), "{metric}: {values:?}");
+    }
+    assert!(points("memory_percent").iter().all(|(_, v)| *v > 0.0));
+    assert_eq!(points("restarts").last().map(|p| p.1), Some(0.0), "a first start");
+
+    // Killed and started again (as a supervisor would): the restart is counted.
+    drop(agent);
+    let _again = start();
+    wait_until("the restart is counted", || points("restarts").last().map(|p| p.1) == Some(1.0));
 }

@@ -95,7 +95,7 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
-    /// A built-in metric over time (error_rate, latency_p99_ms, request_rate, monitor:NAME:success_rate…).
+    /// A built-in metric over time (error_rate, latency_p99_ms, request_rate, monitor:NAME:success_rate, cpu_percent, memory_percent, restarts…).
     Metrics {
         service: String,
         #[arg(long, default_value = "error_rate")]

@@ -606,12 +606,15 @@ fn the_dashboard_in_a_real_browser() {
     b.click_on("#login-link");
     b.type_into("#token", &viewer);
     b.click_on("#login-submit");
-    b.wait_for("back on the service page", Duration::from_secs(10), |b| b.url().ends_with("/services/shop"));
+    b.wait_for("back on the service page", Duration::from_secs(10), |b| {
+        b.url().ends_with("/services/shop") && !b.url().contains("/login")
+    });
     assert!(b.text_of(".who").contains("vera"));
     assert!(b.find_all("button[data-action]").is_empty());
     assert!(b.text_of("#action-hint").contains("viewer role"));
     b.goto(&format!("{}/services/shop/confirm?action=hold&stage=", s.base));
     b.click_on("#confirm");
+    b.wait_for("the action's answer", Duration::from_secs(10), |b| !b.find_all("#action-error").is_empty());
     let error = b.text_of("#action-error");
     assert!(error.contains("this needs the deployer role"), "{error}");
     b.screenshot("05-viewer-refused");
@@ -624,7 +627,9 @@ fn the_dashboard_in_a_real_browser() {
     b.goto(&format!("{}/login?next=/services/shop", s.base));
     b.type_into("#token", &deployer);
     b.click_on("#login-submit");
-    b.wait_for("back on the service page", Duration::from_secs(10), |b| b.url().ends_with("/services/shop"));
+    b.wait_for("back on the service page", Duration::from_secs(10), |b| {
+        b.url().ends_with("/services/shop") && !b.url().contains("/login")
+    });
     b.click_on("select[name=stage] option[value=prod]");
     b.click_on("button[data-action=hold]");
     b.wait_for("the confirmation page", Duration::from_secs(10), |b| b.url().contains("/confirm?"));

@@ -144,6 +144,9 @@ pub struct OneBox {
     /// The one-box never takes more than this share of its region.
     pub max_share: BasisPoints,
     pub bake: Bake,
+    /// The bake ends only once the one-box judge has passed the one-box (fail closed:
+    /// no verdict, no promotion). Without it only a failing verdict acts.
+    pub judge: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]

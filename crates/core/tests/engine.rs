@@ -5,7 +5,7 @@ use jiff::tz::TimeZone;
 use rollwave_core::alarm::{AlarmScope, AlarmSpec, AlarmState, Comparison, MetricSource, Threshold, TreatMissing};
 use rollwave_core::engine::*;
 use rollwave_core::manifest::*;
-use rollwave_core::plan::{EnvId, HostId, Plan, StageId, ZoneId};
+use rollwave_core::plan::{EnvId, HostId, Plan, RegionId, StageId, ZoneId};
 use rollwave_core::share::{BasisPoints, BatchSize};
 use rollwave_core::window::{WeeklyWindow, Windows};
 use std::sync::Arc;
@@ -25,7 +25,12 @@ fn bake(m: u64, dp: u64) -> Bake {
 /// `approvals`, all deploying to it, one wave each.
 fn manifest(zones: &[u32], approvals: &[bool]) -> Manifest {
     let strategy = Strategy {
-        one_box: Some(OneBox { hosts: 1, max_share: BasisPoints::new(5_000).unwrap(), bake: bake(60, 100) }),
+        one_box: Some(OneBox {
+            hosts: 1,
+            max_share: BasisPoints::new(5_000).unwrap(),
+            bake: bake(60, 100),
+            judge: false,
+        }),
         rolling: Rolling {
             batch: BatchSize::Share(BasisPoints::new(5_000).unwrap()),
             zone_bake: bake(30, 0),
@@ -214,6 +219,43 @@ fn a_region_goes_one_box_first_then_zone_by_zone_in_batches() {
     h.after(1);
     let batch = h.take_deploys();
     assert_eq!(batch.iter().map(|d| d.1.clone()).collect::<Vec<_>>(), [vec![4, 5]]);
+}
+
+#[test]
+fn a_judged_one_box_bake_ends_only_after_a_passing_verdict() {
+    let mut m = manifest(&[4, 4], &[false]);
+    m.stages[0].waves[0].strategy.one_box.as_mut().unwrap().judge = true;
+    let mut h = Harness::new(m);
+    let v2 = h.create("v2");
+    let one_box = h.take_deploys();
+    h.succeed(&one_box);
+    h.take_kinds();
+    // Time and data points are met, but the judge has not spoken: fail closed.
+    h.serve(0, v2, 100);
+    h.after(60);
+    let why = h.events.last().and_then(|e| e.reason.clone()).unwrap_or_default();
+    assert_eq!(h.take_kinds(), ["blocked"]);
+    assert!(why.contains("one-box judge"), "{why}");
+    assert!(h.take_deploys().is_empty());
+    h.run_for(30);
+    assert!(h.take_deploys().is_empty(), "no verdict, no promotion");
+    let verdict = |marginal| Input::Verdict {
+        env: ENV,
+        region: RegionId(0),
+        release: v2,
+        passed: true,
+        marginal,
+        reason: "test".into(),
+    };
+    // A marginal verdict keeps the bake going.
+    h.input(verdict(true));
+    h.input(Input::Tick);
+    assert_eq!(h.take_kinds(), ["judge_verdict"]);
+    assert!(h.take_deploys().is_empty());
+    h.input(verdict(false));
+    h.input(Input::Tick);
+    assert_eq!(h.take_kinds(), ["judge_verdict", "bake_completed", "zone_started"]);
+    assert_eq!(h.take_deploys().len(), 1, "the first zone's batch starts");
 }
 
 #[test]

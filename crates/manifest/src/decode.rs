@@ -49,6 +49,7 @@ struct OneBoxLayer {
     hosts: Option<u32>,
     max_share: Option<BasisPoints>,
     bake: BakeLayer,
+    judge: Option<bool>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -396,6 +397,7 @@ fn one_box(d: &mut Decoder, node: &Node) -> Option<OneBoxSetting> {
             hosts: d.optional(&map, "hosts", positive_u32),
             max_share: d.optional(&map, "max_share", Decoder::share),
             bake: d.optional(&map, "bake", bake).unwrap_or_default(),
+            judge: d.optional(&map, "judge", Decoder::bool),
         }));
     }
     d.parsed(node, "false, true or a mapping { hosts, max_share, bake }", |s| match s {
@@ -462,6 +464,7 @@ fn resolve(layers: &[&StrategyLayer]) -> Strategy {
                     time: on.iter().find_map(|o| o.bake.time).unwrap_or(DEFAULT_ONE_BOX_BAKE),
                     min_datapoints: on.iter().find_map(|o| o.bake.min_datapoints).unwrap_or(inherited_datapoints),
                 },
+                judge: on.iter().find_map(|o| o.judge).unwrap_or(false),
             })
         }
     };

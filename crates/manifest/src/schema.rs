@@ -128,6 +128,10 @@ fn property(object: &str, key: &str) -> Option<Value> {
             "The one-box never takes more than this share of its region. Default 10%.",
         ),
         ("oneBoxSettings", "bake") => described(reference("bake"), "Default 1h."),
+        ("oneBoxSettings", "judge") => described(
+            json!({ "type": "boolean", "default": false }),
+            "The one-box bake ends only once the one-box judge has passed it.",
+        ),
         ("rolling", "batch") => described(
             json!({ "oneOf": [
                 { "type": "string", "pattern": PERCENTAGE_PATTERN },

@@ -76,7 +76,12 @@ fn the_example_resolves_every_default_and_override() {
     assert_eq!(stages, [("beta", 0, false), ("gamma", 1, false), ("prod", 2, true)]);
 
     // Every bake inherits strategy.bake.min_datapoints = 100.
-    let one_box = Some(OneBox { hosts: 1, max_share: bp(1000), bake: Bake { time: hours(1), min_datapoints: 100 } });
+    let one_box = Some(OneBox {
+        hosts: 1,
+        max_share: bp(1000),
+        bake: Bake { time: hours(1), min_datapoints: 100 },
+        judge: false,
+    });
     let rolling = Rolling {
         batch: BatchSize::Share(bp(3300)),
         zone_bake: Bake { time: minutes(30), min_datapoints: 100 },
@@ -181,7 +186,12 @@ fn without_strategy_the_documented_defaults_apply() {
     assert_eq!(
         wave.strategy,
         Strategy {
-            one_box: Some(OneBox { hosts: 1, max_share: bp(1000), bake: Bake { time: hours(1), min_datapoints: 0 } }),
+            one_box: Some(OneBox {
+                hosts: 1,
+                max_share: bp(1000),
+                bake: Bake { time: hours(1), min_datapoints: 0 },
+                judge: false
+            }),
             rolling: Rolling {
                 batch: BatchSize::Share(bp(3300)),
                 zone_bake: Bake { time: Duration::ZERO, min_datapoints: 0 },
@@ -229,7 +239,12 @@ stages:
     assert_eq!(w[0].strategy.rolling.deploy_timeout, minutes(10));
     assert_eq!(
         w[0].strategy.one_box,
-        Some(OneBox { hosts: 2, max_share: bp(1000), bake: Bake { time: hours(1), min_datapoints: 100 } })
+        Some(OneBox {
+            hosts: 2,
+            max_share: bp(1000),
+            bake: Bake { time: hours(1), min_datapoints: 100 },
+            judge: false
+        })
     );
     assert_eq!(w[0].strategy.bake, Bake { time: hours(2), min_datapoints: 500 });
 
@@ -239,7 +254,12 @@ stages:
     assert_eq!(w[1].strategy.rolling.zone_bake, Bake { time: minutes(1), min_datapoints: 7 });
     assert_eq!(
         w[1].strategy.one_box,
-        Some(OneBox { hosts: 2, max_share: bp(1000), bake: Bake { time: minutes(10), min_datapoints: 3 } })
+        Some(OneBox {
+            hosts: 2,
+            max_share: bp(1000),
+            bake: Bake { time: minutes(10), min_datapoints: 3 },
+            judge: false
+        })
     );
     assert_eq!(w[1].strategy.bake, Bake { time: hours(4), min_datapoints: 500 });
 
@@ -257,7 +277,7 @@ fn one_box_true_turns_a_one_box_back_on_with_defaults() {
     let waves = &m.stages[0].waves;
     assert_eq!(
         waves[0].strategy.one_box,
-        Some(OneBox { hosts: 1, max_share: bp(1000), bake: Bake { time: hours(1), min_datapoints: 0 } })
+        Some(OneBox { hosts: 1, max_share: bp(1000), bake: Bake { time: hours(1), min_datapoints: 0 }, judge: false })
     );
     assert_eq!(waves[1].strategy.one_box, None);
 }
@@ -670,6 +690,7 @@ strategy:                         # manifest
   one_box:                        # strategy
     hosts: 1                      # oneBoxSettings
     max_share: 10%                # oneBoxSettings
+    judge: true                   # oneBoxSettings
     bake:                         # oneBoxSettings
       time: 1h                    # bakeSettings
       min_datapoints: 5           # bakeSettings

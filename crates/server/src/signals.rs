@@ -518,6 +518,7 @@ impl Signals {
                     region: bake.region,
                     release: bake.release,
                     passed,
+                    marginal: verdict.outcome == Outcome::Marginal,
                     reason: format!("score {:.0} ({}): {}", verdict.score, verdict.outcome, verdict.reason),
                     table: verdict.to_string(),
                 },

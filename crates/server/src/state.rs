@@ -73,6 +73,9 @@ pub enum LogInput {
         region: String,
         release: String,
         passed: bool,
+        /// Passed, but not clearly: a judged one-box keeps baking.
+        #[serde(default)]
+        marginal: bool,
         reason: String,
         table: String,
     },
@@ -513,14 +516,14 @@ impl ServiceState {
                 };
                 Input::Alarm { alarm: index, scope: self.scope(scope)?, state, reason: reason.clone() }
             }
-            LogInput::Verdict { environment, region, release, passed, reason, .. } => {
+            LogInput::Verdict { environment, region, release, passed, marginal, reason, .. } => {
                 let env = self.env(environment)?;
                 let region = self.region(env, region)?;
                 let release = self
                     .engine
                     .release_named(release)
                     .ok_or_else(|| ApiError::not_found(format!("no release {release:?}")))?;
-                Input::Verdict { env, region, release, passed: *passed, reason: reason.clone() }
+                Input::Verdict { env, region, release, passed: *passed, marginal: *marginal, reason: reason.clone() }
             }
             LogInput::Served { environment, zone, version, requests } => {
                 let env = self.env(environment)?;

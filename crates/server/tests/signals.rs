@@ -193,6 +193,51 @@ fn what_a_rolled_back_release_did_is_not_blamed_on_the_release_before_it() {
     assert_eq!(admin.release("web", "v3").unwrap().release.outcome, "rolled_back");
 }
 
+#[test]
+fn a_judged_one_box_waits_for_a_passing_verdict_before_its_zone() {
+    let manifest = MANIFEST
+        .split("alarms:")
+        .next()
+        .unwrap()
+        .replace("bake: { time: 30s, min_datapoints: 50 }", "bake: { time: 1s, min_datapoints: 1 }, judge: true");
+    let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(50) });
+    let admin = s.client(Some(ADMIN));
+    admin.apply("web.yaml", &manifest).unwrap();
+    admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    s.wait_until("the one-box bakes", || {
+        admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == "bake_started")
+    });
+    // The one-box alone serves: its time and data points are met, but there is nothing
+    // to compare it with, so no verdict, and the bake holds.
+    s.wait_until("the bake says what it waits for", || {
+        push(&s, vec![sample("z1-1", "v2", 50, 0)]);
+        std::thread::sleep(Duration::from_millis(300));
+        admin.release("web", "v2").unwrap().events.iter().any(|e| {
+            e.kind == "blocked" && e.reason.as_deref().is_some_and(|r| r.contains("waiting for the one-box judge"))
+        })
+    });
+    assert!(!admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == "zone_started"));
+    // With a healthy baseline beside it, the judge passes it and the zone goes on.
+    s.wait_until("the zone starts after a passing verdict", || {
+        push(
+            &s,
+            vec![
+                sample("z1-1", "v2", 100, 0),
+                sample("z1-2", "baseline", 100, 0),
+                sample("z2-1", "baseline", 100, 0),
+                sample("z2-2", "baseline", 100, 0),
+            ],
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == "zone_started")
+    });
+    let events = admin.release("web", "v2").unwrap().events;
+    let verdict = events.iter().position(|e| e.kind == "judge_verdict").expect("a verdict");
+    let completed = events.iter().position(|e| e.kind == "bake_completed").expect("the bake completed");
+    assert!(verdict < completed, "{events:?}");
+    assert!(events[verdict].reason.as_deref().unwrap().contains("PASS"), "{:?}", events[verdict]);
+}
+
 /// A webhook receiver that fails its first request and takes the rest.
 fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));

@@ -45,6 +45,7 @@ fn rollout() -> impl Strategy<Value = Rollout> {
                 hosts,
                 max_share: BasisPoints::new(share).unwrap(),
                 bake,
+                judge: false,
             }),
             rolling: Rolling { batch, zone_bake, max_failures, deploy_timeout: mins(10) },
             bake: wave_bake,

@@ -54,3 +54,22 @@ fn truncated_and_garbled_scenarios_never_panic() {
         let _ = parse_scenario("s.yaml", &text, &manifest);
     }
 }
+
+#[test]
+fn one_boxes_that_wait_for_the_judge_pass_in_simulation_and_the_report_says_so() {
+    let text = PIPELINE.replace(
+        "one_box: { hosts: 1, max_share: 10%, bake: 1h }",
+        "one_box: { hosts: 1, max_share: 10%, bake: 1h, judge: true }",
+    );
+    assert_ne!(text, PIPELINE, "the example's one-box line changed");
+    let manifest = rollwave_manifest::parse_manifest("pipeline.yaml", &text).unwrap();
+    let scenario = parse_scenario("bad-release.yaml", BAD_RELEASE, &manifest).unwrap();
+    let plan = std::sync::Arc::new(rollwave_core::plan::Plan::new(manifest));
+    let options = rollwave_sim::Options { seed: 1, until: std::time::Duration::from_secs(30 * 86_400) };
+    let report = rollwave_sim::simulate(plan, &scenario, options).unwrap();
+    let v2 = report.releases.iter().find(|r| r.version == "v2").unwrap();
+    assert_eq!(v2.outcome, "completed", "{}", report.to_text());
+    assert!(report.notes.iter().any(|n| n.starts_with("the one-box judge is not simulated")), "{:?}", report.notes);
+    let verdicts = report.events.iter().filter(|e| e.kind == "judge_verdict").count();
+    assert!(verdicts > 0);
+}

@@ -114,26 +114,51 @@ struct BakeClock {
     until: Timestamp,
     need: u64,
     seen: u64,
-    reported_waiting: bool,
+    /// What the bake was last said to wait for, so each wait is said once.
+    reported_waiting: Option<Waiting>,
+    /// A one-box bake that ends only on the judge's word: whether it has passed.
+    verdict: Option<bool>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Waiting {
+    DataPoints,
+    Judge,
 }
 
 impl BakeClock {
     fn start(now: Timestamp, bake: &Bake) -> Self {
         let until = now.checked_add(bake.time).unwrap_or(Timestamp::MAX);
-        BakeClock { started: now, until, need: bake.min_datapoints, seen: 0, reported_waiting: false }
+        BakeClock { started: now, until, need: bake.min_datapoints, seen: 0, reported_waiting: None, verdict: None }
+    }
+
+    /// A one-box bake that also waits for a passing verdict.
+    fn judged(mut self) -> Self {
+        self.verdict = Some(false);
+        self
     }
 
     fn done(&self, now: Timestamp) -> bool {
-        now >= self.until && self.seen >= self.need
+        now >= self.until && self.seen >= self.need && self.verdict != Some(false)
     }
 
-    /// True the first time the bake's time is up but data points are still missing.
-    fn newly_short_of_data(&mut self, now: Timestamp) -> bool {
-        let short = now >= self.until && self.seen < self.need && !self.reported_waiting;
-        if short {
-            self.reported_waiting = true;
+    /// What the bake still waits for once its time is up, said once per kind of wait.
+    fn newly_waiting(&mut self, now: Timestamp) -> Option<String> {
+        if now < self.until {
+            return None;
         }
-        short
+        let (waiting, why) = if self.seen < self.need {
+            (Waiting::DataPoints, format!("waiting for data points: {} of {}", self.seen, self.need))
+        } else if self.verdict == Some(false) {
+            (Waiting::Judge, "waiting for the one-box judge to pass the one-box".to_owned())
+        } else {
+            return None;
+        };
+        if self.reported_waiting == Some(waiting) {
+            return None;
+        }
+        self.reported_waiting = Some(waiting);
+        Some(why)
     }
 }
 
@@ -283,8 +308,8 @@ impl Engine {
             Input::Served { env, zone, version, requests } => self.on_served(env, zone, version, requests),
             Input::HostJoined { env, host } => self.hosts[env.idx()][host.idx()].present = true,
             Input::HostLost { env, host } => self.on_host_lost(env, host),
-            Input::Verdict { env, region, release, passed, reason } => {
-                self.on_verdict(env, region, release, passed, reason)
+            Input::Verdict { env, region, release, passed, marginal, reason } => {
+                self.on_verdict(env, region, release, passed, marginal, reason)
             }
         }
         self.advance();
@@ -627,8 +652,17 @@ impl Engine {
         out
     }
 
-    /// A failing verdict on a one-box that is still baking rolls it back and halts the release.
-    fn on_verdict(&mut self, env: EnvId, region: RegionId, release: ReleaseId, passed: bool, reason: String) {
+    /// A failing verdict on a one-box that is still baking rolls it back and halts the
+    /// release; a clear pass lets a judged bake end; a marginal one keeps it baking.
+    fn on_verdict(
+        &mut self,
+        env: EnvId,
+        region: RegionId,
+        release: ReleaseId,
+        passed: bool,
+        marginal: bool,
+        reason: String,
+    ) {
         let Some(bake) =
             self.one_box_bakes().into_iter().find(|b| b.env == env && b.region == region && b.release == release)
         else {
@@ -636,12 +670,30 @@ impl Engine {
         };
         self.emit(EventKind::JudgeVerdict, Some(release), EventScope::Region(bake.stage, region), Some(reason.clone()));
         if passed {
+            if !marginal {
+                self.pass_one_box(bake.stage, region, release);
+            }
             return;
         }
         let why = format!("one-box judge: {reason}");
         let first_zone = ZoneId(self.plan.region_zones(env, region).start);
         self.roll_back_scope(release, bake.stage, Scope::Zone(env, first_zone), &why);
         self.halt(release, why);
+    }
+
+    /// Records a passing verdict on the one-box bake of `region`, which may then end.
+    fn pass_one_box(&mut self, stage: StageId, region: RegionId, release: ReleaseId) {
+        for slot in &mut self.slots[stage.idx()] {
+            let Some(rollout) = slot.active.as_mut().filter(|r| r.release == release) else { continue };
+            for r in &mut rollout.regions {
+                if r.region == region
+                    && let Phase::OneBoxBake(clock) = &mut r.phase
+                    && clock.verdict.is_some()
+                {
+                    clock.verdict = Some(true);
+                }
+            }
+        }
     }
 
     /// A lost host fails whatever deployment it was running; its zone waits for it to return.
@@ -1322,10 +1374,10 @@ impl Engine {
             }
             return true;
         };
-        let short = clock.newly_short_of_data(now).then_some((clock.seen, clock.need));
+        let short = clock.newly_waiting(now);
         let done = clock.done(now) && rollout.tests == TestsState::Passed;
-        if let Some((seen, need)) = short {
-            let why = format!("bake waiting for data points: {seen} of {need}");
+        if let Some(waiting) = short {
+            let why = format!("bake {waiting}");
             self.emit(EventKind::Blocked, Some(release), EventScope::Wave(stage, wave), Some(why));
         }
         if !done {
@@ -1441,15 +1493,17 @@ impl Engine {
                         EventScope::Region(stage, region),
                         Some(format!("one-box bake: {}", describe_bake(&bake))),
                     );
-                    Some(Phase::OneBoxBake(BakeClock::start(now, &bake)))
+                    let judged = strategy.one_box.as_ref().is_some_and(|o| o.judge);
+                    let clock = BakeClock::start(now, &bake);
+                    Some(Phase::OneBoxBake(if judged { clock.judged() } else { clock }))
                 }
                 Phase::OneBox { .. } => None,
                 Phase::OneBoxBake(mut clock) => {
                     if clock.done(now) {
                         self.emit(EventKind::BakeCompleted, Some(release), EventScope::Region(stage, region), None);
                         Some(Phase::Zone { pos: 0, started: false, batch_in_flight: None })
-                    } else if clock.newly_short_of_data(now) {
-                        let why = format!("one-box bake waiting for data points: {} of {}", clock.seen, clock.need);
+                    } else if let Some(waiting) = clock.newly_waiting(now) {
+                        let why = format!("one-box bake {waiting}");
                         self.emit(EventKind::Blocked, Some(release), EventScope::Region(stage, region), Some(why));
                         Some(Phase::OneBoxBake(clock))
                     } else {
@@ -1527,8 +1581,8 @@ impl Engine {
                             );
                             Some(Phase::Done)
                         }
-                    } else if clock.newly_short_of_data(now) {
-                        let why = format!("zone bake waiting for data points: {} of {}", clock.seen, clock.need);
+                    } else if let Some(waiting) = clock.newly_waiting(now) {
+                        let why = format!("zone bake {waiting}");
                         self.emit(EventKind::Blocked, Some(release), scope, Some(why));
                         Some(Phase::ZoneBake { pos, bake: clock })
                     } else {

@@ -104,12 +104,14 @@ pub enum Input {
         host: HostId,
     },
     /// The one-box judge's verdict on a region's one-box: a failing one rolls the
-    /// one-box back exactly as an alarm would.
+    /// one-box back exactly as an alarm would; a passing one that is not marginal lets a
+    /// judged one-box bake end.
     Verdict {
         env: EnvId,
         region: RegionId,
         release: ReleaseId,
         passed: bool,
+        marginal: bool,
         reason: String,
     },
 }

@@ -44,7 +44,7 @@ impl Progress {
         if let Ok(m) = rollwave_manifest::parse_manifest("demo.yaml", manifest) {
             for stage in &m.stages {
                 let env = &m.environments[stage.environment];
-                for (w, wave) in stage.waves.iter().enumerate() {
+                for wave in &stage.waves {
                     for &r in &wave.regions {
                         let region = &env.regions[r];
                         let hosts: u64 = region.zones.iter().map(|z| u64::from(z.hosts)).sum();
@@ -57,7 +57,6 @@ impl Progress {
                         };
                         bar.set_prefix(label);
                         bar.set_message("waiting");
-                        let _ = w;
                         lines.push(Line {
                             key: format!("{}/{}", stage.name, region.name),
                             stage: stage.name.clone(),

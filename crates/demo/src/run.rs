@@ -112,7 +112,7 @@ pub fn main(args: DemoArgs) -> Result<i32> {
     let started = Instant::now();
     let stop = watch_signals();
     let binary = std::env::current_exe().context("cannot find the rollwave executable")?;
-    let (dir, _temp) = match &args.dir {
+    let (dir, temp) = match &args.dir {
         Some(d) => {
             std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
             (d.canonicalize()?, None)
@@ -215,7 +215,7 @@ pub fn main(args: DemoArgs) -> Result<i32> {
             eprintln!("The logs are in {}", dir.join("logs").display());
             if args.dir.is_none() {
                 // Keep the evidence.
-                if let Some(t) = _temp {
+                if let Some(t) = temp {
                     let kept = t.keep();
                     eprintln!("(kept {})", kept.display());
                 }

@@ -87,12 +87,7 @@ pub fn main(args: SampleAppArgs) -> anyhow::Result<()> {
     let app = Arc::new(App { args: args.clone(), started: std::time::Instant::now(), draws: AtomicU64::new(seed) });
     if let Some(pid) = args.exit_with {
         std::thread::spawn(move || {
-            let alive = || {
-                std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-                    s.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|st| st != "Z")
-                })
-            };
-            while alive() {
+            while crate::world::alive(pid) {
                 std::thread::sleep(Duration::from_millis(500));
             }
             std::process::exit(0);

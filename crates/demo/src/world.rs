@@ -305,6 +305,12 @@ impl World {
         client.apply("start.yaml", &first).map_err(|e| anyhow::anyhow!("cannot apply the manifest: {e}"))?;
 
         let demo_pid = std::process::id().to_string();
+        // What agents and routers both say: the server, and the place they serve.
+        let place = |command: &str, env: &str, region: &str| -> Vec<String> {
+            [command, "--server", &base, "--service", &manifest.service, "--environment", env, "--region", region]
+                .map(String::from)
+                .to_vec()
+        };
         for env in &manifest.environments {
             for region in &env.regions {
                 for zone in &region.zones {
@@ -314,25 +320,8 @@ impl World {
                         std::fs::create_dir_all(&workdir)?;
                         let app_port = free_port()?;
                         let address = format!("127.0.0.1:{app_port}");
-                        let args: Vec<String> = [
-                            "agent",
-                            "--server",
-                            &base,
-                            "--service",
-                            &manifest.service,
-                            "--environment",
-                            &env.name,
-                            "--region",
-                            &region.name,
-                            "--zone",
-                            &zone.name,
-                            "--host-id",
-                            &id,
-                            "--address",
-                            &address,
-                        ]
-                        .map(String::from)
-                        .to_vec();
+                        let mut args = place("agent", &env.name, &region.name);
+                        args.extend(["--zone", &zone.name, "--host-id", &id, "--address", &address].map(String::from));
                         let name = format!("agent {}/{id}", env.name);
                         let log = logs.join(format!("agent-{}-{id}.log", env.name));
                         world.agents.push(spawn(
@@ -360,29 +349,22 @@ impl World {
                     }
                 }
                 let (listen, admin) = (free_port()?, free_port()?);
-                let args: Vec<String> = [
-                    "router",
-                    "--server",
-                    &base,
-                    "--service",
-                    &manifest.service,
-                    "--environment",
-                    &env.name,
-                    "--region",
-                    &region.name,
-                    "--listen",
-                    &format!("127.0.0.1:{listen}"),
-                    "--admin",
-                    &format!("127.0.0.1:{admin}"),
-                    "--push-every",
-                    &format!("{}ms", spec.push_every.as_millis()),
-                    "--workers",
-                    "1",
-                    "--reload-every",
-                    "100ms",
-                ]
-                .map(String::from)
-                .to_vec();
+                let mut args = place("router", &env.name, &region.name);
+                args.extend(
+                    [
+                        "--listen",
+                        &format!("127.0.0.1:{listen}"),
+                        "--admin",
+                        &format!("127.0.0.1:{admin}"),
+                        "--push-every",
+                        &format!("{}ms", spec.push_every.as_millis()),
+                        "--workers",
+                        "1",
+                        "--reload-every",
+                        "100ms",
+                    ]
+                    .map(String::from),
+                );
                 let log = logs.join(format!("router-{}-{}.log", env.name, region.name));
                 world.router_procs.push(spawn(
                     binary,

@@ -4,9 +4,10 @@
 //! hands both to the engines as inputs.
 
 use crate::api::{GAUGES, LATENCY_BOUNDS_MS};
-use crate::state::{LogInput, ReadModel};
+use crate::state::{LogInput, ReadModel, ServiceState};
 use rollwave_core::alarm::{AlarmScope, Evaluator, MetricSource};
 use rollwave_core::judge::{Direction, JudgeConfig, MetricComparison, Outcome, judge};
+use rollwave_core::plan::{EnvId, HostId};
 use rollwave_store::{GaugeRow, MetricRow};
 use std::collections::{BTreeMap, HashMap};
 
@@ -117,21 +118,23 @@ impl GaugeReadings {
 fn place(model: &ReadModel, service: &str, environment: &str, host: &str) -> Option<(String, String, String)> {
     let s = model.services.get(service)?;
     let (env, h) = s.host(environment, host).ok()?;
+    Some(place_of(s, env, h))
+}
+
+fn place_of(s: &ServiceState, env: EnvId, h: HostId) -> (String, String, String) {
     let zone = s.plan.host_zone(env, h);
     let region = s.plan.zone_region(env, zone);
-    Some((
+    (
         s.plan.manifest.environments[env.idx()].name.clone(),
         s.plan.region_name(env, region).to_owned(),
         s.plan.zone_name(env, zone).to_owned(),
-    ))
+    )
 }
 
 /// Whether `host` was, or is being, rolled back off `version`: it runs or is being given
 /// an older release. What such a version did there was already acted on; counting it
 /// again would blame the release the host goes back to (a false `regression_suspected`).
-fn rolled_back_off(model: &ReadModel, service: &str, environment: &str, host: &str, version: &str) -> bool {
-    let Some(s) = model.services.get(service) else { return false };
-    let Ok((env, h)) = s.host(environment, host) else { return false };
+fn rolled_back_off(s: &ServiceState, env: EnvId, h: HostId, version: &str) -> bool {
     let Some(release) = s.engine.release_named(version) else { return false };
     let going_to = s.engine.host_op(env, h).map(|(_, target)| target);
     s.engine.host_version(env, h) < release || going_to.is_some_and(|t| t < release)
@@ -147,10 +150,12 @@ fn instance_of(
     host: &str,
     version: &str,
 ) -> Option<String> {
-    let (env, region, zone) = place(model, service, environment, host)?;
-    if rolled_back_off(model, service, environment, host, version) {
+    let s = model.services.get(service)?;
+    let (env_id, h) = s.host(environment, host).ok()?;
+    if rolled_back_off(s, env_id, h, version) {
         return None;
     }
+    let (env, region, zone) = place_of(s, env_id, h);
     Some(match scope {
         AlarmScope::Environment => env,
         AlarmScope::Region => format!("{env}/{region}"),

@@ -196,6 +196,11 @@ pub fn timestamp(at_ms: i64) -> Timestamp {
 }
 
 /// A manifest's located errors as a 422 with `details: [{line, col, message}]`.
+/// A reported outcome as the engine takes it.
+fn outcome(ok: bool, reason: &Option<String>) -> Result<(), String> {
+    if ok { Ok(()) } else { Err(reason.clone().unwrap_or_else(|| "failed".into())) }
+}
+
 pub fn manifest_error(errors: rollwave_manifest::ManifestErrors) -> ApiError {
     let details: Vec<serde_json::Value> = errors
         .errors
@@ -540,13 +545,11 @@ impl ServiceState {
             }
             LogInput::Tick => Input::Tick,
             LogInput::TestReport { command, ok, reason, .. } => {
-                let result = if *ok { Ok(()) } else { Err(reason.clone().unwrap_or_else(|| "failed".into())) };
-                Input::TestReport { command: CommandId(*command), result }
+                Input::TestReport { command: CommandId(*command), result: outcome(*ok, reason) }
             }
             LogInput::HostReport { environment, host, command, ok, reason, .. } => {
                 let (env, host) = self.host(environment, host)?;
-                let result = if *ok { Ok(()) } else { Err(reason.clone().unwrap_or_else(|| "failed".into())) };
-                Input::HostReport { env, host, command: CommandId(*command), result }
+                Input::HostReport { env, host, command: CommandId(*command), result: outcome(*ok, reason) }
             }
             LogInput::Operator { action, release, stage } => {
                 let stage = stage.as_deref().map(|s| self.stage(s)).transpose()?;

@@ -581,14 +581,9 @@ const PHASE_KINDS: [&str; 14] = [
     "host_failed",
 ];
 
-/// `1h 5m`, `4m 10s`, `12s`.
+/// `1h5m`, `4m10s`, `12s`: as manifests write durations.
 pub fn human_duration(secs: u64) -> String {
-    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    match (h, m) {
-        (0, 0) => format!("{s}s"),
-        (0, _) => format!("{m}m {s}s"),
-        _ => format!("{h}h {m}m"),
-    }
+    rollwave_core::format_duration(std::time::Duration::from_secs(secs))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,6 +6,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// One demo at a time, as people run it: each picks free ports for two dozen processes
+/// by binding and releasing them, and two demos picking at once can take each other's.
+static ONE_DEMO: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Processes whose command line contains `needle` (other than pgrep itself).
 fn processes_with(needle: &str) -> Vec<String> {
     let out = Command::new("pgrep").args(["-af", needle]).output().expect("pgrep runs");
@@ -22,6 +26,7 @@ fn leftovers(server_port: &str, demo_pid: u32) -> Vec<String> {
 
 #[test]
 fn the_demo_ships_v2_catches_v3_at_its_first_one_box_ships_v4_and_leaves_nothing_running() {
+    let _one = ONE_DEMO.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_rollwave"))
         .args(["demo", "--json", "--dir", dir.path().to_str().unwrap()])
@@ -72,6 +77,7 @@ fn the_demo_ships_v2_catches_v3_at_its_first_one_box_ships_v4_and_leaves_nothing
 
 #[test]
 fn ctrl_c_stops_every_process_the_demo_started() {
+    let _one = ONE_DEMO.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_rollwave"))
         .args(["demo", "--dir", dir.path().to_str().unwrap()])

@@ -228,12 +228,14 @@ impl Node {
                 inbox_id: None,
             };
             if self.requests.send(request).await.is_ok() {
-                match tokio::time::timeout(Duration::from_secs(30), rx).await {
-                    Ok(Ok(Ok((applied, _)))) => return Ok(applied),
-                    Ok(Ok(Err(e))) if e.status != axum::http::StatusCode::SERVICE_UNAVAILABLE => return Err(e),
-                    // Lost the lease meanwhile: hand it over through the inbox instead.
-                    Ok(Ok(Err(_))) | Ok(Err(_)) => {}
-                    Err(_) => return Err(ApiError::unavailable("the leader did not answer in time")),
+                // No deadline here: once the applier has the request, only its answer can
+                // say whether it is in the log. The applier waits on nothing but the store,
+                // and answers every request it drops when it steps down.
+                match rx.await {
+                    Ok(Ok((applied, _))) => return Ok(applied),
+                    Ok(Err(e)) if e.status != axum::http::StatusCode::SERVICE_UNAVAILABLE => return Err(e),
+                    // Not applied, and this replica lost the lease: hand it over through the inbox.
+                    Ok(Err(_)) | Err(_) => {}
                 }
             }
         }
@@ -244,7 +246,8 @@ impl Node {
         let body = serde_json::to_string(&InboxRequest { service: service.to_owned(), input, actor: actor.to_owned() })
             .map_err(|e| ApiError::internal(e.to_string()))?;
         let id = self.store.submit(&body).await?;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        // No deadline either: the entry stays in the inbox until a leader answers it, so
+        // giving up here could tell the client "failed" of a change applied later.
         loop {
             if let Some((answer, seq)) = self.store.answer_of(id).await? {
                 let answer: InboxAnswer =
@@ -255,9 +258,6 @@ impl Node {
                 }
                 self.wait_applied(seq).await;
                 return Ok(Applied::default());
-            }
-            if tokio::time::Instant::now() > deadline {
-                return Err(ApiError::unavailable("no leader took the request within 30 s"));
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -294,7 +294,8 @@ impl Node {
             let lease = self.store.acquire_lease(&self.config.node_id, None, self.config.lease_ttl).await;
             match lease {
                 Ok(Some(lease)) => {
-                    tracing::info!(term = lease.term, "this replica leads");
+                    // A term after the first is a takeover from the replica that held the last.
+                    tracing::info!(term = lease.term, node = %self.config.node_id, "this replica takes the lead");
                     self.lead(lease, &mut rx, &mut last_inbox, &mut last_tick).await;
                     tracing::info!("this replica no longer leads");
                 }
@@ -353,7 +354,7 @@ impl Node {
 
     async fn lead(
         &self,
-        mut lease: Lease,
+        lease: Lease,
         rx: &mut mpsc::Receiver<Request>,
         last_inbox: &mut i64,
         last_tick: &mut BTreeMap<String, tokio::time::Instant>,
@@ -365,15 +366,27 @@ impl Node {
         }
         self.lease.send_replace(Some(lease.clone()));
         self.metrics.leader.set(1);
+        // Entries a previous term read but never answered are still unanswered: read them again.
+        *last_inbox = 0;
         // Deployments in flight when the previous leader stopped are delivered again.
         let in_flight: Vec<CommandView> = self.read(|m| m.services.values().flat_map(|s| s.in_flight()).collect());
         self.drive(in_flight);
 
-        let renew_every = self.config.lease_ttl / 3;
-        let mut renew = tokio::time::interval(renew_every);
+        // Renewing runs on a task of its own, so that nothing the loop does can let the
+        // lease run out; the loop only hears when it is lost.
+        let (lost_tx, mut lost) = oneshot::channel();
+        let _renewer = AbortOnDrop(tokio::spawn(renew_lease(
+            self.store.clone(),
+            self.config.node_id.clone(),
+            lease.clone(),
+            self.config.lease_ttl,
+            lost_tx,
+        )));
         let leading_since = now_ms();
         let mut sweep = tokio::time::interval(Duration::from_millis(500));
-        let mut signals = crate::signals::Signals::new(self.config.prometheus.clone(), self.config.datapoint_bin);
+        let (alarms_tx, mut alarms) = mpsc::channel(1024);
+        let mut signals =
+            crate::signals::Signals::new(self.config.prometheus.clone(), self.config.datapoint_bin, alarms_tx);
         let mut monitors = crate::monitors::Monitors::default();
         let mut last_prune = 0;
         // Losing a host is judged against a timeout of many seconds: reading every
@@ -392,6 +405,13 @@ impl Node {
                             Err(_) => break,
                         }
                     }
+                }
+                Some((service, input)) = alarms.recv() => {
+                    batch.push(Request { service, input, actor: "signals".into(), reply: None, inbox_id: None });
+                }
+                _ = &mut lost => {
+                    tracing::info!(term = lease.term, "the lease was lost: stepping down");
+                    return self.step_down(batch).await;
                 }
                 _ = poll.tick() => {
                     match self.store.pending(*last_inbox, 512).await {
@@ -426,7 +446,7 @@ impl Node {
                         self.notifier.blocked(&hooks, &service, &blocked, jiff::Timestamp::now());
                     }
                     let routers = self.routers.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                    monitors.run_due(&self.store, &self.model, &routers, now).await;
+                    monitors.start_due(&self.store, &self.model, &routers, now);
                     for (service, input) in signals.due(&self.store, &self.model, now).await {
                         batch.push(Request { service, input, actor: "signals".into(), reply: None, inbox_id: None });
                     }
@@ -434,13 +454,6 @@ impl Node {
                         last_prune = now;
                         let watch = self.read(|m| m.services.values().map(|s| s.plan.manifest.watch).max()).unwrap_or_default();
                         let _ = self.store.prune_metrics(now - watch.as_millis() as i64 - 60_000).await;
-                    }
-                }
-                _ = renew.tick() => {
-                    match self.store.acquire_lease(&self.config.node_id, Some(&lease), self.config.lease_ttl).await {
-                        Ok(Some(l)) if l.term == lease.term => lease = l,
-                        Ok(_) => return self.step_down(batch).await,
-                        Err(e) => tracing::warn!("renewing the lease failed: {e}"),
                     }
                 }
             }
@@ -476,7 +489,9 @@ impl Node {
     }
 
     async fn step_down(&self, pending: Vec<Request>) {
-        self.lease.send_replace(None);
+        if let Some(lease) = self.lease.send_replace(None) {
+            tracing::info!(term = lease.term, node = %self.config.node_id, "stepping down");
+        }
         self.metrics.leader.set(0);
         for r in pending {
             if let Some(reply) = r.reply {
@@ -546,6 +561,7 @@ impl Node {
                 "event" => {
                     if let Ok(mut e) = serde_json::from_str::<EventView>(&record.body) {
                         e.seq = Some(*seq);
+                        log_decision(&e, lease.term);
                         let hooks =
                             self.read(|m| m.services.get(&e.service).map(|s| s.plan.manifest.notifications.clone()));
                         if let Some(hooks) = hooks.filter(|h| !h.is_empty()) {
@@ -656,6 +672,33 @@ impl Node {
     }
 }
 
+/// Events that change where a rollout goes, as the log names them: each is logged at
+/// info once it is durable, with its service, release and scope.
+const DECISIONS: [&str; 7] = [
+    "release_halted",
+    "release_resumed",
+    "rollback_started",
+    "rollback_completed",
+    "release_rolled_back",
+    "release_superseded",
+    "regression_suspected",
+];
+
+fn log_decision(e: &EventView, term: i64) {
+    if DECISIONS.contains(&e.kind.as_str()) {
+        tracing::info!(
+            service = %e.service,
+            release = e.release.as_deref().unwrap_or("-"),
+            scope = %e.scope,
+            seq = e.seq,
+            term,
+            reason = e.reason.as_deref().unwrap_or(""),
+            "{}",
+            e.kind
+        );
+    }
+}
+
 fn hook_outcome(hook: &crate::api::HookReport) -> String {
     match (hook.timed_out, hook.exit_code) {
         (true, _) => format!("timed out after {} ms", hook.duration_ms),
@@ -671,4 +714,36 @@ fn record(at_ms: i64, service: &str, kind: &str, body: &impl Serialize) -> NewRe
         kind: kind.to_owned(),
         body: serde_json::to_string(body).unwrap_or_default(),
     }
+}
+
+/// Aborts a task when the scope that started it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Renews `lease` every third of its time to live; tells `lost` once it is held by
+/// another, or has not been renewed for a whole time to live (another replica may have
+/// taken it meanwhile: appends would be refused anyway).
+async fn renew_lease(store: Store, node_id: String, lease: Lease, ttl: Duration, lost: oneshot::Sender<()>) {
+    let mut every = tokio::time::interval(ttl / 3);
+    every.tick().await;
+    let mut renewed = tokio::time::Instant::now();
+    loop {
+        every.tick().await;
+        match store.acquire_lease(&node_id, Some(&lease), ttl).await {
+            Ok(Some(l)) if l.term == lease.term => renewed = tokio::time::Instant::now(),
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(term = lease.term, "renewing the lease failed: {e}");
+                if renewed.elapsed() >= ttl {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = lost.send(());
 }

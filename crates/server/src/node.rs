@@ -209,8 +209,8 @@ impl Node {
     }
 
     pub fn read<T>(&self, f: impl FnOnce(&ReadModel) -> T) -> T {
-        // A poisoned lock means a panic mid-update; the model may be half-changed, so the
-        // replica rebuilds from the log rather than serve it. Until then, reads go on.
+        // No update panics while holding the lock: applying an input is caught, and the
+        // model rebuilt from the log (see `apply_batch` and `follow`).
         let guard = self.model.read().unwrap_or_else(|p| p.into_inner());
         f(&guard)
     }
@@ -327,8 +327,13 @@ impl Node {
                     match r.kind.as_str() {
                         "input" => match serde_json::from_str::<LogInput>(&r.body) {
                             Ok(input) => {
-                                if let Err(e) = model.apply(&r.service, r.at_ms, &input) {
-                                    tracing::error!(seq = r.seq, "a logged input no longer applies: {e}");
+                                let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    model.apply(&r.service, r.at_ms, &input)
+                                }));
+                                match applied {
+                                    Ok(Ok(_)) => {}
+                                    Ok(Err(e)) => tracing::error!(seq = r.seq, "a logged input no longer applies: {e}"),
+                                    Err(panic) => replay_failed(r.seq, panic_text(panic.as_ref())),
                                 }
                             }
                             Err(e) => tracing::error!(seq = r.seq, "unreadable log record: {e}"),
@@ -461,8 +466,14 @@ impl Node {
                 continue;
             }
             let requests = std::mem::take(&mut batch);
-            if !self.apply_batch(&lease, requests).await {
-                return self.step_down(Vec::new()).await;
+            if let Err(unapplied) = self.apply_batch(&lease, requests).await {
+                self.step_down(unapplied).await;
+                // Any replica, this one included, may take over at once with a model
+                // replayed from the log.
+                if let Err(e) = self.store.release_lease(&lease).await {
+                    tracing::warn!(term = lease.term, "giving up the lease failed: {e}");
+                }
+                return;
             }
         }
     }
@@ -489,64 +500,89 @@ impl Node {
     }
 
     async fn step_down(&self, pending: Vec<Request>) {
-        if let Some(lease) = self.lease.send_replace(None) {
-            tracing::info!(term = lease.term, node = %self.config.node_id, "stepping down");
-        }
-        self.metrics.leader.set(0);
         for r in pending {
             if let Some(reply) = r.reply {
                 let _ = reply.send(Err(ApiError::unavailable("this replica lost the lead")));
             }
         }
-        // The read model may hold changes that never reached the log: rebuild it from the log.
+        self.stop_leading();
+    }
+
+    /// Gives up the lead and the read model with it.
+    fn stop_leading(&self) {
+        if let Some(lease) = self.lease.send_replace(None) {
+            tracing::info!(term = lease.term, node = %self.config.node_id, "stepping down");
+        }
+        self.metrics.leader.set(0);
+        // The read model may hold changes that never reached the log: rebuild it from the
+        // log (`run` replays it next); not ready until then.
+        self.ready.send_replace(false);
         *self.model.write().unwrap_or_else(|p| p.into_inner()) = ReadModel::default();
         self.changed.send_modify(|n| *n += 1);
         self.reset.send_modify(|n| *n += 1);
     }
 
     /// Applies a batch of requests and appends them in one fenced transaction. Returns
-    /// false when the write was refused: this replica must stop leading.
-    async fn apply_batch(&self, lease: &Lease, requests: Vec<Request>) -> bool {
+    /// `Err` with the requests left unapplied when this replica must stop leading: the
+    /// write was refused, or applying an input failed midway (a panic, or a record that
+    /// cannot be written), which leaves the read model in a state no log holds.
+    async fn apply_batch(&self, lease: &Lease, requests: Vec<Request>) -> Result<(), Vec<Request>> {
         let mut records = Vec::new();
         let mut answers = Vec::new();
         let mut outcomes: Vec<(Request, Result<Applied, ApiError>, Option<usize>)> = Vec::new();
+        let mut unapplied = Vec::new();
+        let mut faulted = false;
         let mut last_at = 0;
         {
             let mut model = self.model.write().unwrap_or_else(|p| p.into_inner());
-            for r in requests {
+            let mut pending = requests.into_iter();
+            while let Some(r) = pending.next() {
                 // One clock reading per input, never going backwards within a batch.
                 let at = now_ms().max(last_at);
                 last_at = at;
-                let result = model.apply(&r.service, at, &r.input);
-                let mut through = None;
-                if let Ok(applied) = &result {
-                    records.push(record(at, &r.service, "input", &r.input));
-                    for e in &applied.events {
-                        records.push(record(at, &r.service, "event", e));
+                let applied =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.apply(&r.service, at, &r.input)));
+                let logged = match applied {
+                    Ok(result) => log_entries(at, &r, result),
+                    Err(panic) => Err(format!("applying it panicked: {}", panic_text(panic.as_ref()))),
+                };
+                match logged {
+                    Ok((result, new_records, answer)) => {
+                        records.extend(new_records);
+                        let through = result.is_ok().then(|| records.len() - 1);
+                        if let (Some(inbox_id), Some(body)) = (r.inbox_id, answer) {
+                            answers.push(Answer { inbox_id, body, through_record: records.len().checked_sub(1) });
+                        }
+                        outcomes.push((r, result, through));
                     }
-                    for c in &applied.commands {
-                        records.push(record(at, &r.service, "command", c));
+                    Err(why) => {
+                        tracing::error!(
+                            service = %r.service,
+                            action = r.input.action_name(),
+                            "an input could not be applied, {why}; the read model is rebuilt from the log"
+                        );
+                        let error = ApiError::internal("this change could not be applied and was not made");
+                        if let (Some(inbox_id), Ok(body)) = (r.inbox_id, inbox_answer(&Err(error.clone()))) {
+                            answers.push(Answer { inbox_id, body, through_record: records.len().checked_sub(1) });
+                        }
+                        outcomes.push((r, Err(error), None));
+                        unapplied = pending.collect();
+                        faulted = true;
+                        break;
                     }
-                    through = Some(records.len() - 1);
                 }
-                if let Some(inbox_id) = r.inbox_id {
-                    let error = result.as_ref().err().map(|e| (e.status.as_u16(), e.body.clone()));
-                    let body = serde_json::to_string(&InboxAnswer { error }).unwrap_or_default();
-                    answers.push(Answer { inbox_id, body, through_record: through.or(records.len().checked_sub(1)) });
-                }
-                outcomes.push((r, result, through));
             }
         }
         let seqs = match self.store.append(lease, &records, &answers).await {
             Ok(seqs) => seqs,
             Err(e) => {
-                tracing::warn!("appending to the log failed, stepping down: {e}");
+                tracing::warn!(term = lease.term, "appending to the log failed, stepping down: {e}");
                 for (r, _, _) in outcomes {
                     if let Some(reply) = r.reply {
                         let _ = reply.send(Err(ApiError::unavailable("the write was refused; retry")));
                     }
                 }
-                return false;
+                return Err(unapplied);
             }
         };
         let last = seqs.last().copied();
@@ -580,6 +616,12 @@ impl Node {
         }
         self.changed.send_modify(|n| *n += 1);
         self.wake_hosts(&commands);
+        if faulted {
+            // Before anyone hears of the fault, the half-changed model is gone; the next
+            // term delivers the commands again.
+            self.stop_leading();
+            commands.clear();
+        }
         for (r, result, through) in outcomes {
             // People's changes are audited; what machines report is in the log already.
             let machine = ["clock", "driver", "signals", "agent"].contains(&r.actor.as_str());
@@ -596,7 +638,7 @@ impl Node {
             }
         }
         self.drive(commands);
-        true
+        if faulted { Err(unapplied) } else { Ok(()) }
     }
 
     /// Hands commands to the driver: stages' tests and `exec` environments' commands run
@@ -707,13 +749,55 @@ fn hook_outcome(hook: &crate::api::HookReport) -> String {
     }
 }
 
-fn record(at_ms: i64, service: &str, kind: &str, body: &impl Serialize) -> NewRecord {
-    NewRecord {
-        at_ms,
-        service: service.to_owned(),
-        kind: kind.to_owned(),
-        body: serde_json::to_string(body).unwrap_or_default(),
+fn record(at_ms: i64, service: &str, kind: &str, body: &impl Serialize) -> Result<NewRecord, serde_json::Error> {
+    Ok(NewRecord { at_ms, service: service.to_owned(), kind: kind.to_owned(), body: serde_json::to_string(body)? })
+}
+
+/// The records an applied request adds to the log (its input, then its decisions) and
+/// the inbox answer it gets; `Err` when one of them cannot be written.
+fn log_entries(
+    at: i64,
+    r: &Request,
+    result: Result<Applied, ApiError>,
+) -> Result<(Result<Applied, ApiError>, Vec<NewRecord>, Option<String>), String> {
+    let unwritable = |e: serde_json::Error| format!("its record could not be written: {e}");
+    let mut records = Vec::new();
+    if let Ok(applied) = &result {
+        records.push(record(at, &r.service, "input", &r.input).map_err(unwritable)?);
+        for e in &applied.events {
+            records.push(record(at, &r.service, "event", e).map_err(unwritable)?);
+        }
+        for c in &applied.commands {
+            records.push(record(at, &r.service, "command", c).map_err(unwritable)?);
+        }
     }
+    let answer = match r.inbox_id {
+        Some(_) => Some(inbox_answer(&result).map_err(unwritable)?),
+        None => None,
+    };
+    Ok((result, records, answer))
+}
+
+fn inbox_answer(result: &Result<Applied, ApiError>) -> Result<String, serde_json::Error> {
+    let error = result.as_ref().err().map(|e| (e.status.as_u16(), e.body.clone()));
+    serde_json::to_string(&InboxAnswer { error })
+}
+
+/// A logged input panics when replayed: the same log gives the same panic on every try,
+/// so no state equal to the log can be served. The process exits for its supervisor to
+/// see, rather than serve a half-changed model.
+fn replay_failed(seq: i64, why: &str) -> ! {
+    tracing::error!(seq, "replaying the log panicked: {why}; exiting");
+    eprintln!("rollwave: replaying log record {seq} panicked: {why}");
+    std::process::exit(70)
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic")
 }
 
 /// Aborts a task when the scope that started it ends.

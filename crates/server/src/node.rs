@@ -154,7 +154,13 @@ impl Node {
         let now = now_ms();
         let mut lost = Vec::new();
         for service in services {
-            let Ok(beats) = self.store.heartbeats(&service).await else { continue };
+            let beats = match self.store.heartbeats(&service).await {
+                Ok(beats) => beats,
+                Err(e) => {
+                    tracing::warn!(service = %service, "reading heartbeats failed; no host is judged lost: {e}");
+                    continue;
+                }
+            };
             let silent: Vec<(String, String)> = self.read(|m| {
                 let Ok(s) = m.service(&service) else { return Vec::new() };
                 let mut last: BTreeMap<(rollwave_core::plan::EnvId, rollwave_core::plan::HostId), i64> =

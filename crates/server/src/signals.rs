@@ -323,14 +323,21 @@ impl Signals {
         for (service, alarms) in services {
             let bin = self.bin_ms;
             let longest = alarms.iter().map(|(_, a)| a.period.as_millis() as i64).max().unwrap_or(0).max(bin);
-            let Ok(rows) = store.metrics(&service, now_ms - longest - GRACE_MS - bin, now_ms).await else {
-                continue;
+            let rows = match store.metrics(&service, now_ms - longest - GRACE_MS - bin, now_ms).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(service = %service, "reading metrics failed; alarms wait for the next period: {e}");
+                    continue;
+                }
             };
             let gauges: Vec<GaugeRow> = if alarms.iter().any(|(_, a)| is_gauge(&a.metric)) {
-                let Ok(gauges) = store.gauges(&service, now_ms - longest - GRACE_MS - bin, now_ms).await else {
-                    continue;
-                };
-                gauges
+                match store.gauges(&service, now_ms - longest - GRACE_MS - bin, now_ms).await {
+                    Ok(gauges) => gauges,
+                    Err(e) => {
+                        tracing::warn!(service = %service, "reading gauges failed; alarms wait for the next period: {e}");
+                        continue;
+                    }
+                }
             } else {
                 Vec::new()
             };
@@ -492,7 +499,13 @@ impl Signals {
         };
         let mut inputs = Vec::new();
         for bake in bakes {
-            let Ok(rows) = store.metrics(&bake.service, bake.since, now_ms).await else { continue };
+            let rows = match store.metrics(&bake.service, bake.since, now_ms).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(service = %bake.service, release = %bake.release, "reading metrics for the one-box judge failed: {e}");
+                    continue;
+                }
+            };
             let rows: Vec<&MetricRow> = rows.iter().filter(|r| r.environment == bake.environment).collect();
             let traffic = |r: &&&MetricRow| r.source == "traffic";
             let canary = per_host_bins(

@@ -553,7 +553,7 @@ impl Node {
                     Err(panic) => Err(format!("applying it panicked: {}", panic_text(panic.as_ref()))),
                 };
                 match logged {
-                    Ok((result, new_records, answer)) => {
+                    Ok(Logged { result, records: new_records, answer }) => {
                         records.extend(new_records);
                         let through = result.is_ok().then(|| records.len() - 1);
                         if let (Some(inbox_id), Some(body)) = (r.inbox_id, answer) {
@@ -759,13 +759,16 @@ fn record(at_ms: i64, service: &str, kind: &str, body: &impl Serialize) -> Resul
     Ok(NewRecord { at_ms, service: service.to_owned(), kind: kind.to_owned(), body: serde_json::to_string(body)? })
 }
 
-/// The records an applied request adds to the log (its input, then its decisions) and
-/// the inbox answer it gets; `Err` when one of them cannot be written.
-fn log_entries(
-    at: i64,
-    r: &Request,
+/// What one request gives the log: its outcome, the records it adds (its input, then its
+/// decisions) and the answer to its inbox entry, if it came through the inbox.
+struct Logged {
     result: Result<Applied, ApiError>,
-) -> Result<(Result<Applied, ApiError>, Vec<NewRecord>, Option<String>), String> {
+    records: Vec<NewRecord>,
+    answer: Option<String>,
+}
+
+/// What an applied request gives the log; `Err` when a part of it cannot be written.
+fn log_entries(at: i64, r: &Request, result: Result<Applied, ApiError>) -> Result<Logged, String> {
     let unwritable = |e: serde_json::Error| format!("its record could not be written: {e}");
     let mut records = Vec::new();
     if let Ok(applied) = &result {
@@ -781,7 +784,7 @@ fn log_entries(
         Some(_) => Some(inbox_answer(&result).map_err(unwritable)?),
         None => None,
     };
-    Ok((result, records, answer))
+    Ok(Logged { result, records, answer })
 }
 
 fn inbox_answer(result: &Result<Applied, ApiError>) -> Result<String, serde_json::Error> {

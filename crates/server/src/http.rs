@@ -460,8 +460,9 @@ async fn stream(
         .chain(live)
         .filter(move |e| service.as_ref().is_none_or(|s| *s == e.service))
         .map(|e| {
-            let data = serde_json::to_string(&e).unwrap_or_default();
-            Ok(SseEvent::default().id(e.seq.unwrap_or(0).to_string()).event(e.kind.clone()).data(data))
+            let frame = SseEvent::default().id(e.seq.unwrap_or(0).to_string()).event(e.kind.clone()).json_data(&e);
+            // An event that cannot be encoded is told of as an error, never sent empty.
+            Ok(frame.unwrap_or_else(|err| SseEvent::default().event("error").data(format!("event not encoded: {err}"))))
         });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

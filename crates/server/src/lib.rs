@@ -20,6 +20,9 @@ pub mod openapi;
 pub mod state;
 pub mod views;
 
+#[cfg(test)]
+mod fault_tests;
+
 pub use node::{Config, Driver, Node};
 
 use std::sync::Arc;

@@ -9,7 +9,8 @@ use crate::api::LATENCY_BOUNDS_MS;
 use crate::state::ReadModel;
 use rollwave_core::manifest::Monitor;
 use rollwave_store::{MetricRow, Store};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Routers per (service, environment, region): their address → when last heard (ms).
@@ -21,10 +22,30 @@ pub const MAX_ROUTERS_PER_REGION: usize = 64;
 /// A router not heard from for this long is no longer probed.
 const ROUTER_GONE_MS: i64 = 120_000;
 
-/// When each monitor of each service runs next (unix ms).
-#[derive(Default)]
+/// Checks under way at once, at most: each holds a blocking thread for up to its timeout.
+const MAX_IN_FLIGHT: usize = 32;
+
+/// A check's target: (service, monitor, address).
+type Target = (String, String, String);
+
+/// When each monitor of each service runs next (unix ms), and the checks under way. Checks
+/// run on tasks of their own, so that the leader never waits on a host or a router.
 pub struct Monitors {
     next: HashMap<(String, String), i64>,
+    /// Targets with a check under way: a target that does not answer is not checked again
+    /// until its check has timed out.
+    in_flight: Arc<Mutex<HashSet<Target>>>,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Monitors {
+    fn default() -> Self {
+        Monitors {
+            next: HashMap::new(),
+            in_flight: Arc::default(),
+            permits: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
+        }
+    }
 }
 
 struct Check {
@@ -40,14 +61,9 @@ struct Check {
 }
 
 impl Monitors {
-    /// Runs the checks that are due and stores their results.
-    pub async fn run_due(
-        &mut self,
-        store: &Store,
-        model: &std::sync::RwLock<ReadModel>,
-        routers: &Routers,
-        now_ms: i64,
-    ) {
+    /// Starts the checks that are due; each stores its result when it has one. Returns at
+    /// once: nothing here waits on the network.
+    pub fn start_due(&mut self, store: &Store, model: &std::sync::RwLock<ReadModel>, routers: &Routers, now_ms: i64) {
         let checks: Vec<Check> = {
             let m = model.read().unwrap_or_else(|p| p.into_inner());
             let mut checks = Vec::new();
@@ -116,43 +132,59 @@ impl Monitors {
             }
             checks
         };
-        if checks.is_empty() {
+        for check in checks {
+            self.start(store, check);
+        }
+    }
+
+    /// Runs one check on a task of its own, unless its target has one under way.
+    fn start(&self, store: &Store, check: Check) {
+        let target = (check.service.clone(), check.monitor.name.clone(), check.address.clone());
+        if !self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(target.clone()) {
             return;
         }
-        let mut tasks = tokio::task::JoinSet::new();
-        for check in checks {
-            tasks.spawn_blocking(move || {
-                let (ok, latency, backend) = probe(&check.address, &check.monitor, check.via_router.is_some());
-                let (host, version) = match (backend, &check.via_router) {
-                    (Some(b), Some(hosts)) => hosts.get(&b).cloned().unwrap_or((check.host, check.version)),
-                    _ => (check.host, check.version),
-                };
-                let mut buckets = vec![0u64; LATENCY_BOUNDS_MS.len() + 1];
-                let ms = latency.as_secs_f64() * 1000.0;
-                let i = LATENCY_BOUNDS_MS.iter().position(|b| ms <= *b).unwrap_or(LATENCY_BOUNDS_MS.len());
-                buckets[i] = 1;
-                MetricRow {
-                    service: check.service,
-                    environment: check.environment,
-                    host,
-                    version,
-                    at_ms: rollwave_store::now_ms(),
-                    requests: 1,
-                    errors: i64::from(!ok),
-                    buckets: buckets.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
-                    source: format!("monitor:{}", check.monitor.name),
+        let (store, in_flight, permits) = (store.clone(), Arc::clone(&self.in_flight), Arc::clone(&self.permits));
+        tokio::spawn(async move {
+            let row = match permits.acquire_owned().await {
+                Ok(permit) => tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    check_row(check)
+                })
+                .await
+                .ok(),
+                Err(_) => None,
+            };
+            in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&target);
+            if let Some(row) = row {
+                if let Err(e) = store.insert_metrics(&[row]).await {
+                    tracing::warn!("storing a monitor result failed: {e}");
                 }
-            });
-        }
-        let mut rows = Vec::new();
-        while let Some(row) = tasks.join_next().await {
-            if let Ok(row) = row {
-                rows.push(row);
             }
-        }
-        if let Err(e) = store.insert_metrics(&rows).await {
-            tracing::warn!("storing monitor results failed: {e}");
-        }
+        });
+    }
+}
+
+/// Runs one check (blocking, bounded by the monitor's timeout) and makes its metric row.
+fn check_row(check: Check) -> MetricRow {
+    let (ok, latency, backend) = probe(&check.address, &check.monitor, check.via_router.is_some());
+    let (host, version) = match (backend, &check.via_router) {
+        (Some(b), Some(hosts)) => hosts.get(&b).cloned().unwrap_or((check.host, check.version)),
+        _ => (check.host, check.version),
+    };
+    let mut buckets = vec![0u64; LATENCY_BOUNDS_MS.len() + 1];
+    let ms = latency.as_secs_f64() * 1000.0;
+    let i = LATENCY_BOUNDS_MS.iter().position(|b| ms <= *b).unwrap_or(LATENCY_BOUNDS_MS.len());
+    buckets[i] = 1;
+    MetricRow {
+        service: check.service,
+        environment: check.environment,
+        host,
+        version,
+        at_ms: rollwave_store::now_ms(),
+        requests: 1,
+        errors: i64::from(!ok),
+        buckets: buckets.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
+        source: format!("monitor:{}", check.monitor.name),
     }
 }
 

@@ -154,7 +154,13 @@ impl Node {
         let now = now_ms();
         let mut lost = Vec::new();
         for service in services {
-            let Ok(beats) = self.store.heartbeats(&service).await else { continue };
+            let beats = match self.store.heartbeats(&service).await {
+                Ok(beats) => beats,
+                Err(e) => {
+                    tracing::warn!(service = %service, "reading heartbeats failed; no host is judged lost: {e}");
+                    continue;
+                }
+            };
             let silent: Vec<(String, String)> = self.read(|m| {
                 let Ok(s) = m.service(&service) else { return Vec::new() };
                 let mut last: BTreeMap<(rollwave_core::plan::EnvId, rollwave_core::plan::HostId), i64> =
@@ -209,8 +215,8 @@ impl Node {
     }
 
     pub fn read<T>(&self, f: impl FnOnce(&ReadModel) -> T) -> T {
-        // A poisoned lock means a panic mid-update; the model may be half-changed, so the
-        // replica rebuilds from the log rather than serve it. Until then, reads go on.
+        // No update panics while holding the lock: applying an input is caught, and the
+        // model rebuilt from the log (see `apply_batch` and `follow`).
         let guard = self.model.read().unwrap_or_else(|p| p.into_inner());
         f(&guard)
     }
@@ -228,12 +234,14 @@ impl Node {
                 inbox_id: None,
             };
             if self.requests.send(request).await.is_ok() {
-                match tokio::time::timeout(Duration::from_secs(30), rx).await {
-                    Ok(Ok(Ok((applied, _)))) => return Ok(applied),
-                    Ok(Ok(Err(e))) if e.status != axum::http::StatusCode::SERVICE_UNAVAILABLE => return Err(e),
-                    // Lost the lease meanwhile: hand it over through the inbox instead.
-                    Ok(Ok(Err(_))) | Ok(Err(_)) => {}
-                    Err(_) => return Err(ApiError::unavailable("the leader did not answer in time")),
+                // No deadline here: once the applier has the request, only its answer can
+                // say whether it is in the log. The applier waits on nothing but the store,
+                // and answers every request it drops when it steps down.
+                match rx.await {
+                    Ok(Ok((applied, _))) => return Ok(applied),
+                    Ok(Err(e)) if e.status != axum::http::StatusCode::SERVICE_UNAVAILABLE => return Err(e),
+                    // Not applied, and this replica lost the lease: hand it over through the inbox.
+                    Ok(Err(_)) | Err(_) => {}
                 }
             }
         }
@@ -244,7 +252,8 @@ impl Node {
         let body = serde_json::to_string(&InboxRequest { service: service.to_owned(), input, actor: actor.to_owned() })
             .map_err(|e| ApiError::internal(e.to_string()))?;
         let id = self.store.submit(&body).await?;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        // No deadline either: the entry stays in the inbox until a leader answers it, so
+        // giving up here could tell the client "failed" of a change applied later.
         loop {
             if let Some((answer, seq)) = self.store.answer_of(id).await? {
                 let answer: InboxAnswer =
@@ -255,9 +264,6 @@ impl Node {
                 }
                 self.wait_applied(seq).await;
                 return Ok(Applied::default());
-            }
-            if tokio::time::Instant::now() > deadline {
-                return Err(ApiError::unavailable("no leader took the request within 30 s"));
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -294,7 +300,8 @@ impl Node {
             let lease = self.store.acquire_lease(&self.config.node_id, None, self.config.lease_ttl).await;
             match lease {
                 Ok(Some(lease)) => {
-                    tracing::info!(term = lease.term, "this replica leads");
+                    // A term after the first is a takeover from the replica that held the last.
+                    tracing::info!(term = lease.term, node = %self.config.node_id, "this replica takes the lead");
                     self.lead(lease, &mut rx, &mut last_inbox, &mut last_tick).await;
                     tracing::info!("this replica no longer leads");
                 }
@@ -326,8 +333,13 @@ impl Node {
                     match r.kind.as_str() {
                         "input" => match serde_json::from_str::<LogInput>(&r.body) {
                             Ok(input) => {
-                                if let Err(e) = model.apply(&r.service, r.at_ms, &input) {
-                                    tracing::error!(seq = r.seq, "a logged input no longer applies: {e}");
+                                let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    model.apply(&r.service, r.at_ms, &input)
+                                }));
+                                match applied {
+                                    Ok(Ok(_)) => {}
+                                    Ok(Err(e)) => tracing::error!(seq = r.seq, "a logged input no longer applies: {e}"),
+                                    Err(panic) => replay_failed(r.seq, panic_text(panic.as_ref())),
                                 }
                             }
                             Err(e) => tracing::error!(seq = r.seq, "unreadable log record: {e}"),
@@ -353,7 +365,7 @@ impl Node {
 
     async fn lead(
         &self,
-        mut lease: Lease,
+        lease: Lease,
         rx: &mut mpsc::Receiver<Request>,
         last_inbox: &mut i64,
         last_tick: &mut BTreeMap<String, tokio::time::Instant>,
@@ -365,15 +377,27 @@ impl Node {
         }
         self.lease.send_replace(Some(lease.clone()));
         self.metrics.leader.set(1);
+        // Entries a previous term read but never answered are still unanswered: read them again.
+        *last_inbox = 0;
         // Deployments in flight when the previous leader stopped are delivered again.
         let in_flight: Vec<CommandView> = self.read(|m| m.services.values().flat_map(|s| s.in_flight()).collect());
         self.drive(in_flight);
 
-        let renew_every = self.config.lease_ttl / 3;
-        let mut renew = tokio::time::interval(renew_every);
+        // Renewing runs on a task of its own, so that nothing the loop does can let the
+        // lease run out; the loop only hears when it is lost.
+        let (lost_tx, mut lost) = oneshot::channel();
+        let _renewer = AbortOnDrop(tokio::spawn(renew_lease(
+            self.store.clone(),
+            self.config.node_id.clone(),
+            lease.clone(),
+            self.config.lease_ttl,
+            lost_tx,
+        )));
         let leading_since = now_ms();
         let mut sweep = tokio::time::interval(Duration::from_millis(500));
-        let mut signals = crate::signals::Signals::new(self.config.prometheus.clone(), self.config.datapoint_bin);
+        let (alarms_tx, mut alarms) = mpsc::channel(1024);
+        let mut signals =
+            crate::signals::Signals::new(self.config.prometheus.clone(), self.config.datapoint_bin, alarms_tx);
         let mut monitors = crate::monitors::Monitors::default();
         let mut last_prune = 0;
         // Losing a host is judged against a timeout of many seconds: reading every
@@ -392,6 +416,13 @@ impl Node {
                             Err(_) => break,
                         }
                     }
+                }
+                Some((service, input)) = alarms.recv() => {
+                    batch.push(Request { service, input, actor: "signals".into(), reply: None, inbox_id: None });
+                }
+                _ = &mut lost => {
+                    tracing::info!(term = lease.term, "the lease was lost: stepping down");
+                    return self.step_down(batch).await;
                 }
                 _ = poll.tick() => {
                     match self.store.pending(*last_inbox, 512).await {
@@ -426,7 +457,7 @@ impl Node {
                         self.notifier.blocked(&hooks, &service, &blocked, jiff::Timestamp::now());
                     }
                     let routers = self.routers.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                    monitors.run_due(&self.store, &self.model, &routers, now).await;
+                    monitors.start_due(&self.store, &self.model, &routers, now);
                     for (service, input) in signals.due(&self.store, &self.model, now).await {
                         batch.push(Request { service, input, actor: "signals".into(), reply: None, inbox_id: None });
                     }
@@ -436,20 +467,19 @@ impl Node {
                         let _ = self.store.prune_metrics(now - watch.as_millis() as i64 - 60_000).await;
                     }
                 }
-                _ = renew.tick() => {
-                    match self.store.acquire_lease(&self.config.node_id, Some(&lease), self.config.lease_ttl).await {
-                        Ok(Some(l)) if l.term == lease.term => lease = l,
-                        Ok(_) => return self.step_down(batch).await,
-                        Err(e) => tracing::warn!("renewing the lease failed: {e}"),
-                    }
-                }
             }
             if batch.is_empty() {
                 continue;
             }
             let requests = std::mem::take(&mut batch);
-            if !self.apply_batch(&lease, requests).await {
-                return self.step_down(Vec::new()).await;
+            if let Err(unapplied) = self.apply_batch(&lease, requests).await {
+                self.step_down(unapplied).await;
+                // Any replica, this one included, may take over at once with a model
+                // replayed from the log.
+                if let Err(e) = self.store.release_lease(&lease).await {
+                    tracing::warn!(term = lease.term, "giving up the lease failed: {e}");
+                }
+                return;
             }
         }
     }
@@ -476,62 +506,89 @@ impl Node {
     }
 
     async fn step_down(&self, pending: Vec<Request>) {
-        self.lease.send_replace(None);
-        self.metrics.leader.set(0);
         for r in pending {
             if let Some(reply) = r.reply {
                 let _ = reply.send(Err(ApiError::unavailable("this replica lost the lead")));
             }
         }
-        // The read model may hold changes that never reached the log: rebuild it from the log.
+        self.stop_leading();
+    }
+
+    /// Gives up the lead and the read model with it.
+    fn stop_leading(&self) {
+        if let Some(lease) = self.lease.send_replace(None) {
+            tracing::info!(term = lease.term, node = %self.config.node_id, "stepping down");
+        }
+        self.metrics.leader.set(0);
+        // The read model may hold changes that never reached the log: rebuild it from the
+        // log (`run` replays it next); not ready until then.
+        self.ready.send_replace(false);
         *self.model.write().unwrap_or_else(|p| p.into_inner()) = ReadModel::default();
         self.changed.send_modify(|n| *n += 1);
         self.reset.send_modify(|n| *n += 1);
     }
 
     /// Applies a batch of requests and appends them in one fenced transaction. Returns
-    /// false when the write was refused: this replica must stop leading.
-    async fn apply_batch(&self, lease: &Lease, requests: Vec<Request>) -> bool {
+    /// `Err` with the requests left unapplied when this replica must stop leading: the
+    /// write was refused, or applying an input failed midway (a panic, or a record that
+    /// cannot be written), which leaves the read model in a state no log holds.
+    async fn apply_batch(&self, lease: &Lease, requests: Vec<Request>) -> Result<(), Vec<Request>> {
         let mut records = Vec::new();
         let mut answers = Vec::new();
         let mut outcomes: Vec<(Request, Result<Applied, ApiError>, Option<usize>)> = Vec::new();
+        let mut unapplied = Vec::new();
+        let mut faulted = false;
         let mut last_at = 0;
         {
             let mut model = self.model.write().unwrap_or_else(|p| p.into_inner());
-            for r in requests {
+            let mut pending = requests.into_iter();
+            while let Some(r) = pending.next() {
                 // One clock reading per input, never going backwards within a batch.
                 let at = now_ms().max(last_at);
                 last_at = at;
-                let result = model.apply(&r.service, at, &r.input);
-                let mut through = None;
-                if let Ok(applied) = &result {
-                    records.push(record(at, &r.service, "input", &r.input));
-                    for e in &applied.events {
-                        records.push(record(at, &r.service, "event", e));
+                let applied =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.apply(&r.service, at, &r.input)));
+                let logged = match applied {
+                    Ok(result) => log_entries(at, &r, result),
+                    Err(panic) => Err(format!("applying it panicked: {}", panic_text(panic.as_ref()))),
+                };
+                match logged {
+                    Ok(Logged { result, records: new_records, answer }) => {
+                        records.extend(new_records);
+                        let through = result.is_ok().then(|| records.len() - 1);
+                        if let (Some(inbox_id), Some(body)) = (r.inbox_id, answer) {
+                            answers.push(Answer { inbox_id, body, through_record: records.len().checked_sub(1) });
+                        }
+                        outcomes.push((r, result, through));
                     }
-                    for c in &applied.commands {
-                        records.push(record(at, &r.service, "command", c));
+                    Err(why) => {
+                        tracing::error!(
+                            service = %r.service,
+                            action = r.input.action_name(),
+                            "an input could not be applied, {why}; the read model is rebuilt from the log"
+                        );
+                        let error = ApiError::internal("this change could not be applied and was not made");
+                        if let (Some(inbox_id), Ok(body)) = (r.inbox_id, inbox_answer(&Err(error.clone()))) {
+                            answers.push(Answer { inbox_id, body, through_record: records.len().checked_sub(1) });
+                        }
+                        outcomes.push((r, Err(error), None));
+                        unapplied = pending.collect();
+                        faulted = true;
+                        break;
                     }
-                    through = Some(records.len() - 1);
                 }
-                if let Some(inbox_id) = r.inbox_id {
-                    let error = result.as_ref().err().map(|e| (e.status.as_u16(), e.body.clone()));
-                    let body = serde_json::to_string(&InboxAnswer { error }).unwrap_or_default();
-                    answers.push(Answer { inbox_id, body, through_record: through.or(records.len().checked_sub(1)) });
-                }
-                outcomes.push((r, result, through));
             }
         }
         let seqs = match self.store.append(lease, &records, &answers).await {
             Ok(seqs) => seqs,
             Err(e) => {
-                tracing::warn!("appending to the log failed, stepping down: {e}");
+                tracing::warn!(term = lease.term, "appending to the log failed, stepping down: {e}");
                 for (r, _, _) in outcomes {
                     if let Some(reply) = r.reply {
                         let _ = reply.send(Err(ApiError::unavailable("the write was refused; retry")));
                     }
                 }
-                return false;
+                return Err(unapplied);
             }
         };
         let last = seqs.last().copied();
@@ -546,6 +603,7 @@ impl Node {
                 "event" => {
                     if let Ok(mut e) = serde_json::from_str::<EventView>(&record.body) {
                         e.seq = Some(*seq);
+                        log_decision(&e, lease.term);
                         let hooks =
                             self.read(|m| m.services.get(&e.service).map(|s| s.plan.manifest.notifications.clone()));
                         if let Some(hooks) = hooks.filter(|h| !h.is_empty()) {
@@ -564,6 +622,12 @@ impl Node {
         }
         self.changed.send_modify(|n| *n += 1);
         self.wake_hosts(&commands);
+        if faulted {
+            // Before anyone hears of the fault, the half-changed model is gone; the next
+            // term delivers the commands again.
+            self.stop_leading();
+            commands.clear();
+        }
         for (r, result, through) in outcomes {
             // People's changes are audited; what machines report is in the log already.
             let machine = ["clock", "driver", "signals", "agent"].contains(&r.actor.as_str());
@@ -580,7 +644,7 @@ impl Node {
             }
         }
         self.drive(commands);
-        true
+        if faulted { Err(unapplied) } else { Ok(()) }
     }
 
     /// Hands commands to the driver: stages' tests and `exec` environments' commands run
@@ -656,6 +720,33 @@ impl Node {
     }
 }
 
+/// Events that change where a rollout goes, as the log names them: each is logged at
+/// info once it is durable, with its service, release and scope.
+const DECISIONS: [&str; 7] = [
+    "release_halted",
+    "release_resumed",
+    "rollback_started",
+    "rollback_completed",
+    "release_rolled_back",
+    "release_superseded",
+    "regression_suspected",
+];
+
+fn log_decision(e: &EventView, term: i64) {
+    if DECISIONS.contains(&e.kind.as_str()) {
+        tracing::info!(
+            service = %e.service,
+            release = e.release.as_deref().unwrap_or("-"),
+            scope = %e.scope,
+            seq = e.seq,
+            term,
+            reason = e.reason.as_deref().unwrap_or(""),
+            "{}",
+            e.kind
+        );
+    }
+}
+
 fn hook_outcome(hook: &crate::api::HookReport) -> String {
     match (hook.timed_out, hook.exit_code) {
         (true, _) => format!("timed out after {} ms", hook.duration_ms),
@@ -664,11 +755,88 @@ fn hook_outcome(hook: &crate::api::HookReport) -> String {
     }
 }
 
-fn record(at_ms: i64, service: &str, kind: &str, body: &impl Serialize) -> NewRecord {
-    NewRecord {
-        at_ms,
-        service: service.to_owned(),
-        kind: kind.to_owned(),
-        body: serde_json::to_string(body).unwrap_or_default(),
+fn record(at_ms: i64, service: &str, kind: &str, body: &impl Serialize) -> Result<NewRecord, serde_json::Error> {
+    Ok(NewRecord { at_ms, service: service.to_owned(), kind: kind.to_owned(), body: serde_json::to_string(body)? })
+}
+
+/// What one request gives the log: its outcome, the records it adds (its input, then its
+/// decisions) and the answer to its inbox entry, if it came through the inbox.
+struct Logged {
+    result: Result<Applied, ApiError>,
+    records: Vec<NewRecord>,
+    answer: Option<String>,
+}
+
+/// What an applied request gives the log; `Err` when a part of it cannot be written.
+fn log_entries(at: i64, r: &Request, result: Result<Applied, ApiError>) -> Result<Logged, String> {
+    let unwritable = |e: serde_json::Error| format!("its record could not be written: {e}");
+    let mut records = Vec::new();
+    if let Ok(applied) = &result {
+        records.push(record(at, &r.service, "input", &r.input).map_err(unwritable)?);
+        for e in &applied.events {
+            records.push(record(at, &r.service, "event", e).map_err(unwritable)?);
+        }
+        for c in &applied.commands {
+            records.push(record(at, &r.service, "command", c).map_err(unwritable)?);
+        }
     }
+    let answer = match r.inbox_id {
+        Some(_) => Some(inbox_answer(&result).map_err(unwritable)?),
+        None => None,
+    };
+    Ok(Logged { result, records, answer })
+}
+
+fn inbox_answer(result: &Result<Applied, ApiError>) -> Result<String, serde_json::Error> {
+    let error = result.as_ref().err().map(|e| (e.status.as_u16(), e.body.clone()));
+    serde_json::to_string(&InboxAnswer { error })
+}
+
+/// A logged input panics when replayed: the same log gives the same panic on every try,
+/// so no state equal to the log can be served. The process exits for its supervisor to
+/// see, rather than serve a half-changed model.
+fn replay_failed(seq: i64, why: &str) -> ! {
+    tracing::error!(seq, "replaying the log panicked: {why}; exiting");
+    eprintln!("rollwave: replaying log record {seq} panicked: {why}");
+    std::process::exit(70)
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic")
+}
+
+/// Aborts a task when the scope that started it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Renews `lease` every third of its time to live; tells `lost` once it is held by
+/// another, or has not been renewed for a whole time to live (another replica may have
+/// taken it meanwhile: appends would be refused anyway).
+async fn renew_lease(store: Store, node_id: String, lease: Lease, ttl: Duration, lost: oneshot::Sender<()>) {
+    let mut every = tokio::time::interval(ttl / 3);
+    every.tick().await;
+    let mut renewed = tokio::time::Instant::now();
+    loop {
+        every.tick().await;
+        match store.acquire_lease(&node_id, Some(&lease), ttl).await {
+            Ok(Some(l)) if l.term == lease.term => renewed = tokio::time::Instant::now(),
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(term = lease.term, "renewing the lease failed: {e}");
+                if renewed.elapsed() >= ttl {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = lost.send(());
 }

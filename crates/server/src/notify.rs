@@ -14,11 +14,25 @@ const ATTEMPTS: u32 = 5;
 /// A blocked step told of: (service, release, scope, since and webhook).
 type BlockedKey = (String, Option<String>, String, String);
 
-#[derive(Default)]
+/// Webhook posts under way at once, at most; the others wait their turn on their task.
+const MAX_POSTS_IN_FLIGHT: usize = 16;
+
+/// Sends webhooks on tasks of their own: nothing here makes the caller wait.
 pub struct Notifier {
     status: Mutex<BTreeMap<(String, String), NotificationStatus>>,
     /// `blocked` notifications already sent: (service, release, scope, since).
     blocked_sent: Mutex<BTreeSet<BlockedKey>>,
+    posts: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Notifier {
+    fn default() -> Self {
+        Notifier {
+            status: Mutex::default(),
+            blocked_sent: Mutex::default(),
+            posts: Arc::new(tokio::sync::Semaphore::new(MAX_POSTS_IN_FLIGHT)),
+        }
+    }
 }
 
 /// What an engine event means to people, if anything.
@@ -131,8 +145,15 @@ impl Notifier {
                     tokio::time::sleep(Duration::from_secs(1 << (attempt - 1))).await;
                 }
                 let (u, b) = (url.clone(), body.clone());
-                let result =
-                    tokio::task::spawn_blocking(move || post(&u, &b)).await.unwrap_or_else(|e| Err(e.to_string()));
+                let result = match Arc::clone(&notifier.posts).acquire_owned().await {
+                    Ok(permit) => tokio::task::spawn_blocking(move || {
+                        let _permit = permit;
+                        post(&u, &b)
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string())),
+                    Err(e) => Err(e.to_string()),
+                };
                 let ok = result.is_ok();
                 notifier.record(&service, &url, result);
                 if ok {

@@ -9,7 +9,9 @@ use rollwave_core::alarm::{AlarmScope, Evaluator, MetricSource};
 use rollwave_core::judge::{Direction, JudgeConfig, MetricComparison, Outcome, judge};
 use rollwave_core::plan::{EnvId, HostId};
 use rollwave_store::{GaugeRow, MetricRow};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
 
 /// Pushes may arrive this long after the end of the period they belong to.
 pub const GRACE_MS: i64 = 1_000;
@@ -164,6 +166,25 @@ fn instance_of(
     })
 }
 
+/// An alarm instance: (service, alarm index, scope).
+type AlarmKey = (String, usize, String);
+
+/// Prometheus queries under way at once, at most.
+const MAX_QUERIES_IN_FLIGHT: usize = 16;
+
+/// `source: prometheus` alarms: their queries run on tasks of their own, so that the
+/// leader never waits on Prometheus; each task observes its value and sends the input an
+/// alarm change makes through `inputs`.
+struct PrometheusAlarms {
+    base: String,
+    evaluators: Arc<Mutex<HashMap<AlarmKey, Evaluator>>>,
+    /// Instances with a query under way: the next period of one is queried only once the
+    /// last has its answer (or timed out), so an instance's values are observed in order.
+    in_flight: Arc<Mutex<HashSet<AlarmKey>>>,
+    permits: Arc<tokio::sync::Semaphore>,
+    inputs: mpsc::Sender<(String, LogInput)>,
+}
+
 /// The leader's alarm evaluators and where each alarm got to.
 #[derive(Default)]
 pub struct Signals {
@@ -172,14 +193,27 @@ pub struct Signals {
     served_until: HashMap<String, i64>,
     /// The last verdict given per one-box bake (service, environment, region, release).
     verdicts: HashMap<(String, String, String, String), Outcome>,
-    /// The Prometheus HTTP API that `source: prometheus` alarms query.
-    prometheus: Option<String>,
+    /// `source: prometheus` alarms, when a Prometheus HTTP API is configured.
+    prometheus: Option<PrometheusAlarms>,
     /// Length of the bins requests served are counted in (ms).
     bin_ms: i64,
 }
 
 impl Signals {
-    pub fn new(prometheus: Option<String>, datapoint_bin: std::time::Duration) -> Self {
+    /// `inputs` receives the alarm changes of `source: prometheus` alarms, as their
+    /// queries answer.
+    pub fn new(
+        prometheus: Option<String>,
+        datapoint_bin: std::time::Duration,
+        inputs: mpsc::Sender<(String, LogInput)>,
+    ) -> Self {
+        let prometheus = prometheus.map(|base| PrometheusAlarms {
+            base,
+            evaluators: Arc::default(),
+            in_flight: Arc::default(),
+            permits: Arc::new(tokio::sync::Semaphore::new(MAX_QUERIES_IN_FLIGHT)),
+            inputs,
+        });
         Signals { prometheus, bin_ms: (datapoint_bin.as_millis() as i64).max(100), ..Signals::default() }
     }
 }
@@ -285,20 +319,25 @@ impl Signals {
                 .collect()
         };
         let mut inputs = self.judge_one_boxes(store, model, now_ms).await;
-        if let Some(prometheus) = &self.prometheus {
-            inputs.extend(self.prometheus_alarms(prometheus.clone(), model, now_ms).await);
-        }
+        self.start_prometheus_queries(model, now_ms);
         for (service, alarms) in services {
             let bin = self.bin_ms;
             let longest = alarms.iter().map(|(_, a)| a.period.as_millis() as i64).max().unwrap_or(0).max(bin);
-            let Ok(rows) = store.metrics(&service, now_ms - longest - GRACE_MS - bin, now_ms).await else {
-                continue;
+            let rows = match store.metrics(&service, now_ms - longest - GRACE_MS - bin, now_ms).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(service = %service, "reading metrics failed; alarms wait for the next period: {e}");
+                    continue;
+                }
             };
             let gauges: Vec<GaugeRow> = if alarms.iter().any(|(_, a)| is_gauge(&a.metric)) {
-                let Ok(gauges) = store.gauges(&service, now_ms - longest - GRACE_MS - bin, now_ms).await else {
-                    continue;
-                };
-                gauges
+                match store.gauges(&service, now_ms - longest - GRACE_MS - bin, now_ms).await {
+                    Ok(gauges) => gauges,
+                    Err(e) => {
+                        tracing::warn!(service = %service, "reading gauges failed; alarms wait for the next period: {e}");
+                        continue;
+                    }
+                }
             } else {
                 Vec::new()
             };
@@ -384,64 +423,34 @@ impl Signals {
 }
 
 impl Signals {
-    /// Evaluates `source: prometheus` alarms whose period has ended.
-    async fn prometheus_alarms(
-        &mut self,
-        base: String,
-        model: &std::sync::RwLock<ReadModel>,
-        now_ms: i64,
-    ) -> Vec<(String, LogInput)> {
-        let mut due = Vec::new();
-        {
-            let m = model.read().unwrap_or_else(|p| p.into_inner());
-            for s in m.services.values() {
-                for (index, spec) in s.plan.manifest.alarms.iter().enumerate() {
-                    let MetricSource::Prometheus { query } = &spec.source else { continue };
-                    let period = spec.period.as_millis() as i64;
-                    let end = (now_ms - GRACE_MS).div_euclid(period) * period;
-                    let last = *self.evaluated_until.entry((s.name.clone(), index)).or_insert(end - period);
-                    if end <= last {
-                        continue;
-                    }
-                    self.evaluated_until.insert((s.name.clone(), index), end);
-                    let in_flight = s
-                        .engine
-                        .releases()
-                        .into_iter()
-                        .filter(|r| r.status == rollwave_core::engine::ReleaseStatus::InProgress)
-                        .map(|r| r.version)
-                        .next_back()
-                        .unwrap_or_default();
-                    for at in instances(&m, &s.name, spec.scope) {
-                        let q = fill_query(query, &s.name, &at, &in_flight);
-                        due.push((s.name.clone(), index, spec.clone(), at.path, q, end));
-                    }
+    /// Starts the queries of `source: prometheus` alarms whose period has ended.
+    fn start_prometheus_queries(&mut self, model: &std::sync::RwLock<ReadModel>, now_ms: i64) {
+        let Some(prometheus) = &self.prometheus else { return };
+        let m = model.read().unwrap_or_else(|p| p.into_inner());
+        for s in m.services.values() {
+            for (index, spec) in s.plan.manifest.alarms.iter().enumerate() {
+                let MetricSource::Prometheus { query } = &spec.source else { continue };
+                let period = spec.period.as_millis() as i64;
+                let end = (now_ms - GRACE_MS).div_euclid(period) * period;
+                let last = *self.evaluated_until.entry((s.name.clone(), index)).or_insert(end - period);
+                if end <= last {
+                    continue;
+                }
+                self.evaluated_until.insert((s.name.clone(), index), end);
+                let in_flight = s
+                    .engine
+                    .releases()
+                    .into_iter()
+                    .filter(|r| r.status == rollwave_core::engine::ReleaseStatus::InProgress)
+                    .map(|r| r.version)
+                    .next_back()
+                    .unwrap_or_default();
+                for at in instances(&m, &s.name, spec.scope) {
+                    let query = fill_query(query, &s.name, &at, &in_flight);
+                    prometheus.start((s.name.clone(), index, at.path), spec, query, end);
                 }
             }
         }
-        let mut inputs = Vec::new();
-        for (service, index, spec, scope, query, end) in due {
-            let b = base.clone();
-            let value = tokio::task::spawn_blocking(move || prometheus_value(&b, &query, end as f64 / 1000.0))
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()));
-            let value = match value {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::warn!(alarm = %spec.name, "querying Prometheus failed: {e}");
-                    None
-                }
-            };
-            let evaluator =
-                self.evaluators.entry((service.clone(), index, scope.clone())).or_insert_with(|| Evaluator::new(&spec));
-            if let Some(t) = evaluator.observe(value) {
-                inputs.push((
-                    service,
-                    LogInput::Alarm { alarm: spec.name.clone(), scope, state: t.to.as_str().into(), reason: t.reason },
-                ));
-            }
-        }
-        inputs
     }
 
     /// Judges every baking one-box against the hosts of its region still on other
@@ -490,7 +499,13 @@ impl Signals {
         };
         let mut inputs = Vec::new();
         for bake in bakes {
-            let Ok(rows) = store.metrics(&bake.service, bake.since, now_ms).await else { continue };
+            let rows = match store.metrics(&bake.service, bake.since, now_ms).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(service = %bake.service, release = %bake.release, "reading metrics for the one-box judge failed: {e}");
+                    continue;
+                }
+            };
             let rows: Vec<&MetricRow> = rows.iter().filter(|r| r.environment == bake.environment).collect();
             let traffic = |r: &&&MetricRow| r.source == "traffic";
             let canary = per_host_bins(
@@ -579,4 +594,46 @@ fn instances(model: &ReadModel, service: &str, scope: AlarmScope) -> Vec<Instanc
         }
     }
     out
+}
+
+impl PrometheusAlarms {
+    /// Queries one alarm instance for the period ending at `end_ms` on a task of its own,
+    /// unless the instance has a query under way (that period then goes unobserved).
+    fn start(&self, key: AlarmKey, spec: &rollwave_core::alarm::AlarmSpec, query: String, end_ms: i64) {
+        if !self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone()) {
+            tracing::warn!(alarm = %spec.name, scope = %key.2, "the last Prometheus query has no answer yet; this period is skipped");
+            return;
+        }
+        let (base, spec) = (self.base.clone(), spec.clone());
+        let (evaluators, in_flight, permits, inputs) =
+            (Arc::clone(&self.evaluators), Arc::clone(&self.in_flight), Arc::clone(&self.permits), self.inputs.clone());
+        tokio::spawn(async move {
+            let value = match permits.acquire_owned().await {
+                Ok(permit) => tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    prometheus_value(&base, &query, end_ms as f64 / 1000.0)
+                })
+                .await
+                .unwrap_or_else(|e| Err(e.to_string())),
+                Err(e) => Err(e.to_string()),
+            };
+            let value = value.unwrap_or_else(|e| {
+                tracing::warn!(alarm = %spec.name, scope = %key.2, "querying Prometheus failed: {e}");
+                None
+            });
+            let change = {
+                let mut evaluators = evaluators.lock().unwrap_or_else(|p| p.into_inner());
+                evaluators.entry(key.clone()).or_insert_with(|| Evaluator::new(&spec)).observe(value)
+            };
+            if let Some(t) = change {
+                let (service, scope) = (key.0.clone(), key.2.clone());
+                let input =
+                    LogInput::Alarm { alarm: spec.name.clone(), scope, state: t.to.as_str().into(), reason: t.reason };
+                // The leader that asked may have stepped down meanwhile: then nobody listens.
+                let _ = inputs.send((service, input)).await;
+            }
+            // Only now may the next period be queried: its change comes after this one.
+            in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+        });
+    }
 }

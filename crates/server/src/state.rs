@@ -313,6 +313,8 @@ impl ReadModel {
             _ => ApiError::conflict(e.to_string()),
         })?;
         s.track_input(at_ms, input, before);
+        #[cfg(test)]
+        fault::after_engine_input(service, input);
         if let LogInput::CreateRelease { version, artifact, sha256 } = input {
             s.artifacts.insert(version.clone(), (artifact.clone(), sha256.clone()));
         }
@@ -864,5 +866,24 @@ impl ServiceState {
 
     pub fn is_settled(&self) -> bool {
         self.engine.releases().iter().all(|r| r.status != ReleaseStatus::InProgress) && self.engine.is_idle()
+    }
+}
+
+/// Fault injection for tests: a panic in the middle of applying an input, once the
+/// engine has taken it, so that the read model is left half-changed.
+#[cfg(test)]
+pub(crate) mod fault {
+    use super::LogInput;
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+
+    /// Services whose next `hold` panics midway.
+    pub static PANIC_ON_NEXT_HOLD: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+    pub fn after_engine_input(service: &str, input: &LogInput) {
+        let LogInput::Operator { action, .. } = input else { return };
+        if action == "hold" && PANIC_ON_NEXT_HOLD.lock().unwrap_or_else(|p| p.into_inner()).remove(service) {
+            panic!("injected fault while applying a hold to {service}");
+        }
     }
 }

@@ -142,6 +142,18 @@ fn not_found(user: &Option<Actor>, e: &ApiError, here: &str) -> Response {
     message_page(e.status, chrome(user, "Not found".into(), None, here), "Not found", &e.body.message)
 }
 
+/// A page whose store read failed says so (with the API's status for it), rather than
+/// show what it could not read as empty.
+fn store_failed(user: &Option<Actor>, e: rollwave_store::StoreError, here: &str) -> Response {
+    let e = ApiError::from(e);
+    message_page(
+        e.status,
+        chrome(user, "Store unavailable".into(), None, here),
+        "The store could not be read",
+        &e.body.message,
+    )
+}
+
 async fn overview(State(app): Shared, headers: HeaderMap, Query(q): Query<PageQuery>) -> Response {
     let user = who(&app, &headers).await;
     let now = jiff::Timestamp::now();
@@ -295,7 +307,10 @@ async fn release_page(
         Ok(f) => f,
         Err(e) => return not_found(&user, &e, &here),
     };
-    let rows = app.node.store.metrics(&service, from_ms, to_ms).await.unwrap_or_default();
+    let rows = match app.node.store.metrics(&service, from_ms, to_ms).await {
+        Ok(rows) => rows,
+        Err(e) => return store_failed(&user, e, &here),
+    };
     let svg = chart::rollout(&version, &history, &rows, from_ms, to_ms);
     let actions = release_actions(&release.outcome);
     let approver = user.as_ref().is_some_and(|a| a.require(Role::Approver).is_ok());
@@ -431,7 +446,10 @@ async fn hosts_page(
     if let Err(e) = app.node.read(|m| m.service(&service).map(|_| ())) {
         return not_found(&user, &e, &here);
     }
-    let beats = app.node.store.heartbeats(&service).await.unwrap_or_default();
+    let beats = match app.node.store.heartbeats(&service).await {
+        Ok(beats) => beats,
+        Err(e) => return store_failed(&user, e, &here),
+    };
     let now = jiff::Timestamp::now();
     let hosts = app.node.read(|m| m.service(&service).map(|s| s.hosts_view(&beats)).unwrap_or_default());
     let rows = hosts

@@ -158,3 +158,45 @@ pub fn responder(respond: impl Fn(usize, &[u8]) -> (&'static str, &'static str, 
     });
     address
 }
+
+impl TestServer {
+    /// A server whose configuration `edit` changes from the one [`TestServer::start`] uses.
+    pub fn start_configured(driver: Driver, edit: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let mut config = Config {
+            db: format!("sqlite://{}", dir.path().join("api.db").display()),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            node_id: "test".into(),
+            driver,
+            lease_ttl: Duration::from_secs(5),
+            bootstrap_token: Some(ADMIN.into()),
+            host_timeout: Duration::from_secs(30),
+            datapoint_bin: rollwave_server::node::DATAPOINT_BIN,
+            prometheus: None,
+        };
+        edit(&mut config);
+        let running = runtime.block_on(rollwave_server::start(config)).unwrap();
+        let server = TestServer { base: format!("http://{}", running.addr), node: running.node, runtime, _dir: dir };
+        server.wait_until("the replica leads", || server.node.is_leader());
+        server
+    }
+}
+
+/// A TCP listener that accepts connections and never answers: it holds every socket
+/// open. Returns `host:port` and the number of connections accepted so far.
+pub fn silent_listener() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = std::sync::Arc::clone(&accepted);
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            held.push(stream);
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    (address, accepted)
+}

@@ -1,0 +1,99 @@
+//! A replica whose applier panics midway through an input serves, afterwards, the state
+//! its log holds: the half-made change is gone and the replica leads again.
+
+use crate::node::{Config, DATAPOINT_BIN, Driver, Node};
+use crate::state::{LogInput, ReadModel, fault};
+use std::sync::Arc;
+use std::time::Duration;
+
+const MANIFEST: &str = "\
+service: faulty
+environments:
+  prod: { regions: { r1: { zones: { z1: 2 } } } }
+strategy:
+  one_box: { hosts: 1, max_share: 50%, bake: 0s }
+  rolling: { batch: 50%, zone_bake: 0s }
+stages:
+  - { name: prod, environment: prod, bake: 0s }
+";
+
+fn config(db: String) -> Config {
+    Config {
+        db,
+        listen: "127.0.0.1:0".parse().expect("a literal address"),
+        node_id: "fault".into(),
+        driver: Driver::Noop { delay: Duration::from_millis(10) },
+        lease_ttl: Duration::from_secs(5),
+        bootstrap_token: None,
+        host_timeout: Duration::from_secs(30),
+        prometheus: None,
+        datapoint_bin: DATAPOINT_BIN,
+    }
+}
+
+/// What a replica serves of its model: every service's status, holds and timeline.
+fn served(model: &ReadModel) -> serde_json::Value {
+    let services: Vec<serde_json::Value> = model
+        .services
+        .values()
+        .map(|s| {
+            serde_json::json!({
+                "status": s.status(Vec::new()),
+                "holds": format!("{:?}", s.engine.holds()),
+                "events": s.events,
+            })
+        })
+        .collect();
+    serde_json::json!({ "applied_seq": model.applied_seq, "services": services })
+}
+
+/// A read model built from nothing but the log.
+async fn replayed(node: &Node) -> ReadModel {
+    let mut model = ReadModel::default();
+    for r in node.store.read_log(0, 100_000, Some(&["input"])).await.expect("the log reads") {
+        let input: LogInput = serde_json::from_str(&r.body).expect("a logged input reads");
+        model.apply(&r.service, r.at_ms, &input).expect("a logged input applies");
+    }
+    model.applied_seq = node.store.last_seq().await.expect("the log reads");
+    model
+}
+
+async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !ok() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn hold() -> LogInput {
+    LogInput::Operator { action: "hold".into(), release: None, stage: None }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_while_applying_leaves_the_replica_serving_what_the_log_holds() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let db = format!("sqlite://{}", dir.path().join("fault.db").display());
+    let store = rollwave_store::Store::open(&db).await.expect("the store opens");
+    let node = Node::new(store, config(db));
+    tokio::spawn(Arc::clone(&node).run());
+    wait_until("the replica leads", || node.is_leader()).await;
+    let apply = LogInput::ApplyManifest { file: "faulty.yaml".into(), text: MANIFEST.into(), agents: false };
+    node.submit("faulty", apply, "admin").await.expect("the manifest applies");
+
+    fault::PANIC_ON_NEXT_HOLD.lock().unwrap_or_else(|p| p.into_inner()).insert("faulty".into());
+    let refused = tokio::time::timeout(Duration::from_secs(20), node.submit("faulty", hold(), "admin"))
+        .await
+        .expect("the faulty hold is answered")
+        .expect_err("the faulty hold is refused");
+    assert_eq!(refused.status, axum::http::StatusCode::INTERNAL_SERVER_ERROR, "{refused}");
+
+    wait_until("the replica leads again, rebuilt", || node.is_leader() && *node.ready.borrow()).await;
+    let log = served(&replayed(&node).await);
+    assert_eq!(node.read(served), log, "the replica serves what the log holds");
+    assert!(node.read(|m| !m.services["faulty"].engine.holds().0), "the faulty hold is not in effect");
+
+    node.submit("faulty", hold(), "admin").await.expect("a hold applies afterwards");
+    assert!(node.read(|m| m.services["faulty"].engine.holds().0));
+    assert_eq!(node.read(served), served(&replayed(&node).await));
+}

@@ -165,7 +165,7 @@ async fn serve_proxy(listener: TcpListener, shared: Arc<Shared>, max_connections
                 Ok(accepted) => accepted,
                 Err(err) => {
                     // Usually out of file descriptors: wait for some to be released.
-                    eprintln!("rollwave router: cannot accept a connection: {err}");
+                    tracing::warn!("cannot accept a connection: {err}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -284,10 +284,10 @@ async fn watch_routes(
                 let (hosts, share) = (routes.hosts.len(), routes.canary_share);
                 shared.table.store(Arc::new(tables.build(routes)));
                 shared.metrics.reload(true);
-                eprintln!("rollwave router: routes reloaded: {hosts} hosts, canary share {share}");
+                tracing::info!(hosts, canary_share = %share, "routes reloaded");
             }
             Err(err) => {
-                eprintln!("rollwave router: keeping the previous routes: {err:#}");
+                tracing::warn!("keeping the previous routes: {err:#}");
                 shared.metrics.reload(false);
             }
         }

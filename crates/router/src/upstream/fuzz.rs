@@ -263,3 +263,109 @@ proptest! {
         prop_assert_eq!(cut, summary(&whole));
     }
 }
+
+/// How a generated response delimits its body.
+#[derive(Clone, Debug)]
+enum Delimited {
+    Length,
+    Chunked(ChunkedBody),
+    UntilClose,
+}
+
+/// A whole response as a host sends it, and the body a client should get from it.
+fn response() -> impl Strategy<Value = (Vec<u8>, Vec<u8>)> {
+    let delimited = prop_oneof![
+        Just(Delimited::Length),
+        chunked_body().prop_map(|mut c| {
+            c.next.clear();
+            Delimited::Chunked(c)
+        }),
+        Just(Delimited::UntilClose),
+    ];
+    (prop::collection::vec(any::<u8>(), 0..3000), delimited, any::<bool>()).prop_map(|(body, delimited, interim)| {
+        let mut wire = Vec::new();
+        if interim {
+            wire.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        let (framing, payload, body) = match delimited {
+            Delimited::Length => (format!("content-length: {}\r\n", body.len()), body.clone(), body),
+            Delimited::Chunked(c) => ("transfer-encoding: chunked\r\n".to_owned(), c.wire(), c.body),
+            Delimited::UntilClose => ("connection: close\r\n".to_owned(), body.clone(), body),
+        };
+        wire.extend_from_slice(format!("HTTP/1.1 200 OK\r\nx-test: 1\r\n{framing}\r\n").as_bytes());
+        wire.extend_from_slice(&payload);
+        (wire, body)
+    })
+}
+
+/// One exchange over a real socket with a host that writes `pieces` one by one (each
+/// flushed), then closes: the response's status and body, or why it failed.
+fn exchange_with(pieces: Vec<Vec<u8>>) -> Result<(u16, Vec<u8>), String> {
+    use http_body_util::BodyExt as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let host = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            socket.set_nodelay(true).unwrap();
+            let mut request = Vec::new();
+            while !request.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8; 1];
+                if socket.read(&mut byte).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                request.push(byte[0]);
+            }
+            for piece in pieces {
+                if socket.write_all(&piece).await.is_err() || socket.flush().await.is_err() {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        });
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let request = Request::builder().uri("/").body(UpstreamBody::Empty).unwrap();
+        let outcome = match Conn::new(stream).exchange(request).await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                match response.into_body().collect().await {
+                    Ok(body) => Ok((status, body.to_bytes().to_vec())),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Err(ExchangeError::Failed) => Err("failed".to_owned()),
+            Err(ExchangeError::Unsent(_)) => Err("unsent".to_owned()),
+        };
+        let _ = host.await;
+        outcome
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_response_read_from_a_socket_in_random_writes_gives_its_body(
+        (wire, body) in response(),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..10),
+    ) {
+        prop_assert_eq!(exchange_with(pieces(&wire, &cuts)), Ok((200, body)));
+    }
+
+    #[test]
+    fn a_response_cut_short_by_the_host_ends_and_gives_at_most_a_start_of_its_body(
+        (wire, body) in response(),
+        keep in any::<prop::sample::Index>(),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+    ) {
+        let kept = &wire[..keep.index(wire.len())];
+        // Whatever the host managed to send, the exchange ends (the host's close ends
+        // it), and what a client gets is never more than, nor other than, what was sent.
+        if let Ok((status, got)) = exchange_with(pieces(kept, &cuts)) {
+            prop_assert_eq!(status, 200);
+            prop_assert!(body.starts_with(&got), "{} bytes that are not the body's start", got.len());
+        }
+    }
+}

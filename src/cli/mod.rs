@@ -1,5 +1,6 @@
 //! Command-line parsing and the subcommands.
 
+mod logging;
 mod plan;
 mod remote;
 
@@ -16,6 +17,10 @@ use std::sync::Arc;
 #[derive(Parser)]
 #[command(name = "rollwave", version, about = "Safe, hands-off continuous deployment in waves")]
 struct Cli {
+    /// How server, agent, router, fleet and sample-app write their log lines on stderr
+    /// (`RUST_LOG` filters them; default: info from rollwave, warnings from libraries).
+    #[arg(long, global = true, value_enum, env = "ROLLWAVE_LOG_FORMAT", default_value_t = logging::LogFormat::Text)]
+    log_format: logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -117,6 +122,36 @@ enum Command {
     /// Check the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+}
+
+impl Command {
+    /// Whether the command runs until it is stopped, telling what it does in log lines
+    /// (the others print their results, and the demo draws its own view).
+    fn writes_logs(&self) -> bool {
+        match self {
+            Command::Server(_) | Command::Agent(_) | Command::Router(_) | Command::Fleet(_) | Command::SampleApp(_) => {
+                true
+            }
+            Command::Demo(_)
+            | Command::Validate { .. }
+            | Command::Plan { .. }
+            | Command::Schema
+            | Command::Simulate { .. }
+            | Command::Service(_)
+            | Command::Release(_)
+            | Command::Status { .. }
+            | Command::Approve(_)
+            | Command::Rollback(_)
+            | Command::Retry(_)
+            | Command::RollForward(_)
+            | Command::Hold(_)
+            | Command::Resume(_)
+            | Command::Events { .. }
+            | Command::Metrics { .. }
+            | Command::Token(_)
+            | Command::Audit(_) => false,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -500,6 +535,9 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 
 pub fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
+    if cli.command.writes_logs() {
+        logging::install(cli.log_format)?;
+    }
     let mut out = std::io::stdout().lock();
     match cli.command {
         Command::Demo(args) => return Ok(ExitCode::from(rollwave_demo::run::main(args)? as u8)),

@@ -289,7 +289,7 @@ fn hook_report(run: &HookRun) -> HookReport {
 }
 
 pub(crate) fn log(message: &str) {
-    eprintln!("rollwave agent: {message}");
+    tracing::info!("{message}");
 }
 
 pub(crate) fn sleep_unless(stop: &AtomicBool, pause: Duration) {

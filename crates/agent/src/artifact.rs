@@ -123,26 +123,42 @@ fn escapes(path: &Path) -> Option<&'static str> {
 }
 
 /// Whether a symlink at `link` (relative to the root) pointing at `target` stays inside.
+/// The target may climb (`..`) only at its start, no higher than the link's directory
+/// is deep, then go down: since no entry is unpacked through a link (see
+/// [`through_link`]), the link's directory is a real one and every `..` climbs exactly
+/// what it says, whatever links the archive makes before or after it. A `..` after a
+/// name could climb out of wherever a link under that name leads.
 fn symlink_stays_inside(link: &Path, target: &Path) -> bool {
-    let mut depth: Vec<&std::ffi::OsStr> = Vec::new();
-    for c in link.parent().into_iter().flat_map(Path::components) {
-        if let Component::Normal(p) = c {
-            depth.push(p);
-        }
-    }
+    let depth = link.parent().map_or(0, |p| p.components().filter(|c| matches!(c, Component::Normal(_))).count());
+    let mut climbs = 0;
+    let mut descended = false;
     for c in target.components() {
         match c {
             Component::RootDir | Component::Prefix(_) => return false,
-            Component::ParentDir => {
-                if depth.pop().is_none() {
-                    return false;
-                }
-            }
+            Component::ParentDir if descended => return false,
+            Component::ParentDir => climbs += 1,
+            Component::Normal(_) => descended = true,
             Component::CurDir => {}
-            Component::Normal(p) => depth.push(p),
         }
     }
-    true
+    climbs <= depth
+}
+
+/// The first of `path`'s ancestors inside `dest`, or `path` itself, that is a symbolic
+/// link already there. An entry unpacked through a link lands wherever the link leads
+/// (tar refuses only files outside, not a directory's permissions nor a new link), and
+/// a hard link to a link is a copy of it that may lead elsewhere from its new place.
+fn through_link(dest: &Path, path: &Path) -> Option<PathBuf> {
+    let mut at = PathBuf::new();
+    for c in path.components() {
+        if let Component::Normal(name) = c {
+            at.push(name);
+            if std::fs::symlink_metadata(dest.join(&at)).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Some(at);
+            }
+        }
+    }
+    None
 }
 
 /// Unpacks the `.tar.gz` at `archive` into `dest` (an empty directory). Every entry must
@@ -163,6 +179,9 @@ pub fn unpack(archive: &Path, dest: &Path) -> Result<(), DeployError> {
         if let Some(why) = escapes(&path) {
             return Err(unsafe_entry(why));
         }
+        if let Some(link) = through_link(dest, &path) {
+            return Err(unsafe_entry(&format!("is or goes through the link {}, unpacked before it", link.display())));
+        }
         let kind = entry.header().entry_type();
         match kind {
             tar::EntryType::Regular
@@ -174,7 +193,7 @@ pub fn unpack(archive: &Path, dest: &Path) -> Result<(), DeployError> {
                 let inside = if kind == tar::EntryType::Symlink {
                     symlink_stays_inside(&path, &target)
                 } else {
-                    escapes(&target).is_none()
+                    escapes(&target).is_none() && through_link(dest, &target).is_none()
                 };
                 if !inside {
                     return Err(unsafe_entry(&format!(
@@ -223,7 +242,8 @@ mod tests {
     #[test]
     fn links_must_stay_inside() {
         assert!(symlink_stays_inside(Path::new("a/b"), Path::new("../c")));
-        assert!(symlink_stays_inside(Path::new("a/b"), Path::new("./c/../d")));
+        assert!(symlink_stays_inside(Path::new("a/b/c"), Path::new("../../d/e")));
+        assert!(!symlink_stays_inside(Path::new("a/b"), Path::new("./c/../d")), "a .. after a name");
         assert!(!symlink_stays_inside(Path::new("a/b"), Path::new("../../c")));
         assert!(!symlink_stays_inside(Path::new("b"), Path::new("..")));
         assert!(!symlink_stays_inside(Path::new("b"), Path::new("/etc/passwd")));
@@ -232,3 +252,6 @@ mod tests {
         assert!(escapes(Path::new("/etc/x")).is_some());
     }
 }
+
+#[cfg(test)]
+mod fuzz;

@@ -220,3 +220,6 @@ mod tests {
         assert!(lines[5].contains("6:36: invalid duration \"soon\""), "{errors}");
     }
 }
+
+#[cfg(test)]
+mod fuzz;

@@ -125,10 +125,10 @@ pub fn agent_main(args: AgentArgs) -> anyhow::Result<()> {
     config.metrics_every = args.metrics_every;
     let workdir = config.workdir.display().to_string();
     let mut agent = Agent::new(config).with_context(|| format!("cannot use the work directory {workdir}"))?;
-    eprintln!(
-        "rollwave agent: working in {}; current: {}",
-        agent.installer().workdir().display(),
-        agent.installer().current().unwrap_or("none")
+    tracing::info!(
+        workdir = %agent.installer().workdir().display(),
+        current = agent.installer().current().unwrap_or("none"),
+        "agent started"
     );
     agent.run(&AtomicBool::new(false));
     Ok(())
@@ -168,7 +168,7 @@ pub fn fleet_main(args: FleetArgs) -> anyhow::Result<()> {
         Ok::<_, std::io::Error>((signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?))
     })?;
     let mut fleet = Fleet::start(&config)?;
-    eprintln!("rollwave fleet: {} agents started; Ctrl-C stops them", fleet.pids().len());
+    tracing::info!("{} agents started; Ctrl-C stops them", fleet.pids().len());
     let why = runtime.block_on(async {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
@@ -177,7 +177,7 @@ pub fn fleet_main(args: FleetArgs) -> anyhow::Result<()> {
                 _ = terminate.recv() => break "terminated",
                 _ = tick.tick() => {
                     for (host, status) in fleet.newly_exited() {
-                        eprintln!("rollwave fleet: agent {host} exited ({status})");
+                        tracing::warn!("agent {host} exited ({status})");
                     }
                     if fleet.running() == 0 {
                         break "every agent exited";
@@ -186,11 +186,13 @@ pub fn fleet_main(args: FleetArgs) -> anyhow::Result<()> {
             }
         }
     });
-    eprintln!("rollwave fleet: {why}; stopping the agents");
+    tracing::info!("{why}; stopping the agents");
     let stopped = fleet.stop(Duration::from_secs(10));
-    eprintln!(
-        "rollwave fleet: stopped ({} on SIGTERM, {} killed, {} had exited)",
-        stopped.terminated, stopped.killed, stopped.already_exited
+    tracing::info!(
+        "stopped ({} on SIGTERM, {} killed, {} had exited)",
+        stopped.terminated,
+        stopped.killed,
+        stopped.already_exited
     );
     Ok(())
 }

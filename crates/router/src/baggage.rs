@@ -279,3 +279,6 @@ mod tests {
         assert_eq!(map[BAGGAGE], "rollwave.track=canary");
     }
 }
+
+#[cfg(test)]
+mod fuzz;

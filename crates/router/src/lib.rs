@@ -144,7 +144,7 @@ pub fn main(args: RouterArgs) -> anyhow::Result<()> {
     let routes = match (&args.routes, &args.server) {
         (Some(routes), server) => {
             if server.is_some() {
-                eprintln!("rollwave router: --routes is given, so --server is ignored");
+                tracing::warn!("--routes is given, so --server is ignored");
             }
             routes.clone()
         }
@@ -170,9 +170,7 @@ pub fn main(args: RouterArgs) -> anyhow::Result<()> {
                         every: args.push_every,
                     })
                 }
-                None => eprintln!(
-                    "rollwave router: no --token (or ROLLWAVE_TOKEN): traffic is not pushed to the control plane"
-                ),
+                None => tracing::warn!("no --token (or ROLLWAVE_TOKEN): traffic is not pushed to the control plane"),
             }
             let dir = std::env::temp_dir().join(format!("rollwave-router-{}", std::process::id()));
             sync::start(source, &dir)?
@@ -200,14 +198,10 @@ pub fn main(args: RouterArgs) -> anyhow::Result<()> {
         let config = args.config(routes);
         let grace = config.timeout;
         let router = Router::start(config, listener, admin).await?;
-        eprintln!(
-            "rollwave router: proxying on {}, admin on {} (/metrics, /routes)",
-            router.local_addr(),
-            router.admin_addr()
-        );
+        tracing::info!(listen = %router.local_addr(), admin = %router.admin_addr(), "proxying (admin: /metrics, /routes)");
         let pusher = push.map(|target| push::start(target, router.metrics()));
         shutdown_signal().await?;
-        eprintln!("rollwave router: stopping; letting requests in flight finish");
+        tracing::info!("stopping; letting requests in flight finish");
         router.shutdown(grace).await;
         anyhow::Ok(pusher)
     })?;

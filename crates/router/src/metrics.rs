@@ -1,4 +1,4 @@
-//! The router's metrics, in the Prometheus / OpenMetrics text format.
+//! The router's metrics, in the Prometheus text format (0.0.4).
 //!
 //! Per host (`host`, `version`, `track` labels):
 //! - `rollwave_router_requests_total`: requests sent to the host, whatever came back;
@@ -34,6 +34,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// What `/metrics` serves: the Prometheus text format, which promtool and every scraper read.
+pub use rollwave_exposition::CONTENT_TYPE;
 
 /// Upper bounds of the latency buckets, in seconds.
 const LATENCY_BUCKETS: [f64; 16] =
@@ -282,12 +285,9 @@ impl Metrics {
         self.reloads.get_or_create(&ReloadLabels { outcome: if applied { "applied" } else { "rejected" } }).inc();
     }
 
-    /// Everything, in the OpenMetrics text format (what `/metrics` serves).
+    /// Everything, in the format [`CONTENT_TYPE`] names (what `/metrics` serves).
     pub fn encode(&self) -> String {
-        let mut out = String::with_capacity(8 * 1024);
-        // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        rollwave_exposition::encode(&self.registry)
     }
 }
 

@@ -141,9 +141,9 @@ fn run(target: &PushTarget, metrics: &Metrics, stopped: &mpsc::Receiver<()>) {
             match &outcome {
                 Outcome::Accepted => {}
                 Outcome::Failed(why) => {
-                    eprintln!("rollwave router: cannot push traffic to {url}: {why}; it goes with the next push")
+                    tracing::warn!("cannot push traffic to {url}: {why}; it goes with the next push")
                 }
-                Outcome::Refused(why) => eprintln!("rollwave router: {url} refused the traffic push: {why}"),
+                Outcome::Refused(why) => tracing::warn!("{url} refused the traffic push: {why}"),
             }
             pending.settle(fresh, &outcome);
         }

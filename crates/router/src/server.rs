@@ -113,7 +113,7 @@ impl Router {
         self.admin_addr
     }
 
-    /// The metrics in the OpenMetrics text format: what `/metrics` serves.
+    /// The metrics in the Prometheus text format: what `/metrics` serves.
     pub fn metrics_text(&self) -> String {
         self.shared.metrics.encode()
     }
@@ -165,7 +165,7 @@ async fn serve_proxy(listener: TcpListener, shared: Arc<Shared>, max_connections
                 Ok(accepted) => accepted,
                 Err(err) => {
                     // Usually out of file descriptors: wait for some to be released.
-                    eprintln!("rollwave router: cannot accept a connection: {err}");
+                    tracing::warn!("cannot accept a connection: {err}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -225,9 +225,7 @@ async fn serve_admin(listener: TcpListener, shared: Arc<Shared>, mut stop: watch
 
 fn admin_response(shared: &Shared, request: &Request<Incoming>) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match (request.method(), request.uri().path()) {
-        (&Method::GET, "/metrics") => {
-            (StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", shared.metrics.encode())
-        }
+        (&Method::GET, "/metrics") => (StatusCode::OK, crate::metrics::CONTENT_TYPE, shared.metrics.encode()),
         (&Method::GET, "/routes") => (StatusCode::OK, "text/plain; charset=utf-8", shared.table.load().describe()),
         (&Method::GET, "/healthz") => (StatusCode::OK, "text/plain; charset=utf-8", "ok\n".to_owned()),
         _ => (StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "try /metrics, /routes or /healthz\n".to_owned()),
@@ -286,10 +284,10 @@ async fn watch_routes(
                 let (hosts, share) = (routes.hosts.len(), routes.canary_share);
                 shared.table.store(Arc::new(tables.build(routes)));
                 shared.metrics.reload(true);
-                eprintln!("rollwave router: routes reloaded: {hosts} hosts, canary share {share}");
+                tracing::info!(hosts, canary_share = %share, "routes reloaded");
             }
             Err(err) => {
-                eprintln!("rollwave router: keeping the previous routes: {err:#}");
+                tracing::warn!("keeping the previous routes: {err:#}");
                 shared.metrics.reload(false);
             }
         }

@@ -94,13 +94,13 @@ pub fn start(source: Source, dir: &Path) -> Result<PathBuf> {
                     generation = g;
                     if text != last {
                         if let Err(e) = write_atomically(&file, &text) {
-                            eprintln!("rollwave router: {e:#}");
+                            tracing::warn!("{e:#}");
                         }
                         last = text;
                     }
                 }
                 Err(e) => {
-                    eprintln!("rollwave router: keeping the last routing table: {e:#}");
+                    tracing::warn!("keeping the last routing table: {e:#}");
                     std::thread::sleep(Duration::from_secs(1));
                 }
             }

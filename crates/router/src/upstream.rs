@@ -684,3 +684,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz;

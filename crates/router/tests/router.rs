@@ -541,7 +541,7 @@ async fn metrics_are_served_per_host_version_and_track() {
 
     let scrape = http.get(router.admin, "/metrics", &[]).await;
     assert_eq!(scrape.status, 200);
-    assert!(scrape.header("content-type").starts_with("application/openmetrics-text"));
+    assert_eq!(scrape.header("content-type"), rollwave_router::metrics::CONTENT_TYPE);
     assert_eq!(metric(&scrape.body, &format!("rollwave_router_requests_total{series}")), 2);
     assert_eq!(metric(&scrape.body, &format!("rollwave_router_responses_5xx_total{series}")), 2);
     let stable_series = format!("{{host=\"{}\",version=\"v2\",track=\"stable\"}}", stable.addr);

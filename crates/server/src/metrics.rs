@@ -1,11 +1,13 @@
-//! The control plane's own metrics, in Prometheus text format at `/metrics`.
+//! The control plane's own metrics, in the Prometheus text format (0.0.4) at `/metrics`.
 
-use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+/// What `/metrics` serves: the Prometheus text format, which promtool and every scraper read.
+pub use rollwave_exposition::CONTENT_TYPE;
 
 type Labels = Vec<(String, String)>;
 
@@ -57,10 +59,8 @@ impl Metrics {
         self.request_seconds.get_or_create(&labels).observe(seconds);
     }
 
+    /// Every metric, in the format [`CONTENT_TYPE`] names.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = encode(&mut out, &self.registry);
-        out
+        rollwave_exposition::encode(&self.registry)
     }
 }

@@ -1,4 +1,5 @@
 //! Test fixtures: backends run as tokio tasks, routers on ephemeral ports, a client.
+#![allow(dead_code)]
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};

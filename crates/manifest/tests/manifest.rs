@@ -1,7 +1,7 @@
 //! Behaviour of `parse_manifest`: how the example resolves, where each kind of error is
 //! reported, and that no input makes it panic.
 
-use rollwave_core::alarm::{AlarmScope, Comparison, MetricSource, Threshold, TreatMissing};
+use rollwave_core::alarm::{AlarmScope, Comparison, Gauge, MetricRef, Threshold, TrafficMetric, TreatMissing};
 use rollwave_core::manifest::{Bake, Manifest, OneBox, Rolling, Strategy};
 use rollwave_core::plan::Plan;
 use rollwave_core::share::{BasisPoints, BatchSize};
@@ -129,7 +129,7 @@ fn the_example_resolves_every_default_and_override() {
         .map(|a| {
             (
                 a.name.as_str(),
-                a.metric.as_str(),
+                a.metric.clone(),
                 a.scope,
                 a.threshold,
                 a.period,
@@ -142,11 +142,19 @@ fn the_example_resolves_every_default_and_override() {
     assert_eq!(
         alarms,
         [
-            ("errors", "error_rate", AlarmScope::Zone, greater(0.02), minutes(1), 3, 5),
-            ("latency", "latency_p99_ms", AlarmScope::Region, greater(800.0), minutes(1), 3, 3),
+            ("errors", MetricRef::Traffic(TrafficMetric::ErrorRate), AlarmScope::Zone, greater(0.02), minutes(1), 3, 5),
+            (
+                "latency",
+                MetricRef::Traffic(TrafficMetric::LatencyP99Ms),
+                AlarmScope::Region,
+                greater(800.0),
+                minutes(1),
+                3,
+                3
+            ),
         ]
     );
-    assert!(m.alarms.iter().all(|a| a.source == MetricSource::Builtin && a.missing == TreatMissing::Missing));
+    assert!(m.alarms.iter().all(|a| a.missing == TreatMissing::Missing));
 }
 
 #[test]
@@ -306,8 +314,8 @@ fn stage_windows_replace_the_top_level_lists_they_name() {
 fn alarm_options_are_read() {
     let m = parse(&format!(
         "{SMALL}alarms:\n\
-         \x20 - {{ name: a, metric: m, threshold: 5, datapoints: 2, missing: not_breaching, scope: host }}\n\
-         \x20 - {{ name: b, metric: m, threshold: \"<= 0.5\", missing: notBreaching, period: 5m }}\n\
+         \x20 - {{ name: a, metric: restarts, threshold: 5, datapoints: 2, missing: not_breaching, scope: host }}\n\
+         \x20 - {{ name: b, metric: error_rate, threshold: \"<= 0.5\", missing: notBreaching, period: 5m }}\n\
          \x20 - {{ name: c, metric: m, threshold: \">=1\", source: prometheus, query: 'sum(up{{service=\"{{{{service}}}}\"}})' }}\n"
     ));
     let a = &m.alarms[0];
@@ -322,7 +330,11 @@ fn alarm_options_are_read() {
         (Comparison::LessOrEqual, TreatMissing::NotBreaching, minutes(5), 1)
     );
     assert_eq!(b.scope, AlarmScope::Region);
-    assert_eq!(m.alarms[2].source, MetricSource::Prometheus { query: "sum(up{service=\"{{service}}\"})".to_owned() });
+    assert_eq!(a.metric, MetricRef::Gauge(Gauge::Restarts));
+    assert_eq!(
+        m.alarms[2].metric,
+        MetricRef::Prometheus { name: "m".to_owned(), query: "sum(up{service=\"{{service}}\"})".to_owned() }
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -405,7 +417,7 @@ fn duplicate_names_are_reported_at_the_second_with_the_first() {
     let text = format!(
         "{SMALL}\
          \x20 - name: prod\n    environment: prod\n    waves:\n      - {{ name: w, regions: [us-east-2] }}\n      - {{ name: w, regions: [eu-west-1] }}\n\
-         alarms:\n  - {{ name: errors, metric: e, threshold: 1 }}\n  - {{ name: errors, metric: e, threshold: 1 }}\n"
+         alarms:\n  - {{ name: errors, metric: error_rate, threshold: 0.1 }}\n  - {{ name: errors, metric: error_rate, threshold: 0.1 }}\n"
     );
     assert_eq!(
         errors(&text),
@@ -728,9 +740,9 @@ stages:                           # manifest
 alarms:                           # manifest
   -
     name: a                       # alarm
-    metric: m                     # alarm
+    metric: error_rate            # alarm
     scope: zone                   # alarm
-    threshold: 1                  # alarm
+    threshold: 0.5                # alarm
     period: 1m                    # alarm
     datapoints: 1 of 1            # alarm
     missing: ignore               # alarm
@@ -803,12 +815,12 @@ fn the_schema_is_draft_2020_12_and_closed() {
 #[test]
 fn a_query_goes_with_prometheus_only() {
     let text = format!(
-        "{SMALL}alarms:\n  - {{ name: a, metric: m, threshold: 1, query: up }}\n  - {{ name: b, metric: m, threshold: 1, source: prometheus }}\n"
+        "{SMALL}alarms:\n  - {{ name: a, metric: error_rate, threshold: 0.5, query: up }}\n  - {{ name: b, metric: m, threshold: 1, source: prometheus }}\n"
     );
     assert_eq!(
         errors(&text),
         [
-            "11:41: \"query\" is only used with `source: prometheus`; set the source or remove the query",
+            "11:52: \"query\" is only used with `source: prometheus`; set the source or remove the query",
             "12:5: missing required key \"query\" (a PromQL query, required with `source: prometheus`)",
         ]
     );

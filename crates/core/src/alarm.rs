@@ -199,15 +199,11 @@ impl MetricRange {
             Comparison::Less => (above_min(false), below_max(true)),
             Comparison::LessOrEqual => (above_min(true), below_max(false)),
         };
-        let range = match self.max {
-            Some(max) => format!("from {} to {max}", self.min),
-            None => format!("{} or more", self.min),
-        };
         if !possible {
-            return Err(format!("`{threshold}` can never be crossed: the metric is {}, {range}", self.unit));
+            return Err(format!("`{threshold}` can never be crossed: the metric is {}", self.unit));
         }
         if !not_always {
-            return Err(format!("`{threshold}` is always crossed: the metric is {}, {range}", self.unit));
+            return Err(format!("`{threshold}` is always crossed: the metric is {}", self.unit));
         }
         Ok(())
     }

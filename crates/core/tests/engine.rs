@@ -2,7 +2,9 @@
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use rollwave_core::alarm::{AlarmScope, AlarmSpec, AlarmState, Comparison, MetricRef, TrafficMetric, Threshold, TreatMissing};
+use rollwave_core::alarm::{
+    AlarmScope, AlarmSpec, AlarmState, Comparison, MetricRef, Threshold, TrafficMetric, TreatMissing,
+};
 use rollwave_core::engine::*;
 use rollwave_core::manifest::*;
 use rollwave_core::plan::{EnvId, HostId, Plan, RegionId, StageId, ZoneId};

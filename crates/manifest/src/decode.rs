@@ -12,7 +12,9 @@ use crate::grammar;
 use crate::keys;
 use crate::yaml::{Decoder, Located, Mapping, Node, check_name, hint, is_null, suggest};
 use jiff::tz::TimeZone;
-use rollwave_core::alarm::{AlarmScope, AlarmSpec, Gauge, MetricRef, MonitorField, Threshold, TrafficMetric, TreatMissing};
+use rollwave_core::alarm::{
+    AlarmScope, AlarmSpec, Gauge, MetricRef, MonitorField, Threshold, TrafficMetric, TreatMissing,
+};
 use rollwave_core::manifest::{
     Bake, Environment, ExecSpec, Manifest, Monitor, Notification, NotificationFormat, NotifyOn, OneBox, Region,
     Rolling, Stage, Strategy, TestSpec, Wave, WebhookUrl, Zone,
@@ -435,7 +437,9 @@ fn region(
         if hosts == 0 {
             d.error(
                 value,
-                format!("zone {zone_name:?} has 0 hosts and would never be deployed; give it at least 1 or leave it out"),
+                format!(
+                    "zone {zone_name:?} has 0 hosts and would never be deployed; give it at least 1 or leave it out"
+                ),
             );
             continue;
         }
@@ -508,7 +512,10 @@ fn one_box(d: &mut Decoder, node: &Node) -> Option<OneBoxSetting> {
             max_share: d.optional(&map, "max_share", |d, n| {
                 let share = d.share(n)?;
                 if share.get() == 0 {
-                    d.error(n, "a one-box of 0% of its region can never take a host; write more than 0%, or one_box: false");
+                    d.error(
+                        n,
+                        "a one-box of 0% of its region can never take a host; write more than 0%, or one_box: false",
+                    );
                     return None;
                 }
                 Some(share)
@@ -697,8 +704,13 @@ fn waves(
     }
     // A mistake in a region's name already explains why a region seems left out.
     if let Some(env) = environment.filter(|_| d.errors().len() == errors_before) {
-        let left_out: Vec<&str> =
-            env.regions.iter().enumerate().filter(|(i, _)| !taken.contains_key(i)).map(|(_, r)| r.name.as_str()).collect();
+        let left_out: Vec<&str> = env
+            .regions
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !taken.contains_key(i))
+            .map(|(_, r)| r.name.as_str())
+            .collect();
         if !left_out.is_empty() {
             d.error(
                 node,
@@ -778,10 +790,9 @@ fn builtin_metric(d: &mut Decoder, node: &Node, monitors: Option<&[Monitor]>) ->
         known.extend(MonitorField::ALL.iter().map(|(f, _)| format!("monitor:{}:{f}", m.name)));
     }
     let hint = hint(&name, known.iter().map(String::as_str));
-    d.error(
-        node,
-        format!("unknown metric {name:?}{hint}; for a metric of your own, use source: prometheus with a query"),
-    );
+    let own =
+        if hint.starts_with("; did you mean") { "" } else { "; for a metric of your own, use source: prometheus" };
+    d.error(node, format!("unknown metric {name:?}{hint}{own}"));
     None
 }
 
@@ -844,7 +855,9 @@ fn alarm(
         .unwrap_or(false);
     let query = d.optional(&map, "query", Decoder::string);
     let metric = match (prometheus, query) {
-        (true, Some(query)) => d.required(&map, "metric", Decoder::string).map(|name| MetricRef::Prometheus { name, query }),
+        (true, Some(query)) => {
+            d.required(&map, "metric", Decoder::string).map(|name| MetricRef::Prometheus { name, query })
+        }
         (true, None) => {
             d.error(map, "missing required key \"query\" (a PromQL query, required with `source: prometheus`)");
             None

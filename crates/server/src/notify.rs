@@ -156,7 +156,8 @@ impl Notifier {
                 if waited < hook.blocked_after.as_secs() as i64 {
                     continue;
                 }
-                let key = (service.to_owned(), b.release.clone(), b.scope.clone(), format!("{}|{}", b.since, key(&hook.url)));
+                let key =
+                    (service.to_owned(), b.release.clone(), b.scope.clone(), format!("{}|{}", b.since, key(&hook.url)));
                 if !self.blocked_sent.lock().unwrap_or_else(|p| p.into_inner()).insert(key) {
                     continue;
                 }

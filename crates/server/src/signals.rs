@@ -74,7 +74,10 @@ impl RowValue {
 /// What an alarm's values are computed from.
 enum Measure {
     /// Rows of this source (`traffic` or `monitor:NAME`), read as `value`.
-    Rows { source: String, value: RowValue },
+    Rows {
+        source: String,
+        value: RowValue,
+    },
     Gauge(Gauge),
 }
 

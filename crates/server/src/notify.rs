@@ -86,13 +86,14 @@ fn key(url: &WebhookUrl) -> String {
     }
 }
 
-/// An error message with every trace of `url` past its host replaced by `shown`.
+/// An error message with the URL, and its path and query, replaced by `shown`.
 fn scrubbed(message: &str, url: &str, shown: &str) -> String {
     let mut out = message.replace(url, shown);
-    if let Some(rest) = url.split_once("://").and_then(|(_, rest)| rest.split_once('/')).map(|(_, p)| p) {
-        if !rest.is_empty() {
-            out = out.replace(rest, "…");
-        }
+    if let Some(secret) =
+        url.parse::<axum::http::Uri>().ok().and_then(|u| u.path_and_query().map(|p| p.as_str().to_owned()))
+        && secret.len() > 1
+    {
+        out = out.replace(&secret, "/…");
     }
     out
 }

@@ -1003,6 +1003,23 @@ fn the_schema_is_draft_2020_12_and_closed() {
     assert_eq!(schema["required"], serde_json::json!(["service", "environments", "stages"]));
     assert_eq!(schema["$defs"]["duration"]["pattern"], "^([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?$");
     assert_eq!(schema["$defs"]["alarm"]["then"]["required"], serde_json::json!(["query"]));
+    assert_eq!(schema["$id"], "https://rollwave.dev/schema/manifest.schema.json");
+}
+
+/// The manifests CI shows the schema (`check-jsonschema`) must reject: the decoder
+/// refuses each of them too, with one located error.
+#[test]
+fn every_broken_manifest_of_the_schema_check_is_refused() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/broken");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let err = parse_manifest("broken.yaml", &text).expect_err(&path.display().to_string());
+        assert!(!err.errors.is_empty() && err.errors.len() <= 2, "{}: {err}", path.display());
+        seen += 1;
+    }
+    assert!(seen >= 10, "only {seen} broken manifests");
 }
 
 #[test]

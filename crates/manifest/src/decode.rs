@@ -237,6 +237,9 @@ fn notification(d: &mut Decoder, node: &Node, secrets: SecretCheck<'_>) -> Optio
         })
         .unwrap_or_else(|| NotifyOn::ALL.iter().map(|(_, v)| *v).collect());
     let blocked_after = d.optional(&map, "blocked_after", Decoder::duration).unwrap_or(Duration::from_secs(1800));
+    if let Some(key) = map.key("blocked_after").filter(|_| !on.contains(&NotifyOn::Blocked) && !on.is_empty()) {
+        d.error(key, "`blocked_after` has no effect: this webhook does not hear of `blocked`; add it to `on`");
+    }
     Some(Notification { url: url?, format, on, blocked_after })
 }
 

@@ -439,6 +439,13 @@ pub fn manifest_schema() -> Value {
         alarm.insert("allOf".to_owned(), metric_rules());
     }
 
+    // `blocked_after` only matters to a webhook that hears of `blocked`.
+    if let Some(Value::Object(notification)) = defs.get_mut("notification") {
+        notification.insert("if".to_owned(), json!({ "required": ["blocked_after", "on"] }));
+        notification
+            .insert("then".to_owned(), json!({ "properties": { "on": { "contains": { "const": "blocked" } } } }));
+    }
+
     let (name, keys, required) = OBJECTS[0];
     let mut root = object(name, keys, required);
     if let Value::Object(map) = &mut root {

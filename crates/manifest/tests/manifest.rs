@@ -700,6 +700,11 @@ fn settings_that_could_never_take_effect_are_refused() {
             "    environment: prod\nnotifications:\n  - { url: \"https://hooks.example.com/x\", on: [] }\n",
             "11:47: a webhook that hears of nothing is never called",
         ),
+        (
+            "    environment: prod\n",
+            "    environment: prod\nnotifications:\n  - { url: \"https://h.example.com/x\", on: [halted], blocked_after: 1h }\n",
+            "11:53: `blocked_after` has no effect: this webhook does not hear of `blocked`",
+        ),
     ];
     for (from, to, expected) in cases {
         let text = SMALL.replace(from, to);
@@ -889,7 +894,7 @@ notifications:                    # manifest
   -
     url: http://127.0.0.1:9/hook  # notification
     format: slack                 # notification
-    on: [halted]                  # notification
+    on: [halted, blocked]         # notification
     blocked_after: 10m            # notification
 strategy:                         # manifest
   one_box:                        # strategy

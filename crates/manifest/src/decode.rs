@@ -68,6 +68,8 @@ struct RollingLayer {
     batch: Option<BatchSize>,
     zone_bake: BakeLayer,
     max_failures: Option<u32>,
+    /// Where `max_failures` is written, to report a tolerance no zone can reach.
+    max_failures_at: Option<Location>,
     deploy_timeout: Option<Duration>,
 }
 
@@ -540,8 +542,39 @@ fn rolling(d: &mut Decoder, node: &Node) -> Option<RollingLayer> {
         batch: d.optional(&map, "batch", |d, n| d.parsed(n, "a batch size such as 33% or 2", grammar::batch)),
         zone_bake: d.optional(&map, "zone_bake", bake).unwrap_or_default(),
         max_failures: d.optional(&map, "max_failures", Decoder::u32),
+        max_failures_at: map.get("max_failures").map(Located::location),
         deploy_timeout: d.optional(&map, "deploy_timeout", Decoder::positive_duration),
     })
+}
+
+/// Where the `max_failures` that applies to a wave with these layers is written.
+fn max_failures_at(layers: &[&StrategyLayer]) -> Option<Location> {
+    layers.iter().find_map(|l| l.rolling.max_failures.and(l.rolling.max_failures_at))
+}
+
+/// A zone that never has more failed hosts than `max_failures` is never rolled back for
+/// failed deployments: the tolerance would switch that safety off without saying so.
+fn check_max_failures(d: &mut Decoder, env: &Environment, wave: &Wave, at: Option<Location>) {
+    let tolerated = wave.strategy.rolling.max_failures;
+    let Some(at) = at.filter(|_| tolerated > 0) else { return };
+    let zones: Vec<String> = wave
+        .regions
+        .iter()
+        .filter_map(|&r| env.regions.get(r))
+        .flat_map(|r| &r.zones)
+        .filter(|z| z.hosts <= tolerated)
+        .map(|z| format!("{} ({} host(s))", z.name, z.hosts))
+        .collect();
+    if zones.is_empty() {
+        return;
+    }
+    let message = format!(
+        "max_failures: {tolerated} tolerates every host of zone(s) {} of wave {:?}, so a failed deployment \
+         there would never roll the zone back; tolerate fewer failures than the zone has hosts",
+        zones.join(", "),
+        wave.name
+    );
+    d.error(at, message);
 }
 
 /// Resolves a wave's strategy from its layers, most specific first; the last layer is
@@ -644,11 +677,17 @@ fn stage(d: &mut Decoder, node: &Node, context: &Context<'_>, names: &mut HashMa
     let env = environment.and_then(|i| context.environments?.get(i)).filter(|e| e.regions_known);
     let waves = match map.get("waves") {
         Some(node) => waves(d, node, env.map(|e| &e.environment), &layer, context.strategy),
-        None => Some(vec![Wave {
-            name: "wave-1".to_owned(),
-            regions: env.map(|e| (0..e.environment.regions.len()).collect()).unwrap_or_default(),
-            strategy: resolve(&[&layer, context.strategy]),
-        }]),
+        None => {
+            let wave = Wave {
+                name: "wave-1".to_owned(),
+                regions: env.map(|e| (0..e.environment.regions.len()).collect()).unwrap_or_default(),
+                strategy: resolve(&[&layer, context.strategy]),
+            };
+            if let Some(env) = env {
+                check_max_failures(d, &env.environment, &wave, max_failures_at(&[&layer, context.strategy]));
+            }
+            Some(vec![wave])
+        }
     };
     Some(Stage { name: name?, environment: environment?, approval, tests, waves: waves?, windows })
 }
@@ -703,7 +742,11 @@ fn waves(
         let regions = d.required(&map, "regions", |d, n| region_refs(d, n, environment, &mut taken, &wave_label));
         let layer = strategy_layer(d, &map);
         let (Some(name), Some(regions)) = (name, regions) else { continue };
-        waves.push(Wave { name, regions, strategy: resolve(&[&layer, stage, strategy]) });
+        let wave = Wave { name, regions, strategy: resolve(&[&layer, stage, strategy]) };
+        if let Some(env) = environment {
+            check_max_failures(d, env, &wave, max_failures_at(&[&layer, stage, strategy]));
+        }
+        waves.push(wave);
     }
     // A mistake in a region's name already explains why a region seems left out.
     if let Some(env) = environment.filter(|_| d.errors().len() == errors_before) {

@@ -677,6 +677,11 @@ fn settings_that_could_never_take_effect_are_refused() {
         ("use2-az1: 3", "use2-az1: 0", "5:39: zone \"use2-az1\" has 0 hosts and would never be deployed"),
         (
             "    environment: prod\n",
+            "    environment: prod\n    rolling: { max_failures: 3 }\n",
+            "10:30: max_failures: 3 tolerates every host of zone(s) use2-az1 (3 host(s)), euw1-az1 (3 host(s)) of wave \"wave-1\"",
+        ),
+        (
+            "    environment: prod\n",
             "    environment: prod\n    one_box: { max_share: 0% }\n",
             "10:27: a one-box of 0% of its region can never take a host",
         ),
@@ -713,6 +718,8 @@ fn settings_that_could_never_take_effect_are_refused() {
         assert_eq!(errs.len(), 1, "{to}: {errs:#?}");
         assert!(errs[0].starts_with(expected), "expected {expected:?}, found {:?}", errs[0]);
     }
+    // A tolerance below every zone's size is fine.
+    parse(&SMALL.replace("    environment: prod\n", "    environment: prod\n    rolling: { max_failures: 2 }\n"));
     // A typo'd region is reported once, as a typo, not also as a region left out.
     let errs = errors(&SMALL.replace(
         "    environment: prod\n",

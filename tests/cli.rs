@@ -141,6 +141,24 @@ fn simulate_json_keeps_its_contract() {
 }
 
 #[test]
+fn a_typo_in_an_alarm_metric_stops_the_simulation_at_its_place() {
+    // Once accepted and never evaluated, the typo let v3 reach every host of a zone.
+    let pipeline = std::fs::read_to_string("examples/pipeline.yaml").unwrap();
+    let typo = pipeline.replace("{ name: errors, metric: error_rate,", "{ name: errors, metric: eror_rate,");
+    assert_ne!(typo, pipeline);
+    let path = scratch("typo-pipeline.yaml", &typo);
+    let o = rollwave(&["simulate", path.to_str().unwrap(), "--scenario", "examples/bad-release.yaml"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let err = stderr(&o);
+    let file = path.display().to_string();
+    assert!(
+        err.contains(&format!("{file}:62:29: unknown metric \"eror_rate\"; did you mean \"error_rate\"?")),
+        "{err}"
+    );
+    assert!(stdout(&o).is_empty(), "no report from a manifest that does not hold");
+}
+
+#[test]
 fn the_examples_show_every_kind_of_event() {
     let mut kinds = std::collections::BTreeSet::new();
     for scenario in ["good-release", "bad-release", "latent-defect", "incident", "in-flight"] {

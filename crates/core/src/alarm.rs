@@ -8,8 +8,8 @@ use std::time::Duration;
 #[derive(Clone, Debug, PartialEq)]
 pub struct AlarmSpec {
     pub name: String,
-    pub metric: String,
-    pub source: MetricSource,
+    /// What is measured, resolved when the manifest is read.
+    pub metric: MetricRef,
     pub scope: AlarmScope,
     pub threshold: Threshold,
     pub period: Duration,
@@ -20,12 +20,193 @@ pub struct AlarmSpec {
     pub missing: TreatMissing,
 }
 
+/// The metric an alarm watches. The manifest spells it `error_rate`, `cpu_percent`,
+/// `monitor:NAME:success_rate`…; the decoder resolves that spelling (and a monitor's name
+/// to its index), so code that evaluates alarms matches on this and never on text.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MetricSource {
-    /// Metrics that rollwave measures itself (routers, agents, monitors).
-    Builtin,
-    /// A PromQL query with `{{service}}`, `{{region}}`… filled in per scope.
-    Prometheus { query: String },
+pub enum MetricRef {
+    /// Measured from the traffic that routers push.
+    Traffic(TrafficMetric),
+    /// Read by agents on their hosts.
+    Gauge(Gauge),
+    /// Measured from a synthetic monitor's checks.
+    Monitor {
+        /// Index into [`crate::manifest::Manifest::monitors`].
+        index: usize,
+        name: String,
+        field: MonitorField,
+    },
+    /// A PromQL query with `{{service}}`, `{{region}}`… filled in per scope; `name` is
+    /// the alarm's `metric` label, which nothing resolves.
+    Prometheus { name: String, query: String },
+}
+
+/// Metrics of router traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TrafficMetric {
+    /// Failed requests as a fraction of all requests, from 0 to 1.
+    ErrorRate,
+    /// The 99th percentile of request latency, in milliseconds.
+    LatencyP99Ms,
+    /// Requests per second.
+    RequestRate,
+}
+
+/// Readings agents take on their hosts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Gauge {
+    /// Share of time every CPU was busy, from 0 to 100.
+    CpuPercent,
+    /// Memory in use, from 0 to 100.
+    MemoryPercent,
+    /// How many times the agent has started again on the host.
+    Restarts,
+}
+
+/// What a synthetic monitor's checks give.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MonitorField {
+    /// Checks that passed as a fraction of all checks, from 0 to 1.
+    SuccessRate,
+    /// The 99th percentile of check latency, in milliseconds.
+    LatencyMs,
+}
+
+/// The values a metric can take: a threshold outside them can never be crossed, or is
+/// always crossed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MetricRange {
+    pub min: f64,
+    /// `None`: no upper bound.
+    pub max: Option<f64>,
+    /// The unit, as a reader should be told it.
+    pub unit: &'static str,
+}
+
+const FRACTION: MetricRange = MetricRange { min: 0.0, max: Some(1.0), unit: "a fraction from 0 to 1 (0.05 is 5%)" };
+const PERCENT: MetricRange = MetricRange { min: 0.0, max: Some(100.0), unit: "a percentage from 0 to 100" };
+const MILLISECONDS: MetricRange = MetricRange { min: 0.0, max: None, unit: "milliseconds, 0 or more" };
+
+impl TrafficMetric {
+    pub const ALL: [(&'static str, TrafficMetric); 3] = [
+        ("error_rate", TrafficMetric::ErrorRate),
+        ("latency_p99_ms", TrafficMetric::LatencyP99Ms),
+        ("request_rate", TrafficMetric::RequestRate),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrafficMetric::ErrorRate => "error_rate",
+            TrafficMetric::LatencyP99Ms => "latency_p99_ms",
+            TrafficMetric::RequestRate => "request_rate",
+        }
+    }
+
+    pub fn named(name: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, m)| *m)
+    }
+
+    pub fn range(self) -> MetricRange {
+        match self {
+            TrafficMetric::ErrorRate => FRACTION,
+            TrafficMetric::LatencyP99Ms => MILLISECONDS,
+            TrafficMetric::RequestRate => MetricRange { min: 0.0, max: None, unit: "requests per second, 0 or more" },
+        }
+    }
+}
+
+impl Gauge {
+    pub const ALL: [(&'static str, Gauge); 3] =
+        [("cpu_percent", Gauge::CpuPercent), ("memory_percent", Gauge::MemoryPercent), ("restarts", Gauge::Restarts)];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Gauge::CpuPercent => "cpu_percent",
+            Gauge::MemoryPercent => "memory_percent",
+            Gauge::Restarts => "restarts",
+        }
+    }
+
+    pub fn named(name: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, g)| *g)
+    }
+
+    pub fn range(self) -> MetricRange {
+        match self {
+            Gauge::CpuPercent | Gauge::MemoryPercent => PERCENT,
+            Gauge::Restarts => MetricRange { min: 0.0, max: None, unit: "a count of restarts, 0 or more" },
+        }
+    }
+}
+
+impl MonitorField {
+    pub const ALL: [(&'static str, MonitorField); 2] =
+        [("success_rate", MonitorField::SuccessRate), ("latency_ms", MonitorField::LatencyMs)];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MonitorField::SuccessRate => "success_rate",
+            MonitorField::LatencyMs => "latency_ms",
+        }
+    }
+
+    pub fn named(name: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+    }
+
+    pub fn range(self) -> MetricRange {
+        match self {
+            MonitorField::SuccessRate => FRACTION,
+            MonitorField::LatencyMs => MILLISECONDS,
+        }
+    }
+}
+
+impl MetricRef {
+    /// The values the metric can take; `None` for a Prometheus query, which can give any.
+    pub fn range(&self) -> Option<MetricRange> {
+        match self {
+            MetricRef::Traffic(m) => Some(m.range()),
+            MetricRef::Gauge(g) => Some(g.range()),
+            MetricRef::Monitor { field, .. } => Some(field.range()),
+            MetricRef::Prometheus { .. } => None,
+        }
+    }
+}
+
+/// The manifest's spelling.
+impl fmt::Display for MetricRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MetricRef::Traffic(m) => f.write_str(m.as_str()),
+            MetricRef::Gauge(g) => f.write_str(g.as_str()),
+            MetricRef::Monitor { name, field, .. } => write!(f, "monitor:{name}:{}", field.as_str()),
+            MetricRef::Prometheus { name, .. } => f.write_str(name),
+        }
+    }
+}
+
+impl MetricRange {
+    /// Why `threshold` can never be crossed, or is always crossed, by a value in this range.
+    pub fn check(&self, threshold: &Threshold) -> Result<(), String> {
+        let v = threshold.value;
+        let below_max = |inclusive: bool| self.max.is_none_or(|max| if inclusive { v <= max } else { v < max });
+        let above_min = |inclusive: bool| if inclusive { v >= self.min } else { v > self.min };
+        // `> v` fires only if some value is above v, and not always only if some value is not.
+        let (possible, not_always) = match threshold.comparison {
+            Comparison::Greater => (below_max(false), above_min(true)),
+            Comparison::GreaterOrEqual => (below_max(true), above_min(false)),
+            Comparison::Less => (above_min(false), below_max(true)),
+            Comparison::LessOrEqual => (above_min(true), below_max(false)),
+        };
+        if !possible {
+            return Err(format!("`{threshold}` can never be crossed: the metric is {}", self.unit));
+        }
+        if !not_always {
+            return Err(format!("`{threshold}` is always crossed: the metric is {}", self.unit));
+        }
+        Ok(())
+    }
 }
 
 /// The granularity an alarm is evaluated at: one instance per host, zone, region or environment.
@@ -223,8 +404,7 @@ mod tests {
     fn spec(n: u32, m: u32, missing: TreatMissing) -> AlarmSpec {
         AlarmSpec {
             name: "errors".into(),
-            metric: "error_rate".into(),
-            source: MetricSource::Builtin,
+            metric: MetricRef::Traffic(TrafficMetric::ErrorRate),
             scope: AlarmScope::Zone,
             threshold: Threshold { comparison: Comparison::Greater, value: 0.02 },
             period: Duration::from_secs(60),

@@ -39,11 +39,42 @@ pub struct Monitor {
 /// A webhook: which happenings it hears of, and in what form.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Notification {
-    pub url: String,
+    pub url: WebhookUrl,
     pub format: NotificationFormat,
     pub on: Vec<NotifyOn>,
     /// For [`NotifyOn::Blocked`]: how long a step must have been blocked.
     pub blocked_after: Duration,
+}
+
+/// Where a webhook's URL comes from. A webhook URL often is its own secret (Slack's
+/// carry it in the path), so what is shown of it is only ever [`WebhookUrl::shown`], `Debug` included.
+#[derive(Clone, PartialEq, Eq)]
+pub enum WebhookUrl {
+    /// Written in the manifest. `shown` is its `scheme://host[:port]/…`, without the
+    /// path, query or user information.
+    Literal { url: String, shown: String },
+    /// Read from this environment variable of the server when a notification is sent.
+    Env(String),
+    /// Read from this file on the server when a notification is sent (surrounding
+    /// whitespace trimmed).
+    File(String),
+}
+
+impl WebhookUrl {
+    /// What reads may show of the URL: never the secret part.
+    pub fn shown(&self) -> String {
+        match self {
+            WebhookUrl::Literal { shown, .. } => shown.clone(),
+            WebhookUrl::Env(name) => format!("env:{name}"),
+            WebhookUrl::File(path) => format!("file:{path}"),
+        }
+    }
+}
+
+impl std::fmt::Debug for WebhookUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WebhookUrl({})", self.shown())
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,7 +2,9 @@
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use rollwave_core::alarm::{AlarmScope, AlarmSpec, AlarmState, Comparison, MetricSource, Threshold, TreatMissing};
+use rollwave_core::alarm::{
+    AlarmScope, AlarmSpec, AlarmState, Comparison, MetricRef, Threshold, TrafficMetric, TreatMissing,
+};
 use rollwave_core::engine::*;
 use rollwave_core::manifest::*;
 use rollwave_core::plan::{EnvId, HostId, Plan, RegionId, StageId, ZoneId};
@@ -68,8 +70,7 @@ fn manifest(zones: &[u32], approvals: &[bool]) -> Manifest {
             .collect(),
         alarms: vec![AlarmSpec {
             name: "errors".into(),
-            metric: "error_rate".into(),
-            source: MetricSource::Builtin,
+            metric: MetricRef::Traffic(TrafficMetric::ErrorRate),
             scope: AlarmScope::Zone,
             threshold: Threshold { comparison: Comparison::Greater, value: 0.02 },
             period: mins(1),

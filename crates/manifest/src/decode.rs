@@ -12,10 +12,12 @@ use crate::grammar;
 use crate::keys;
 use crate::yaml::{Decoder, Located, Mapping, Node, check_name, hint, is_null, suggest};
 use jiff::tz::TimeZone;
-use rollwave_core::alarm::{AlarmScope, AlarmSpec, MetricSource, Threshold, TreatMissing};
+use rollwave_core::alarm::{
+    AlarmScope, AlarmSpec, Gauge, MetricRef, MonitorField, Threshold, TrafficMetric, TreatMissing,
+};
 use rollwave_core::manifest::{
     Bake, Environment, ExecSpec, Manifest, Monitor, Notification, NotificationFormat, NotifyOn, OneBox, Region,
-    Rolling, Stage, Strategy, TestSpec, Wave, Zone,
+    Rolling, Stage, Strategy, TestSpec, Wave, WebhookUrl, Zone,
 };
 use rollwave_core::share::{BasisPoints, BatchSize};
 use rollwave_core::window::{BlockedDates, WeeklyWindow, Windows};
@@ -66,6 +68,8 @@ struct RollingLayer {
     batch: Option<BatchSize>,
     zone_bake: BakeLayer,
     max_failures: Option<u32>,
+    /// Where `max_failures` is written, to report a tolerance no zone can reach.
+    max_failures_at: Option<Location>,
     deploy_timeout: Option<Duration>,
 }
 
@@ -100,6 +104,26 @@ struct DecodedEnvironment {
     regions_known: bool,
 }
 
+/// HTTP methods a monitor may send: those with a meaning for a health check.
+pub const MONITOR_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/// A reference to a secret in the manifest, which only the server can resolve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretRef<'a> {
+    /// `{ env: NAME }`
+    Env(&'a str),
+    /// `{ file: PATH }`
+    File(&'a str),
+}
+
+/// Checks that a secret reference resolves where the manifest is applied; the error is
+/// reported at the reference. [`no_secret_check`] accepts every reference.
+pub type SecretCheck<'c> = &'c dyn Fn(SecretRef<'_>) -> Result<(), String>;
+
+pub fn no_secret_check(_: SecretRef<'_>) -> Result<(), String> {
+    Ok(())
+}
+
 /// What stages refer to.
 struct Context<'a> {
     /// `None` when `environments` itself is missing or unreadable.
@@ -108,7 +132,7 @@ struct Context<'a> {
     windows: &'a WindowsLayer,
 }
 
-pub fn manifest(d: &mut Decoder, root: &Node) -> Option<Manifest> {
+pub fn manifest(d: &mut Decoder, root: &Node, secrets: SecretCheck<'_>) -> Option<Manifest> {
     let map = d.mapping(root, keys::MANIFEST)?;
     let service = d.required(&map, "service", Decoder::name);
     let environments = d.required(&map, "environments", environments);
@@ -116,10 +140,15 @@ pub fn manifest(d: &mut Decoder, root: &Node) -> Option<Manifest> {
     let windows = d.optional(&map, "windows", windows).unwrap_or_default();
     let context = Context { environments: environments.as_deref(), strategy: &strategy, windows: &windows };
     let stages = d.required(&map, "stages", |d, node| stages(d, node, &context));
-    let alarms = d.optional(&map, "alarms", alarms).unwrap_or_default();
     let watch = d.optional(&map, "watch", Decoder::duration).unwrap_or(DEFAULT_WATCH);
-    let notifications = d.optional(&map, "notifications", |d, n| d.list(n, notification)).unwrap_or_default();
-    let monitors = d.optional(&map, "monitors", |d, n| d.list(n, monitor)).unwrap_or_default();
+    let notifications =
+        d.optional(&map, "notifications", |d, n| d.list(n, |d, n| notification(d, n, secrets))).unwrap_or_default();
+    let monitors = d.optional(&map, "monitors", monitors);
+    let monitors_known = monitors.is_some() || map.get("monitors").is_none();
+    let monitors = monitors.unwrap_or_default();
+    let alarms = d
+        .optional(&map, "alarms", |d, n| alarms(d, n, monitors_known.then_some(monitors.as_slice())))
+        .unwrap_or_default();
     Some(Manifest {
         service: service?,
         environments: environments?.into_iter().map(|e| e.environment).collect(),
@@ -131,12 +160,17 @@ pub fn manifest(d: &mut Decoder, root: &Node) -> Option<Manifest> {
     })
 }
 
-fn monitor(d: &mut Decoder, node: &Node) -> Option<Monitor> {
+fn monitors(d: &mut Decoder, node: &Node) -> Option<Vec<Monitor>> {
+    let mut names = HashMap::new();
+    d.list(node, |d, item| monitor(d, item, &mut names))
+}
+
+fn monitor(d: &mut Decoder, node: &Node, names: &mut HashMap<String, Location>) -> Option<Monitor> {
     let map = d.mapping(node, keys::MONITOR)?;
-    let name = d.required(&map, "name", Decoder::name);
+    let name = unique_name(d, &map, names, "monitor name");
     let request = d.required(&map, "request", |d, n| {
         let r = d.mapping(n, keys::MONITOR_REQUEST)?;
-        let method = d.optional(&r, "method", Decoder::string).unwrap_or_else(|| "GET".to_owned()).to_ascii_uppercase();
+        let method = d.optional(&r, "method", monitor_method).unwrap_or_else(|| "GET".to_owned());
         let path = d.required(&r, "path", |d, n| {
             d.parsed(n, "a path", |s| {
                 if s.starts_with('/') { Ok(s.to_owned()) } else { Err(format!("a path starts with /, found {s:?}")) }
@@ -173,17 +207,19 @@ fn monitor(d: &mut Decoder, node: &Node) -> Option<Monitor> {
     Some(Monitor { name: name?, method, path, headers, body, expect_status: status, body_contains, max_latency, every })
 }
 
-fn notification(d: &mut Decoder, node: &Node) -> Option<Notification> {
+fn monitor_method(d: &mut Decoder, node: &Node) -> Option<String> {
+    d.parsed(node, "an HTTP method such as GET", |s| {
+        let upper = s.trim().to_ascii_uppercase();
+        match MONITOR_METHODS.iter().find(|m| **m == upper) {
+            Some(method) => Ok((*method).to_owned()),
+            None => Err(format!("unknown HTTP method {s:?}{}", hint(&upper, MONITOR_METHODS.iter().copied()))),
+        }
+    })
+}
+
+fn notification(d: &mut Decoder, node: &Node, secrets: SecretCheck<'_>) -> Option<Notification> {
     let map = d.mapping(node, keys::NOTIFICATION)?;
-    let url = d.required(&map, "url", |d, n| {
-        d.parsed(n, "a URL", |s| {
-            if s.starts_with("http://") || s.starts_with("https://") {
-                Ok(s.to_owned())
-            } else {
-                Err(format!("expected an http:// or https:// URL, found {s:?}"))
-            }
-        })
-    });
+    let url = d.required(&map, "url", |d, n| webhook_url(d, n, secrets));
     let format = d
         .optional(&map, "format", |d, n| {
             d.one_of(
@@ -194,10 +230,84 @@ fn notification(d: &mut Decoder, node: &Node) -> Option<Notification> {
         })
         .unwrap_or(NotificationFormat::Json);
     let on = d
-        .optional(&map, "on", |d, n| d.list(n, |d, item| d.one_of(item, "notification event", &NotifyOn::ALL)))
+        .optional(&map, "on", |d, n| {
+            let on = d.list(n, |d, item| d.one_of(item, "notification event", &NotifyOn::ALL))?;
+            if on.is_empty() && d.sequence(n).is_some_and(<[Node]>::is_empty) {
+                d.error(n, "a webhook that hears of nothing is never called; list events or leave out `on` for all");
+            }
+            Some(on)
+        })
         .unwrap_or_else(|| NotifyOn::ALL.iter().map(|(_, v)| *v).collect());
     let blocked_after = d.optional(&map, "blocked_after", Decoder::duration).unwrap_or(Duration::from_secs(1800));
+    if let Some(key) = map.key("blocked_after").filter(|_| !on.contains(&NotifyOn::Blocked) && !on.is_empty()) {
+        d.error(key, "`blocked_after` has no effect: this webhook does not hear of `blocked`; add it to `on`");
+    }
     Some(Notification { url: url?, format, on, blocked_after })
+}
+
+/// A literal `http(s)://` URL, or `{ env: NAME }` or `{ file: PATH }` resolved on the server.
+fn webhook_url(d: &mut Decoder, node: &Node, secrets: SecretCheck<'_>) -> Option<WebhookUrl> {
+    let Node::Mapping(_) = node else {
+        return d.parsed(node, "a URL, { env: NAME } or { file: PATH }", literal_url);
+    };
+    let map = d.mapping(node, keys::SECRET_REF)?;
+    let (env, file) = (map.get("env"), map.get("file"));
+    let (reference, at) = match (env, file) {
+        (Some(at), None) => (WebhookUrl::Env(d.parsed(at, "a variable name", env_name)?), at),
+        (None, Some(at)) => (WebhookUrl::File(d.parsed(at, "a file path", file_path)?), at),
+        _ => {
+            d.error(map, "write exactly one of `{ env: NAME }` or `{ file: PATH }`");
+            return None;
+        }
+    };
+    let checked = match &reference {
+        WebhookUrl::Env(name) => secrets(SecretRef::Env(name)),
+        WebhookUrl::File(path) => secrets(SecretRef::File(path)),
+        WebhookUrl::Literal { .. } => Ok(()),
+    };
+    if let Err(message) = checked {
+        d.error(at, message);
+        return None;
+    }
+    Some(reference)
+}
+
+/// A literal webhook URL and what reads may show of it.
+fn literal_url(s: &str) -> Result<WebhookUrl, String> {
+    let shown = redacted_url(s)?;
+    Ok(WebhookUrl::Literal { url: s.to_owned(), shown })
+}
+
+/// `scheme://host[:port]/…` of an `http(s)` URL: the path, query and user information,
+/// where webhook secrets live, left out. The error never quotes the URL past its host.
+pub fn redacted_url(s: &str) -> Result<String, String> {
+    const FORM: &str = "expected an http:// or https:// URL, or { env: NAME } or { file: PATH } read on the server";
+    let uri: http::Uri = s.trim().parse().map_err(|_| format!("invalid URL: {FORM}"))?;
+    let scheme = uri.scheme_str().filter(|s| matches!(*s, "http" | "https")).ok_or_else(|| FORM.to_owned())?;
+    let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(|| format!("the URL has no host: {FORM}"))?;
+    let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+    Ok(format!("{scheme}://{host}{port}/…"))
+}
+
+/// An environment variable's name: what a shell would accept.
+fn env_name(s: &str) -> Result<String, String> {
+    let mut chars = s.chars();
+    let well_formed = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if well_formed && s.len() <= 256 {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("invalid environment variable name {s:?}: use letters, digits and _, not starting with a digit"))
+    }
+}
+
+/// An absolute path on the server.
+fn file_path(s: &str) -> Result<String, String> {
+    if s.starts_with('/') && !s.contains('\0') {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("expected an absolute path on the server, such as /run/secrets/slack-webhook, found {s:?}"))
+    }
 }
 
 /// Records `name` as seen at `at`, or reports it as a duplicate of an earlier one.
@@ -329,6 +439,15 @@ fn region(
             },
         }
         let Some(hosts) = d.u32(value) else { continue };
+        if hosts == 0 {
+            d.error(
+                value,
+                format!(
+                    "zone {zone_name:?} has 0 hosts and would never be deployed; give it at least 1 or leave it out"
+                ),
+            );
+            continue;
+        }
         let before = *hosts_total;
         *hosts_total = before.saturating_add(u64::from(hosts));
         // Only the zone that crosses the limit is reported, once per environment.
@@ -395,7 +514,17 @@ fn one_box(d: &mut Decoder, node: &Node) -> Option<OneBoxSetting> {
         let map = d.mapping(node, keys::ONE_BOX)?;
         return Some(OneBoxSetting::On(OneBoxLayer {
             hosts: d.optional(&map, "hosts", positive_u32),
-            max_share: d.optional(&map, "max_share", Decoder::share),
+            max_share: d.optional(&map, "max_share", |d, n| {
+                let share = d.share(n)?;
+                if share.get() == 0 {
+                    d.error(
+                        n,
+                        "a one-box of 0% of its region can never take a host; write more than 0%, or one_box: false",
+                    );
+                    return None;
+                }
+                Some(share)
+            }),
             bake: d.optional(&map, "bake", bake).unwrap_or_default(),
             judge: d.optional(&map, "judge", Decoder::bool),
         }));
@@ -413,8 +542,39 @@ fn rolling(d: &mut Decoder, node: &Node) -> Option<RollingLayer> {
         batch: d.optional(&map, "batch", |d, n| d.parsed(n, "a batch size such as 33% or 2", grammar::batch)),
         zone_bake: d.optional(&map, "zone_bake", bake).unwrap_or_default(),
         max_failures: d.optional(&map, "max_failures", Decoder::u32),
+        max_failures_at: map.get("max_failures").map(Located::location),
         deploy_timeout: d.optional(&map, "deploy_timeout", Decoder::positive_duration),
     })
+}
+
+/// Where the `max_failures` that applies to a wave with these layers is written.
+fn max_failures_at(layers: &[&StrategyLayer]) -> Option<Location> {
+    layers.iter().find_map(|l| l.rolling.max_failures.and(l.rolling.max_failures_at))
+}
+
+/// A zone that never has more failed hosts than `max_failures` is never rolled back for
+/// failed deployments: the tolerance would switch that safety off without saying so.
+fn check_max_failures(d: &mut Decoder, env: &Environment, wave: &Wave, at: Option<Location>) {
+    let tolerated = wave.strategy.rolling.max_failures;
+    let Some(at) = at.filter(|_| tolerated > 0) else { return };
+    let zones: Vec<String> = wave
+        .regions
+        .iter()
+        .filter_map(|&r| env.regions.get(r))
+        .flat_map(|r| &r.zones)
+        .filter(|z| z.hosts <= tolerated)
+        .map(|z| format!("{} ({} host(s))", z.name, z.hosts))
+        .collect();
+    if zones.is_empty() {
+        return;
+    }
+    let message = format!(
+        "max_failures: {tolerated} tolerates every host of zone(s) {} of wave {:?}, so a failed deployment \
+         there would never roll the zone back; tolerate fewer failures than the zone has hosts",
+        zones.join(", "),
+        wave.name
+    );
+    d.error(at, message);
 }
 
 /// Resolves a wave's strategy from its layers, most specific first; the last layer is
@@ -517,11 +677,17 @@ fn stage(d: &mut Decoder, node: &Node, context: &Context<'_>, names: &mut HashMa
     let env = environment.and_then(|i| context.environments?.get(i)).filter(|e| e.regions_known);
     let waves = match map.get("waves") {
         Some(node) => waves(d, node, env.map(|e| &e.environment), &layer, context.strategy),
-        None => Some(vec![Wave {
-            name: "wave-1".to_owned(),
-            regions: env.map(|e| (0..e.environment.regions.len()).collect()).unwrap_or_default(),
-            strategy: resolve(&[&layer, context.strategy]),
-        }]),
+        None => {
+            let wave = Wave {
+                name: "wave-1".to_owned(),
+                regions: env.map(|e| (0..e.environment.regions.len()).collect()).unwrap_or_default(),
+                strategy: resolve(&[&layer, context.strategy]),
+            };
+            if let Some(env) = env {
+                check_max_failures(d, &env.environment, &wave, max_failures_at(&[&layer, context.strategy]));
+            }
+            Some(vec![wave])
+        }
     };
     Some(Stage { name: name?, environment: environment?, approval, tests, waves: waves?, windows })
 }
@@ -568,6 +734,7 @@ fn waves(
     // Region index -> the wave that already deploys it.
     let mut taken: HashMap<usize, String> = HashMap::new();
     let mut waves = Vec::new();
+    let errors_before = d.errors().len();
     for item in items {
         let Some(map) = d.mapping(item, keys::WAVE) else { continue };
         let name = unique_name(d, &map, &mut names, "wave name");
@@ -575,7 +742,32 @@ fn waves(
         let regions = d.required(&map, "regions", |d, n| region_refs(d, n, environment, &mut taken, &wave_label));
         let layer = strategy_layer(d, &map);
         let (Some(name), Some(regions)) = (name, regions) else { continue };
-        waves.push(Wave { name, regions, strategy: resolve(&[&layer, stage, strategy]) });
+        let wave = Wave { name, regions, strategy: resolve(&[&layer, stage, strategy]) };
+        if let Some(env) = environment {
+            check_max_failures(d, env, &wave, max_failures_at(&[&layer, stage, strategy]));
+        }
+        waves.push(wave);
+    }
+    // A mistake in a region's name already explains why a region seems left out.
+    if let Some(env) = environment.filter(|_| d.errors().len() == errors_before) {
+        let left_out: Vec<&str> = env
+            .regions
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !taken.contains_key(i))
+            .map(|(_, r)| r.name.as_str())
+            .collect();
+        if !left_out.is_empty() {
+            d.error(
+                node,
+                format!(
+                    "region(s) {} of environment {:?} are in no wave, so this stage would never deploy them; \
+                     add them to a wave",
+                    left_out.join(", "),
+                    env.name
+                ),
+            );
+        }
     }
     Some(waves)
 }
@@ -619,15 +811,64 @@ fn region_refs(
 // ---------------------------------------------------------------------------------------
 // Alarms
 
-fn alarms(d: &mut Decoder, node: &Node) -> Option<Vec<AlarmSpec>> {
+/// `monitors` is `None` when the manifest's monitors could not be read: references to
+/// them are then not checked, that mistake is already reported.
+fn alarms(d: &mut Decoder, node: &Node, monitors: Option<&[Monitor]>) -> Option<Vec<AlarmSpec>> {
     let mut names = HashMap::new();
-    d.list(node, |d, item| alarm(d, item, &mut names))
+    d.list(node, |d, item| alarm(d, item, &mut names, monitors))
 }
 
-fn alarm(d: &mut Decoder, node: &Node, names: &mut HashMap<String, Location>) -> Option<AlarmSpec> {
+/// A metric rollwave measures itself, by its manifest spelling.
+fn builtin_metric(d: &mut Decoder, node: &Node, monitors: Option<&[Monitor]>) -> Option<MetricRef> {
+    let name = d.string(node)?;
+    if let Some(m) = TrafficMetric::named(&name) {
+        return Some(MetricRef::Traffic(m));
+    }
+    if let Some(g) = Gauge::named(&name) {
+        return Some(MetricRef::Gauge(g));
+    }
+    if let Some(rest) = name.strip_prefix("monitor:") {
+        return monitor_metric(d, node, rest, monitors?);
+    }
+    let mut known: Vec<String> = TrafficMetric::ALL.iter().map(|(n, _)| (*n).to_owned()).collect();
+    known.extend(Gauge::ALL.iter().map(|(n, _)| (*n).to_owned()));
+    for m in monitors.unwrap_or_default() {
+        known.extend(MonitorField::ALL.iter().map(|(f, _)| format!("monitor:{}:{f}", m.name)));
+    }
+    let hint = hint(&name, known.iter().map(String::as_str));
+    let own =
+        if hint.starts_with("; did you mean") { "" } else { "; for a metric of your own, use source: prometheus" };
+    d.error(node, format!("unknown metric {name:?}{hint}{own}"));
+    None
+}
+
+/// `NAME:success_rate` or `NAME:latency_ms` of `monitor:NAME:FIELD`.
+fn monitor_metric(d: &mut Decoder, node: &Node, rest: &str, monitors: &[Monitor]) -> Option<MetricRef> {
+    let Some((name, field)) = rest.rsplit_once(':') else {
+        d.error(node, format!("write monitor:NAME:success_rate or monitor:NAME:latency_ms, found \"monitor:{rest}\""));
+        return None;
+    };
+    let Some(index) = monitors.iter().position(|m| m.name == name) else {
+        let hint = hint(name, monitors.iter().map(|m| m.name.as_str()));
+        d.error(node, format!("no monitor named {name:?} in `monitors`{hint}"));
+        return None;
+    };
+    let Some(field) = MonitorField::named(field) else {
+        let hint = hint(field, MonitorField::ALL.iter().map(|(f, _)| *f));
+        d.error(node, format!("unknown monitor metric {field:?}{hint}"));
+        return None;
+    };
+    Some(MetricRef::Monitor { index, name: name.to_owned(), field })
+}
+
+fn alarm(
+    d: &mut Decoder,
+    node: &Node,
+    names: &mut HashMap<String, Location>,
+    monitors: Option<&[Monitor]>,
+) -> Option<AlarmSpec> {
     let map = d.mapping(node, keys::ALARM)?;
     let name = unique_name(d, &map, names, "alarm name");
-    let metric = d.required(&map, "metric", Decoder::string);
     let scope = d
         .optional(&map, "scope", |d, n| {
             let choices = AlarmScope::ALL.map(|s| (s.as_str(), s));
@@ -659,8 +900,10 @@ fn alarm(d: &mut Decoder, node: &Node, names: &mut HashMap<String, Location>) ->
         .optional(&map, "source", |d, n| d.one_of(n, "metric source", &[("builtin", false), ("prometheus", true)]))
         .unwrap_or(false);
     let query = d.optional(&map, "query", Decoder::string);
-    let source = match (prometheus, query) {
-        (true, Some(query)) => Some(MetricSource::Prometheus { query }),
+    let metric = match (prometheus, query) {
+        (true, Some(query)) => {
+            d.required(&map, "metric", Decoder::string).map(|name| MetricRef::Prometheus { name, query })
+        }
         (true, None) => {
             d.error(map, "missing required key \"query\" (a PromQL query, required with `source: prometheus`)");
             None
@@ -669,13 +912,19 @@ fn alarm(d: &mut Decoder, node: &Node, names: &mut HashMap<String, Location>) ->
             if let (Some(_), Some(key)) = (query, map.key("query")) {
                 d.error(key, "\"query\" is only used with `source: prometheus`; set the source or remove the query");
             }
-            Some(MetricSource::Builtin)
+            d.required(&map, "metric", |d, n| builtin_metric(d, n, monitors))
         }
     };
+    if let (Some(range), Some(threshold), Some(at)) =
+        (metric.as_ref().and_then(MetricRef::range), threshold, map.get("threshold"))
+        && let Err(message) = range.check(&threshold)
+    {
+        d.error(at, format!("{message}; this alarm could never do what it says"));
+        return None;
+    }
     Some(AlarmSpec {
         name: name?,
         metric: metric?,
-        source: source?,
         scope,
         threshold: threshold?,
         period,

@@ -7,6 +7,8 @@ pub const MONITOR: &[&str] = &["name", "request", "expect", "every"];
 pub const MONITOR_REQUEST: &[&str] = &["method", "path", "headers", "body"];
 pub const MONITOR_EXPECT: &[&str] = &["status", "body_contains", "max_latency"];
 pub const NOTIFICATION: &[&str] = &["url", "format", "on", "blocked_after"];
+/// A secret read on the server: exactly one of these.
+pub const SECRET_REF: &[&str] = &["env", "file"];
 pub const ENVIRONMENT: &[&str] = &["regions", "exec"];
 pub const EXEC: &[&str] = &["deploy", "rollback", "timeout"];
 pub const REGION: &[&str] = &["timezone", "zones"];

@@ -31,6 +31,7 @@ pub mod yaml;
 
 use std::fmt;
 
+pub use decode::{MONITOR_METHODS, SecretCheck, SecretRef, redacted_url};
 pub use schema::manifest_schema;
 
 /// A position in the source text, both 1-based, as editors count them.
@@ -81,7 +82,18 @@ impl std::error::Error for ManifestErrors {}
 /// `file` only names the source in error messages. On failure every error found is
 /// returned, sorted by position.
 pub fn parse_manifest(file: &str, text: &str) -> Result<rollwave_core::manifest::Manifest, ManifestErrors> {
+    parse_manifest_checking_secrets(file, text, &decode::no_secret_check)
+}
+
+/// [`parse_manifest`], where every secret reference (`{ env: NAME }`, `{ file: PATH }`)
+/// is also given to `check`, whose error is reported at the reference. The server uses
+/// it to refuse a manifest whose secrets it could not read.
+pub fn parse_manifest_checking_secrets(
+    file: &str,
+    text: &str,
+    check: SecretCheck<'_>,
+) -> Result<rollwave_core::manifest::Manifest, ManifestErrors> {
     let mut decoder = yaml::Decoder::new(file);
-    let manifest = decoder.parse_document(text).and_then(|root| decode::manifest(&mut decoder, &root));
+    let manifest = decoder.parse_document(text).and_then(|root| decode::manifest(&mut decoder, &root, check));
     decoder.finish(manifest)
 }

@@ -2,17 +2,31 @@
 //!
 //! Every object's `properties` are generated from the key lists in [`crate::keys`], the
 //! same lists the decoder checks mappings against. A key without a schema here would
-//! get the schema `false`, which the tests reject. The schema cannot express everything
-//! the decoder checks (unique names, references between sections, `N <= M`); it is a
-//! first line of defence, `rollwave` itself has the last word.
+//! get the schema `false`, which the tests reject. Metric names, `N of M` with `N <= M`,
+//! host counts, shares and durations that must not be zero, monitor methods and
+//! thresholds a metric can reach are checked here as strictly as the decoder does.
+//! What JSON Schema cannot say is left to `rollwave` itself: a value that must name
+//! something defined elsewhere in the document (a stage's environment, a wave's regions,
+//! a `monitor:NAME` metric; JSON Schema has no standard way to compare a value with
+//! another part of the instance), names unique within a list, every region being in a
+//! wave, and thresholds that are always crossed.
 
+use crate::decode::MONITOR_METHODS;
 use crate::keys;
+use rollwave_core::alarm::{Gauge, MetricRange, MonitorField, TrafficMetric};
 use serde_json::{Map, Value, json};
+
+/// Where the schema says it lives; editors key their caches on it.
+pub const SCHEMA_ID: &str = "https://rollwave.dev/schema/manifest.schema.json";
 
 pub const NAME_PATTERN: &str = "^[A-Za-z0-9._-]+$";
 /// Units largest first, each at most once; emptiness is excluded by `minLength`.
 pub const DURATION_PATTERN: &str = "^([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?$";
 pub const PERCENTAGE_PATTERN: &str = "^(100(\\.0{1,2})?|[0-9]{1,2}(\\.[0-9]{1,2})?)%$";
+/// A percentage that is not zero (`0%`, `00.00%`).
+const ZERO_PERCENTAGE_PATTERN: &str = "^0{1,2}(\\.0{1,2})?%$";
+/// A duration of no time at all (`0s`, `0h0m`).
+const ZERO_DURATION_PATTERN: &str = "^(0+[dhms])+$";
 const DAY: &str = "(Mon|Tue|Wed|Thu|Fri|Sat|Sun)";
 const TIME: &str = "([01][0-9]|2[0-3]):[0-5][0-9]";
 const DATE: &str = "[0-9]{4}-[0-9]{2}-[0-9]{2}";
@@ -77,18 +91,38 @@ fn property(object: &str, key: &str) -> Option<Value> {
         ("monitor", "name") => reference("name"),
         ("monitor", "request") => reference("monitorRequest"),
         ("monitor", "expect") => reference("monitorExpect"),
-        ("monitor", "every") => described(duration.clone(), "Default 1m."),
-        ("monitorRequest", "method") => json!({ "type": "string", "default": "GET" }),
+        ("monitor", "every") => described(reference("positiveDuration"), "Default 1m."),
+        ("monitorRequest", "method") => described(
+            json!({ "type": "string", "pattern": method_pattern(), "default": "GET" }),
+            "GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS, in any case.",
+        ),
         ("monitorRequest", "path") => json!({ "type": "string", "pattern": "^/" }),
         ("monitorRequest", "headers") => json!({ "type": "object", "additionalProperties": { "type": "string" } }),
         ("monitorRequest", "body") => json!({ "type": "string" }),
         ("monitorExpect", "status") => json!({ "type": "integer", "minimum": 100, "maximum": 599, "default": 200 }),
         ("monitorExpect", "body_contains") => json!({ "type": "string" }),
-        ("monitorExpect", "max_latency") => duration.clone(),
-        ("notification", "url") => json!({ "type": "string", "pattern": "^https?://" }),
+        ("monitorExpect", "max_latency") => reference("positiveDuration"),
+        ("notification", "url") => described(
+            json!({ "oneOf": [
+                { "type": "string", "pattern": "^\\s*[Hh][Tt][Tt][Pp][Ss]?://[^/?#\\s]+" },
+                {
+                    "type": "object",
+                    "properties": { "env": { "type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,255}$" } },
+                    "required": ["env"],
+                    "additionalProperties": false,
+                },
+                {
+                    "type": "object",
+                    "properties": { "file": { "type": "string", "pattern": "^/" } },
+                    "required": ["file"],
+                    "additionalProperties": false,
+                },
+            ] }),
+            "An http(s) URL (shown in reads only as scheme://host/…), or a secret read on the server when a notification is sent: { env: NAME } or { file: /absolute/path }.",
+        ),
         ("notification", "format") => json!({ "enum": ["json", "slack"], "default": "json" }),
         ("notification", "on") => described(
-            json!({ "type": "array", "items": { "enum": ["halted", "rolled_back", "completed", "blocked", "regression_suspected"] } }),
+            json!({ "type": "array", "minItems": 1, "items": { "enum": ["halted", "rolled_back", "completed", "blocked", "regression_suspected"] } }),
             "Default: all of them.",
         ),
         ("notification", "blocked_after") => {
@@ -108,13 +142,13 @@ fn property(object: &str, key: &str) -> Option<Value> {
             json!({ "type": "string", "minLength": 1 }),
             "Run with sh -c; {{service}} {{environment}} {{region}} {{zone}} {{host}} {{version}} {{artifact}} {{share}} are filled in.",
         ),
-        ("exec", "timeout") => described(duration.clone(), "Default 10m."),
+        ("exec", "timeout") => described(reference("positiveDuration"), "Default 10m."),
         ("region", "timezone") => described(
             json!({ "type": "string" }),
             "IANA time zone that windows are read in, e.g. Europe/Dublin. Default UTC.",
         ),
         ("region", "zones") => described(
-            named_map(json!({ "type": "integer", "minimum": 0, "maximum": u32::MAX })),
+            named_map(json!({ "type": "integer", "minimum": 1, "maximum": u32::MAX })),
             "Host count per zone; hosts are named {zone}-{n}. Zone names are unique in an environment.",
         ),
         ("strategy" | "stage" | "wave", "one_box") => reference("oneBox"),
@@ -124,7 +158,7 @@ fn property(object: &str, key: &str) -> Option<Value> {
         }
         ("oneBoxSettings", "hosts") => json!({ "type": "integer", "minimum": 1, "maximum": u32::MAX, "default": 1 }),
         ("oneBoxSettings", "max_share") => described(
-            reference("percentage"),
+            reference("nonZeroPercentage"),
             "The one-box never takes more than this share of its region. Default 10%.",
         ),
         ("oneBoxSettings", "bake") => described(reference("bake"), "Default 1h."),
@@ -134,7 +168,7 @@ fn property(object: &str, key: &str) -> Option<Value> {
         ),
         ("rolling", "batch") => described(
             json!({ "oneOf": [
-                { "type": "string", "pattern": PERCENTAGE_PATTERN },
+                { "$ref": "#/$defs/nonZeroPercentage" },
                 { "type": "integer", "minimum": 1, "maximum": u32::MAX },
             ] }),
             "Largest batch: a share of each zone (default 33%) or a host count.",
@@ -144,9 +178,10 @@ fn property(object: &str, key: &str) -> Option<Value> {
             json!({ "type": "integer", "minimum": 0, "maximum": u32::MAX, "default": 0 }),
             "Failed hosts a zone tolerates before it is rolled back.",
         ),
-        ("rolling", "deploy_timeout") => {
-            described(duration, "A host deployment that has not reported by then counts as failed. Default 10m.")
-        }
+        ("rolling", "deploy_timeout") => described(
+            reference("positiveDuration"),
+            "A host deployment that has not reported by then counts as failed. Default 10m.",
+        ),
         ("bakeSettings", "time") => duration,
         ("bakeSettings", "min_datapoints") => described(
             json!({ "type": "integer", "minimum": 0 }),
@@ -165,12 +200,15 @@ fn property(object: &str, key: &str) -> Option<Value> {
             "Default: one wave named wave-1 of every region of the environment.",
         ),
         ("test", "run") => json!({ "type": "string", "minLength": 1 }),
-        ("test", "timeout") => described(duration, "Default 15m."),
+        ("test", "timeout") => described(reference("positiveDuration"), "Default 15m."),
         ("wave", "regions") => described(
             json!({ "type": "array", "minItems": 1, "uniqueItems": true, "items": reference("name") }),
             "Regions of the stage's environment, deployed in parallel; each in one wave only.",
         ),
-        ("alarm", "metric") => json!({ "type": "string", "minLength": 1 }),
+        ("alarm", "metric") => described(
+            json!({ "type": "string", "minLength": 1 }),
+            "A built-in metric (error_rate, latency_p99_ms, request_rate, cpu_percent, memory_percent, restarts, monitor:NAME:success_rate, monitor:NAME:latency_ms), or any name with source: prometheus.",
+        ),
         ("alarm", "scope") => json!({ "enum": ["host", "zone", "region", "environment"], "default": "region" }),
         ("alarm", "threshold") => described(
             json!({ "oneOf": [
@@ -179,11 +217,11 @@ fn property(object: &str, key: &str) -> Option<Value> {
             ] }),
             "\"> 0.02\", \">= 5\", \"< 1\", \"<= 0.5\"; a bare number means >.",
         ),
-        ("alarm", "period") => described(duration, "Default 1m; more than 0s."),
+        ("alarm", "period") => described(reference("positiveDuration"), "Default 1m; more than 0s."),
         ("alarm", "datapoints") => described(
             json!({ "oneOf": [
                 { "type": "integer", "minimum": 1, "maximum": 100 },
-                { "type": "string", "pattern": "^\\s*[0-9]+(\\s+of\\s+[0-9]+)?\\s*$" },
+                { "type": "string", "pattern": datapoints_pattern() },
             ] }),
             "\"N of M\": alarm when N of the last M periods breach (1 <= N <= M <= 100). Default \"1 of 1\".",
         ),
@@ -212,6 +250,109 @@ fn property(object: &str, key: &str) -> Option<Value> {
         _ => return None,
     };
     Some(schema)
+}
+
+/// Any of the monitor methods, in any case.
+fn method_pattern() -> String {
+    let any_case = |method: &str| -> String {
+        method.chars().map(|c| format!("[{}{}]", c.to_ascii_uppercase(), c.to_ascii_lowercase())).collect()
+    };
+    let methods: Vec<String> = MONITOR_METHODS.iter().map(|m| any_case(m)).collect();
+    format!("^\\s*({})\\s*$", methods.join("|"))
+}
+
+/// The numbers from 1 to `max` (at most 100), written as the decoder reads them.
+fn one_to(max: u32) -> String {
+    let tens = max / 10;
+    let mut parts = Vec::new();
+    match (tens, max % 10) {
+        (0, units) => parts.push(format!("[1-{units}]")),
+        _ => parts.push("[1-9]".to_owned()),
+    }
+    for t in 1..tens.min(10) {
+        parts.push(format!("{t}[0-9]"));
+    }
+    if (1..10).contains(&tens) {
+        parts.push(format!("{tens}[0-{}]", max % 10));
+    }
+    if max == 100 {
+        parts.push("100".to_owned());
+    }
+    format!("0*({})", parts.join("|"))
+}
+
+/// `N of M` with `1 <= N <= M <= 100`, or `N` alone: one alternative per M.
+fn datapoints_pattern() -> String {
+    let pairs: Vec<String> = (1..=100).map(|m| format!("{}\\s+of\\s+0*{m}", one_to(m))).collect();
+    format!("^\\s*({}|{})\\s*$", one_to(100), pairs.join("|"))
+}
+
+/// A number as the threshold grammar reads it, limited to what a metric's `range` allows
+/// where a regular expression can say so simply: signs and upper bounds of 1 and 100.
+fn threshold_pattern(range: Option<MetricRange>) -> String {
+    let comparison = "^\\s*(>=|<=|>|<)?\\s*";
+    let number = match range.map(|r| (r.min, r.max)) {
+        Some((min, Some(max))) if min == 0.0 && max == 1.0 => {
+            "([+]?0+(\\.[0-9]*)?|[+]?0*\\.[0-9]+|[+]?0*1(\\.0*)?|[+]?([0-9]*\\.?[0-9]+|[0-9]+\\.)[eE][-+]?[0-9]+)".to_owned()
+        }
+        Some((min, Some(max))) if min == 0.0 && max == 100.0 => {
+            "([+]?0*[0-9]{1,2}(\\.[0-9]*)?|[+]?0*\\.[0-9]+|[+]?0*100(\\.0*)?|[+]?([0-9]*\\.?[0-9]+|[0-9]+\\.)[eE][-+]?[0-9]+)".to_owned()
+        }
+        Some((min, None)) if min == 0.0 => format!("[+]?{}", NUMBER.trim_start_matches("[-+]?")),
+        _ => NUMBER.to_owned(),
+    };
+    format!("{comparison}{number}\\s*$")
+}
+
+/// The threshold's schema for alarms on `names`: numbers within `range`. A bare number
+/// means `>`, so it must be below the range's top; a comparison's text is held to the
+/// range only, and the decoder refuses the edges that are never or always crossed.
+fn threshold_rule(names: Vec<&str>, range: MetricRange) -> Value {
+    let mut number = json!({ "type": "number", "minimum": range.min });
+    if let Some(max) = range.max {
+        number["exclusiveMaximum"] = json!(max);
+    }
+    json!({
+        "if": {
+            "properties": { "metric": { "enum": names } },
+            "required": ["metric"],
+            "not": { "properties": { "source": { "const": "prometheus" } }, "required": ["source"] },
+        },
+        "then": { "properties": { "threshold": { "oneOf": [
+            number,
+            { "type": "string", "pattern": threshold_pattern(Some(range)) },
+        ] } } },
+    })
+}
+
+/// Built-in metrics by name, and `monitor:NAME:FIELD` by pattern, with the rule for
+/// their thresholds; alarms with `source: prometheus` may name any metric.
+fn metric_rules() -> Value {
+    let mut names: Vec<&str> = TrafficMetric::ALL.iter().map(|(n, _)| *n).collect();
+    names.extend(Gauge::ALL.iter().map(|(n, _)| *n));
+    let fields: Vec<&str> = MonitorField::ALL.iter().map(|(f, _)| *f).collect();
+    let monitor = format!("^monitor:[A-Za-z0-9._-]+:({})$", fields.join("|"));
+    let mut rules = vec![json!({
+        "if": { "not": { "properties": { "source": { "const": "prometheus" } }, "required": ["source"] } },
+        "then": { "properties": { "metric": { "anyOf": [
+            { "enum": names },
+            { "type": "string", "pattern": monitor },
+        ] } } },
+    })];
+    for (name, metric) in TrafficMetric::ALL {
+        rules.push(threshold_rule(vec![name], metric.range()));
+    }
+    for (name, gauge) in Gauge::ALL {
+        rules.push(threshold_rule(vec![name], gauge.range()));
+    }
+    for (field, f) in MonitorField::ALL {
+        let range = f.range();
+        let pattern = format!("^monitor:[A-Za-z0-9._-]+:{field}$");
+        let mut rule = threshold_rule(vec![], range);
+        rule["if"]["properties"]["metric"] = json!({ "type": "string", "pattern": pattern });
+        rules.push(rule);
+    }
+    Value::Array(rules)
 }
 
 /// A mapping from names to values of one schema.
@@ -257,6 +398,22 @@ pub fn manifest_schema() -> Value {
         json!({ "type": "string", "pattern": PERCENTAGE_PATTERN, "description": "0% to 100%, e.g. 33% or 10.5%." }),
     );
     add(
+        "nonZeroPercentage",
+        json!({
+            "type": "string",
+            "pattern": PERCENTAGE_PATTERN,
+            "not": { "pattern": ZERO_PERCENTAGE_PATTERN },
+            "description": "More than 0%, up to 100%, e.g. 33% or 10.5%.",
+        }),
+    );
+    add(
+        "positiveDuration",
+        json!({
+            "allOf": [reference("duration"), { "not": { "pattern": ZERO_DURATION_PATTERN } }],
+            "description": "A duration longer than 0s.",
+        }),
+    );
+    add(
         "bake",
         json!({
             "description": "A duration (time only) or { time, min_datapoints }: a bake ends when both are met.",
@@ -279,6 +436,14 @@ pub fn manifest_schema() -> Value {
         );
         alarm.insert("then".to_owned(), json!({ "required": ["query"] }));
         alarm.insert("else".to_owned(), json!({ "not": { "required": ["query"] } }));
+        alarm.insert("allOf".to_owned(), metric_rules());
+    }
+
+    // `blocked_after` only matters to a webhook that hears of `blocked`.
+    if let Some(Value::Object(notification)) = defs.get_mut("notification") {
+        notification.insert("if".to_owned(), json!({ "required": ["blocked_after", "on"] }));
+        notification
+            .insert("then".to_owned(), json!({ "properties": { "on": { "contains": { "const": "blocked" } } } }));
     }
 
     let (name, keys, required) = OBJECTS[0];
@@ -286,6 +451,7 @@ pub fn manifest_schema() -> Value {
     if let Value::Object(map) = &mut root {
         let mut head = Map::new();
         head.insert("$schema".to_owned(), json!("https://json-schema.org/draft/2020-12/schema"));
+        head.insert("$id".to_owned(), json!(SCHEMA_ID));
         head.insert("title".to_owned(), json!("rollwave pipeline manifest"));
         head.append(map);
         head.insert("$defs".to_owned(), Value::Object(defs));

@@ -46,6 +46,8 @@ pub struct ServiceStatus {
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct NotificationStatus {
+    /// What may be shown of the webhook: `scheme://host/…` of a literal URL, never its
+    /// path or query; `env:NAME` or `file:PATH` for a reference read on the server.
     pub url: String,
     pub delivered: u64,
     pub failed_attempts: u64,

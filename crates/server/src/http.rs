@@ -141,8 +141,11 @@ async fn apply_service(
     let actor = actor(&app, &headers).await?;
     actor.require(Role::Admin)?;
     let file = req.file.unwrap_or_else(|| "manifest.yaml".to_owned());
-    // Read it here first, for the service's name and to answer errors without the leader.
-    let manifest = rollwave_manifest::parse_manifest(&file, &req.manifest).map_err(crate::state::manifest_error)?;
+    // Read it here first, for the service's name and to answer errors without the leader;
+    // a secret reference this server cannot resolve is refused here, not when it is needed.
+    let manifest =
+        rollwave_manifest::parse_manifest_checking_secrets(&file, &req.manifest, &crate::notify::check_reference)
+            .map_err(crate::state::manifest_error)?;
     let service = manifest.service.clone();
     let existed = app.node.read(|m| m.services.contains_key(&service));
     let agents = app.node.config.driver == crate::node::Driver::Agent;

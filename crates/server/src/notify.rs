@@ -1,9 +1,16 @@
 //! Webhook notifications: a release halted, rolled back, completed, blocked too long, or
 //! suspected of a regression. Sent by the leader, retried with backoff; how delivery goes
 //! is part of the service's status.
+//!
+//! A webhook URL often is a secret. A manifest names it by reference (`{ env: NAME }`,
+//! `{ file: PATH }`), resolved here each time a notification is sent, so that the URL is
+//! never in the log and a rotated secret takes effect without applying the manifest
+//! again; the reference is also checked when the manifest is applied. Reads only ever
+//! show a webhook's [`WebhookUrl::shown`] form, errors included.
 
 use crate::api::{EventView, NotificationStatus};
-use rollwave_core::manifest::{Notification, NotificationFormat, NotifyOn};
+use rollwave_core::manifest::{Notification, NotificationFormat, NotifyOn, WebhookUrl};
+use rollwave_manifest::SecretRef;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,6 +40,76 @@ impl Default for Notifier {
             posts: Arc::new(tokio::sync::Semaphore::new(MAX_POSTS_IN_FLIGHT)),
         }
     }
+}
+
+/// A secret file holds a URL: anything longer is not one.
+const MAX_URL_FILE: u64 = 64 * 1024;
+
+/// The URL a reference stands for on this server, checked to be `http(s)`. Errors name
+/// the reference, never what it holds.
+pub fn resolve(url: &WebhookUrl) -> Result<String, String> {
+    match url {
+        WebhookUrl::Literal { url, .. } => Ok(url.clone()),
+        WebhookUrl::Env(name) => resolve_reference(SecretRef::Env(name)),
+        WebhookUrl::File(path) => resolve_reference(SecretRef::File(path)),
+    }
+}
+
+fn resolve_reference(reference: SecretRef<'_>) -> Result<String, String> {
+    let (value, what) = match reference {
+        SecretRef::Env(name) => match std::env::var(name) {
+            Ok(value) => (value, format!("environment variable {name}")),
+            Err(std::env::VarError::NotPresent) => {
+                return Err(format!("environment variable {name} is not set on the server"));
+            }
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(format!("environment variable {name} on the server is not text"));
+            }
+        },
+        SecretRef::File(path) => (read_url_file(path)?, format!("file {path}")),
+    };
+    let value = value.trim().to_owned();
+    match rollwave_manifest::redacted_url(&value) {
+        Ok(_) => Ok(value),
+        Err(_) => Err(format!("{what} on the server does not hold an http:// or https:// URL")),
+    }
+}
+
+fn read_url_file(path: &str) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read file {path} on the server: {}", e.kind()))?;
+    let mut text = String::new();
+    file.take(MAX_URL_FILE)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read file {path} on the server: {}", e.kind()))?;
+    Ok(text)
+}
+
+/// For [`rollwave_manifest::parse_manifest_checking_secrets`]: a reference that does not
+/// resolve on this server is refused when the manifest is applied.
+pub fn check_reference(reference: SecretRef<'_>) -> Result<(), String> {
+    resolve_reference(reference).map(|_| ())
+}
+
+/// Tells webhooks apart in the notifier's own records; never shown.
+fn key(url: &WebhookUrl) -> String {
+    match url {
+        WebhookUrl::Literal { url, .. } => format!("url {url}"),
+        WebhookUrl::Env(name) => format!("env {name}"),
+        WebhookUrl::File(path) => format!("file {path}"),
+    }
+}
+
+/// An error message with the URL, and its path and query, replaced by `shown`.
+fn scrubbed(message: &str, url: &str, shown: &str) -> String {
+    let mut out = message.replace(url, shown);
+    if let Some(secret) =
+        url.parse::<axum::http::Uri>().ok().and_then(|u| u.path_and_query().map(|p| p.as_str().to_owned()))
+        && secret.len() > 1
+    {
+        out = out.replace(&secret, "/…");
+    }
+    out
 }
 
 /// What an engine event means to people, if anything.
@@ -94,7 +171,8 @@ impl Notifier {
                 if waited < hook.blocked_after.as_secs() as i64 {
                     continue;
                 }
-                let key = (service.to_owned(), b.release.clone(), b.scope.clone(), format!("{}|{}", b.since, hook.url));
+                let key =
+                    (service.to_owned(), b.release.clone(), b.scope.clone(), format!("{}|{}", b.since, key(&hook.url)));
                 if !self.blocked_sent.lock().unwrap_or_else(|p| p.into_inner()).insert(key) {
                     continue;
                 }
@@ -119,10 +197,11 @@ impl Notifier {
         status.iter().filter(|((s, _), _)| s == service).map(|(_, v)| v.clone()).collect()
     }
 
-    fn record(&self, service: &str, url: &str, result: Result<(), String>) {
+    /// `key` tells webhooks apart and is never shown; `shown` is what reads see.
+    fn record(&self, service: &str, key: &str, shown: &str, result: Result<(), String>) {
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = status.entry((service.to_owned(), url.to_owned())).or_insert_with(|| NotificationStatus {
-            url: url.to_owned(),
+        let entry = status.entry((service.to_owned(), key.to_owned())).or_insert_with(|| NotificationStatus {
+            url: shown.to_owned(),
             delivered: 0,
             failed_attempts: 0,
             given_up: 0,
@@ -137,8 +216,9 @@ impl Notifier {
         }
     }
 
-    fn send(self: &Arc<Self>, service: &str, url: &str, body: String) {
-        let (notifier, service, url) = (Arc::clone(self), service.to_owned(), url.to_owned());
+    fn send(self: &Arc<Self>, service: &str, url: &WebhookUrl, body: String) {
+        let (notifier, service, url) = (Arc::clone(self), service.to_owned(), url.clone());
+        let (key, shown) = (key(&url), url.shown());
         tokio::spawn(async move {
             for attempt in 0..ATTEMPTS {
                 if attempt > 0 {
@@ -148,20 +228,21 @@ impl Notifier {
                 let result = match Arc::clone(&notifier.posts).acquire_owned().await {
                     Ok(permit) => tokio::task::spawn_blocking(move || {
                         let _permit = permit;
-                        post(&u, &b)
+                        let target = resolve(&u)?;
+                        post(&target, &b).map_err(|e| scrubbed(&e, &target, &u.shown()))
                     })
                     .await
                     .unwrap_or_else(|e| Err(e.to_string())),
                     Err(e) => Err(e.to_string()),
                 };
                 let ok = result.is_ok();
-                notifier.record(&service, &url, result);
+                notifier.record(&service, &key, &shown, result);
                 if ok {
                     return;
                 }
             }
             let mut status = notifier.status.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(s) = status.get_mut(&(service.clone(), url.clone())) {
+            if let Some(s) = status.get_mut(&(service.clone(), key.clone())) {
                 s.given_up += 1;
             }
         });

@@ -5,7 +5,7 @@
 
 use crate::api::{GAUGES, LATENCY_BOUNDS_MS};
 use crate::state::{LogInput, ReadModel, ServiceState};
-use rollwave_core::alarm::{AlarmScope, Evaluator, MetricSource};
+use rollwave_core::alarm::{AlarmScope, AlarmSpec, Evaluator, Gauge, MetricRef, MonitorField, TrafficMetric};
 use rollwave_core::judge::{Direction, JudgeConfig, MetricComparison, Outcome, judge};
 use rollwave_core::plan::{EnvId, HostId};
 use rollwave_store::{GaugeRow, MetricRow};
@@ -27,15 +27,72 @@ pub fn is_gauge(metric: &str) -> bool {
     GAUGES.contains(&metric)
 }
 
-/// Whether rollwave measures `metric` itself, and from which rows: router traffic, or a
-/// monitor's checks.
+/// Whether rollwave measures `metric` (named as in a query) itself, and from which
+/// rows: router traffic, or a monitor's checks.
 pub fn builtin_source(metric: &str) -> Option<String> {
-    if BUILTIN.contains(&metric) {
+    if TrafficMetric::named(metric).is_some() {
         return Some("traffic".into());
     }
     let rest = metric.strip_prefix("monitor:")?;
     let (name, what) = rest.rsplit_once(':')?;
-    ["success_rate", "latency_ms"].contains(&what).then(|| format!("monitor:{name}"))
+    MonitorField::named(what).map(|_| format!("monitor:{name}"))
+}
+
+/// What a period of rows (traffic, or a monitor's checks) is read as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowValue {
+    RequestRate,
+    ErrorRate,
+    SuccessRate,
+    P99Ms,
+}
+
+impl RowValue {
+    /// By the name of a traffic metric or a monitor's field, as a query names it.
+    fn named(metric: &str) -> Option<Self> {
+        let what = metric.rsplit(':').next().unwrap_or(metric);
+        if let Some(m) = TrafficMetric::named(what) {
+            return Some(Self::of_traffic(m));
+        }
+        MonitorField::named(what).map(Self::of_monitor)
+    }
+
+    fn of_traffic(metric: TrafficMetric) -> Self {
+        match metric {
+            TrafficMetric::RequestRate => RowValue::RequestRate,
+            TrafficMetric::ErrorRate => RowValue::ErrorRate,
+            TrafficMetric::LatencyP99Ms => RowValue::P99Ms,
+        }
+    }
+
+    fn of_monitor(field: MonitorField) -> Self {
+        match field {
+            MonitorField::SuccessRate => RowValue::SuccessRate,
+            MonitorField::LatencyMs => RowValue::P99Ms,
+        }
+    }
+}
+
+/// What an alarm's values are computed from.
+enum Measure {
+    /// Rows of this source (`traffic` or `monitor:NAME`), read as `value`.
+    Rows {
+        source: String,
+        value: RowValue,
+    },
+    Gauge(Gauge),
+}
+
+/// How rollwave measures `metric` itself; `None` for a Prometheus query.
+fn measure(metric: &MetricRef) -> Option<Measure> {
+    match metric {
+        MetricRef::Traffic(m) => Some(Measure::Rows { source: "traffic".into(), value: RowValue::of_traffic(*m) }),
+        MetricRef::Gauge(gauge) => Some(Measure::Gauge(*gauge)),
+        MetricRef::Monitor { name, field, .. } => {
+            Some(Measure::Rows { source: format!("monitor:{name}"), value: RowValue::of_monitor(*field) })
+        }
+        MetricRef::Prometheus { .. } => None,
+    }
 }
 
 /// Requests, errors and a latency histogram, summed over some hosts and time.
@@ -77,15 +134,18 @@ impl Traffic {
         None
     }
 
+    /// A metric named as a query names it; `None` for an unknown name or without data.
     pub fn metric(&self, metric: &str, period_s: f64) -> Option<f64> {
-        let what = metric.rsplit(':').next().unwrap_or(metric);
-        match what {
-            "request_rate" => Some(self.requests as f64 / period_s),
+        self.value(RowValue::named(metric)?, period_s)
+    }
+
+    pub fn value(&self, value: RowValue, period_s: f64) -> Option<f64> {
+        match value {
+            RowValue::RequestRate => Some(self.requests as f64 / period_s),
             _ if self.requests == 0 => None,
-            "error_rate" => Some(self.errors as f64 / self.requests as f64),
-            "success_rate" => Some(1.0 - self.errors as f64 / self.requests as f64),
-            "latency_p99_ms" | "latency_ms" => self.p99(),
-            _ => None,
+            RowValue::ErrorRate => Some(self.errors as f64 / self.requests as f64),
+            RowValue::SuccessRate => Some(1.0 - self.errors as f64 / self.requests as f64),
+            RowValue::P99Ms => self.p99(),
         }
     }
 }
@@ -106,12 +166,17 @@ impl GaugeReadings {
         self.count += 1;
     }
 
-    /// None without readings.
+    /// None without readings, or for a name that is no gauge.
     pub fn metric(&self, metric: &str) -> Option<f64> {
-        match self.count {
-            0 => None,
-            _ if metric == "restarts" => Some(self.max),
-            n => Some(self.sum / n as f64),
+        self.value(Gauge::named(metric)?)
+    }
+
+    /// None without readings.
+    pub fn value(&self, gauge: Gauge) -> Option<f64> {
+        match (self.count, gauge) {
+            (0, _) => None,
+            (_, Gauge::Restarts) => Some(self.max),
+            (n, Gauge::CpuPercent | Gauge::MemoryPercent) => Some(self.sum / n as f64),
         }
     }
 }
@@ -297,7 +362,7 @@ impl Signals {
         model: &std::sync::RwLock<ReadModel>,
         now_ms: i64,
     ) -> Vec<(String, LogInput)> {
-        let services: Vec<(String, Vec<(usize, rollwave_core::alarm::AlarmSpec)>)> = {
+        let services: Vec<(String, Vec<(usize, AlarmSpec, Measure)>)> = {
             let m = model.read().unwrap_or_else(|p| p.into_inner());
             m.services
                 .values()
@@ -308,11 +373,7 @@ impl Signals {
                         .alarms
                         .iter()
                         .enumerate()
-                        .filter(|(_, a)| {
-                            a.source == MetricSource::Builtin
-                                && (builtin_source(&a.metric).is_some() || is_gauge(&a.metric))
-                        })
-                        .map(|(i, a)| (i, a.clone()))
+                        .filter_map(|(i, a)| Some((i, a.clone(), measure(&a.metric)?)))
                         .collect();
                     (s.name.clone(), alarms)
                 })
@@ -322,7 +383,7 @@ impl Signals {
         self.start_prometheus_queries(model, now_ms);
         for (service, alarms) in services {
             let bin = self.bin_ms;
-            let longest = alarms.iter().map(|(_, a)| a.period.as_millis() as i64).max().unwrap_or(0).max(bin);
+            let longest = alarms.iter().map(|(_, a, _)| a.period.as_millis() as i64).max().unwrap_or(0).max(bin);
             let rows = match store.metrics(&service, now_ms - longest - GRACE_MS - bin, now_ms).await {
                 Ok(rows) => rows,
                 Err(e) => {
@@ -330,7 +391,7 @@ impl Signals {
                     continue;
                 }
             };
-            let gauges: Vec<GaugeRow> = if alarms.iter().any(|(_, a)| is_gauge(&a.metric)) {
+            let gauges: Vec<GaugeRow> = if alarms.iter().any(|(_, _, m)| matches!(m, Measure::Gauge(_))) {
                 match store.gauges(&service, now_ms - longest - GRACE_MS - bin, now_ms).await {
                     Ok(gauges) => gauges,
                     Err(e) => {
@@ -361,7 +422,7 @@ impl Signals {
                 }
                 self.served_until.insert(service.clone(), bin_end);
             }
-            for (index, spec) in alarms {
+            for (index, spec, measure) in alarms {
                 let period = spec.period.as_millis() as i64;
                 let end = (now_ms - GRACE_MS).div_euclid(period) * period;
                 let last = *self.evaluated_until.entry((service.clone(), index)).or_insert(end - period);
@@ -375,26 +436,28 @@ impl Signals {
                     let instance = |environment: &str, host: &str, version: &str| {
                         instance_of(&m, &service, spec.scope, environment, host, version)
                     };
-                    let values = if is_gauge(&spec.metric) {
-                        let mut readings: BTreeMap<String, GaugeReadings> = BTreeMap::new();
-                        for g in gauges.iter().filter(|g| in_period(g.at_ms) && g.name == spec.metric) {
-                            if let Some(key) = instance(&g.environment, &g.host, &g.version) {
-                                readings.entry(key).or_default().add(g.value);
+                    let values = match &measure {
+                        Measure::Gauge(gauge) => {
+                            let mut readings: BTreeMap<String, GaugeReadings> = BTreeMap::new();
+                            for g in gauges.iter().filter(|g| in_period(g.at_ms) && g.name == gauge.as_str()) {
+                                if let Some(key) = instance(&g.environment, &g.host, &g.version) {
+                                    readings.entry(key).or_default().add(g.value);
+                                }
                             }
+                            readings.into_iter().filter_map(|(k, r)| r.value(*gauge).map(|v| (k, v))).collect()
                         }
-                        readings.into_iter().filter_map(|(k, r)| r.metric(&spec.metric).map(|v| (k, v))).collect()
-                    } else {
-                        let source = builtin_source(&spec.metric).unwrap_or_default();
-                        let mut traffic: BTreeMap<String, Traffic> = BTreeMap::new();
-                        for r in rows.iter().filter(|r| in_period(r.at_ms) && r.source == source) {
-                            if let Some(key) = instance(&r.environment, &r.host, &r.version) {
-                                traffic.entry(key).or_default().add(r);
+                        Measure::Rows { source, value } => {
+                            let mut traffic: BTreeMap<String, Traffic> = BTreeMap::new();
+                            for r in rows.iter().filter(|r| in_period(r.at_ms) && r.source == *source) {
+                                if let Some(key) = instance(&r.environment, &r.host, &r.version) {
+                                    traffic.entry(key).or_default().add(r);
+                                }
                             }
+                            traffic
+                                .into_iter()
+                                .filter_map(|(k, t)| t.value(*value, period as f64 / 1000.0).map(|v| (k, v)))
+                                .collect()
                         }
-                        traffic
-                            .into_iter()
-                            .filter_map(|(k, t)| t.metric(&spec.metric, period as f64 / 1000.0).map(|v| (k, v)))
-                            .collect()
                     };
                     (values, instances(&m, &service, spec.scope).into_iter().map(|i| i.path).collect())
                 };
@@ -429,7 +492,7 @@ impl Signals {
         let m = model.read().unwrap_or_else(|p| p.into_inner());
         for s in m.services.values() {
             for (index, spec) in s.plan.manifest.alarms.iter().enumerate() {
-                let MetricSource::Prometheus { query } = &spec.source else { continue };
+                let MetricRef::Prometheus { query, .. } = &spec.metric else { continue };
                 let period = spec.period.as_millis() as i64;
                 let end = (now_ms - GRACE_MS).div_euclid(period) * period;
                 let last = *self.evaluated_until.entry((s.name.clone(), index)).or_insert(end - period);

@@ -276,6 +276,114 @@ fn webhooks_hear_of_a_completed_release_and_retry_after_a_failure() {
     assert_eq!(status[0].last_error.as_deref(), Some("the webhook answered 500"));
 }
 
+/// The test manifest without alarms and bakes, with `hooks` as its notifications.
+fn with_webhooks(hooks: &str) -> String {
+    format!(
+        "{}notifications:\n{hooks}",
+        MANIFEST.split("alarms:").next().unwrap().replace("bake: { time: 30s, min_datapoints: 50 }", "bake: 0s")
+    )
+}
+
+/// A receiver that takes every request and keeps its body.
+fn accepting_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&bodies);
+    let address = support::responder(move |_, body| {
+        seen.lock().unwrap().push(String::from_utf8_lossy(body).into_owned());
+        ("200 OK", "text/plain", String::new())
+    });
+    (address, bodies)
+}
+
+#[test]
+fn a_literal_webhook_url_is_shown_only_up_to_its_host() {
+    let (url, bodies) = receiver();
+    let address = url.trim_start_matches("http://").trim_end_matches("/hook").to_owned();
+    // A port nothing listens on: every attempt fails, and the error must not quote the URL.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let manifest = with_webhooks(&format!(
+        "  - {{ url: \"http://{address}/services/T0/B0/SECRETPATH?token=SECRETQUERY\", on: [completed] }}\n\
+         \x20 - {{ url: \"http://{closed}/services/T1/B1/SECRETPATH2\", on: [completed] }}\n"
+    ));
+    let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(50) });
+    let admin = s.client(Some(ADMIN));
+    admin.apply("web.yaml", &manifest).unwrap();
+    admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    s.wait_until("the notification arrives on the second attempt", || !bodies.lock().unwrap().is_empty());
+    s.wait_until("the closed port has failed twice", || {
+        admin.status("web").unwrap().notifications.iter().any(|n| n.failed_attempts >= 2 && n.delivered == 0)
+    });
+    let status = admin.status("web").unwrap().notifications;
+    let shown: Vec<&str> = status.iter().map(|n| n.url.as_str()).collect();
+    let (open_shown, closed_shown) = (format!("http://{address}/…"), format!("http://{closed}/…"));
+    assert!(shown.contains(&open_shown.as_str()) && shown.contains(&closed_shown.as_str()), "{shown:?}");
+    assert!(status.iter().all(|n| n.last_error.is_some()), "both failed at least once: {status:?}");
+    // What every read of the service gives, as text.
+    let read: serde_json::Value = admin.get("/v1/services/web").unwrap();
+    let read = read.to_string();
+    for secret in ["SECRETPATH", "SECRETQUERY", "T0/B0", "T1/B1"] {
+        assert!(!read.contains(secret), "{secret} in {read}");
+    }
+}
+
+#[test]
+fn a_webhook_url_read_from_a_file_is_delivered_and_a_vanished_file_is_a_failed_delivery() {
+    let (address, bodies) = accepting_receiver();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("webhook");
+    std::fs::write(&secret, format!("http://{address}/hook/SECRETPATH\n")).unwrap();
+    let manifest = with_webhooks(&format!("  - {{ url: {{ file: {} }}, on: [completed] }}\n", secret.display()));
+    let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(50) });
+    let admin = s.client(Some(ADMIN));
+    admin.apply("web.yaml", &manifest).unwrap();
+    admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    s.wait_until("the notification arrives", || !bodies.lock().unwrap().is_empty());
+    let body: serde_json::Value = serde_json::from_str(&bodies.lock().unwrap()[0]).unwrap();
+    assert_eq!((body["event"].as_str(), body["release"].as_str()), (Some("completed"), Some("v2")));
+    let status = admin.status("web").unwrap().notifications;
+    assert_eq!(status.len(), 1);
+    assert_eq!((status[0].url.clone(), status[0].delivered), (format!("file:{}", secret.display()), 1));
+
+    // The file is read at each delivery: once it is gone, a delivery fails and says why.
+    std::fs::remove_file(&secret).unwrap();
+    admin.create_release("web", &CreateRelease { version: "v3".into(), artifact: None, sha256: None }).unwrap();
+    s.wait_until("the delivery fails", || admin.status("web").unwrap().notifications[0].failed_attempts > 0);
+    let status = admin.status("web").unwrap().notifications;
+    let error = status[0].last_error.clone().unwrap();
+    assert!(error.starts_with(&format!("cannot read file {} on the server", secret.display())), "{error}");
+    assert_eq!(bodies.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn a_secret_reference_the_server_cannot_resolve_is_refused_at_its_place_when_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_url = dir.path().join("not-a-url");
+    std::fs::write(&not_a_url, "SECRET-BUT-NOT-A-URL").unwrap();
+    let manifest = with_webhooks(&format!(
+        "  - {{ url: {{ env: ROLLWAVE_TEST_WEBHOOK_NEVER_SET }} }}\n  - {{ url: {{ file: {} }} }}\n",
+        not_a_url.display()
+    ));
+    let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(50) });
+    let admin = s.client(Some(ADMIN));
+    let err = admin.apply("web.yaml", &manifest).unwrap_err();
+    let rollwave_server::client::ClientError::Api { status, message, .. } = err else { panic!("{err}") };
+    assert_eq!(status, 422);
+    assert!(
+        message
+            .contains("web.yaml:10:19: environment variable ROLLWAVE_TEST_WEBHOOK_NEVER_SET is not set on the server"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!(
+            "web.yaml:11:20: file {} on the server does not hold an http:// or https:// URL",
+            not_a_url.display()
+        )),
+        "{message}"
+    );
+    assert!(!message.contains("SECRET-BUT-NOT-A-URL"), "{message}");
+    assert!(admin.status("web").is_err(), "nothing was applied");
+}
+
 /// A host's service: answers every request with 200 "ok".
 fn healthy_backend() -> String {
     support::responder(|_, _| ("200 OK", "text/plain", "ok".to_owned()))

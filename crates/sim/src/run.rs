@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Binomial, Distribution};
-use rollwave_core::alarm::{AlarmScope, AlarmState, Evaluator, MetricSource};
+use rollwave_core::alarm::{AlarmScope, AlarmState, Evaluator, MetricRef, TrafficMetric};
 use rollwave_core::engine::{
     Action, Command, CommandId, Engine, EventKind, EventScope, Input, OperatorCommand, Output, ReleaseId, Scope,
     render_scope,
@@ -114,24 +114,31 @@ impl Sample {
         }
     }
 
-    fn metric(&self, metric: &str, period: Duration) -> Option<f64> {
+    fn metric(&self, metric: TrafficMetric, period: Duration) -> Option<f64> {
         match metric {
-            "request_rate" => Some(self.requests as f64 / period.as_secs_f64()),
+            TrafficMetric::RequestRate => Some(self.requests as f64 / period.as_secs_f64()),
             _ if self.requests == 0 => None,
-            "error_rate" => Some(self.errors as f64 / self.requests as f64),
-            "latency_p99_ms" => self.slow.p99(self.requests),
-            _ => None,
+            TrafficMetric::ErrorRate => Some(self.errors as f64 / self.requests as f64),
+            TrafficMetric::LatencyP99Ms => self.slow.p99(self.requests),
         }
     }
 }
 
-const SIMULATED_METRICS: [&str; 3] = ["error_rate", "latency_p99_ms", "request_rate"];
+/// The traffic metric the simulator measures for `metric`, or why it measures none.
+fn simulated(metric: &MetricRef) -> Result<TrafficMetric, &'static str> {
+    match metric {
+        MetricRef::Traffic(m) => Ok(*m),
+        MetricRef::Gauge(_) => Err("the simulated hosts have no CPU, memory or restarts"),
+        MetricRef::Monitor { .. } => Err("the simulator sends no monitor checks"),
+        MetricRef::Prometheus { .. } => Err("the simulator has no Prometheus"),
+    }
+}
 
 /// One alarm of the manifest, with an evaluator per instance.
 struct AlarmRunner {
     alarm: usize,
     scope: AlarmScope,
-    metric: String,
+    metric: TrafficMetric,
     /// Steps per alarm period.
     every: u32,
     /// Per instance: environment-, region- and zone-scoped alarms are keyed by the place,
@@ -261,20 +268,24 @@ impl<'a> Sim<'a> {
         );
         let mut alarms = Vec::new();
         for (i, spec) in plan.manifest.alarms.iter().enumerate() {
-            if spec.source != MetricSource::Builtin || !SIMULATED_METRICS.contains(&spec.metric.as_str()) {
-                notes.push(format!(
-                    "alarm {} ({}) is not simulated: the simulator measures only {}",
-                    spec.name,
-                    spec.metric,
-                    SIMULATED_METRICS.join(", ")
-                ));
-                continue;
-            }
+            let metric = match simulated(&spec.metric) {
+                Ok(metric) => metric,
+                Err(why) => {
+                    let measured: Vec<&str> = TrafficMetric::ALL.iter().map(|(n, _)| *n).collect();
+                    notes.push(format!(
+                        "alarm {} ({}) is not simulated: {why}; it measures only {}",
+                        spec.name,
+                        spec.metric,
+                        measured.join(", ")
+                    ));
+                    continue;
+                }
+            };
             let every = ((spec.period.as_secs_f64() / step.as_secs_f64()).round() as u32).max(1);
             alarms.push(AlarmRunner {
                 alarm: i,
                 scope: spec.scope,
-                metric: spec.metric.clone(),
+                metric,
                 every,
                 instances: BTreeMap::new(),
                 host_reported: BTreeMap::new(),
@@ -688,7 +699,7 @@ impl<'a> Sim<'a> {
             }
             let mut changed_classes = Vec::new();
             for (key, (evaluator, sample)) in runner.instances.iter_mut() {
-                let value = sample.metric(&runner.metric, period);
+                let value = sample.metric(runner.metric, period);
                 *sample = Sample::default();
                 let Some(t) = evaluator.observe(value) else { continue };
                 match *key {

@@ -5,7 +5,7 @@
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use proptest::prelude::*;
-use rollwave_core::alarm::{AlarmScope, AlarmSpec, Comparison, MetricSource, Threshold, TreatMissing};
+use rollwave_core::alarm::{AlarmScope, AlarmSpec, Comparison, MetricRef, Threshold, TrafficMetric, TreatMissing};
 use rollwave_core::manifest::{
     Bake, Environment, Manifest, OneBox, Region, Rolling, Stage, Strategy as Rollout, TestSpec, Wave, Zone,
 };
@@ -92,11 +92,12 @@ fn environment(index: usize) -> impl Strategy<Value = Environment> {
 
 fn alarm() -> impl Strategy<Value = AlarmSpec> {
     (0usize..4, 0usize..3, 1u32..=3, 0u32..=2).prop_map(|(scope, metric, n, extra)| {
-        let (metric, threshold) = [("error_rate", 0.02), ("error_rate", 0.05), ("latency_p99_ms", 800.0)][metric];
+        let (metric, threshold) =
+            [(TrafficMetric::ErrorRate, 0.02), (TrafficMetric::ErrorRate, 0.05), (TrafficMetric::LatencyP99Ms, 800.0)]
+                [metric];
         AlarmSpec {
             name: String::new(),
-            metric: metric.into(),
-            source: MetricSource::Builtin,
+            metric: MetricRef::Traffic(metric),
             scope: AlarmScope::ALL[scope],
             threshold: Threshold { comparison: Comparison::Greater, value: threshold },
             period: mins(1),

@@ -484,7 +484,7 @@ async fn alarms_page(
                 .iter()
                 .map(|a| AlarmDef {
                     name: a.name.clone(),
-                    metric: a.metric.clone(),
+                    metric: a.metric.to_string(),
                     rule: format!(
                         "{} per {}, {} of {} periods, per {}",
                         a.threshold,

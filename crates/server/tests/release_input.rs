@@ -82,6 +82,8 @@ fn an_accepted_artifact_reaches_the_command_only_as_a_variable() {
     assert_eq!(status, 201, "{}", body.message);
     s.wait_until("v2 completes through exec", || admin.release("fn", "v2").unwrap().release.outcome == "completed");
 
+    assert!(!dir.join("substituted").exists(), "a command substitution in the URL ran");
+    assert!(!dir.join("chained").exists(), "a command chained in the URL ran");
     let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
     let twice = format!("{artifact}\n{artifact}\n");
     assert_eq!(read("templated"), twice, "{{{{artifact}}}} is the artifact, exactly");
@@ -89,8 +91,6 @@ fn an_accepted_artifact_reaches_the_command_only_as_a_variable() {
     let mut names: Vec<String> = read("names").lines().map(str::to_owned).collect();
     names.sort();
     assert_eq!(names, ["fn prod r1 z1 z1-1 v2 100 z1-1 v2", "fn prod r1 z1 z1-2 v2 100 z1-2 v2"]);
-    assert!(!dir.join("substituted").exists(), "a command substitution in the URL ran");
-    assert!(!dir.join("chained").exists(), "a command chained in the URL ran");
 }
 
 #[test]

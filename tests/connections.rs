@@ -151,7 +151,7 @@ fn healthz_answers_while_10000_idle_connections_are_held() {
     }
     // One place more than held: /healthz is first served among them, then over the ceiling.
     let ceiling = (HELD + 1).to_string();
-    let server = Server::start(&["--max-connections", &ceiling, "--header-timeout", "60s"], &[]);
+    let server = Server::start(&[], &[("ROLLWAVE_MAX_CONNECTIONS", &ceiling), ("ROLLWAVE_HEADER_TIMEOUT", "60s")]);
     let held: Vec<TcpStream> = (0..HELD).map(|_| TcpStream::connect(server.addr).unwrap()).collect();
 
     let mut last_place = TcpStream::connect(server.addr).unwrap();

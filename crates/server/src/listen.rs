@@ -96,7 +96,9 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 /// Serves `app` on `listener` until `shutdown` completes, then lets open connections
 /// finish for up to [`DRAIN_TIMEOUT`].
 pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown: impl Future<Output = ()>) {
-    let served = Arc::new(Semaphore::new(limits.max_connections));
+    // At least one, and no more than a semaphore can count and a drain can wait for.
+    let ceiling = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+    let served = Arc::new(Semaphore::new(ceiling));
     let overflow = Arc::new(Semaphore::new(OVERFLOW_CONNECTIONS));
     let (stop, stopping) = watch::channel(false);
     tokio::pin!(shutdown);
@@ -127,7 +129,7 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown:
         // Else the stream is dropped here: closed at once.
     }
     let _ = stop.send(true);
-    let everyone = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let everyone = u32::try_from(ceiling).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, served.acquire_many(everyone)).await;
 }
 

@@ -182,5 +182,12 @@ mod tests {
         assert!(serde_json::from_str::<Version>("\"--help\"").is_err());
         assert!(serde_json::from_str::<ArtifactUrl>("\"ftp://e.x/a\"").is_err());
         assert_eq!(serde_json::to_string(&Version::parse("v2").unwrap()).unwrap(), "\"v2\"");
+        let record = |version: &str, artifact: &str| {
+            let json = serde_json::json!({ "type": "create_release", "version": version, "artifact": artifact });
+            serde_json::from_value::<crate::state::LogInput>(json)
+        };
+        assert!(record("v2", "https://e.x/a.tgz").is_ok());
+        assert!(record("--help", "https://e.x/a.tgz").is_err());
+        assert!(record("v2", "https://e.x/a.tgz; id > /tmp/p; #").is_err());
     }
 }

@@ -14,6 +14,10 @@ use tokio::io::AsyncReadExt;
 /// How much of a command's output is kept: its last 64 KiB.
 pub const OUTPUT_TAIL: usize = 64 * 1024;
 
+/// The server's own secrets, which its commands never inherit: their output is shown
+/// in the timeline.
+const SERVER_SECRETS: [&str; 2] = ["ROLLWAVE_BOOTSTRAP_TOKEN", "ROLLWAVE_DB"];
+
 /// What `{{name}}` can stand for in an `exec` command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Template {
@@ -128,13 +132,13 @@ pub async fn run_target(target: &ExecTarget) -> HookReport {
 }
 
 /// Runs `command` with `sh -c` in its own process group, with these variables added to
-/// its environment (and the template variables it is not given removed from it); on
-/// timeout the whole group is killed.
+/// its environment (and the template variables it is not given and the server's
+/// secrets removed from it); on timeout the whole group is killed.
 pub async fn run_with(command: &str, timeout: Duration, env: &[(&str, String)]) -> HookReport {
     let started = Instant::now();
     let mut cmd = tokio::process::Command::new("sh");
-    for t in Template::ALL {
-        cmd.env_remove(t.variable());
+    for name in Template::ALL.map(Template::variable).iter().chain(&SERVER_SECRETS) {
+        cmd.env_remove(name);
     }
     cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     cmd.arg("-c").arg(command).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped());

@@ -521,10 +521,11 @@ fn audit_verify(db: Option<String>, data_dir: Option<PathBuf>) -> Result<ExitCod
 }
 
 /// Durations as manifests write them (`90s`, `30m`, `12h`, `2d`), or milliseconds (`300ms`).
-/// A duration that is not zero: a zero timeout would close every connection at once.
+/// A connection timeout: not zero (it would close every connection at once), at most a day.
 fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
     match parse_duration(s)? {
         d if d.is_zero() => Err("a timeout must be longer than 0".to_owned()),
+        d if d > rollwave_server::listen::MAX_TIMEOUT => Err("a timeout must be at most 24h".to_owned()),
         d => Ok(d),
     }
 }

@@ -54,6 +54,8 @@ pub struct Limits {
     pub idle_timeout: Duration,
 }
 
+/// The longest head or idle timeout (a longer one is this one).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -96,6 +98,11 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 /// Serves `app` on `listener` until `shutdown` completes, then lets open connections
 /// finish for up to [`DRAIN_TIMEOUT`].
 pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown: impl Future<Output = ()>) {
+    let limits = Limits {
+        header_timeout: limits.header_timeout.min(MAX_TIMEOUT),
+        idle_timeout: limits.idle_timeout.min(MAX_TIMEOUT),
+        ..limits
+    };
     // At least one, and no more than a semaphore can count and a drain can wait for.
     let ceiling = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
     let served = Arc::new(Semaphore::new(ceiling));

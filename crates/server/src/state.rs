@@ -322,11 +322,9 @@ impl ReadModel {
         })?;
         s.track_input(at_ms, input, before);
         if let LogInput::CreateRelease { version, artifact, sha256 } = input {
-            let text = |v: Option<&str>| v.map(str::to_owned);
-            s.artifacts.insert(
-                version.as_str().to_owned(),
-                (text(artifact.as_ref().map(ArtifactUrl::as_str)), text(sha256.as_ref().map(Sha256::as_str))),
-            );
+            let (artifact, sha256) =
+                (artifact.as_ref().map(ToString::to_string), sha256.as_ref().map(ToString::to_string));
+            s.artifacts.insert(version.to_string(), (artifact, sha256));
         }
         let mut applied = Applied::default();
         for e in hook_events {
@@ -437,16 +435,16 @@ impl ServiceState {
                     _ => exec.deploy.as_str(),
                 };
                 let share_text = share.to_string();
-                let values = [
-                    (Template::Service, Some(self.name.as_str())),
-                    (Template::Environment, Some(environment.name.as_str())),
-                    (Template::Region, Some(self.plan.region_name(env, region))),
-                    (Template::Zone, Some(self.plan.zone_name(env, zone))),
-                    (Template::Host, Some(self.plan.host_name(env, h))),
-                    (Template::Version, Some(version_name)),
-                    (Template::Artifact, artifact),
-                    (Template::Share, Some(share_text.as_str())),
-                ];
+                let value = |t: Template| match t {
+                    Template::Service => Some(self.name.as_str()),
+                    Template::Environment => Some(environment.name.as_str()),
+                    Template::Region => Some(self.plan.region_name(env, region)),
+                    Template::Zone => Some(self.plan.zone_name(env, zone)),
+                    Template::Host => Some(self.plan.host_name(env, h)),
+                    Template::Version => Some(version_name),
+                    Template::Artifact => artifact,
+                    Template::Share => Some(share_text.as_str()),
+                };
                 ExecTarget {
                     host: self.plan.host_name(env, h).to_owned(),
                     region: self.plan.region_name(env, region).to_owned(),
@@ -454,7 +452,10 @@ impl ServiceState {
                     share,
                     command: crate::exec::command_text(template),
                     timeout_s: exec.timeout.as_secs(),
-                    env: values.iter().filter_map(|(t, v)| Some((t.variable().to_owned(), (*v)?.to_owned()))).collect(),
+                    env: Template::ALL
+                        .into_iter()
+                        .filter_map(|t| Some((t.variable().to_owned(), value(t)?.to_owned())))
+                        .collect(),
                 }
             })
             .collect()

@@ -184,6 +184,18 @@ struct ServerArgs {
     /// Requests served count as bake data points in bins of this length.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     datapoint_bin: std::time::Duration,
+    /// Connections served at once; more are answered 503 and closed (default: what the
+    /// limit on open files leaves, once the server has raised it to its maximum).
+    #[arg(long, env = "ROLLWAVE_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: Option<u64>,
+    /// A request's head must arrive within this long of the connection opening or of the
+    /// previous answer, or the connection is closed.
+    #[arg(long, env = "ROLLWAVE_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
+    header_timeout: std::time::Duration,
+    /// A connection on which nothing moves for this long is closed, unless an answer is
+    /// being made (long polls and event streams are not cut).
+    #[arg(long, env = "ROLLWAVE_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_timeout)]
+    idle_timeout: std::time::Duration,
 }
 
 #[derive(Subcommand)]
@@ -294,6 +306,7 @@ fn default_db(data_dir: Option<PathBuf>) -> Result<String> {
 }
 
 fn run_server(args: ServerArgs) -> Result<()> {
+    let limits = connection_limits(&args)?;
     let db = match args.db {
         Some(db) => db,
         None => default_db(args.data_dir)?,
@@ -319,7 +332,24 @@ fn run_server(args: ServerArgs) -> Result<()> {
         prometheus: args.prometheus,
         bootstrap_token: std::env::var("ROLLWAVE_BOOTSTRAP_TOKEN").ok().filter(|t| !t.is_empty()),
     };
-    rollwave_server::serve_blocking(config)
+    rollwave_server::serve_blocking(config, limits)
+}
+
+/// The connection limits; a ceiling the open-file limit cannot honour is an error.
+fn connection_limits(args: &ServerArgs) -> Result<rollwave_server::listen::Limits> {
+    use rollwave_server::listen;
+    let descriptors = listen::raise_descriptor_limit();
+    let most = listen::connections_for(descriptors);
+    let max_connections = match args.max_connections.map(usize::try_from) {
+        None => most,
+        Some(Ok(n)) if n <= most => n,
+        Some(_) => anyhow::bail!(
+            "--max-connections {}: the limit on open files ({descriptors}) leaves room for at most {most} \
+             connections; raise it (ulimit -n) or ask for fewer",
+            args.max_connections.unwrap_or_default()
+        ),
+    };
+    Ok(listen::Limits { max_connections, header_timeout: args.header_timeout, idle_timeout: args.idle_timeout })
 }
 
 /// Runs a client command; API errors become exit codes 1 or 3.
@@ -526,6 +556,15 @@ fn audit_verify(db: Option<String>, data_dir: Option<PathBuf>) -> Result<ExitCod
 }
 
 /// Durations as manifests write them (`90s`, `30m`, `12h`, `2d`), or milliseconds (`300ms`).
+/// A connection timeout: not zero (it would close every connection at once), at most a day.
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("a timeout must be longer than 0".to_owned()),
+        d if d > rollwave_server::listen::MAX_TIMEOUT => Err("a timeout must be at most 24h".to_owned()),
+        d => Ok(d),
+    }
+}
+
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     match s.strip_suffix("ms").map(str::parse::<u64>) {
         Some(Ok(ms)) => Ok(std::time::Duration::from_millis(ms)),

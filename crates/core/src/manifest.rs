@@ -115,7 +115,9 @@ pub struct Environment {
 /// Command templates for targets that have no agent (a function alias, a cluster
 /// deployment, a fleet another tool manages). `{{service}}`, `{{environment}}`,
 /// `{{region}}`, `{{zone}}`, `{{host}}`, `{{version}}`, `{{artifact}}` and `{{share}}`
-/// (the percentage of the region on the new version once this step is done) are filled in.
+/// (the percentage of the region on the new version once this step is done) stand for
+/// environment variables (`ROLLWAVE_ARTIFACT`…) that carry the values: the text run is
+/// the manifest's, never a value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExecSpec {
     pub deploy: String,

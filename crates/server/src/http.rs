@@ -189,12 +189,9 @@ async fn create_release(
 ) -> Result<Response, ApiError> {
     let actor = actor(&app, &headers).await?;
     actor.require(Role::Deployer)?;
-    if let Some(sha) = &req.sha256 {
-        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(ApiError::invalid("sha256 must be 64 hexadecimal digits"));
-        }
-    }
-    let input = LogInput::CreateRelease { version: req.version.clone(), artifact: req.artifact, sha256: req.sha256 };
+    let release = crate::release::NewRelease::parse(&req)?;
+    let input =
+        LogInput::CreateRelease { version: release.version, artifact: release.artifact, sha256: release.sha256 };
     app.node.submit(&service, input, &actor.name).await?;
     let view = app.node.read(|m| m.service(&service).and_then(|s| release_of(s, &req.version)))?;
     Ok((StatusCode::CREATED, Json(view)).into_response())

@@ -10,6 +10,7 @@ mod dashboard;
 pub mod error;
 mod exec;
 mod http;
+pub mod listen;
 mod monitors;
 pub mod notify;
 pub mod signals;
@@ -17,6 +18,7 @@ pub use http::MAX_BODY;
 pub mod metrics;
 pub mod node;
 pub mod openapi;
+pub mod release;
 pub mod state;
 pub mod views;
 
@@ -37,23 +39,26 @@ pub struct Running {
 /// Starts a server on `config.listen` (port 0 picks a free one) inside the current
 /// runtime and returns once it accepts connections.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    start_with(config, listen::Limits::default()).await
+}
+
+/// [`start`], serving connections within `limits`.
+pub async fn start_with(config: Config, limits: listen::Limits) -> anyhow::Result<Running> {
     let store = rollwave_store::Store::open(&config.db).await?;
     if let Some(t) = &config.bootstrap_token {
         store.bootstrap_token(&rollwave_store::hash_secret(t), "admin").await?;
     }
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let listener = listen::bind(config.listen)?;
     let addr = listener.local_addr()?;
     let node = Node::new(store, config);
     tokio::spawn(Arc::clone(&node).run());
     let app = Arc::new(http::App { node: Arc::clone(&node), tokens: auth::Tokens::default() });
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, http::router(app)).await;
-    });
+    let task = tokio::spawn(listen::serve(listener, http::router(app), limits, std::future::pending()));
     Ok(Running { addr, node, task })
 }
 
-/// Opens the store, replays the log, and serves until Ctrl-C or SIGTERM.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+/// Opens the store, replays the log, and serves within `limits` until Ctrl-C or SIGTERM.
+pub async fn serve(config: Config, limits: listen::Limits) -> anyhow::Result<()> {
     let store = rollwave_store::Store::open(&config.db).await?;
     let secret = match &config.bootstrap_token {
         Some(t) => t.clone(),
@@ -64,12 +69,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         // Shown once: only its hash is kept.
         println!("rollwave: admin token (shown once, store it safely): {secret}");
     }
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let listener = listen::bind(config.listen)?;
     let node = Node::new(store, config);
     tokio::spawn(Arc::clone(&node).run());
     let app = Arc::new(http::App { node: Arc::clone(&node), tokens: auth::Tokens::default() });
     println!("rollwave: serving on http://{}", listener.local_addr()?);
-    axum::serve(listener, http::router(app)).with_graceful_shutdown(shutdown()).await?;
+    listen::serve(listener, http::router(app), limits, shutdown()).await;
     if let Some(lease) = node.lease.borrow().clone() {
         // Let another replica take over at once.
         let _ = node.store.release_lease(&lease).await;
@@ -95,6 +100,6 @@ async fn shutdown() {
 }
 
 /// Runs [`serve`] on a runtime of its own, for the CLI.
-pub fn serve_blocking(config: Config) -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(config))
+pub fn serve_blocking(config: Config, limits: listen::Limits) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(config, limits))
 }

@@ -681,7 +681,7 @@ impl Node {
                     let requests = self.requests.clone();
                     let (service, environment, command) = (c.service.clone(), c.environment.clone(), c.id);
                     tokio::spawn(async move {
-                        let hook = crate::exec::run(&target.command, Duration::from_secs(target.timeout_s)).await;
+                        let hook = crate::exec::run_target(&target).await;
                         let input = LogInput::HostReport {
                             environment,
                             host: target.host,

@@ -89,7 +89,9 @@ pub fn document() -> Value {
                     "blocked": { "type": "array", "items": { "type": "object", "properties": { "release": string(), "scope": string(), "reason": string(), "since": string() } } },
                     "holds": { "type": "array", "items": string() } } },
                 "CreateRelease": { "type": "object", "required": ["version"], "properties": {
-                    "version": string(), "artifact": string(), "sha256": { "type": "string", "pattern": "^[0-9a-fA-F]{64}$" } } },
+                    "version": { "type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$" },
+                    "artifact": { "type": "string", "format": "uri", "maxLength": 4096, "description": "an https, http or file URL" },
+                    "sha256": { "type": "string", "pattern": "^[0-9a-fA-F]{64}$" } } },
                 "Release": { "type": "object", "required": ["version", "outcome"], "properties": {
                     "version": string(),
                     "outcome": { "type": "string", "enum": ["in_progress", "halted", "completed", "rolled_back", "superseded"] },

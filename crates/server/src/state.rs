@@ -4,6 +4,8 @@
 
 use crate::api::*;
 use crate::error::ApiError;
+use crate::exec::Template;
+use crate::release::{ArtifactUrl, Sha256, Version};
 use jiff::Timestamp;
 use rollwave_core::engine::{
     Action, CommandId, Engine, Event, EventKind, Input, OperatorCommand, Output, Purpose, ReleaseId, ReleaseStatus,
@@ -25,10 +27,12 @@ pub enum LogInput {
         #[serde(default)]
         agents: bool,
     },
+    /// Its parts are parsed when the record is read, so a replayed log passes the same
+    /// checks as a request.
     CreateRelease {
-        version: String,
-        artifact: Option<String>,
-        sha256: Option<String>,
+        version: Version,
+        artifact: Option<ArtifactUrl>,
+        sha256: Option<Sha256>,
     },
     Operator {
         action: String,
@@ -145,6 +149,8 @@ pub struct TestRun {
     pub artifact: Option<String>,
 }
 
+/// One host's `exec` command. `command` is the manifest's text with each `{{name}}`
+/// turned into a reference to a variable of `env`: no value is ever part of it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ExecTarget {
     pub host: String,
@@ -153,6 +159,8 @@ pub struct ExecTarget {
     pub share: u32,
     pub command: String,
     pub timeout_s: u64,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
 }
 
 /// What applying one input produced.
@@ -316,7 +324,9 @@ impl ReadModel {
         #[cfg(test)]
         fault::after_engine_input(service, input);
         if let LogInput::CreateRelease { version, artifact, sha256 } = input {
-            s.artifacts.insert(version.clone(), (artifact.clone(), sha256.clone()));
+            let (artifact, sha256) =
+                (artifact.as_ref().map(ToString::to_string), sha256.as_ref().map(ToString::to_string));
+            s.artifacts.insert(version.to_string(), (artifact, sha256));
         }
         let mut applied = Applied::default();
         for e in hook_events {
@@ -404,12 +414,13 @@ impl ServiceState {
         })
     }
 
-    /// For `exec` environments: the command to run per host, templates filled in.
+    /// For `exec` environments: the command to run per host and the values its
+    /// templates stand for.
     fn exec_targets(&self, env: EnvId, hosts: &[HostId], version: ReleaseId, purpose: &str) -> Vec<ExecTarget> {
         let environment = &self.plan.manifest.environments[env.idx()];
         let Some(exec) = &environment.exec else { return Vec::new() };
         let version_name = self.engine.version_name(version);
-        let artifact = self.artifacts.get(version_name).and_then(|a| a.0.clone()).unwrap_or_default();
+        let artifact = self.artifacts.get(version_name).and_then(|a| a.0.as_deref());
         hosts
             .iter()
             .map(|&h| {
@@ -426,23 +437,27 @@ impl ServiceState {
                     _ => exec.deploy.as_str(),
                 };
                 let share_text = share.to_string();
-                let fill = [
-                    ("{{service}}", self.name.as_str()),
-                    ("{{environment}}", environment.name.as_str()),
-                    ("{{region}}", self.plan.region_name(env, region)),
-                    ("{{zone}}", self.plan.zone_name(env, zone)),
-                    ("{{host}}", self.plan.host_name(env, h)),
-                    ("{{version}}", version_name),
-                    ("{{artifact}}", artifact.as_str()),
-                    ("{{share}}", share_text.as_str()),
-                ];
+                let value = |t: Template| match t {
+                    Template::Service => Some(self.name.as_str()),
+                    Template::Environment => Some(environment.name.as_str()),
+                    Template::Region => Some(self.plan.region_name(env, region)),
+                    Template::Zone => Some(self.plan.zone_name(env, zone)),
+                    Template::Host => Some(self.plan.host_name(env, h)),
+                    Template::Version => Some(version_name),
+                    Template::Artifact => artifact,
+                    Template::Share => Some(share_text.as_str()),
+                };
                 ExecTarget {
                     host: self.plan.host_name(env, h).to_owned(),
                     region: self.plan.region_name(env, region).to_owned(),
                     zone: self.plan.zone_name(env, zone).to_owned(),
                     share,
-                    command: fill.iter().fold(template.to_owned(), |t, (k, v)| t.replace(k, v)),
+                    command: crate::exec::command_text(template),
                     timeout_s: exec.timeout.as_secs(),
+                    env: Template::ALL
+                        .into_iter()
+                        .filter_map(|t| Some((t.variable().to_owned(), value(t)?.to_owned())))
+                        .collect(),
                 }
             })
             .collect()
@@ -541,10 +556,7 @@ impl ServiceState {
                     .ok_or_else(|| ApiError::not_found(format!("no release {version:?}")))?;
                 Input::Served { env, zone, version, requests: *requests }
             }
-            LogInput::CreateRelease { version, .. } => {
-                rollwave_manifest::yaml::check_name(version).map_err(ApiError::invalid)?;
-                Input::CreateRelease { version: version.clone() }
-            }
+            LogInput::CreateRelease { version, .. } => Input::CreateRelease { version: version.as_str().to_owned() },
             LogInput::Tick => Input::Tick,
             LogInput::TestReport { command, ok, reason, .. } => {
                 Input::TestReport { command: CommandId(*command), result: outcome(*ok, reason) }

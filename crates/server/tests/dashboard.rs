@@ -104,12 +104,14 @@ fn release(s: &TestServer, version: &str, artifact: Option<&str>) {
 fn user_text_is_escaped_everywhere() {
     let s = TestServer::start(noop());
     s.client(Some(ADMIN)).apply("shop.yaml", MANIFEST).unwrap();
-    release(&s, "v2", Some("https://example.invalid/<script>alert('artifact')</script>.tgz"));
+    // An artifact URL cannot hold `<` or `>`, but may hold quotes and ampersands.
+    release(&s, "v2", Some("https://example.invalid/'onmouseover='alert(1)'&x.tgz"));
     let evil = token(&s, "deployer", "<script>alert('token')</script>");
 
     let p = get(&s, "/services/shop/releases/v2", Some(&evil));
     assert_eq!(p.status, 200);
-    assert!(p.body.contains("&lt;script&gt;alert(&#39;artifact&#39;)&lt;/script&gt;"), "{}", p.body);
+    assert!(p.body.contains("/&#39;onmouseover=&#39;alert(1)&#39;&amp;x.tgz"), "{}", p.body);
+    assert!(!p.body.contains("'onmouseover='"), "{}", p.body);
     assert!(p.body.contains("&lt;script&gt;alert(&#39;token&#39;)&lt;/script&gt;"), "{}", p.body);
     assert!(!p.body.contains("<script>alert"), "{}", p.body);
 

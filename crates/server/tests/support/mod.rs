@@ -30,6 +30,7 @@ impl TestServer {
             driver,
             lease_ttl: Duration::from_secs(5),
             bootstrap_token: Some(ADMIN.into()),
+            anonymous_read: false,
             host_timeout,
             datapoint_bin: rollwave_server::node::DATAPOINT_BIN,
             prometheus: None,

@@ -197,7 +197,12 @@ fn a_router_in_server_mode_pushes_the_traffic_of_each_host_and_version() {
             .unwrap();
     }
     let token = admin
-        .create_token(&CreateToken { role: "deployer".into(), name: Some("router-r1".into()), host: None })
+        .create_token(&CreateToken {
+            role: "deployer".into(),
+            name: Some("router-r1".into()),
+            host: None,
+            ..Default::default()
+        })
         .unwrap()
         .token;
     let table: Routes = admin.get("/v1/services/web/routes/prod/r1").unwrap();

@@ -721,7 +721,10 @@ fn a_real_agent_process_pushes_its_hosts_gauges() {
     let admin = server.admin();
     admin.apply("shop.yaml", &MANIFEST.replace("HOSTS", "1")).unwrap();
     let host = Some("shop/prod/z1-1".to_owned());
-    let token = admin.create_token(&CreateToken { role: "agent".into(), name: None, host }).unwrap().token;
+    let token = admin
+        .create_token(&CreateToken { role: "agent".into(), name: None, host, ..Default::default() })
+        .unwrap()
+        .token;
     let tmp = tempfile::tempdir().unwrap();
     let workdir = tmp.path().join("z1-1");
     let start = || {

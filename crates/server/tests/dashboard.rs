@@ -90,7 +90,7 @@ fn page(mut response: ureq::http::Response<ureq::Body>) -> Page {
 
 fn token(s: &TestServer, role: &str, name: &str) -> String {
     s.client(Some(ADMIN))
-        .create_token(&CreateToken { role: role.into(), name: Some(name.into()), host: None })
+        .create_token(&CreateToken { role: role.into(), name: Some(name.into()), host: None, ..Default::default() })
         .unwrap()
         .token
 }

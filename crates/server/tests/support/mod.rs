@@ -21,6 +21,15 @@ impl TestServer {
     }
 
     pub fn start_with(driver: Driver, host_timeout: Duration) -> Self {
+        Self::start_configured(driver, host_timeout, false)
+    }
+
+    /// A server whose reads need no token (`--anonymous-read`).
+    pub fn start_anonymous_read(driver: Driver) -> Self {
+        Self::start_configured(driver, Duration::from_secs(30), true)
+    }
+
+    fn start_configured(driver: Driver, host_timeout: Duration, anonymous_read: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let config = Config {
@@ -30,7 +39,7 @@ impl TestServer {
             driver,
             lease_ttl: Duration::from_secs(5),
             bootstrap_token: Some(ADMIN.into()),
-            anonymous_read: false,
+            anonymous_read,
             host_timeout,
             datapoint_bin: rollwave_server::node::DATAPOINT_BIN,
             prometheus: None,

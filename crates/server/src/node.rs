@@ -727,3 +727,22 @@ fn forget_silent_routers(routers: &mut crate::monitors::Routers, now: i64) {
     }
     routers.retain(|_, seen| !seen.is_empty());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routers_not_heard_from_for_three_polls_are_forgotten() {
+        let place = ("web".to_owned(), "prod".to_owned(), "r1".to_owned());
+        let mut routers = crate::monitors::Routers::new();
+        routers.entry(place.clone()).or_default().insert("10.0.0.1:80".into(), 1_000);
+        routers.entry(place.clone()).or_default().insert("10.0.0.2:80".into(), 50_000);
+        forget_silent_routers(&mut routers, 1_000 + ROUTER_EXPIRY_MS);
+        assert_eq!(routers[&place].len(), 2, "both still within the expiry");
+        forget_silent_routers(&mut routers, 1_001 + ROUTER_EXPIRY_MS);
+        assert_eq!(routers[&place].keys().collect::<Vec<_>>(), ["10.0.0.2:80"]);
+        forget_silent_routers(&mut routers, 50_001 + ROUTER_EXPIRY_MS);
+        assert!(routers.is_empty(), "a region with no router left is dropped");
+    }
+}

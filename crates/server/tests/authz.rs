@@ -308,6 +308,21 @@ fn a_revoked_or_expired_token_is_refused_on_every_replica_within_a_second() {
         admin.tokens().unwrap().into_iter().find(|t| t.id == id).is_some_and(|t| t.last_used_ms.is_some())
     });
     assert_eq!(status(&s.base, "DELETE", &format!("/v1/tokens/{id}"), Some(ADMIN), false, ""), 404, "revoked once");
+
+    // A token whose role is lowered in the store loses its rights on both replicas.
+    let deployer = token(&admin, "deployer", None);
+    for base in [&s.base, &second] {
+        assert_eq!(status(base, "POST", "/v1/services/ghost/hold", Some(&deployer), false, "{}"), 404, "may hold");
+    }
+    let id = admin.tokens().unwrap().into_iter().max_by_key(|t| t.id).unwrap().id;
+    s.runtime
+        .block_on(s.node.store.raw_execute(&format!("UPDATE tokens SET role = 'viewer' WHERE id = {id}")))
+        .unwrap();
+    for base in [&s.base, &second] {
+        wait_for("the downgrade takes effect", || {
+            status(base, "POST", "/v1/services/ghost/hold", Some(&deployer), false, "{}") == 403
+        });
+    }
 }
 
 #[test]

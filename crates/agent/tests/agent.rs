@@ -575,6 +575,7 @@ fn a_fleet_starts_its_agents_and_stops_every_one_of_them() {
         binary,
         server: "http://127.0.0.1:9".into(),
         token: Some("rw_token".into()),
+        host_tokens: Default::default(),
         service: Some("shop".into()),
         environment: "prod".into(),
         region: "r1".into(),

@@ -360,3 +360,20 @@ fn scoped_machine_tokens_push_and_poll_only_for_their_own_place() {
     assert_eq!(status(&s.base, "GET", "/v1/services/web/hosts/prod/z1-1/desired", None, false, ""), 401);
     assert_eq!(desired("z2-1", &agent_z2), 200);
 }
+
+#[test]
+fn anonymous_reads_open_reads_only() {
+    let s = TestServer::start_anonymous_read(Driver::Noop { delay: Duration::from_millis(20) });
+    s.client(Some(ADMIN)).apply("web.yaml", MANIFEST).unwrap();
+    assert_eq!(status(&s.base, "GET", "/v1/services/web", None, false, ""), 200);
+    assert_eq!(status(&s.base, "GET", "/services/web", None, false, ""), 200);
+    assert_eq!(
+        status(&s.base, "GET", "/v1/services/web", Some("rw_not_a_token"), false, ""),
+        401,
+        "a bad token is still bad"
+    );
+    assert_eq!(status(&s.base, "POST", "/v1/services/web/hold", None, false, "{}"), 401);
+    assert_eq!(status(&s.base, "GET", "/v1/tokens", None, false, ""), 401);
+    assert_eq!(status(&s.base, "GET", "/v1/services/web/routes/prod/r1?router=127.0.0.1:1", None, false, ""), 403);
+    assert!(s.node.routers_heard().is_empty());
+}

@@ -39,7 +39,7 @@ pub enum AuditProblem {
     Truncated { recorded: i64, found: i64 },
     /// The last row is not the one the head records.
     HeadMismatch { seq: Option<i64> },
-    /// There are audit rows but no head to check them against.
+    /// The store was written to but has no head to check the audit rows against.
     HeadMissing,
 }
 
@@ -62,7 +62,9 @@ impl std::fmt::Display for AuditProblem {
             AuditProblem::HeadMismatch { seq: None } => {
                 write!(f, "the audit log is empty but its head records a row: every row was deleted")
             }
-            AuditProblem::HeadMissing => write!(f, "the audit log has rows but its head (the lease row) is missing"),
+            AuditProblem::HeadMissing => {
+                write!(f, "the audit log's head (the lease row) is missing from a store that was written to")
+            }
         }
     }
 }
@@ -211,7 +213,9 @@ impl Store {
         }
         let found = rows.len() as i64;
         let Some((recorded, head)) = self.audit_head().await? else {
-            return Ok(if rows.is_empty() { Ok(0) } else { Err(AuditProblem::HeadMissing) });
+            // No lease row: fine for a store never written to, not for one with a log.
+            let written = !rows.is_empty() || self.last_seq().await? > 0;
+            return Ok(if written { Err(AuditProblem::HeadMissing) } else { Ok(0) });
         };
         if recorded != found {
             return Ok(Err(AuditProblem::Truncated { recorded, found }));

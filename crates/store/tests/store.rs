@@ -108,6 +108,9 @@ async fn deleting_every_row_is_detected(store: Store) {
     store.raw_execute("DELETE FROM audit").await.unwrap();
     let problem = store.verify_audit().await.unwrap().unwrap_err();
     assert_eq!(problem, AuditProblem::Truncated { recorded: 5, found: 0 });
+    // And the head with them.
+    store.raw_execute("DELETE FROM lease").await.unwrap();
+    assert_eq!(store.verify_audit().await.unwrap(), Err(AuditProblem::HeadMissing));
 }
 
 async fn a_refused_append_writes_no_audit_row(store: Store, other: Store) {

@@ -147,7 +147,19 @@ fn six_agents_roll_out_v2_in_two_waves_and_a_failing_zone_is_rolled_back() {
     let fleet = |region: &str, zones: &str| {
         Proc(
             Command::new(bin)
-                .args(["fleet", "up", "--server", &base, "--environment", "prod", "--region", region])
+                // With --service, each agent gets a token of its own host, made with ADMIN.
+                .args([
+                    "fleet",
+                    "up",
+                    "--server",
+                    &base,
+                    "--service",
+                    "web",
+                    "--environment",
+                    "prod",
+                    "--region",
+                    region,
+                ])
                 .args(["--zones", zones, "--hosts-per-zone", "1", "--workdir", fleet_dir.to_str().unwrap()])
                 .env("ROLLWAVE_TOKEN", ADMIN)
                 .stdout(Stdio::null())
@@ -204,6 +216,17 @@ fn six_agents_roll_out_v2_in_two_waves_and_a_failing_zone_is_rolled_back() {
     assert!(!b2.join("current").exists(), "b2-1 runs nothing rollwave installed");
     assert!(!b2.join("http.pid").exists(), "v2's stop hook ran on b2-1");
     assert!(fleet_dir.join("a1-1/current").read_link().unwrap().ends_with("releases/v2"));
+
+    // Each agent spoke with a token of its own host alone, never the admin's.
+    let mut hosts: Vec<Option<String>> =
+        client.tokens().unwrap().into_iter().filter(|t| t.role == "agent").map(|t| t.host).collect();
+    hosts.sort();
+    let expected: Vec<Option<String>> =
+        ["a1", "a2", "a3", "b1", "b2", "b3"].iter().map(|z| Some(format!("web/prod/{z}-1"))).collect();
+    assert_eq!(hosts, expected);
+    wait_for("every agent token to show its use", Duration::from_secs(20), || {
+        client.tokens().unwrap().iter().filter(|t| t.role == "agent").all(|t| t.last_used_ms.is_some())
+    });
 
     // Stopping the fleets stops every agent (and nothing is left behind).
     for f in [fleet_a, fleet_b] {

@@ -280,3 +280,88 @@ fn the_sample_app_plays_its_version_and_fails_as_told() {
     let _ = child.wait();
     assert!((60..140).contains(&failures), "{failures} of 400 failed; 25% asked");
 }
+
+/// A server process on a free port with a known admin token, killed when dropped.
+struct ServerProcess {
+    child: std::process::Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const ADMIN: &str = "rw_cli_admin_secret";
+
+fn server_process() -> ServerProcess {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let db = format!("sqlite://{}", dir.path().join("server.db").display());
+    let child = Command::new(env!("CARGO_BIN_EXE_rollwave"))
+        .args(["server", "--db", &db, "--listen", &format!("127.0.0.1:{port}"), "--driver", "noop"])
+        .env("ROLLWAVE_BOOTSTRAP_TOKEN", ADMIN)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let start = std::time::Instant::now();
+    while agent.get(format!("{base}/healthz")).call().is_err() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "the server never answered");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    ServerProcess { child, base, _dir: dir }
+}
+
+/// `rollwave` with a clean home and the given environment.
+fn rollwave_in(home: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rollwave"));
+    command.args(args).env_clear().env("HOME", home).env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().expect("rollwave runs")
+}
+
+#[test]
+fn audit_verify_reads_the_server_or_a_named_database_and_never_creates_one() {
+    let server = server_process();
+    let home = tempfile::tempdir().unwrap();
+    let env = [("ROLLWAVE_SERVER", server.base.as_str()), ("ROLLWAVE_TOKEN", ADMIN)];
+    // Something to audit: a token made and revoked through the CLI.
+    let made =
+        rollwave_in(home.path(), &env, &["token", "create", "--role", "viewer", "--name", "ops", "--ttl", "30d"]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let listed = rollwave_in(home.path(), &env, &["token", "list", "--output", "json"]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let tokens: Value = serde_json::from_str(&stdout(&listed)).unwrap();
+    let ops = tokens.as_array().unwrap().iter().find(|t| t["name"] == "ops").expect("listed");
+    assert!(ops["expires_ms"].as_i64().is_some(), "{ops}");
+    assert!(!stdout(&listed).contains(stdout(&made).trim()), "the secret is never listed");
+    let id = ops["id"].to_string();
+    let revoked = rollwave_in(home.path(), &env, &["token", "revoke", &id]);
+    assert!(revoked.status.success(), "{}", stderr(&revoked));
+
+    let verified = rollwave_in(home.path(), &env, &["audit", "verify"]);
+    assert!(verified.status.success(), "{}", stderr(&verified));
+    let out = stdout(&verified);
+    assert!(out.contains("intact: 2 row(s)") && out.contains(&server.base), "{out}");
+    assert!(out.contains("server.db"), "it says which database: {out}");
+    assert_eq!(std::fs::read_dir(home.path()).unwrap().count(), 0, "nothing was created under $HOME");
+
+    // Without an admin token the server refuses.
+    let anonymous = rollwave_in(home.path(), &env[..1], &["audit", "verify"]);
+    assert_eq!(anonymous.status.code(), Some(1), "{}", stderr(&anonymous));
+
+    // A named database that is not there is an error, and stays not there.
+    let missing = home.path().join("absent.db");
+    let url = format!("sqlite://{}", missing.display());
+    let absent = rollwave_in(home.path(), &[], &["audit", "verify", "--db", &url]);
+    assert!(!absent.status.success());
+    assert!(stderr(&absent).contains("no database at"), "{}", stderr(&absent));
+    assert!(!missing.exists());
+}

@@ -89,6 +89,11 @@ fn a_router_in_server_mode_sends_the_canary_share_to_the_one_box() {
     }
     let router_port = port();
     let admin_port = port();
+    // The router reads its region's table with a router token of that region.
+    let token = admin
+        .create_token(&CreateToken { role: "router".into(), region: Some("web/prod/r1".into()), ..Default::default() })
+        .unwrap()
+        .token;
     let _router = spawn(&[
         "router",
         "--server",
@@ -103,6 +108,8 @@ fn a_router_in_server_mode_sends_the_canary_share_to_the_one_box() {
         &format!("127.0.0.1:{router_port}"),
         "--admin",
         &format!("127.0.0.1:{admin_port}"),
+        "--token",
+        &token,
     ]);
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let ask = |key: usize| -> (String, String) {
@@ -197,7 +204,12 @@ fn a_router_in_server_mode_pushes_the_traffic_of_each_host_and_version() {
             .unwrap();
     }
     let token = admin
-        .create_token(&CreateToken { role: "deployer".into(), name: Some("router-r1".into()), host: None })
+        .create_token(&CreateToken {
+            role: "router".into(),
+            name: Some("router-r1".into()),
+            region: Some("web/prod/r1".into()),
+            ..Default::default()
+        })
         .unwrap()
         .token;
     let table: Routes = admin.get("/v1/services/web/routes/prod/r1").unwrap();

@@ -196,6 +196,9 @@ struct ServerArgs {
     /// being made (long polls and event streams are not cut).
     #[arg(long, env = "ROLLWAVE_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_timeout)]
     idle_timeout: std::time::Duration,
+    /// Let anyone read (API and dashboard) without a token. By default reads need a viewer token.
+    #[arg(long)]
+    anonymous_read: bool,
 }
 
 #[derive(Subcommand)]
@@ -269,13 +272,36 @@ struct HoldArgs {
 enum TokenCommand {
     /// Create a token; its secret is printed once.
     Create {
+        /// viewer, deployer, approver, admin, agent or router.
         #[arg(long)]
         role: String,
+        /// Unique: a-z, 0-9, '.', '_' and '-', at most 64.
         #[arg(long)]
         name: Option<String>,
-        /// For agent tokens: service/environment/host.
+        /// For agent tokens: the host (with --service and --environment), or service/environment/host.
         #[arg(long)]
         host: Option<String>,
+        /// For router tokens: the region it fronts (with --service and --environment).
+        #[arg(long)]
+        region: Option<String>,
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long)]
+        environment: Option<String>,
+        /// The token expires after this long (e.g. 30d); never by default.
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<std::time::Duration>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List tokens (never their secrets).
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Revoke a token by its id: every replica refuses it within a second.
+    Revoke {
+        id: i64,
         #[command(flatten)]
         remote: Remote,
     },
@@ -283,13 +309,26 @@ enum TokenCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Verify the hash chain of the audit log, reading the database directly.
+    /// Verify the hash chain of the audit log: through the server (an admin token), or,
+    /// with --db or --data-dir, by reading that database (never creating one).
     Verify {
         #[arg(long, env = "ROLLWAVE_DB")]
         db: Option<String>,
-        #[arg(long, env = "ROLLWAVE_DATA_DIR")]
+        #[arg(long)]
         data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        remote: Remote,
     },
+}
+
+/// `service/environment/NAME` from the flags: NAME alone with --service and
+/// --environment, or the whole path.
+fn scoped(name: Option<String>, service: &Option<String>, environment: &Option<String>) -> Option<String> {
+    let name = name?;
+    Some(match (service, environment) {
+        (Some(s), Some(e)) if !name.contains('/') => format!("{s}/{e}/{name}"),
+        _ => name,
+    })
 }
 
 /// `sqlite://…/rollwave.db` in the data directory, created if missing.
@@ -331,6 +370,7 @@ fn run_server(args: ServerArgs) -> Result<()> {
         datapoint_bin: args.datapoint_bin,
         prometheus: args.prometheus,
         bootstrap_token: std::env::var("ROLLWAVE_BOOTSTRAP_TOKEN").ok().filter(|t| !t.is_empty()),
+        anonymous_read: args.anonymous_read,
     };
     rollwave_server::serve_blocking(config, limits)
 }
@@ -484,12 +524,47 @@ fn remote_command(command: Command) -> Result<ExitCode> {
                     }
                 };
             }
-            Command::Token(TokenCommand::Create { role, name, host, remote }) => {
-                let t = remote.client().create_token(&CreateToken { role, name, host })?;
+            Command::Token(TokenCommand::Create { role, name, host, region, service, environment, ttl, remote }) => {
+                let host = scoped(host, &service, &environment);
+                let region = scoped(region, &service, &environment);
+                let ttl_s = ttl.map(|t| t.as_secs().max(1));
+                let t = remote.client().create_token(&CreateToken { role, name, host, region, ttl_s })?;
                 match remote.output {
                     Format::Json => print_json(&t).ok(),
                     Format::Text => writeln!(std::io::stdout(), "{}", t.token).ok(),
                 };
+            }
+            Command::Token(TokenCommand::List { remote }) => {
+                let tokens = remote.client().tokens()?;
+                match remote.output {
+                    Format::Json => print_json(&tokens).ok(),
+                    Format::Text => {
+                        let mut out = std::io::stdout().lock();
+                        let when = |ms: Option<i64>| {
+                            ms.and_then(|t| jiff::Timestamp::from_millisecond(t).ok())
+                                .map_or_else(|| "-".to_owned(), |t| t.to_string())
+                        };
+                        let _ = writeln!(out, "ID  NAME  ROLE  SCOPE  EXPIRES  REVOKED  LAST USED");
+                        for t in &tokens {
+                            let scope = t.host.as_deref().or(t.region.as_deref()).unwrap_or("-");
+                            let _ = writeln!(
+                                out,
+                                "{}  {}  {}  {scope}  {}  {}  {}",
+                                t.id,
+                                t.name,
+                                t.role,
+                                when(t.expires_ms),
+                                when(t.revoked_ms),
+                                when(t.last_used_ms)
+                            );
+                        }
+                        Some(())
+                    }
+                };
+            }
+            Command::Token(TokenCommand::Revoke { id, remote }) => {
+                remote.client().revoke_token(id)?;
+                let _ = writeln!(std::io::stdout(), "token {id} revoked");
             }
             _ => unreachable!("not a client command"),
         }
@@ -534,24 +609,48 @@ fn hold_action(resume: bool, h: HoldArgs) -> Result<ExitCode> {
     })
 }
 
-fn audit_verify(db: Option<String>, data_dir: Option<PathBuf>) -> Result<ExitCode> {
-    let db = match db {
-        Some(db) => db,
-        None => default_db(data_dir)?,
+fn audit_verify(db: Option<String>, data_dir: Option<PathBuf>, remote: remote::Remote) -> Result<ExitCode> {
+    let db = match (db, data_dir) {
+        (Some(db), _) => db,
+        (None, Some(dir)) => format!("sqlite://{}", dir.join("rollwave.db").display()),
+        (None, None) => return audit_verify_remote(&remote),
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let database = rollwave_store::describe_url(&db);
     runtime.block_on(async {
-        let store = rollwave_store::Store::open(&db).await?;
+        let store = rollwave_store::Store::open_existing(&db).await?;
         Ok(match store.verify_audit().await? {
             Ok(n) => {
-                writeln!(std::io::stdout(), "audit log intact: {n} row(s)")?;
+                writeln!(std::io::stdout(), "audit log intact: {n} row(s) in {database}")?;
                 ExitCode::SUCCESS
             }
             Err(problem) => {
-                writeln!(std::io::stderr(), "rollwave: {problem}")?;
+                writeln!(std::io::stderr(), "rollwave: {database}: {problem}")?;
                 ExitCode::from(1)
             }
         })
+    })
+}
+
+/// Verifies through the server: it reads its own database.
+fn audit_verify_remote(remote: &remote::Remote) -> Result<ExitCode> {
+    Ok(match remote.client().verify_audit() {
+        Ok(v) if v.intact => {
+            writeln!(
+                std::io::stdout(),
+                "audit log intact: {} row(s) in {} (read by {})",
+                v.rows,
+                v.database,
+                remote.server
+            )?;
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            let problem = v.problem.unwrap_or_default();
+            writeln!(std::io::stderr(), "rollwave: {} (read by {}): {problem}", v.database, remote.server)?;
+            ExitCode::from(1)
+        }
+        Err(e) => exit_for(&e),
     })
 }
 
@@ -591,7 +690,7 @@ pub fn run() -> Result<ExitCode> {
         Command::RollForward(a) => return release_action("roll_forward", a),
         Command::Hold(h) => return hold_action(false, h),
         Command::Resume(h) => return hold_action(true, h),
-        Command::Audit(AuditCommand::Verify { db, data_dir }) => return audit_verify(db, data_dir),
+        Command::Audit(AuditCommand::Verify { db, data_dir, remote }) => return audit_verify(db, data_dir, remote),
         command @ (Command::Service(_)
         | Command::Release(_)
         | Command::Status { .. }

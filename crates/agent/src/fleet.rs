@@ -16,6 +16,8 @@ pub struct FleetConfig {
     pub server: String,
     /// Handed to the agents in their environment (`ROLLWAVE_TOKEN`), not their arguments.
     pub token: Option<String>,
+    /// Per host id, a token of that host alone, handed to its agent instead of `token`.
+    pub host_tokens: std::collections::BTreeMap<String, String>,
     pub service: Option<String>,
     pub environment: String,
     pub region: String,
@@ -161,7 +163,7 @@ fn spawn(config: &FleetConfig, zone: &str, host_id: &str) -> std::io::Result<Mem
     if let Some(service) = &config.service {
         command.arg("--service").arg(service);
     }
-    match &config.token {
+    match config.host_tokens.get(host_id).or(config.token.as_ref()) {
         Some(token) => command.env("ROLLWAVE_TOKEN", token),
         None => command.env_remove("ROLLWAVE_TOKEN"),
     };

@@ -73,7 +73,8 @@ pub struct FleetArgs {
     /// The server's base URL.
     #[arg(long, env = "ROLLWAVE_SERVER")]
     pub server: String,
-    /// A token every agent may use (an admin token, as they speak for many hosts).
+    /// A token every agent may use (an admin token, as they speak for many hosts). With
+    /// --service, an admin token that mints each agent a token of its own host instead.
     #[arg(long, env = "ROLLWAVE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     #[arg(long)]
@@ -142,18 +143,25 @@ pub fn fleet_main(args: FleetArgs) -> anyhow::Result<()> {
     }
     check_name("environment", &args.environment)?;
     check_name("region", &args.region)?;
-    let Some(token) = args.token else {
+    let Some(token) = args.token.clone() else {
         anyhow::bail!("fleet up needs a token for its agents: pass --token or set ROLLWAVE_TOKEN");
+    };
+    let host_tokens = match &args.service {
+        Some(service) => mint_host_tokens(&args, service, &token)?,
+        None => Default::default(),
     };
     let binary = match args.binary {
         Some(b) => b,
         None => std::env::current_exe().context("cannot find this program's path to start the agents")?,
     };
     std::fs::create_dir_all(&args.workdir).with_context(|| format!("cannot create {}", args.workdir.display()))?;
+    // With a token per host, the admin token stays here.
+    let shared = if host_tokens.is_empty() { Some(token) } else { None };
     let config = FleetConfig {
         binary,
         server: args.server,
-        token: Some(token),
+        token: shared,
+        host_tokens,
         service: args.service,
         environment: args.environment,
         region: args.region,
@@ -195,6 +203,34 @@ pub fn fleet_main(args: FleetArgs) -> anyhow::Result<()> {
         stopped.already_exited
     );
     Ok(())
+}
+
+/// An agent token of each host of the fleet (`service/environment/host`), made with the
+/// admin token.
+fn mint_host_tokens(
+    args: &FleetArgs,
+    service: &str,
+    admin: &str,
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let client = rollwave_server::client::Client::new(&args.server, Some(admin.to_owned()));
+    let mut tokens = std::collections::BTreeMap::new();
+    for zone in &args.zones {
+        for n in 1..=args.hosts_per_zone {
+            let host = format!("{zone}-{n}");
+            let request = rollwave_server::api::CreateToken {
+                role: "agent".into(),
+                host: Some(format!("{service}/{}/{host}", args.environment)),
+                ..Default::default()
+            };
+            let created = client.create_token(&request).map_err(|e| {
+                anyhow::anyhow!(
+                    "fleet up --service gives each agent a token of its own host, made with an admin token: {e}"
+                )
+            })?;
+            tokens.insert(host, created.token);
+        }
+    }
+    Ok(tokens)
 }
 
 #[cfg(test)]

@@ -575,6 +575,7 @@ fn a_fleet_starts_its_agents_and_stops_every_one_of_them() {
         binary,
         server: "http://127.0.0.1:9".into(),
         token: Some("rw_token".into()),
+        host_tokens: Default::default(),
         service: Some("shop".into()),
         environment: "prod".into(),
         region: "r1".into(),
@@ -721,7 +722,10 @@ fn a_real_agent_process_pushes_its_hosts_gauges() {
     let admin = server.admin();
     admin.apply("shop.yaml", &MANIFEST.replace("HOSTS", "1")).unwrap();
     let host = Some("shop/prod/z1-1".to_owned());
-    let token = admin.create_token(&CreateToken { role: "agent".into(), name: None, host }).unwrap().token;
+    let token = admin
+        .create_token(&CreateToken { role: "agent".into(), name: None, host, ..Default::default() })
+        .unwrap()
+        .token;
     let tmp = tempfile::tempdir().unwrap();
     let workdir = tmp.path().join("z1-1");
     let start = || {

@@ -8,6 +8,7 @@
 //! demo's pid (`--exit-with`) and exit when it is gone.
 
 use anyhow::{Context, Result, bail};
+use rollwave_server::api::CreateToken;
 use rollwave_server::client::Client;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -278,6 +279,9 @@ impl World {
                 format!("{}s", spec.host_timeout.as_secs().max(1)),
                 "--datapoint-bin".into(),
                 format!("{}ms", spec.datapoint_bin.as_millis()),
+                // The dashboard URL the demo prints opens without logging in; changes
+                // still need the admin token it prints.
+                "--anonymous-read".into(),
             ],
             &[("ROLLWAVE_BOOTSTRAP_TOKEN", admin_token.clone())],
             &logs.join("server.log"),
@@ -323,13 +327,16 @@ impl World {
                         let mut args = place("agent", &env.name, &region.name);
                         args.extend(["--zone", &zone.name, "--host-id", &id, "--address", &address].map(String::from));
                         let name = format!("agent {}/{id}", env.name);
+                        let host = format!("{}/{}/{id}", manifest.service, env.name);
+                        let token =
+                            world.scoped_token("agent", CreateToken { host: Some(host), ..Default::default() })?;
                         let log = logs.join(format!("agent-{}-{id}.log", env.name));
                         world.agents.push(spawn(
                             binary,
                             &name,
                             &args,
                             &[
-                                ("ROLLWAVE_TOKEN", admin_token.clone()),
+                                ("ROLLWAVE_TOKEN", token),
                                 // As the environment, not --workdir, so the hooks see it too.
                                 ("ROLLWAVE_WORKDIR", workdir.display().to_string()),
                                 ("ROLLWAVE_DEMO_BIN", binary.display().to_string()),
@@ -366,11 +373,13 @@ impl World {
                     .map(String::from),
                 );
                 let log = logs.join(format!("router-{}-{}.log", env.name, region.name));
+                let scope = format!("{}/{}/{}", manifest.service, env.name, region.name);
+                let token = world.scoped_token("router", CreateToken { region: Some(scope), ..Default::default() })?;
                 world.router_procs.push(spawn(
                     binary,
                     &format!("router {}/{}", env.name, region.name),
                     &args,
-                    &[("ROLLWAVE_TOKEN", admin_token.clone())],
+                    &[("ROLLWAVE_TOKEN", token)],
                     &log,
                 )?);
                 world.routers.push(RouterInfo {
@@ -426,6 +435,14 @@ impl World {
 
     pub fn client(&self) -> Client {
         Client::new(&self.base, Some(self.admin_token.clone()))
+    }
+
+    /// A token of `role` scoped as `scope` says (an agent's host, a router's region).
+    fn scoped_token(&self, role: &str, scope: CreateToken) -> Result<String> {
+        let request = CreateToken { role: role.to_owned(), ..scope };
+        let created =
+            self.client().create_token(&request).map_err(|e| anyhow::anyhow!("cannot create a {role} token: {e}"))?;
+        Ok(created.token)
     }
 
     /// Hosts the routers are told about: registered, with an address.

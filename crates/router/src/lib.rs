@@ -78,8 +78,9 @@ pub struct RouterArgs {
     #[arg(long, value_name = "ADDR")]
     pub advertise: Option<String>,
 
-    /// Token for pushing traffic to the control plane (server mode): a deployer token,
-    /// or an agent token of a host of the service. Without one, nothing is pushed.
+    /// A router token of this service, environment and region (server mode): sent on
+    /// every poll and push. Without one, the table is read only where the server allows
+    /// anonymous reads, the router is not probed through, and nothing is pushed.
     #[arg(long, env = "ROLLWAVE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
@@ -159,6 +160,7 @@ pub fn main(args: RouterArgs) -> anyhow::Result<()> {
                 environment: environment.clone(),
                 region: region.clone(),
                 advertise: Some(args.advertise.clone().unwrap_or_else(|| args.listen.clone())),
+                token: args.token.clone(),
             };
             match &args.token {
                 Some(token) => {

@@ -15,6 +15,9 @@ pub struct Source {
     /// Where this router takes traffic, told to the server so its synthetic monitors
     /// probe the region through it.
     pub advertise: Option<String>,
+    /// A router token of this service, environment and region: sent on every poll (the
+    /// server takes the address only from its region's router).
+    pub token: Option<String>,
 }
 
 impl Source {
@@ -61,8 +64,12 @@ fn write_atomically(path: &Path, text: &str) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))
 }
 
-fn fetch(agent: &ureq::Agent, url: &str) -> Result<serde_json::Value> {
-    let mut response = agent.get(url).call().with_context(|| format!("cannot reach {url}"))?;
+fn fetch(agent: &ureq::Agent, url: &str, token: Option<&str>) -> Result<serde_json::Value> {
+    let mut request = agent.get(url);
+    if let Some(t) = token {
+        request = request.header("Authorization", format!("Bearer {t}"));
+    }
+    let mut response = request.call().with_context(|| format!("cannot reach {url}"))?;
     let status = response.status().as_u16();
     let body: serde_json::Value = response.body_mut().read_json().context("unreadable routing table")?;
     if status != 200 {
@@ -81,14 +88,15 @@ pub fn start(source: Source, dir: &Path) -> Result<PathBuf> {
         .timeout_global(Some(Duration::from_secs(45)))
         .build()
         .into();
-    let first = fetch(&agent, &source.url(None))?;
+    let first = fetch(&agent, &source.url(None), source.token.as_deref())?;
     write_atomically(&path, &routes_yaml(&first)?)?;
     let file = path.clone();
     std::thread::spawn(move || {
         let mut generation = first["generation"].as_i64();
         let mut last = routes_yaml(&first).unwrap_or_default();
         loop {
-            match fetch(&agent, &source.url(generation)).and_then(|t| Ok((routes_yaml(&t)?, t["generation"].as_i64())))
+            match fetch(&agent, &source.url(generation), source.token.as_deref())
+                .and_then(|t| Ok((routes_yaml(&t)?, t["generation"].as_i64())))
             {
                 Ok((text, g)) => {
                     generation = g;

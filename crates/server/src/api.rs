@@ -223,14 +223,21 @@ pub struct HookReport {
     pub ok: bool,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CreateToken {
     pub role: String,
+    /// `[a-z0-9][a-z0-9._-]{0,63}`, unique; by default `ROLE-` and a few random letters.
     #[serde(default)]
     pub name: Option<String>,
     /// For `agent` tokens: `service/environment/host`.
     #[serde(default)]
     pub host: Option<String>,
+    /// For `router` tokens: `service/environment/region`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Seconds until the token expires; never by default.
+    #[serde(default)]
+    pub ttl_s: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -238,6 +245,36 @@ pub struct TokenCreated {
     pub token: String,
     pub role: String,
     pub name: String,
+    #[serde(default)]
+    pub id: i64,
+    #[serde(default)]
+    pub expires_ms: Option<i64>,
+}
+
+/// A token as listed: never its secret nor its hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub id: i64,
+    pub name: String,
+    pub role: String,
+    pub host: Option<String>,
+    pub region: Option<String>,
+    pub created_ms: i64,
+    pub expires_ms: Option<i64>,
+    pub revoked_ms: Option<i64>,
+    /// Written in batches: it may lag a few seconds.
+    pub last_used_ms: Option<i64>,
+}
+
+/// What `GET /v1/audit/verify` found.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuditVerdict {
+    pub intact: bool,
+    /// Rows checked, when intact.
+    pub rows: usize,
+    pub problem: Option<String>,
+    /// Which database was read (without credentials).
+    pub database: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

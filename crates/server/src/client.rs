@@ -79,6 +79,26 @@ impl Client {
         self.finish(req.send_json(body))
     }
 
+    pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let mut req = self.agent.delete(format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        self.finish(req.call())
+    }
+
+    pub fn tokens(&self) -> Result<Vec<TokenInfo>, ClientError> {
+        self.get("/v1/tokens")
+    }
+
+    pub fn revoke_token(&self, id: i64) -> Result<Accepted, ClientError> {
+        self.delete(&format!("/v1/tokens/{id}"))
+    }
+
+    pub fn verify_audit(&self) -> Result<AuditVerdict, ClientError> {
+        self.get("/v1/audit/verify")
+    }
+
     pub fn apply(&self, file: &str, manifest: &str) -> Result<ServiceSummary, ClientError> {
         self.post("/v1/services", &ApplyService { manifest: manifest.to_owned(), file: Some(file.to_owned()) })
     }
@@ -130,7 +150,11 @@ impl Client {
             None => format!("{}/v1/events/stream", self.base),
         };
         let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-        let mut response = agent.get(path).call().map_err(|e| self.transport(e))?;
+        let mut request = agent.get(path);
+        if let Some(t) = &self.token {
+            request = request.header("Authorization", format!("Bearer {t}"));
+        }
+        let mut response = request.call().map_err(|e| self.transport(e))?;
         if response.status().as_u16() >= 400 {
             return self.finish::<()>(Ok(response));
         }

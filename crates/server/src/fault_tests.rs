@@ -1,6 +1,7 @@
 //! A replica whose applier panics midway through an input serves, afterwards, the state
 //! its log holds: the half-made change is gone and the replica leads again.
 
+use crate::auth::{Actor, Caller, Role, Scope};
 use crate::node::{Config, DATAPOINT_BIN, Driver, Node};
 use crate::state::{LogInput, ReadModel, fault};
 use std::sync::Arc;
@@ -17,6 +18,10 @@ stages:
   - { name: prod, environment: prod, bake: 0s }
 ";
 
+fn admin() -> Actor {
+    Actor::Token(Caller { id: 1, name: "admin".into(), role: Role::Admin, scope: Scope::Global })
+}
+
 fn config(db: String) -> Config {
     Config {
         db,
@@ -25,6 +30,7 @@ fn config(db: String) -> Config {
         driver: Driver::Noop { delay: Duration::from_millis(10) },
         lease_ttl: Duration::from_secs(5),
         bootstrap_token: None,
+        anonymous_read: false,
         host_timeout: Duration::from_secs(30),
         prometheus: None,
         datapoint_bin: DATAPOINT_BIN,
@@ -79,10 +85,10 @@ async fn a_panic_while_applying_leaves_the_replica_serving_what_the_log_holds() 
     tokio::spawn(Arc::clone(&node).run());
     wait_until("the replica leads", || node.is_leader()).await;
     let apply = LogInput::ApplyManifest { file: "faulty.yaml".into(), text: MANIFEST.into(), agents: false };
-    node.submit("faulty", apply, "admin").await.expect("the manifest applies");
+    node.submit("faulty", apply, admin()).await.expect("the manifest applies");
 
     fault::PANIC_ON_NEXT_HOLD.lock().unwrap_or_else(|p| p.into_inner()).insert("faulty".into());
-    let refused = tokio::time::timeout(Duration::from_secs(20), node.submit("faulty", hold(), "admin"))
+    let refused = tokio::time::timeout(Duration::from_secs(20), node.submit("faulty", hold(), admin()))
         .await
         .expect("the faulty hold is answered")
         .expect_err("the faulty hold is refused");
@@ -93,7 +99,7 @@ async fn a_panic_while_applying_leaves_the_replica_serving_what_the_log_holds() 
     assert_eq!(node.read(served), log, "the replica serves what the log holds");
     assert!(node.read(|m| !m.services["faulty"].engine.holds().0), "the faulty hold is not in effect");
 
-    node.submit("faulty", hold(), "admin").await.expect("a hold applies afterwards");
+    node.submit("faulty", hold(), admin()).await.expect("a hold applies afterwards");
     assert!(node.read(|m| m.services["faulty"].engine.holds().0));
     assert_eq!(node.read(served), served(&replayed(&node).await));
 }

@@ -2,17 +2,18 @@
 //! dashboard's pages (see [`crate::dashboard`]) are merged in.
 
 use crate::api::*;
-use crate::auth::{Actor, Role, Tokens, new_secret};
+use crate::auth::{Actor, Caller, Role, Scope, Tokens, bearer, check_token_name, new_secret};
 use crate::error::ApiError;
 use crate::node::Node;
 use crate::state::{LogInput, OPERATOR_ACTIONS, ServiceState};
 use axum::body::Bytes;
-use axum::extract::{FromRequest, MatchedPath, Path, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -27,6 +28,12 @@ pub const MAX_BODY: usize = 1024 * 1024;
 pub struct App {
     pub node: Arc<Node>,
     pub tokens: Tokens,
+}
+
+impl App {
+    pub fn anonymous_read(&self) -> bool {
+        self.node.config.anonymous_read
+    }
 }
 
 type Shared = State<Arc<App>>;
@@ -49,11 +56,14 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/services/{service}/hosts/{environment}/{host}/report", post(report))
         .route("/v1/events", get(events))
         .route("/v1/events/stream", get(stream))
-        .route("/v1/tokens", post(create_token))
+        .route("/v1/tokens", get(list_tokens).post(create_token))
+        .route("/v1/tokens/{id}", delete(revoke_token))
+        .route("/v1/tokens/{id}/revoke", post(revoke_token))
+        .route("/v1/audit/verify", get(verify_audit))
         .route("/v1/cluster", get(cluster))
         .route("/v1/services/{service}/routes/{environment}/{region}", get(routes))
         .route("/v1/metrics", get(query_metrics).post(push_metrics))
-        .merge(crate::dashboard::routes())
+        .merge(crate::dashboard::routes(Arc::clone(&app)))
         .fallback(|| async { ApiError::not_found("no such endpoint; see /v1/openapi.json") })
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), observe))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
@@ -92,8 +102,98 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     }
 }
 
-async fn actor(app: &App, headers: &HeaderMap) -> Result<Actor, ApiError> {
-    app.tokens.authenticate(&app.node.store, headers).await
+/// Every route this router serves, as `METHOD PATH` (the authorization matrix test
+/// checks it against the routes it covers, and the OpenAPI document against it).
+pub const ROUTES: &[&str] = &[
+    "GET /healthz",
+    "GET /readyz",
+    "GET /metrics",
+    "GET /v1/openapi.json",
+    "GET /v1/services",
+    "POST /v1/services",
+    "GET /v1/services/{service}",
+    "GET /v1/services/{service}/releases",
+    "POST /v1/services/{service}/releases",
+    "GET /v1/services/{service}/releases/{version}",
+    "POST /v1/services/{service}/releases/{version}/{action}",
+    "POST /v1/services/{service}/hold",
+    "POST /v1/services/{service}/resume",
+    "POST /v1/hosts/register",
+    "GET /v1/services/{service}/hosts/{environment}/{host}/desired",
+    "POST /v1/services/{service}/hosts/{environment}/{host}/report",
+    "GET /v1/events",
+    "GET /v1/events/stream",
+    "GET /v1/tokens",
+    "POST /v1/tokens",
+    "DELETE /v1/tokens/{id}",
+    "POST /v1/tokens/{id}/revoke",
+    "GET /v1/audit/verify",
+    "GET /v1/cluster",
+    "GET /v1/services/{service}/routes/{environment}/{region}",
+    "GET /v1/metrics",
+    "POST /v1/metrics",
+    "GET /",
+    "GET /services/{service}",
+    "GET /services/{service}/releases/{version}",
+    "GET /services/{service}/hosts",
+    "GET /services/{service}/alarms",
+    "GET /services/{service}/confirm",
+    "POST /services/{service}/act",
+    "GET /login",
+    "POST /login",
+    "POST /logout",
+    "GET /dashboard/live",
+    "GET /dashboard/dashboard.css",
+    "GET /dashboard/dashboard.js",
+];
+
+/// A request with a valid token: checked from the headers, before any body is read.
+impl FromRequestParts<Arc<App>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        app.tokens.authenticate(&app.node.store, &parts.headers).await
+    }
+}
+
+/// A token if the request sent one (then it must be valid), or nobody.
+pub struct MaybeCaller(pub Option<Caller>);
+
+impl FromRequestParts<Arc<App>> for MaybeCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        match bearer(&parts.headers) {
+            None => Ok(MaybeCaller(None)),
+            Some(_) => app.tokens.authenticate(&app.node.store, &parts.headers).await.map(|c| MaybeCaller(Some(c))),
+        }
+    }
+}
+
+/// Someone who may read: a person's token (viewer or more), or anyone when the server
+/// runs with `--anonymous-read`.
+pub struct Reader;
+
+/// The read rule, for a request that may carry a token.
+pub fn may_read(app: &App, caller: &Option<Caller>) -> Result<(), ApiError> {
+    match caller {
+        Some(c) => c.require(Role::Viewer),
+        None if app.anonymous_read() => Ok(()),
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "reads need a viewer token: send Authorization: Bearer TOKEN",
+        )),
+    }
+}
+
+impl FromRequestParts<Arc<App>> for Reader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        let MaybeCaller(caller) = MaybeCaller::from_request_parts(parts, app).await?;
+        may_read(app, &caller).map(|()| Reader)
+    }
 }
 
 async fn readyz(State(app): Shared) -> Response {
@@ -129,17 +229,16 @@ fn summary(s: &ServiceState) -> ServiceSummary {
     }
 }
 
-async fn list_services(State(app): Shared) -> Json<Vec<ServiceSummary>> {
+async fn list_services(State(app): Shared, _: Reader) -> Json<Vec<ServiceSummary>> {
     Json(app.node.read(|m| m.services.values().map(summary).collect()))
 }
 
 async fn apply_service(
     State(app): Shared,
-    headers: HeaderMap,
+    caller: Caller,
     Body(req): Body<ApplyService>,
 ) -> Result<Response, ApiError> {
-    let actor = actor(&app, &headers).await?;
-    actor.require(Role::Admin)?;
+    caller.require(Role::Admin)?;
     let file = req.file.unwrap_or_else(|| "manifest.yaml".to_owned());
     // Read it here first, for the service's name and to answer errors without the leader;
     // a secret reference this server cannot resolve is refused here, not when it is needed.
@@ -149,7 +248,9 @@ async fn apply_service(
     let service = manifest.service.clone();
     let existed = app.node.read(|m| m.services.contains_key(&service));
     let agents = app.node.config.driver == crate::node::Driver::Agent;
-    app.node.submit(&service, LogInput::ApplyManifest { file, text: req.manifest, agents }, &actor.name).await?;
+    app.node
+        .submit(&service, LogInput::ApplyManifest { file, text: req.manifest, agents }, Actor::Token(caller))
+        .await?;
     let body = app.node.read(|m| m.service(&service).map(summary))?;
     let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, Json(body)).into_response())
@@ -164,13 +265,21 @@ fn holds(s: &ServiceState) -> Vec<String> {
     out
 }
 
-async fn get_service(State(app): Shared, Path(service): Path<String>) -> Result<Json<ServiceStatus>, ApiError> {
+async fn get_service(
+    State(app): Shared,
+    _: Reader,
+    Path(service): Path<String>,
+) -> Result<Json<ServiceStatus>, ApiError> {
     let mut status = app.node.read(|m| m.service(&service).map(|s| s.status(holds(s))))?;
     status.notifications = app.node.notifier.status(&service);
     Ok(Json(status))
 }
 
-async fn list_releases(State(app): Shared, Path(service): Path<String>) -> Result<Json<Vec<ReleaseView>>, ApiError> {
+async fn list_releases(
+    State(app): Shared,
+    _: Reader,
+    Path(service): Path<String>,
+) -> Result<Json<Vec<ReleaseView>>, ApiError> {
     app.node.read(|m| m.service(&service).map(|s| Json(s.releases())))
 }
 
@@ -183,22 +292,22 @@ fn release_of(s: &ServiceState, version: &str) -> Result<ReleaseView, ApiError> 
 
 async fn create_release(
     State(app): Shared,
-    headers: HeaderMap,
+    caller: Caller,
     Path(service): Path<String>,
     Body(req): Body<CreateRelease>,
 ) -> Result<Response, ApiError> {
-    let actor = actor(&app, &headers).await?;
-    actor.require(Role::Deployer)?;
+    caller.require(Role::Deployer)?;
     let release = crate::release::NewRelease::parse(&req)?;
     let input =
         LogInput::CreateRelease { version: release.version, artifact: release.artifact, sha256: release.sha256 };
-    app.node.submit(&service, input, &actor.name).await?;
+    app.node.submit(&service, input, Actor::Token(caller)).await?;
     let view = app.node.read(|m| m.service(&service).and_then(|s| release_of(s, &req.version)))?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
 async fn get_release(
     State(app): Shared,
+    _: Reader,
     Path((service, version)): Path<(String, String)>,
 ) -> Result<Json<ReleaseDetail>, ApiError> {
     app.node.read(|m| {
@@ -214,7 +323,7 @@ async fn get_release(
 
 async fn release_action(
     State(app): Shared,
-    headers: HeaderMap,
+    caller: Caller,
     Path((service, version, action)): Path<(String, String, String)>,
     Body(req): Body<ActionRequest>,
 ) -> Result<Json<ReleaseView>, ApiError> {
@@ -222,51 +331,48 @@ async fn release_action(
     if !OPERATOR_ACTIONS[..4].contains(&action.as_str()) {
         return Err(ApiError::not_found(format!("no action {action:?}; use approve, rollback, retry or roll_forward")));
     }
-    let actor = actor(&app, &headers).await?;
-    actor.require(if action == "approve" { Role::Approver } else { Role::Deployer })?;
+    caller.require(if action == "approve" { Role::Approver } else { Role::Deployer })?;
     let input = LogInput::Operator { action, release: Some(version.clone()), stage: req.stage };
-    app.node.submit(&service, input, &actor.name).await?;
+    app.node.submit(&service, input, Actor::Token(caller)).await?;
     app.node.read(|m| m.service(&service).and_then(|s| release_of(s, &version))).map(Json)
 }
 
 async fn hold_or_resume(
     app: Arc<App>,
-    headers: HeaderMap,
+    caller: Caller,
     service: String,
     stage: Option<String>,
     action: &str,
 ) -> Result<Json<ServiceStatus>, ApiError> {
-    let actor = actor(&app, &headers).await?;
-    actor.require(Role::Deployer)?;
+    caller.require(Role::Deployer)?;
     let input = LogInput::Operator { action: action.to_owned(), release: None, stage };
-    app.node.submit(&service, input, &actor.name).await?;
+    app.node.submit(&service, input, Actor::Token(caller)).await?;
     app.node.read(|m| m.service(&service).map(|s| Json(s.status(holds(s)))))
 }
 
 async fn hold(
     State(app): Shared,
-    headers: HeaderMap,
+    caller: Caller,
     Path(service): Path<String>,
     Body(req): Body<ActionRequest>,
 ) -> Result<Json<ServiceStatus>, ApiError> {
-    hold_or_resume(app, headers, service, req.stage, "hold").await
+    hold_or_resume(app, caller, service, req.stage, "hold").await
 }
 
 async fn resume(
     State(app): Shared,
-    headers: HeaderMap,
+    caller: Caller,
     Path(service): Path<String>,
     Body(req): Body<ActionRequest>,
 ) -> Result<Json<ServiceStatus>, ApiError> {
-    hold_or_resume(app, headers, service, req.stage, "resume").await
+    hold_or_resume(app, caller, service, req.stage, "resume").await
 }
 
 async fn register_host(
     State(app): Shared,
-    headers: HeaderMap,
+    caller: Caller,
     Body(req): Body<RegisterHost>,
 ) -> Result<Json<Registered>, ApiError> {
-    let actor = actor(&app, &headers).await?;
     let (region, zone) = match (&req.region, &req.zone) {
         (Some(r), Some(z)) => (r.clone(), z.clone()),
         _ => return Err(ApiError::invalid("a host registers with its region and zone")),
@@ -304,7 +410,7 @@ async fn register_host(
             }
         }
     };
-    actor.require_host(&format!("{service}/{}/{}", req.environment, req.host))?;
+    caller.require_host(&service, &req.environment, &req.host)?;
     let input = LogInput::RegisterHost {
         environment: req.environment.clone(),
         host: req.host.clone(),
@@ -312,7 +418,7 @@ async fn register_host(
         zone,
         address: req.address.clone(),
     };
-    app.node.submit(&service, input, &actor.name).await?;
+    app.node.submit(&service, input, Actor::Token(caller)).await?;
     app.node.heard_from(&service, &req.environment, &req.host);
     app.node.read(|m| {
         let s = m.service(&service)?;
@@ -333,9 +439,12 @@ struct DesiredQuery {
 
 async fn desired(
     State(app): Shared,
+    caller: Caller,
     Path((service, environment, host)): Path<(String, String, String)>,
     query: Result<Query<DesiredQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Desired>, ApiError> {
+    // Only the host's own agent: its poll is a heartbeat and brings a lost host back.
+    caller.require_host(&service, &environment, &host)?;
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let look = || {
         app.node.read(|m| m.service(&service).and_then(|s| s.host(&environment, &host).map(|(e, h)| s.desired(e, h))))
@@ -363,7 +472,7 @@ async fn desired(
             zone,
             address: None,
         };
-        app.node.submit(&service, input, "agent").await?;
+        app.node.submit(&service, input, Actor::Token(caller)).await?;
     }
     let slot = app.node.read(|m| {
         m.service(&service).and_then(|s| s.host(&environment, &host).map(|(e, h)| s.plan.host_name(e, h).to_owned()))
@@ -389,12 +498,11 @@ async fn desired(
 
 async fn report(
     State(app): Shared,
-    headers: HeaderMap,
+    caller: Caller,
     Path((service, environment, host)): Path<(String, String, String)>,
     Body(req): Body<HostReport>,
 ) -> Result<Json<Accepted>, ApiError> {
-    let actor = actor(&app, &headers).await?;
-    actor.require_host(&format!("{service}/{environment}/{host}"))?;
+    caller.require_host(&service, &environment, &host)?;
     app.node.heard_from(&service, &environment, &host);
     let input = LogInput::HostReport {
         environment,
@@ -404,7 +512,7 @@ async fn report(
         reason: req.reason,
         hooks: req.hooks,
     };
-    app.node.submit(&service, input, &actor.name).await?;
+    app.node.submit(&service, input, Actor::Token(caller)).await?;
     Ok(Json(Accepted { ok: true }))
 }
 
@@ -426,6 +534,7 @@ fn parse_event(r: &rollwave_store::Record) -> Option<EventView> {
 
 async fn events(
     State(app): Shared,
+    _: Reader,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<EventPage>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
@@ -440,6 +549,7 @@ async fn events(
 
 async fn stream(
     State(app): Shared,
+    _: Reader,
     headers: HeaderMap,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Sse<impl tokio_stream::Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
@@ -467,32 +577,124 @@ async fn stream(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
-async fn create_token(
-    State(app): Shared,
-    headers: HeaderMap,
-    Body(req): Body<CreateToken>,
-) -> Result<Response, ApiError> {
-    let actor = actor(&app, &headers).await?;
-    actor.require(Role::Admin)?;
-    let role = Role::parse(&req.role).ok_or_else(|| {
-        ApiError::invalid(format!("unknown role {:?}; use one of {}", req.role, Role::NAMES.join(", ")))
-    })?;
-    if role == Role::Agent && req.host.is_none() {
-        return Err(ApiError::invalid("an agent token needs the host it speaks for: service/environment/host"));
-    }
+async fn create_token(State(app): Shared, caller: Caller, Body(req): Body<CreateToken>) -> Result<Response, ApiError> {
+    caller.require(Role::Admin)?;
+    let role = Role::parse(&req.role)
+        .ok_or_else(|| ApiError::invalid(format!("unknown role {:?}; use one of {}", req.role, Role::names())))?;
+    let scope = token_scope(role, &req)?;
     let secret = new_secret()?;
-    let name = req.name.unwrap_or_else(|| format!("{}-{}", role.as_str(), &secret[3..11]));
-    app.node
-        .store
-        .insert_token(&rollwave_store::hash_secret(&secret), &name, role.as_str(), req.host.as_deref())
-        .await?;
-    let detail = serde_json::json!({ "name": name, "role": role.as_str(), "host": req.host }).to_string();
-    app.node.store.audit(&actor.name, "create_token", &detail).await?;
-    Ok((StatusCode::CREATED, Json(TokenCreated { token: secret, role: role.as_str().to_owned(), name }))
-        .into_response())
+    let name = req.name.clone().unwrap_or_else(|| format!("{}-{}", role.as_str(), &secret[3..11]));
+    check_token_name(&name)
+        .map_err(|why| ApiError::invalid(why).with_details(serde_json::json!({ "field": "name" })))?;
+    let expires_ms = match req.ttl_s {
+        Some(0) => return Err(ApiError::invalid("ttl_s must be at least 1 second")),
+        Some(s) => {
+            Some(rollwave_store::now_ms().saturating_add(i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000)))
+        }
+        None => None,
+    };
+    let (host, region) = match &scope {
+        Scope::Global => (None, None),
+        Scope::Host { service, environment, host } => (Some(format!("{service}/{environment}/{host}")), None),
+        Scope::Region { service, environment, region } => (None, Some(format!("{service}/{environment}/{region}"))),
+    };
+    let hash = rollwave_store::hash_secret(&secret);
+    let token = rollwave_store::NewToken {
+        hash: &hash,
+        name: &name,
+        role: role.as_str(),
+        host: host.as_deref(),
+        region: region.as_deref(),
+        expires_ms,
+    };
+    let audit = |id: i64| {
+        rollwave_store::NewAudit {
+        actor: caller.name.clone(),
+        token_id: Some(caller.id),
+        action: "create_token".into(),
+        detail: serde_json::json!({ "id": id, "name": name, "role": role.as_str(), "host": host, "region": region, "expires_ms": expires_ms }).to_string(),
+    }
+    };
+    let id = app.node.store.insert_token(&token, audit).await.map_err(|e| match e {
+        rollwave_store::StoreError::Duplicate(what) => {
+            ApiError::new(StatusCode::CONFLICT, "conflict", format!("{what}: token names are unique"))
+                .with_details(serde_json::json!({ "field": "name" }))
+        }
+        e => e.into(),
+    })?;
+    let created = TokenCreated { token: secret, role: role.as_str().to_owned(), name: name.clone(), id, expires_ms };
+    Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
-async fn cluster(State(app): Shared) -> Result<Json<Cluster>, ApiError> {
+/// The scope a new token of `role` gets from the request: agents a host, routers a region.
+fn token_scope(role: Role, req: &CreateToken) -> Result<Scope, ApiError> {
+    let scoped = |field: &str, text: &Option<String>, parse: fn(&str) -> Option<Scope>| {
+        let text = text.as_deref().ok_or_else(|| {
+            ApiError::invalid(format!("a {} token needs its {field}: service/environment/{field}", role.as_str()))
+        })?;
+        parse(text).ok_or_else(|| {
+            ApiError::invalid(format!("{field} {text:?} is not service/environment/{field}"))
+                .with_details(serde_json::json!({ "field": field }))
+        })
+    };
+    let stray = |field: &str| ApiError::invalid(format!("a {} token has no {field}", role.as_str()));
+    match role {
+        Role::Agent if req.region.is_some() => Err(stray("region")),
+        Role::Agent => scoped("host", &req.host, Scope::host),
+        Role::Router if req.host.is_some() => Err(stray("host")),
+        Role::Router => scoped("region", &req.region, Scope::region),
+        _ if req.host.is_some() => Err(stray("host")),
+        _ if req.region.is_some() => Err(stray("region")),
+        _ => Ok(Scope::Global),
+    }
+}
+
+async fn list_tokens(State(app): Shared, caller: Caller) -> Result<Json<Vec<TokenInfo>>, ApiError> {
+    caller.require(Role::Admin)?;
+    let rows = app.node.store.tokens().await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|t| TokenInfo {
+                id: t.id,
+                name: t.name,
+                role: t.role,
+                host: t.host,
+                region: t.region,
+                created_ms: t.created_ms,
+                expires_ms: t.expires_ms,
+                revoked_ms: t.revoked_ms,
+                last_used_ms: t.last_used_ms,
+            })
+            .collect(),
+    ))
+}
+
+async fn revoke_token(State(app): Shared, caller: Caller, Path(id): Path<String>) -> Result<Json<Accepted>, ApiError> {
+    caller.require(Role::Admin)?;
+    let id: i64 = id.parse().map_err(|_| ApiError::invalid(format!("token id {id:?} is not a number")))?;
+    let audit = rollwave_store::NewAudit {
+        actor: caller.name.clone(),
+        token_id: Some(caller.id),
+        action: "revoke_token".into(),
+        detail: serde_json::json!({ "id": id }).to_string(),
+    };
+    if !app.node.store.revoke_token(id, &audit).await? {
+        return Err(ApiError::not_found(format!("no token {id} that is not revoked already")));
+    }
+    app.tokens.forget(id);
+    Ok(Json(Accepted { ok: true }))
+}
+
+async fn verify_audit(State(app): Shared, caller: Caller) -> Result<Json<AuditVerdict>, ApiError> {
+    caller.require(Role::Admin)?;
+    let database = rollwave_store::describe_url(&app.node.config.db);
+    Ok(Json(match app.node.store.verify_audit().await? {
+        Ok(rows) => AuditVerdict { intact: true, rows, problem: None, database },
+        Err(problem) => AuditVerdict { intact: false, rows: 0, problem: Some(problem.to_string()), database },
+    }))
+}
+
+async fn cluster(State(app): Shared, _: Reader) -> Result<Json<Cluster>, ApiError> {
     let lease = app.node.store.lease_status().await?;
     let own = app.node.lease.borrow().clone();
     Ok(Json(Cluster {
@@ -516,15 +718,28 @@ struct RoutesQuery {
     router: Option<String>,
 }
 
-/// A region's routing table; with `after`, waits (up to `wait` s) for a newer one.
+/// A region's routing table; with `after`, waits (up to `wait` s) for a newer one. Its
+/// region's router (whose address, with `router=`, monitors probe through) or a reader.
 async fn routes(
     State(app): Shared,
+    MaybeCaller(caller): MaybeCaller,
     Path((service, environment, region)): Path<(String, String, String)>,
     query: Result<Query<RoutesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Routes>, ApiError> {
+    let own_router = caller.as_ref().is_some_and(|c| c.is_router_of(&service, &environment, &region));
+    if !own_router {
+        may_read(&app, &caller)?;
+    }
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let look = || app.node.read(|m| m.service(&service).and_then(|s| s.routes(&environment, &region, m.applied_seq)));
     if let Some(router) = &q.router {
+        if !own_router {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("only a router token of {service}/{environment}/{region} may give a router address"),
+            ));
+        }
         if router.parse::<axum::http::uri::Authority>().ok().filter(|a| a.port_u16().is_some()).is_none() {
             return Err(ApiError::invalid(format!("router {router:?} is not host:port")));
         }
@@ -550,16 +765,47 @@ async fn routes(
     }
 }
 
+/// May `caller` push numbers for this host? An admin for any; an agent for its own host;
+/// a router for the hosts of its region, traffic only.
+fn may_push_for(
+    caller: &Caller,
+    s: &ServiceState,
+    env: rollwave_core::plan::EnvId,
+    host: rollwave_core::plan::HostId,
+    gauge: bool,
+) -> bool {
+    let environment = s.plan.manifest.environments[env.idx()].name.as_str();
+    match (&caller.role, &caller.scope) {
+        (Role::Admin, _) => true,
+        (Role::Agent, Scope::Host { service, environment: e, host: own }) => {
+            *service == s.name && e == environment && s.host(e, own).is_ok_and(|(_, h)| h == host)
+        }
+        (Role::Router, Scope::Region { service, environment: e, region }) => {
+            let zone = s.plan.host_zone(env, host);
+            !gauge
+                && *service == s.name
+                && e == environment
+                && s.plan.region_name(env, s.plan.zone_region(env, zone)) == region.as_str()
+        }
+        _ => false,
+    }
+}
+
 async fn push_metrics(
     State(app): Shared,
-    headers: HeaderMap,
+    caller: Caller,
     Body(push): Body<MetricsPush>,
 ) -> Result<Json<Accepted>, ApiError> {
-    let actor = actor(&app, &headers).await?;
-    let own = actor.role == Role::Agent
-        && actor.host.as_deref().is_some_and(|h| h.starts_with(&format!("{}/", push.service)));
-    if !own {
-        actor.require(Role::Deployer)?;
+    if !matches!(caller.role, Role::Admin | Role::Agent | Role::Router) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "pushing metrics needs an agent or router token; token {:?} has {}",
+                caller.name,
+                caller.role.as_str()
+            ),
+        ));
     }
     // Every gauge is checked before anything is stored: a push is taken whole or not at all.
     for (i, g) in push.gauges.iter().enumerate() {
@@ -568,28 +814,23 @@ async fn push_metrics(
                 .with_details(serde_json::json!({ "index": i, "name": g.name, "host": g.host })));
         }
     }
+    let refused = |what: &str, host: &str| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("token {:?} may not push {what} for host {host}", caller.name),
+        )
+    };
     let now = rollwave_store::now_ms();
     let gauges: Vec<rollwave_store::GaugeRow> = app.node.read(|m| {
         let s = m.service(&push.service)?;
         let env = s.env(&push.environment)?;
-        // An agent's token speaks for its own host's gauges only.
-        let own = match (actor.role, &actor.host) {
-            (Role::Agent, Some(own)) => {
-                let host = own.strip_prefix(&format!("{}/{}/", push.service, push.environment));
-                Some(host.and_then(|h| s.host(&push.environment, h).ok()).map(|(_, h)| h))
-            }
-            _ => None,
-        };
         push.gauges
             .iter()
             .map(|g| {
                 let (_, host) = s.host(&push.environment, &g.host)?;
-                if own.is_some_and(|own| own != Some(host)) {
-                    return Err(ApiError::new(
-                        StatusCode::FORBIDDEN,
-                        "forbidden",
-                        format!("token {:?} may not push gauges for host {}", actor.name, g.host),
-                    ));
+                if !may_push_for(&caller, s, env, host, true) {
+                    return Err(refused("gauges", &g.host));
                 }
                 Ok(rollwave_store::GaugeRow {
                     service: push.service.clone(),
@@ -615,6 +856,9 @@ async fn push_metrics(
                     Some(&h) => h,
                     None => s.host(&push.environment, &sample.host)?.1,
                 };
+                if !may_push_for(&caller, s, env, host, false) {
+                    return Err(refused("traffic", &sample.host));
+                }
                 Ok(rollwave_store::MetricRow {
                     service: push.service.clone(),
                     environment: push.environment.clone(),
@@ -667,6 +911,7 @@ struct MetricsQuery {
 /// A built-in metric in 10 s bins.
 async fn query_metrics(
     State(app): Shared,
+    _: Reader,
     query: Result<Query<MetricsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<MetricSeries>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;

@@ -9,7 +9,7 @@ pub mod client;
 mod dashboard;
 pub mod error;
 mod exec;
-mod http;
+pub mod http;
 pub mod listen;
 mod monitors;
 pub mod notify;
@@ -52,7 +52,7 @@ pub async fn start_with(config: Config, limits: listen::Limits) -> anyhow::Resul
     let addr = listener.local_addr()?;
     let node = Node::new(store, config);
     tokio::spawn(Arc::clone(&node).run());
-    let app = Arc::new(http::App { node: Arc::clone(&node), tokens: auth::Tokens::default() });
+    let app = new_app(&node);
     let task = tokio::spawn(listen::serve(listener, http::router(app), limits, std::future::pending()));
     Ok(Running { addr, node, task })
 }
@@ -72,7 +72,7 @@ pub async fn serve(config: Config, limits: listen::Limits) -> anyhow::Result<()>
     let listener = listen::bind(config.listen)?;
     let node = Node::new(store, config);
     tokio::spawn(Arc::clone(&node).run());
-    let app = Arc::new(http::App { node: Arc::clone(&node), tokens: auth::Tokens::default() });
+    let app = new_app(&node);
     println!("rollwave: serving on http://{}", listener.local_addr()?);
     listen::serve(listener, http::router(app), limits, shutdown()).await;
     if let Some(lease) = node.lease.borrow().clone() {
@@ -80,6 +80,21 @@ pub async fn serve(config: Config, limits: listen::Limits) -> anyhow::Result<()>
         let _ = node.store.release_lease(&lease).await;
     }
     Ok(())
+}
+
+/// The API's shared state, with the task that writes tokens' last-used times.
+fn new_app(node: &Arc<Node>) -> Arc<http::App> {
+    let app = Arc::new(http::App { node: Arc::clone(node), tokens: auth::Tokens::default() });
+    let flusher = Arc::downgrade(&app);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(auth::LAST_USED_FLUSH);
+        loop {
+            every.tick().await;
+            let Some(app) = flusher.upgrade() else { return };
+            app.tokens.flush_last_used(&app.node.store).await;
+        }
+    });
+    app
 }
 
 async fn shutdown() {

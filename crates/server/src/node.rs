@@ -3,6 +3,7 @@
 //! decisions) in fenced transactions, ticks the engines and drives deployments.
 
 use crate::api::EventView;
+use crate::auth::{Actor, MachineComponent};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::state::{Applied, CommandView, LogInput, ReadModel};
@@ -32,6 +33,8 @@ pub struct Config {
     pub lease_ttl: Duration,
     /// The first admin token, instead of a random one (it is still stored only as a hash).
     pub bootstrap_token: Option<String>,
+    /// Reads (API and dashboard) need no token. Off by default: reads need a viewer token.
+    pub anonymous_read: bool,
     /// A registered host not heard from for this long is lost.
     pub host_timeout: Duration,
     /// The Prometheus HTTP API for `source: prometheus` alarms.
@@ -48,7 +51,7 @@ pub const DATAPOINT_BIN: Duration = Duration::from_secs(10);
 struct Request {
     service: String,
     input: LogInput,
-    actor: String,
+    actor: Actor,
     reply: Option<oneshot::Sender<Result<(Applied, i64), ApiError>>>,
     inbox_id: Option<i64>,
 }
@@ -58,7 +61,7 @@ struct Request {
 struct InboxRequest {
     service: String,
     input: LogInput,
-    actor: String,
+    actor: Actor,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -91,8 +94,12 @@ pub struct Node {
     heard: std::sync::Mutex<std::collections::HashMap<(String, String, String), i64>>,
     /// Routers that asked for a region's table: (service, environment, region) → their
     /// address → when last heard (ms). Monitors probe each region through them.
-    pub routers: std::sync::Mutex<crate::monitors::Routers>,
+    routers: std::sync::Mutex<crate::monitors::Routers>,
 }
+
+/// A router not heard from for this long is no longer probed through: three of its
+/// long-polls (30 s each).
+pub const ROUTER_EXPIRY_MS: i64 = 90_000;
 
 impl Node {
     pub fn new(store: Store, config: Config) -> Arc<Self> {
@@ -116,14 +123,22 @@ impl Node {
         })
     }
 
-    /// Notes a router fronting a region, from its table long-poll.
+    /// Notes a router fronting a region, from an authenticated router's table long-poll.
     pub fn heard_from_router(&self, service: &str, environment: &str, region: &str, address: &str) {
         let mut routers = self.routers.lock().unwrap_or_else(|p| p.into_inner());
+        forget_silent_routers(&mut routers, now_ms());
         let at = routers.entry((service.to_owned(), environment.to_owned(), region.to_owned())).or_default();
         // A bounded number per region, so a caller cannot grow this without end.
         if at.len() < crate::monitors::MAX_ROUTERS_PER_REGION || at.contains_key(address) {
             at.insert(address.to_owned(), now_ms());
         }
+    }
+
+    /// The routers heard from lately, per region.
+    pub fn routers_heard(&self) -> crate::monitors::Routers {
+        let mut routers = self.routers.lock().unwrap_or_else(|p| p.into_inner());
+        forget_silent_routers(&mut routers, now_ms());
+        routers.clone()
     }
 
     /// Notes a sign of life from a host (a poll, a report, a registration).
@@ -185,7 +200,7 @@ impl Node {
                 lost.push(Request {
                     service: service.clone(),
                     input: LogInput::HostLost { environment, host },
-                    actor: "clock".into(),
+                    actor: Actor::Machine(MachineComponent::Clock),
                     reply: None,
                     inbox_id: None,
                 });
@@ -223,13 +238,13 @@ impl Node {
 
     /// Applies a change through the leader, wherever it runs; returns once this replica's
     /// read model reflects it.
-    pub async fn submit(&self, service: &str, input: LogInput, actor: &str) -> Result<Applied, ApiError> {
+    pub async fn submit(&self, service: &str, input: LogInput, actor: Actor) -> Result<Applied, ApiError> {
         if self.is_leader() {
             let (tx, rx) = oneshot::channel();
             let request = Request {
                 service: service.to_owned(),
                 input: input.clone(),
-                actor: actor.to_owned(),
+                actor: actor.clone(),
                 reply: Some(tx),
                 inbox_id: None,
             };
@@ -248,8 +263,8 @@ impl Node {
         self.submit_through_inbox(service, input, actor).await
     }
 
-    async fn submit_through_inbox(&self, service: &str, input: LogInput, actor: &str) -> Result<Applied, ApiError> {
-        let body = serde_json::to_string(&InboxRequest { service: service.to_owned(), input, actor: actor.to_owned() })
+    async fn submit_through_inbox(&self, service: &str, input: LogInput, actor: Actor) -> Result<Applied, ApiError> {
+        let body = serde_json::to_string(&InboxRequest { service: service.to_owned(), input, actor })
             .map_err(|e| ApiError::internal(e.to_string()))?;
         let id = self.store.submit(&body).await?;
         // No deadline either: the entry stays in the inbox until a leader answers it, so
@@ -418,7 +433,7 @@ impl Node {
                     }
                 }
                 Some((service, input)) = alarms.recv() => {
-                    batch.push(Request { service, input, actor: "signals".into(), reply: None, inbox_id: None });
+                    batch.push(Request { service, input, actor: Actor::Machine(MachineComponent::Signals), reply: None, inbox_id: None });
                 }
                 _ = &mut lost => {
                     tracing::info!(term = lease.term, "the lease was lost: stepping down");
@@ -456,10 +471,10 @@ impl Node {
                     for (service, hooks, blocked) in waiting {
                         self.notifier.blocked(&hooks, &service, &blocked, jiff::Timestamp::now());
                     }
-                    let routers = self.routers.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    let routers = self.routers_heard();
                     monitors.start_due(&self.store, &self.model, &routers, now);
                     for (service, input) in signals.due(&self.store, &self.model, now).await {
-                        batch.push(Request { service, input, actor: "signals".into(), reply: None, inbox_id: None });
+                        batch.push(Request { service, input, actor: Actor::Machine(MachineComponent::Signals), reply: None, inbox_id: None });
                     }
                     if now - last_prune > 60_000 {
                         last_prune = now;
@@ -501,7 +516,13 @@ impl Node {
         });
         for service in due {
             last_tick.insert(service.clone(), tokio::time::Instant::now());
-            batch.push(Request { service, input: LogInput::Tick, actor: "clock".into(), reply: None, inbox_id: None });
+            batch.push(Request {
+                service,
+                input: LogInput::Tick,
+                actor: Actor::Machine(MachineComponent::Clock),
+                reply: None,
+                inbox_id: None,
+            });
         }
     }
 
@@ -535,6 +556,7 @@ impl Node {
     async fn apply_batch(&self, lease: &Lease, requests: Vec<Request>) -> Result<(), Vec<Request>> {
         let mut records = Vec::new();
         let mut answers = Vec::new();
+        let mut audits = Vec::new();
         let mut outcomes: Vec<(Request, Result<Applied, ApiError>, Option<usize>)> = Vec::new();
         let mut unapplied = Vec::new();
         let mut faulted = false;
@@ -559,6 +581,9 @@ impl Node {
                         if let (Some(inbox_id), Some(body)) = (r.inbox_id, answer) {
                             answers.push(Answer { inbox_id, body, through_record: records.len().checked_sub(1) });
                         }
+                        if result.is_ok() {
+                            audits.extend(audit_row(&r));
+                        }
                         outcomes.push((r, result, through));
                     }
                     Err(why) => {
@@ -579,7 +604,7 @@ impl Node {
                 }
             }
         }
-        let seqs = match self.store.append(lease, &records, &answers).await {
+        let seqs = match self.store.append(lease, &records, &answers, &audits).await {
             Ok(seqs) => seqs,
             Err(e) => {
                 tracing::warn!(term = lease.term, "appending to the log failed, stepping down: {e}");
@@ -629,15 +654,6 @@ impl Node {
             commands.clear();
         }
         for (r, result, through) in outcomes {
-            // People's changes are audited; what machines report is in the log already.
-            let machine = ["clock", "driver", "signals", "agent"].contains(&r.actor.as_str());
-            let report = matches!(r.input, LogInput::HostReport { .. } | LogInput::RegisterHost { .. });
-            if result.is_ok() && !machine && !report {
-                let detail = serde_json::json!({ "service": r.service, "input": r.input }).to_string();
-                if let Err(e) = self.store.audit(&r.actor, r.input.action_name(), &detail).await {
-                    tracing::warn!("the audit log could not be written: {e}");
-                }
-            }
             if let Some(reply) = r.reply {
                 let seq = through.and_then(|i| seqs.get(i).copied()).unwrap_or(0);
                 let _ = reply.send(result.map(|a| (a, seq)));
@@ -671,7 +687,13 @@ impl Node {
                         output: run.output,
                     };
                     let _ = requests
-                        .send(Request { service, input, actor: "driver".into(), reply: None, inbox_id: None })
+                        .send(Request {
+                            service,
+                            input,
+                            actor: Actor::Machine(MachineComponent::Driver),
+                            reply: None,
+                            inbox_id: None,
+                        })
                         .await;
                 });
                 continue;
@@ -691,7 +713,13 @@ impl Node {
                             hooks: vec![hook],
                         };
                         let _ = requests
-                            .send(Request { service, input, actor: "driver".into(), reply: None, inbox_id: None })
+                            .send(Request {
+                                service,
+                                input,
+                                actor: Actor::Machine(MachineComponent::Driver),
+                                reply: None,
+                                inbox_id: None,
+                            })
                             .await;
                     });
                 }
@@ -712,7 +740,13 @@ impl Node {
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
                     let _ = requests
-                        .send(Request { service, input, actor: "driver".into(), reply: None, inbox_id: None })
+                        .send(Request {
+                            service,
+                            input,
+                            actor: Actor::Machine(MachineComponent::Driver),
+                            reply: None,
+                            inbox_id: None,
+                        })
                         .await;
                 });
             }
@@ -839,4 +873,46 @@ async fn renew_lease(store: Store, node_id: String, lease: Lease, ttl: Duration,
         }
     }
     let _ = lost.send(());
+}
+
+/// The audit row of an applied request: people's changes are audited; what machines and
+/// hosts report is in the log already.
+fn audit_row(r: &Request) -> Option<rollwave_store::NewAudit> {
+    let report = matches!(r.input, LogInput::HostReport { .. } | LogInput::RegisterHost { .. });
+    match &r.actor {
+        Actor::Machine(_) => None,
+        Actor::Token(_) if report => None,
+        Actor::Token(caller) => Some(rollwave_store::NewAudit {
+            actor: caller.name.clone(),
+            token_id: Some(caller.id),
+            action: r.input.action_name().to_owned(),
+            detail: serde_json::json!({ "service": r.service, "input": r.input }).to_string(),
+        }),
+    }
+}
+
+fn forget_silent_routers(routers: &mut crate::monitors::Routers, now: i64) {
+    for seen in routers.values_mut() {
+        seen.retain(|_, at| now - *at <= ROUTER_EXPIRY_MS);
+    }
+    routers.retain(|_, seen| !seen.is_empty());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routers_not_heard_from_for_three_polls_are_forgotten() {
+        let place = ("web".to_owned(), "prod".to_owned(), "r1".to_owned());
+        let mut routers = crate::monitors::Routers::new();
+        routers.entry(place.clone()).or_default().insert("10.0.0.1:80".into(), 1_000);
+        routers.entry(place.clone()).or_default().insert("10.0.0.2:80".into(), 50_000);
+        forget_silent_routers(&mut routers, 1_000 + ROUTER_EXPIRY_MS);
+        assert_eq!(routers[&place].len(), 2, "both still within the expiry");
+        forget_silent_routers(&mut routers, 1_001 + ROUTER_EXPIRY_MS);
+        assert_eq!(routers[&place].keys().collect::<Vec<_>>(), ["10.0.0.2:80"]);
+        forget_silent_routers(&mut routers, 50_001 + ROUTER_EXPIRY_MS);
+        assert!(routers.is_empty(), "a region with no router left is dropped");
+    }
 }

@@ -35,7 +35,7 @@ pub fn document() -> Value {
     json!({
         "openapi": "3.1.0",
         "info": { "title": "rollwave", "version": env!("CARGO_PKG_VERSION"),
-                  "description": "Control plane of rollwave: services, releases, operator actions, hosts and events. Reads need no token; changes need a bearer token." },
+                  "description": "Control plane of rollwave: services, releases, operator actions, hosts and events. Reads need a viewer token unless the server runs with --anonymous-read; changes need a bearer token of their role." },
         "paths": {
             "/v1/services": {
                 "get": op("List services", None, None, "ServiceList", &[]),
@@ -62,7 +62,13 @@ pub fn document() -> Value {
             "/v1/events": { "get": op("Events in log order, paged with `after` and `limit`", None, None, "EventPage", &[400]) },
             "/v1/events/stream": { "get": { "summary": "Live events as Server-Sent Events (`after` or Last-Event-ID to resume)",
                                             "responses": { "200": { "description": "text/event-stream of Event objects" } } } },
-            "/v1/tokens": { "post": op("Create a token; its secret is returned once", Some("admin"), Some("CreateToken"), "TokenCreated", &mutation) },
+            "/v1/tokens": {
+                "get": op("Every token, without secrets or hashes", Some("admin"), None, "TokenList", &[401, 403]),
+                "post": op("Create a token; its secret is returned once", Some("admin"), Some("CreateToken"), "TokenCreated", &mutation),
+            },
+            "/v1/tokens/{id}": { "delete": op("Revoke a token: refused on every replica within a second", Some("admin"), None, "Accepted", &[401, 403, 404, 422]) },
+            "/v1/tokens/{id}/revoke": { "post": op("Revoke a token (as DELETE /v1/tokens/{id})", Some("admin"), None, "Accepted", &[401, 403, 404, 422]) },
+            "/v1/audit/verify": { "get": op("Check the audit log's hash chain and its head", Some("admin"), None, "AuditVerdict", &[401, 403]) },
             "/healthz": { "get": { "summary": "Liveness", "responses": { "200": { "description": "ok" } } } },
             "/readyz": { "get": { "summary": "Readiness: the log has been replayed", "responses": { "200": { "description": "ready" }, "503": { "description": "replaying" } } } },
             "/metrics": { "get": { "summary": "Prometheus metrics", "responses": { "200": { "description": "text format" } } } },
@@ -113,9 +119,19 @@ pub fn document() -> Value {
                     "kind": string(), "release": { "type": ["string", "null"] }, "scope": string(), "reason": string() } },
                 "EventPage": { "type": "object", "properties": { "events": { "type": "array", "items": { "$ref": "#/components/schemas/Event" } }, "next": { "type": "integer" } } },
                 "CreateToken": { "type": "object", "required": ["role"], "properties": {
-                    "role": { "type": "string", "enum": ["viewer", "deployer", "approver", "admin", "agent"] }, "name": string(),
-                    "host": { "type": "string", "description": "service/environment/host, for agent tokens" } } },
-                "TokenCreated": { "type": "object", "properties": { "token": string(), "role": string(), "name": string() } },
+                    "role": { "type": "string", "enum": ["viewer", "deployer", "approver", "admin", "agent", "router"] },
+                    "name": { "type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$", "description": "unique; not clock, driver, signals or agent" },
+                    "host": { "type": "string", "description": "service/environment/host, for agent tokens" },
+                    "region": { "type": "string", "description": "service/environment/region, for router tokens" },
+                    "ttl_s": { "type": "integer", "minimum": 1, "description": "seconds until it expires" } } },
+                "TokenCreated": { "type": "object", "properties": { "token": string(), "role": string(), "name": string(),
+                    "id": { "type": "integer" }, "expires_ms": { "type": ["integer", "null"] } } },
+                "TokenInfo": { "type": "object", "properties": { "id": { "type": "integer" }, "name": string(), "role": string(),
+                    "host": { "type": ["string", "null"] }, "region": { "type": ["string", "null"] }, "created_ms": { "type": "integer" },
+                    "expires_ms": { "type": ["integer", "null"] }, "revoked_ms": { "type": ["integer", "null"] }, "last_used_ms": { "type": ["integer", "null"] } } },
+                "TokenList": { "type": "array", "items": { "$ref": "#/components/schemas/TokenInfo" } },
+                "AuditVerdict": { "type": "object", "properties": { "intact": { "type": "boolean" }, "rows": { "type": "integer" },
+                    "problem": { "type": ["string", "null"] }, "database": string() } },
             }
         }
     })

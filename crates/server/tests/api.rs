@@ -33,8 +33,15 @@ fn bad_requests_get_json_errors_and_write_nothing() {
     let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(50) });
     let admin = s.client(Some(ADMIN));
     admin.apply("shop.yaml", MANIFEST).unwrap();
-    let viewer =
-        admin.create_token(&CreateToken { role: "viewer".into(), name: Some("val".into()), host: None }).unwrap().token;
+    let viewer = admin
+        .create_token(&CreateToken {
+            role: "viewer".into(),
+            name: Some("val".into()),
+            host: None,
+            ..Default::default()
+        })
+        .unwrap()
+        .token;
     let before = s.applied_seq();
 
     let (status, body) = s.raw("POST", "/v1/services/shop/releases", None, br#"{"version":"v2"}"#);
@@ -47,7 +54,7 @@ fn bad_requests_get_json_errors_and_write_nothing() {
     assert_eq!(body.details["col"], 18, "the second comma");
     let (status, body) = s.oversized("/v1/services/shop/releases", rollwave_server::MAX_BODY + 1);
     assert_eq!((status, body.code.as_str()), (413, "too_large"));
-    let (status, _) = s.raw("GET", "/v1/services/nope", None, b"");
+    let (status, _) = s.raw("GET", "/v1/services/nope", Some(&viewer), b"");
     assert_eq!(status, 404);
     let (status, body) = s.raw("GET", "/v1/no/such/thing", None, b"");
     assert_eq!((status, body.code.as_str()), (404, "not_found"));
@@ -107,7 +114,8 @@ fn a_release_rolls_out_with_the_noop_driver_and_its_timeline_is_kept() {
     s.wait_until("v2 waits for approval", || {
         admin.status("shop").unwrap().blocked.iter().any(|b| b.reason.contains("approval"))
     });
-    let viewer_view = s.client(None).release("shop", "v2").unwrap();
+    let viewer = admin.create_token(&CreateToken { role: "viewer".into(), ..Default::default() }).unwrap().token;
+    let viewer_view = s.client(Some(&viewer)).release("shop", "v2").unwrap();
     assert!(viewer_view.release.reached.contains(&"beta".to_owned()));
     admin.action("shop", "v2", "approve", None).unwrap();
     s.wait_until("v2 completes", || admin.release("shop", "v2").unwrap().release.outcome == "completed");
@@ -150,8 +158,12 @@ fn a_release_rolls_out_with_the_noop_driver_and_its_timeline_is_kept() {
     // Every change is in the audit log with its actor, and the chain holds.
     let audit = s.runtime.block_on(s.node.store.audit_entries()).unwrap();
     let actions: Vec<(&str, &str)> = audit.iter().map(|a| (a.actor.as_str(), a.action.as_str())).collect();
-    assert_eq!(actions, [("admin", "apply_manifest"), ("admin", "create_release"), ("admin", "approve")]);
-    assert_eq!(s.runtime.block_on(s.node.store.verify_audit()).unwrap(), Ok(3));
+    assert_eq!(
+        actions,
+        [("admin", "apply_manifest"), ("admin", "create_release"), ("admin", "create_token"), ("admin", "approve")]
+    );
+    assert!(audit.iter().all(|a| a.token_id == Some(1)), "the bootstrap token's id is kept: {audit:?}");
+    assert_eq!(s.runtime.block_on(s.node.store.verify_audit()).unwrap(), Ok(4));
 }
 
 #[test]
@@ -160,7 +172,12 @@ fn agents_speak_only_for_their_own_host() {
     let admin = s.client(Some(ADMIN));
     admin.apply("shop.yaml", MANIFEST).unwrap();
     let token = admin
-        .create_token(&CreateToken { role: "agent".into(), name: None, host: Some("shop/beta/b1-1".into()) })
+        .create_token(&CreateToken {
+            role: "agent".into(),
+            name: None,
+            host: Some("shop/beta/b1-1".into()),
+            ..Default::default()
+        })
         .unwrap()
         .token;
     let agent = s.client(Some(&token));
@@ -204,7 +221,12 @@ fn agents_speak_only_for_their_own_host() {
     assert_eq!(next.version, "v2");
     assert!(next.command > 0);
     let other = admin
-        .create_token(&CreateToken { role: "agent".into(), name: None, host: Some("shop/beta/b1-2".into()) })
+        .create_token(&CreateToken {
+            role: "agent".into(),
+            name: None,
+            host: Some("shop/beta/b1-2".into()),
+            ..Default::default()
+        })
         .unwrap()
         .token;
     let report = HostReport { command: next.command, ok: true, reason: None, hooks: Vec::new() };
@@ -358,11 +380,25 @@ fn a_router_announcing_itself_must_give_host_and_port() {
     admin
         .apply("web.yaml", "service: web\nenvironments:\n  prod: { regions: { r1: { zones: { z1: 1 } } } }\nstages:\n  - { name: prod, environment: prod }\n")
         .unwrap();
-    let (status, body) = s.raw("GET", "/v1/services/web/routes/prod/r1?router=no%20port", None, b"");
+    let router = |region: &str| {
+        let scope = Some(format!("web/prod/{region}"));
+        admin.create_token(&CreateToken { role: "router".into(), region: scope, ..Default::default() }).unwrap().token
+    };
+    let (r1, nowhere) = (router("r1"), router("nowhere"));
+    let (status, body) = s.raw("GET", "/v1/services/web/routes/prod/r1?router=no%20port", Some(&r1), b"");
     assert_eq!((status, body.code.as_str()), (422, "invalid"), "{body:?}");
     assert!(body.message.contains("host:port"), "{body:?}");
-    let (status, body) = s.raw("GET", "/v1/services/web/routes/prod/nowhere?router=127.0.0.1:8000", None, b"");
+    let (status, body) =
+        s.raw("GET", "/v1/services/web/routes/prod/nowhere?router=127.0.0.1:8000", Some(&nowhere), b"");
     assert_eq!(status, 404, "{body:?}");
-    let table: Routes = admin.get("/v1/services/web/routes/prod/r1?router=127.0.0.1:8000").unwrap();
+    // Only the region's own router gives an address: not another region's, not an admin, not nobody.
+    for token in [None, Some(ADMIN), Some(nowhere.as_str())] {
+        let (status, body) = s.raw("GET", "/v1/services/web/routes/prod/r1?router=127.0.0.1:8000", token, b"");
+        assert_eq!(status, if token.is_none() { 401 } else { 403 }, "{token:?}: {body:?}");
+    }
+    assert!(s.node.routers_heard().is_empty(), "no address was taken");
+    let table: Routes = s.client(Some(&r1)).get("/v1/services/web/routes/prod/r1?router=127.0.0.1:8000").unwrap();
     assert_eq!(table.canary_share, 0);
+    let heard = s.node.routers_heard();
+    assert_eq!(heard.values().flat_map(|a| a.keys()).collect::<Vec<_>>(), ["127.0.0.1:8000"]);
 }

@@ -90,7 +90,7 @@ fn page(mut response: ureq::http::Response<ureq::Body>) -> Page {
 
 fn token(s: &TestServer, role: &str, name: &str) -> String {
     s.client(Some(ADMIN))
-        .create_token(&CreateToken { role: role.into(), name: Some(name.into()), host: None })
+        .create_token(&CreateToken { role: role.into(), name: Some(name.into()), host: None, ..Default::default() })
         .unwrap()
         .token
 }
@@ -102,17 +102,23 @@ fn release(s: &TestServer, version: &str, artifact: Option<&str>) {
 
 #[test]
 fn user_text_is_escaped_everywhere() {
-    let s = TestServer::start(noop());
+    let s = TestServer::start_anonymous_read(noop());
     s.client(Some(ADMIN)).apply("shop.yaml", MANIFEST).unwrap();
     // An artifact URL cannot hold `<` or `>`, but may hold quotes and ampersands.
     release(&s, "v2", Some("https://example.invalid/'onmouseover='alert(1)'&x.tgz"));
-    let evil = token(&s, "deployer", "<script>alert('token')</script>");
+    // Token names cannot carry markup (they follow a grammar).
+    let refused = s.client(Some(ADMIN)).create_token(&CreateToken {
+        role: "deployer".into(),
+        name: Some("<script>alert('token')</script>".into()),
+        ..Default::default()
+    });
+    assert_eq!(refused.unwrap_err().status(), Some(422));
+    let evil = token(&s, "deployer", "dee");
 
     let p = get(&s, "/services/shop/releases/v2", Some(&evil));
     assert_eq!(p.status, 200);
     assert!(p.body.contains("/&#39;onmouseover=&#39;alert(1)&#39;&amp;x.tgz"), "{}", p.body);
     assert!(!p.body.contains("'onmouseover='"), "{}", p.body);
-    assert!(p.body.contains("&lt;script&gt;alert(&#39;token&#39;)&lt;/script&gt;"), "{}", p.body);
     assert!(!p.body.contains("<script>alert"), "{}", p.body);
 
     // A name in the path comes back in the 404 page, escaped.
@@ -127,7 +133,7 @@ fn user_text_is_escaped_everywhere() {
 
 #[test]
 fn hook_output_and_addresses_from_agents_are_escaped() {
-    let s = TestServer::start(Driver::Agent);
+    let s = TestServer::start_anonymous_read(Driver::Agent);
     let admin = s.client(Some(ADMIN));
     let manifest = "\
 service: tiny
@@ -184,7 +190,7 @@ stages:
 
 #[test]
 fn unknown_services_and_releases_get_a_404_page() {
-    let s = TestServer::start(noop());
+    let s = TestServer::start_anonymous_read(noop());
     s.client(Some(ADMIN)).apply("shop.yaml", MANIFEST).unwrap();
     for path in ["/services/nope", "/services/nope/hosts", "/services/nope/alarms", "/services/shop/releases/v9"] {
         let p = get(&s, path, None);
@@ -206,7 +212,7 @@ fn unknown_services_and_releases_get_a_404_page() {
 
 #[test]
 fn actions_need_a_login_and_the_role_and_show_the_apis_error() {
-    let s = TestServer::start(noop());
+    let s = TestServer::start_anonymous_read(noop());
     let admin = s.client(Some(ADMIN));
     admin.apply("shop.yaml", MANIFEST).unwrap();
     release(&s, "v2", None);
@@ -256,7 +262,7 @@ fn actions_need_a_login_and_the_role_and_show_the_apis_error() {
 
 #[test]
 fn login_sets_an_http_only_strict_cookie_and_logout_clears_it() {
-    let s = TestServer::start(noop());
+    let s = TestServer::start_anonymous_read(noop());
     let p = post_form(&s, "/login", None, None, &[("token", "rw_not_a_token"), ("next", "/services/shop")]);
     assert_eq!(p.status, 401);
     assert!(p.body.contains("unknown token"), "{}", p.body);
@@ -526,7 +532,7 @@ fn api_cells(s: &TestServer, version: &str) -> Vec<(String, String)> {
 #[test]
 fn the_dashboard_in_a_real_browser() {
     let Some(b) = Browser::start() else { return };
-    let s = TestServer::start(noop());
+    let s = TestServer::start_anonymous_read(noop());
     let admin = s.client(Some(ADMIN));
     admin.apply("shop.yaml", MANIFEST).unwrap();
     release(&s, "v2", None);
@@ -651,4 +657,19 @@ fn the_dashboard_in_a_real_browser() {
     b.screenshot("08-hosts");
     b.goto(&format!("{}/services/shop/alarms", s.base));
     assert!(b.text_of("h1").contains("Alarms of shop"));
+}
+
+/// Without --anonymous-read, pages answer the login form to anyone not logged in with a
+/// person's token; the login page and assets stay reachable.
+#[test]
+fn pages_need_a_viewer_unless_reads_are_anonymous() {
+    let s = TestServer::start(noop());
+    s.client(Some(ADMIN)).apply("shop.yaml", MANIFEST).unwrap();
+    let p = get(&s, "/services/shop", None);
+    assert_eq!(p.status, 401);
+    assert!(p.body.contains("log in with a viewer token"), "{}", p.body);
+    assert!(!p.body.contains("shop.yaml"), "{}", p.body);
+    assert_eq!(get(&s, "/login", None).status, 200);
+    let viewer = token(&s, "viewer", "vic");
+    assert_eq!(get(&s, "/services/shop", Some(&viewer)).status, 200);
 }

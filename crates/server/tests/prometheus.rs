@@ -100,6 +100,7 @@ fn a_prometheus_alarm_trips_from_a_real_prometheus_and_rolls_back_its_zone() {
             driver: Driver::Noop { delay: Duration::from_millis(50) },
             lease_ttl: Duration::from_secs(5),
             bootstrap_token: Some(ADMIN.into()),
+            anonymous_read: false,
             host_timeout: Duration::from_secs(30),
             datapoint_bin: rollwave_server::node::DATAPOINT_BIN,
             prometheus: Some(prometheus),

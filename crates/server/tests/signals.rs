@@ -451,7 +451,12 @@ fn gauges_pushed_by_agents_are_queried_in_bins_per_scope() {
     register_all(&admin);
     // An agent's token pushes its own host's gauges (no traffic samples at all).
     let token = admin
-        .create_token(&CreateToken { role: "agent".into(), name: None, host: Some("web/prod/z1-1".into()) })
+        .create_token(&CreateToken {
+            role: "agent".into(),
+            name: None,
+            host: Some("web/prod/z1-1".into()),
+            ..Default::default()
+        })
         .unwrap()
         .token;
     let agent = s.client(Some(&token));

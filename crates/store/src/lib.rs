@@ -21,8 +21,10 @@ mod macros {
 
 mod audit;
 pub mod testing;
+mod tokens;
 
-pub use audit::{AuditEntry, AuditProblem};
+pub use audit::{AuditEntry, AuditProblem, NewAudit};
+pub use tokens::{NewToken, TokenRow};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
@@ -40,6 +42,12 @@ pub enum StoreError {
     Fenced { held: i64 },
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),
+    /// A row with this unique value (a token's name) is there already.
+    #[error("{0} is taken")]
+    Duplicate(String),
+    /// A database opened for reading only is not there.
+    #[error("no database at {0}")]
+    Missing(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -124,17 +132,7 @@ pub struct GaugeRow {
     pub value: f64,
 }
 
-/// A token as stored: only the SHA-256 of the secret is kept.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TokenRow {
-    pub id: i64,
-    pub name: String,
-    pub role: String,
-    /// For agent tokens: the host it may speak for (`service/environment/host`).
-    pub host: Option<String>,
-}
-
-const LEASE_NAME: &str = "leader";
+pub(crate) const LEASE_NAME: &str = "leader";
 
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS log (seq {serial} PRIMARY KEY, term BIGINT NOT NULL, at_ms BIGINT NOT NULL, service TEXT NOT NULL, kind TEXT NOT NULL, body TEXT NOT NULL)",
@@ -149,6 +147,21 @@ const SCHEMA: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS gauges_time ON gauges (service, at_ms)",
     "CREATE TABLE IF NOT EXISTS audit (seq {serial} PRIMARY KEY, at_ms BIGINT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, detail TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)",
 ];
+
+/// Columns added since the tables were first made: (table, column, definition). Each is
+/// added to a database that lacks it.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("audit", "token_id", "BIGINT"),
+    ("lease", "audit_count", "BIGINT NOT NULL DEFAULT 0"),
+    ("lease", "audit_hash", "TEXT NOT NULL DEFAULT '0000000000000000000000000000000000000000000000000000000000000000'"),
+    ("tokens", "region", "TEXT"),
+    ("tokens", "expires_ms", "BIGINT"),
+    ("tokens", "revoked_ms", "BIGINT"),
+    ("tokens", "last_used_ms", "BIGINT"),
+];
+
+/// Statements run after the columns are there.
+const INDEXES: &[&str] = &["CREATE UNIQUE INDEX IF NOT EXISTS tokens_name ON tokens (name)"];
 
 /// Unix milliseconds now.
 pub fn now_ms() -> i64 {
@@ -192,6 +205,26 @@ impl Store {
         Ok(())
     }
 
+    /// Opens an existing store for reading only: a missing SQLite file is an error, not a
+    /// new empty database, and nothing is written (no schema, no journal change).
+    pub async fn open_existing(url: &str) -> Result<Self> {
+        let pool = if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)?.create_if_missing(false).read_only(true);
+            let path = options.get_filename().to_owned();
+            if !path.is_file() {
+                return Err(StoreError::Missing(path.display().to_string()));
+            }
+            Pool::Sqlite(SqlitePoolOptions::new().max_connections(1).connect_with(options).await?)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Pool::Postgres(
+                PgPoolOptions::new().max_connections(2).acquire_timeout(Duration::from_secs(10)).connect(url).await?,
+            )
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        };
+        Ok(Store { pool })
+    }
+
     pub fn is_postgres(&self) -> bool {
         matches!(self.pool, Pool::Postgres(_))
     }
@@ -212,6 +245,26 @@ impl Store {
                     }
                 }
             }
+        }
+        for (table, column, definition) in ADDED_COLUMNS {
+            self.add_column(table, column, definition).await?;
+        }
+        for statement in INDEXES {
+            self.raw_execute(statement).await?;
+        }
+        Ok(())
+    }
+
+    /// Adds a column unless it is there (replicas may race: the loser's error is harmless
+    /// when the column is there afterwards).
+    async fn add_column(&self, table: &str, column: &str, definition: &str) -> Result<()> {
+        let probe = format!("SELECT {column} FROM {table} LIMIT 0");
+        if self.raw_execute(&probe).await.is_ok() {
+            return Ok(());
+        }
+        let alter = format!("ALTER TABLE {table} ADD COLUMN {column} {definition}");
+        if let Err(e) = self.raw_execute(&alter).await {
+            self.raw_execute(&probe).await.map_err(|_| e)?;
         }
         Ok(())
     }
@@ -269,19 +322,30 @@ impl Store {
     // -------------------------------------------------------------------------------
     // Log
 
-    /// Appends records in one transaction, fenced by `lease`, and answers inbox entries in
-    /// the same transaction. Returns the sequence numbers given.
-    pub async fn append(&self, lease: &Lease, records: &[NewRecord], answers: &[Answer]) -> Result<Vec<i64>> {
+    /// Appends records in one transaction, fenced by `lease`, and answers inbox entries and
+    /// writes the audit rows of the changes in the same transaction. Returns the sequence
+    /// numbers given.
+    pub async fn append(
+        &self,
+        lease: &Lease,
+        records: &[NewRecord],
+        answers: &[Answer],
+        audits: &[NewAudit],
+    ) -> Result<Vec<i64>> {
         match &self.pool {
             Pool::Sqlite(p) => {
                 let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
                 let seqs = append_in::<Sqlite>(&mut tx, "", lease, records, answers).await?;
+                audit::audit_in(&mut tx, "", audits).await?;
                 tx.commit().await?;
                 Ok(seqs)
             }
             Pool::Postgres(p) => {
                 let mut tx = p.begin().await?;
-                let seqs = append_in::<Postgres>(&mut tx, " FOR SHARE", lease, records, answers).await?;
+                // The audit head lives in the lease row: moving it needs the row to itself.
+                let lock = if audits.is_empty() { " FOR SHARE" } else { " FOR UPDATE" };
+                let seqs = append_in::<Postgres>(&mut tx, lock, lease, records, answers).await?;
+                audit::audit_in(&mut tx, " FOR UPDATE", audits).await?;
                 tx.commit().await?;
                 Ok(seqs)
             }
@@ -345,37 +409,6 @@ impl Store {
                 .and_then(|r| r.get::<Option<String>, _>(0).map(|body| (body, r.get::<Option<i64>, _>(1).unwrap_or(0))))
         });
         Ok(answer)
-    }
-
-    /// Stores the first admin token when there is no token at all; false if one exists.
-    pub async fn bootstrap_token(&self, secret_hash: &str, name: &str) -> Result<bool> {
-        let now = now_ms();
-        macro_rules! run {
-            ($tx:expr) => {{
-                let mut tx = $tx;
-                let n: i64 = sqlx::query("SELECT COUNT(*) FROM tokens").fetch_one(&mut *tx).await?.get(0);
-                if n == 0 {
-                    sqlx::query(
-                        "INSERT INTO tokens (hash, name, role, host, created_ms) VALUES ($1, $2, 'admin', NULL, $3)",
-                    )
-                    .bind(secret_hash)
-                    .bind(name)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                tx.commit().await?;
-                n == 0
-            }};
-        }
-        Ok(match &self.pool {
-            Pool::Sqlite(p) => run!(p.begin_with("BEGIN IMMEDIATE").await?),
-            Pool::Postgres(p) => {
-                let mut tx = p.begin().await?;
-                sqlx::query("LOCK TABLE tokens IN EXCLUSIVE MODE").execute(&mut *tx).await?;
-                run!(tx)
-            }
-        })
     }
 
     // -------------------------------------------------------------------------------
@@ -497,31 +530,6 @@ impl Store {
         });
         Ok(rows)
     }
-
-    // -------------------------------------------------------------------------------
-    // Tokens
-
-    pub async fn token_count(&self) -> Result<i64> {
-        let n = on_pool!(self, p => sqlx::query("SELECT COUNT(*) FROM tokens").fetch_one(p).await?.get::<i64, _>(0));
-        Ok(n)
-    }
-
-    /// Stores a token's hash; returns its id.
-    pub async fn insert_token(&self, secret_hash: &str, name: &str, role: &str, host: Option<&str>) -> Result<i64> {
-        let id = on_pool!(self, p => {
-            sqlx::query("INSERT INTO tokens (hash, name, role, host, created_ms) VALUES ($1, $2, $3, $4, $5) RETURNING id")
-                .bind(secret_hash).bind(name).bind(role).bind(host).bind(now_ms()).fetch_one(p).await?.get::<i64, _>(0)
-        });
-        Ok(id)
-    }
-
-    pub async fn find_token(&self, secret_hash: &str) -> Result<Option<TokenRow>> {
-        let row = on_pool!(self, p => {
-            sqlx::query("SELECT id, name, role, host FROM tokens WHERE hash = $1").bind(secret_hash).fetch_optional(p).await?
-                .map(|r| TokenRow { id: r.get(0), name: r.get(1), role: r.get(2), host: r.get(3) })
-        });
-        Ok(row)
-    }
 }
 
 /// `lock` is the row lock the backend needs on the lease row (`FOR UPDATE` on
@@ -630,4 +638,17 @@ where
             .await?;
     }
     Ok(seqs)
+}
+
+/// A store URL as it may be shown: the SQLite file, or PostgreSQL's host and database
+/// without user, password or options.
+pub fn describe_url(url: &str) -> String {
+    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        let path = path.split('?').next().unwrap_or_default();
+        return format!("sqlite {path}");
+    }
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    let rest = rest.split('?').next().unwrap_or_default();
+    format!("postgres {rest}")
 }

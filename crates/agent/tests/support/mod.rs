@@ -200,6 +200,7 @@ impl TestServer {
             driver: Driver::Agent,
             lease_ttl: Duration::from_secs(5),
             bootstrap_token: Some(ADMIN.into()),
+            anonymous_read: false,
             host_timeout,
             datapoint_bin: rollwave_server::node::DATAPOINT_BIN,
             prometheus: None,

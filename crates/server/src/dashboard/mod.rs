@@ -8,7 +8,7 @@ mod chart;
 mod pages;
 
 use crate::api::ReleaseView;
-use crate::auth::{Actor, Role};
+use crate::auth::{Actor, Caller, Role};
 use crate::error::ApiError;
 use crate::http::App;
 use crate::state::{LogInput, OPERATOR_ACTIONS, ServiceState};
@@ -36,18 +36,21 @@ const LIVE_COALESCE: Duration = Duration::from_millis(400);
 const CSS: &str = include_str!("../../assets/dashboard.css");
 const JS: &str = include_str!("../../assets/dashboard.js");
 
-pub fn routes() -> Router<Arc<App>> {
-    Router::new()
+pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
+    let pages = Router::new()
         .route("/", get(overview))
         .route("/services/{service}", get(service_page))
         .route("/services/{service}/releases/{version}", get(release_page))
         .route("/services/{service}/hosts", get(hosts_page))
         .route("/services/{service}/alarms", get(alarms_page))
         .route("/services/{service}/confirm", get(confirm_page))
+        .route("/dashboard/live", get(live))
+        .route_layer(axum::middleware::from_fn_with_state(app, readers_only));
+    Router::new()
+        .merge(pages)
         .route("/services/{service}/act", post(act))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
-        .route("/dashboard/live", get(live))
         .route("/dashboard/dashboard.css", get(|| async { asset("text/css; charset=utf-8", CSS) }))
         .route("/dashboard/dashboard.js", get(|| async { asset("text/javascript; charset=utf-8", JS) }))
 }
@@ -79,13 +82,32 @@ fn cookie_token(headers: &HeaderMap) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
+/// Pages follow the API's read rule: a person's token (viewer or more) in the cookie,
+/// unless the server runs with `--anonymous-read`. Anyone else gets the login form.
+async fn readers_only(State(app): Shared, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if app.anonymous_read() {
+        return next.run(request).await;
+    }
+    let user = who(&app, request.headers()).await;
+    let error = match &user {
+        Some(u) => match u.require(Role::Viewer) {
+            Ok(()) => return next.run(request).await,
+            Err(e) => e.body.message,
+        },
+        None => "log in with a viewer token (or more) to see this page".to_owned(),
+    };
+    let here = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let main = LoginTemplate { next: local_path(Some(here)), error: Some(error), user: None }.render();
+    respond(StatusCode::UNAUTHORIZED, chrome(&user, "Log in".into(), None, "/login"), main, false)
+}
+
 /// Who the cookie's token belongs to; nobody when there is none or it is not known.
-async fn who(app: &App, headers: &HeaderMap) -> Option<Actor> {
+async fn who(app: &App, headers: &HeaderMap) -> Option<Caller> {
     let token = cookie_token(headers)?;
     authenticate(app, &token).await.ok()
 }
 
-async fn authenticate(app: &App, token: &str) -> Result<Actor, ApiError> {
+async fn authenticate(app: &App, token: &str) -> Result<Caller, ApiError> {
     let mut bearer = HeaderMap::new();
     let value = HeaderValue::from_str(&format!("Bearer {token}"))
         .map_err(|_| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "that is not a token"))?;
@@ -129,7 +151,7 @@ fn message_page(status: StatusCode, chrome: Chrome, heading: &str, message: &str
     respond(status, chrome, main, false)
 }
 
-fn chrome(user: &Option<Actor>, title: String, live: Option<String>, here: &str) -> Chrome {
+fn chrome(user: &Option<Caller>, title: String, live: Option<String>, here: &str) -> Chrome {
     Chrome {
         title,
         user: user.as_ref().map(|a| UserView { name: a.name.clone(), role: a.role.as_str().to_owned() }),
@@ -138,13 +160,13 @@ fn chrome(user: &Option<Actor>, title: String, live: Option<String>, here: &str)
     }
 }
 
-fn not_found(user: &Option<Actor>, e: &ApiError, here: &str) -> Response {
+fn not_found(user: &Option<Caller>, e: &ApiError, here: &str) -> Response {
     message_page(e.status, chrome(user, "Not found".into(), None, here), "Not found", &e.body.message)
 }
 
 /// A page whose store read failed says so (with the API's status for it), rather than
 /// show what it could not read as empty.
-fn store_failed(user: &Option<Actor>, e: rollwave_store::StoreError, here: &str) -> Response {
+fn store_failed(user: &Option<Caller>, e: rollwave_store::StoreError, here: &str) -> Response {
     let e = ApiError::from(e);
     message_page(
         e.status,
@@ -224,7 +246,7 @@ fn holds(s: &ServiceState) -> Vec<String> {
 }
 
 /// Why someone sees no buttons: not logged in, or a token without the role.
-fn action_hint(user: &Option<Actor>, role: Role) -> Option<String> {
+fn action_hint(user: &Option<Caller>, role: Role) -> Option<String> {
     match user {
         None => Some(format!("Log in with a {} token to act here.", role.as_str())),
         Some(a) if a.require(role).is_err() => Some(format!(
@@ -634,7 +656,7 @@ async fn confirm_page(
 
 fn confirm(
     status: StatusCode,
-    user: &Option<Actor>,
+    user: &Option<Caller>,
     service: &str,
     form: &ActionForm,
     error: Option<String>,
@@ -694,7 +716,7 @@ async fn act(
 
 /// The same checks and input as `POST /v1/services/{s}/releases/{v}/{action}`, `/hold`
 /// and `/resume`.
-async fn operate(app: &App, actor: &Actor, service: &str, form: &ActionForm) -> Result<(), ApiError> {
+async fn operate(app: &App, actor: &Caller, service: &str, form: &ActionForm) -> Result<(), ApiError> {
     let action = form.action.replace('-', "_");
     if !OPERATOR_ACTIONS.contains(&action.as_str()) {
         return Err(ApiError::not_found(format!(
@@ -707,7 +729,7 @@ async fn operate(app: &App, actor: &Actor, service: &str, form: &ActionForm) -> 
         _ => Some(form.release().ok_or_else(|| ApiError::bad_request(format!("{action} needs a release")))?.to_owned()),
     };
     let input = LogInput::Operator { action, release, stage: form.stage().map(str::to_owned) };
-    app.node.submit(service, input, &actor.name).await.map(|_| ())
+    app.node.submit(service, input, Actor::Token(actor.clone())).await.map(|_| ())
 }
 
 #[derive(Deserialize, Default)]
@@ -743,7 +765,7 @@ async fn login_page(State(app): Shared, headers: HeaderMap, Query(q): Query<Logi
 async fn login(State(app): Shared, headers: HeaderMap, Form(form): Form<LoginForm>) -> Response {
     let next = local_path(form.next.as_deref());
     let token = form.token.trim().to_owned();
-    let refused = |user: &Option<Actor>, status: StatusCode, error: String| {
+    let refused = |user: &Option<Caller>, status: StatusCode, error: String| {
         let main = LoginTemplate { next: next.clone(), error: Some(error), user: None }.render();
         respond(status, chrome(user, "Log in".into(), None, "/login"), main, false)
     };

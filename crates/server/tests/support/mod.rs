@@ -21,23 +21,12 @@ impl TestServer {
     }
 
     pub fn start_with(driver: Driver, host_timeout: Duration) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let config = Config {
-            db: format!("sqlite://{}", dir.path().join("api.db").display()),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            node_id: "test".into(),
-            driver,
-            lease_ttl: Duration::from_secs(5),
-            bootstrap_token: Some(ADMIN.into()),
-            host_timeout,
-            datapoint_bin: rollwave_server::node::DATAPOINT_BIN,
-            prometheus: None,
-        };
-        let running = runtime.block_on(rollwave_server::start(config)).unwrap();
-        let server = TestServer { base: format!("http://{}", running.addr), node: running.node, runtime, _dir: dir };
-        server.wait_until("the replica leads", || server.node.is_leader());
-        server
+        Self::start_configured(driver, |c| c.host_timeout = host_timeout)
+    }
+
+    /// A server whose reads need no token (`--anonymous-read`).
+    pub fn start_anonymous_read(driver: Driver) -> Self {
+        Self::start_configured(driver, |c| c.anonymous_read = true)
     }
 
     pub fn client(&self, token: Option<&str>) -> Client {
@@ -171,6 +160,7 @@ impl TestServer {
             driver,
             lease_ttl: Duration::from_secs(5),
             bootstrap_token: Some(ADMIN.into()),
+            anonymous_read: false,
             host_timeout: Duration::from_secs(30),
             datapoint_bin: rollwave_server::node::DATAPOINT_BIN,
             prometheus: None,

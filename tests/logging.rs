@@ -96,7 +96,7 @@ fn json_line(line: &str) -> serde_json::Value {
 }
 
 fn is_leading(value: &serde_json::Value) -> bool {
-    value["level"] == "INFO" && value["message"].as_str().is_some_and(|m| m.contains("leads"))
+    value["level"] == "INFO" && value["message"].as_str().is_some_and(|m| m.contains("takes the lead"))
 }
 
 /// Polls the server's own metrics until it says it holds the lease.
@@ -137,10 +137,10 @@ fn rust_log_warn_leaves_the_info_lines_out() {
 #[test]
 fn logs_are_readable_lines_by_default() {
     let server = Logged::server(free_port(), &[], &[]);
-    let lines = server.until("saying the replica leads", |line| line.contains("this replica leads"));
+    let lines = server.until("saying the replica leads", |line| line.contains("this replica takes the lead"));
     let lead = lines.last().unwrap();
     assert!(!lead.starts_with('{'), "{lead}");
-    assert!(lead.contains(" INFO rollwave_server::node: this replica leads term=1"), "{lead}");
+    assert!(lead.contains(" INFO rollwave_server::node: this replica takes the lead term=1 node=logs-test"), "{lead}");
 }
 
 #[test]

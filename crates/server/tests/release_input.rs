@@ -52,7 +52,7 @@ fn an_artifact_with_a_shell_command_is_refused_and_runs_nothing() {
         assert_eq!((status, &body.details["field"]), (422, &serde_json::json!("artifact")), "{refused}");
     }
     assert_eq!(s.applied_seq(), before, "nothing was logged");
-    let (status, _) = s.raw("GET", "/v1/services/fn/releases/v2", None, b"");
+    let (status, _) = s.raw("GET", "/v1/services/fn/releases/v2", Some(ADMIN), b"");
     assert_eq!(status, 404, "no release was created");
     assert!(!dir.join("pwned").exists() && !dir.join("out").exists(), "no command ran");
 }

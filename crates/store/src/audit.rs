@@ -73,16 +73,21 @@ pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000
 
 fn chain_hash(prev: &str, at_ms: i64, row: &NewAudit) -> String {
     let mut h = Sha256::new();
-    let token = row.token_id.map(|id| id.to_string()).unwrap_or_default();
-    // Lengths first, so that no two different rows can serialise to the same bytes.
-    for part in [
-        prev.as_bytes(),
-        at_ms.to_string().as_bytes(),
-        row.actor.as_bytes(),
-        token.as_bytes(),
-        row.action.as_bytes(),
-        row.detail.as_bytes(),
-    ] {
+    let at = at_ms.to_string();
+    // A row written without a token hashes as rows did before tokens were recorded, so a
+    // chain written by an earlier release still verifies.
+    let token = row.token_id.map(|id| id.to_string());
+    let parts = [
+        Some(prev.as_bytes()),
+        Some(at.as_bytes()),
+        Some(row.actor.as_bytes()),
+        token.as_deref().map(str::as_bytes),
+        Some(row.action.as_bytes()),
+        Some(row.detail.as_bytes()),
+    ];
+    // Lengths first, so that no two different rows (nor a row with a token and one
+    // without) can serialise to the same bytes.
+    for part in parts.into_iter().flatten() {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part);
     }

@@ -246,8 +246,14 @@ impl Store {
                 }
             }
         }
+        let mut added = Vec::new();
         for (table, column, definition) in ADDED_COLUMNS {
-            self.add_column(table, column, definition).await?;
+            if self.add_column(table, column, definition).await? {
+                added.push((*table, *column));
+            }
+        }
+        if added.contains(&("lease", "audit_count")) {
+            self.anchor_existing_audit().await?;
         }
         for statement in INDEXES {
             self.raw_execute(statement).await?;
@@ -257,16 +263,34 @@ impl Store {
 
     /// Adds a column unless it is there (replicas may race: the loser's error is harmless
     /// when the column is there afterwards).
-    async fn add_column(&self, table: &str, column: &str, definition: &str) -> Result<()> {
+    /// Returns whether this call added it.
+    async fn add_column(&self, table: &str, column: &str, definition: &str) -> Result<bool> {
         let probe = format!("SELECT {column} FROM {table} LIMIT 0");
         if self.raw_execute(&probe).await.is_ok() {
-            return Ok(());
+            return Ok(false);
         }
         let alter = format!("ALTER TABLE {table} ADD COLUMN {column} {definition}");
         if let Err(e) = self.raw_execute(&alter).await {
             self.raw_execute(&probe).await.map_err(|_| e)?;
+            return Ok(false);
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// A store written before the audit chain had a head: the head starts at the chain as
+    /// it stands, so its rows still verify and new rows follow the last of them. Done once,
+    /// when the head's columns are added.
+    async fn anchor_existing_audit(&self) -> Result<()> {
+        self.raw_execute(
+            "INSERT INTO lease (name, holder, term, expires_ms) \
+             SELECT 'leader', '', 0, 0 WHERE EXISTS (SELECT 1 FROM audit) AND NOT EXISTS (SELECT 1 FROM lease WHERE name = 'leader')",
+        )
+        .await?;
+        self.raw_execute(
+            "UPDATE lease SET audit_count = (SELECT COUNT(*) FROM audit), \
+             audit_hash = COALESCE((SELECT hash FROM audit ORDER BY seq DESC LIMIT 1), audit_hash) WHERE name = 'leader'",
+        )
+        .await
     }
 
     // -------------------------------------------------------------------------------

@@ -16,8 +16,9 @@ use crate::keys;
 use rollwave_core::alarm::{Gauge, MetricRange, MonitorField, TrafficMetric};
 use serde_json::{Map, Value, json};
 
-/// Where the schema says it lives; editors key their caches on it.
-pub const SCHEMA_ID: &str = "https://rollwave.dev/schema/manifest.schema.json";
+/// The schema's name, which editors key their caches on: a URN, since no URL of the
+/// project's serves it (`rollwave schema` prints it).
+pub const SCHEMA_ID: &str = "urn:rollwave:manifest-schema";
 
 pub const NAME_PATTERN: &str = "^[A-Za-z0-9._-]+$";
 /// Units largest first, each at most once; emptiness is excluded by `minLength`.

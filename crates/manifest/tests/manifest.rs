@@ -1015,7 +1015,7 @@ fn the_schema_is_draft_2020_12_and_closed() {
     assert_eq!(schema["required"], serde_json::json!(["service", "environments", "stages"]));
     assert_eq!(schema["$defs"]["duration"]["pattern"], "^([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?$");
     assert_eq!(schema["$defs"]["alarm"]["then"]["required"], serde_json::json!(["query"]));
-    assert_eq!(schema["$id"], "https://rollwave.dev/schema/manifest.schema.json");
+    assert_eq!(schema["$id"], "urn:rollwave:manifest-schema");
 }
 
 /// The manifests CI shows the schema (`check-jsonschema`) must reject: the decoder

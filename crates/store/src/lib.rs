@@ -255,6 +255,14 @@ impl Store {
         if added.contains(&("lease", "audit_count")) {
             self.anchor_existing_audit().await?;
         }
+        // Earlier releases let two tokens share a name; names are unique now. Every token
+        // after the first of a name gets its id appended, so the index can be made and no
+        // token stops working.
+        self.raw_execute(
+            "UPDATE tokens SET name = name || '-' || CAST(id AS TEXT) \
+             WHERE id NOT IN (SELECT MIN(id) FROM tokens GROUP BY name)",
+        )
+        .await?;
         for statement in INDEXES {
             self.raw_execute(statement).await?;
         }

@@ -278,3 +278,31 @@ async fn postgres_gauges() {
     let Some(url) = fresh_postgres("postgres_gauges").await else { return };
     gauges_round_trip(Store::open(&url).await.unwrap()).await;
 }
+
+/// A database whose tokens share a name (earlier releases allowed it) still opens; every
+/// token still authenticates, the later ones under their name with their id appended.
+#[tokio::test]
+async fn tokens_sharing_a_name_in_an_earlier_schema_are_renamed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("old.db").display());
+    {
+        let pool = sqlx::SqlitePool::connect(&format!("{url}?mode=rwc")).await.unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE tokens (id INTEGER PRIMARY KEY, hash TEXT NOT NULL UNIQUE, name TEXT NOT NULL, \
+             role TEXT NOT NULL, host TEXT, created_ms BIGINT NOT NULL); \
+             INSERT INTO tokens VALUES (1, 'h1', 'ci', 'deployer', NULL, 1); \
+             INSERT INTO tokens VALUES (2, 'h2', 'ci', 'viewer', NULL, 2); \
+             INSERT INTO tokens VALUES (3, 'h3', 'ops', 'admin', NULL, 3);",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+    }
+    let store = Store::open(&url).await.expect("the old database opens");
+    let names: Vec<String> = store.tokens().await.unwrap().into_iter().map(|t| t.name).collect();
+    assert_eq!(names, ["ci", "ci-2", "ops"]);
+    for hash in ["h1", "h2", "h3"] {
+        assert!(store.find_token(hash).await.unwrap().is_some(), "{hash} still authenticates");
+    }
+}

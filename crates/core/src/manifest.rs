@@ -112,6 +112,72 @@ pub struct Environment {
     pub exec: Option<ExecSpec>,
 }
 
+/// What `{{name}}` can stand for in an `exec` command: each names a value that reaches
+/// the command as an environment variable, never as text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecTemplate {
+    Service,
+    Environment,
+    Region,
+    Zone,
+    Host,
+    Version,
+    Artifact,
+    Share,
+}
+
+impl ExecTemplate {
+    pub const ALL: [ExecTemplate; 8] = [
+        ExecTemplate::Service,
+        ExecTemplate::Environment,
+        ExecTemplate::Region,
+        ExecTemplate::Zone,
+        ExecTemplate::Host,
+        ExecTemplate::Version,
+        ExecTemplate::Artifact,
+        ExecTemplate::Share,
+    ];
+
+    /// Its name between the braces.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExecTemplate::Service => "service",
+            ExecTemplate::Environment => "environment",
+            ExecTemplate::Region => "region",
+            ExecTemplate::Zone => "zone",
+            ExecTemplate::Host => "host",
+            ExecTemplate::Version => "version",
+            ExecTemplate::Artifact => "artifact",
+            ExecTemplate::Share => "share",
+        }
+    }
+
+    /// The environment variable that carries its value.
+    pub fn variable(self) -> &'static str {
+        match self {
+            ExecTemplate::Service => "ROLLWAVE_SERVICE",
+            ExecTemplate::Environment => "ROLLWAVE_ENVIRONMENT",
+            ExecTemplate::Region => "ROLLWAVE_REGION",
+            ExecTemplate::Zone => "ROLLWAVE_ZONE",
+            ExecTemplate::Host => "ROLLWAVE_HOST",
+            ExecTemplate::Version => "ROLLWAVE_VERSION",
+            ExecTemplate::Artifact => "ROLLWAVE_ARTIFACT",
+            ExecTemplate::Share => "ROLLWAVE_SHARE",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<ExecTemplate> {
+        ExecTemplate::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// The template that `text` starts with, and its length.
+    pub fn at_start(text: &str) -> Option<(ExecTemplate, usize)> {
+        let rest = text.strip_prefix("{{")?;
+        let (name, _) = rest.split_once("}}")?;
+        Some((ExecTemplate::parse(name)?, name.len() + 4))
+    }
+}
+
 /// Command templates for targets that have no agent (a function alias, a cluster
 /// deployment, a fleet another tool manages). `{{service}}`, `{{environment}}`,
 /// `{{region}}`, `{{zone}}`, `{{host}}`, `{{version}}`, `{{artifact}}` and `{{share}}`

@@ -16,8 +16,8 @@ use rollwave_core::alarm::{
     AlarmScope, AlarmSpec, Gauge, MetricRef, MonitorField, Threshold, TrafficMetric, TreatMissing,
 };
 use rollwave_core::manifest::{
-    Bake, Environment, ExecSpec, Manifest, Monitor, Notification, NotificationFormat, NotifyOn, OneBox, Region,
-    Rolling, Stage, Strategy, TestSpec, Wave, WebhookUrl, Zone,
+    Bake, Environment, ExecSpec, ExecTemplate, Manifest, Monitor, Notification, NotificationFormat, NotifyOn, OneBox,
+    Region, Rolling, Stage, Strategy, TestSpec, Wave, WebhookUrl, Zone,
 };
 use rollwave_core::share::{BasisPoints, BatchSize};
 use rollwave_core::window::{BlockedDates, WeeklyWindow, Windows};
@@ -381,8 +381,8 @@ fn environment(d: &mut Decoder, name: &str, node: Option<&Node>) -> DecodedEnvir
     };
     environment.exec = d.optional(&map, "exec", |d, n| {
         let m = d.mapping(n, keys::EXEC)?;
-        let deploy = d.required(&m, "deploy", Decoder::string);
-        let rollback = d.optional(&m, "rollback", Decoder::string);
+        let deploy = d.required(&m, "deploy", exec_command);
+        let rollback = d.optional(&m, "rollback", exec_command);
         let timeout = d.optional(&m, "timeout", Decoder::positive_duration).unwrap_or(Duration::from_secs(600));
         Some(ExecSpec { deploy: deploy?, rollback, timeout })
     });
@@ -932,4 +932,31 @@ fn alarm(
         evaluation_periods,
         missing,
     })
+}
+
+/// An `exec` command, whose every `{{name}}` must be a template the driver fills in: an
+/// unknown one would reach the shell as literal text and do nothing it says.
+fn exec_command(d: &mut Decoder, node: &Node) -> Option<String> {
+    let command = d.string(node)?;
+    let mut rest = command.as_str();
+    let mut known = true;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else { break };
+        let name = &after[..end];
+        if ExecTemplate::parse(name).is_none() {
+            let names = ExecTemplate::ALL.map(ExecTemplate::name);
+            let hint = suggest(name.trim(), names).map(|n| format!(" (did you mean {{{{{n}}}}}?)")).unwrap_or_default();
+            d.error(
+                node,
+                format!(
+                    "unknown template {{{{{name}}}}}{hint}; a command may use {}",
+                    names.map(|n| format!("{{{{{n}}}}}")).join(", ")
+                ),
+            );
+            known = false;
+        }
+        rest = &after[end + 2..];
+    }
+    known.then_some(command)
 }

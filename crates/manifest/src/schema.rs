@@ -140,8 +140,9 @@ fn property(object: &str, key: &str) -> Option<Value> {
             "For targets without an agent: commands the server runs per host to deploy and roll back.",
         ),
         ("exec", "deploy" | "rollback") => described(
-            json!({ "type": "string", "minLength": 1 }),
-            "Run with sh -c; {{service}} {{environment}} {{region}} {{zone}} {{host}} {{version}} {{artifact}} {{share}} are filled in.",
+            json!({ "type": "string", "minLength": 1, "not": { "pattern": unknown_exec_template() } }),
+            "Run with sh -c; {{service}} {{environment}} {{region}} {{zone}} {{host}} {{version}} {{artifact}} {{share}} \
+             stand for the variables ROLLWAVE_SERVICE… that carry their values; no other {{name}} is allowed.",
         ),
         ("exec", "timeout") => described(reference("positiveDuration"), "Default 10m."),
         ("region", "timezone") => described(
@@ -507,4 +508,10 @@ mod tests {
         walk(&schema, &defs);
         assert_eq!(schema["$schema"], "https://json-schema.org/draft/2020-12/schema");
     }
+}
+
+/// A pattern that finds a `{{name}}` that is not an `exec` template.
+fn unknown_exec_template() -> String {
+    let known: Vec<&str> = rollwave_core::manifest::ExecTemplate::ALL.iter().map(|t| t.name()).collect();
+    format!("\\{{\\{{(?!(?:{})\\}}\\}})[^}}]*\\}}\\}}", known.join("|"))
 }

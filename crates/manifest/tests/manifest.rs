@@ -374,6 +374,23 @@ fn a_bad_duration_is_reported_at_the_value() {
 }
 
 #[test]
+fn an_exec_command_may_name_only_known_templates() {
+    let exec = |deploy: &str| {
+        SMALL.replace(
+            "      eu-west-1: { zones: { euw1-az1: 3 } }\n",
+            &format!("      eu-west-1: {{ zones: {{ euw1-az1: 3 }} }}\n    exec: {{ deploy: '{deploy}' }}\n"),
+        )
+    };
+    let errs = errors(&exec("./ship {{artefact}} {{zone}}"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with("7:21: unknown template {{artefact}} (did you mean {{artifact}}?)"), "{errs:?}");
+    assert!(errs[0].contains("{{service}}, {{environment}}"), "{errs:?}");
+    let ok = parse(&exec("./ship {{artifact}} {{zone}} {{share}}"));
+    let spec = ok.environments[0].exec.as_ref().expect("the exec spec");
+    assert_eq!(spec.deploy, "./ship {{artifact}} {{zone}} {{share}}");
+}
+
+#[test]
 fn a_bad_percentage_is_reported_at_the_value() {
     let errs = errors(&format!("{SMALL}strategy:\n  one_box: {{ max_share: 110% }}\n  rolling: {{ batch: 33 % }}\n"));
     assert_eq!(

@@ -18,67 +18,7 @@ pub const OUTPUT_TAIL: usize = 64 * 1024;
 /// in the timeline.
 const SERVER_SECRETS: [&str; 2] = ["ROLLWAVE_BOOTSTRAP_TOKEN", "ROLLWAVE_DB"];
 
-/// What `{{name}}` can stand for in an `exec` command.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Template {
-    Service,
-    Environment,
-    Region,
-    Zone,
-    Host,
-    Version,
-    Artifact,
-    Share,
-}
-
-impl Template {
-    pub const ALL: [Template; 8] = [
-        Template::Service,
-        Template::Environment,
-        Template::Region,
-        Template::Zone,
-        Template::Host,
-        Template::Version,
-        Template::Artifact,
-        Template::Share,
-    ];
-
-    /// Its name between the braces.
-    pub fn name(self) -> &'static str {
-        match self {
-            Template::Service => "service",
-            Template::Environment => "environment",
-            Template::Region => "region",
-            Template::Zone => "zone",
-            Template::Host => "host",
-            Template::Version => "version",
-            Template::Artifact => "artifact",
-            Template::Share => "share",
-        }
-    }
-
-    /// The environment variable that carries its value.
-    pub fn variable(self) -> &'static str {
-        match self {
-            Template::Service => "ROLLWAVE_SERVICE",
-            Template::Environment => "ROLLWAVE_ENVIRONMENT",
-            Template::Region => "ROLLWAVE_REGION",
-            Template::Zone => "ROLLWAVE_ZONE",
-            Template::Host => "ROLLWAVE_HOST",
-            Template::Version => "ROLLWAVE_VERSION",
-            Template::Artifact => "ROLLWAVE_ARTIFACT",
-            Template::Share => "ROLLWAVE_SHARE",
-        }
-    }
-
-    /// The template that `text` starts with, and its length.
-    fn at_start(text: &str) -> Option<(Template, usize)> {
-        let rest = text.strip_prefix("{{")?;
-        let (name, _) = rest.split_once("}}")?;
-        let template = Template::ALL.into_iter().find(|t| t.name() == name)?;
-        Some((template, name.len() + 4))
-    }
-}
+pub use rollwave_core::manifest::ExecTemplate as Template;
 
 /// Where the shell is in a command as it reads it, as far as quoting goes.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -91,7 +31,8 @@ enum Quoting {
 /// The text `sh -c` runs for a manifest's command: each known `{{name}}` becomes a
 /// quoted reference to its variable, quoted to suit where it stands (`"${V}"` in the
 /// open, `${V}` inside double quotes, `'"${V}"'` inside single quotes). It depends on
-/// the manifest's text alone. An unknown `{{name}}` is left as it is.
+/// the manifest's text alone (which names only known templates: the manifest is refused
+/// otherwise).
 pub fn command_text(template: &str) -> String {
     let mut out = String::with_capacity(template.len());
     let mut quoting = Quoting::None;

@@ -56,6 +56,13 @@ struct Request {
     inbox_id: Option<i64>,
 }
 
+impl Request {
+    /// An input from a part of the control plane itself: nobody waits for its answer.
+    fn from_machine(component: MachineComponent, service: String, input: LogInput) -> Request {
+        Request { service, input, actor: Actor::Machine(component), reply: None, inbox_id: None }
+    }
+}
+
 /// What travels through the inbox table from a follower to the leader, and back.
 #[derive(Serialize, Deserialize)]
 struct InboxRequest {
@@ -197,13 +204,11 @@ impl Node {
                     .collect()
             });
             for (environment, host) in silent {
-                lost.push(Request {
-                    service: service.clone(),
-                    input: LogInput::HostLost { environment, host },
-                    actor: Actor::Machine(MachineComponent::Clock),
-                    reply: None,
-                    inbox_id: None,
-                });
+                lost.push(Request::from_machine(
+                    MachineComponent::Clock,
+                    service.clone(),
+                    LogInput::HostLost { environment, host },
+                ));
             }
         }
         lost
@@ -433,7 +438,7 @@ impl Node {
                     }
                 }
                 Some((service, input)) = alarms.recv() => {
-                    batch.push(Request { service, input, actor: Actor::Machine(MachineComponent::Signals), reply: None, inbox_id: None });
+                    batch.push(Request::from_machine(MachineComponent::Signals, service, input));
                 }
                 _ = &mut lost => {
                     tracing::info!(term = lease.term, "the lease was lost: stepping down");
@@ -474,7 +479,7 @@ impl Node {
                     let routers = self.routers_heard();
                     monitors.start_due(&self.store, &self.model, &routers, now);
                     for (service, input) in signals.due(&self.store, &self.model, now).await {
-                        batch.push(Request { service, input, actor: Actor::Machine(MachineComponent::Signals), reply: None, inbox_id: None });
+                        batch.push(Request::from_machine(MachineComponent::Signals, service, input));
                     }
                     if now - last_prune > 60_000 {
                         last_prune = now;
@@ -516,13 +521,7 @@ impl Node {
         });
         for service in due {
             last_tick.insert(service.clone(), tokio::time::Instant::now());
-            batch.push(Request {
-                service,
-                input: LogInput::Tick,
-                actor: Actor::Machine(MachineComponent::Clock),
-                reply: None,
-                inbox_id: None,
-            });
+            batch.push(Request::from_machine(MachineComponent::Clock, service, LogInput::Tick));
         }
     }
 
@@ -686,15 +685,7 @@ impl Node {
                         reason: (!run.ok).then(|| format!("test {} failed: {}", test.name, hook_outcome(&run))),
                         output: run.output,
                     };
-                    let _ = requests
-                        .send(Request {
-                            service,
-                            input,
-                            actor: Actor::Machine(MachineComponent::Driver),
-                            reply: None,
-                            inbox_id: None,
-                        })
-                        .await;
+                    let _ = requests.send(Request::from_machine(MachineComponent::Driver, service, input)).await;
                 });
                 continue;
             }
@@ -712,15 +703,7 @@ impl Node {
                             reason: (!hook.ok).then(|| format!("exec command failed: {}", hook_outcome(&hook))),
                             hooks: vec![hook],
                         };
-                        let _ = requests
-                            .send(Request {
-                                service,
-                                input,
-                                actor: Actor::Machine(MachineComponent::Driver),
-                                reply: None,
-                                inbox_id: None,
-                            })
-                            .await;
+                        let _ = requests.send(Request::from_machine(MachineComponent::Driver, service, input)).await;
                     });
                 }
                 continue;
@@ -739,15 +722,7 @@ impl Node {
                 let service = c.service.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
-                    let _ = requests
-                        .send(Request {
-                            service,
-                            input,
-                            actor: Actor::Machine(MachineComponent::Driver),
-                            reply: None,
-                            inbox_id: None,
-                        })
-                        .await;
+                    let _ = requests.send(Request::from_machine(MachineComponent::Driver, service, input)).await;
                 });
             }
         }

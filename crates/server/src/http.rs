@@ -8,12 +8,13 @@ use crate::node::Node;
 use crate::state::{LogInput, OPERATOR_ACTIONS, ServiceState};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Path, Query, Request, State};
+use axum::handler::Handler;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{MethodFilter, on};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -38,32 +39,115 @@ impl App {
 
 type Shared = State<Arc<App>>;
 
+/// A router that records every `METHOD PATH` it is given, so that the list of served
+/// routes comes from the routing table itself (the authorization matrix and the OpenAPI
+/// document are both checked against it).
+pub struct Served {
+    router: Router<Arc<App>>,
+    routes: Vec<String>,
+}
+
+impl Default for Served {
+    fn default() -> Self {
+        Served { router: Router::new(), routes: Vec::new() }
+    }
+}
+
+impl Served {
+    fn on<H: Handler<T, Arc<App>>, T: 'static>(mut self, method: &str, path: &str, handler: H) -> Self {
+        let filter = match method {
+            "GET" => MethodFilter::GET,
+            "POST" => MethodFilter::POST,
+            _ => MethodFilter::DELETE,
+        };
+        self.router = self.router.route(path, on(filter, handler));
+        self.routes.push(format!("{method} {path}"));
+        self
+    }
+
+    pub fn get<H: Handler<T, Arc<App>>, T: 'static>(self, path: &str, handler: H) -> Self {
+        self.on("GET", path, handler)
+    }
+
+    pub fn post<H: Handler<T, Arc<App>>, T: 'static>(self, path: &str, handler: H) -> Self {
+        self.on("POST", path, handler)
+    }
+
+    pub fn delete<H: Handler<T, Arc<App>>, T: 'static>(self, path: &str, handler: H) -> Self {
+        self.on("DELETE", path, handler)
+    }
+
+    pub fn merge(mut self, other: Served) -> Self {
+        self.router = self.router.merge(other.router);
+        self.routes.extend(other.routes);
+        self
+    }
+
+    /// Changes the router (a layer over its routes) without changing what it serves.
+    pub fn map_router(mut self, f: impl FnOnce(Router<Arc<App>>) -> Router<Arc<App>>) -> Self {
+        self.router = f(self.router);
+        self
+    }
+
+    /// `METHOD PATH` of every route, in the order they were added.
+    pub fn routes(&self) -> &[String] {
+        &self.routes
+    }
+
+    pub fn into_router(self) -> Router<Arc<App>> {
+        self.router
+    }
+}
+
+/// The API's routes: `/healthz`, `/readyz`, `/metrics` and everything under `/v1`.
+pub fn api_routes() -> Served {
+    Served::default()
+        .get("/healthz", || async { "ok\n" })
+        .get("/readyz", readyz)
+        .get("/metrics", metrics)
+        .get("/v1/openapi.json", || async { Json(crate::openapi::document()) })
+        .get("/v1/services", list_services)
+        .post("/v1/services", apply_service)
+        .get("/v1/services/{service}", get_service)
+        .get("/v1/services/{service}/releases", list_releases)
+        .post("/v1/services/{service}/releases", create_release)
+        .get("/v1/services/{service}/releases/{version}", get_release)
+        .post("/v1/services/{service}/releases/{version}/{action}", release_action)
+        .post("/v1/services/{service}/hold", hold)
+        .post("/v1/services/{service}/resume", resume)
+        .post("/v1/hosts/register", register_host)
+        .get("/v1/services/{service}/hosts/{environment}/{host}/desired", desired)
+        .post("/v1/services/{service}/hosts/{environment}/{host}/report", report)
+        .get("/v1/events", events)
+        .get("/v1/events/stream", stream)
+        .get("/v1/tokens", list_tokens)
+        .post("/v1/tokens", create_token)
+        .delete("/v1/tokens/{id}", revoke_token)
+        .post("/v1/tokens/{id}/revoke", revoke_token)
+        .get("/v1/audit/verify", verify_audit)
+        .get("/v1/cluster", cluster)
+        .get("/v1/services/{service}/routes/{environment}/{region}", routes)
+        .get("/v1/metrics", query_metrics)
+        .post("/v1/metrics", push_metrics)
+}
+
+/// Every route the server serves, as `METHOD PATH`: the API's and the dashboard's, read
+/// from the same tables [`router`] is built from.
+pub fn served_routes() -> Vec<String> {
+    let mut all = api_routes().routes().to_vec();
+    all.extend(dashboard_routes());
+    all
+}
+
+/// The dashboard's HTML routes as `METHOD PATH` (the OpenAPI document leaves them out).
+pub fn dashboard_routes() -> Vec<String> {
+    crate::dashboard::served_routes()
+}
+
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/v1/openapi.json", get(|| async { Json(crate::openapi::document()) }))
-        .route("/v1/services", get(list_services).post(apply_service))
-        .route("/v1/services/{service}", get(get_service))
-        .route("/v1/services/{service}/releases", get(list_releases).post(create_release))
-        .route("/v1/services/{service}/releases/{version}", get(get_release))
-        .route("/v1/services/{service}/releases/{version}/{action}", post(release_action))
-        .route("/v1/services/{service}/hold", post(hold))
-        .route("/v1/services/{service}/resume", post(resume))
-        .route("/v1/hosts/register", post(register_host))
-        .route("/v1/services/{service}/hosts/{environment}/{host}/desired", get(desired))
-        .route("/v1/services/{service}/hosts/{environment}/{host}/report", post(report))
-        .route("/v1/events", get(events))
-        .route("/v1/events/stream", get(stream))
-        .route("/v1/tokens", get(list_tokens).post(create_token))
-        .route("/v1/tokens/{id}", delete(revoke_token))
-        .route("/v1/tokens/{id}/revoke", post(revoke_token))
-        .route("/v1/audit/verify", get(verify_audit))
-        .route("/v1/cluster", get(cluster))
-        .route("/v1/services/{service}/routes/{environment}/{region}", get(routes))
-        .route("/v1/metrics", get(query_metrics).post(push_metrics))
+    api_routes()
         .merge(crate::dashboard::routes(Arc::clone(&app)))
+        .into_router()
         .fallback(|| async { ApiError::not_found("no such endpoint; see /v1/openapi.json") })
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), observe))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
@@ -101,51 +185,6 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
         })
     }
 }
-
-/// Every route this router serves, as `METHOD PATH` (the authorization matrix test
-/// checks it against the routes it covers, and the OpenAPI document against it).
-pub const ROUTES: &[&str] = &[
-    "GET /healthz",
-    "GET /readyz",
-    "GET /metrics",
-    "GET /v1/openapi.json",
-    "GET /v1/services",
-    "POST /v1/services",
-    "GET /v1/services/{service}",
-    "GET /v1/services/{service}/releases",
-    "POST /v1/services/{service}/releases",
-    "GET /v1/services/{service}/releases/{version}",
-    "POST /v1/services/{service}/releases/{version}/{action}",
-    "POST /v1/services/{service}/hold",
-    "POST /v1/services/{service}/resume",
-    "POST /v1/hosts/register",
-    "GET /v1/services/{service}/hosts/{environment}/{host}/desired",
-    "POST /v1/services/{service}/hosts/{environment}/{host}/report",
-    "GET /v1/events",
-    "GET /v1/events/stream",
-    "GET /v1/tokens",
-    "POST /v1/tokens",
-    "DELETE /v1/tokens/{id}",
-    "POST /v1/tokens/{id}/revoke",
-    "GET /v1/audit/verify",
-    "GET /v1/cluster",
-    "GET /v1/services/{service}/routes/{environment}/{region}",
-    "GET /v1/metrics",
-    "POST /v1/metrics",
-    "GET /",
-    "GET /services/{service}",
-    "GET /services/{service}/releases/{version}",
-    "GET /services/{service}/hosts",
-    "GET /services/{service}/alarms",
-    "GET /services/{service}/confirm",
-    "POST /services/{service}/act",
-    "GET /login",
-    "POST /login",
-    "POST /logout",
-    "GET /dashboard/live",
-    "GET /dashboard/dashboard.css",
-    "GET /dashboard/dashboard.js",
-];
 
 /// A request with a valid token: checked from the headers, before any body is read.
 impl FromRequestParts<Arc<App>> for Caller {

@@ -10,15 +10,13 @@ mod pages;
 use crate::api::ReleaseView;
 use crate::auth::{Actor, Caller, Role};
 use crate::error::ApiError;
-use crate::http::App;
+use crate::http::{App, Served};
 use crate::state::{LogInput, OPERATOR_ACTIONS, ServiceState};
 use askama::Template;
-use axum::Router;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
 use pages::*;
 use serde::Deserialize;
 use std::convert::Infallible;
@@ -36,23 +34,37 @@ const LIVE_COALESCE: Duration = Duration::from_millis(400);
 const CSS: &str = include_str!("../../assets/dashboard.css");
 const JS: &str = include_str!("../../assets/dashboard.js");
 
-pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
-    let pages = Router::new()
-        .route("/", get(overview))
-        .route("/services/{service}", get(service_page))
-        .route("/services/{service}/releases/{version}", get(release_page))
-        .route("/services/{service}/hosts", get(hosts_page))
-        .route("/services/{service}/alarms", get(alarms_page))
-        .route("/services/{service}/confirm", get(confirm_page))
-        .route("/dashboard/live", get(live))
-        .route_layer(axum::middleware::from_fn_with_state(app, readers_only));
-    Router::new()
-        .merge(pages)
-        .route("/services/{service}/act", post(act))
-        .route("/login", get(login_page).post(login))
-        .route("/logout", post(logout))
-        .route("/dashboard/dashboard.css", get(|| async { asset("text/css; charset=utf-8", CSS) }))
-        .route("/dashboard/dashboard.js", get(|| async { asset("text/javascript; charset=utf-8", JS) }))
+/// The pages, behind the read rule (see [`readers_only`]).
+fn pages() -> Served {
+    Served::default()
+        .get("/", overview)
+        .get("/services/{service}", service_page)
+        .get("/services/{service}/releases/{version}", release_page)
+        .get("/services/{service}/hosts", hosts_page)
+        .get("/services/{service}/alarms", alarms_page)
+        .get("/services/{service}/confirm", confirm_page)
+        .get("/dashboard/live", live)
+}
+
+/// What anyone may reach: the action form (which checks its token itself), logging in
+/// and out, and the assets.
+fn open() -> Served {
+    Served::default()
+        .post("/services/{service}/act", act)
+        .get("/login", login_page)
+        .post("/login", login)
+        .post("/logout", logout)
+        .get("/dashboard/dashboard.css", || async { asset("text/css; charset=utf-8", CSS) })
+        .get("/dashboard/dashboard.js", || async { asset("text/javascript; charset=utf-8", JS) })
+}
+
+pub fn routes(app: Arc<App>) -> Served {
+    pages().map_router(|r| r.route_layer(axum::middleware::from_fn_with_state(app, readers_only))).merge(open())
+}
+
+/// The dashboard's routes as `METHOD PATH`, from the tables [`routes`] serves.
+pub fn served_routes() -> Vec<String> {
+    pages().merge(open()).routes().to_vec()
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

@@ -53,28 +53,49 @@ impl Default for Served {
     }
 }
 
+/// The methods the API and the dashboard serve.
+#[derive(Clone, Copy)]
+enum Verb {
+    Get,
+    Post,
+    Delete,
+}
+
+impl Verb {
+    fn filter(self) -> MethodFilter {
+        match self {
+            Verb::Get => MethodFilter::GET,
+            Verb::Post => MethodFilter::POST,
+            Verb::Delete => MethodFilter::DELETE,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Verb::Get => "GET",
+            Verb::Post => "POST",
+            Verb::Delete => "DELETE",
+        }
+    }
+}
+
 impl Served {
-    fn on<H: Handler<T, Arc<App>>, T: 'static>(mut self, method: &str, path: &str, handler: H) -> Self {
-        let filter = match method {
-            "GET" => MethodFilter::GET,
-            "POST" => MethodFilter::POST,
-            _ => MethodFilter::DELETE,
-        };
-        self.router = self.router.route(path, on(filter, handler));
-        self.routes.push(format!("{method} {path}"));
+    fn on<H: Handler<T, Arc<App>>, T: 'static>(mut self, verb: Verb, path: &str, handler: H) -> Self {
+        self.router = self.router.route(path, on(verb.filter(), handler));
+        self.routes.push(format!("{} {path}", verb.as_str()));
         self
     }
 
     pub fn get<H: Handler<T, Arc<App>>, T: 'static>(self, path: &str, handler: H) -> Self {
-        self.on("GET", path, handler)
+        self.on(Verb::Get, path, handler)
     }
 
     pub fn post<H: Handler<T, Arc<App>>, T: 'static>(self, path: &str, handler: H) -> Self {
-        self.on("POST", path, handler)
+        self.on(Verb::Post, path, handler)
     }
 
     pub fn delete<H: Handler<T, Arc<App>>, T: 'static>(self, path: &str, handler: H) -> Self {
-        self.on("DELETE", path, handler)
+        self.on(Verb::Delete, path, handler)
     }
 
     pub fn merge(mut self, other: Served) -> Self {

@@ -295,7 +295,23 @@ pub fn fill_query(query: &str, service: &str, at: &Instance, version: &str) -> S
         ("{{version}}", version),
     ]
     .iter()
-    .fold(query.to_owned(), |q, (k, v)| q.replace(k, v))
+    .fold(query.to_owned(), |q, (k, v)| q.replace(k, &promql_escaped(v)))
+}
+
+/// A value as it may stand inside a PromQL string literal (`"…"` or `'…'`): names and
+/// versions follow grammars that need none of this, but a value is never read as query text.
+fn promql_escaped(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\'' => out.push_str("\\'"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Runs an instant query; the first sample's value, or `None` when the result is empty.
@@ -698,5 +714,23 @@ impl PrometheusAlarms {
             // Only now may the next period be queried: its change comes after this one.
             in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_filled_in_value_cannot_close_the_promql_string_it_stands_in() {
+        let at = Instance {
+            environment: "prod".into(),
+            region: "r1".into(),
+            zone: "z1".into(),
+            host: "h\"} or vector(1) or {a=\"".into(),
+            path: String::new(),
+        };
+        let query = fill_query(r#"up{host="{{host}}", version='{{version}}'}"#, "web", &at, "v1'\\");
+        assert_eq!(query, r#"up{host="h\"} or vector(1) or {a=\"", version='v1\'\\'}"#);
     }
 }

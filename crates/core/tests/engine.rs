@@ -457,3 +457,55 @@ fn bad_operator_commands_are_refused_and_change_nothing() {
     assert_eq!(h.engine.drain().count(), 0);
     assert_eq!(h.status("v2"), ReleaseStatus::InProgress);
 }
+
+/// A wave of two regions, `r1` and `r2`, of one zone of two hosts each: r1's hosts are
+/// 0 and 1, r2's are 2 and 3; each region's one-box is its first host.
+fn two_regions() -> Manifest {
+    let mut m = manifest(&[2], &[false]);
+    let mut r2 = m.environments[0].regions[0].clone();
+    r2.name = "r2".into();
+    r2.zones[0].name = "z2".into();
+    m.environments[0].regions.push(r2);
+    m.stages[0].waves[0].regions = vec![0, 1];
+    m
+}
+
+#[test]
+fn a_retry_does_not_count_a_one_box_that_was_still_baking_as_baked() {
+    let mut h = Harness::new(two_regions());
+    let v2 = h.create("v2");
+    let one_boxes = h.take_deploys();
+    let hosts: Vec<u32> = one_boxes.iter().flat_map(|d| d.1.clone()).collect();
+    assert_eq!(hosts, [0, 2], "each region's one-box first");
+    // r1's one-box deploys and bakes; r2's fails, which halts the release.
+    let (r1, r2): (Vec<_>, Vec<_>) = one_boxes.into_iter().partition(|d| d.1 == [0]);
+    h.succeed(&r1);
+    for (id, hosts, _, _) in &r2 {
+        h.input(Input::HostReport {
+            env: ENV,
+            host: HostId(hosts[0]),
+            command: *id,
+            result: Err("unreachable".into()),
+        });
+    }
+    assert_eq!(h.status("v2"), ReleaseStatus::Halted);
+    h.after(10);
+    let rollback = h.take_deploys();
+    h.succeed(&rollback);
+
+    h.input(Input::Operator(OperatorCommand::Retry { release: v2 }));
+    // Every deployment from here on succeeds; r1's traffic gives its bakes data points.
+    let mut deployed_at = Vec::new();
+    for minute in 1..=70 {
+        h.serve(0, v2, 100);
+        h.after(1);
+        let deploys = h.take_deploys();
+        deployed_at.extend(deploys.iter().flat_map(|d| d.1.iter().map(move |&host| (minute, host))));
+        h.succeed(&deploys);
+    }
+    let r1_zone = deployed_at.iter().find(|(_, host)| *host == 1).map(|(minute, _)| *minute);
+    assert!(
+        r1_zone.is_some_and(|m| m >= 60),
+        "r1's zone waits for a full one-box bake (60m) after the retry, the one the halt interrupted: {deployed_at:?}"
+    );
+}

@@ -1179,9 +1179,12 @@ impl Engine {
                 continue;
             }
             let one_box_done = plan.one_box_hosts(env, region.region, &strategy).is_none_or(|mut r| r.all(runs));
+            // A one-box deployed but not yet baked is not done: the region starts over
+            // (its one-box is not deployed again, but baked again in full).
+            let one_box_baked = !matches!(region.phase, Phase::OneBox { .. } | Phase::OneBoxBake(_));
             let zones = plan.region_zones(env, region.region);
             let first_gap = zones.clone().position(|z| !plan.zone_hosts(env, ZoneId(z)).all(runs));
-            let restart = if !one_box_done {
+            let restart = if !one_box_done || !one_box_baked {
                 Some(Phase::Pending)
             } else {
                 first_gap.map(|pos| Phase::Zone { pos: pos as u32, started: false, batch_in_flight: None })

@@ -289,16 +289,23 @@ impl Store {
     /// it stands, so its rows still verify and new rows follow the last of them. Done once,
     /// when the head's columns are added.
     async fn anchor_existing_audit(&self) -> Result<()> {
-        self.raw_execute(
-            "INSERT INTO lease (name, holder, term, expires_ms) \
-             SELECT 'leader', '', 0, 0 WHERE EXISTS (SELECT 1 FROM audit) AND NOT EXISTS (SELECT 1 FROM lease WHERE name = 'leader')",
-        )
-        .await?;
-        self.raw_execute(
-            "UPDATE lease SET audit_count = (SELECT COUNT(*) FROM audit), \
-             audit_hash = COALESCE((SELECT hash FROM audit ORDER BY seq DESC LIMIT 1), audit_hash) WHERE name = 'leader'",
-        )
-        .await
+        on_pool!(self, p => {
+            sqlx::query(
+                "INSERT INTO lease (name, holder, term, expires_ms) SELECT $1, '', 0, 0 \
+                 WHERE EXISTS (SELECT 1 FROM audit) AND NOT EXISTS (SELECT 1 FROM lease WHERE name = $1)",
+            )
+            .bind(LEASE_NAME)
+            .execute(p)
+            .await?;
+            sqlx::query(
+                "UPDATE lease SET audit_count = (SELECT COUNT(*) FROM audit), \
+                 audit_hash = COALESCE((SELECT hash FROM audit ORDER BY seq DESC LIMIT 1), audit_hash) WHERE name = $1",
+            )
+            .bind(LEASE_NAME)
+            .execute(p)
+            .await?;
+        });
+        Ok(())
     }
 
     // -------------------------------------------------------------------------------

@@ -7,7 +7,9 @@ use proptest::prelude::*;
 
 /// A `run` hook or (for validate) an `http` check, with its YAML text.
 fn hook_for(step: Step) -> BoxedStrategy<(Hook, String)> {
-    let run = ("[ -~]{1,40}", prop::option::of(1u64..100_000)).prop_map(|(command, timeout)| {
+    // A command of only blanks is refused (a hook that runs nothing is a mistake), so
+    // every generated one holds at least one visible character.
+    let run = ("[ -~]{0,20}[!-~][ -~]{0,19}", prop::option::of(1u64..100_000)).prop_map(|(command, timeout)| {
         // A JSON string is a YAML double-quoted scalar: the command is read back as is.
         let quoted = serde_json::to_string(&command).unwrap_or_default();
         let text = match timeout {

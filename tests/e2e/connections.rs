@@ -3,55 +3,25 @@
 //! connection ceiling a connection is answered 503 and closed while `/healthz` still
 //! answers; and 10,000 idle connections held leave `/healthz` answering.
 
+use crate::kit::{BIN, Server};
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const ADMIN: &str = "rw_connections_test_admin";
-
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
+/// A server with these environment variables, its log shown.
+fn start(env: &[(&str, &str)]) -> Server {
+    env.iter().fold(Server::builder().show_log(), |b, (k, v)| b.env(k, v)).start()
 }
 
-impl Server {
-    /// Starts `rollwave server` with these extra arguments and environment variables.
-    fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let db = format!("sqlite://{}", dir.path().join("c.db").display());
-        let child = Command::new(env!("CARGO_BIN_EXE_rollwave"))
-            .args(["server", "--db", &db, "--listen", &addr.to_string(), "--driver", "noop"])
-            .args(args)
-            .envs(env.iter().copied())
-            .env("ROLLWAVE_BOOTSTRAP_TOKEN", ADMIN)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("rollwave server starts");
-        let server = Server { child, addr, _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(addr).ok().and_then(|mut s| request(&mut s, "/healthz", true).ok()).is_none() {
-            assert!(Instant::now() < deadline, "the server never answered /healthz");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        let mut stream = TcpStream::connect(self.addr).unwrap();
-        request(&mut stream, path, true).unwrap()
-    }
+fn addr(server: &Server) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], server.port))
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A GET on a connection of its own.
+fn get(server: &Server, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr(server)).unwrap();
+    request(&mut stream, path, true).unwrap()
 }
 
 /// Sends a GET and reads its answer (status and body, by Content-Length), leaving the
@@ -59,9 +29,10 @@ impl Drop for Server {
 fn request(stream: &mut TcpStream, path: &str, close: bool) -> std::io::Result<(u16, String)> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let connection = if close { "close" } else { "keep-alive" };
+    let token = Server::ADMIN;
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {ADMIN}\r\nConnection: {connection}\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nConnection: {connection}\r\n\r\n"
     )?;
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
@@ -109,33 +80,33 @@ fn closed_before(stream: &mut TcpStream, deadline: Instant, dribble: &[u8]) -> b
 
 #[test]
 fn a_half_sent_or_dribbled_request_head_is_closed_after_the_head_timeout() {
-    let server = Server::start(&[], &[("ROLLWAVE_HEADER_TIMEOUT", "1s")]);
-    let mut silent = TcpStream::connect(server.addr).unwrap();
-    let mut half_sent = TcpStream::connect(server.addr).unwrap();
+    let server = start(&[("ROLLWAVE_HEADER_TIMEOUT", "1s")]);
+    let mut silent = TcpStream::connect(addr(&server)).unwrap();
+    let mut half_sent = TcpStream::connect(addr(&server)).unwrap();
     half_sent.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n").unwrap();
-    let mut dribbled = TcpStream::connect(server.addr).unwrap();
+    let mut dribbled = TcpStream::connect(addr(&server)).unwrap();
     let slow_head = "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: ".to_owned() + &"a".repeat(200);
 
     let deadline = Instant::now() + Duration::from_secs(15);
     assert!(closed_before(&mut dribbled, deadline, slow_head.as_bytes()), "a dribbled head is closed");
     assert!(closed_before(&mut half_sent, deadline, b""), "a half-sent head is closed");
     assert!(closed_before(&mut silent, deadline, b""), "a connection that sends nothing is closed");
-    assert_eq!(server.get("/healthz"), (200, "ok\n".to_owned()), "whole requests are still served");
+    assert_eq!(get(&server, "/healthz"), (200, "ok\n".to_owned()), "whole requests are still served");
 }
 
 #[test]
 fn over_the_ceiling_a_connection_is_answered_503_and_healthz_still_answers() {
-    let server = Server::start(&[], &[("ROLLWAVE_MAX_CONNECTIONS", "3"), ("ROLLWAVE_HEADER_TIMEOUT", "60s")]);
-    let mut held: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(server.addr).unwrap()).collect();
+    let server = start(&[("ROLLWAVE_MAX_CONNECTIONS", "3"), ("ROLLWAVE_HEADER_TIMEOUT", "60s")]);
+    let mut held: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr(&server)).unwrap()).collect();
 
-    let (status, body) = server.get("/v1/services");
+    let (status, body) = get(&server, "/v1/services");
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("\"too_many_connections\""), "{body}");
-    assert_eq!(server.get("/healthz"), (200, "ok\n".to_owned()));
+    assert_eq!(get(&server, "/healthz"), (200, "ok\n".to_owned()));
 
     drop(held.pop());
     let deadline = Instant::now() + Duration::from_secs(10);
-    while server.get("/v1/services").0 != 200 {
+    while get(&server, "/v1/services").0 != 200 {
         assert!(Instant::now() < deadline, "a freed place is never served again");
     }
 }
@@ -151,31 +122,28 @@ fn healthz_answers_while_10000_idle_connections_are_held() {
     }
     // One place more than held: /healthz is first served among them, then over the ceiling.
     let ceiling = (HELD + 1).to_string();
-    let server = Server::start(&[], &[("ROLLWAVE_MAX_CONNECTIONS", &ceiling), ("ROLLWAVE_HEADER_TIMEOUT", "60s")]);
-    let held: Vec<TcpStream> = (0..HELD).map(|_| TcpStream::connect(server.addr).unwrap()).collect();
+    let server = start(&[("ROLLWAVE_MAX_CONNECTIONS", &ceiling), ("ROLLWAVE_HEADER_TIMEOUT", "60s")]);
+    let held: Vec<TcpStream> = (0..HELD).map(|_| TcpStream::connect(addr(&server)).unwrap()).collect();
 
-    let mut last_place = TcpStream::connect(server.addr).unwrap();
+    let mut last_place = TcpStream::connect(addr(&server)).unwrap();
     assert_eq!(request(&mut last_place, "/healthz", false).unwrap(), (200, "ok\n".to_owned()));
     assert_eq!(request(&mut last_place, "/v1/services", false).unwrap().0, 200, "served like any connection");
 
-    assert_eq!(server.get("/healthz"), (200, "ok\n".to_owned()), "over the ceiling /healthz answers");
-    assert_eq!(server.get("/v1/services").0, 503, "over the ceiling anything else is refused");
+    assert_eq!(get(&server, "/healthz"), (200, "ok\n".to_owned()), "over the ceiling /healthz answers");
+    assert_eq!(get(&server, "/v1/services").0, 503, "over the ceiling anything else is refused");
     drop(held);
 }
 
 #[test]
 fn a_ceiling_the_open_file_limit_cannot_honour_is_refused() {
-    let out = Command::new(env!("CARGO_BIN_EXE_rollwave"))
+    let out = Command::new(BIN)
         .args(["server", "--db", "sqlite::memory:", "--listen", "127.0.0.1:0", "--max-connections", "100000000"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("--max-connections 100000000: the limit on open files"), "{stderr}");
-    let out = Command::new(env!("CARGO_BIN_EXE_rollwave"))
-        .args(["server", "--listen", "127.0.0.1:0", "--header-timeout", "0s"])
-        .output()
-        .unwrap();
+    let out = Command::new(BIN).args(["server", "--listen", "127.0.0.1:0", "--header-timeout", "0s"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("a timeout must be longer than 0"), "{stderr}");
 }

@@ -2,56 +2,24 @@
 //! the rollout (the one-box becomes the canary track) without restarting, and pushes
 //! the traffic it sends each host back to the control plane.
 
+use crate::kit::{Proc, Server, free_port, wait_for};
 use rollwave_server::api::*;
 use rollwave_server::client::Client;
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const ADMIN: &str = "rw_router_test_admin";
-
-fn port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
+/// `rollwave` with these arguments and the server's admin token in its environment.
 fn spawn(args: &[&str]) -> Proc {
-    Proc(
-        Command::new(env!("CARGO_BIN_EXE_rollwave"))
-            .args(args)
-            .env("ROLLWAVE_BOOTSTRAP_TOKEN", ADMIN)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
+    Proc::rollwave(args, &[("ROLLWAVE_BOOTSTRAP_TOKEN", Server::ADMIN)])
 }
 
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+const WAIT: Duration = Duration::from_secs(60);
 
 #[test]
 fn a_router_in_server_mode_sends_the_canary_share_to_the_one_box() {
-    let dir = tempfile::tempdir().unwrap();
-    let server_port = port();
-    let base = format!("http://127.0.0.1:{server_port}");
-    let db = format!("sqlite://{}", dir.path().join("r.db").display());
-    let _server = spawn(&["server", "--db", &db, "--listen", &format!("127.0.0.1:{server_port}"), "--driver", "noop"]);
-    let admin = Client::new(&base, Some(ADMIN.into()));
-    wait_for("the server", || admin.services().is_ok());
+    let server = Server::builder().start();
+    let base = server.base.clone();
+    let admin = server.client();
     admin
         .apply(
             "web.yaml",
@@ -63,7 +31,7 @@ fn a_router_in_server_mode_sends_the_canary_share_to_the_one_box() {
     // Two hosts, each a sample app that says which host it is.
     let mut apps = Vec::new();
     for host in ["z1-1", "z1-2"] {
-        let p = port();
+        let p = free_port();
         apps.push(spawn(&[
             "sample-app",
             "--listen",
@@ -87,8 +55,8 @@ fn a_router_in_server_mode_sends_the_canary_share_to_the_one_box() {
             )
             .unwrap();
     }
-    let router_port = port();
-    let admin_port = port();
+    let router_port = free_port();
+    let admin_port = free_port();
     // The router reads its region's table with a router token of that region.
     let token = admin
         .create_token(&CreateToken { role: "router".into(), region: Some("web/prod/r1".into()), ..Default::default() })
@@ -122,18 +90,18 @@ fn a_router_in_server_mode_sends_the_canary_share_to_the_one_box() {
         let body: serde_json::Value = r.body_mut().read_json().unwrap_or_default();
         (body["host"].as_str().unwrap_or("").to_owned(), track)
     };
-    wait_for("the router", || {
+    wait_for("the router", WAIT, || {
         agent.get(format!("http://127.0.0.1:{router_port}/")).call().is_ok_and(|r| r.status() == 200)
     });
     // Before any release everyone is on the stable track.
     assert!((0..20).all(|k| ask(k).1 == "stable"));
 
     admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
-    wait_for("the one-box to bake", || {
+    wait_for("the one-box to bake", WAIT, || {
         admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == "bake_started")
     });
     // The router follows: half the region is the canary now, and canary users land on the one-box.
-    wait_for("the router to see the canary", || (0..40).any(|k| ask(k).1 == "canary"));
+    wait_for("the router to see the canary", WAIT, || (0..40).any(|k| ask(k).1 == "canary"));
     let answers: Vec<(String, String)> = (0..400).map(ask).collect();
     let canary = answers.iter().filter(|(_, t)| t == "canary").count();
     assert!((140..260).contains(&canary), "{canary} of 400 users on the canary at a 50% share");
@@ -159,13 +127,9 @@ fn pushed(admin: &Client, host: &str, version: &str) -> (u64, u64) {
 
 #[test]
 fn a_router_in_server_mode_pushes_the_traffic_of_each_host_and_version() {
-    let dir = tempfile::tempdir().unwrap();
-    let server_port = port();
-    let base = format!("http://127.0.0.1:{server_port}");
-    let db = format!("sqlite://{}", dir.path().join("r.db").display());
-    let _server = spawn(&["server", "--db", &db, "--listen", &format!("127.0.0.1:{server_port}"), "--driver", "noop"]);
-    let admin = Client::new(&base, Some(ADMIN.into()));
-    wait_for("the server", || admin.services().is_ok());
+    let server = Server::builder().start();
+    let base = server.base.clone();
+    let admin = server.client();
     admin
         .apply(
             "web.yaml",
@@ -176,7 +140,7 @@ fn a_router_in_server_mode_pushes_the_traffic_of_each_host_and_version() {
     // z1-1 always answers; z1-2 fails a quarter of its requests with a 500.
     let mut apps = Vec::new();
     for (host, error_rate) in [("z1-1", "0"), ("z1-2", "0.25")] {
-        let p = port();
+        let p = free_port();
         let listen = format!("127.0.0.1:{p}");
         apps.push(spawn(&[
             "sample-app",
@@ -216,7 +180,7 @@ fn a_router_in_server_mode_pushes_the_traffic_of_each_host_and_version() {
     assert_eq!(table.hosts.len(), 2);
     let version = table.hosts[0].version.clone();
 
-    let router_port = port();
+    let router_port = free_port();
     let _router = spawn(&[
         "router",
         "--server",
@@ -230,7 +194,7 @@ fn a_router_in_server_mode_pushes_the_traffic_of_each_host_and_version() {
         "--listen",
         &format!("127.0.0.1:{router_port}"),
         "--admin",
-        &format!("127.0.0.1:{}", port()),
+        &format!("127.0.0.1:{}", free_port()),
         "--token",
         &token,
         "--push-every",
@@ -262,7 +226,7 @@ fn a_router_in_server_mode_pushes_the_traffic_of_each_host_and_version() {
         counts.1 += u64::from(status == 500);
         true
     };
-    wait_for("the router", || ask(&mut seen, 0));
+    wait_for("the router", WAIT, || ask(&mut seen, 0));
     for key in 0..300 {
         assert!(ask(&mut seen, key));
     }
@@ -270,7 +234,7 @@ fn a_router_in_server_mode_pushes_the_traffic_of_each_host_and_version() {
     assert!(expected["z1-1"].0 > 50 && expected["z1-2"].0 > 50, "{expected:?}");
     assert_eq!(expected["z1-1"].1, 0);
     assert!(expected["z1-2"].1 > 0, "{expected:?}");
-    wait_for("the pushed traffic", || {
+    wait_for("the pushed traffic", WAIT, || {
         pushed(&admin, "z1-1", &version) == expected["z1-1"] && pushed(&admin, "z1-2", &version) == expected["z1-2"]
     });
 
@@ -279,7 +243,7 @@ fn a_router_in_server_mode_pushes_the_traffic_of_each_host_and_version() {
         assert!(ask(&mut seen, key));
     }
     let expected = seen.clone();
-    wait_for("the next pushes", || {
+    wait_for("the next pushes", WAIT, || {
         pushed(&admin, "z1-1", &version) == expected["z1-1"] && pushed(&admin, "z1-2", &version) == expected["z1-2"]
     });
     std::thread::sleep(Duration::from_secs(2));

@@ -3,15 +3,12 @@
 //! runs a tiny HTTP service. v2 goes through a two-wave pipeline; in one zone its
 //! `validate` hook fails, and that zone is rolled back while the timeline shows why.
 
+use crate::kit::{BIN, Proc, Server, free_port, one_world_at_a_time, wait_for};
 use rollwave_server::api::*;
-use rollwave_server::client::Client;
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-const ADMIN: &str = "rw_e2e_admin";
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 const MANIFEST: &str = "\
 service: web
@@ -68,10 +65,6 @@ raise SystemExit('no answer on port ' + port)
 PY
 ";
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn artifact(dir: &Path, version: &str) -> (PathBuf, String) {
     let path = dir.join(format!("{version}.tar.gz"));
     let file = std::fs::File::create(&path).unwrap();
@@ -95,23 +88,6 @@ fn artifact(dir: &Path, version: &str) -> (PathBuf, String) {
     (path, sha)
 }
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn pids_with(needle: &str) -> Vec<String> {
     let out = Command::new("pgrep").args(["-f", needle]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
@@ -119,22 +95,11 @@ fn pids_with(needle: &str) -> Vec<String> {
 
 #[test]
 fn six_agents_roll_out_v2_in_two_waves_and_a_failing_zone_is_rolled_back() {
+    let _alone = one_world_at_a_time();
     let dir = tempfile::tempdir().unwrap();
-    let bin = env!("CARGO_BIN_EXE_rollwave");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let db = format!("sqlite://{}", dir.path().join("e2e.db").display());
-    let _server = Proc(
-        Command::new(bin)
-            .args(["server", "--db", &db, "--listen", &format!("127.0.0.1:{port}"), "--driver", "agent"])
-            .env("ROLLWAVE_BOOTSTRAP_TOKEN", ADMIN)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let client = Client::new(&base, Some(ADMIN.into()));
-    wait_for("the server", Duration::from_secs(30), || client.services().is_ok());
+    let server = Server::builder().driver(Some("agent")).start();
+    let base = server.base.clone();
+    let client = server.client();
     client.apply("web.yaml", MANIFEST).unwrap();
 
     // Each host's own port, where its start hook serves.
@@ -146,7 +111,7 @@ fn six_agents_roll_out_v2_in_two_waves_and_a_failing_zone_is_rolled_back() {
     }
     let fleet = |region: &str, zones: &str| {
         Proc(
-            Command::new(bin)
+            Command::new(BIN)
                 // With --service, each agent gets a token of its own host, made with ADMIN.
                 .args([
                     "fleet",
@@ -161,7 +126,7 @@ fn six_agents_roll_out_v2_in_two_waves_and_a_failing_zone_is_rolled_back() {
                     region,
                 ])
                 .args(["--zones", zones, "--hosts-per-zone", "1", "--workdir", fleet_dir.to_str().unwrap()])
-                .env("ROLLWAVE_TOKEN", ADMIN)
+                .env("ROLLWAVE_TOKEN", Server::ADMIN)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()

@@ -2,15 +2,12 @@
 //! PostgreSQL a second replica takes over from a dead leader while a stale leader's
 //! writes are refused.
 
+use crate::kit::{Server, wait_for};
 use rollwave_server::api::*;
 use rollwave_server::client::Client;
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-
-const ADMIN: &str = "rw_process_test_admin";
 
 const MANIFEST: &str = "\
 service: crash
@@ -30,88 +27,18 @@ stages:
       - { name: wave-2, regions: [r2], bake: 1s }
 ";
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// A replica named `name` on `db`: the noop driver taking 100 ms a host, a 2 s lease.
+fn replica(db: &str, name: &str) -> Server {
+    Server::builder()
+        .db(db)
+        .node_id(name)
+        .args(&["--noop-delay", "100ms", "--lease-ttl", "2s"])
+        .env("RUST_LOG", "warn")
+        .start()
 }
 
-struct Server {
-    child: Child,
-    base: String,
-    db: String,
-    port: u16,
-    name: String,
-}
-
-impl Server {
-    fn start(db: &str, name: &str, port: u16) -> Server {
-        let child = Command::new(env!("CARGO_BIN_EXE_rollwave"))
-            .args(["server", "--db", db, "--listen", &format!("127.0.0.1:{port}"), "--driver", "noop"])
-            .args(["--noop-delay", "100ms", "--node-id", name, "--lease-ttl", "2s"])
-            .env("ROLLWAVE_BOOTSTRAP_TOKEN", ADMIN)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("rollwave server starts");
-        let server =
-            Server { child, base: format!("http://127.0.0.1:{port}"), db: db.to_owned(), port, name: name.to_owned() };
-        server.wait_ready();
-        server
-    }
-
-    fn restart(&mut self) {
-        let _ = self.child.wait();
-        *self = Server::start(&self.db.clone(), &self.name.clone(), self.port);
-    }
-
-    fn wait_ready(&self) {
-        let start = Instant::now();
-        loop {
-            if let Ok(r) = ureq::get(format!("{}/readyz", self.base)).call() {
-                if r.status().as_u16() == 200 {
-                    return;
-                }
-            }
-            assert!(start.elapsed() < Duration::from_secs(30), "server {} never became ready", self.name);
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn client(&self) -> Client {
-        Client::new(&self.base, Some(ADMIN.to_owned()))
-    }
-
-    fn cluster(&self) -> Option<Cluster> {
-        self.client().get("/v1/cluster").ok()
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success());
-    }
-
-    fn kill9(&mut self) {
-        self.signal("-KILL");
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn cluster(server: &Server) -> Option<Cluster> {
+    server.client().get("/v1/cluster").ok()
 }
 
 /// Applies the manifest, creates v2 and approves it.
@@ -173,7 +100,7 @@ fn uninterrupted() -> &'static (Events, Versions) {
     static BASELINE: OnceLock<(Events, Versions)> = OnceLock::new();
     BASELINE.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let server = Server::start(&sqlite_url(dir.path(), "baseline"), "baseline", free_port());
+        let server = replica(&sqlite_url(dir.path(), "baseline"), "baseline");
         let client = server.client();
         start_rollout(&client, "v2");
         wait_for("the uninterrupted rollout", Duration::from_secs(120), || {
@@ -202,7 +129,7 @@ impl Lcg {
 fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     let (expected_events, expected_versions) = uninterrupted();
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(&sqlite_url(dir.path(), "crash"), "crash", free_port());
+    let mut server = replica(&sqlite_url(dir.path(), "crash"), "crash");
     start_rollout(&server.client(), "v2");
 
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
@@ -231,9 +158,9 @@ fn on_postgres_a_replica_takes_over_and_a_stale_leader_is_fenced() {
         return;
     };
     let (expected_events, expected_versions) = uninterrupted();
-    let mut a = Server::start(&url, "replica-a", free_port());
-    let mut b = Server::start(&url, "replica-b", free_port());
-    let leader_is = |s: &Server| s.cluster().is_some_and(|c| c.leader);
+    let mut a = replica(&url, "replica-a");
+    let mut b = replica(&url, "replica-b");
+    let leader_is = |s: &Server| cluster(s).is_some_and(|c| c.leader);
     wait_for("a leader", Duration::from_secs(20), || (leader_is(&a) || leader_is(&b)).then_some(()));
     if leader_is(&b) {
         std::mem::swap(&mut a, &mut b);
@@ -261,12 +188,12 @@ fn on_postgres_a_replica_takes_over_and_a_stale_leader_is_fenced() {
     // writes in flight. None of them may land.
     a.restart();
     client.create_release("crash", &CreateRelease { version: "v3".into(), artifact: None, sha256: None }).unwrap();
-    b.signal("-STOP");
+    b.process.signal("-STOP");
     wait_for("the takeover from a frozen leader", Duration::from_secs(20), || leader_is(&a).then_some(()));
-    let new_term = a.cluster().unwrap().term.unwrap();
-    b.signal("-CONT");
+    let new_term = cluster(&a).unwrap().term.unwrap();
+    b.process.signal("-CONT");
     wait_for("the stale leader to step down", Duration::from_secs(20), || {
-        b.cluster().is_some_and(|c| !c.leader).then_some(())
+        cluster(&b).is_some_and(|c| !c.leader).then_some(())
     });
     a.client().action("crash", "v3", "approve", None).unwrap();
     wait_for("v3 to finish", Duration::from_secs(120), || {

@@ -2,13 +2,10 @@
 //! must hold (v2 and v4 complete, v3 is caught at its first one-box and rolled back) and
 //! nothing may be left running afterwards, whether the demo ends or is interrupted.
 
+use crate::kit::{BIN, one_world_at_a_time};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// One demo at a time, as people run it: each picks free ports for two dozen processes
-/// by binding and releasing them, and two demos picking at once can take each other's.
-static ONE_DEMO: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Processes whose command line contains `needle` (other than pgrep itself).
 fn processes_with(needle: &str) -> Vec<String> {
@@ -26,9 +23,9 @@ fn leftovers(server_port: &str, demo_pid: u32) -> Vec<String> {
 
 #[test]
 fn the_demo_ships_v2_catches_v3_at_its_first_one_box_ships_v4_and_leaves_nothing_running() {
-    let _one = ONE_DEMO.lock().unwrap_or_else(|p| p.into_inner());
+    let _alone = one_world_at_a_time();
     let dir = tempfile::tempdir().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_rollwave"))
+    let child = Command::new(BIN)
         .args(["demo", "--json", "--dir", dir.path().to_str().unwrap()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -77,9 +74,9 @@ fn the_demo_ships_v2_catches_v3_at_its_first_one_box_ships_v4_and_leaves_nothing
 
 #[test]
 fn ctrl_c_stops_every_process_the_demo_started() {
-    let _one = ONE_DEMO.lock().unwrap_or_else(|p| p.into_inner());
+    let _alone = one_world_at_a_time();
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rollwave"))
+    let mut child = Command::new(BIN)
         .args(["demo", "--dir", dir.path().to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

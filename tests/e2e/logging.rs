@@ -1,8 +1,8 @@
 //! The long-running commands' logs, from real processes: readable lines by default, JSON
 //! objects with `--log-format json` (or `ROLLWAVE_LOG_FORMAT=json`), filtered by `RUST_LOG`.
 
+use crate::kit::{BIN, free_port, wait_for};
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ struct Logged {
 impl Logged {
     fn start(args: &[&str], envs: &[(&str, &str)]) -> Logged {
         let dir = tempfile::tempdir().unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_rollwave"));
+        let mut command = Command::new(BIN);
         command.args(args).current_dir(dir.path()).env_remove("RUST_LOG").env_remove("ROLLWAVE_LOG_FORMAT");
         let mut child =
             command.envs(envs.iter().copied()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
@@ -81,10 +81,6 @@ impl Drop for Logged {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A JSON log line, checked to carry a level and a message.
 fn json_line(line: &str) -> serde_json::Value {
     let value: serde_json::Value =
@@ -99,19 +95,12 @@ fn is_leading(value: &serde_json::Value) -> bool {
     value["level"] == "INFO" && value["message"].as_str().is_some_and(|m| m.contains("takes the lead"))
 }
 
-/// Polls the server's own metrics until it says it holds the lease.
+/// Until the server's own metrics say it holds the lease.
 fn wait_leading(port: u16) {
-    let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline {
+    wait_for(&format!("the server on port {port} to take the lead"), WAIT, || {
         let scrape = ureq::get(format!("http://127.0.0.1:{port}/metrics")).call();
-        if let Ok(mut response) = scrape
-            && response.body_mut().read_to_string().is_ok_and(|text| text.contains("\nrollwave_leader 1\n"))
-        {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("the server on port {port} did not take the lead within {WAIT:?}");
+        scrape.is_ok_and(|mut r| r.body_mut().read_to_string().is_ok_and(|text| text.contains("\nrollwave_leader 1\n")))
+    });
 }
 
 #[test]

@@ -1,16 +1,14 @@
 //! The `rollwave` binary as its users and scripts see it: exit codes, located errors and
 //! the JSON contracts of `plan` and `simulate`.
 
+use crate::kit::{BIN, Proc, Server, free_port, wait_for};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 fn rollwave(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rollwave"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("rollwave runs")
+    Command::new(BIN).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().expect("rollwave runs")
 }
 
 fn stdout(o: &Output) -> String {
@@ -252,19 +250,17 @@ fn a_bad_scenario_is_located_too() {
 
 #[test]
 fn the_sample_app_plays_its_version_and_fails_as_told() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rollwave"))
-        .args(["sample-app", "--listen", &format!("127.0.0.1:{port}"), "--version", "v3", "--error-rate", "0.25"])
-        .args(["--latency-ms", "0"])
-        .spawn()
-        .unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let app = Proc::rollwave(
+        &["sample-app", "--listen", &listen, "--version", "v3", "--error-rate", "0.25", "--latency-ms", "0"],
+        &[],
+    );
     let base = format!("http://127.0.0.1:{port}");
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let start = std::time::Instant::now();
-    while agent.get(format!("{base}/health")).call().is_err() {
-        assert!(start.elapsed() < std::time::Duration::from_secs(20), "the sample app never answered");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_for("the sample app to answer", Duration::from_secs(20), || {
+        agent.get(format!("{base}/health")).call().is_ok()
+    });
     let mut failures = 0;
     for _ in 0..400 {
         let mut r = agent.get(format!("{base}/")).header("x-rollwave-track", "canary").call().unwrap();
@@ -276,50 +272,13 @@ fn the_sample_app_plays_its_version_and_fails_as_told() {
             assert_eq!(body["track"], "canary");
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(app);
     assert!((60..140).contains(&failures), "{failures} of 400 failed; 25% asked");
-}
-
-/// A server process on a free port with a known admin token, killed when dropped.
-struct ServerProcess {
-    child: std::process::Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-const ADMIN: &str = "rw_cli_admin_secret";
-
-fn server_process() -> ServerProcess {
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let db = format!("sqlite://{}", dir.path().join("server.db").display());
-    let child = Command::new(env!("CARGO_BIN_EXE_rollwave"))
-        .args(["server", "--db", &db, "--listen", &format!("127.0.0.1:{port}"), "--driver", "noop"])
-        .env("ROLLWAVE_BOOTSTRAP_TOKEN", ADMIN)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let start = std::time::Instant::now();
-    while agent.get(format!("{base}/healthz")).call().is_err() {
-        assert!(start.elapsed() < std::time::Duration::from_secs(30), "the server never answered");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    ServerProcess { child, base, _dir: dir }
 }
 
 /// `rollwave` with a clean home and the given environment.
 fn rollwave_in(home: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_rollwave"));
+    let mut command = Command::new(BIN);
     command.args(args).env_clear().env("HOME", home).env("PATH", std::env::var_os("PATH").unwrap_or_default());
     for (k, v) in env {
         command.env(k, v);
@@ -329,9 +288,9 @@ fn rollwave_in(home: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
 
 #[test]
 fn audit_verify_reads_the_server_or_a_named_database_and_never_creates_one() {
-    let server = server_process();
+    let server = Server::builder().start();
     let home = tempfile::tempdir().unwrap();
-    let env = [("ROLLWAVE_SERVER", server.base.as_str()), ("ROLLWAVE_TOKEN", ADMIN)];
+    let env = [("ROLLWAVE_SERVER", server.base.as_str()), ("ROLLWAVE_TOKEN", Server::ADMIN)];
     // Something to audit: a token made and revoked through the CLI.
     let made =
         rollwave_in(home.path(), &env, &["token", "create", "--role", "viewer", "--name", "ops", "--ttl", "30d"]);

@@ -4,10 +4,11 @@
 //! a quiet region completes its bakes on synthetic monitors alone; a defect that shows
 //! after a release finished is reported as a suspected regression.
 
+use crate::kit::{one_world_at_a_time, wait_for};
 use rollwave_demo::traffic::Users;
 use rollwave_demo::world::{Version, World, WorldSpec};
 use rollwave_server::api::*;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const MANIFEST: &str = "\
 service: web
@@ -34,16 +35,9 @@ monitors:
 watch: 10m
 ";
 
-fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 #[test]
 fn bad_releases_are_stopped_by_what_routers_and_monitors_measure() {
+    let _alone = one_world_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let defect = dir.path().join("defect-on");
     let versions = vec![

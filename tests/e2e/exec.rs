@@ -1,35 +1,17 @@
 //! `rollwave server` as a process running an `exec` environment's command: the command
 //! gets the release's values as variables and none of the server's secrets.
 
+use crate::kit::{Server, wait_for};
 use rollwave_server::api::CreateRelease;
-use rollwave_server::client::Client;
-use std::net::TcpListener;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-const ADMIN: &str = "rw_exec_process_test_admin";
+use std::time::Duration;
 
 #[test]
 fn an_exec_command_gets_the_values_and_not_the_servers_secrets() {
     let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let db = format!("sqlite://{}", dir.path().join("e.db").display());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rollwave"))
-        .args(["server", "--listen", &format!("127.0.0.1:{port}")])
-        .env("ROLLWAVE_DB", &db)
-        .env("ROLLWAVE_BOOTSTRAP_TOKEN", ADMIN)
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let client = Client::new(&format!("http://127.0.0.1:{port}"), Some(ADMIN.to_owned()));
-    let wait = |what: &str, ok: &mut dyn FnMut() -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !ok() {
-            assert!(Instant::now() < deadline, "timed out waiting until {what}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
+    let server = Server::builder().db(&db).db_in_env().driver(None).cwd(dir.path()).start();
+    let client = server.client();
+    let wait = |what: &str, ok: &mut dyn FnMut() -> bool| wait_for(what, Duration::from_secs(30), ok);
     let manifest = "service: fn\n\
         environments:\n  prod:\n    regions: { r1: { zones: { z1: 1 } } }\n    exec: { deploy: 'env > env.out', timeout: 10s }\n\
         strategy:\n  one_box: false\n  rolling: { batch: 100%, zone_bake: 0s }\n\
@@ -39,13 +21,12 @@ fn an_exec_command_gets_the_values_and_not_the_servers_secrets() {
     let release = CreateRelease { version: "v2".into(), artifact: Some(artifact.into()), sha256: None };
     client.create_release("fn", &release).unwrap();
     wait("v2 completes", &mut || client.release("fn", "v2").is_ok_and(|r| r.release.outcome == "completed"));
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
 
     let env = std::fs::read_to_string(dir.path().join("env.out")).unwrap();
     let lines: Vec<&str> = env.lines().collect();
     assert!(lines.contains(&format!("ROLLWAVE_ARTIFACT={artifact}").as_str()), "{env}");
     assert!(lines.contains(&"ROLLWAVE_VERSION=v2") && lines.contains(&"ROLLWAVE_HOST=z1-1"), "{env}");
-    assert!(!env.contains(ADMIN), "the admin token reached the command: {env}");
+    assert!(!env.contains(Server::ADMIN), "the admin token reached the command: {env}");
     assert!(!env.contains(&db), "the database URL reached the command: {env}");
 }

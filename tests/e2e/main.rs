@@ -1,0 +1,15 @@
+//! End-to-end tests: the real `rollwave` binary and its real children (servers, agents,
+//! routers, sample apps) over real sockets and files. One test binary, so it links once
+//! and its tests run side by side.
+
+mod kit;
+
+mod agents;
+mod cli;
+mod connections;
+mod demo;
+mod exec;
+mod logging;
+mod replicas;
+mod router;
+mod signals;

@@ -302,9 +302,9 @@ fn script(world: &World, progress: &Progress, stop: &AtomicBool, limit: Duration
     let settled = |r: &ReleaseView| r.outcome != "in_progress" && r.outcome != "halted";
 
     create("v2")?;
-    wait("v2 to reach production", &mut || {
-        release("v2").is_ok_and(|r| r.at.as_deref().is_some_and(|a| a.starts_with("prod")) || settled(&r))
-    })?;
+    // v3 follows v2 one stage behind: two releases in flight, and gamma's one-box free for
+    // v3 as soon as v2 has left gamma.
+    wait("v2 to pass beta", &mut || release("v2").is_ok_and(|r| r.reached.iter().any(|s| s == "beta") || settled(&r)))?;
     create("v3")?;
     wait("v3 to be stopped", &mut || release("v3").is_ok_and(|r| r.outcome != "in_progress"))?;
     let v3 = release("v3").map_err(|e| Err(anyhow::anyhow!("{e}")))?;

@@ -7,7 +7,7 @@
 //! the same inputs always give the same outputs.
 //!
 //! The rules live in one module each:
-//! - `state`: what is remembered, and each region's [phase](state::Phase);
+//! - `state`: what is remembered, down to the phase each region is in;
 //! - `inputs`: what each input changes;
 //! - `waves`: the gates a release passes to enter a wave, and how a wave ends;
 //! - `region`: a region's way through its phases, one step per phase;

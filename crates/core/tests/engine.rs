@@ -6,6 +6,7 @@ use rollwave_core::alarm::{
     AlarmScope, AlarmSpec, AlarmState, Comparison, MetricRef, Threshold, TrafficMetric, TreatMissing,
 };
 use rollwave_core::engine::*;
+use rollwave_core::judge::Outcome;
 use rollwave_core::manifest::*;
 use rollwave_core::plan::{EnvId, HostId, Plan, RegionId, StageId, ZoneId};
 use rollwave_core::share::{BasisPoints, BatchSize};
@@ -240,20 +241,14 @@ fn a_judged_one_box_bake_ends_only_after_a_passing_verdict() {
     assert!(h.take_deploys().is_empty());
     h.run_for(30);
     assert!(h.take_deploys().is_empty(), "no verdict, no promotion");
-    let verdict = |marginal| Input::Verdict {
-        env: ENV,
-        region: RegionId(0),
-        release: v2,
-        passed: true,
-        marginal,
-        reason: "test".into(),
-    };
+    let verdict =
+        |outcome| Input::Verdict { env: ENV, region: RegionId(0), release: v2, outcome, reason: "test".into() };
     // A marginal verdict keeps the bake going.
-    h.input(verdict(true));
+    h.input(verdict(Outcome::Marginal));
     h.input(Input::Tick);
     assert_eq!(h.take_kinds(), ["judge_verdict"]);
     assert!(h.take_deploys().is_empty());
-    h.input(verdict(false));
+    h.input(verdict(Outcome::Pass));
     h.input(Input::Tick);
     assert_eq!(h.take_kinds(), ["judge_verdict", "bake_completed", "zone_started"]);
     assert_eq!(h.take_deploys().len(), 1, "the first zone's batch starts");
@@ -508,4 +503,33 @@ fn a_retry_does_not_count_a_one_box_that_was_still_baking_as_baked() {
         r1_zone.is_some_and(|m| m >= 60),
         "r1's zone waits for a full one-box bake (60m) after the retry, the one the halt interrupted: {deployed_at:?}"
     );
+}
+
+#[test]
+fn reapplying_the_manifest_keeps_the_operators_stage_holds() {
+    let mut h = Harness::new(manifest(&[1], &[false, false]));
+    h.input(Input::Operator(OperatorCommand::Hold { stage: Some(StageId(1)) }));
+    assert_eq!(h.engine.holds(), (false, vec![StageId(1)]));
+    // The new manifest puts a stage before the held one: the hold follows the stage's name.
+    let mut m = manifest(&[1], &[false, false, false]);
+    m.stages[1].name = "s0".into();
+    m.stages[2].name = "s2".into();
+    h.engine.replace_plan(Arc::new(Plan::new(m))).expect("nothing is in flight");
+    assert_eq!(h.engine.holds(), (false, vec![StageId(2)]), "s2 is still held");
+    h.events.clear();
+    let v2 = h.create("v2");
+    // Through s1 and s0, one stage at a time: deploy, serve the one-box, bake.
+    for _ in 0..3 {
+        let d = h.take_deploys();
+        h.succeed(&d);
+        h.serve(0, v2, 100);
+        h.run_for(60 + 30 + 120);
+    }
+    let completed = h.kinds().iter().filter(|k| **k == "stage_completed").count();
+    assert_eq!(completed, 2, "s1 and s0 complete: {:?}", h.kinds());
+    let blocked: Vec<_> =
+        h.events.iter().filter(|e| e.kind == EventKind::Blocked).filter_map(|e| e.reason.clone()).collect();
+    assert_eq!(blocked.last().map(String::as_str), Some("stage s2 is on hold"), "{blocked:?}");
+    h.input(Input::Operator(OperatorCommand::Resume { stage: Some(StageId(2)) }));
+    assert!(h.take_kinds().contains(&"stage_entered"), "resuming s2 lets the release in");
 }

@@ -11,6 +11,7 @@ use rollwave_core::engine::{
     Action, CommandId, Engine, Event, EventKind, Input, OperatorCommand, Output, Purpose, ReleaseId, ReleaseStatus,
     render_scope,
 };
+use rollwave_core::judge::Outcome;
 use rollwave_core::plan::{EnvId, HostId, Plan, StageId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -545,7 +546,14 @@ impl ServiceState {
                     .engine
                     .release_named(release)
                     .ok_or_else(|| ApiError::not_found(format!("no release {release:?}")))?;
-                Input::Verdict { env, region, release, passed: *passed, marginal: *marginal, reason: reason.clone() }
+                // The log keeps the two flags it always had; `marginal` without `passed`
+                // has always counted as a failure.
+                let outcome = match (*passed, *marginal) {
+                    (false, _) => Outcome::Fail,
+                    (true, true) => Outcome::Marginal,
+                    (true, false) => Outcome::Pass,
+                };
+                Input::Verdict { env, region, release, outcome, reason: reason.clone() }
             }
             LogInput::Served { environment, zone, version, requests } => {
                 let env = self.env(environment)?;
@@ -652,9 +660,11 @@ impl ServiceState {
             .into_iter()
             .filter(|r| matches!(r.status, ReleaseStatus::InProgress | ReleaseStatus::Halted))
             .filter(|r| {
-                r.position.is_some_and(|(s, w, active)| {
-                    let stage = &self.plan.manifest.stages[s.idx()];
-                    active && stage.environment == env.idx() && stage.waves[w].regions.contains(&region.idx())
+                r.place.is_some_and(|place| {
+                    let stage = &self.plan.manifest.stages[place.stage().idx()];
+                    place.is_active()
+                        && stage.environment == env.idx()
+                        && stage.waves[place.wave()].regions.contains(&region.idx())
                 })
             })
             .map(|r| r.id)
@@ -759,11 +769,11 @@ impl ServiceState {
             lead_time_s: summary.completed_at.map(|c| c.duration_since(summary.created_at).as_secs()),
             reached: summary.reached.clone(),
             rolled_back_scopes: summary.rolled_back_scopes.iter().map(|s| render_scope(&self.plan, *s)).collect(),
-            at: summary.position.map(|(s, w, _)| {
-                let stage = &self.plan.manifest.stages[s.idx()];
-                format!("{}/{}", stage.name, stage.waves[w].name)
+            at: summary.place.map(|place| {
+                let stage = &self.plan.manifest.stages[place.stage().idx()];
+                format!("{}/{}", stage.name, stage.waves[place.wave()].name)
             }),
-            waiting: summary.position.map(|(_, _, active)| !active),
+            waiting: summary.place.map(|place| !place.is_active()),
             artifact,
             sha256,
         }

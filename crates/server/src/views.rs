@@ -7,7 +7,7 @@
 use crate::api::EventView;
 use crate::state::{LogInput, ServiceState};
 use jiff::Timestamp;
-use rollwave_core::engine::{Event, EventKind, EventScope, ReleaseId, ReleaseStatus, ReleaseSummary, Scope};
+use rollwave_core::engine::{Event, EventKind, EventScope, Place, ReleaseId, ReleaseStatus, ReleaseSummary, Scope};
 use rollwave_core::manifest::Bake;
 use rollwave_core::plan::{EnvId, HostId, RegionId, StageId};
 use std::collections::{BTreeMap, VecDeque};
@@ -205,9 +205,14 @@ impl ServiceState {
             let mut waves = Vec::new();
             for (w, wave) in stage.waves.iter().enumerate() {
                 let here = |active: bool| {
+                    let place = if active {
+                        Place::Active { stage: stage_id, wave: w }
+                    } else {
+                        Place::Waiting { stage: stage_id, wave: w }
+                    };
                     releases
                         .iter()
-                        .filter(move |r| r.position == Some((stage_id, w, active)))
+                        .filter(move |r| r.place == Some(place))
                         .filter(|r| matches!(r.status, ReleaseStatus::InProgress | ReleaseStatus::Halted))
                 };
                 let mut at: Vec<WaveRelease> = here(true)
@@ -318,15 +323,15 @@ impl ServiceState {
         let (mut state, mut detail) = match last {
             Some(e) => self.phase(e, release, now),
             None => match &summary {
-                Some(s) if s.position == Some((stage, wave, false)) => (CellState::Waiting, None),
+                Some(s) if s.place == Some(Place::Waiting { stage, wave }) => (CellState::Waiting, None),
                 _ => (CellState::Idle, None),
             },
         };
         if let Some(s) = &summary {
             // A release still in an earlier wave of this stage has not come here yet,
             // whatever a stage-wide event said before.
-            if let Some((at_stage, at_wave, _)) = s.position {
-                if at_stage == stage && at_wave < wave && s.status == ReleaseStatus::InProgress {
+            if let Some(place) = s.place {
+                if place.stage() == stage && place.wave() < wave && s.status == ReleaseStatus::InProgress {
                     let waves = &self.plan.manifest.stages[stage.idx()].waves;
                     state = CellState::Waiting;
                     detail = Some(format!("comes after {}", waves[wave - 1].name));

@@ -12,6 +12,7 @@ use rollwave_core::engine::{
     Action, Command, CommandId, Engine, EventKind, EventScope, Input, OperatorCommand, Output, ReleaseId, Scope,
     render_scope,
 };
+use rollwave_core::judge::Outcome;
 use rollwave_core::plan::{EnvId, HostId, Plan, RegionId, StageId, ZoneId};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -407,7 +408,7 @@ impl<'a> Sim<'a> {
                 self.notes.push("the one-box judge is not simulated: one-boxes waiting for it pass".into());
             }
             let reason = "not judged in simulation".to_owned();
-            self.feed(Input::Verdict { env, region, release, passed: true, marginal: false, reason });
+            self.feed(Input::Verdict { env, region, release, outcome: Outcome::Pass, reason });
         }
         match result {
             Ok(()) => true,

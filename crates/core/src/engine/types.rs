@@ -1,6 +1,7 @@
 //! What goes into the engine and what comes out of it.
 
 use crate::alarm::AlarmState;
+use crate::judge::Outcome;
 use crate::plan::{EnvId, HostId, Plan, RegionId, StageId, ZoneId};
 use jiff::Timestamp;
 use std::fmt;
@@ -104,14 +105,13 @@ pub enum Input {
         host: HostId,
     },
     /// The one-box judge's verdict on a region's one-box: a failing one rolls the
-    /// one-box back exactly as an alarm would; a passing one that is not marginal lets a
-    /// judged one-box bake end.
+    /// one-box back exactly as an alarm would; a pass lets a judged one-box bake end; a
+    /// marginal one keeps it baking.
     Verdict {
         env: EnvId,
         region: RegionId,
         release: ReleaseId,
-        passed: bool,
-        marginal: bool,
+        outcome: Outcome,
         reason: String,
     },
 }
@@ -315,8 +315,40 @@ pub struct ReleaseSummary {
     /// `stage/wave` for every wave finished, and `stage` for every stage finished.
     pub reached: Vec<String>,
     pub rolled_back_scopes: Vec<EventScope>,
-    /// The slot it waits at or deploys in: (stage, wave, active).
-    pub position: Option<(StageId, usize, bool)>,
+    /// The slot it waits at or rolls out in; `None` once it is settled for good.
+    pub place: Option<Place>,
+}
+
+/// Where an unfinished release is: queued at a wave's gate, or rolling out in the wave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    Waiting {
+        stage: StageId,
+        wave: usize,
+    },
+    /// Deploying or baking; also while halted in the wave.
+    Active {
+        stage: StageId,
+        wave: usize,
+    },
+}
+
+impl Place {
+    pub fn stage(self) -> StageId {
+        match self {
+            Place::Waiting { stage, .. } | Place::Active { stage, .. } => stage,
+        }
+    }
+
+    pub fn wave(self) -> usize {
+        match self {
+            Place::Waiting { wave, .. } | Place::Active { wave, .. } => wave,
+        }
+    }
+
+    pub fn is_active(self) -> bool {
+        matches!(self, Place::Active { .. })
+    }
 }
 
 /// A one-box baking in a region now, for the judge.

@@ -238,3 +238,45 @@ where
     let row = sqlx::query(backend.column_query()).bind(table).bind(column).fetch_one(&mut **tx).await?;
     Ok(row.get::<i64, _>(0) > 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_count_up_from_one_and_unversioned_ones_come_first() {
+        let versions: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
+        assert_eq!(versions, (1..=MIGRATIONS.len() as i64).collect::<Vec<_>>());
+        assert!(MIGRATIONS.iter().all(|m| m.present.is_none() || m.version <= UNVERSIONED));
+    }
+
+    /// A released migration never changes: a database that recorded it would be refused.
+    /// Change the schema with a new migration instead.
+    #[test]
+    fn released_migrations_keep_their_checksums() {
+        let checksums: Vec<(i64, &str, String)> =
+            MIGRATIONS.iter().map(|m| (m.version, m.name, m.checksum())).collect();
+        let released: &[(i64, &str, &str)] = &[
+            (1, "first_release", "fe33f7ae973c4c87c740531f3149a368c0e84eeb3aefb4c1a2b335605b04f456"),
+            (2, "audit_token_id", "9d3c33eb72e155651f3c95acea8b5de5c252fb94e02393cedef7f6a2ad13d9d7"),
+            (3, "audit_chain_head", "d37c31e7fadc72366c484a949e78e6d85c823a183b031fc5a3e5d1b5fb261a34"),
+            (4, "token_scopes_and_lifetimes", "69463dbc4ebab51065656d6c53b0ad8e413ce1535e63623082ec00f33f3a7c60"),
+            (5, "unique_token_names", "c13351d8784f5552bb5ad7c28497d15001be2246a10c8f2f278d5659fa131954"),
+        ];
+        for (version, name, checksum) in released {
+            assert_eq!(
+                checksums.iter().find(|c| c.0 == *version).map(|c| (c.1, c.2.as_str())),
+                Some((*name, *checksum))
+            );
+        }
+        // A new migration is released with this release: pin its checksum here too.
+        assert_eq!(checksums.len(), released.len(), "{checksums:#?}");
+    }
+
+    #[test]
+    fn the_audit_head_is_anchored_in_the_lease_row_by_its_name() {
+        let anchor = MIGRATIONS.iter().find(|m| m.name == "audit_chain_head").unwrap();
+        let named = format!("name = '{}'", crate::LEASE_NAME);
+        assert!(anchor.statements.iter().filter(|s| s.contains(&named)).count() == 2, "{:?}", anchor.statements);
+    }
+}

@@ -153,8 +153,7 @@ fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
 #[test]
 fn on_postgres_a_replica_takes_over_and_a_stale_leader_is_fenced() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let Some(url) = runtime.block_on(rollwave_store::testing::fresh_postgres("on_postgres_a_replica_takes_over"))
-    else {
+    let Some(url) = runtime.block_on(rollwave_testkit::fresh_postgres("on_postgres_a_replica_takes_over")) else {
         return;
     };
     let (expected_events, expected_versions) = uninterrupted();

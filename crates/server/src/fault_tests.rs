@@ -56,7 +56,9 @@ fn served(model: &ReadModel) -> serde_json::Value {
 /// A read model built from nothing but the log.
 async fn replayed(node: &Node) -> ReadModel {
     let mut model = ReadModel::default();
-    for r in node.store.read_log(0, 100_000, Some(&["input"])).await.expect("the log reads") {
+    for r in
+        node.store.read_log(0, 100_000, Some(&[crate::log::RecordKind::Input.as_str()])).await.expect("the log reads")
+    {
         let input: LogInput = serde_json::from_str(&r.body).expect("a logged input reads");
         model.apply(&r.service, r.at_ms, &input).expect("a logged input applies");
     }

@@ -4,6 +4,7 @@
 use crate::api::*;
 use crate::auth::{Actor, Caller, Role, Scope, Tokens, bearer, check_token_name, new_secret};
 use crate::error::ApiError;
+use crate::log::RecordKind;
 use crate::node::Node;
 use crate::state::{LogInput, OPERATOR_ACTIONS, ServiceState};
 use axum::body::Bytes;
@@ -600,7 +601,7 @@ async fn events(
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let after = q.after.unwrap_or(0);
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let records = app.node.store.read_log(after, limit, Some(&["event"])).await?;
+    let records = app.node.store.read_log(after, limit, Some(&[RecordKind::Event.as_str()])).await?;
     let next = records.last().map_or(after, |r| r.seq);
     let events =
         records.iter().filter(|r| q.service.as_ref().is_none_or(|s| *s == r.service)).filter_map(parse_event).collect();
@@ -621,7 +622,13 @@ async fn stream(
     let backlog = if after == i64::MAX {
         Vec::new()
     } else {
-        app.node.store.read_log(after, 10_000, Some(&["event"])).await?.iter().filter_map(parse_event).collect()
+        app.node
+            .store
+            .read_log(after, 10_000, Some(&[RecordKind::Event.as_str()]))
+            .await?
+            .iter()
+            .filter_map(parse_event)
+            .collect()
     };
     let last = backlog.last().and_then(|e: &EventView| e.seq).unwrap_or(if after == i64::MAX { 0 } else { after });
     let service = q.service.clone();

@@ -11,6 +11,7 @@ pub mod error;
 mod exec;
 pub mod http;
 pub mod listen;
+pub mod log;
 mod monitors;
 pub mod notify;
 pub mod signals;

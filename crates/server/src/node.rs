@@ -5,6 +5,7 @@
 use crate::api::EventView;
 use crate::auth::{Actor, MachineComponent};
 use crate::error::ApiError;
+use crate::log::record;
 use crate::metrics::Metrics;
 use crate::state::{Applied, CommandView, LogInput, ReadModel};
 use rollwave_store::{Answer, Lease, NewRecord, Store, now_ms};
@@ -764,10 +765,6 @@ fn hook_outcome(hook: &crate::api::HookReport) -> String {
     }
 }
 
-fn record(at_ms: i64, service: &str, kind: &str, body: &impl Serialize) -> Result<NewRecord, serde_json::Error> {
-    Ok(NewRecord { at_ms, service: service.to_owned(), kind: kind.to_owned(), body: serde_json::to_string(body)? })
-}
-
 /// What one request gives the log: its outcome, the records it adds (its input, then its
 /// decisions) and the answer to its inbox entry, if it came through the inbox.
 struct Logged {
@@ -781,12 +778,12 @@ fn log_entries(at: i64, r: &Request, result: Result<Applied, ApiError>) -> Resul
     let unwritable = |e: serde_json::Error| format!("its record could not be written: {e}");
     let mut records = Vec::new();
     if let Ok(applied) = &result {
-        records.push(record(at, &r.service, "input", &r.input).map_err(unwritable)?);
+        records.push(record(at, &r.service, &r.input).map_err(unwritable)?);
         for e in &applied.events {
-            records.push(record(at, &r.service, "event", e).map_err(unwritable)?);
+            records.push(record(at, &r.service, e).map_err(unwritable)?);
         }
         for c in &applied.commands {
-            records.push(record(at, &r.service, "command", c).map_err(unwritable)?);
+            records.push(record(at, &r.service, c).map_err(unwritable)?);
         }
     }
     let answer = match r.inbox_id {

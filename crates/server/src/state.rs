@@ -5,7 +5,6 @@
 use crate::api::*;
 use crate::error::ApiError;
 use crate::exec::Template;
-use crate::release::{ArtifactUrl, Sha256, Version};
 use jiff::Timestamp;
 use rollwave_core::engine::{
     Action, CommandId, Engine, Event, EventKind, Input, OperatorCommand, Output, Purpose, ReleaseId, ReleaseStatus,
@@ -17,109 +16,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// An input as the log keeps it: names, not indexes, so it reads on its own.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum LogInput {
-    ApplyManifest {
-        file: String,
-        text: String,
-        /// Hosts (outside `exec` environments) are absent until their agent registers.
-        #[serde(default)]
-        agents: bool,
-    },
-    /// Its parts are parsed when the record is read, so a replayed log passes the same
-    /// checks as a request.
-    CreateRelease {
-        version: Version,
-        artifact: Option<ArtifactUrl>,
-        sha256: Option<Sha256>,
-    },
-    Operator {
-        action: String,
-        release: Option<String>,
-        stage: Option<String>,
-    },
-    /// An agent registered as `host` in a zone; it takes the slot of that name, or the
-    /// first free one in the zone.
-    RegisterHost {
-        environment: String,
-        host: String,
-        region: String,
-        zone: String,
-        #[serde(default)]
-        address: Option<String>,
-    },
-    HostReport {
-        environment: String,
-        host: String,
-        command: u64,
-        ok: bool,
-        reason: Option<String>,
-        #[serde(default)]
-        hooks: Vec<HookReport>,
-    },
-    /// No heartbeat for too long.
-    HostLost {
-        environment: String,
-        host: String,
-    },
-    /// An alarm instance changed state. `scope` is `environment`, `environment/region`,
-    /// `environment/region/zone` or `environment/host`, as the alarm's scope says.
-    Alarm {
-        alarm: String,
-        scope: String,
-        state: String,
-        reason: String,
-    },
-    /// The one-box judge's verdict on a region's one-box, with its per-metric table.
-    Verdict {
-        environment: String,
-        region: String,
-        release: String,
-        passed: bool,
-        /// Passed, but not clearly: a judged one-box keeps baking.
-        #[serde(default)]
-        marginal: bool,
-        reason: String,
-        table: String,
-    },
-    /// Requests a version served in a zone: the data points bakes wait for.
-    Served {
-        environment: String,
-        zone: String,
-        version: String,
-        requests: u64,
-    },
-    /// A stage's test ran against a release.
-    TestReport {
-        command: u64,
-        ok: bool,
-        reason: Option<String>,
-        #[serde(default)]
-        output: String,
-    },
-    Tick,
-}
-
-impl LogInput {
-    /// What the audit log calls it.
-    pub fn action_name(&self) -> &str {
-        match self {
-            LogInput::ApplyManifest { .. } => "apply_manifest",
-            LogInput::CreateRelease { .. } => "create_release",
-            LogInput::Operator { action, .. } => action,
-            LogInput::HostReport { .. } => "host_report",
-            LogInput::RegisterHost { .. } => "register_host",
-            LogInput::HostLost { .. } => "host_lost",
-            LogInput::Alarm { .. } => "alarm",
-            LogInput::Served { .. } => "served",
-            LogInput::TestReport { .. } => "test_report",
-            LogInput::Verdict { .. } => "verdict",
-            LogInput::Tick => "tick",
-        }
-    }
-}
+/// Inputs are a part of the log's format, defined with it.
+pub use crate::log::LogInput;
 
 /// A deployment command as the log and drivers see it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -1,19 +1,23 @@
-//! A database written by the first release (`tests/data/log-v0`: its schema, its log and
-//! its audit chain) opens in this release: the schema is upgraded in place, the log replays
-//! to the releases that release answered, the audit chain still verifies and goes on.
+//! Databases written by earlier releases open in this release: the first release's
+//! (`tests/data/log-v0`) and the one that followed it (`tests/data/log-v1`, which holds every
+//! record kind and input kind). Each schema is upgraded in place, each log replays to the
+//! releases that release answered, the audit chain still verifies and goes on, and every
+//! record of each log reads as this release's format and writes back byte for byte.
 
 mod support;
 
 use rollwave_server::Driver;
 use rollwave_server::api::*;
+use rollwave_server::log::{FORMAT_VERSION, LogInput, LogRecord, RecordKind};
+use std::collections::BTreeSet;
 use std::time::Duration;
 use support::TestServer;
 
-/// The admin token the first release's server was started with.
-const V0_ADMIN: &str = "rw_0000000000000000000000000000000000000000000000000000000000000001";
+/// The admin token the earlier releases' servers were started with.
+const ADMIN: &str = "rw_0000000000000000000000000000000000000000000000000000000000000001";
 
-fn fixture(name: &str) -> String {
-    let path = format!("{}/tests/data/log-v0/{name}", env!("CARGO_MANIFEST_DIR"));
+fn fixture(log: &str, name: &str) -> String {
+    let path = format!("{}/tests/data/{log}/{name}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
@@ -37,41 +41,114 @@ fn assert_keeps(expected: &serde_json::Value, actual: &serde_json::Value, at: &s
     }
 }
 
-#[test]
-fn a_database_of_the_first_release_upgrades_replays_and_keeps_its_audit_chain() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("v0.db").display());
-    let records: i64 = {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        runtime.block_on(async {
-            let pool = sqlx::SqlitePool::connect(&format!("{url}?mode=rwc")).await.unwrap();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(fixture("database.sql"))).execute(&pool).await.unwrap();
-            let count: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM log").fetch_one(&pool).await.unwrap();
-            pool.close().await;
-            count.0
-        })
-    };
-    assert!(records > 100, "the fixture holds a real session's log ({records} records)");
+/// A SQLite database made from a fixture's dump, as a URL, with its log's rows
+/// (kind and body).
+fn load(dir: &tempfile::TempDir, log: &str) -> (String, Vec<(String, String)>) {
+    let url = format!("sqlite://{}", dir.path().join(format!("{log}.db")).display());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let rows = runtime.block_on(async {
+        let pool = sqlx::SqlitePool::connect(&format!("{url}?mode=rwc")).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(fixture(log, "database.sql"))).execute(&pool).await.unwrap();
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT kind, body FROM log ORDER BY seq").fetch_all(&pool).await.unwrap();
+        pool.close().await;
+        rows
+    });
+    (url, rows)
+}
 
-    let db = url.clone();
+/// Starts a server of this release on the fixture's database and waits until it has
+/// replayed the whole log; checks the answers each service's releases gave then.
+fn replay(log: &str, services: &[(&str, &str)]) -> (TestServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, rows) = load(&dir, log);
+    let records = rows.len() as i64;
+    assert!(records > 100, "the fixture holds a real session's log ({records} records)");
     let s = TestServer::start_configured(Driver::Noop { delay: Duration::from_millis(50) }, move |c| {
         c.db = db;
         c.bootstrap_token = None;
     });
-    s.wait_until("the whole first log is replayed", || s.applied_seq() >= records);
-    let admin = s.client(Some(V0_ADMIN));
+    s.wait_until("the whole log is replayed", || s.applied_seq() >= records);
+    let admin = s.client(Some(ADMIN));
+    for (service, answer) in services {
+        let releases: serde_json::Value = admin.get(&format!("/v1/services/{service}/releases")).unwrap();
+        let expected: serde_json::Value = serde_json::from_str(&fixture(log, answer)).unwrap();
+        assert_keeps(&expected, &releases, &format!("{log} {service} releases"));
+    }
+    (s, dir)
+}
 
-    let releases: serde_json::Value = admin.get("/v1/services/shop/releases").unwrap();
-    let expected: serde_json::Value = serde_json::from_str(&fixture("releases.json")).unwrap();
-    assert_keeps(&expected, &releases, "releases");
-
-    // The chain the first release wrote verifies, and a change made now extends it.
+/// The chain the earlier release wrote verifies, and a change made now extends it.
+fn audit_chain_goes_on(s: &TestServer, at_least: usize) {
+    let admin = s.client(Some(ADMIN));
     let verdict: AuditVerdict = admin.get("/v1/audit/verify").unwrap();
     assert!(verdict.intact, "{verdict:?}");
     let before = verdict.rows;
-    assert!(before >= 10, "the first release's audit rows are all there: {verdict:?}");
+    assert!(before >= at_least, "the earlier release's audit rows are all there: {verdict:?}");
     admin.hold("shop", false, Some("prod".into())).unwrap();
     let verdict: AuditVerdict = admin.get("/v1/audit/verify").unwrap();
     assert!(verdict.intact, "{verdict:?}");
     assert_eq!(verdict.rows, before + 1, "the hold is audited after the old rows");
+}
+
+#[test]
+fn a_database_of_the_first_release_upgrades_replays_and_keeps_its_audit_chain() {
+    let (s, _dir) = replay("log-v0", &[("shop", "releases.json")]);
+    audit_chain_goes_on(&s, 10);
+}
+
+#[test]
+fn a_database_of_format_version_1_upgrades_replays_and_keeps_its_audit_chain() {
+    let (s, _dir) = replay("log-v1", &[("shop", "releases.json"), ("fleet", "fleet-releases.json")]);
+    // What `rollwave status shop --output json` answered: the same stages and releases.
+    let status: serde_json::Value = s.client(Some(ADMIN)).get("/v1/services/shop").unwrap();
+    let answered: serde_json::Value = serde_json::from_str(&fixture("log-v1", "status.json")).unwrap();
+    let expected = answered.as_array().and_then(|services| services.first()).expect("status.json lists shop");
+    for key in ["service", "stages", "environments", "releases"] {
+        let value = expected.get(key).unwrap_or_else(|| panic!("status.json has no {key}"));
+        assert_keeps(value, &status[key], &format!("status.{key}"));
+    }
+    audit_chain_goes_on(&s, 12);
+}
+
+/// Every record reads as this release's format, and written back gives the bytes it
+/// was read from.
+fn records_round_trip(log: &str) -> Vec<LogRecord> {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, rows) = load(&dir, log);
+    rows.iter()
+        .enumerate()
+        .map(|(i, (kind, body))| {
+            let record = LogRecord::read(kind, body).unwrap_or_else(|e| panic!("{log} record {}: {e}: {body}", i + 1));
+            assert_eq!(record.kind().as_str(), kind);
+            assert_eq!(&record.body().unwrap(), body, "{log} record {} writes back otherwise", i + 1);
+            record
+        })
+        .collect()
+}
+
+#[test]
+fn every_record_of_each_golden_log_reads_and_writes_back_byte_for_byte() {
+    assert_eq!(FORMAT_VERSION, 1, "a new format version needs its own golden log here");
+    records_round_trip("log-v0");
+    let v1 = records_round_trip("log-v1");
+    // The version 1 log holds every kind of record and every kind of input.
+    let kinds: BTreeSet<RecordKind> = v1.iter().map(LogRecord::kind).collect();
+    assert_eq!(kinds, RecordKind::ALL.into_iter().collect());
+    let inputs: BTreeSet<&str> = v1
+        .iter()
+        .filter_map(|r| match r {
+            LogRecord::Input(input) => Some(input.type_name()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(inputs, LogInput::TYPE_NAMES.into_iter().collect());
+}
+
+#[test]
+fn a_record_of_an_unknown_kind_or_shape_is_refused_by_name() {
+    let unknown = LogRecord::read("snapshot", "{}").unwrap_err();
+    assert!(unknown.to_string().contains("\"snapshot\""), "{unknown}");
+    let garbled = LogRecord::read("input", r#"{"type":"teleport"}"#).unwrap_err();
+    assert!(garbled.to_string().starts_with("unreadable input record"), "{garbled}");
 }

@@ -20,10 +20,11 @@ mod macros {
 }
 
 mod audit;
-pub mod testing;
+mod migrate;
 mod tokens;
 
 pub use audit::{AuditEntry, AuditProblem, NewAudit};
+pub use migrate::SCHEMA_VERSION;
 pub use tokens::{NewToken, TokenRow};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -48,6 +49,20 @@ pub enum StoreError {
     /// A database opened for reading only is not there.
     #[error("no database at {0}")]
     Missing(String),
+    /// The database records a migration this release does not know: a newer release
+    /// wrote it. It is left as it is.
+    #[error(
+        "the database's schema is at version {found} ({name}), newer than this release knows (version {known}): \
+         it was written by a newer release of rollwave; run that release (nothing was changed)"
+    )]
+    NewerSchema { found: i64, name: String, known: i64 },
+    /// The database records, under a version this release knows, a migration that is not
+    /// this release's (another name or checksum): a migration was changed after release.
+    #[error(
+        "the database records migration {version} ({name}) with another name or checksum than this release's: \
+         its schema is not one this release knows how to change (nothing was changed)"
+    )]
+    ChangedMigration { version: i64, name: String },
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -134,34 +149,20 @@ pub struct GaugeRow {
 
 pub(crate) const LEASE_NAME: &str = "leader";
 
-const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS log (seq {serial} PRIMARY KEY, term BIGINT NOT NULL, at_ms BIGINT NOT NULL, service TEXT NOT NULL, kind TEXT NOT NULL, body TEXT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS log_service ON log (service, seq)",
-    "CREATE TABLE IF NOT EXISTS lease (name TEXT PRIMARY KEY, holder TEXT NOT NULL, term BIGINT NOT NULL, expires_ms BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS inbox (id {serial} PRIMARY KEY, body TEXT NOT NULL, result TEXT, result_seq BIGINT, created_ms BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS tokens (id {serial} PRIMARY KEY, hash TEXT NOT NULL UNIQUE, name TEXT NOT NULL, role TEXT NOT NULL, host TEXT, created_ms BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS heartbeats (service TEXT NOT NULL, environment TEXT NOT NULL, host TEXT NOT NULL, last_ms BIGINT NOT NULL, PRIMARY KEY (service, environment, host))",
-    "CREATE TABLE IF NOT EXISTS metrics (service TEXT NOT NULL, environment TEXT NOT NULL, host TEXT NOT NULL, version TEXT NOT NULL, at_ms BIGINT NOT NULL, requests BIGINT NOT NULL, errors BIGINT NOT NULL, buckets TEXT NOT NULL, source TEXT NOT NULL DEFAULT 'traffic')",
-    "CREATE INDEX IF NOT EXISTS metrics_time ON metrics (service, at_ms)",
-    "CREATE TABLE IF NOT EXISTS gauges (service TEXT NOT NULL, environment TEXT NOT NULL, host TEXT NOT NULL, version TEXT NOT NULL, at_ms BIGINT NOT NULL, name TEXT NOT NULL, value DOUBLE PRECISION NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS gauges_time ON gauges (service, at_ms)",
-    "CREATE TABLE IF NOT EXISTS audit (seq {serial} PRIMARY KEY, at_ms BIGINT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, detail TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)",
-];
+/// The key of the PostgreSQL advisory lock held while the schema is migrated.
+const SCHEMA_LOCK: i64 = 0x726f_6c6c_7761_7665; // "rollwave"
 
-/// Columns added since the tables were first made: (table, column, definition). Each is
-/// added to a database that lacks it.
-const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
-    ("audit", "token_id", "BIGINT"),
-    ("lease", "audit_count", "BIGINT NOT NULL DEFAULT 0"),
-    ("lease", "audit_hash", "TEXT NOT NULL DEFAULT '0000000000000000000000000000000000000000000000000000000000000000'"),
-    ("tokens", "region", "TEXT"),
-    ("tokens", "expires_ms", "BIGINT"),
-    ("tokens", "revoked_ms", "BIGINT"),
-    ("tokens", "last_used_ms", "BIGINT"),
-];
-
-/// Statements run after the columns are there.
-const INDEXES: &[&str] = &["CREATE UNIQUE INDEX IF NOT EXISTS tokens_name ON tokens (name)"];
+/// One migration as the database records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppliedMigration {
+    pub version: i64,
+    pub name: String,
+    pub checksum: String,
+    pub applied_ms: i64,
+    /// A database from before versions were recorded had it done already: it was
+    /// recorded, not run.
+    pub found: bool,
+}
 
 /// Unix milliseconds now.
 pub fn now_ms() -> i64 {
@@ -222,90 +223,68 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
         };
-        Ok(Store { pool })
+        let store = Store { pool };
+        store.check_not_newer().await?;
+        Ok(store)
     }
 
     pub fn is_postgres(&self) -> bool {
         matches!(self.pool, Pool::Postgres(_))
     }
 
+    /// Applies the migrations the database lacks, all in one transaction under the
+    /// database's write lock (see [`migrate`]).
     async fn migrate(&self) -> Result<()> {
-        for statement in SCHEMA {
-            match &self.pool {
-                Pool::Sqlite(p) => {
-                    let sql = statement.replace("{serial}", "INTEGER");
-                    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(p).await?;
-                }
-                Pool::Postgres(p) => {
-                    let sql = statement.replace("{serial}", "BIGSERIAL");
-                    // Concurrent replicas may race to create the same table; the loser's
-                    // error is harmless when the table is there afterwards.
-                    if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).execute(p).await {
-                        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(p).await.map_err(|_| e)?;
-                    }
-                }
+        match &self.pool {
+            Pool::Sqlite(p) => {
+                let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
+                migrate::migrate_in(&mut tx, migrate::Backend::Sqlite, migrate::MIGRATIONS).await?;
+                tx.commit().await?;
             }
-        }
-        let mut added = Vec::new();
-        for (table, column, definition) in ADDED_COLUMNS {
-            if self.add_column(table, column, definition).await? {
-                added.push((*table, *column));
+            Pool::Postgres(p) => {
+                let mut tx = p.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SCHEMA_LOCK).execute(&mut *tx).await?;
+                migrate::migrate_in(&mut tx, migrate::Backend::Postgres, migrate::MIGRATIONS).await?;
+                tx.commit().await?;
             }
-        }
-        if added.contains(&("lease", "audit_count")) {
-            self.anchor_existing_audit().await?;
-        }
-        // Earlier releases let two tokens share a name; names are unique now. Every token
-        // after the first of a name gets its id appended, so the index can be made and no
-        // token stops working.
-        self.raw_execute(
-            "UPDATE tokens SET name = name || '-' || CAST(id AS TEXT) \
-             WHERE id NOT IN (SELECT MIN(id) FROM tokens GROUP BY name)",
-        )
-        .await?;
-        for statement in INDEXES {
-            self.raw_execute(statement).await?;
         }
         Ok(())
     }
 
-    /// Adds a column unless it is there (replicas may race: the loser's error is harmless
-    /// when the column is there afterwards).
-    /// Returns whether this call added it.
-    async fn add_column(&self, table: &str, column: &str, definition: &str) -> Result<bool> {
-        let probe = format!("SELECT {column} FROM {table} LIMIT 0");
-        if self.raw_execute(&probe).await.is_ok() {
-            return Ok(false);
-        }
-        let alter = format!("ALTER TABLE {table} ADD COLUMN {column} {definition}");
-        if let Err(e) = self.raw_execute(&alter).await {
-            self.raw_execute(&probe).await.map_err(|_| e)?;
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
-    /// A store written before the audit chain had a head: the head starts at the chain as
-    /// it stands, so its rows still verify and new rows follow the last of them. Done once,
-    /// when the head's columns are added.
-    async fn anchor_existing_audit(&self) -> Result<()> {
-        on_pool!(self, p => {
-            sqlx::query(
-                "INSERT INTO lease (name, holder, term, expires_ms) SELECT $1, '', 0, 0 \
-                 WHERE EXISTS (SELECT 1 FROM audit) AND NOT EXISTS (SELECT 1 FROM lease WHERE name = $1)",
-            )
-            .bind(LEASE_NAME)
-            .execute(p)
-            .await?;
-            sqlx::query(
-                "UPDATE lease SET audit_count = (SELECT COUNT(*) FROM audit), \
-                 audit_hash = COALESCE((SELECT hash FROM audit ORDER BY seq DESC LIMIT 1), audit_hash) WHERE name = $1",
-            )
-            .bind(LEASE_NAME)
-            .execute(p)
-            .await?;
+    /// The migrations the database records, oldest first; none for a database from
+    /// before versions were recorded.
+    pub async fn schema_migrations(&self) -> Result<Vec<AppliedMigration>> {
+        let sql = "SELECT version, name, checksum, applied_ms, found FROM schema_migrations ORDER BY version";
+        let rows = on_pool!(self, p => {
+            match sqlx::query(sql).fetch_all(p).await {
+                Ok(rows) => rows.into_iter().map(|r| AppliedMigration {
+                    version: r.get(0), name: r.get(1), checksum: r.get(2), applied_ms: r.get(3),
+                    found: r.get::<i64, _>(4) != 0,
+                }).collect(),
+                // No such table: a database from before versions were recorded (or empty).
+                Err(e) if self.table_missing(&e) => Vec::new(),
+                Err(e) => return Err(e.into()),
+            }
         });
-        Ok(())
+        Ok(rows)
+    }
+
+    fn table_missing(&self, e: &sqlx::Error) -> bool {
+        let Some(db) = e.as_database_error() else { return false };
+        match self.pool {
+            // undefined_table
+            Pool::Postgres(_) => db.code().as_deref() == Some("42P01"),
+            Pool::Sqlite(_) => db.message().starts_with("no such table"),
+        }
+    }
+
+    /// Refuses a database written by a newer release, without changing it.
+    async fn check_not_newer(&self) -> Result<()> {
+        let applied = self.schema_migrations().await?;
+        match applied.iter().rev().find(|m| m.version > SCHEMA_VERSION) {
+            Some(m) => Err(StoreError::NewerSchema { found: m.version, name: m.name.clone(), known: SCHEMA_VERSION }),
+            None => Ok(()),
+        }
     }
 
     // -------------------------------------------------------------------------------

@@ -1,9 +1,8 @@
 //! The store against real SQLite and PostgreSQL: fencing by lease term, the audit chain,
 //! and agents' gauges.
 
-use rollwave_store::{
-    AuditProblem, GaugeRow, Lease, MetricRow, NewAudit, NewRecord, NewToken, Store, testing::fresh_postgres,
-};
+use rollwave_store::{AuditProblem, GaugeRow, Lease, MetricRow, NewAudit, NewRecord, NewToken, Store};
+use rollwave_testkit::fresh_postgres;
 use std::time::Duration;
 
 fn record(body: &str) -> NewRecord {

@@ -1,4 +1,7 @@
-//! Support for tests that need a real database.
+//! Support for tests, kept out of the crates that ship: only dev-dependencies name it.
+//!
+//! `fresh_postgres` gives each test a database of its own on the PostgreSQL server named by
+//! `ROLLWAVE_TEST_POSTGRES_URL`, or says on stderr that the test is skipped.
 
 use sqlx::Connection;
 

@@ -1,0 +1,12 @@
+CREATE TABLE log (seq INTEGER PRIMARY KEY, term BIGINT NOT NULL, at_ms BIGINT NOT NULL, service TEXT NOT NULL, kind TEXT NOT NULL, body TEXT NOT NULL);
+CREATE INDEX log_service ON log (service, seq);
+CREATE TABLE lease (name TEXT PRIMARY KEY, holder TEXT NOT NULL, term BIGINT NOT NULL, expires_ms BIGINT NOT NULL, audit_count BIGINT NOT NULL DEFAULT 0, audit_hash TEXT NOT NULL DEFAULT '0000000000000000000000000000000000000000000000000000000000000000');
+CREATE TABLE inbox (id INTEGER PRIMARY KEY, body TEXT NOT NULL, result TEXT, result_seq BIGINT, created_ms BIGINT NOT NULL);
+CREATE TABLE tokens (id INTEGER PRIMARY KEY, hash TEXT NOT NULL UNIQUE, name TEXT NOT NULL, role TEXT NOT NULL, host TEXT, created_ms BIGINT NOT NULL, region TEXT, expires_ms BIGINT, revoked_ms BIGINT, last_used_ms BIGINT);
+CREATE TABLE heartbeats (service TEXT NOT NULL, environment TEXT NOT NULL, host TEXT NOT NULL, last_ms BIGINT NOT NULL, PRIMARY KEY (service, environment, host));
+CREATE TABLE metrics (service TEXT NOT NULL, environment TEXT NOT NULL, host TEXT NOT NULL, version TEXT NOT NULL, at_ms BIGINT NOT NULL, requests BIGINT NOT NULL, errors BIGINT NOT NULL, buckets TEXT NOT NULL, source TEXT NOT NULL DEFAULT 'traffic');
+CREATE INDEX metrics_time ON metrics (service, at_ms);
+CREATE TABLE gauges (service TEXT NOT NULL, environment TEXT NOT NULL, host TEXT NOT NULL, version TEXT NOT NULL, at_ms BIGINT NOT NULL, name TEXT NOT NULL, value DOUBLE PRECISION NOT NULL);
+CREATE INDEX gauges_time ON gauges (service, at_ms);
+CREATE TABLE audit (seq INTEGER PRIMARY KEY, at_ms BIGINT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, detail TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL, token_id BIGINT);
+CREATE UNIQUE INDEX tokens_name ON tokens (name);

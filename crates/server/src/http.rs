@@ -881,7 +881,7 @@ async fn push_metrics(
             format!("token {:?} may not push {what} for host {host}", caller.name),
         )
     };
-    let now = rollwave_store::now_ms();
+    let now = app.node.clock.now_ms();
     let gauges: Vec<rollwave_store::GaugeRow> = app.node.read(|m| {
         let s = m.service(&push.service)?;
         let env = s.env(&push.environment)?;
@@ -985,7 +985,7 @@ async fn query_metrics(
             GAUGES.join(", ")
         )));
     }
-    let now = rollwave_store::now_ms();
+    let now = app.node.clock.now_ms();
     let from = now - q.since.unwrap_or(3600).min(7 * 86_400) as i64 * 1000;
     let (rows, gauges) = if gauge {
         (Vec::new(), app.node.store.gauges(&q.service, from, now + 1).await?)

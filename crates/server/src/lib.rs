@@ -6,6 +6,7 @@
 pub mod api;
 pub mod auth;
 pub mod client;
+pub mod clock;
 mod dashboard;
 pub mod error;
 mod exec;
@@ -15,6 +16,7 @@ mod monitors;
 pub mod notify;
 pub mod signals;
 pub use http::MAX_BODY;
+pub mod leader;
 pub mod metrics;
 pub mod node;
 pub mod openapi;
@@ -44,13 +46,22 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
 /// [`start`], serving connections within `limits`.
 pub async fn start_with(config: Config, limits: listen::Limits) -> anyhow::Result<Running> {
+    start_clocked(config, limits, clock::system()).await
+}
+
+/// [`start_with`], every decision reading the time from `clock` (a virtual one in tests).
+pub async fn start_clocked(
+    config: Config,
+    limits: listen::Limits,
+    clock: Arc<dyn clock::Clock>,
+) -> anyhow::Result<Running> {
     let store = rollwave_store::Store::open(&config.db).await?;
     if let Some(t) = &config.bootstrap_token {
         store.bootstrap_token(&rollwave_store::hash_secret(t), "admin").await?;
     }
     let listener = listen::bind(config.listen)?;
     let addr = listener.local_addr()?;
-    let node = Node::new(store, config);
+    let node = Node::with_clock(store, config, clock);
     tokio::spawn(Arc::clone(&node).run());
     let app = new_app(&node);
     let task = tokio::spawn(listen::serve(listener, http::router(app), limits, std::future::pending()));

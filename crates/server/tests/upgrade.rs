@@ -4,9 +4,7 @@
 
 mod support;
 
-use rollwave_server::Driver;
 use rollwave_server::api::*;
-use std::time::Duration;
 use support::TestServer;
 
 /// The admin token the first release's server was started with.
@@ -54,11 +52,13 @@ fn a_database_of_the_first_release_upgrades_replays_and_keeps_its_audit_chain() 
     assert!(records > 100, "the fixture holds a real session's log ({records} records)");
 
     let db = url.clone();
-    let s = TestServer::start_configured(Driver::Noop { delay: Duration::from_millis(50) }, move |c| {
-        c.db = db;
-        c.bootstrap_token = None;
-    });
-    s.wait_until("the whole first log is replayed", || s.applied_seq() >= records);
+    let s = TestServer::builder()
+        .configure(move |c| {
+            c.db = db;
+            c.bootstrap_token = None;
+        })
+        .start();
+    s.wait_for("the whole first log is replayed", || s.applied_seq() >= records);
     let admin = s.client(Some(V0_ADMIN));
 
     let releases: serde_json::Value = admin.get("/v1/services/shop/releases").unwrap();

@@ -649,7 +649,7 @@ async fn create_token(State(app): Shared, caller: Caller, Body(req): Body<Create
     let expires_ms = match req.ttl_s {
         Some(0) => return Err(ApiError::invalid("ttl_s must be at least 1 second")),
         Some(s) => {
-            Some(rollwave_store::now_ms().saturating_add(i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000)))
+            Some(app.node.clock.now_ms().saturating_add(i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000)))
         }
         None => None,
     };

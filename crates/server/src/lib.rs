@@ -95,12 +95,13 @@ pub async fn serve(config: Config, limits: listen::Limits) -> anyhow::Result<()>
 
 /// The API's shared state, with the task that writes tokens' last-used times.
 fn new_app(node: &Arc<Node>) -> Arc<http::App> {
-    let app = Arc::new(http::App { node: Arc::clone(node), tokens: auth::Tokens::default() });
+    let tokens = auth::Tokens::with_clock(Arc::clone(&node.clock));
+    let app = Arc::new(http::App { node: Arc::clone(node), tokens });
     let flusher = Arc::downgrade(&app);
+    let clock = Arc::clone(&node.clock);
     tokio::spawn(async move {
-        let mut every = tokio::time::interval(auth::LAST_USED_FLUSH);
         loop {
-            every.tick().await;
+            clock.sleep(auth::LAST_USED_FLUSH).await;
             let Some(app) = flusher.upgrade() else { return };
             app.tokens.flush_last_used(&app.node.store).await;
         }

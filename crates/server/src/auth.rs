@@ -9,7 +9,7 @@ use rollwave_store::{Store, TokenRow, hash_secret};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What a token may do. People: `viewer` < `deployer` < `approver` < `admin`. Machines:
 /// `agent` registers, polls and reports for its own host and pushes its gauges; `router`
@@ -225,10 +225,18 @@ pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(1);
 
 /// Looks tokens up, remembering each answer for [`TOKEN_CACHE_TTL`], and notes when each
 /// was last used (written by [`Tokens::flush_last_used`] in batches).
-#[derive(Default)]
 pub struct Tokens {
-    cache: Mutex<HashMap<String, (TokenRow, Instant)>>,
+    /// Each token's row, with when it was read (ms by `clock`).
+    cache: Mutex<HashMap<String, (TokenRow, i64)>>,
     used: Mutex<HashMap<i64, i64>>,
+    /// Expiry, the cache's age and last-used times read the server's clock.
+    clock: std::sync::Arc<dyn crate::clock::Clock>,
+}
+
+impl Default for Tokens {
+    fn default() -> Self {
+        Self::with_clock(crate::clock::system())
+    }
 }
 
 fn unauthorized(why: &str) -> ApiError {
@@ -249,6 +257,10 @@ pub fn bearer(headers: &HeaderMap) -> Option<Result<&str, ApiError>> {
 }
 
 impl Tokens {
+    pub fn with_clock(clock: std::sync::Arc<dyn crate::clock::Clock>) -> Self {
+        Tokens { cache: Mutex::default(), used: Mutex::default(), clock }
+    }
+
     pub async fn authenticate(&self, store: &Store, headers: &HeaderMap) -> Result<Caller, ApiError> {
         let token =
             bearer(headers).ok_or_else(|| unauthorized("this needs a token: send Authorization: Bearer TOKEN"))??;
@@ -257,21 +269,24 @@ impl Tokens {
 
     pub async fn authenticate_secret(&self, store: &Store, secret: &str) -> Result<Caller, ApiError> {
         let hash = hash_secret(secret);
+        let ttl = i64::try_from(TOKEN_CACHE_TTL.as_millis()).unwrap_or(i64::MAX);
+        let fresh = |now: i64, at: i64| now - at < ttl;
+        let read_at = self.clock.now_ms();
         let cached = {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            cache.get(&hash).filter(|(_, at)| at.elapsed() < TOKEN_CACHE_TTL).map(|(row, _)| row.clone())
+            cache.get(&hash).filter(|(_, at)| fresh(read_at, *at)).map(|(row, _)| row.clone())
         };
         let row = match cached {
             Some(row) => row,
             None => {
                 let row = store.find_token(&hash).await?.ok_or_else(|| unauthorized("unknown token"))?;
                 let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-                cache.retain(|_, (_, at)| at.elapsed() < TOKEN_CACHE_TTL);
-                cache.insert(hash, (row.clone(), Instant::now()));
+                cache.retain(|_, (_, at)| fresh(read_at, *at));
+                cache.insert(hash, (row.clone(), read_at));
                 row
             }
         };
-        let now = rollwave_store::now_ms();
+        let now = self.clock.now_ms();
         if row.revoked_ms.is_some() {
             return Err(unauthorized("this token was revoked"));
         }

@@ -83,12 +83,24 @@ async fn assert_serves_the_log(node: &Node) {
     }
 }
 
-async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !ok() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Waits until the replica leads with a model replayed from its log, woken by the lease
+/// and readiness changing rather than by polling.
+async fn leading_and_ready(node: &Node, what: &str) {
+    let (mut lease, mut ready) = (node.lease.subscribe(), node.ready.subscribe());
+    let both = async {
+        loop {
+            if lease.borrow_and_update().is_some() && *ready.borrow_and_update() {
+                return;
+            }
+            tokio::select! {
+                _ = lease.changed() => {}
+                _ = ready.changed() => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), both)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
 }
 
 fn hold() -> LogInput {
@@ -100,9 +112,10 @@ async fn a_panic_while_applying_leaves_the_replica_serving_what_the_log_holds() 
     let dir = tempfile::tempdir().expect("a temporary directory");
     let db = format!("sqlite://{}", dir.path().join("fault.db").display());
     let store = rollwave_store::Store::open(&db).await.expect("the store opens");
-    let node = Node::new(store, config(db));
+    // In virtual time: the clock stands still, so no tick lands between two reads.
+    let node = Node::with_clock(store, config(db), crate::clock::VirtualClock::at_fixed_start());
     tokio::spawn(Arc::clone(&node).run());
-    wait_until("the replica leads", || node.is_leader()).await;
+    leading_and_ready(&node, "the replica leads").await;
     let apply = LogInput::ApplyManifest { file: "faulty.yaml".into(), text: MANIFEST.into(), agents: false };
     node.submit("faulty", apply, admin()).await.expect("the manifest applies");
 
@@ -113,7 +126,7 @@ async fn a_panic_while_applying_leaves_the_replica_serving_what_the_log_holds() 
         .expect_err("the faulty hold is refused");
     assert_eq!(refused.status, axum::http::StatusCode::INTERNAL_SERVER_ERROR, "{refused}");
 
-    wait_until("the replica leads again, rebuilt", || node.is_leader() && *node.ready.borrow()).await;
+    leading_and_ready(&node, "the replica leads again, rebuilt").await;
     assert_serves_the_log(&node).await;
     assert!(node.read(|m| !m.services["faulty"].engine.holds().0), "the faulty hold is not in effect");
 

@@ -656,7 +656,7 @@ async fn create_token(State(app): Shared, caller: Caller, Body(req): Body<Create
     let expires_ms = match req.ttl_s {
         Some(0) => return Err(ApiError::invalid("ttl_s must be at least 1 second")),
         Some(s) => {
-            Some(rollwave_store::now_ms().saturating_add(i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000)))
+            Some(app.node.clock.now_ms().saturating_add(i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000)))
         }
         None => None,
     };
@@ -888,7 +888,7 @@ async fn push_metrics(
             format!("token {:?} may not push {what} for host {host}", caller.name),
         )
     };
-    let now = rollwave_store::now_ms();
+    let now = app.node.clock.now_ms();
     let gauges: Vec<rollwave_store::GaugeRow> = app.node.read(|m| {
         let s = m.service(&push.service)?;
         let env = s.env(&push.environment)?;
@@ -992,7 +992,7 @@ async fn query_metrics(
             GAUGES.join(", ")
         )));
     }
-    let now = rollwave_store::now_ms();
+    let now = app.node.clock.now_ms();
     let from = now - q.since.unwrap_or(3600).min(7 * 86_400) as i64 * 1000;
     let (rows, gauges) = if gauge {
         (Vec::new(), app.node.store.gauges(&q.service, from, now + 1).await?)

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod auth;
 pub mod client;
+pub mod clock;
 mod dashboard;
 pub mod error;
 mod exec;
@@ -16,6 +17,7 @@ mod monitors;
 pub mod notify;
 pub mod signals;
 pub use http::MAX_BODY;
+pub mod leader;
 pub mod metrics;
 pub mod node;
 pub mod openapi;
@@ -45,13 +47,22 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
 /// [`start`], serving connections within `limits`.
 pub async fn start_with(config: Config, limits: listen::Limits) -> anyhow::Result<Running> {
+    start_clocked(config, limits, clock::system()).await
+}
+
+/// [`start_with`], every decision reading the time from `clock` (a virtual one in tests).
+pub async fn start_clocked(
+    config: Config,
+    limits: listen::Limits,
+    clock: Arc<dyn clock::Clock>,
+) -> anyhow::Result<Running> {
     let store = rollwave_store::Store::open(&config.db).await?;
     if let Some(t) = &config.bootstrap_token {
         store.bootstrap_token(&rollwave_store::hash_secret(t), "admin").await?;
     }
     let listener = listen::bind(config.listen)?;
     let addr = listener.local_addr()?;
-    let node = Node::new(store, config);
+    let node = Node::with_clock(store, config, clock);
     tokio::spawn(Arc::clone(&node).run());
     let app = new_app(&node);
     let task = tokio::spawn(listen::serve(listener, http::router(app), limits, std::future::pending()));
@@ -85,12 +96,13 @@ pub async fn serve(config: Config, limits: listen::Limits) -> anyhow::Result<()>
 
 /// The API's shared state, with the task that writes tokens' last-used times.
 fn new_app(node: &Arc<Node>) -> Arc<http::App> {
-    let app = Arc::new(http::App { node: Arc::clone(node), tokens: auth::Tokens::default() });
+    let tokens = auth::Tokens::with_clock(Arc::clone(&node.clock));
+    let app = Arc::new(http::App { node: Arc::clone(node), tokens });
     let flusher = Arc::downgrade(&app);
+    let clock = Arc::clone(&node.clock);
     tokio::spawn(async move {
-        let mut every = tokio::time::interval(auth::LAST_USED_FLUSH);
         loop {
-            every.tick().await;
+            clock.sleep(auth::LAST_USED_FLUSH).await;
             let Some(app) = flusher.upgrade() else { return };
             app.tokens.flush_last_used(&app.node.store).await;
         }

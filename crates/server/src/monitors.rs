@@ -36,14 +36,17 @@ pub struct Monitors {
     /// until its check has timed out.
     in_flight: Arc<Mutex<HashSet<Target>>>,
     permits: Arc<tokio::sync::Semaphore>,
+    /// Stamps each check's result.
+    clock: Arc<dyn crate::clock::Clock>,
 }
 
-impl Default for Monitors {
-    fn default() -> Self {
+impl Monitors {
+    pub fn new(clock: Arc<dyn crate::clock::Clock>) -> Self {
         Monitors {
             next: HashMap::new(),
             in_flight: Arc::default(),
             permits: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
+            clock,
         }
     }
 }
@@ -144,11 +147,12 @@ impl Monitors {
             return;
         }
         let (store, in_flight, permits) = (store.clone(), Arc::clone(&self.in_flight), Arc::clone(&self.permits));
+        let clock = Arc::clone(&self.clock);
         tokio::spawn(async move {
             let row = match permits.acquire_owned().await {
                 Ok(permit) => tokio::task::spawn_blocking(move || {
                     let _permit = permit;
-                    check_row(check)
+                    check_row(check, clock.as_ref())
                 })
                 .await
                 .ok(),
@@ -165,7 +169,7 @@ impl Monitors {
 }
 
 /// Runs one check (blocking, bounded by the monitor's timeout) and makes its metric row.
-fn check_row(check: Check) -> MetricRow {
+fn check_row(check: Check, clock: &dyn crate::clock::Clock) -> MetricRow {
     let (ok, latency, backend) = probe(&check.address, &check.monitor, check.via_router.is_some());
     let (host, version) = match (backend, &check.via_router) {
         (Some(b), Some(hosts)) => hosts.get(&b).cloned().unwrap_or((check.host, check.version)),
@@ -180,7 +184,7 @@ fn check_row(check: Check) -> MetricRow {
         environment: check.environment,
         host,
         version,
-        at_ms: rollwave_store::now_ms(),
+        at_ms: clock.now_ms(),
         requests: 1,
         errors: i64::from(!ok),
         buckets: buckets.iter().map(u64::to_string).collect::<Vec<_>>().join(","),

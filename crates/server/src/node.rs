@@ -4,12 +4,12 @@
 
 use crate::api::EventView;
 use crate::auth::{Actor, MachineComponent};
+use crate::clock::Clock;
 use crate::error::ApiError;
-use crate::log::record;
+use crate::leader::{Effect, InboxAnswer, InboxRequest, Input, Leader, Request, panic_text};
 use crate::metrics::Metrics;
 use crate::state::{Applied, CommandView, LogInput, ReadModel};
-use rollwave_store::{Answer, Lease, NewRecord, Store, now_ms};
-use serde::{Deserialize, Serialize};
+use rollwave_store::{Lease, Store};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -48,38 +48,10 @@ pub struct Config {
 /// The default of [`Config::datapoint_bin`].
 pub const DATAPOINT_BIN: Duration = Duration::from_secs(10);
 
-/// A request to change something, on its way to the leader's applier.
-struct Request {
-    service: String,
-    input: LogInput,
-    actor: Actor,
-    reply: Option<oneshot::Sender<Result<(Applied, i64), ApiError>>>,
-    inbox_id: Option<i64>,
-}
-
-impl Request {
-    /// An input from a part of the control plane itself: nobody waits for its answer.
-    fn from_machine(component: MachineComponent, service: String, input: LogInput) -> Request {
-        Request { service, input, actor: Actor::Machine(component), reply: None, inbox_id: None }
-    }
-}
-
-/// What travels through the inbox table from a follower to the leader, and back.
-#[derive(Serialize, Deserialize)]
-struct InboxRequest {
-    service: String,
-    input: LogInput,
-    actor: Actor,
-}
-
-#[derive(Serialize, Deserialize)]
-struct InboxAnswer {
-    #[serde(default)]
-    error: Option<(u16, crate::api::ErrorBody)>,
-}
-
 pub struct Node {
     pub store: Store,
+    /// What every decision of this replica reads the time from.
+    pub clock: Arc<dyn Clock>,
     pub config: Config,
     pub model: RwLock<ReadModel>,
     pub metrics: Metrics,
@@ -96,6 +68,9 @@ pub struct Node {
     wakers: std::sync::Mutex<std::collections::HashMap<(String, String, String), Arc<tokio::sync::Notify>>>,
     /// True once the replica has replayed the log at start.
     pub ready: watch::Sender<bool>,
+    /// The clock's reading (ms) at the leader's last sweep, once what it decided is
+    /// applied: a test in virtual time advances the clock and waits on this.
+    pub swept: watch::Sender<i64>,
     requests: mpsc::Sender<Request>,
     requests_rx: std::sync::Mutex<Option<mpsc::Receiver<Request>>>,
     /// Hosts heard from since the last flush to the store: (service, environment, host) → ms.
@@ -111,19 +86,26 @@ pub const ROUTER_EXPIRY_MS: i64 = 90_000;
 
 impl Node {
     pub fn new(store: Store, config: Config) -> Arc<Self> {
+        Self::with_clock(store, config, crate::clock::system())
+    }
+
+    /// A replica that reads the time from `clock`.
+    pub fn with_clock(store: Store, config: Config, clock: Arc<dyn Clock>) -> Arc<Self> {
         let (requests, rx) = mpsc::channel(4096);
         Arc::new(Node {
             store,
             config,
+            notifier: Arc::new(crate::notify::Notifier::with_clock(Arc::clone(&clock))),
+            clock,
             model: RwLock::new(ReadModel::default()),
             metrics: Metrics::new(),
-            notifier: Arc::default(),
             lease: watch::channel(None).0,
             events: broadcast::channel(4096).0,
             changed: watch::channel(0).0,
             reset: watch::channel(0).0,
             wakers: std::sync::Mutex::new(std::collections::HashMap::new()),
             ready: watch::channel(false).0,
+            swept: watch::channel(0).0,
             requests,
             requests_rx: std::sync::Mutex::new(Some(rx)),
             heard: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -134,25 +116,25 @@ impl Node {
     /// Notes a router fronting a region, from an authenticated router's table long-poll.
     pub fn heard_from_router(&self, service: &str, environment: &str, region: &str, address: &str) {
         let mut routers = self.routers.lock().unwrap_or_else(|p| p.into_inner());
-        forget_silent_routers(&mut routers, now_ms());
+        forget_silent_routers(&mut routers, self.clock.now_ms());
         let at = routers.entry((service.to_owned(), environment.to_owned(), region.to_owned())).or_default();
         // A bounded number per region, so a caller cannot grow this without end.
         if at.len() < crate::monitors::MAX_ROUTERS_PER_REGION || at.contains_key(address) {
-            at.insert(address.to_owned(), now_ms());
+            at.insert(address.to_owned(), self.clock.now_ms());
         }
     }
 
     /// The routers heard from lately, per region.
     pub fn routers_heard(&self) -> crate::monitors::Routers {
         let mut routers = self.routers.lock().unwrap_or_else(|p| p.into_inner());
-        forget_silent_routers(&mut routers, now_ms());
+        forget_silent_routers(&mut routers, self.clock.now_ms());
         routers.clone()
     }
 
     /// Notes a sign of life from a host (a poll, a report, a registration).
     pub fn heard_from(&self, service: &str, environment: &str, host: &str) {
         let mut heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
-        heard.insert((service.to_owned(), environment.to_owned(), host.to_owned()), now_ms());
+        heard.insert((service.to_owned(), environment.to_owned(), host.to_owned()), self.clock.now_ms());
     }
 
     /// Writes the signs of life heard since the last flush, so the leader sees them
@@ -173,8 +155,8 @@ impl Node {
     async fn lost_hosts(&self, leading_since: i64) -> Vec<Request> {
         let services: Vec<String> =
             self.read(|m| m.services.values().filter(|s| s.agents).map(|s| s.name.clone()).collect());
-        let timeout = self.config.host_timeout.as_millis() as i64;
-        let now = now_ms();
+        let timeout = self.config.host_timeout;
+        let now = self.clock.now_ms();
         let mut lost = Vec::new();
         for service in services {
             let beats = match self.store.heartbeats(&service).await {
@@ -198,8 +180,8 @@ impl Node {
                     .iter()
                     .filter(|((env, _), slot)| s.engine.host_present(*env, **slot))
                     .filter(|((env, _), slot)| {
-                        let seen = last.get(&(*env, **slot)).copied().unwrap_or(0).max(leading_since);
-                        now - seen > timeout
+                        let seen = last.get(&(*env, **slot)).copied().unwrap_or(0);
+                        crate::leader::is_lost(now, seen, leading_since, timeout)
                     })
                     .map(|((env, alias), _)| (s.plan.manifest.environments[env.idx()].name.clone(), alias.clone()))
                     .collect()
@@ -312,7 +294,7 @@ impl Node {
             }
         });
         let mut last_inbox = 0;
-        let mut last_tick: BTreeMap<String, tokio::time::Instant> = BTreeMap::new();
+        let mut leader = Leader::new(self.config.host_timeout);
         loop {
             if let Err(e) = self.follow().await {
                 tracing::warn!("reading the log failed: {e}");
@@ -323,7 +305,7 @@ impl Node {
                 Ok(Some(lease)) => {
                     // A term after the first is a takeover from the replica that held the last.
                     tracing::info!(term = lease.term, node = %self.config.node_id, "this replica takes the lead");
-                    self.lead(lease, &mut rx, &mut last_inbox, &mut last_tick).await;
+                    self.lead(lease, &mut rx, &mut last_inbox, &mut leader).await;
                     tracing::info!("this replica no longer leads");
                 }
                 Ok(None) => {}
@@ -384,13 +366,7 @@ impl Node {
         }
     }
 
-    async fn lead(
-        &self,
-        lease: Lease,
-        rx: &mut mpsc::Receiver<Request>,
-        last_inbox: &mut i64,
-        last_tick: &mut BTreeMap<String, tokio::time::Instant>,
-    ) {
+    async fn lead(&self, lease: Lease, rx: &mut mpsc::Receiver<Request>, last_inbox: &mut i64, leader: &mut Leader) {
         // Catch up with anything the previous leader wrote before its lease ran out.
         if let Err(e) = self.follow().await {
             tracing::warn!("catching up failed: {e}");
@@ -405,7 +381,8 @@ impl Node {
         self.drive(in_flight);
 
         // Renewing runs on a task of its own, so that nothing the loop does can let the
-        // lease run out; the loop only hears when it is lost.
+        // lease run out; the loop only hears when it is lost. The lease is shared with
+        // other processes, whose only common clock is the wall: it keeps real time.
         let (lost_tx, mut lost) = oneshot::channel();
         let _renewer = AbortOnDrop(tokio::spawn(renew_lease(
             self.store.clone(),
@@ -414,20 +391,20 @@ impl Node {
             self.config.lease_ttl,
             lost_tx,
         )));
-        let leading_since = now_ms();
-        let mut sweep = tokio::time::interval(Duration::from_millis(500));
         let (alarms_tx, mut alarms) = mpsc::channel(1024);
         let mut signals =
             crate::signals::Signals::new(self.config.prometheus.clone(), self.config.datapoint_bin, alarms_tx);
-        let mut monitors = crate::monitors::Monitors::default();
-        let mut last_prune = 0;
-        // Losing a host is judged against a timeout of many seconds: reading every
-        // heartbeat at each half-second sweep would be work for nothing.
-        let scan_every = (self.config.host_timeout.as_millis() as i64 / 10).max(500);
-        let mut last_scan = 0;
-        let mut poll = tokio::time::interval(Duration::from_millis(100));
+        let mut monitors = crate::monitors::Monitors::new(Arc::clone(&self.clock));
+        let mut wake_at = jiff::Timestamp::MAX;
         let mut batch: Vec<Request> = Vec::new();
+        let elected = leader.handle(self.clock.now(), Input::Elected);
+        self.perform(elected, &mut batch, &mut wake_at, &mut monitors, &mut signals).await;
+        // The inbox is read every 100 ms of real time: it is a poll of the store, not a
+        // decision, and followers' requests must arrive whatever the clock says.
+        let mut poll = tokio::time::interval(Duration::from_millis(100));
         loop {
+            let mut swept = None;
+            let timer = self.clock.sleep_until(wake_at);
             tokio::select! {
                 Some(r) = rx.recv() => {
                     batch.push(r);
@@ -456,73 +433,90 @@ impl Node {
                         },
                         Err(e) => tracing::warn!("reading the inbox failed: {e}"),
                     }
-                    self.due_ticks(last_tick, &mut batch);
+                    let due = self.read(|m| m.services.values().map(|s| (s.name.clone(), s.engine.next_deadline())).collect());
+                    let effects = leader.handle(self.clock.now(), Input::Due(due));
+                    self.perform(effects, &mut batch, &mut wake_at, &mut monitors, &mut signals).await;
                 }
-                _ = sweep.tick() => {
-                    // Every replica's heartbeats are in the store; the lost hosts already
-                    // reported stay absent until they register again.
-                    let now = now_ms();
-                    if now - last_scan >= scan_every {
-                        last_scan = now;
-                        self.flush_heartbeats().await;
-                        batch.extend(self.lost_hosts(leading_since).await);
-                    }
-                    let waiting: Vec<_> = self.read(|m| {
-                        m.services
-                            .values()
-                            .filter(|s| !s.plan.manifest.notifications.is_empty())
-                            .map(|s| (s.name.clone(), s.plan.manifest.notifications.clone(), s.blocked.values().cloned().collect::<Vec<_>>()))
-                            .collect()
-                    });
-                    for (service, hooks, blocked) in waiting {
-                        self.notifier.blocked(&hooks, &service, &blocked, jiff::Timestamp::now());
-                    }
-                    let routers = self.routers_heard();
-                    monitors.start_due(&self.store, &self.model, &routers, now);
-                    for (service, input) in signals.due(&self.store, &self.model, now).await {
-                        batch.push(Request::from_machine(MachineComponent::Signals, service, input));
-                    }
-                    if now - last_prune > 60_000 {
-                        last_prune = now;
-                        let watch = self.read(|m| m.services.values().map(|s| s.plan.manifest.watch).max()).unwrap_or_default();
-                        let _ = self.store.prune_metrics(now - watch.as_millis() as i64 - 60_000).await;
-                    }
+                _ = timer => {
+                    // What is due is decided at every sweep too, so that once a sweep
+                    // at a time is done, so are the ticks due by then.
+                    let now = self.clock.now();
+                    let due = self.read(|m| m.services.values().map(|s| (s.name.clone(), s.engine.next_deadline())).collect());
+                    let effects = leader.handle(now, Input::Due(due));
+                    self.perform(effects, &mut batch, &mut wake_at, &mut monitors, &mut signals).await;
+                    let longest_watch = self.read(|m| m.services.values().map(|s| s.plan.manifest.watch).max()).unwrap_or_default();
+                    let effects = leader.handle(now, Input::Timer { longest_watch });
+                    self.perform(effects, &mut batch, &mut wake_at, &mut monitors, &mut signals).await;
+                    swept = Some(now.as_millisecond());
                 }
             }
-            if batch.is_empty() {
-                continue;
-            }
-            let requests = std::mem::take(&mut batch);
-            if let Err(unapplied) = self.apply_batch(&lease, requests).await {
-                self.step_down(unapplied).await;
-                // Any replica, this one included, may take over at once with a model
-                // replayed from the log.
-                if let Err(e) = self.store.release_lease(&lease).await {
-                    tracing::warn!(term = lease.term, "giving up the lease failed: {e}");
+            if !batch.is_empty() {
+                let requests = std::mem::take(&mut batch);
+                if let Err(unapplied) = self.apply_batch(&lease, requests).await {
+                    self.step_down(unapplied).await;
+                    // Any replica, this one included, may take over at once with a model
+                    // replayed from the log.
+                    if let Err(e) = self.store.release_lease(&lease).await {
+                        tracing::warn!(term = lease.term, "giving up the lease failed: {e}");
+                    }
+                    return;
                 }
-                return;
+            }
+            if let Some(at) = swept {
+                self.swept.send_replace(at);
             }
         }
     }
 
-    /// Ticks every service whose engine has something due, and each at least every 30 s
-    /// (deployment windows open without any other input).
-    fn due_ticks(&self, last_tick: &mut BTreeMap<String, tokio::time::Instant>, batch: &mut Vec<Request>) {
-        let now = jiff::Timestamp::now();
-        let due: Vec<String> = self.read(|m| {
-            m.services
-                .values()
-                .filter(|s| {
-                    let deadline = s.engine.next_deadline().is_some_and(|d| d <= now);
-                    let stale = last_tick.get(&s.name).is_none_or(|t| t.elapsed() >= Duration::from_secs(30));
-                    deadline || stale
-                })
-                .map(|s| s.name.clone())
-                .collect()
-        });
-        for service in due {
-            last_tick.insert(service.clone(), tokio::time::Instant::now());
-            batch.push(Request::from_machine(MachineComponent::Clock, service, LogInput::Tick));
+    /// Performs what the leader decided; inputs it submits join `batch`.
+    async fn perform(
+        &self,
+        effects: Vec<Effect>,
+        batch: &mut Vec<Request>,
+        wake_at: &mut jiff::Timestamp,
+        monitors: &mut crate::monitors::Monitors,
+        signals: &mut crate::signals::Signals,
+    ) {
+        for effect in effects {
+            match effect {
+                Effect::Submit { component, service, input } => {
+                    batch.push(Request::from_machine(component, service, input));
+                }
+                Effect::FindLostHosts { leading_since_ms } => {
+                    // Every replica's heartbeats are in the store; the lost hosts already
+                    // reported stay absent until they register again.
+                    self.flush_heartbeats().await;
+                    batch.extend(self.lost_hosts(leading_since_ms).await);
+                }
+                Effect::NotifyBlocked => {
+                    let waiting: Vec<_> = self.read(|m| {
+                        m.services
+                            .values()
+                            .filter(|s| !s.plan.manifest.notifications.is_empty())
+                            .map(|s| {
+                                let blocked = s.blocked.values().cloned().collect::<Vec<_>>();
+                                (s.name.clone(), s.plan.manifest.notifications.clone(), blocked)
+                            })
+                            .collect()
+                    });
+                    for (service, hooks, blocked) in waiting {
+                        self.notifier.blocked(&hooks, &service, &blocked, self.clock.now());
+                    }
+                }
+                Effect::Probe => {
+                    let routers = self.routers_heard();
+                    monitors.start_due(&self.store, &self.model, &routers, self.clock.now_ms());
+                }
+                Effect::Query => {
+                    for (service, input) in signals.due(&self.store, &self.model, self.clock.now_ms()).await {
+                        batch.push(Request::from_machine(MachineComponent::Signals, service, input));
+                    }
+                }
+                Effect::PruneMetrics { before_ms } => {
+                    let _ = self.store.prune_metrics(before_ms).await;
+                }
+                Effect::ArmTimer(at) => *wake_at = at,
+            }
         }
     }
 
@@ -554,56 +548,11 @@ impl Node {
     /// write was refused, or applying an input failed midway (a panic, or a record that
     /// cannot be written), which leaves the read model in a state no log holds.
     async fn apply_batch(&self, lease: &Lease, requests: Vec<Request>) -> Result<(), Vec<Request>> {
-        let mut records = Vec::new();
-        let mut answers = Vec::new();
-        let mut audits = Vec::new();
-        let mut outcomes: Vec<(Request, Result<Applied, ApiError>, Option<usize>)> = Vec::new();
-        let mut unapplied = Vec::new();
-        let mut faulted = false;
-        let mut last_at = 0;
-        {
+        let batch = {
             let mut model = self.model.write().unwrap_or_else(|p| p.into_inner());
-            let mut pending = requests.into_iter();
-            while let Some(r) = pending.next() {
-                // One clock reading per input, never going backwards within a batch.
-                let at = now_ms().max(last_at);
-                last_at = at;
-                let applied =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.apply(&r.service, at, &r.input)));
-                let logged = match applied {
-                    Ok(result) => log_entries(at, &r, result),
-                    Err(panic) => Err(format!("applying it panicked: {}", panic_text(panic.as_ref()))),
-                };
-                match logged {
-                    Ok(Logged { result, records: new_records, answer }) => {
-                        records.extend(new_records);
-                        let through = result.is_ok().then(|| records.len() - 1);
-                        if let (Some(inbox_id), Some(body)) = (r.inbox_id, answer) {
-                            answers.push(Answer { inbox_id, body, through_record: records.len().checked_sub(1) });
-                        }
-                        if result.is_ok() {
-                            audits.extend(audit_row(&r));
-                        }
-                        outcomes.push((r, result, through));
-                    }
-                    Err(why) => {
-                        tracing::error!(
-                            service = %r.service,
-                            action = r.input.action_name(),
-                            "an input could not be applied, {why}; the read model is rebuilt from the log"
-                        );
-                        let error = ApiError::internal("this change could not be applied and was not made");
-                        if let (Some(inbox_id), Ok(body)) = (r.inbox_id, inbox_answer(&Err(error.clone()))) {
-                            answers.push(Answer { inbox_id, body, through_record: records.len().checked_sub(1) });
-                        }
-                        outcomes.push((r, Err(error), None));
-                        unapplied = pending.collect();
-                        faulted = true;
-                        break;
-                    }
-                }
-            }
-        }
+            crate::leader::apply_batch(&mut model, || self.clock.now_ms(), requests)
+        };
+        let crate::leader::Batch { records, answers, audits, outcomes, unapplied, faulted } = batch;
         let seqs = match self.store.append(lease, &records, &answers, &audits).await {
             Ok(seqs) => seqs,
             Err(e) => {
@@ -616,34 +565,19 @@ impl Node {
                 return Err(unapplied);
             }
         };
-        let last = seqs.last().copied();
-        if let Some(last) = last {
+        if let Some(last) = seqs.last().copied() {
             self.model.write().unwrap_or_else(|p| p.into_inner()).applied_seq = last;
         }
         self.metrics.events_appended.inc_by(seqs.len() as u64);
         // Tell the world, in log order.
-        let mut commands = Vec::new();
-        for (record, seq) in records.iter().zip(&seqs) {
-            match record.kind.as_str() {
-                "event" => {
-                    if let Ok(mut e) = serde_json::from_str::<EventView>(&record.body) {
-                        e.seq = Some(*seq);
-                        log_decision(&e, lease.term);
-                        let hooks =
-                            self.read(|m| m.services.get(&e.service).map(|s| s.plan.manifest.notifications.clone()));
-                        if let Some(hooks) = hooks.filter(|h| !h.is_empty()) {
-                            self.notifier.event(&hooks, &e);
-                        }
-                        let _ = self.events.send(e);
-                    }
-                }
-                "command" => {
-                    if let Ok(c) = serde_json::from_str::<CommandView>(&record.body) {
-                        commands.push(c);
-                    }
-                }
-                _ => {}
+        let (events, mut commands) = crate::leader::announced(&records, &seqs);
+        for e in events {
+            log_decision(&e, lease.term);
+            let hooks = self.read(|m| m.services.get(&e.service).map(|s| s.plan.manifest.notifications.clone()));
+            if let Some(hooks) = hooks.filter(|h| !h.is_empty()) {
+                self.notifier.event(&hooks, &e);
             }
+            let _ = self.events.send(e);
         }
         self.changed.send_modify(|n| *n += 1);
         self.wake_hosts(&commands);
@@ -765,39 +699,6 @@ fn hook_outcome(hook: &crate::api::HookReport) -> String {
     }
 }
 
-/// What one request gives the log: its outcome, the records it adds (its input, then its
-/// decisions) and the answer to its inbox entry, if it came through the inbox.
-struct Logged {
-    result: Result<Applied, ApiError>,
-    records: Vec<NewRecord>,
-    answer: Option<String>,
-}
-
-/// What an applied request gives the log; `Err` when a part of it cannot be written.
-fn log_entries(at: i64, r: &Request, result: Result<Applied, ApiError>) -> Result<Logged, String> {
-    let unwritable = |e: serde_json::Error| format!("its record could not be written: {e}");
-    let mut records = Vec::new();
-    if let Ok(applied) = &result {
-        records.push(record(at, &r.service, &r.input).map_err(unwritable)?);
-        for e in &applied.events {
-            records.push(record(at, &r.service, e).map_err(unwritable)?);
-        }
-        for c in &applied.commands {
-            records.push(record(at, &r.service, c).map_err(unwritable)?);
-        }
-    }
-    let answer = match r.inbox_id {
-        Some(_) => Some(inbox_answer(&result).map_err(unwritable)?),
-        None => None,
-    };
-    Ok(Logged { result, records, answer })
-}
-
-fn inbox_answer(result: &Result<Applied, ApiError>) -> Result<String, serde_json::Error> {
-    let error = result.as_ref().err().map(|e| (e.status.as_u16(), e.body.clone()));
-    serde_json::to_string(&InboxAnswer { error })
-}
-
 /// A logged input panics when replayed: the same log gives the same panic on every try,
 /// so no state equal to the log can be served. The process exits for its supervisor to
 /// see, rather than serve a half-changed model.
@@ -805,14 +706,6 @@ fn replay_failed(seq: i64, why: &str) -> ! {
     tracing::error!(seq, "replaying the log panicked: {why}; exiting");
     eprintln!("rollwave: replaying log record {seq} panicked: {why}");
     std::process::exit(70)
-}
-
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("a panic")
 }
 
 /// Aborts a task when the scope that started it ends.
@@ -845,22 +738,6 @@ async fn renew_lease(store: Store, node_id: String, lease: Lease, ttl: Duration,
         }
     }
     let _ = lost.send(());
-}
-
-/// The audit row of an applied request: people's changes are audited; what machines and
-/// hosts report is in the log already.
-fn audit_row(r: &Request) -> Option<rollwave_store::NewAudit> {
-    let report = matches!(r.input, LogInput::HostReport { .. } | LogInput::RegisterHost { .. });
-    match &r.actor {
-        Actor::Machine(_) => None,
-        Actor::Token(_) if report => None,
-        Actor::Token(caller) => Some(rollwave_store::NewAudit {
-            actor: caller.name.clone(),
-            token_id: Some(caller.id),
-            action: r.input.action_name().to_owned(),
-            detail: serde_json::json!({ "service": r.service, "input": r.input }).to_string(),
-        }),
-    }
 }
 
 fn forget_silent_routers(routers: &mut crate::monitors::Routers, now: i64) {

@@ -30,14 +30,26 @@ pub struct Notifier {
     /// `blocked` notifications already sent: (service, release, scope, since).
     blocked_sent: Mutex<BTreeSet<BlockedKey>>,
     posts: Arc<tokio::sync::Semaphore>,
+    /// Paces the retries.
+    clock: Arc<dyn crate::clock::Clock>,
+    /// Bumped after every attempt, delivered or not: what waits on deliveries wakes on it.
+    pub attempted: tokio::sync::watch::Sender<u64>,
 }
 
 impl Default for Notifier {
     fn default() -> Self {
+        Self::with_clock(crate::clock::system())
+    }
+}
+
+impl Notifier {
+    pub fn with_clock(clock: Arc<dyn crate::clock::Clock>) -> Self {
         Notifier {
             status: Mutex::default(),
             blocked_sent: Mutex::default(),
             posts: Arc::new(tokio::sync::Semaphore::new(MAX_POSTS_IN_FLIGHT)),
+            clock,
+            attempted: tokio::sync::watch::channel(0).0,
         }
     }
 }
@@ -214,6 +226,8 @@ impl Notifier {
                 entry.last_error = Some(e);
             }
         }
+        drop(status);
+        self.attempted.send_modify(|n| *n += 1);
     }
 
     fn send(self: &Arc<Self>, service: &str, url: &WebhookUrl, body: String) {
@@ -222,7 +236,7 @@ impl Notifier {
         tokio::spawn(async move {
             for attempt in 0..ATTEMPTS {
                 if attempt > 0 {
-                    tokio::time::sleep(Duration::from_secs(1 << (attempt - 1))).await;
+                    notifier.clock.sleep(Duration::from_secs(1 << (attempt - 1))).await;
                 }
                 let (u, b) = (url.clone(), body.clone());
                 let result = match Arc::clone(&notifier.posts).acquire_owned().await {

@@ -5,6 +5,7 @@ mod support;
 use rollwave_server::Driver;
 use rollwave_server::api::*;
 use rollwave_server::client::{Client, ClientError};
+use rollwave_server::leader::SWEEP;
 use std::time::Duration;
 use support::{ADMIN, TestServer};
 
@@ -111,14 +112,19 @@ fn a_release_rolls_out_with_the_noop_driver_and_its_timeline_is_kept() {
     assert_eq!(r.sha256.as_deref(), Some(sha.as_str()));
 
     // Prod needs approval: the release waits at its gate and says why.
-    s.wait_until("v2 waits for approval", || {
+    s.wait_for("v2 waits for approval", || {
+        // The one-box bakes for a second of virtual time.
+        s.advance(SWEEP);
         admin.status("shop").unwrap().blocked.iter().any(|b| b.reason.contains("approval"))
     });
     let viewer = admin.create_token(&CreateToken { role: "viewer".into(), ..Default::default() }).unwrap().token;
     let viewer_view = s.client(Some(&viewer)).release("shop", "v2").unwrap();
     assert!(viewer_view.release.reached.contains(&"beta".to_owned()));
     admin.action("shop", "v2", "approve", None).unwrap();
-    s.wait_until("v2 completes", || admin.release("shop", "v2").unwrap().release.outcome == "completed");
+    s.wait_for("v2 completes", || {
+        s.advance(SWEEP);
+        admin.release("shop", "v2").unwrap().release.outcome == "completed"
+    });
 
     let status = admin.status("shop").unwrap();
     for env in &status.environments {
@@ -213,7 +219,7 @@ fn agents_speak_only_for_their_own_host() {
     // A release asks the first beta batch to deploy; the long-poll wakes for it.
     // The zone waits until every host the manifest expects there has registered.
     admin.create_release("shop", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
-    s.wait_until("the rollout waits for b1-2", || {
+    s.wait_for("the rollout waits for b1-2", || {
         admin.status("shop").unwrap().blocked.iter().any(|b| b.reason.contains("1 of 2 host(s) of zone b1 to register"))
     });
     register_as(&admin, "b1-2").unwrap();
@@ -234,7 +240,7 @@ fn agents_speak_only_for_their_own_host() {
     assert_eq!(api_status(refused.unwrap_err()).0, 403);
     let accepted: Accepted = agent.post("/v1/services/shop/hosts/beta/b1-1/report", &report).unwrap();
     assert!(accepted.ok);
-    s.wait_until("b1-1 runs v2", || {
+    s.wait_for("b1-1 runs v2", || {
         admin.status("shop").unwrap().environments[0].versions.contains(&("v2".to_owned(), 1))
     });
 }
@@ -285,7 +291,7 @@ fn exec_environments_run_their_commands_with_the_share_filled_in() {
     let admin = s.client(Some(ADMIN));
     admin.apply("fn.yaml", &manifest).unwrap();
     admin.create_release("fn", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
-    s.wait_until("v2 completes through exec", || admin.release("fn", "v2").unwrap().release.outcome == "completed");
+    s.wait_for("v2 completes through exec", || admin.release("fn", "v2").unwrap().release.outcome == "completed");
     let log = std::fs::read_to_string(&out).unwrap();
     let shares: Vec<u32> = log.lines().map(|l| l.split(' ').nth(2).unwrap().parse().unwrap()).collect();
     assert_eq!(log.lines().count(), 10, "{log}");
@@ -326,14 +332,14 @@ fn stage_tests_run_on_the_server_and_a_failing_one_stops_the_release() {
     let admin = s.client(Some(ADMIN));
     admin.apply("web.yaml", &manifest).unwrap();
     admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
-    s.wait_until("v2 completes", || admin.release("web", "v2").unwrap().release.outcome == "completed");
+    s.wait_for("v2 completes", || admin.release("web", "v2").unwrap().release.outcome == "completed");
     let v2 = admin.release("web", "v2").unwrap();
     let passed = v2.events.iter().find(|e| e.kind == "test_passed").expect("the test ran");
     assert_eq!(passed.output.as_deref(), Some("beta smoke v2\n"), "{passed:?}");
 
     std::fs::write(&flag, "").unwrap();
     admin.create_release("web", &CreateRelease { version: "v3".into(), artifact: None, sha256: None }).unwrap();
-    s.wait_until("v3 stops", || admin.release("web", "v3").unwrap().release.outcome != "in_progress");
+    s.wait_for("v3 stops", || admin.release("web", "v3").unwrap().release.outcome != "in_progress");
     let v3 = admin.release("web", "v3").unwrap();
     let failed = v3.events.iter().find(|e| e.kind == "test_failed").expect("the test failed");
     assert!(failed.reason.as_deref().unwrap().contains("smoke"), "{failed:?}");
@@ -343,7 +349,7 @@ fn stage_tests_run_on_the_server_and_a_failing_one_stops_the_release() {
 
 #[test]
 fn a_host_that_goes_silent_mid_deployment_is_lost_and_fails_its_zone() {
-    let s = TestServer::start_with(Driver::Agent, Duration::from_secs(2));
+    let s = TestServer::builder().driver(Driver::Agent).host_timeout(Duration::from_secs(2)).start();
     let admin = s.client(Some(ADMIN));
     admin.apply("shop.yaml", MANIFEST).unwrap();
     for host in ["b1-1", "b1-2"] {
@@ -363,7 +369,8 @@ fn a_host_that_goes_silent_mid_deployment_is_lost_and_fails_its_zone() {
     }
     admin.create_release("shop", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
     // Nobody polls or reports: both hosts fall silent, and the one-box deployment fails.
-    s.wait_until("v2 halts", || admin.release("shop", "v2").unwrap().release.outcome == "halted");
+    s.advance(Duration::from_millis(2500));
+    s.wait_for("v2 halts", || admin.release("shop", "v2").unwrap().release.outcome == "halted");
     let events = admin.release("shop", "v2").unwrap().events;
     let failed = events.iter().find(|e| e.kind == "host_failed").expect("a host_failed event");
     assert_eq!(failed.scope, "beta/r1/b1/b1-1");

@@ -4,10 +4,12 @@
 
 mod support;
 
+use rollwave_server::Driver;
 use rollwave_server::api::*;
-use rollwave_server::{Config, Driver};
+use rollwave_server::clock::Clock;
+use rollwave_server::leader::SWEEP;
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::{ADMIN, TestServer};
 
 const MANIFEST: &str = "\
@@ -33,14 +35,6 @@ fn token(admin: &rollwave_server::client::Client, role: &str, ttl_s: Option<u64>
         _ => (None, None),
     };
     admin.create_token(&CreateToken { role: role.into(), host, region, ttl_s, ..Default::default() }).unwrap().token
-}
-
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !ok() {
-        assert!(started.elapsed() < Duration::from_secs(20), "timed out waiting until {what}");
-        std::thread::yield_now();
-    }
 }
 
 /// Sends a request with the token as bearer and as the dashboard's cookie, by hand;
@@ -187,7 +181,8 @@ fn every_route_answers_every_caller_as_the_table_says() {
     tokens.push(Some(token(&admin_client, "agent", None)));
     tokens.push(Some(token(&admin_client, "router", None)));
     tokens.push(Some(revoked));
-    wait_for("the one-second token expires", || {
+    s.wait_for("the one-second token expires", || {
+        s.advance(SWEEP);
         status(&s.base, "GET", "/v1/services", Some(&expired), false, "") == 401
     });
     tokens.push(Some(expired));
@@ -265,30 +260,12 @@ fn token_names_follow_a_grammar_are_unique_and_cannot_pose_as_machines() {
     assert_eq!(s.runtime.block_on(s.node.store.verify_audit()).unwrap(), Ok(audit.len()));
 }
 
-/// A second replica on the first one's database.
-fn replica(s: &TestServer) -> (String, rollwave_server::Running) {
-    let config = Config {
-        db: format!("sqlite://{}", s._dir.path().join("api.db").display()),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        node_id: "second".into(),
-        driver: Driver::Noop { delay: Duration::from_millis(20) },
-        lease_ttl: Duration::from_secs(5),
-        bootstrap_token: Some(ADMIN.into()),
-        anonymous_read: false,
-        host_timeout: Duration::from_secs(30),
-        datapoint_bin: rollwave_server::node::DATAPOINT_BIN,
-        prometheus: None,
-    };
-    let running = s.runtime.block_on(rollwave_server::start(config)).unwrap();
-    (format!("http://{}", running.addr), running)
-}
-
 #[test]
 fn a_revoked_or_expired_token_is_refused_on_every_replica_within_a_second() {
     let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(20) });
     let admin = s.client(Some(ADMIN));
     admin.apply("web.yaml", MANIFEST).unwrap();
-    let (second, _running) = replica(&s);
+    let (second, _running) = s.replica("second");
     let viewer = token(&admin, "viewer", None);
     // Both replicas know the token (and remember it).
     for base in [&s.base, &second] {
@@ -297,15 +274,19 @@ fn a_revoked_or_expired_token_is_refused_on_every_replica_within_a_second() {
     let id = admin.tokens().unwrap().into_iter().max_by_key(|t| t.id).unwrap().id;
     admin.revoke_token(id).unwrap();
     assert_eq!(status(&s.base, "GET", "/v1/services", Some(&viewer), false, ""), 401, "at once where it was revoked");
-    let revoked = Instant::now();
-    wait_for("the other replica refuses it", || {
+    let revoked = s.virtual_clock().now();
+    s.wait_for("the other replica refuses it", || {
+        s.advance(SWEEP);
         status(&second, "GET", "/v1/services", Some(&viewer), false, "") == 401
     });
-    assert!(revoked.elapsed() < Duration::from_secs(3), "refused within the cache's second: {:?}", revoked.elapsed());
+    let took = s.virtual_clock().now().duration_since(revoked);
+    assert!(took <= jiff::SignedDuration::from_secs(1), "refused within the cache's second: {took:?}");
 
     let listed = admin.tokens().unwrap().into_iter().find(|t| t.id == id).unwrap();
     assert!(listed.revoked_ms.is_some());
-    wait_for("its last use is written", || {
+    s.wait_for("its last use is written", || {
+        // Written every 5 s.
+        s.advance(SWEEP);
         admin.tokens().unwrap().into_iter().find(|t| t.id == id).is_some_and(|t| t.last_used_ms.is_some())
     });
     assert_eq!(status(&s.base, "DELETE", &format!("/v1/tokens/{id}"), Some(ADMIN), false, ""), 404, "revoked once");
@@ -320,7 +301,8 @@ fn a_revoked_or_expired_token_is_refused_on_every_replica_within_a_second() {
         .block_on(s.node.store.raw_execute(&format!("UPDATE tokens SET role = 'viewer' WHERE id = {id}")))
         .unwrap();
     for base in [&s.base, &second] {
-        wait_for("the downgrade takes effect", || {
+        s.wait_for("the downgrade takes effect", || {
+            s.advance(SWEEP);
             status(base, "POST", "/v1/services/ghost/hold", Some(&deployer), false, "{}") == 403
         });
     }
@@ -364,7 +346,7 @@ fn scoped_machine_tokens_push_and_poll_only_for_their_own_place() {
 
 #[test]
 fn anonymous_reads_open_reads_only() {
-    let s = TestServer::start_anonymous_read(Driver::Noop { delay: Duration::from_millis(20) });
+    let s = TestServer::builder().driver(Driver::Noop { delay: Duration::from_millis(20) }).anonymous_read().start();
     s.client(Some(ADMIN)).apply("web.yaml", MANIFEST).unwrap();
     assert_eq!(status(&s.base, "GET", "/v1/services/web", None, false, ""), 200);
     assert_eq!(status(&s.base, "GET", "/services/web", None, false, ""), 200);

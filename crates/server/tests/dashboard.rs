@@ -102,7 +102,7 @@ fn release(s: &TestServer, version: &str, artifact: Option<&str>) {
 
 #[test]
 fn user_text_is_escaped_everywhere() {
-    let s = TestServer::start_anonymous_read(noop());
+    let s = TestServer::builder().driver(noop()).anonymous_read().wall_clock().start();
     s.client(Some(ADMIN)).apply("shop.yaml", MANIFEST).unwrap();
     // An artifact URL cannot hold `<` or `>`, but may hold quotes and ampersands.
     release(&s, "v2", Some("https://example.invalid/'onmouseover='alert(1)'&x.tgz"));
@@ -133,7 +133,7 @@ fn user_text_is_escaped_everywhere() {
 
 #[test]
 fn hook_output_and_addresses_from_agents_are_escaped() {
-    let s = TestServer::start_anonymous_read(Driver::Agent);
+    let s = TestServer::builder().driver(Driver::Agent).anonymous_read().wall_clock().start();
     let admin = s.client(Some(ADMIN));
     let manifest = "\
 service: tiny
@@ -173,7 +173,7 @@ stages:
         hooks: vec![hook],
     };
     let _: Accepted = admin.post("/v1/services/tiny/hosts/beta/b1-1/report", &report).unwrap();
-    s.wait_until("the hook is in the timeline", || {
+    s.wait_for("the hook is in the timeline", || {
         admin.release("tiny", "v2").unwrap().events.iter().any(|e| e.kind == "hook")
     });
 
@@ -190,7 +190,7 @@ stages:
 
 #[test]
 fn unknown_services_and_releases_get_a_404_page() {
-    let s = TestServer::start_anonymous_read(noop());
+    let s = TestServer::builder().driver(noop()).anonymous_read().wall_clock().start();
     s.client(Some(ADMIN)).apply("shop.yaml", MANIFEST).unwrap();
     for path in ["/services/nope", "/services/nope/hosts", "/services/nope/alarms", "/services/shop/releases/v9"] {
         let p = get(&s, path, None);
@@ -212,7 +212,7 @@ fn unknown_services_and_releases_get_a_404_page() {
 
 #[test]
 fn actions_need_a_login_and_the_role_and_show_the_apis_error() {
-    let s = TestServer::start_anonymous_read(noop());
+    let s = TestServer::builder().driver(noop()).anonymous_read().wall_clock().start();
     let admin = s.client(Some(ADMIN));
     admin.apply("shop.yaml", MANIFEST).unwrap();
     release(&s, "v2", None);
@@ -262,7 +262,7 @@ fn actions_need_a_login_and_the_role_and_show_the_apis_error() {
 
 #[test]
 fn login_sets_an_http_only_strict_cookie_and_logout_clears_it() {
-    let s = TestServer::start_anonymous_read(noop());
+    let s = TestServer::builder().driver(noop()).anonymous_read().wall_clock().start();
     let p = post_form(&s, "/login", None, None, &[("token", "rw_not_a_token"), ("next", "/services/shop")]);
     assert_eq!(p.status, 401);
     assert!(p.body.contains("unknown token"), "{}", p.body);
@@ -532,12 +532,12 @@ fn api_cells(s: &TestServer, version: &str) -> Vec<(String, String)> {
 #[test]
 fn the_dashboard_in_a_real_browser() {
     let Some(b) = Browser::start() else { return };
-    let s = TestServer::start_anonymous_read(noop());
+    let s = TestServer::builder().driver(noop()).anonymous_read().wall_clock().start();
     let admin = s.client(Some(ADMIN));
     admin.apply("shop.yaml", MANIFEST).unwrap();
     release(&s, "v2", None);
     // Beta done, prod waiting for approval: a state that holds still.
-    s.wait_until("v2 waits for approval", || {
+    s.wait_for("v2 waits for approval", || {
         admin.status("shop").unwrap().blocked.iter().any(|b| b.reason.contains("approval"))
     });
 
@@ -570,7 +570,7 @@ fn the_dashboard_in_a_real_browser() {
     });
     b.screenshot("03-overview-two-releases-in-flight");
     assert_eq!(b.script("return window.notReloaded === true;"), json!(true), "the page was reloaded");
-    s.wait_until("v2 completes", || admin.release("shop", "v2").unwrap().release.outcome == "completed");
+    s.wait_for("v2 completes", || admin.release("shop", "v2").unwrap().release.outcome == "completed");
     b.wait_for("every prod region runs v2 alone", Duration::from_secs(30), |b| {
         b.cells()
             .iter()

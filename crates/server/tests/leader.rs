@@ -1,18 +1,18 @@
 //! The leader's loop against an outside world that does not answer: monitor targets,
-//! Prometheus and webhooks that accept connections and never reply.
+//! Prometheus and webhooks that accept connections and never reply. Real sockets hang
+//! for real: this test runs on the wall clock.
 
 mod support;
 
-use rollwave_server::Driver;
 use rollwave_server::api::*;
 use rollwave_server::state::LogInput;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use support::{ADMIN, TestServer, silent_listener};
 
-/// Well under the 10 s a check of a silent host waits before it times out: a leader that
-/// waited on one would answer later than this.
-const PROMPT: Duration = Duration::from_secs(6);
+/// Well under the 2 s a check of a silent host waits before it times out (twice the
+/// monitor's `max_latency`): a leader that waited on one would answer later than this.
+const PROMPT: Duration = Duration::from_millis(1500);
 
 fn manifest(webhook: &str) -> String {
     format!(
@@ -26,7 +26,7 @@ strategy:
 stages:
   - {{ name: prod, environment: prod, bake: 0s }}
 monitors:
-  - {{ name: health, request: {{ path: /health }}, expect: {{ status: 200 }}, every: 1s }}
+  - {{ name: health, request: {{ path: /health }}, expect: {{ status: 200, max_latency: 1s }}, every: 1s }}
 alarms:
   - name: prom-errors
     source: prometheus
@@ -71,9 +71,14 @@ fn holds_and_resumes_answer_promptly_while_probes_queries_and_webhooks_hang() {
     let (host, host_connections) = silent_listener();
     let (prometheus, prometheus_connections) = silent_listener();
     let (webhook, webhook_connections) = silent_listener();
-    let s = TestServer::start_configured(Driver::Noop { delay: Duration::from_millis(50) }, |c| {
-        c.prometheus = Some(format!("http://{prometheus}"));
-    });
+    let s = TestServer::builder()
+        .wall_clock()
+        .configure(move |c| {
+            c.prometheus = Some(format!("http://{prometheus}"));
+            // Renewed every third of it while everything else hangs.
+            c.lease_ttl = Duration::from_secs(2);
+        })
+        .start();
     let admin = s.client(Some(ADMIN));
     admin.apply("web.yaml", &manifest(&webhook)).unwrap();
     let register = RegisterHost {
@@ -85,7 +90,7 @@ fn holds_and_resumes_answer_promptly_while_probes_queries_and_webhooks_hang() {
         address: Some(host),
     };
     let _: Registered = admin.post("/v1/hosts/register", &register).unwrap();
-    s.wait_until("a check and a query are under way", || {
+    s.wait_for("a check and a query are under way", || {
         host_connections.load(Ordering::SeqCst) > 0 && prometheus_connections.load(Ordering::SeqCst) > 0
     });
     let mut answered = Vec::new();
@@ -101,13 +106,13 @@ fn holds_and_resumes_answer_promptly_while_probes_queries_and_webhooks_hang() {
             // A completed release sends a webhook that hangs too.
             admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
             answered.push("release v2".into());
-            s.wait_until("v2 completes", || admin.release("web", "v2").unwrap().release.outcome == "completed");
-            s.wait_until("the webhook is under way", || webhook_connections.load(Ordering::SeqCst) > 0);
+            s.wait_for("v2 completes", || admin.release("web", "v2").unwrap().release.outcome == "completed");
+            s.wait_for("the webhook is under way", || webhook_connections.load(Ordering::SeqCst) > 0);
         }
     }
     // Outlive the lease's time to live and the first check's timeout: the check of the
     // silent host is started again once the first has timed out, never while it hangs.
-    s.wait_until("the first check times out and a second starts", || host_connections.load(Ordering::SeqCst) >= 2);
+    s.wait_for("the first check times out and a second starts", || host_connections.load(Ordering::SeqCst) >= 2);
     let (held, took) = hold(&s, false);
     assert!(took < PROMPT, "the last hold took {took:?}");
     assert_eq!(held.holds, vec!["web".to_owned()]);

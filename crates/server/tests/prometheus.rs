@@ -3,13 +3,11 @@
 mod support;
 
 use rollwave_server::api::*;
-use rollwave_server::{Config, Driver};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-use support::ADMIN;
+use support::{ADMIN, TestServer};
 
 const MANIFEST: &str = "\
 service: web
@@ -85,46 +83,38 @@ fn a_prometheus_alarm_trips_from_a_real_prometheus_and_rolls_back_its_zone() {
             .unwrap(),
     );
     let prometheus = format!("http://127.0.0.1:{prom_port}");
-    let started = Instant::now();
-    while ureq::get(format!("{prometheus}/api/v1/query?query=up")).call().is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "Prometheus did not start");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let running = runtime
-        .block_on(rollwave_server::start(Config {
-            db: format!("sqlite://{}", dir.path().join("p.db").display()),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            node_id: "p".into(),
-            driver: Driver::Noop { delay: Duration::from_millis(50) },
-            lease_ttl: Duration::from_secs(5),
-            bootstrap_token: Some(ADMIN.into()),
-            anonymous_read: false,
-            host_timeout: Duration::from_secs(30),
-            datapoint_bin: rollwave_server::node::DATAPOINT_BIN,
-            prometheus: Some(prometheus),
-        }))
-        .unwrap();
-    let admin = rollwave_server::client::Client::new(&format!("http://{}", running.addr), Some(ADMIN.into()));
-    let wait = |what: &str, ok: &dyn Fn() -> bool| {
-        let start = Instant::now();
-        while !ok() {
-            assert!(start.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
+    // Prometheus stamps its samples with the wall's time, and the alarm queries it at
+    // the server's: both keep real time.
+    let s = TestServer::builder()
+        .wall_clock()
+        .configure({
+            let prometheus = prometheus.clone();
+            move |c| c.prometheus = Some(prometheus)
+        })
+        .start();
+    let scraped = |value: &str| {
+        let query = format!("{prometheus}/api/v1/query?query=rollwave_test_error_ratio%7Bzone%3D%22z1%22%7D");
+        ureq::get(query)
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .is_some_and(|body| body.contains(&format!("\"{value}\"]")))
     };
-    wait("the replica to lead", &|| running.node.is_leader());
+    s.wait_for("Prometheus scrapes the healthy value", || scraped("0"));
+    let admin = s.client(Some(ADMIN));
     admin.apply("web.yaml", MANIFEST).unwrap();
     admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
-    wait("the one-box to bake", &|| {
+    s.wait_for("the one-box to bake", || {
         admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == "bake_started")
     });
-    // Prometheus has seen the healthy value; now zone z1 goes bad.
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(admin.release("web", "v2").unwrap().release.outcome, "in_progress");
+    // The leader sweeps for 3 s more, querying periods where Prometheus has seen nothing
+    // but the healthy value.
+    let until = s.node.clock.now_ms() + 3_000;
+    s.wait_for("the leader queries healthy periods", || *s.node.swept.borrow() >= until);
+    let baking = admin.release("web", "v2").unwrap();
+    assert_eq!(baking.release.outcome, "in_progress");
     errors.store(0.9f64.to_bits(), Ordering::SeqCst);
-    wait("the alarm to roll z1 back", &|| admin.release("web", "v2").unwrap().release.outcome == "halted");
+    s.wait_for("the alarm to roll z1 back", || admin.release("web", "v2").unwrap().release.outcome == "halted");
     let detail = admin.release("web", "v2").unwrap();
     let fired = detail.events.iter().find(|e| e.kind == "alarm_fired").unwrap();
     assert_eq!(fired.scope, "prod/r1/z1");

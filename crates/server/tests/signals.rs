@@ -6,8 +6,13 @@ mod support;
 
 use rollwave_server::Driver;
 use rollwave_server::api::*;
-use std::time::{Duration, Instant};
+use rollwave_server::clock::Clock;
+use rollwave_server::leader::SWEEP;
+use std::time::Duration;
 use support::{ADMIN, TestServer};
+
+/// Virtual time a test lets pass, at most, for what it waits on: 120 sweeps (a minute).
+const PATIENCE: u32 = 120;
 
 const MANIFEST: &str = "\
 service: web
@@ -67,7 +72,7 @@ fn an_alarm_where_the_one_box_bakes_rolls_it_back_within_seconds() {
             .unwrap();
     }
     admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
-    s.wait_until("the one-box bakes", || {
+    s.wait_for("the one-box bakes", || {
         admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == "bake_started")
     });
 
@@ -82,27 +87,28 @@ fn an_alarm_where_the_one_box_bakes_rolls_it_back_within_seconds() {
     // the one-box reports, so the one-box judge has no baseline and stays out of it.)
     for _ in 0..3 {
         push(&s, vec![sample("127.0.0.1:9101", "v2", 40, 0)]);
-        std::thread::sleep(Duration::from_secs(1));
+        s.advance(Duration::from_secs(1));
     }
     let series: MetricSeries =
         admin.get("/v1/metrics?service=web&metric=error_rate&scope=prod/r1/z1&since=60").unwrap();
     assert!(!series.points.is_empty() && series.points.iter().all(|(_, v)| *v == 0.0), "{series:?}");
 
     // Then the one-box fails 30% of its requests.
-    let breach = Instant::now();
+    let breach = s.virtual_clock().now();
     let mut rolled_back = false;
-    while breach.elapsed() < Duration::from_secs(30) {
+    for _ in 0..PATIENCE {
         push(&s, vec![sample("127.0.0.1:9101", "v2", 40, 12)]);
         let events = admin.release("web", "v2").unwrap().events;
         if events.iter().any(|e| e.kind == "rollback_started" && e.scope == "prod/r1/z1") {
             rolled_back = true;
             break;
         }
-        std::thread::sleep(Duration::from_millis(250));
+        s.advance(SWEEP);
     }
-    let took = breach.elapsed();
+    let took = s.virtual_clock().now().duration_since(breach);
     assert!(rolled_back, "no rollback after {took:?}");
-    println!("rollback started {took:?} after the first breaching push");
+    // The alarm's 2 s period closes, then its grace passes: seconds, not minutes.
+    assert!(took.as_secs() <= 10, "rollback started {took:?} after the first breaching push");
     let detail = admin.release("web", "v2").unwrap();
     assert_eq!(detail.release.outcome, "halted");
     let fired = detail.events.iter().find(|e| e.kind == "alarm_fired").unwrap();
@@ -122,17 +128,16 @@ fn the_one_box_judge_rolls_back_a_one_box_worse_than_its_baseline() {
     let admin = s.client(Some(ADMIN));
     admin.apply("web.yaml", &manifest).unwrap();
     admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
-    s.wait_until("the one-box bakes", || {
+    s.wait_for("the one-box bakes", || {
         admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == "bake_started")
     });
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(30) {
+    for round in 0..PATIENCE {
         // The one-box fails about 8% of requests; the baseline well under 1%.
         push(
             &s,
             vec![
-                sample("z1-1", "v2", 100, 7 + (start.elapsed().as_millis() % 3) as u64),
-                sample("z1-2", "baseline", 100, (start.elapsed().as_millis() % 2) as u64),
+                sample("z1-1", "v2", 100, 7 + u64::from(round % 3)),
+                sample("z1-2", "baseline", 100, u64::from(round % 2)),
                 sample("z2-1", "baseline", 100, 0),
                 sample("z2-2", "baseline", 100, 1),
             ],
@@ -140,7 +145,7 @@ fn the_one_box_judge_rolls_back_a_one_box_worse_than_its_baseline() {
         if admin.release("web", "v2").unwrap().release.outcome == "halted" {
             break;
         }
-        std::thread::sleep(Duration::from_millis(300));
+        s.advance(SWEEP);
     }
     let detail = admin.release("web", "v2").unwrap();
     assert_eq!(detail.release.outcome, "halted", "{:?}", detail.events);
@@ -166,24 +171,23 @@ fn what_a_rolled_back_release_did_is_not_blamed_on_the_release_before_it() {
     let admin = s.client(Some(ADMIN));
     admin.apply("web.yaml", &manifest).unwrap();
     admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
-    s.wait_until("v2 completes", || {
+    s.wait_for("v2 completes", || {
         push(&s, ["z1-1", "z1-2", "z2-1", "z2-2"].iter().map(|h| sample(h, "v2", 20, 0)).collect());
-        std::thread::sleep(Duration::from_millis(200));
+        s.advance(SWEEP);
         admin.release("web", "v2").unwrap().release.outcome == "completed"
     });
     admin.create_release("web", &CreateRelease { version: "v3".into(), artifact: None, sha256: None }).unwrap();
-    s.wait_until("v3's one-box is rolled back", || {
+    s.wait_for("v3's one-box is rolled back", || {
         push(&s, vec![sample("z1-1", "v3", 40, 20), sample("z1-2", "v2", 40, 0)]);
-        std::thread::sleep(Duration::from_millis(250));
+        s.advance(SWEEP);
         admin.release("web", "v3").unwrap().events.iter().any(|e| e.kind == "rollback_completed")
     });
     // The operator rolls v3 back everywhere: nothing of it is in flight any more.
     admin.action("web", "v3", "rollback", None).unwrap();
     // Late pushes of what v3 did on z1-1, and healthy v2 traffic, over three periods.
-    let until = Instant::now() + Duration::from_secs(6);
-    while Instant::now() < until {
+    for _ in 0..12 {
         push(&s, vec![sample("z1-1", "v3", 40, 20), sample("z1-1", "v2", 40, 0), sample("z1-2", "v2", 40, 0)]);
-        std::thread::sleep(Duration::from_millis(250));
+        s.advance(SWEEP);
     }
     let v2 = admin.release("web", "v2").unwrap();
     assert_eq!(v2.release.outcome, "completed", "{:?}", v2.events);
@@ -204,21 +208,21 @@ fn a_judged_one_box_waits_for_a_passing_verdict_before_its_zone() {
     let admin = s.client(Some(ADMIN));
     admin.apply("web.yaml", &manifest).unwrap();
     admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
-    s.wait_until("the one-box bakes", || {
+    s.wait_for("the one-box bakes", || {
         admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == "bake_started")
     });
     // The one-box alone serves: its time and data points are met, but there is nothing
     // to compare it with, so no verdict, and the bake holds.
-    s.wait_until("the bake says what it waits for", || {
+    s.wait_for("the bake says what it waits for", || {
         push(&s, vec![sample("z1-1", "v2", 50, 0)]);
-        std::thread::sleep(Duration::from_millis(300));
+        s.advance(SWEEP);
         admin.release("web", "v2").unwrap().events.iter().any(|e| {
             e.kind == "blocked" && e.reason.as_deref().is_some_and(|r| r.contains("waiting for the one-box judge"))
         })
     });
     assert!(!admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == "zone_started"));
     // With a healthy baseline beside it, the judge passes it and the zone goes on.
-    s.wait_until("the zone starts after a passing verdict", || {
+    s.wait_for("the zone starts after a passing verdict", || {
         push(
             &s,
             vec![
@@ -228,7 +232,7 @@ fn a_judged_one_box_waits_for_a_passing_verdict_before_its_zone() {
                 sample("z2-2", "baseline", 100, 0),
             ],
         );
-        std::thread::sleep(Duration::from_millis(300));
+        s.advance(SWEEP);
         admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == "zone_started")
     });
     let events = admin.release("web", "v2").unwrap().events;
@@ -263,7 +267,11 @@ fn webhooks_hear_of_a_completed_release_and_retry_after_a_failure() {
     let admin = s.client(Some(ADMIN));
     admin.apply("web.yaml", &manifest).unwrap();
     admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
-    s.wait_until("the notification arrives on the second attempt", || !bodies.lock().unwrap().is_empty());
+    s.wait_for("the notification arrives on the second attempt, and is recorded", || {
+        // The retry waits a second of virtual time.
+        s.advance(SWEEP);
+        !bodies.lock().unwrap().is_empty() && admin.status("web").unwrap().notifications.iter().any(|n| n.delivered > 0)
+    });
     let body: serde_json::Value = serde_json::from_str(&bodies.lock().unwrap()[0]).unwrap();
     assert_eq!(
         (body["event"].as_str(), body["release"].as_str(), body["service"].as_str()),
@@ -309,8 +317,12 @@ fn a_literal_webhook_url_is_shown_only_up_to_its_host() {
     let admin = s.client(Some(ADMIN));
     admin.apply("web.yaml", &manifest).unwrap();
     admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
-    s.wait_until("the notification arrives on the second attempt", || !bodies.lock().unwrap().is_empty());
-    s.wait_until("the closed port has failed twice", || {
+    s.wait_for("the notification arrives on the second attempt", || {
+        s.advance(SWEEP);
+        !bodies.lock().unwrap().is_empty()
+    });
+    s.wait_for("the closed port has failed twice", || {
+        s.advance(SWEEP);
         admin.status("web").unwrap().notifications.iter().any(|n| n.failed_attempts >= 2 && n.delivered == 0)
     });
     let status = admin.status("web").unwrap().notifications;
@@ -337,7 +349,9 @@ fn a_webhook_url_read_from_a_file_is_delivered_and_a_vanished_file_is_a_failed_d
     let admin = s.client(Some(ADMIN));
     admin.apply("web.yaml", &manifest).unwrap();
     admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
-    s.wait_until("the notification arrives", || !bodies.lock().unwrap().is_empty());
+    s.wait_for("the notification arrives and its delivery is recorded", || {
+        !bodies.lock().unwrap().is_empty() && admin.status("web").unwrap().notifications.iter().any(|n| n.delivered > 0)
+    });
     let body: serde_json::Value = serde_json::from_str(&bodies.lock().unwrap()[0]).unwrap();
     assert_eq!((body["event"].as_str(), body["release"].as_str()), (Some("completed"), Some("v2")));
     let status = admin.status("web").unwrap().notifications;
@@ -347,7 +361,7 @@ fn a_webhook_url_read_from_a_file_is_delivered_and_a_vanished_file_is_a_failed_d
     // The file is read at each delivery: once it is gone, a delivery fails and says why.
     std::fs::remove_file(&secret).unwrap();
     admin.create_release("web", &CreateRelease { version: "v3".into(), artifact: None, sha256: None }).unwrap();
-    s.wait_until("the delivery fails", || admin.status("web").unwrap().notifications[0].failed_attempts > 0);
+    s.wait_for("the delivery fails", || admin.status("web").unwrap().notifications[0].failed_attempts > 0);
     let status = admin.status("web").unwrap().notifications;
     let error = status[0].last_error.clone().unwrap();
     assert!(error.starts_with(&format!("cannot read file {} on the server", secret.display())), "{error}");
@@ -423,7 +437,11 @@ monitors:
     }
     admin.create_release("quiet", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
     // No router pushes anything: only the monitor's checks count as data points.
-    s.wait_until("v2 completes", || admin.release("quiet", "v2").unwrap().release.outcome == "completed");
+    s.wait_for("v2 completes", || {
+        // Checks run every second of virtual time.
+        s.advance(SWEEP);
+        admin.release("quiet", "v2").unwrap().release.outcome == "completed"
+    });
     let success: MetricSeries =
         admin.get("/v1/metrics?service=quiet&metric=monitor:health:success_rate&scope=prod/r1/z1&since=120").unwrap();
     assert!(!success.points.is_empty() && success.points.iter().all(|(_, v)| *v == 1.0), "{success:?}");
@@ -460,10 +478,8 @@ fn gauges_pushed_by_agents_are_queried_in_bins_per_scope() {
         .unwrap()
         .token;
     let agent = s.client(Some(&token));
-    // Start early in a 10 s bin, so that every push below falls in the same one.
-    while rollwave_store::now_ms() % 10_000 > 5_000 {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // Virtual time stands still at the start of a 10 s bin: every push below falls in it.
+    assert_eq!(s.virtual_clock().now_ms() % 10_000, 0);
     let own = vec![
         gauge("z1-1", "baseline", "cpu_percent", 20.0),
         gauge("z1-1", "baseline", "memory_percent", 40.0),
@@ -577,7 +593,7 @@ fn a_host_cpu_alarm_fed_by_gauges_rolls_back_the_one_box_it_fires_on() {
     admin.apply("web.yaml", &manifest).unwrap();
     register_all(&admin);
     admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
-    s.wait_until("the one-box bakes", || {
+    s.wait_for("the one-box bakes", || {
         admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == "bake_started")
     });
     // A calm CPU for a while: nothing fires.
@@ -585,14 +601,14 @@ fn a_host_cpu_alarm_fed_by_gauges_rolls_back_the_one_box_it_fires_on() {
         let _: Accepted = admin
             .post("/v1/metrics", &gauges_push(Vec::new(), vec![gauge("z1-1", "v2", "cpu_percent", 35.0)]))
             .unwrap();
-        std::thread::sleep(Duration::from_secs(1));
+        s.advance(Duration::from_secs(1));
     }
     assert!(admin.release("web", "v2").unwrap().events.iter().all(|e| e.kind != "alarm_fired"));
 
     // Then the one-box runs hot; the other hosts stay calm.
-    let hot = Instant::now();
+    let hot = s.virtual_clock().now();
     let mut fired = None;
-    while hot.elapsed() < Duration::from_secs(30) {
+    for _ in 0..PATIENCE {
         let gauges = vec![
             gauge("z1-1", "v2", "cpu_percent", 97.5),
             gauge("z1-2", "baseline", "cpu_percent", 30.0),
@@ -604,10 +620,11 @@ fn a_host_cpu_alarm_fed_by_gauges_rolls_back_the_one_box_it_fires_on() {
             fired = events.into_iter().find(|e| e.kind == "alarm_fired");
             break;
         }
-        std::thread::sleep(Duration::from_millis(250));
+        s.advance(SWEEP);
     }
-    let fired = fired.unwrap_or_else(|| panic!("no rollback {:?} after the CPU went hot", hot.elapsed()));
-    println!("rollback started {:?} after the first hot reading: {fired:?}", hot.elapsed());
+    let took = s.virtual_clock().now().duration_since(hot);
+    let fired = fired.unwrap_or_else(|| panic!("no rollback {took:?} after the CPU went hot"));
+    assert!(took.as_secs() <= 10, "rollback started {took:?} after the first hot reading: {fired:?}");
     assert!(fired.scope.ends_with("z1-1"), "{fired:?}");
     assert!(
         fired.reason.as_deref().unwrap().starts_with("alarm hot: 1 of the last 1 periods breached > 90"),

@@ -64,11 +64,14 @@ fn replay(log: &str, services: &[(&str, &str)]) -> (TestServer, tempfile::TempDi
     let (db, rows) = load(&dir, log);
     let records = rows.len() as i64;
     assert!(records > 100, "the fixture holds a real session's log ({records} records)");
-    let s = TestServer::start_configured(Driver::Noop { delay: Duration::from_millis(50) }, move |c| {
-        c.db = db;
-        c.bootstrap_token = None;
-    });
-    s.wait_until("the whole log is replayed", || s.applied_seq() >= records);
+    let s = TestServer::builder()
+        .driver(Driver::Noop { delay: Duration::from_millis(50) })
+        .configure(move |c| {
+            c.db = db;
+            c.bootstrap_token = None;
+        })
+        .start();
+    s.wait_for("the whole log is replayed", || s.applied_seq() >= records);
     let admin = s.client(Some(ADMIN));
     for (service, answer) in services {
         let releases: serde_json::Value = admin.get(&format!("/v1/services/{service}/releases")).unwrap();

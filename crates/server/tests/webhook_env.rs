@@ -33,7 +33,9 @@ fn a_webhook_url_from_the_environment_is_resolved_and_delivered_and_never_shown(
     let admin = s.client(Some(ADMIN));
     admin.apply("web.yaml", &manifest).unwrap();
     admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
-    s.wait_until("the notification arrives", || !bodies.lock().unwrap().is_empty());
+    s.wait_for("the notification arrives and its delivery is recorded", || {
+        !bodies.lock().unwrap().is_empty() && admin.status("web").unwrap().notifications.iter().any(|n| n.delivered > 0)
+    });
     let body: serde_json::Value = serde_json::from_str(&bodies.lock().unwrap()[0]).unwrap();
     assert!(body["text"].as_str().unwrap().starts_with("rollwave: web v2 completed"), "{body}");
     let status = admin.status("web").unwrap().notifications;

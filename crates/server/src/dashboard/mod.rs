@@ -190,7 +190,7 @@ fn store_failed(user: &Option<Caller>, e: rollwave_store::StoreError, here: &str
 
 async fn overview(State(app): Shared, headers: HeaderMap, Query(q): Query<PageQuery>) -> Response {
     let user = who(&app, &headers).await;
-    let now = jiff::Timestamp::now();
+    let now = app.node.clock.now();
     let boards: Vec<ServiceBoard> = app.node.read(|m| m.services.values().map(|s| board(s, now, 5)).collect());
     let main = OverviewTemplate { boards }.render();
     respond(
@@ -279,7 +279,7 @@ async fn service_page(
 ) -> Response {
     let user = who(&app, &headers).await;
     let here = format!("/services/{service}");
-    let now = jiff::Timestamp::now();
+    let now = app.node.clock.now();
     let found = app.node.read(|m| {
         m.service(&service).map(|s| {
             let (whole, stages) = s.engine.holds();
@@ -320,7 +320,7 @@ async fn release_page(
 ) -> Response {
     let user = who(&app, &headers).await;
     let here = format!("/services/{service}/releases/{version}");
-    let now = jiff::Timestamp::now();
+    let now = app.node.clock.now();
     let found = app.node.read(|m| {
         let s = m.service(&service)?;
         let release = s
@@ -484,7 +484,7 @@ async fn hosts_page(
         Ok(beats) => beats,
         Err(e) => return store_failed(&user, e, &here),
     };
-    let now = jiff::Timestamp::now();
+    let now = app.node.clock.now();
     let hosts = app.node.read(|m| m.service(&service).map(|s| s.hosts_view(&beats)).unwrap_or_default());
     let rows = hosts
         .into_iter()

@@ -1,10 +1,18 @@
-//! A server in this process, with a real SQLite file, reached over real HTTP.
+//! A server in this process, with a real SQLite file, reached over real HTTP, in virtual
+//! time unless a test needs the wall's.
 #![allow(dead_code)]
 
 use rollwave_server::api::*;
 use rollwave_server::client::Client;
+use rollwave_server::clock::{Clock, VirtualClock};
+use rollwave_server::leader::SWEEP;
 use rollwave_server::{Config, Driver};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How long [`TestServer::wait_for`] waits, at most, in real time: a guard against a
+/// test that would hang, never a pace.
+const WAIT_AT_MOST: Duration = Duration::from_secs(30);
 
 pub const ADMIN: &str = "rw_admin_secret_for_tests";
 
@@ -12,32 +20,183 @@ pub struct TestServer {
     pub base: String,
     pub runtime: tokio::runtime::Runtime,
     pub node: std::sync::Arc<rollwave_server::Node>,
+    /// The server's clock, unless it keeps the wall's time.
+    pub clock: Option<Arc<VirtualClock>>,
     pub _dir: tempfile::TempDir,
 }
 
+/// The one way to start a [`TestServer`]: in virtual time unless told otherwise.
+pub struct Builder {
+    driver: Driver,
+    wall_clock: bool,
+    edits: Vec<Box<dyn FnOnce(&mut Config)>>,
+}
+
+impl Builder {
+    pub fn driver(mut self, driver: Driver) -> Self {
+        self.driver = driver;
+        self
+    }
+
+    pub fn host_timeout(self, timeout: Duration) -> Self {
+        self.configure(move |c| c.host_timeout = timeout)
+    }
+
+    /// Reads need no token (`--anonymous-read`).
+    pub fn anonymous_read(self) -> Self {
+        self.configure(|c| c.anonymous_read = true)
+    }
+
+    /// Changes the configuration further.
+    pub fn configure(mut self, edit: impl FnOnce(&mut Config) + 'static) -> Self {
+        self.edits.push(Box::new(edit));
+        self
+    }
+
+    /// The server reads the wall clock: for tests whose point is real processes, sockets
+    /// or a real browser, where time has to pass as it does for them.
+    pub fn wall_clock(mut self) -> Self {
+        self.wall_clock = true;
+        self
+    }
+
+    pub fn start(self) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let mut config = config(&dir, "test", self.driver);
+        for edit in self.edits {
+            edit(&mut config);
+        }
+        let virtual_clock = (!self.wall_clock).then(VirtualClock::at_fixed_start);
+        let clock: Arc<dyn Clock> = match &virtual_clock {
+            Some(c) => Arc::clone(c) as Arc<dyn Clock>,
+            None => rollwave_server::clock::system(),
+        };
+        let running = runtime
+            .block_on(rollwave_server::start_clocked(config, rollwave_server::listen::Limits::default(), clock))
+            .unwrap();
+        let server = TestServer {
+            base: format!("http://{}", running.addr),
+            node: running.node,
+            runtime,
+            clock: virtual_clock,
+            _dir: dir,
+        };
+        server.wait_for("the replica leads", || server.node.is_leader());
+        server
+    }
+}
+
+fn config(dir: &tempfile::TempDir, node_id: &str, driver: Driver) -> Config {
+    Config {
+        db: format!("sqlite://{}", dir.path().join("api.db").display()),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        node_id: node_id.into(),
+        driver,
+        lease_ttl: Duration::from_secs(5),
+        bootstrap_token: Some(ADMIN.into()),
+        anonymous_read: false,
+        host_timeout: Duration::from_secs(30),
+        datapoint_bin: rollwave_server::node::DATAPOINT_BIN,
+        prometheus: None,
+    }
+}
+
+/// Bumped by the stand-ins for the outside world in this file ([`responder`],
+/// [`silent_listener`]) and by tests' own ([`nudge`]) whenever something reaches them:
+/// [`TestServer::wait_for`] wakes on it.
+fn world() -> &'static tokio::sync::watch::Sender<u64> {
+    static WORLD: std::sync::OnceLock<tokio::sync::watch::Sender<u64>> = std::sync::OnceLock::new();
+    WORLD.get_or_init(|| tokio::sync::watch::channel(0).0)
+}
+
+/// Tells waiters that something outside the server changed.
+pub fn nudge() {
+    world().send_modify(|n| *n += 1);
+}
+
 impl TestServer {
+    pub fn builder() -> Builder {
+        Builder { driver: Driver::Noop { delay: Duration::from_millis(50) }, wall_clock: false, edits: Vec::new() }
+    }
+
+    /// A server in virtual time with `driver` and nothing else changed.
     pub fn start(driver: Driver) -> Self {
-        Self::start_with(driver, Duration::from_secs(30))
+        Self::builder().driver(driver).start()
     }
 
-    pub fn start_with(driver: Driver, host_timeout: Duration) -> Self {
-        Self::start_configured(driver, |c| c.host_timeout = host_timeout)
-    }
-
-    /// A server whose reads need no token (`--anonymous-read`).
-    pub fn start_anonymous_read(driver: Driver) -> Self {
-        Self::start_configured(driver, |c| c.anonymous_read = true)
+    /// A second replica on this one's database and clock; returns its base URL.
+    pub fn replica(&self, node_id: &str) -> (String, rollwave_server::Running) {
+        let config = config(&self._dir, node_id, Driver::Noop { delay: Duration::from_millis(20) });
+        let clock: Arc<dyn Clock> = match &self.clock {
+            Some(c) => Arc::clone(c) as Arc<dyn Clock>,
+            None => rollwave_server::clock::system(),
+        };
+        let running = self
+            .runtime
+            .block_on(rollwave_server::start_clocked(config, rollwave_server::listen::Limits::default(), clock))
+            .unwrap();
+        (format!("http://{}", running.addr), running)
     }
 
     pub fn client(&self, token: Option<&str>) -> Client {
         Client::new(&self.base, token.map(str::to_owned))
     }
 
-    pub fn wait_until(&self, what: &str, mut ok: impl FnMut() -> bool) {
-        let start = Instant::now();
+    /// Waits until `ok`, checking it again whenever the read model changes, the leader
+    /// sweeps, a webhook is attempted or the outside world is reached. In virtual time
+    /// nothing else can make `ok` true; on the wall clock time passing can (a token
+    /// expires, a cache entry ages), so there it is checked again every 20 ms as well.
+    pub fn wait_for(&self, what: &str, mut ok: impl FnMut() -> bool) {
+        let mut changed = self.node.changed.subscribe();
+        let mut swept = self.node.swept.subscribe();
+        let mut attempted = self.node.notifier.attempted.subscribe();
+        let mut world = world().subscribe();
+        let deadline = Instant::now() + WAIT_AT_MOST;
+        let wall_clock = self.clock.is_none();
         while !ok() {
-            assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting until {what}");
-            std::thread::sleep(Duration::from_millis(50));
+            let left = deadline.saturating_duration_since(Instant::now());
+            let woke = self.runtime.block_on(async {
+                tokio::time::timeout(left, async {
+                    tokio::select! {
+                        _ = changed.changed() => {}
+                        _ = swept.changed() => {}
+                        _ = attempted.changed() => {}
+                        _ = world.changed() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(20)), if wall_clock => {}
+                    }
+                })
+                .await
+            });
+            assert!(woke.is_ok(), "timed out waiting until {what}");
+        }
+    }
+
+    /// The virtual clock. Panics for a server on the wall clock.
+    pub fn virtual_clock(&self) -> &VirtualClock {
+        self.clock.as_deref().expect("a server in virtual time")
+    }
+
+    /// Moves virtual time forward by `by`, one leader sweep at a time, and returns once the
+    /// leader has swept at the time reached and applied what it decided then.
+    pub fn advance(&self, by: Duration) {
+        let clock = self.virtual_clock();
+        let mut left = by;
+        while !left.is_zero() {
+            let step = left.min(SWEEP);
+            left -= step;
+            clock.advance(step);
+            if step < SWEEP {
+                // Shorter than a sweep's interval: it may wake no sweep, so none is awaited.
+                continue;
+            }
+            // A whole interval always passes the time the leader's next sweep is due.
+            let now = clock.now().as_millisecond();
+            let mut swept = self.node.swept.subscribe();
+            let caught_up = self
+                .runtime
+                .block_on(async { tokio::time::timeout(WAIT_AT_MOST, swept.wait_for(|at| *at >= now)).await.is_ok() });
+            assert!(caught_up, "the leader never swept at {now}");
         }
     }
 
@@ -138,6 +297,7 @@ pub fn responder(respond: impl Fn(usize, &[u8]) -> (&'static str, &'static str, 
             let mut body = vec![0; length];
             let _ = reader.read_exact(&mut body);
             let (status, content_type, reply) = respond(n, &body);
+            nudge();
             let _ = write!(
                 stream,
                 "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
@@ -146,31 +306,6 @@ pub fn responder(respond: impl Fn(usize, &[u8]) -> (&'static str, &'static str, 
         }
     });
     address
-}
-
-impl TestServer {
-    /// A server whose configuration `edit` changes from the one [`TestServer::start`] uses.
-    pub fn start_configured(driver: Driver, edit: impl FnOnce(&mut Config)) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let mut config = Config {
-            db: format!("sqlite://{}", dir.path().join("api.db").display()),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            node_id: "test".into(),
-            driver,
-            lease_ttl: Duration::from_secs(5),
-            bootstrap_token: Some(ADMIN.into()),
-            anonymous_read: false,
-            host_timeout: Duration::from_secs(30),
-            datapoint_bin: rollwave_server::node::DATAPOINT_BIN,
-            prometheus: None,
-        };
-        edit(&mut config);
-        let running = runtime.block_on(rollwave_server::start(config)).unwrap();
-        let server = TestServer { base: format!("http://{}", running.addr), node: running.node, runtime, _dir: dir };
-        server.wait_until("the replica leads", || server.node.is_leader());
-        server
-    }
 }
 
 /// A TCP listener that accepts connections and never answers: it holds every socket
@@ -186,6 +321,7 @@ pub fn silent_listener() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsi
             let Ok(stream) = stream else { continue };
             held.push(stream);
             count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            nudge();
         }
     });
     (address, accepted)

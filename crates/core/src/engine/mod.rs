@@ -157,11 +157,12 @@ impl Engine {
         self.plan.manifest.stage_named(name).is_some_and(|i| self.stage_hold[i])
     }
 
+    /// Refuses an input naming what the plan or the engine does not know, before
+    /// anything changes.
     fn check(&self, input: &Input) -> Result<(), InputError> {
         let env_ok = |e: EnvId| e.idx() < self.plan.envs.len();
-        let release_ok = |r: ReleaseId| match r.idx() < self.releases.len() {
-            true => Ok(()),
-            false => Err(InputError::UnknownRelease(r.0.to_string())),
+        let release_ok = |r: ReleaseId| {
+            if r.idx() < self.releases.len() { Ok(()) } else { Err(InputError::UnknownRelease(r.0.to_string())) }
         };
         match input {
             Input::CreateRelease { version } if version.is_empty() => Err(InputError::EmptyVersion),
@@ -190,7 +191,13 @@ impl Engine {
                 release_ok(*release)
             }
             Input::Operator(cmd) => self.check_operator(cmd),
-            _ => Ok(()),
+            Input::CreateRelease { .. }
+            | Input::HostReport { .. }
+            | Input::HostJoined { .. }
+            | Input::HostLost { .. }
+            | Input::Alarm { .. }
+            | Input::Tick
+            | Input::TestReport { .. } => Ok(()),
         }
     }
 

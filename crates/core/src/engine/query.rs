@@ -47,10 +47,13 @@ impl Engine {
 
     /// Where a release is in the slots.
     pub(super) fn place(&self, release: ReleaseId) -> Option<Place> {
-        self.slots_with_place().find(|&(_, slot)| slot_holds(slot, release)).map(|(place, slot)| {
-            match slot.active.as_ref().is_some_and(|a| a.release == release) {
-                true => Place::Active { stage: place.0, wave: place.1 },
-                false => Place::Waiting { stage: place.0, wave: place.1 },
+        self.slots_with_place().find_map(|((stage, wave), slot)| {
+            if slot.active.as_ref().is_some_and(|a| a.release == release) {
+                Some(Place::Active { stage, wave })
+            } else if slot.waiting.contains(&release) {
+                Some(Place::Waiting { stage, wave })
+            } else {
+                None
             }
         })
     }
@@ -154,10 +157,6 @@ impl Engine {
         }
         out
     }
-}
-
-fn slot_holds(slot: &Slot, release: ReleaseId) -> bool {
-    slot.waiting.contains(&release) || slot.active.as_ref().is_some_and(|a| a.release == release)
 }
 
 /// Renders a scope as `stage/region/zone/host`, or `stage/wave` for a wave.

@@ -499,12 +499,16 @@ fn agents_install_what_the_server_asks_and_the_server_sees_it() {
 
 #[test]
 fn a_hook_longer_than_the_host_timeout_does_not_make_the_host_look_lost() {
-    let server = TestServer::with_host_timeout(Duration::from_secs(3));
+    // The hook runs more than twice the host timeout; the agent shows a sign of life six
+    // times per timeout meanwhile.
+    let server = TestServer::with_host_timeout(Duration::from_millis(1500));
     let admin = server.admin();
     admin.apply("shop.yaml", &MANIFEST.replace("HOSTS", "1")).unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let v1 = artifact(tmp.path(), "v1", "start: { run: \"sleep 7\" }\n", &[]);
-    let _agent = RunningAgent::start(server.agent_config("z1-1", "z1", &tmp.path().join("z1-1")));
+    let v1 = artifact(tmp.path(), "v1", "start: { run: \"sleep 3.5\" }\n", &[]);
+    let mut config = server.agent_config("z1-1", "z1", &tmp.path().join("z1-1"));
+    config.poll_wait = Duration::from_millis(250);
+    let _agent = RunningAgent::start(config);
     let release = CreateRelease { version: "v1".into(), artifact: Some(v1.url()), sha256: Some(v1.sha256.clone()) };
     admin.create_release("shop", &release).unwrap();
     wait_until("the release ends", || admin.release("shop", "v1").unwrap().release.outcome != "in_progress");

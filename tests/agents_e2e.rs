@@ -3,8 +3,8 @@
 //! runs a tiny HTTP service. v2 goes through a two-wave pipeline; in one zone its
 //! `validate` hook fails, and that zone is rolled back while the timeline shows why.
 
-use rollwave_server::api::*;
-use rollwave_server::client::Client;
+use rollwave_api::client::Client;
+use rollwave_api::*;
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -179,10 +179,10 @@ fn six_agents_roll_out_v2_in_two_waves_and_a_failing_zone_is_rolled_back() {
     };
     client.create_release("web", &release).unwrap();
     wait_for("v2 to halt in zone b2", Duration::from_secs(180), || {
-        client.release("web", "v2").is_ok_and(|r| r.release.outcome == "halted")
+        client.release("web", "v2").is_ok_and(|r| r.release.outcome == rollwave_api::Outcome::Halted)
     });
     wait_for("the rollback of b2 to finish", Duration::from_secs(60), || {
-        client.release("web", "v2").unwrap().events.iter().any(|e| e.kind == "rollback_completed")
+        client.release("web", "v2").unwrap().events.iter().any(|e| e.kind == rollwave_api::EventKind::RollbackCompleted)
     });
 
     let detail = client.release("web", "v2").unwrap();
@@ -199,7 +199,7 @@ fn six_agents_roll_out_v2_in_two_waves_and_a_failing_zone_is_rolled_back() {
         "ra runs v2; in rb only b1 (the one-box zone) does"
     );
     // The timeline shows the hooks: each start, and the validate that failed in b2.
-    let hooks: Vec<&EventView> = detail.events.iter().filter(|e| e.kind == "hook").collect();
+    let hooks: Vec<&EventView> = detail.events.iter().filter(|e| e.kind == rollwave_api::EventKind::Hook).collect();
     let failed_validate = hooks
         .iter()
         .find(|e| {
@@ -209,7 +209,7 @@ fn six_agents_roll_out_v2_in_two_waves_and_a_failing_zone_is_rolled_back() {
     assert_eq!(failed_validate.output.as_deref(), Some("health check failed in b2\n"));
     let starts = hooks.iter().filter(|e| e.reason.as_deref().is_some_and(|r| r.starts_with("start: ok"))).count();
     assert_eq!(starts, 5, "a1..a3, b1 and b2 started v2");
-    let failed = detail.events.iter().find(|e| e.kind == "host_failed").unwrap();
+    let failed = detail.events.iter().find(|e| e.kind == rollwave_api::EventKind::HostFailed).unwrap();
     assert!(failed.reason.as_deref().unwrap().contains("validate"), "{failed:?}");
     // The rolled-back host stopped v2's service and points at no release.
     let b2 = fleet_dir.join("b2-1");

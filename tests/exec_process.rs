@@ -1,8 +1,8 @@
 //! `rollwave server` as a process running an `exec` environment's command: the command
 //! gets the release's values as variables and none of the server's secrets.
 
-use rollwave_server::api::CreateRelease;
-use rollwave_server::client::Client;
+use rollwave_api::CreateRelease;
+use rollwave_api::client::Client;
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,7 +38,9 @@ fn an_exec_command_gets_the_values_and_not_the_servers_secrets() {
     let artifact = "https://e.x/a.tgz?sig=$(id)";
     let release = CreateRelease { version: "v2".into(), artifact: Some(artifact.into()), sha256: None };
     client.create_release("fn", &release).unwrap();
-    wait("v2 completes", &mut || client.release("fn", "v2").is_ok_and(|r| r.release.outcome == "completed"));
+    wait("v2 completes", &mut || {
+        client.release("fn", "v2").is_ok_and(|r| r.release.outcome == rollwave_api::Outcome::Completed)
+    });
     let _ = child.kill();
     let _ = child.wait();
 

@@ -2,8 +2,8 @@
 //! the rollout (the one-box becomes the canary track) without restarting, and pushes
 //! the traffic it sends each host back to the control plane.
 
-use rollwave_server::api::*;
-use rollwave_server::client::Client;
+use rollwave_api::client::Client;
+use rollwave_api::*;
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -130,7 +130,7 @@ fn a_router_in_server_mode_sends_the_canary_share_to_the_one_box() {
 
     admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
     wait_for("the one-box to bake", || {
-        admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == "bake_started")
+        admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == rollwave_api::EventKind::BakeStarted)
     });
     // The router follows: half the region is the canary now, and canary users land on the one-box.
     wait_for("the router to see the canary", || (0..40).any(|k| ask(k).1 == "canary"));

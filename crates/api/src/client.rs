@@ -1,6 +1,11 @@
-//! A small blocking client of the API, for the command line and for tests.
+//! A small blocking client of the API, for the command line, agents, routers and tests.
+//!
+//! Blocking on purpose: the CLI and the agent are sequential, and the router talks to
+//! the control plane from threads of its own (a long-poll for its table, a push every
+//! interval), never from the tasks that proxy requests.
 
-use crate::api::*;
+use crate::vocab::OperatorAction;
+use crate::wire::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::io::BufRead;
@@ -33,12 +38,19 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str, token: Option<String>) -> Self {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(90)))
-            .build()
-            .into();
+        Client::with_timeout(base, token, Duration::from_secs(90))
+    }
+
+    /// A client whose every call (a long-poll included) ends after `timeout`.
+    pub fn with_timeout(base: &str, token: Option<String>, timeout: Duration) -> Self {
+        let agent =
+            ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(timeout)).build().into();
         Client { base: base.trim_end_matches('/').to_owned(), token, agent }
+    }
+
+    /// The server's URL, without a trailing `/`.
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     fn transport(&self, e: impl std::fmt::Display) -> ClientError {
@@ -119,19 +131,52 @@ impl Client {
         self.get(&format!("/v1/services/{service}/releases/{version}"))
     }
 
+    /// Takes a release action ([`OperatorAction::is_release_action`]) on `version`, or
+    /// holds or resumes `service` (`version` is then not used).
     pub fn action(
         &self,
         service: &str,
         version: &str,
-        action: &str,
+        action: OperatorAction,
         stage: Option<String>,
     ) -> Result<ReleaseView, ClientError> {
         self.post(&format!("/v1/services/{service}/releases/{version}/{action}"), &ActionRequest { stage })
     }
 
     pub fn hold(&self, service: &str, resume: bool, stage: Option<String>) -> Result<ServiceStatus, ClientError> {
-        let verb = if resume { "resume" } else { "hold" };
-        self.post(&format!("/v1/services/{service}/{verb}"), &ActionRequest { stage })
+        let action = if resume { OperatorAction::Resume } else { OperatorAction::Hold };
+        self.post(&format!("/v1/services/{service}/{action}"), &ActionRequest { stage })
+    }
+
+    pub fn register_host(&self, req: &RegisterHost) -> Result<Registered, ClientError> {
+        self.post("/v1/hosts/register", req)
+    }
+
+    pub fn push_metrics(&self, push: &MetricsPush) -> Result<Accepted, ClientError> {
+        self.post("/v1/metrics", push)
+    }
+
+    /// The routing table of `service` in `environment`/`region`. With `after`, waits
+    /// (up to `wait_s`) for a table newer than that generation; `router` is where the
+    /// calling router takes traffic, told to the server for its monitors.
+    pub fn routes(
+        &self,
+        service: &str,
+        environment: &str,
+        region: &str,
+        after: Option<(i64, u64)>,
+        router: Option<&str>,
+    ) -> Result<Routes, ClientError> {
+        let mut query: Vec<String> = Vec::new();
+        if let Some((generation, wait_s)) = after {
+            query.push(format!("after={generation}"));
+            query.push(format!("wait={wait_s}"));
+        }
+        if let Some(r) = router {
+            query.push(format!("router={r}"));
+        }
+        let base = format!("/v1/services/{service}/routes/{environment}/{region}");
+        if query.is_empty() { self.get(&base) } else { self.get(&format!("{base}?{}", query.join("&"))) }
     }
 
     pub fn events(&self, after: i64, limit: i64) -> Result<EventPage, ClientError> {

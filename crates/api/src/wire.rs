@@ -1,6 +1,8 @@
 //! Wire types of the HTTP/JSON API. Domain types never cross the wire: they are
 //! converted to these at the edge, so the API can stay stable while the core changes.
 
+use crate::metric::MetricRef;
+use crate::vocab::{EventKind, Outcome, Purpose, Role, Track};
 use serde::{Deserialize, Serialize};
 
 /// Every error response: a stable `code`, a sentence for people, and details.
@@ -91,8 +93,7 @@ pub struct CreateRelease {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ReleaseView {
     pub version: String,
-    /// `in_progress`, `halted`, `completed`, `rolled_back` or `superseded`.
-    pub outcome: String,
+    pub outcome: Outcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub created_at: String,
@@ -140,7 +141,7 @@ pub struct EventView {
     pub seq: Option<i64>,
     pub t: String,
     pub service: String,
-    pub kind: String,
+    pub kind: EventKind,
     pub release: Option<String>,
     pub scope: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -183,7 +184,7 @@ pub struct Desired {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
     /// `rollout` or `rollback`.
-    pub purpose: String,
+    pub purpose: Purpose,
 }
 
 /// The answer to a registration: which service and host slot the agent speaks for, and
@@ -209,7 +210,9 @@ pub struct HostReport {
 /// One lifecycle hook's run on a host.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct HookReport {
-    /// `stop`, `before_install`, `after_install`, `start` or `validate`.
+    /// A [`crate::HookStep`] from agents; `exec` for the server's own deploy command.
+    /// Text, not the enum: reports are kept in the durable log, and every name a log
+    /// holds must replay.
     pub name: String,
     /// None when it was killed (timeout) or never started.
     #[serde(default)]
@@ -225,6 +228,7 @@ pub struct HookReport {
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CreateToken {
+    /// A [`Role`]'s name. Text, so that an unknown one is refused with the list of roles.
     pub role: String,
     /// `[a-z0-9][a-z0-9._-]{0,63}`, unique; by default `ROLE-` and a few random letters.
     #[serde(default)]
@@ -243,7 +247,7 @@ pub struct CreateToken {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TokenCreated {
     pub token: String,
-    pub role: String,
+    pub role: Role,
     pub name: String,
     #[serde(default)]
     pub id: i64,
@@ -256,6 +260,7 @@ pub struct TokenCreated {
 pub struct TokenInfo {
     pub id: i64,
     pub name: String,
+    /// A [`Role`]'s name, as the store holds it.
     pub role: String,
     pub host: Option<String>,
     pub region: Option<String>,
@@ -313,16 +318,10 @@ pub struct RouteHost {
     pub host: String,
     pub address: String,
     pub version: String,
-    /// `stable` or `canary`.
-    pub track: String,
+    pub track: Track,
     /// About to be (or being) deployed: no new requests.
     pub draining: bool,
 }
-
-/// Upper bounds (ms) of the latency histogram buckets every push uses; one more bucket
-/// counts what is slower.
-pub const LATENCY_BOUNDS_MS: [f64; 12] =
-    [5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 800.0, 1000.0, 2500.0, 5000.0, 10000.0];
 
 /// Traffic seen since the last push, per host and version (from routers), and gauges
 /// read on hosts (from agents).
@@ -336,18 +335,15 @@ pub struct MetricsPush {
     pub gauges: Vec<GaugeSample>,
 }
 
-/// The gauges an agent reads on its host: `cpu_percent` (busy share of every CPU since
-/// the reading before, 0 to 100), `memory_percent` (memory in use, 0 to 100) and
-/// `restarts` (how often the agent has started again on this host; 0 or more).
-pub const GAUGES: [&str; 3] = ["cpu_percent", "memory_percent", "restarts"];
-
-/// One reading of one of [`GAUGES`] on one host.
+/// One reading of a [`crate::Gauge`] on one host.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct GaugeSample {
     /// The host's id.
     pub host: String,
     /// The version the host runs.
     pub version: String,
+    /// A [`crate::Gauge`]'s name. Text, so that a push with an unknown gauge is refused
+    /// with the index and name of the reading at fault.
     pub name: String,
     pub value: f64,
 }
@@ -360,7 +356,7 @@ pub struct MetricSample {
     pub requests: u64,
     /// Responses with a 5xx status, or failed connections.
     pub errors: u64,
-    /// Counts per bucket of [`LATENCY_BOUNDS_MS`], plus one for slower.
+    /// Counts per bucket of [`crate::LATENCY_BOUNDS_MS`], plus one for slower.
     #[serde(default)]
     pub latency_buckets: Vec<u64>,
 }
@@ -369,7 +365,7 @@ pub struct MetricSample {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MetricSeries {
     pub service: String,
-    pub metric: String,
+    pub metric: MetricRef,
     /// `environment`, `environment/region`, `environment/region/zone` or a host.
     pub scope: String,
     pub version: Option<String>,

@@ -8,8 +8,8 @@
 //! demo's pid (`--exit-with`) and exit when it is gone.
 
 use anyhow::{Context, Result, bail};
-use rollwave_server::api::CreateToken;
-use rollwave_server::client::Client;
+use rollwave_api::CreateToken;
+use rollwave_api::client::Client;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::os::unix::process::CommandExt;
@@ -415,17 +415,17 @@ impl World {
         world.check_children()?;
         if let Some(version) = &spec.starting_version {
             let a = world.artifact(version).with_context(|| format!("no artifact for {version}"))?.clone();
-            let req = rollwave_server::api::CreateRelease {
-                version: version.clone(),
-                artifact: Some(a.url),
-                sha256: Some(a.sha256),
-            };
+            let req =
+                rollwave_api::CreateRelease { version: version.clone(), artifact: Some(a.url), sha256: Some(a.sha256) };
             client.create_release(&world.service, &req).map_err(|e| anyhow::anyhow!("cannot create {version}: {e}"))?;
             let done = wait_until(Duration::from_secs(120), Duration::from_millis(200), || {
-                client.release(&world.service, version).is_ok_and(|d| d.release.outcome != "in_progress")
+                client
+                    .release(&world.service, version)
+                    .is_ok_and(|d| d.release.outcome != rollwave_api::Outcome::InProgress)
             });
-            let outcome = client.release(&world.service, version).map(|d| d.release.outcome).unwrap_or_default();
-            if !done || outcome != "completed" {
+            let outcome = client.release(&world.service, version).ok().map(|d| d.release.outcome);
+            if !done || outcome != Some(rollwave_api::Outcome::Completed) {
+                let outcome = outcome.map_or("unknown", rollwave_api::Outcome::as_str);
                 bail!("the starting version {version} did not reach every host ({outcome}); see {}", logs.display());
             }
             client.apply("demo.yaml", &spec.manifest).map_err(|e| anyhow::anyhow!("cannot apply the manifest: {e}"))?;
@@ -452,7 +452,7 @@ impl World {
             .iter()
             .map(|r| {
                 let path = format!("/v1/services/{}/routes/{}/{}", self.service, r.environment, r.region);
-                client.get::<rollwave_server::api::Routes>(&path).map_or(0, |t| t.hosts.len())
+                client.get::<rollwave_api::Routes>(&path).map_or(0, |t| t.hosts.len())
             })
             .sum()
     }

@@ -118,15 +118,17 @@ fn a_prometheus_alarm_trips_from_a_real_prometheus_and_rolls_back_its_zone() {
     admin.apply("web.yaml", MANIFEST).unwrap();
     admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
     wait("the one-box to bake", &|| {
-        admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == "bake_started")
+        admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == rollwave_api::EventKind::BakeStarted)
     });
     // Prometheus has seen the healthy value; now zone z1 goes bad.
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(admin.release("web", "v2").unwrap().release.outcome, "in_progress");
+    assert_eq!(admin.release("web", "v2").unwrap().release.outcome, rollwave_api::Outcome::InProgress);
     errors.store(0.9f64.to_bits(), Ordering::SeqCst);
-    wait("the alarm to roll z1 back", &|| admin.release("web", "v2").unwrap().release.outcome == "halted");
+    wait("the alarm to roll z1 back", &|| {
+        admin.release("web", "v2").unwrap().release.outcome == rollwave_api::Outcome::Halted
+    });
     let detail = admin.release("web", "v2").unwrap();
-    let fired = detail.events.iter().find(|e| e.kind == "alarm_fired").unwrap();
+    let fired = detail.events.iter().find(|e| e.kind == rollwave_api::EventKind::AlarmFired).unwrap();
     assert_eq!(fired.scope, "prod/r1/z1");
     assert!(fired.reason.as_deref().unwrap().contains("prom-errors"), "{fired:?}");
     assert_eq!(detail.release.rolled_back_scopes, ["prod/r1/z1"]);

@@ -331,7 +331,8 @@ pub struct MetricsPush {
     pub environment: String,
     #[serde(default)]
     pub samples: Vec<MetricSample>,
-    #[serde(default)]
+    /// Left out when empty, as routers' pushes (which carry no gauges) always did.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gauges: Vec<GaugeSample>,
 }
 

@@ -8,8 +8,8 @@
 //! demo's pid (`--exit-with`) and exit when it is gone.
 
 use anyhow::{Context, Result, bail};
-use rollwave_api::CreateToken;
 use rollwave_api::client::Client;
+use rollwave_api::{CreateToken, Role};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::os::unix::process::CommandExt;
@@ -329,7 +329,7 @@ impl World {
                         let name = format!("agent {}/{id}", env.name);
                         let host = format!("{}/{}/{id}", manifest.service, env.name);
                         let token =
-                            world.scoped_token("agent", CreateToken { host: Some(host), ..Default::default() })?;
+                            world.scoped_token(Role::Agent, CreateToken { host: Some(host), ..Default::default() })?;
                         let log = logs.join(format!("agent-{}-{id}.log", env.name));
                         world.agents.push(spawn(
                             binary,
@@ -374,7 +374,8 @@ impl World {
                 );
                 let log = logs.join(format!("router-{}-{}.log", env.name, region.name));
                 let scope = format!("{}/{}/{}", manifest.service, env.name, region.name);
-                let token = world.scoped_token("router", CreateToken { region: Some(scope), ..Default::default() })?;
+                let token =
+                    world.scoped_token(Role::Router, CreateToken { region: Some(scope), ..Default::default() })?;
                 world.router_procs.push(spawn(
                     binary,
                     &format!("router {}/{}", env.name, region.name),
@@ -438,8 +439,8 @@ impl World {
     }
 
     /// A token of `role` scoped as `scope` says (an agent's host, a router's region).
-    fn scoped_token(&self, role: &str, scope: CreateToken) -> Result<String> {
-        let request = CreateToken { role: role.to_owned(), ..scope };
+    fn scoped_token(&self, role: Role, scope: CreateToken) -> Result<String> {
+        let request = CreateToken { role: role.as_str().to_owned(), ..scope };
         let created =
             self.client().create_token(&request).map_err(|e| anyhow::anyhow!("cannot create a {role} token: {e}"))?;
         Ok(created.token)

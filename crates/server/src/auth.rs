@@ -88,6 +88,16 @@ impl Actor {
     }
 }
 
+/// The actor as the audit names it, without the token's role and scope.
+impl From<&Actor> for rollwave_api::Actor {
+    fn from(actor: &Actor) -> Self {
+        match actor {
+            Actor::Machine(m) => rollwave_api::Actor::Machine(*m),
+            Actor::Token(c) => rollwave_api::Actor::Token { id: c.id, name: c.name.clone() },
+        }
+    }
+}
+
 fn forbidden(message: String) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
 }

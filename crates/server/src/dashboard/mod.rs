@@ -612,39 +612,41 @@ impl ActionForm {
         let release = self.release().unwrap_or("?");
         let stage =
             self.stage().map_or_else(|| format!("the whole service {service}"), |s| format!("stage {s} of {service}"));
-        match self.action.as_str() {
-            "approve" => format!("Approve release {release} of {service} for every stage that waits for approval?"),
-            "rollback" => format!(
+        let Some(action) = OperatorAction::named(&self.action) else { return format!("{}?", self.action) };
+        match action {
+            OperatorAction::Approve => {
+                format!("Approve release {release} of {service} for every stage that waits for approval?")
+            }
+            OperatorAction::Rollback => format!(
                 "Roll back release {release} of {service}? Every host running it or a newer release returns to the version before it."
             ),
-            "retry" => format!(
+            OperatorAction::Retry => format!(
                 "Retry halted release {release} of {service}? What was rolled back is deployed again once its alarms are OK."
             ),
-            "roll_forward" => format!(
+            OperatorAction::RollForward => format!(
                 "Roll forward past halted release {release} of {service}? The next newer release takes its place."
             ),
-            "hold" => format!("Hold {stage}? Nothing new starts there until it is resumed."),
-            "resume" => format!("Resume {stage}?"),
-            other => format!("{other}?"),
+            OperatorAction::Hold => format!("Hold {stage}? Nothing new starts there until it is resumed."),
+            OperatorAction::Resume => format!("Resume {stage}?"),
         }
     }
 
     fn label(&self) -> &'static str {
-        match self.action.as_str() {
-            "approve" => "Approve",
-            "rollback" => "Roll back",
-            "retry" => "Retry",
-            "roll_forward" => "Roll forward",
-            "hold" => "Hold",
-            "resume" => "Resume",
-            _ => "Confirm",
+        match OperatorAction::named(&self.action) {
+            Some(OperatorAction::Approve) => "Approve",
+            Some(OperatorAction::Rollback) => "Roll back",
+            Some(OperatorAction::Retry) => "Retry",
+            Some(OperatorAction::RollForward) => "Roll forward",
+            Some(OperatorAction::Hold) => "Hold",
+            Some(OperatorAction::Resume) => "Resume",
+            None => "Confirm",
         }
     }
 
     /// Where to go back to.
     fn back(&self, service: &str) -> String {
         match self.release() {
-            Some(r) if !matches!(self.action.as_str(), "hold" | "resume") => {
+            Some(r) if OperatorAction::named(&self.action).is_none_or(OperatorAction::is_release_action) => {
                 format!("/services/{service}/releases/{r}")
             }
             _ => format!("/services/{service}"),

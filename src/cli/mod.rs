@@ -8,6 +8,7 @@ use remote::{Format, Remote, exit_for, print_json};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use rollwave_api::OperatorAction;
 use rollwave_core::plan::Plan;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -394,12 +395,12 @@ fn connection_limits(args: &ServerArgs) -> Result<rollwave_server::listen::Limit
 
 /// Runs a client command; API errors become exit codes 1 or 3.
 fn remote_command(command: Command) -> Result<ExitCode> {
-    use rollwave_server::api::*;
-    let result: Result<(), rollwave_server::client::ClientError> = (|| {
+    use rollwave_api::*;
+    let result: Result<(), rollwave_api::client::ClientError> = (|| {
         match command {
             Command::Service(ServiceCommand::Apply { file, remote }) => {
                 let text =
-                    std::fs::read_to_string(&file).map_err(|e| rollwave_server::client::ClientError::Transport {
+                    std::fs::read_to_string(&file).map_err(|e| rollwave_api::client::ClientError::Transport {
                         base: file.display().to_string(),
                         reason: e.to_string(),
                     })?;
@@ -576,7 +577,7 @@ fn remote_command(command: Command) -> Result<ExitCode> {
     })
 }
 
-fn release_action(verb: &str, a: ReleaseAction) -> Result<ExitCode> {
+fn release_action(verb: rollwave_api::OperatorAction, a: ReleaseAction) -> Result<ExitCode> {
     let client = a.remote.client();
     let result = remote::resolve_release(&client, &a.release, a.service)
         .and_then(|(service, version)| client.action(&service, &version, verb, a.stage));
@@ -684,10 +685,10 @@ pub fn run() -> Result<ExitCode> {
         Command::Agent(args) => rollwave_agent::agent_main(args)?,
         Command::SampleApp(args) => rollwave_demo::sample_app::main(args)?,
         Command::Fleet(FleetCommand::Up(args)) => rollwave_agent::fleet_main(args)?,
-        Command::Approve(a) => return release_action("approve", a),
-        Command::Rollback(a) => return release_action("rollback", a),
-        Command::Retry(a) => return release_action("retry", a),
-        Command::RollForward(a) => return release_action("roll_forward", a),
+        Command::Approve(a) => return release_action(OperatorAction::Approve, a),
+        Command::Rollback(a) => return release_action(OperatorAction::Rollback, a),
+        Command::Retry(a) => return release_action(OperatorAction::Retry, a),
+        Command::RollForward(a) => return release_action(OperatorAction::RollForward, a),
         Command::Hold(h) => return hold_action(false, h),
         Command::Resume(h) => return hold_action(true, h),
         Command::Audit(AuditCommand::Verify { db, data_dir, remote }) => return audit_verify(db, data_dir, remote),

@@ -2,8 +2,8 @@
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
-use rollwave_server::api::*;
-use rollwave_server::client::{Client, ClientError};
+use rollwave_api::client::{Client, ClientError};
+use rollwave_api::*;
 use std::io::Write;
 use std::process::ExitCode;
 

@@ -4,7 +4,7 @@
 //! `validate` hook fails, and that zone is rolled back while the timeline shows why.
 
 use crate::kit::{BIN, Proc, Server, free_port, one_world_at_a_time, wait_for};
-use rollwave_server::api::*;
+use rollwave_api::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -144,10 +144,10 @@ fn six_agents_roll_out_v2_in_two_waves_and_a_failing_zone_is_rolled_back() {
     };
     client.create_release("web", &release).unwrap();
     wait_for("v2 to halt in zone b2", Duration::from_secs(180), || {
-        client.release("web", "v2").is_ok_and(|r| r.release.outcome == "halted")
+        client.release("web", "v2").is_ok_and(|r| r.release.outcome == rollwave_api::Outcome::Halted)
     });
     wait_for("the rollback of b2 to finish", Duration::from_secs(60), || {
-        client.release("web", "v2").unwrap().events.iter().any(|e| e.kind == "rollback_completed")
+        client.release("web", "v2").unwrap().events.iter().any(|e| e.kind == rollwave_api::EventKind::RollbackCompleted)
     });
 
     let detail = client.release("web", "v2").unwrap();
@@ -164,7 +164,7 @@ fn six_agents_roll_out_v2_in_two_waves_and_a_failing_zone_is_rolled_back() {
         "ra runs v2; in rb only b1 (the one-box zone) does"
     );
     // The timeline shows the hooks: each start, and the validate that failed in b2.
-    let hooks: Vec<&EventView> = detail.events.iter().filter(|e| e.kind == "hook").collect();
+    let hooks: Vec<&EventView> = detail.events.iter().filter(|e| e.kind == rollwave_api::EventKind::Hook).collect();
     let failed_validate = hooks
         .iter()
         .find(|e| {
@@ -174,7 +174,7 @@ fn six_agents_roll_out_v2_in_two_waves_and_a_failing_zone_is_rolled_back() {
     assert_eq!(failed_validate.output.as_deref(), Some("health check failed in b2\n"));
     let starts = hooks.iter().filter(|e| e.reason.as_deref().is_some_and(|r| r.starts_with("start: ok"))).count();
     assert_eq!(starts, 5, "a1..a3, b1 and b2 started v2");
-    let failed = detail.events.iter().find(|e| e.kind == "host_failed").unwrap();
+    let failed = detail.events.iter().find(|e| e.kind == rollwave_api::EventKind::HostFailed).unwrap();
     assert!(failed.reason.as_deref().unwrap().contains("validate"), "{failed:?}");
     // The rolled-back host stopped v2's service and points at no release.
     let b2 = fleet_dir.join("b2-1");

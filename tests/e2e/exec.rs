@@ -2,7 +2,7 @@
 //! gets the release's values as variables and none of the server's secrets.
 
 use crate::kit::{Server, wait_for};
-use rollwave_server::api::CreateRelease;
+use rollwave_api::{CreateRelease, Outcome};
 use std::time::Duration;
 
 #[test]
@@ -20,7 +20,7 @@ fn an_exec_command_gets_the_values_and_not_the_servers_secrets() {
     let artifact = "https://e.x/a.tgz?sig=$(id)";
     let release = CreateRelease { version: "v2".into(), artifact: Some(artifact.into()), sha256: None };
     client.create_release("fn", &release).unwrap();
-    wait("v2 completes", &mut || client.release("fn", "v2").is_ok_and(|r| r.release.outcome == "completed"));
+    wait("v2 completes", &mut || client.release("fn", "v2").is_ok_and(|r| r.release.outcome == Outcome::Completed));
     drop(server);
 
     let env = std::fs::read_to_string(dir.path().join("env.out")).unwrap();

@@ -2,7 +2,7 @@
 //! process that cannot outlive its test, a server process that is ready when it is
 //! returned, and one way to wait for a condition a real process has to reach.
 
-use rollwave_server::client::Client;
+use rollwave_api::Client;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

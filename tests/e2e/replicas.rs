@@ -3,8 +3,8 @@
 //! writes are refused.
 
 use crate::kit::{Server, wait_for};
-use rollwave_server::api::*;
-use rollwave_server::client::Client;
+use rollwave_api::client::Client;
+use rollwave_api::*;
 use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -47,26 +47,26 @@ fn start_rollout(client: &Client, version: &str) {
         client.apply("crash.yaml", MANIFEST).unwrap();
     }
     client.create_release("crash", &CreateRelease { version: version.into(), artifact: None, sha256: None }).unwrap();
-    client.action("crash", version, "approve", None).unwrap();
+    client.action("crash", version, rollwave_api::OperatorAction::Approve, None).unwrap();
 }
 
-fn outcome(client: &Client, version: &str) -> Option<String> {
+fn outcome(client: &Client, version: &str) -> Option<Outcome> {
     client.release("crash", version).ok().map(|r| r.release.outcome)
 }
 
 /// (kind, release, scope) of every event the engine decided, in log order; also checks
 /// sequence numbers. Approvals are left out (and counted): an operator's request arrives
 /// when it arrives, and through a follower a little later than through the leader.
-fn event_sequence(client: &Client) -> Vec<(String, Option<String>, String)> {
+fn event_sequence(client: &Client) -> Vec<(EventKind, Option<String>, String)> {
     let all = all_events(client);
-    let approvals = all.iter().filter(|e| e.0 == "approved").count();
+    let approvals = all.iter().filter(|e| e.0 == rollwave_api::EventKind::Approved).count();
     let releases: std::collections::BTreeSet<_> =
-        all.iter().filter(|e| e.0 == "release_created").map(|e| e.1.clone()).collect();
+        all.iter().filter(|e| e.0 == rollwave_api::EventKind::ReleaseCreated).map(|e| e.1.clone()).collect();
     assert_eq!(approvals, releases.len(), "one approval per release");
-    all.into_iter().filter(|e| e.0 != "approved").collect()
+    all.into_iter().filter(|e| e.0 != rollwave_api::EventKind::Approved).collect()
 }
 
-fn all_events(client: &Client) -> Vec<(String, Option<String>, String)> {
+fn all_events(client: &Client) -> Vec<(EventKind, Option<String>, String)> {
     let mut after = 0;
     let mut out = Vec::new();
     let mut last_seq = 0;
@@ -92,7 +92,7 @@ fn final_versions(client: &Client) -> Vec<EnvironmentVersions> {
 
 /// The event sequence and final state of a rollout nobody interrupts.
 /// (kind, release, scope) of each event.
-type Events = Vec<(String, Option<String>, String)>;
+type Events = Vec<(EventKind, Option<String>, String)>;
 /// Hosts per version, per environment.
 type Versions = Vec<(String, Vec<(String, u64)>)>;
 
@@ -104,7 +104,7 @@ fn uninterrupted() -> &'static (Events, Versions) {
         let client = server.client();
         start_rollout(&client, "v2");
         wait_for("the uninterrupted rollout", Duration::from_secs(120), || {
-            (outcome(&client, "v2").as_deref() == Some("completed")).then_some(())
+            (outcome(&client, "v2") == Some(Outcome::Completed)).then_some(())
         });
         let versions = final_versions(&client).into_iter().map(|e| (e.environment, e.versions)).collect();
         (event_sequence(&client), versions)
@@ -142,7 +142,7 @@ fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     }
     let client = server.client();
     wait_for("the interrupted rollout to finish", Duration::from_secs(120), || {
-        (outcome(&client, "v2").as_deref() == Some("completed")).then_some(())
+        (outcome(&client, "v2") == Some(Outcome::Completed)).then_some(())
     });
     let events = event_sequence(&client);
     assert_eq!(&events, expected_events, "the same events, in the same order, none lost or duplicated (seed {seed})");
@@ -177,7 +177,7 @@ fn on_postgres_a_replica_takes_over_and_a_stale_leader_is_fenced() {
     println!("takeover after {:?}", died.elapsed());
     let client = b.client();
     wait_for("the rollout to finish on the new leader", Duration::from_secs(120), || {
-        (outcome(&client, "v2").as_deref() == Some("completed")).then_some(())
+        (outcome(&client, "v2") == Some(Outcome::Completed)).then_some(())
     });
     assert_eq!(&event_sequence(&client), expected_events);
     let versions: Vec<_> = final_versions(&client).into_iter().map(|e| (e.environment, e.versions)).collect();
@@ -194,9 +194,9 @@ fn on_postgres_a_replica_takes_over_and_a_stale_leader_is_fenced() {
     wait_for("the stale leader to step down", Duration::from_secs(20), || {
         cluster(&b).is_some_and(|c| !c.leader).then_some(())
     });
-    a.client().action("crash", "v3", "approve", None).unwrap();
+    a.client().action("crash", "v3", rollwave_api::OperatorAction::Approve, None).unwrap();
     wait_for("v3 to finish", Duration::from_secs(120), || {
-        (outcome(&a.client(), "v3").as_deref() == Some("completed")).then_some(())
+        (outcome(&a.client(), "v3") == Some(Outcome::Completed)).then_some(())
     });
     let store = runtime.block_on(rollwave_store::Store::open(&url)).unwrap();
     let log = runtime.block_on(store.read_log(0, 1_000_000, None)).unwrap();

@@ -3,8 +3,8 @@
 //! the traffic it sends each host back to the control plane.
 
 use crate::kit::{Proc, Server, free_port, wait_for};
-use rollwave_server::api::*;
-use rollwave_server::client::Client;
+use rollwave_api::client::Client;
+use rollwave_api::*;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -98,7 +98,7 @@ fn a_router_in_server_mode_sends_the_canary_share_to_the_one_box() {
 
     admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
     wait_for("the one-box to bake", WAIT, || {
-        admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == "bake_started")
+        admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == rollwave_api::EventKind::BakeStarted)
     });
     // The router follows: half the region is the canary now, and canary users land on the one-box.
     wait_for("the router to see the canary", WAIT, || (0..40).any(|k| ask(k).1 == "canary"));

@@ -5,9 +5,9 @@
 //! after a release finished is reported as a suspected regression.
 
 use crate::kit::{one_world_at_a_time, wait_for};
+use rollwave_api::*;
 use rollwave_demo::traffic::Users;
 use rollwave_demo::world::{Version, World, WorldSpec};
-use rollwave_server::api::*;
 use std::time::Duration;
 
 const MANIFEST: &str = "\
@@ -67,36 +67,41 @@ fn bad_releases_are_stopped_by_what_routers_and_monitors_measure() {
 
     // v2 fails 5% of its requests: its one-box in z1 is rolled back, nothing else moves.
     create("v2");
-    wait_for("v2 to halt", Duration::from_secs(90), || detail("v2").release.outcome == "halted");
+    wait_for("v2 to halt", Duration::from_secs(90), || detail("v2").release.outcome == rollwave_api::Outcome::Halted);
     let v2 = detail("v2");
     assert_eq!(v2.release.rolled_back_scopes.len(), 1, "{:?}", v2.release);
     assert!(v2.release.rolled_back_scopes[0].starts_with("prod/r1/z1"), "{:?}", v2.release);
     assert!(v2.release.reached.is_empty(), "{:?}", v2.release);
-    let caught = v2.events.iter().find(|e| e.kind == "rollback_started").unwrap();
+    let caught = v2.events.iter().find(|e| e.kind == rollwave_api::EventKind::RollbackStarted).unwrap();
     let reason = caught.reason.as_deref().unwrap();
     assert!(reason.contains("alarm host-errors") || reason.contains("one-box judge"), "{reason}");
     assert!(
-        !v2.events.iter().any(|e| e.kind == "zone_started" && !e.scope.starts_with("prod/r1/z1")),
+        !v2.events.iter().any(|e| e.kind == rollwave_api::EventKind::ZoneStarted && !e.scope.starts_with("prod/r1/z1")),
         "v2 went beyond the first zone: {:?}",
         v2.events
     );
     wait_for("z1's rollback", Duration::from_secs(30), || {
-        detail("v2").events.iter().any(|e| e.kind == "rollback_completed")
+        detail("v2").events.iter().any(|e| e.kind == rollwave_api::EventKind::RollbackCompleted)
     });
     let seen = users.seen();
     assert!(seen.by_version.get("v2").is_some_and(|&n| n > 0), "users reached the one-box: {seen:?}");
-    client.action("web", "v2", "rollback", None).unwrap();
-    wait_for("v2 rolled back", Duration::from_secs(30), || detail("v2").release.outcome == "rolled_back");
+    client.action("web", "v2", rollwave_api::OperatorAction::Rollback, None).unwrap();
+    wait_for("v2 rolled back", Duration::from_secs(30), || {
+        detail("v2").release.outcome == rollwave_api::Outcome::RolledBack
+    });
 
     // v3 is healthy until its defect is switched on; r2, quiet, bakes on monitor checks.
     create("v3");
-    wait_for("v3 to complete", Duration::from_secs(180), || detail("v3").release.outcome != "in_progress");
+    wait_for("v3 to complete", Duration::from_secs(180), || {
+        detail("v3").release.outcome != rollwave_api::Outcome::InProgress
+    });
     let v3 = detail("v3");
-    assert_eq!(v3.release.outcome, "completed", "{:?}", v3.events);
+    assert_eq!(v3.release.outcome, rollwave_api::Outcome::Completed, "{:?}", v3.events);
     assert!(v3.release.reached.contains(&"prod/wave-2".to_owned()));
     let r2 = v3.scopes.iter().find(|s| s.scope == "prod/r2").unwrap();
     assert_eq!(r2.versions, [("v3".to_owned(), 2)], "the quiet region runs v3");
-    let quiet_bake = v3.events.iter().any(|e| e.kind == "bake_completed" && e.scope.starts_with("prod/r2"));
+    let quiet_bake =
+        v3.events.iter().any(|e| e.kind == rollwave_api::EventKind::BakeCompleted && e.scope.starts_with("prod/r2"));
     assert!(quiet_bake, "r2 completed its bakes: {:?}", v3.events);
 
     // Monitors probe r2 through its router too (the router says where it is when it asks
@@ -113,10 +118,12 @@ fn bad_releases_are_stopped_by_what_routers_and_monitors_measure() {
     std::fs::write(&defect, "on").unwrap();
     wait_for("a suspected regression", Duration::from_secs(60), || {
         let page: EventPage = client.get("/v1/events?after=0&limit=5000").unwrap();
-        page.events.iter().any(|e| e.kind == "regression_suspected" && e.release.as_deref() == Some("v3"))
+        page.events
+            .iter()
+            .any(|e| e.kind == rollwave_api::EventKind::RegressionSuspected && e.release.as_deref() == Some("v3"))
     });
     let page: EventPage = client.get("/v1/events?after=0&limit=5000").unwrap();
-    let suspected = page.events.iter().find(|e| e.kind == "regression_suspected").unwrap();
+    let suspected = page.events.iter().find(|e| e.kind == rollwave_api::EventKind::RegressionSuspected).unwrap();
     assert!(suspected.scope.starts_with("prod/r1"), "where the users are: {suspected:?}");
     drop(users);
 }

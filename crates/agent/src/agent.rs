@@ -6,8 +6,8 @@
 use crate::gauges::{GaugeConfig, Target};
 use crate::installer::{BASELINE, Deployment, HostIdentity, Installer, InstallerConfig};
 use crate::state::{HookRun, Outcome};
-use rollwave_server::api::{Accepted, Desired, HookReport, HostReport, RegisterHost, Registered};
-use rollwave_server::client::{Client, ClientError};
+use rollwave_api::client::{Client, ClientError};
+use rollwave_api::{Accepted, Desired, HookReport, HostReport, RegisterHost, Registered};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -228,7 +228,7 @@ impl Agent {
             zone: Some(self.config.host.zone.clone()),
             address: self.config.address.clone(),
         };
-        let registered: Registered = self.client.post("/v1/hosts/register", &request)?;
+        let registered: Registered = self.client.register_host(&request)?;
         let slot = Slot { service: registered.service, host: registered.host };
         log(&format!(
             "registered as {}/{}/{}; runs {}",

@@ -10,8 +10,8 @@
 //! A push that fails is logged and dropped: gauges are never held back for later, and
 //! never hold up a long-poll or a deployment.
 
-use rollwave_server::api::{Accepted, GaugeSample, MetricsPush};
-use rollwave_server::client::Client;
+use rollwave_api::client::Client;
+use rollwave_api::{Gauge, GaugeSample, MetricsPush};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -72,17 +72,17 @@ impl Sampler {
 
     /// `cpu_percent` (from the second reading on) and `memory_percent`, as far as they
     /// can be read.
-    pub fn read(&mut self) -> Vec<(&'static str, f64)> {
+    pub fn read(&mut self) -> Vec<(Gauge, f64)> {
         let mut out = Vec::new();
         let read = |name: &str| std::fs::read_to_string(self.proc_dir.join(name)).ok();
         let cpu = read("stat").as_deref().and_then(parse_cpu);
         if let (Some(before), Some(now)) = (self.last_cpu, cpu) {
-            out.extend(cpu_percent(before, now).map(|v| ("cpu_percent", v)));
+            out.extend(cpu_percent(before, now).map(|v| (Gauge::CpuPercent, v)));
         }
         if cpu.is_some() {
             self.last_cpu = cpu;
         }
-        out.extend(read("meminfo").as_deref().and_then(memory_percent).map(|v| ("memory_percent", v)));
+        out.extend(read("meminfo").as_deref().and_then(memory_percent).map(|v| (Gauge::MemoryPercent, v)));
         out
     }
 }
@@ -122,11 +122,11 @@ pub fn run(config: &GaugeConfig, target: &Arc<Mutex<Option<Target>>>, stop: &Ato
         }
         let Some(to) = target.lock().unwrap_or_else(|p| p.into_inner()).clone() else { continue };
         let mut readings = sampler.read();
-        readings.push(("restarts", config.restarts as f64));
-        let gauge = |(name, value): (&str, f64)| GaugeSample {
+        readings.push((Gauge::Restarts, config.restarts as f64));
+        let gauge = |(name, value): (Gauge, f64)| GaugeSample {
             host: to.host.clone(),
             version: to.version.clone(),
-            name: name.to_owned(),
+            name: name.as_str().to_owned(),
             value,
         };
         let push = MetricsPush {
@@ -135,7 +135,7 @@ pub fn run(config: &GaugeConfig, target: &Arc<Mutex<Option<Target>>>, stop: &Ato
             samples: Vec::new(),
             gauges: readings.into_iter().map(gauge).collect(),
         };
-        match client.post::<_, Accepted>("/v1/metrics", &push) {
+        match client.push_metrics(&push) {
             Ok(_) => failing = false,
             // Said once per run of failures, not at every interval.
             Err(e) if !failing => {
@@ -218,9 +218,9 @@ SwapCached:            0 kB
         std::fs::write(dir.path().join("meminfo"), MEMINFO).unwrap();
         let mut sampler = Sampler::new(dir.path());
         let first = sampler.read();
-        assert_eq!(first.iter().map(|(n, _)| *n).collect::<Vec<_>>(), ["memory_percent"]);
+        assert_eq!(first.iter().map(|(n, _)| *n).collect::<Vec<_>>(), [Gauge::MemoryPercent]);
         std::fs::write(dir.path().join("stat"), STAT_AFTER).unwrap();
-        assert_eq!(sampler.read()[0], ("cpu_percent", 50.0));
+        assert_eq!(sampler.read()[0], (Gauge::CpuPercent, 50.0));
         std::fs::remove_file(dir.path().join("meminfo")).unwrap();
         // No time passed since, and no meminfo: nothing to say.
         assert!(sampler.read().is_empty());
@@ -232,8 +232,8 @@ SwapCached:            0 kB
         sampler.read();
         std::thread::sleep(Duration::from_millis(50));
         let readings = sampler.read();
-        let names: Vec<&str> = readings.iter().map(|(n, _)| *n).collect();
-        assert!(names.contains(&"memory_percent"), "{readings:?}");
+        let names: Vec<Gauge> = readings.iter().map(|(n, _)| *n).collect();
+        assert!(names.contains(&Gauge::MemoryPercent), "{readings:?}");
         assert!(readings.iter().all(|(_, v)| (0.0..=100.0).contains(v)), "{readings:?}");
     }
 }

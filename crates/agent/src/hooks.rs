@@ -10,7 +10,7 @@
 
 use rollwave_manifest::ManifestErrors;
 use rollwave_manifest::yaml::{Decoder, Mapping, Node};
-use std::fmt;
+
 use std::time::Duration;
 
 /// The file name, at the root of every artifact.
@@ -21,37 +21,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// How long an `http` check may retry when it names no `within`.
 pub const DEFAULT_WITHIN: Duration = Duration::from_secs(30);
 
-/// The steps of a deployment that may run a hook, in the order they run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Step {
-    /// The previous release's `stop`, run from its own directory.
-    Stop,
-    BeforeInstall,
-    AfterInstall,
-    Start,
-    Validate,
-}
-
-impl Step {
-    pub const ALL: [Step; 5] = [Step::Stop, Step::BeforeInstall, Step::AfterInstall, Step::Start, Step::Validate];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Step::Stop => "stop",
-            Step::BeforeInstall => "before_install",
-            Step::AfterInstall => "after_install",
-            Step::Start => "start",
-            Step::Validate => "validate",
-        }
-    }
-}
-
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// The steps of a deployment that may run a hook, in the order they run: the wire's
+/// hook steps, so a report names each exactly as the server reads it.
+pub use rollwave_api::HookStep as Step;
 
 /// What a hook does.
 #[derive(Clone, Debug, PartialEq)]

@@ -212,13 +212,13 @@ fn mint_host_tokens(
     service: &str,
     admin: &str,
 ) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
-    let client = rollwave_server::client::Client::new(&args.server, Some(admin.to_owned()));
+    let client = rollwave_api::client::Client::new(&args.server, Some(admin.to_owned()));
     let mut tokens = std::collections::BTreeMap::new();
     for zone in &args.zones {
         for n in 1..=args.hosts_per_zone {
             let host = format!("{zone}-{n}");
-            let request = rollwave_server::api::CreateToken {
-                role: "agent".into(),
+            let request = rollwave_api::CreateToken {
+                role: rollwave_api::Role::Agent.as_str().into(),
                 host: Some(format!("{service}/{}/{host}", args.environment)),
                 ..Default::default()
             };

@@ -4,7 +4,7 @@ mod support;
 
 use rollwave_agent::state::{Doing, InProgress, STATE_FILE};
 use rollwave_agent::{Deployment, Fleet, FleetArgs, FleetConfig, Outcome, State, Step, Stopped};
-use rollwave_server::api::{CreateRelease, CreateToken, Desired, MetricSeries, RegisterHost};
+use rollwave_api::{CreateRelease, CreateToken, Desired, MetricSeries, RegisterHost};
 use std::path::Path;
 use std::time::Duration;
 use support::*;
@@ -481,12 +481,20 @@ fn agents_install_what_the_server_asks_and_the_server_sees_it() {
     wait_until("both hosts run v1", || {
         admin.status("shop").unwrap().environments[0].versions.contains(&("v1".to_owned(), 2))
     });
-    wait_until("the release completes", || admin.release("shop", "v1").unwrap().release.outcome == "completed");
+    wait_until("the release completes", || {
+        admin.release("shop", "v1").unwrap().release.outcome == rollwave_api::Outcome::Completed
+    });
     let events = admin.release("shop", "v1").unwrap().events;
-    let hooks: Vec<&str> = events.iter().filter(|e| e.kind == "hook").filter_map(|e| e.reason.as_deref()).collect();
+    let hooks: Vec<&str> =
+        events.iter().filter(|e| e.kind == rollwave_api::EventKind::Hook).filter_map(|e| e.reason.as_deref()).collect();
     assert_eq!(hooks.len(), 4, "{hooks:?}");
     assert!(hooks.iter().filter(|r| r.starts_with("start: ok")).count() == 2, "{hooks:?}");
-    assert!(events.iter().any(|e| e.kind == "hook" && e.output.as_deref() == Some("starting z1-1\n")), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == rollwave_api::EventKind::Hook && e.output.as_deref() == Some("starting z1-1\n")),
+        "{events:?}"
+    );
     for n in 1..=2 {
         let workdir = tmp.path().join(format!("z1-{n}"));
         assert_eq!(current_link(&workdir), Some("releases/v1".into()));
@@ -511,10 +519,12 @@ fn a_hook_longer_than_the_host_timeout_does_not_make_the_host_look_lost() {
     let _agent = RunningAgent::start(config);
     let release = CreateRelease { version: "v1".into(), artifact: Some(v1.url()), sha256: Some(v1.sha256.clone()) };
     admin.create_release("shop", &release).unwrap();
-    wait_until("the release ends", || admin.release("shop", "v1").unwrap().release.outcome != "in_progress");
+    wait_until("the release ends", || {
+        admin.release("shop", "v1").unwrap().release.outcome != rollwave_api::Outcome::InProgress
+    });
     let detail = admin.release("shop", "v1").unwrap();
-    assert_eq!(detail.release.outcome, "completed", "{:?}", detail.events);
-    assert!(detail.events.iter().all(|e| e.kind != "host_failed"), "{:?}", detail.events);
+    assert_eq!(detail.release.outcome, rollwave_api::Outcome::Completed, "{:?}", detail.events);
+    assert!(detail.events.iter().all(|e| e.kind != rollwave_api::EventKind::HostFailed), "{:?}", detail.events);
 }
 
 #[test]
@@ -533,7 +543,7 @@ fn after_a_restart_mid_hook_the_agent_reports_the_command_as_failed() {
         zone: Some("z1".into()),
         address: None,
     };
-    let _: rollwave_server::api::Registered = admin.post("/v1/hosts/register", &register).unwrap();
+    let _: rollwave_api::Registered = admin.post("/v1/hosts/register", &register).unwrap();
     let release = CreateRelease { version: "v2".into(), artifact: Some(v2.url()), sha256: Some(v2.sha256.clone()) };
     admin.create_release("shop", &release).unwrap();
     let desired: Desired = admin.get("/v1/services/shop/hosts/prod/z1-1/desired?after=0&wait=30").unwrap();
@@ -554,19 +564,18 @@ fn after_a_restart_mid_hook_the_agent_reports_the_command_as_failed() {
 
     let _agent = RunningAgent::start(server.agent_config("z1-1", "z1", &workdir));
     wait_until("the server records the failure", || {
-        admin.release("shop", "v2").unwrap().events.iter().any(|e| e.kind == "host_failed")
+        admin.release("shop", "v2").unwrap().events.iter().any(|e| e.kind == rollwave_api::EventKind::HostFailed)
     });
     let events = admin.release("shop", "v2").unwrap().events;
-    let failed = events.iter().find(|e| e.kind == "host_failed").unwrap();
+    let failed = events.iter().find(|e| e.kind == rollwave_api::EventKind::HostFailed).unwrap();
     assert_eq!(
         failed.reason.as_deref(),
         Some(
             "interrupted: the agent stopped (restarted or killed) during the start hook of v2; current points to no release"
         )
     );
-    assert!(
-        events.iter().any(|e| e.kind == "hook" && e.reason.as_deref().is_some_and(|r| r.starts_with("start: failed")))
-    );
+    assert!(events.iter().any(|e| e.kind == rollwave_api::EventKind::Hook
+        && e.reason.as_deref().is_some_and(|r| r.starts_with("start: failed"))));
     assert_eq!(current_link(&workdir), None, "v2 was never switched to");
 }
 

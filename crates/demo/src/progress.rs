@@ -5,6 +5,7 @@
 
 use crate::world::World;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rollwave_api::EventKind;
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -98,17 +99,21 @@ impl Progress {
                     }
                     let release = e.release.clone().unwrap_or_default();
                     let reason = e.reason.clone().unwrap_or_default();
-                    let note = match e.kind.as_str() {
-                        "alarm_fired" => Some(format!("ALARM {reason} in {}", e.scope)),
-                        "rollback_started" => Some(format!("{release}: rolling back {} ({reason})", e.scope)),
-                        "rollback_completed" => Some(format!("{release}: rolled back {}", e.scope)),
-                        "release_halted" => Some(format!("{release} halted: {reason}")),
-                        "release_completed" => Some(format!("{release} completed")),
-                        "release_rolled_back" => Some(format!("{release} rolled back everywhere")),
-                        "judge_verdict" => Some(format!("{release}: one-box verdict in {}: {reason}", e.scope)),
-                        "stage_completed" | "wave_completed" => Some(format!("{release} passed {}", e.scope)),
-                        "regression_suspected" => Some(format!("{release}: regression suspected in {}", e.scope)),
-                        _ => None,
+                    use EventKind::*;
+                    let note = match e.kind {
+                        AlarmFired => Some(format!("ALARM {reason} in {}", e.scope)),
+                        RollbackStarted => Some(format!("{release}: rolling back {} ({reason})", e.scope)),
+                        RollbackCompleted => Some(format!("{release}: rolled back {}", e.scope)),
+                        ReleaseHalted => Some(format!("{release} halted: {reason}")),
+                        ReleaseCompleted => Some(format!("{release} completed")),
+                        ReleaseRolledBack => Some(format!("{release} rolled back everywhere")),
+                        JudgeVerdict => Some(format!("{release}: one-box verdict in {}: {reason}", e.scope)),
+                        StageCompleted | WaveCompleted => Some(format!("{release} passed {}", e.scope)),
+                        RegressionSuspected => Some(format!("{release}: regression suspected in {}", e.scope)),
+                        ReleaseCreated | Approved | StageEntered | WaveStarted | RegionStarted | OneBoxDeployed
+                        | BakeStarted | BakeCompleted | ZoneStarted | BatchDeployed | ZoneCompleted
+                        | RegionCompleted | TestStarted | TestPassed | TestFailed | Blocked | AlarmCleared
+                        | ReleaseResumed | ReleaseSuperseded | HostFailed | Held | Resumed | Hook => None,
                     };
                     notes.extend(note);
                     for line in &mut state.lines {
@@ -117,7 +122,7 @@ impl Progress {
                             || e.scope == line.wave_key
                             || e.scope == line.stage;
                         if concerns {
-                            line.apply(&e.kind, &release, &reason, &e.scope);
+                            line.apply(e.kind, &release, &reason, &e.scope);
                         }
                     }
                 }
@@ -177,17 +182,18 @@ fn bake_countdown(elapsed: std::time::Duration, what: &str) -> String {
 }
 
 impl Line {
-    fn apply(&mut self, kind: &str, release: &str, reason: &str, scope: &str) {
+    fn apply(&mut self, kind: EventKind, release: &str, reason: &str, scope: &str) {
+        use EventKind::*;
         let part = scope.strip_prefix(&format!("{}/", self.key)).unwrap_or("");
-        if !release.is_empty() && kind != "alarm_fired" && kind != "alarm_cleared" {
+        if !release.is_empty() && !matches!(kind, AlarmFired | AlarmCleared) {
             self.release = Some(release.to_owned());
         }
         let rel = release;
         let mut bake = None;
         self.doing = match kind {
-            "region_started" => format!("{rel}: starting"),
-            "one_box_deployed" => format!("{rel}: one-box deployed"),
-            "bake_started" => {
+            RegionStarted => format!("{rel}: starting"),
+            OneBoxDeployed => format!("{rel}: one-box deployed"),
+            BakeStarted => {
                 bake = Some((Instant::now(), reason.to_owned()));
                 if scope == self.wave_key || scope == self.stage {
                     format!("{rel}: wave bake")
@@ -197,26 +203,28 @@ impl Line {
                     format!("{rel}: {part} bake")
                 }
             }
-            "zone_started" => format!("{rel}: deploying {part}"),
-            "batch_deployed" => format!("{rel}: deployed {part}"),
-            "zone_completed" => format!("{rel}: {part} done"),
-            "region_completed" => format!("{rel}: done"),
-            "wave_completed" | "stage_completed" => format!("{rel}: done"),
-            "rollback_started" => format!("{rel}: ROLLING BACK {part}"),
-            "rollback_completed" => format!("{rel}: rolled back {part}"),
-            "release_halted" => format!("{rel}: HALTED"),
-            "blocked" => format!("{rel}: blocked: {reason}"),
-            "judge_verdict" => format!("{rel}: verdict {reason}"),
-            "alarm_fired" => {
+            ZoneStarted => format!("{rel}: deploying {part}"),
+            BatchDeployed => format!("{rel}: deployed {part}"),
+            ZoneCompleted => format!("{rel}: {part} done"),
+            RegionCompleted => format!("{rel}: done"),
+            WaveCompleted | StageCompleted => format!("{rel}: done"),
+            RollbackStarted => format!("{rel}: ROLLING BACK {part}"),
+            RollbackCompleted => format!("{rel}: rolled back {part}"),
+            ReleaseHalted => format!("{rel}: HALTED"),
+            Blocked => format!("{rel}: blocked: {reason}"),
+            JudgeVerdict => format!("{rel}: verdict {reason}"),
+            AlarmFired => {
                 self.alarms.insert(reason.split_whitespace().next().unwrap_or(reason).to_owned());
                 return;
             }
-            "alarm_cleared" => {
+            AlarmCleared => {
                 let name = reason.split_whitespace().next().unwrap_or(reason).to_owned();
                 self.alarms.remove(&name);
                 return;
             }
-            _ => return,
+            ReleaseCreated | Approved | StageEntered | WaveStarted | BakeCompleted | ReleaseCompleted | TestStarted
+            | TestPassed | TestFailed | ReleaseResumed | ReleaseSuperseded | ReleaseRolledBack | HostFailed
+            | RegressionSuspected | Held | Resumed | Hook => return,
         };
         self.baking_since = bake;
     }

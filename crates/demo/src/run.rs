@@ -8,7 +8,7 @@ use crate::traffic::Users;
 use crate::world::{Version, World, WorldSpec, wait_until};
 use anyhow::{Context, Result};
 use clap::Args;
-use rollwave_server::api::{CreateRelease, ReleaseView};
+use rollwave_api::{CreateRelease, Outcome, ReleaseView};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,7 +42,7 @@ pub struct DemoArgs {
 pub struct ReleaseSummary {
     pub version: String,
     /// `completed`, `halted`, `rolled_back`, `superseded` or `in_progress`, as in `simulate`.
-    pub outcome: String,
+    pub outcome: Outcome,
     /// For a release that did not complete: what caught it (alarm, monitor or verdict).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -161,8 +161,8 @@ pub fn main(args: DemoArgs) -> Result<i32> {
         let detail = client.release(&world.service, &r.version).ok();
         ReleaseSummary {
             version: r.version.clone(),
-            outcome: r.outcome.clone(),
-            reason: (r.outcome != "completed")
+            outcome: r.outcome,
+            reason: (r.outcome != rollwave_api::Outcome::Completed)
                 .then(|| detail.as_ref().and_then(caught_by).or_else(|| r.reason.clone()))
                 .flatten(),
             reached: r.reached.clone(),
@@ -178,7 +178,10 @@ pub fn main(args: DemoArgs) -> Result<i32> {
         .map(|d| {
             d.events
                 .iter()
-                .filter(|e| e.kind == "hook" && e.reason.as_deref().is_some_and(|r| r.starts_with("start: ok")))
+                .filter(|e| {
+                    e.kind == rollwave_api::EventKind::Hook
+                        && e.reason.as_deref().is_some_and(|r| r.starts_with("start: ok"))
+                })
                 .count() as u64
         })
         .unwrap_or(0);
@@ -254,15 +257,17 @@ pub fn main(args: DemoArgs) -> Result<i32> {
 
 /// Whether the run told the demo's story: v2 and v4 completed, v3 was stopped.
 fn story_holds(summary: &Summary) -> bool {
-    let outcome = |v: &str| summary.releases.iter().find(|r| r.version == v).map(|r| r.outcome.as_str());
-    outcome("v2") == Some("completed")
-        && outcome("v4") == Some("completed")
-        && matches!(outcome("v3"), Some("rolled_back" | "halted"))
+    let outcome = |v: &str| summary.releases.iter().find(|r| r.version == v).map(|r| r.outcome);
+    outcome("v2") == Some(Outcome::Completed)
+        && outcome("v4") == Some(Outcome::Completed)
+        && matches!(outcome("v3"), Some(Outcome::RolledBack | Outcome::Halted))
 }
 
 /// What stopped a release: the alarm, monitor or verdict that started its first rollback.
-pub fn caught_by(detail: &rollwave_server::api::ReleaseDetail) -> Option<String> {
-    let first = detail.events.iter().find(|e| e.kind == "rollback_started" || e.kind == "release_halted")?;
+pub fn caught_by(detail: &rollwave_api::ReleaseDetail) -> Option<String> {
+    let first = detail.events.iter().find(|e| {
+        e.kind == rollwave_api::EventKind::RollbackStarted || e.kind == rollwave_api::EventKind::ReleaseHalted
+    })?;
     let reason = first.reason.clone().unwrap_or_default();
     Some(if first.scope.is_empty() { reason } else { format!("{reason} (in {})", first.scope) })
 }
@@ -299,33 +304,37 @@ fn script(world: &World, progress: &Progress, stop: &AtomicBool, limit: Duration
             std::thread::sleep(Duration::from_millis(250));
         }
     };
-    let settled = |r: &ReleaseView| r.outcome != "in_progress" && r.outcome != "halted";
+    let settled =
+        |r: &ReleaseView| r.outcome != rollwave_api::Outcome::InProgress && r.outcome != rollwave_api::Outcome::Halted;
 
     create("v2")?;
     // v3 follows v2 one stage behind: two releases in flight, and gamma's one-box free for
     // v3 as soon as v2 has left gamma.
     wait("v2 to pass beta", &mut || release("v2").is_ok_and(|r| r.reached.iter().any(|s| s == "beta") || settled(&r)))?;
     create("v3")?;
-    wait("v3 to be stopped", &mut || release("v3").is_ok_and(|r| r.outcome != "in_progress"))?;
+    wait("v3 to be stopped", &mut || release("v3").is_ok_and(|r| r.outcome != rollwave_api::Outcome::InProgress))?;
     let v3 = release("v3").map_err(|e| Err(anyhow::anyhow!("{e}")))?;
-    if v3.outcome == "halted" {
+    if v3.outcome == rollwave_api::Outcome::Halted {
         progress.say(&format!(
             "v3 halted ({}): rolling it back everywhere, then shipping v4",
             v3.reason.as_deref().unwrap_or("no reason given")
         ));
-        client.action(service, "v3", "rollback", None).map_err(|e| Err(anyhow::anyhow!("cannot roll back v3: {e}")))?;
-        wait("v3's rollback", &mut || release("v3").is_ok_and(|r| r.outcome == "rolled_back"))?;
+        client
+            .action(service, "v3", rollwave_api::OperatorAction::Rollback, None)
+            .map_err(|e| Err(anyhow::anyhow!("cannot roll back v3: {e}")))?;
+        wait("v3's rollback", &mut || release("v3").is_ok_and(|r| r.outcome == rollwave_api::Outcome::RolledBack))?;
     }
     create("v4")?;
     wait("v2 and v4 to finish", &mut || {
         let (v2, v4) = (release("v2"), release("v4"));
-        let halted = |r: &Result<ReleaseView, _>| r.as_ref().is_ok_and(|r| r.outcome == "halted");
-        let done = |r: &Result<ReleaseView, _>| r.as_ref().is_ok_and(|r| r.outcome != "in_progress");
+        let halted = |r: &Result<ReleaseView, _>| r.as_ref().is_ok_and(|r| r.outcome == rollwave_api::Outcome::Halted);
+        let done =
+            |r: &Result<ReleaseView, _>| r.as_ref().is_ok_and(|r| r.outcome != rollwave_api::Outcome::InProgress);
         halted(&v2) || halted(&v4) || (done(&v2) && done(&v4))
     })?;
     // Let the last rollbacks and pushes land, so the summary is final.
     let _ = wait_until(Duration::from_secs(3), Duration::from_millis(200), || {
-        client.status(service).is_ok_and(|s| s.releases.iter().all(|r| r.outcome != "in_progress"))
+        client.status(service).is_ok_and(|s| s.releases.iter().all(|r| r.outcome != rollwave_api::Outcome::InProgress))
     });
     progress.update(world);
     if world.client().status(service).is_err() {
@@ -339,7 +348,7 @@ fn render(s: &Summary) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "\nrollwave demo: {} hosts, {} routers, {:.0} s\n", s.hosts, s.routers, s.duration_s);
     for r in &s.releases {
-        let _ = writeln!(out, "  {:<4} {}", r.version, r.outcome.replace('_', " "));
+        let _ = writeln!(out, "  {:<4} {}", r.version, r.outcome.as_str().replace('_', " "));
         if !r.reached.is_empty() {
             let _ = writeln!(out, "       reached: {}", r.reached.join(", "));
         }

@@ -8,8 +8,8 @@
 //! demo's pid (`--exit-with`) and exit when it is gone.
 
 use anyhow::{Context, Result, bail};
-use rollwave_server::api::CreateToken;
-use rollwave_server::client::Client;
+use rollwave_api::client::Client;
+use rollwave_api::{CreateToken, Role};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::os::unix::process::CommandExt;
@@ -329,7 +329,7 @@ impl World {
                         let name = format!("agent {}/{id}", env.name);
                         let host = format!("{}/{}/{id}", manifest.service, env.name);
                         let token =
-                            world.scoped_token("agent", CreateToken { host: Some(host), ..Default::default() })?;
+                            world.scoped_token(Role::Agent, CreateToken { host: Some(host), ..Default::default() })?;
                         let log = logs.join(format!("agent-{}-{id}.log", env.name));
                         world.agents.push(spawn(
                             binary,
@@ -374,7 +374,8 @@ impl World {
                 );
                 let log = logs.join(format!("router-{}-{}.log", env.name, region.name));
                 let scope = format!("{}/{}/{}", manifest.service, env.name, region.name);
-                let token = world.scoped_token("router", CreateToken { region: Some(scope), ..Default::default() })?;
+                let token =
+                    world.scoped_token(Role::Router, CreateToken { region: Some(scope), ..Default::default() })?;
                 world.router_procs.push(spawn(
                     binary,
                     &format!("router {}/{}", env.name, region.name),
@@ -415,17 +416,17 @@ impl World {
         world.check_children()?;
         if let Some(version) = &spec.starting_version {
             let a = world.artifact(version).with_context(|| format!("no artifact for {version}"))?.clone();
-            let req = rollwave_server::api::CreateRelease {
-                version: version.clone(),
-                artifact: Some(a.url),
-                sha256: Some(a.sha256),
-            };
+            let req =
+                rollwave_api::CreateRelease { version: version.clone(), artifact: Some(a.url), sha256: Some(a.sha256) };
             client.create_release(&world.service, &req).map_err(|e| anyhow::anyhow!("cannot create {version}: {e}"))?;
             let done = wait_until(Duration::from_secs(120), Duration::from_millis(200), || {
-                client.release(&world.service, version).is_ok_and(|d| d.release.outcome != "in_progress")
+                client
+                    .release(&world.service, version)
+                    .is_ok_and(|d| d.release.outcome != rollwave_api::Outcome::InProgress)
             });
-            let outcome = client.release(&world.service, version).map(|d| d.release.outcome).unwrap_or_default();
-            if !done || outcome != "completed" {
+            let outcome = client.release(&world.service, version).ok().map(|d| d.release.outcome);
+            if !done || outcome != Some(rollwave_api::Outcome::Completed) {
+                let outcome = outcome.map_or("unknown", rollwave_api::Outcome::as_str);
                 bail!("the starting version {version} did not reach every host ({outcome}); see {}", logs.display());
             }
             client.apply("demo.yaml", &spec.manifest).map_err(|e| anyhow::anyhow!("cannot apply the manifest: {e}"))?;
@@ -438,8 +439,8 @@ impl World {
     }
 
     /// A token of `role` scoped as `scope` says (an agent's host, a router's region).
-    fn scoped_token(&self, role: &str, scope: CreateToken) -> Result<String> {
-        let request = CreateToken { role: role.to_owned(), ..scope };
+    fn scoped_token(&self, role: Role, scope: CreateToken) -> Result<String> {
+        let request = CreateToken { role: role.as_str().to_owned(), ..scope };
         let created =
             self.client().create_token(&request).map_err(|e| anyhow::anyhow!("cannot create a {role} token: {e}"))?;
         Ok(created.token)
@@ -452,7 +453,7 @@ impl World {
             .iter()
             .map(|r| {
                 let path = format!("/v1/services/{}/routes/{}/{}", self.service, r.environment, r.region);
-                client.get::<rollwave_server::api::Routes>(&path).map_or(0, |t| t.hosts.len())
+                client.get::<rollwave_api::Routes>(&path).map_or(0, |t| t.hosts.len())
             })
             .sum()
     }

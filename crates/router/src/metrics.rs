@@ -50,11 +50,20 @@ struct HostLabels {
 }
 
 /// Upper bounds, in milliseconds, of the latency buckets pushed to the control plane
-/// (the server's `LATENCY_BOUNDS_MS`); one more bucket counts what is slower.
-pub const PUSH_LATENCY_BOUNDS_MS: [u64; 12] = [5, 10, 25, 50, 100, 250, 500, 800, 1000, 2500, 5000, 10000];
+/// ([`rollwave_api::LATENCY_BOUNDS_MS`]); one more bucket counts what is slower.
+pub const PUSH_LATENCY_BOUNDS_MS: [u64; rollwave_api::LATENCY_BOUNDS_MS.len()] = {
+    // The wire's bounds, in whole milliseconds (each is one).
+    let mut out = [0; rollwave_api::LATENCY_BOUNDS_MS.len()];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = rollwave_api::LATENCY_BOUNDS_MS[i] as u64;
+        i += 1;
+    }
+    out
+};
 
 /// Buckets of a pushed latency histogram: one per bound, plus the overflow.
-pub const PUSH_BUCKETS: usize = PUSH_LATENCY_BOUNDS_MS.len() + 1;
+pub const PUSH_BUCKETS: usize = rollwave_api::LATENCY_BUCKETS;
 
 /// The pushed bucket of a request that took `elapsed`: the first whose bound it does not
 /// exceed, else the overflow bucket.

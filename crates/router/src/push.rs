@@ -13,6 +13,7 @@
 //! unknown host) is dropped at once. Hosts without traffic in an interval are left out.
 
 use crate::metrics::{Metrics, PushSample};
+use rollwave_api::{Client, ClientError, MetricSample, MetricsPush};
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
@@ -42,21 +43,19 @@ impl PushTarget {
     }
 }
 
-/// The JSON body of a push (the server's `MetricsPush`).
-pub fn push_body(service: &str, environment: &str, samples: &[PushSample]) -> serde_json::Value {
-    let samples: Vec<serde_json::Value> = samples
+/// The body of a push.
+pub fn push_body(service: &str, environment: &str, samples: &[PushSample]) -> MetricsPush {
+    let samples = samples
         .iter()
-        .map(|s| {
-            serde_json::json!({
-                "host": s.host,
-                "version": s.version,
-                "requests": s.requests,
-                "errors": s.errors,
-                "latency_buckets": s.latency_buckets,
-            })
+        .map(|s| MetricSample {
+            host: s.host.clone(),
+            version: s.version.clone(),
+            requests: s.requests,
+            errors: s.errors,
+            latency_buckets: s.latency_buckets.to_vec(),
         })
         .collect();
-    serde_json::json!({ "service": service, "environment": environment, "samples": samples })
+    MetricsPush { service: service.to_owned(), environment: environment.to_owned(), samples, gauges: Vec::new() }
 }
 
 /// How a push went.
@@ -121,8 +120,7 @@ pub fn start(target: PushTarget, metrics: Arc<Metrics>) -> Pusher {
 }
 
 fn run(target: &PushTarget, metrics: &Metrics, stopped: &mpsc::Receiver<()>) {
-    let agent: ureq::Agent =
-        ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(PUSH_TIMEOUT)).build().into();
+    let client = Client::with_timeout(&target.server, Some(target.token.clone()), PUSH_TIMEOUT);
     let url = target.url();
     let every = target.every.max(MIN_INTERVAL);
     let mut pending = Pending::default();
@@ -137,7 +135,7 @@ fn run(target: &PushTarget, metrics: &Metrics, stopped: &mpsc::Receiver<()>) {
         let fresh = metrics.take_interval();
         let batch = pending.batch(&fresh);
         if !batch.is_empty() {
-            let outcome = send(&agent, &url, target, &batch);
+            let outcome = send(&client, target, &batch);
             match &outcome {
                 Outcome::Accepted => {}
                 Outcome::Failed(why) => {
@@ -153,24 +151,15 @@ fn run(target: &PushTarget, metrics: &Metrics, stopped: &mpsc::Receiver<()>) {
     }
 }
 
-fn send(agent: &ureq::Agent, url: &str, target: &PushTarget, samples: &[PushSample]) -> Outcome {
-    let body = push_body(&target.service, &target.environment, samples);
-    let response = agent.post(url).header("Authorization", format!("Bearer {}", target.token)).send_json(&body);
-    let mut response = match response {
-        Ok(response) => response,
-        Err(err) => return Outcome::Failed(err.to_string()),
-    };
-    let status = response.status();
-    if status.is_success() {
-        return Outcome::Accepted;
+fn send(client: &Client, target: &PushTarget, samples: &[PushSample]) -> Outcome {
+    match client.push_metrics(&push_body(&target.service, &target.environment, samples)) {
+        Ok(_) => Outcome::Accepted,
+        Err(e @ ClientError::Transport { .. }) => Outcome::Failed(e.to_string()),
+        Err(ClientError::Api { status, message, .. }) => {
+            let why = format!("{status} {}", message.trim());
+            if (400..500).contains(&status) { Outcome::Refused(why) } else { Outcome::Failed(why) }
+        }
     }
-    let text = response.body_mut().read_to_string().unwrap_or_default();
-    let message = serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| v["message"].as_str().map(str::to_owned))
-        .unwrap_or(text);
-    let why = format!("{} {}", status.as_u16(), message.trim());
-    if status.is_client_error() { Outcome::Refused(why) } else { Outcome::Failed(why) }
 }
 
 #[cfg(test)]
@@ -186,7 +175,7 @@ mod tests {
 
     #[test]
     fn the_body_is_the_servers_metrics_push() {
-        let body = push_body("web", "prod", &[sample("127.0.0.1:9001", 120)]);
+        let body = serde_json::to_value(push_body("web", "prod", &[sample("127.0.0.1:9001", 120)])).unwrap();
         let expected: serde_json::Value = serde_json::from_str(
             r#"{"service":"web","environment":"prod","samples":[{"host":"127.0.0.1:9001","version":"v2",
                 "requests":120,"errors":1,"latency_buckets":[0,120,0,0,0,0,0,0,0,0,0,0,0]}]}"#,

@@ -128,8 +128,7 @@ fn host<'n>(d: &mut Decoder, node: &'n Node) -> Option<(HostSpec, &'n Node)> {
     let map = d.mapping(node, HOST)?;
     let address = d.required(&map, "address", |d, n| d.parsed(n, "an address such as 10.0.0.7:8080", parse_address));
     let version = d.required(&map, "version", Decoder::name);
-    let track =
-        d.required(&map, "track", |d, n| d.one_of(n, "track", &[("stable", Track::Stable), ("canary", Track::Canary)]));
+    let track = d.required(&map, "track", |d, n| d.one_of(n, "track", &Track::ALL.map(|t| (t.as_str(), t))));
     let draining = d.optional(&map, "draining", Decoder::bool).unwrap_or(false);
     let address_node = map.get("address")?;
     Some((HostSpec { address: address?, version: version?, track: track?, draining }, address_node))

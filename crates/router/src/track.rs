@@ -47,14 +47,28 @@ pub enum Track {
     Canary,
 }
 
+impl From<rollwave_api::Track> for Track {
+    fn from(track: rollwave_api::Track) -> Self {
+        match track {
+            rollwave_api::Track::Stable => Track::Stable,
+            rollwave_api::Track::Canary => Track::Canary,
+        }
+    }
+}
+
 impl Track {
     pub const ALL: [Track; 2] = [Track::Stable, Track::Canary];
 
-    /// The word used in headers, baggage, routes files and metric labels.
+    /// The word used in headers, baggage, routes files and metric labels: the wire's.
     pub const fn as_str(self) -> &'static str {
+        self.wire().as_str()
+    }
+
+    /// The control plane's name for the track.
+    pub const fn wire(self) -> rollwave_api::Track {
         match self {
-            Track::Stable => "stable",
-            Track::Canary => "canary",
+            Track::Stable => rollwave_api::Track::Stable,
+            Track::Canary => rollwave_api::Track::Canary,
         }
     }
 
@@ -62,13 +76,7 @@ impl Track {
     /// Anything else is `None`: an unknown decision is no decision.
     pub fn parse(text: &[u8]) -> Option<Track> {
         let text = baggage::trim_ows(text);
-        if text.eq_ignore_ascii_case(b"stable") {
-            Some(Track::Stable)
-        } else if text.eq_ignore_ascii_case(b"canary") {
-            Some(Track::Canary)
-        } else {
-            None
-        }
+        Track::ALL.into_iter().find(|t| text.eq_ignore_ascii_case(t.as_str().as_bytes()))
     }
 
     pub const fn other(self) -> Track {
@@ -89,8 +97,8 @@ impl Track {
     /// The value of [`TRACK_HEADER`]; costs no allocation.
     pub const fn header_value(self) -> HeaderValue {
         match self {
-            Track::Stable => HeaderValue::from_static("stable"),
-            Track::Canary => HeaderValue::from_static("canary"),
+            Track::Stable => HeaderValue::from_static(Track::Stable.as_str()),
+            Track::Canary => HeaderValue::from_static(Track::Canary.as_str()),
         }
     }
 

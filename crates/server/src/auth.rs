@@ -11,78 +11,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// What a token may do. People: `viewer` < `deployer` < `approver` < `admin`. Machines:
-/// `agent` registers, polls and reports for its own host and pushes its gauges; `router`
-/// follows its region's table and pushes traffic for its region's hosts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Agent,
-    Router,
-    Viewer,
-    Deployer,
-    Approver,
-    Admin,
-}
+pub use rollwave_api::Role;
 
-impl Role {
-    pub const ALL: [Role; 6] = [Role::Viewer, Role::Deployer, Role::Approver, Role::Admin, Role::Agent, Role::Router];
-
-    pub fn parse(s: &str) -> Option<Role> {
-        Role::ALL.into_iter().find(|r| r.as_str() == s)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Deployer => "deployer",
-            Role::Approver => "approver",
-            Role::Admin => "admin",
-            Role::Agent => "agent",
-            Role::Router => "router",
-        }
-    }
-
-    /// Roles of people (ordered); the machine roles have none of their rights.
-    pub fn is_person(self) -> bool {
-        match self {
-            Role::Viewer | Role::Deployer | Role::Approver | Role::Admin => true,
-            Role::Agent | Role::Router => false,
-        }
-    }
-
-    pub fn names() -> String {
-        Role::ALL.map(Role::as_str).join(", ")
-    }
-}
-
-/// The parts of the control plane that feed it inputs of their own.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MachineComponent {
-    /// Ticks, and hosts found lost.
-    Clock,
-    /// The deployment drivers' reports (exec, noop, stage tests).
-    Driver,
-    /// Alarm states and bake data from traffic, monitors and Prometheus.
-    Signals,
-    /// A host agent's report, where no token stands behind it.
-    Agent,
-}
-
-impl MachineComponent {
-    pub const ALL: [MachineComponent; 4] =
-        [MachineComponent::Clock, MachineComponent::Driver, MachineComponent::Signals, MachineComponent::Agent];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MachineComponent::Clock => "clock",
-            MachineComponent::Driver => "driver",
-            MachineComponent::Signals => "signals",
-            MachineComponent::Agent => "agent",
-        }
-    }
-}
+pub use rollwave_api::MachineComponent;
 
 /// What a token may speak for beyond its role.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,6 +84,16 @@ impl Actor {
         match self {
             Actor::Machine(_) => None,
             Actor::Token(c) => Some(c.id),
+        }
+    }
+}
+
+/// The actor as the audit names it, without the token's role and scope.
+impl From<&Actor> for rollwave_api::Actor {
+    fn from(actor: &Actor) -> Self {
+        match actor {
+            Actor::Machine(m) => rollwave_api::Actor::Machine(*m),
+            Actor::Token(c) => rollwave_api::Actor::Token { id: c.id, name: c.name.clone() },
         }
     }
 }

@@ -6,7 +6,7 @@ use crate::auth::{Actor, Caller, Role, Scope, Tokens, bearer, check_token_name, 
 use crate::error::ApiError;
 use crate::log::RecordKind;
 use crate::node::Node;
-use crate::state::{LogInput, OPERATOR_ACTIONS, ServiceState};
+use crate::state::{LogInput, ServiceState};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Path, Query, Request, State};
 use axum::handler::Handler;
@@ -388,12 +388,13 @@ async fn release_action(
     Path((service, version, action)): Path<(String, String, String)>,
     Body(req): Body<ActionRequest>,
 ) -> Result<Json<ReleaseView>, ApiError> {
-    let action = action.replace('-', "_");
-    if !OPERATOR_ACTIONS[..4].contains(&action.as_str()) {
+    let Some(action) = OperatorAction::from_path(&action).filter(|a| a.is_release_action()) else {
+        let action = action.replace('-', "_");
         return Err(ApiError::not_found(format!("no action {action:?}; use approve, rollback, retry or roll_forward")));
-    }
-    caller.require(if action == "approve" { Role::Approver } else { Role::Deployer })?;
-    let input = LogInput::Operator { action, release: Some(version.clone()), stage: req.stage };
+    };
+    caller.require(action.required_role())?;
+    let input =
+        LogInput::Operator { action: action.as_str().to_owned(), release: Some(version.clone()), stage: req.stage };
     app.node.submit(&service, input, Actor::Token(caller)).await?;
     app.node.read(|m| m.service(&service).and_then(|s| release_of(s, &version))).map(Json)
 }
@@ -403,10 +404,10 @@ async fn hold_or_resume(
     caller: Caller,
     service: String,
     stage: Option<String>,
-    action: &str,
+    action: OperatorAction,
 ) -> Result<Json<ServiceStatus>, ApiError> {
-    caller.require(Role::Deployer)?;
-    let input = LogInput::Operator { action: action.to_owned(), release: None, stage };
+    caller.require(action.required_role())?;
+    let input = LogInput::Operator { action: action.as_str().to_owned(), release: None, stage };
     app.node.submit(&service, input, Actor::Token(caller)).await?;
     app.node.read(|m| m.service(&service).map(|s| Json(s.status(holds(s)))))
 }
@@ -417,7 +418,7 @@ async fn hold(
     Path(service): Path<String>,
     Body(req): Body<ActionRequest>,
 ) -> Result<Json<ServiceStatus>, ApiError> {
-    hold_or_resume(app, caller, service, req.stage, "hold").await
+    hold_or_resume(app, caller, service, req.stage, OperatorAction::Hold).await
 }
 
 async fn resume(
@@ -426,7 +427,7 @@ async fn resume(
     Path(service): Path<String>,
     Body(req): Body<ActionRequest>,
 ) -> Result<Json<ServiceStatus>, ApiError> {
-    hold_or_resume(app, caller, service, req.stage, "resume").await
+    hold_or_resume(app, caller, service, req.stage, OperatorAction::Resume).await
 }
 
 async fn register_host(
@@ -637,7 +638,7 @@ async fn stream(
         .chain(live)
         .filter(move |e| service.as_ref().is_none_or(|s| *s == e.service))
         .map(|e| {
-            let frame = SseEvent::default().id(e.seq.unwrap_or(0).to_string()).event(e.kind.clone()).json_data(&e);
+            let frame = SseEvent::default().id(e.seq.unwrap_or(0).to_string()).event(e.kind.as_str()).json_data(&e);
             // An event that cannot be encoded is told of as an error, never sent empty.
             Ok(frame.unwrap_or_else(|err| SseEvent::default().event("error").data(format!("event not encoded: {err}"))))
         });
@@ -689,7 +690,7 @@ async fn create_token(State(app): Shared, caller: Caller, Body(req): Body<Create
         }
         e => e.into(),
     })?;
-    let created = TokenCreated { token: secret, role: role.as_str().to_owned(), name: name.clone(), id, expires_ms };
+    let created = TokenCreated { token: secret, role, name: name.clone(), id, expires_ms };
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
@@ -1036,5 +1037,11 @@ async fn query_metrics(
         };
         Ok::<_, ApiError>(points)
     })?;
-    Ok(Json(MetricSeries { service: q.service, metric: q.metric, scope: q.scope, version: q.version, points }))
+    Ok(Json(MetricSeries {
+        service: q.service,
+        metric: MetricRef::parse(&q.metric),
+        scope: q.scope,
+        version: q.version,
+        points,
+    }))
 }

@@ -1,7 +1,7 @@
 //! The control plane: `rollwave server`. It runs the rollout engine against the real
 //! clock, makes every input and decision durable in an event log before acting on it,
-//! and serves the HTTP/JSON API. This is the only crate that knows HTTP and JSON; its
-//! [`client`] is what the CLI speaks through.
+//! and serves the HTTP/JSON API, whose wire types and client live in `rollwave-api`
+//! ([`api`] and [`client`] re-export them).
 
 pub mod api;
 pub mod auth;

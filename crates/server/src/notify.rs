@@ -8,7 +8,7 @@
 //! again; the reference is also checked when the manifest is applied. Reads only ever
 //! show a webhook's [`WebhookUrl::shown`] form, errors included.
 
-use crate::api::{EventView, NotificationStatus};
+use crate::api::{EventKind, EventView, NotificationStatus};
 use rollwave_core::manifest::{Notification, NotificationFormat, NotifyOn, WebhookUrl};
 use rollwave_manifest::SecretRef;
 use std::collections::{BTreeMap, BTreeSet};
@@ -125,14 +125,40 @@ fn scrubbed(message: &str, url: &str, shown: &str) -> String {
 }
 
 /// What an engine event means to people, if anything.
-pub fn notify_on(kind: &str) -> Option<NotifyOn> {
+pub fn notify_on(kind: EventKind) -> Option<NotifyOn> {
     Some(match kind {
-        "release_halted" => NotifyOn::Halted,
-        "release_rolled_back" | "rollback_completed" => NotifyOn::RolledBack,
-        "release_completed" => NotifyOn::Completed,
-        "regression_suspected" => NotifyOn::RegressionSuspected,
-        "blocked" => NotifyOn::Blocked,
-        _ => return None,
+        EventKind::ReleaseHalted => NotifyOn::Halted,
+        EventKind::ReleaseRolledBack | EventKind::RollbackCompleted => NotifyOn::RolledBack,
+        EventKind::ReleaseCompleted => NotifyOn::Completed,
+        EventKind::RegressionSuspected => NotifyOn::RegressionSuspected,
+        EventKind::Blocked => NotifyOn::Blocked,
+        EventKind::ReleaseCreated
+        | EventKind::Approved
+        | EventKind::StageEntered
+        | EventKind::WaveStarted
+        | EventKind::RegionStarted
+        | EventKind::OneBoxDeployed
+        | EventKind::BakeStarted
+        | EventKind::BakeCompleted
+        | EventKind::ZoneStarted
+        | EventKind::BatchDeployed
+        | EventKind::ZoneCompleted
+        | EventKind::RegionCompleted
+        | EventKind::WaveCompleted
+        | EventKind::StageCompleted
+        | EventKind::TestStarted
+        | EventKind::TestPassed
+        | EventKind::TestFailed
+        | EventKind::AlarmFired
+        | EventKind::AlarmCleared
+        | EventKind::RollbackStarted
+        | EventKind::ReleaseResumed
+        | EventKind::ReleaseSuperseded
+        | EventKind::HostFailed
+        | EventKind::JudgeVerdict
+        | EventKind::Held
+        | EventKind::Resumed
+        | EventKind::Hook => return None,
     })
 }
 
@@ -158,7 +184,7 @@ fn body(format: NotificationFormat, on: NotifyOn, e: &EventView) -> String {
 impl Notifier {
     /// Sends `event` to every webhook of `hooks` that wants it.
     pub fn event(self: &Arc<Self>, hooks: &[Notification], event: &EventView) {
-        let Some(on) = notify_on(&event.kind) else { return };
+        let Some(on) = notify_on(event.kind) else { return };
         if on == NotifyOn::Blocked {
             // Blocked steps are told of only once they have waited long enough: see `blocked`.
             return;
@@ -192,7 +218,7 @@ impl Notifier {
                     seq: None,
                     t: now.to_string(),
                     service: service.to_owned(),
-                    kind: "blocked".into(),
+                    kind: EventKind::Blocked,
                     release: b.release.clone(),
                     scope: b.scope.clone(),
                     reason: Some(format!("blocked for {} s: {}", waited, b.reason)),

@@ -204,7 +204,7 @@ impl ReadModel {
                     seq: None,
                     t: now.to_string(),
                     service: s.name.clone(),
-                    kind: "hook".into(),
+                    kind: crate::api::EventKind::Hook,
                     release: release.clone(),
                     scope: scope.clone(),
                     reason: Some(format!("{}: {outcome} in {} ms", hook.name, hook.duration_ms)),
@@ -585,7 +585,7 @@ impl ServiceState {
                 host: self.plan.host_name(env, h).to_owned(),
                 address: address.clone(),
                 version: self.engine.version_name(version).to_owned(),
-                track: if is_canary { "canary" } else { "stable" }.into(),
+                track: if is_canary { Track::Canary } else { Track::Stable },
                 draining: self.engine.host_op(env, h).is_some(),
             });
         }
@@ -612,7 +612,7 @@ impl ServiceState {
             seq: None,
             t: e.at.to_string(),
             service: self.name.clone(),
-            kind: e.kind.as_str().to_owned(),
+            kind: e.kind.into(),
             release: e.release.map(|r| self.engine.version_name(r).to_owned()),
             scope: render_scope(&self.plan, e.scope),
             reason: e.reason.clone(),
@@ -660,7 +660,7 @@ impl ServiceState {
         let (artifact, sha256) = self.artifacts.get(&summary.version).cloned().unwrap_or_default();
         ReleaseView {
             version: summary.version.clone(),
-            outcome: summary.status.as_str().to_owned(),
+            outcome: summary.status.into(),
             reason: summary.reason.clone(),
             created_at: summary.created_at.to_string(),
             completed_at: summary.completed_at.map(|t| t.to_string()),
@@ -761,7 +761,9 @@ impl ServiceState {
         };
         let name = self.engine.version_name(version).to_owned();
         let (artifact, sha256) = self.artifacts.get(&name).cloned().unwrap_or_default();
-        Desired { command, version: name, artifact, sha256, purpose: purpose.into() }
+        use crate::api::Purpose as Wire;
+        let purpose = if purpose == Wire::Rollback.as_str() { Wire::Rollback } else { Wire::Rollout };
+        Desired { command, version: name, artifact, sha256, purpose }
     }
 
     pub fn in_flight(&self) -> Vec<CommandView> {

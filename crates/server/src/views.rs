@@ -376,9 +376,9 @@ impl ServiceState {
 
     /// What the last phase event of a release in a cell says about it.
     fn phase(&self, e: &EventView, release: Option<ReleaseId>, now: Timestamp) -> (CellState, Option<String>) {
-        let kind = e.kind.as_str();
-        match kind {
-            "bake_started" => {
+        use crate::api::EventKind as K;
+        match e.kind {
+            K::BakeStarted => {
                 let bake = release.and_then(|r| {
                     self.tracked.bakes.iter().find(|((rel, scope), _)| {
                         *rel == r && rollwave_core::engine::render_scope(&self.plan, *scope) == e.scope
@@ -398,13 +398,35 @@ impl ServiceState {
                 };
                 (CellState::Baking, Some(detail))
             }
-            "blocked" => (CellState::Blocked, e.reason.clone()),
-            "rollback_started" => (CellState::RollingBack, e.reason.clone()),
-            "rollback_completed" | "release_rolled_back" => (CellState::RolledBack, e.reason.clone()),
-            "region_completed" | "wave_completed" | "stage_completed" | "release_completed" => (CellState::Done, None),
-            "bake_completed" if !e.scope.contains('/') || self.is_wave_scope(&e.scope) => (CellState::Done, None),
-            "wave_started" => (CellState::Waiting, Some("the region's turn comes".into())),
-            _ => (CellState::Deploying, None),
+            K::Blocked => (CellState::Blocked, e.reason.clone()),
+            K::RollbackStarted => (CellState::RollingBack, e.reason.clone()),
+            K::RollbackCompleted | K::ReleaseRolledBack => (CellState::RolledBack, e.reason.clone()),
+            K::RegionCompleted | K::WaveCompleted | K::StageCompleted | K::ReleaseCompleted => (CellState::Done, None),
+            K::BakeCompleted if !e.scope.contains('/') || self.is_wave_scope(&e.scope) => (CellState::Done, None),
+            K::WaveStarted => (CellState::Waiting, Some("the region's turn comes".into())),
+            K::BakeCompleted
+            | K::ReleaseCreated
+            | K::Approved
+            | K::StageEntered
+            | K::RegionStarted
+            | K::OneBoxDeployed
+            | K::ZoneStarted
+            | K::BatchDeployed
+            | K::ZoneCompleted
+            | K::TestStarted
+            | K::TestPassed
+            | K::TestFailed
+            | K::AlarmFired
+            | K::AlarmCleared
+            | K::ReleaseHalted
+            | K::ReleaseResumed
+            | K::ReleaseSuperseded
+            | K::HostFailed
+            | K::RegressionSuspected
+            | K::JudgeVerdict
+            | K::Held
+            | K::Resumed
+            | K::Hook => (CellState::Deploying, None),
         }
     }
 
@@ -540,17 +562,15 @@ impl Grid {
         for e in events {
             let Some(name) = e.release.as_deref() else { continue };
             let Some(&id) = ids.get(name) else { continue };
-            if !PHASE_KINDS.contains(&e.kind.as_str()) {
+            if !PHASE_KINDS.contains(&e.kind) {
                 continue;
             }
             let mut parts = e.scope.splitn(3, '/');
             let stage = parts.next().unwrap_or_default();
             let cells: &[usize] = match parts.next() {
-                None => match e.kind.as_str() {
-                    // Only what a stage-wide gate says reaches every region of the stage.
-                    "blocked" => self.stages.get(stage).map_or(&[], Vec::as_slice),
-                    _ => &[],
-                },
+                // Only what a stage-wide gate says reaches every region of the stage.
+                None if e.kind == crate::api::EventKind::Blocked => self.stages.get(stage).map_or(&[], Vec::as_slice),
+                None => &[],
                 Some(second) => {
                     let key = format!("{stage}/{second}");
                     match (self.waves.get(&key), self.regions.get(&key)) {
@@ -569,22 +589,25 @@ impl Grid {
 }
 
 /// The event kinds that move a release along in a region.
-const PHASE_KINDS: [&str; 14] = [
-    "wave_started",
-    "region_started",
-    "one_box_deployed",
-    "bake_started",
-    "bake_completed",
-    "zone_started",
-    "batch_deployed",
-    "zone_completed",
-    "region_completed",
-    "wave_completed",
-    "blocked",
-    "rollback_started",
-    "rollback_completed",
-    "host_failed",
-];
+const PHASE_KINDS: [crate::api::EventKind; 14] = {
+    use crate::api::EventKind as K;
+    [
+        K::WaveStarted,
+        K::RegionStarted,
+        K::OneBoxDeployed,
+        K::BakeStarted,
+        K::BakeCompleted,
+        K::ZoneStarted,
+        K::BatchDeployed,
+        K::ZoneCompleted,
+        K::RegionCompleted,
+        K::WaveCompleted,
+        K::Blocked,
+        K::RollbackStarted,
+        K::RollbackCompleted,
+        K::HostFailed,
+    ]
+};
 
 /// `1h5m`, `4m10s`, `12s`: as manifests write durations.
 pub fn human_duration(secs: u64) -> String {

@@ -72,11 +72,14 @@ fn bad_requests_get_json_errors_and_write_nothing() {
         }
         other => panic!("{other}"),
     }
-    assert_eq!(api_status(admin.action("shop", "v9", "approve", None).unwrap_err()).0, 404);
+    assert_eq!(api_status(admin.action("shop", "v9", rollwave_api::OperatorAction::Approve, None).unwrap_err()).0, 404);
     admin.create_release("shop", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
     let after_create = s.applied_seq();
     assert!(after_create > before);
-    assert_eq!(api_status(admin.action("shop", "v2", "retry", None).unwrap_err()), (409, "conflict".to_owned()));
+    assert_eq!(
+        api_status(admin.action("shop", "v2", rollwave_api::OperatorAction::Retry, None).unwrap_err()),
+        (409, "conflict".to_owned())
+    );
     assert_eq!(
         api_status(
             admin
@@ -108,7 +111,7 @@ fn a_release_rolls_out_with_the_noop_driver_and_its_timeline_is_kept() {
             },
         )
         .unwrap();
-    assert_eq!(r.outcome, "in_progress");
+    assert_eq!(r.outcome, rollwave_api::Outcome::InProgress);
     assert_eq!(r.sha256.as_deref(), Some(sha.as_str()));
 
     // Prod needs approval: the release waits at its gate and says why.
@@ -120,10 +123,10 @@ fn a_release_rolls_out_with_the_noop_driver_and_its_timeline_is_kept() {
     let viewer = admin.create_token(&CreateToken { role: "viewer".into(), ..Default::default() }).unwrap().token;
     let viewer_view = s.client(Some(&viewer)).release("shop", "v2").unwrap();
     assert!(viewer_view.release.reached.contains(&"beta".to_owned()));
-    admin.action("shop", "v2", "approve", None).unwrap();
+    admin.action("shop", "v2", rollwave_api::OperatorAction::Approve, None).unwrap();
     s.wait_for("v2 completes", || {
         s.advance(SWEEP);
-        admin.release("shop", "v2").unwrap().release.outcome == "completed"
+        admin.release("shop", "v2").unwrap().release.outcome == rollwave_api::Outcome::Completed
     });
 
     let status = admin.status("shop").unwrap();
@@ -132,10 +135,11 @@ fn a_release_rolls_out_with_the_noop_driver_and_its_timeline_is_kept() {
     }
     assert!(status.blocked.is_empty(), "{:?}", status.blocked);
     let detail = admin.release("shop", "v2").unwrap();
-    let kinds: Vec<&str> = detail.events.iter().map(|e| e.kind.as_str()).collect();
-    assert_eq!(kinds.first(), Some(&"release_created"));
-    assert_eq!(kinds.last(), Some(&"release_completed"));
-    assert!(kinds.contains(&"one_box_deployed") && kinds.contains(&"approved"));
+    use rollwave_api::EventKind;
+    let kinds: Vec<EventKind> = detail.events.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds.first(), Some(&EventKind::ReleaseCreated));
+    assert_eq!(kinds.last(), Some(&EventKind::ReleaseCompleted));
+    assert!(kinds.contains(&EventKind::OneBoxDeployed) && kinds.contains(&EventKind::Approved));
 
     // The event log pages in order, with increasing sequence numbers.
     let mut after = 0;
@@ -155,8 +159,8 @@ fn a_release_rolls_out_with_the_noop_driver_and_its_timeline_is_kept() {
     let mut streamed = Vec::new();
     admin
         .follow(Some(0), |e| {
-            streamed.push(e.kind.clone());
-            e.kind != "release_completed"
+            streamed.push(e.kind);
+            e.kind != rollwave_api::EventKind::ReleaseCompleted
         })
         .unwrap();
     assert_eq!(streamed, kinds);
@@ -291,7 +295,9 @@ fn exec_environments_run_their_commands_with_the_share_filled_in() {
     let admin = s.client(Some(ADMIN));
     admin.apply("fn.yaml", &manifest).unwrap();
     admin.create_release("fn", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
-    s.wait_for("v2 completes through exec", || admin.release("fn", "v2").unwrap().release.outcome == "completed");
+    s.wait_for("v2 completes through exec", || {
+        admin.release("fn", "v2").unwrap().release.outcome == rollwave_api::Outcome::Completed
+    });
     let log = std::fs::read_to_string(&out).unwrap();
     let shares: Vec<u32> = log.lines().map(|l| l.split(' ').nth(2).unwrap().parse().unwrap()).collect();
     assert_eq!(log.lines().count(), 10, "{log}");
@@ -299,8 +305,13 @@ fn exec_environments_run_their_commands_with_the_share_filled_in() {
     assert_eq!(shares.first(), Some(&10), "the one-box is 10% of the region: {log}");
     assert_eq!(shares.last(), Some(&100));
     assert!(shares.windows(2).all(|w| w[0] <= w[1]), "{shares:?}");
-    let hooks: Vec<EventView> =
-        admin.release("fn", "v2").unwrap().events.into_iter().filter(|e| e.kind == "hook").collect();
+    let hooks: Vec<EventView> = admin
+        .release("fn", "v2")
+        .unwrap()
+        .events
+        .into_iter()
+        .filter(|e| e.kind == rollwave_api::EventKind::Hook)
+        .collect();
     assert_eq!(hooks.len(), 10);
     assert!(
         hooks
@@ -332,18 +343,20 @@ fn stage_tests_run_on_the_server_and_a_failing_one_stops_the_release() {
     let admin = s.client(Some(ADMIN));
     admin.apply("web.yaml", &manifest).unwrap();
     admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
-    s.wait_for("v2 completes", || admin.release("web", "v2").unwrap().release.outcome == "completed");
+    s.wait_for("v2 completes", || {
+        admin.release("web", "v2").unwrap().release.outcome == rollwave_api::Outcome::Completed
+    });
     let v2 = admin.release("web", "v2").unwrap();
-    let passed = v2.events.iter().find(|e| e.kind == "test_passed").expect("the test ran");
+    let passed = v2.events.iter().find(|e| e.kind == rollwave_api::EventKind::TestPassed).expect("the test ran");
     assert_eq!(passed.output.as_deref(), Some("beta smoke v2\n"), "{passed:?}");
 
     std::fs::write(&flag, "").unwrap();
     admin.create_release("web", &CreateRelease { version: "v3".into(), artifact: None, sha256: None }).unwrap();
-    s.wait_for("v3 stops", || admin.release("web", "v3").unwrap().release.outcome != "in_progress");
+    s.wait_for("v3 stops", || admin.release("web", "v3").unwrap().release.outcome != rollwave_api::Outcome::InProgress);
     let v3 = admin.release("web", "v3").unwrap();
-    let failed = v3.events.iter().find(|e| e.kind == "test_failed").expect("the test failed");
+    let failed = v3.events.iter().find(|e| e.kind == rollwave_api::EventKind::TestFailed).expect("the test failed");
     assert!(failed.reason.as_deref().unwrap().contains("smoke"), "{failed:?}");
-    assert_ne!(v3.release.outcome, "completed");
+    assert_ne!(v3.release.outcome, rollwave_api::Outcome::Completed);
     assert!(!v3.release.reached.iter().any(|r| r.starts_with("prod")), "{:?}", v3.release);
 }
 
@@ -370,9 +383,9 @@ fn a_host_that_goes_silent_mid_deployment_is_lost_and_fails_its_zone() {
     admin.create_release("shop", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
     // Nobody polls or reports: both hosts fall silent, and the one-box deployment fails.
     s.advance(Duration::from_millis(2500));
-    s.wait_for("v2 halts", || admin.release("shop", "v2").unwrap().release.outcome == "halted");
+    s.wait_for("v2 halts", || admin.release("shop", "v2").unwrap().release.outcome == rollwave_api::Outcome::Halted);
     let events = admin.release("shop", "v2").unwrap().events;
-    let failed = events.iter().find(|e| e.kind == "host_failed").expect("a host_failed event");
+    let failed = events.iter().find(|e| e.kind == rollwave_api::EventKind::HostFailed).expect("a host_failed event");
     assert_eq!(failed.scope, "beta/r1/b1/b1-1");
     assert!(failed.reason.as_deref().unwrap().contains("host lost"), "{failed:?}");
     // The zone now waits for its hosts to come back.

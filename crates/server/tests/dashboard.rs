@@ -174,7 +174,7 @@ stages:
     };
     let _: Accepted = admin.post("/v1/services/tiny/hosts/beta/b1-1/report", &report).unwrap();
     s.wait_for("the hook is in the timeline", || {
-        admin.release("tiny", "v2").unwrap().events.iter().any(|e| e.kind == "hook")
+        admin.release("tiny", "v2").unwrap().events.iter().any(|e| e.kind == rollwave_api::EventKind::Hook)
     });
 
     let p = get(&s, "/services/tiny/releases/v2", None);
@@ -559,7 +559,7 @@ fn the_dashboard_in_a_real_browser() {
     // Approved through the API, the page follows without reloading.
     b.script("window.notReloaded = true;");
     b.wait_for("the live stream is open", Duration::from_secs(10), |b| b.text_of("#live-status").contains("live"));
-    admin.action("shop", "v2", "approve", None).unwrap();
+    admin.action("shop", "v2", rollwave_api::OperatorAction::Approve, None).unwrap();
     b.wait_for("us-east runs v2 somewhere", Duration::from_secs(30), |b| {
         b.cells().iter().any(|(scope, versions, _)| scope == "prod/us-east" && versions.contains("v2:"))
     });
@@ -570,7 +570,9 @@ fn the_dashboard_in_a_real_browser() {
     });
     b.screenshot("03-overview-two-releases-in-flight");
     assert_eq!(b.script("return window.notReloaded === true;"), json!(true), "the page was reloaded");
-    s.wait_for("v2 completes", || admin.release("shop", "v2").unwrap().release.outcome == "completed");
+    s.wait_for("v2 completes", || {
+        admin.release("shop", "v2").unwrap().release.outcome == rollwave_api::Outcome::Completed
+    });
     b.wait_for("every prod region runs v2 alone", Duration::from_secs(30), |b| {
         b.cells()
             .iter()
@@ -595,7 +597,7 @@ fn the_dashboard_in_a_real_browser() {
         .unwrap()
         .events
         .iter()
-        .map(|e| (e.kind.replace('_', " "), e.scope.clone()))
+        .map(|e| (e.kind.as_str().replace('_', " "), e.scope.clone()))
         .collect();
     api.reverse();
     assert_eq!(page, api);

@@ -106,7 +106,9 @@ fn holds_and_resumes_answer_promptly_while_probes_queries_and_webhooks_hang() {
             // A completed release sends a webhook that hangs too.
             admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
             answered.push("release v2".into());
-            s.wait_for("v2 completes", || admin.release("web", "v2").unwrap().release.outcome == "completed");
+            s.wait_for("v2 completes", || {
+                admin.release("web", "v2").unwrap().release.outcome == rollwave_api::Outcome::Completed
+            });
             s.wait_for("the webhook is under way", || webhook_connections.load(Ordering::SeqCst) > 0);
         }
     }

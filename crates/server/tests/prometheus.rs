@@ -105,18 +105,20 @@ fn a_prometheus_alarm_trips_from_a_real_prometheus_and_rolls_back_its_zone() {
     admin.apply("web.yaml", MANIFEST).unwrap();
     admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
     s.wait_for("the one-box to bake", || {
-        admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == "bake_started")
+        admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == rollwave_api::EventKind::BakeStarted)
     });
     // The leader sweeps for 3 s more, querying periods where Prometheus has seen nothing
     // but the healthy value.
     let until = s.node.clock.now_ms() + 3_000;
     s.wait_for("the leader queries healthy periods", || *s.node.swept.borrow() >= until);
     let baking = admin.release("web", "v2").unwrap();
-    assert_eq!(baking.release.outcome, "in_progress");
+    assert_eq!(baking.release.outcome, rollwave_api::Outcome::InProgress);
     errors.store(0.9f64.to_bits(), Ordering::SeqCst);
-    s.wait_for("the alarm to roll z1 back", || admin.release("web", "v2").unwrap().release.outcome == "halted");
+    s.wait_for("the alarm to roll z1 back", || {
+        admin.release("web", "v2").unwrap().release.outcome == rollwave_api::Outcome::Halted
+    });
     let detail = admin.release("web", "v2").unwrap();
-    let fired = detail.events.iter().find(|e| e.kind == "alarm_fired").unwrap();
+    let fired = detail.events.iter().find(|e| e.kind == rollwave_api::EventKind::AlarmFired).unwrap();
     assert_eq!(fired.scope, "prod/r1/z1");
     assert!(fired.reason.as_deref().unwrap().contains("prom-errors"), "{fired:?}");
     assert_eq!(detail.release.rolled_back_scopes, ["prod/r1/z1"]);

@@ -80,7 +80,9 @@ fn an_accepted_artifact_reaches_the_command_only_as_a_variable() {
 
     let (status, body) = create(&s, "v2", Some(&artifact));
     assert_eq!(status, 201, "{}", body.message);
-    s.wait_for("v2 completes through exec", || admin.release("fn", "v2").unwrap().release.outcome == "completed");
+    s.wait_for("v2 completes through exec", || {
+        admin.release("fn", "v2").unwrap().release.outcome == rollwave_api::Outcome::Completed
+    });
 
     assert!(!dir.join("substituted").exists(), "a command substitution in the URL ran");
     assert!(!dir.join("chained").exists(), "a command chained in the URL ran");

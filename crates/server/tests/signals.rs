@@ -73,14 +73,15 @@ fn an_alarm_where_the_one_box_bakes_rolls_it_back_within_seconds() {
     }
     admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
     s.wait_for("the one-box bakes", || {
-        admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == "bake_started")
+        admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == rollwave_api::EventKind::BakeStarted)
     });
 
     // The router's table: the one-box is the canary, a quarter of the region.
     let routes: Routes = admin.get("/v1/services/web/routes/prod/r1").unwrap();
     assert_eq!((routes.release.as_deref(), routes.canary_share), (Some("v2"), 2500));
     assert_eq!(routes.salt, "web-v2");
-    let canary: Vec<&str> = routes.hosts.iter().filter(|h| h.track == "canary").map(|h| h.address.as_str()).collect();
+    let canary: Vec<&str> =
+        routes.hosts.iter().filter(|h| h.track == rollwave_api::Track::Canary).map(|h| h.address.as_str()).collect();
     assert_eq!(canary, ["127.0.0.1:9101"]);
 
     // Healthy traffic for a while: data points count toward the bake, no alarm. (Only
@@ -99,7 +100,7 @@ fn an_alarm_where_the_one_box_bakes_rolls_it_back_within_seconds() {
     for _ in 0..PATIENCE {
         push(&s, vec![sample("127.0.0.1:9101", "v2", 40, 12)]);
         let events = admin.release("web", "v2").unwrap().events;
-        if events.iter().any(|e| e.kind == "rollback_started" && e.scope == "prod/r1/z1") {
+        if events.iter().any(|e| e.kind == rollwave_api::EventKind::RollbackStarted && e.scope == "prod/r1/z1") {
             rolled_back = true;
             break;
         }
@@ -110,8 +111,8 @@ fn an_alarm_where_the_one_box_bakes_rolls_it_back_within_seconds() {
     // The alarm's 2 s period closes, then its grace passes: seconds, not minutes.
     assert!(took.as_secs() <= 10, "rollback started {took:?} after the first breaching push");
     let detail = admin.release("web", "v2").unwrap();
-    assert_eq!(detail.release.outcome, "halted");
-    let fired = detail.events.iter().find(|e| e.kind == "alarm_fired").unwrap();
+    assert_eq!(detail.release.outcome, rollwave_api::Outcome::Halted);
+    let fired = detail.events.iter().find(|e| e.kind == rollwave_api::EventKind::AlarmFired).unwrap();
     assert!(
         fired.reason.as_deref().unwrap().starts_with("alarm errors: 1 of the last 1 periods breached > 0.05"),
         "{fired:?}"
@@ -129,7 +130,7 @@ fn the_one_box_judge_rolls_back_a_one_box_worse_than_its_baseline() {
     admin.apply("web.yaml", &manifest).unwrap();
     admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
     s.wait_for("the one-box bakes", || {
-        admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == "bake_started")
+        admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == rollwave_api::EventKind::BakeStarted)
     });
     for round in 0..PATIENCE {
         // The one-box fails about 8% of requests; the baseline well under 1%.
@@ -142,14 +143,18 @@ fn the_one_box_judge_rolls_back_a_one_box_worse_than_its_baseline() {
                 sample("z2-2", "baseline", 100, 1),
             ],
         );
-        if admin.release("web", "v2").unwrap().release.outcome == "halted" {
+        if admin.release("web", "v2").unwrap().release.outcome == rollwave_api::Outcome::Halted {
             break;
         }
         s.advance(SWEEP);
     }
     let detail = admin.release("web", "v2").unwrap();
-    assert_eq!(detail.release.outcome, "halted", "{:?}", detail.events);
-    let verdict = detail.events.iter().find(|e| e.kind == "judge_verdict").expect("a verdict in the timeline");
+    assert_eq!(detail.release.outcome, rollwave_api::Outcome::Halted, "{:?}", detail.events);
+    let verdict = detail
+        .events
+        .iter()
+        .find(|e| e.kind == rollwave_api::EventKind::JudgeVerdict)
+        .expect("a verdict in the timeline");
     assert!(verdict.reason.as_deref().unwrap().contains("FAIL"), "{verdict:?}");
     let table = verdict.output.as_deref().expect("the per-metric table");
     assert!(table.contains("error_rate") && table.contains("latency_p99_ms"), "{table}");
@@ -174,27 +179,28 @@ fn what_a_rolled_back_release_did_is_not_blamed_on_the_release_before_it() {
     s.wait_for("v2 completes", || {
         push(&s, ["z1-1", "z1-2", "z2-1", "z2-2"].iter().map(|h| sample(h, "v2", 20, 0)).collect());
         s.advance(SWEEP);
-        admin.release("web", "v2").unwrap().release.outcome == "completed"
+        admin.release("web", "v2").unwrap().release.outcome == rollwave_api::Outcome::Completed
     });
     admin.create_release("web", &CreateRelease { version: "v3".into(), artifact: None, sha256: None }).unwrap();
     s.wait_for("v3's one-box is rolled back", || {
         push(&s, vec![sample("z1-1", "v3", 40, 20), sample("z1-2", "v2", 40, 0)]);
         s.advance(SWEEP);
-        admin.release("web", "v3").unwrap().events.iter().any(|e| e.kind == "rollback_completed")
+        admin.release("web", "v3").unwrap().events.iter().any(|e| e.kind == rollwave_api::EventKind::RollbackCompleted)
     });
     // The operator rolls v3 back everywhere: nothing of it is in flight any more.
-    admin.action("web", "v3", "rollback", None).unwrap();
+    admin.action("web", "v3", rollwave_api::OperatorAction::Rollback, None).unwrap();
     // Late pushes of what v3 did on z1-1, and healthy v2 traffic, over three periods.
     for _ in 0..12 {
         push(&s, vec![sample("z1-1", "v3", 40, 20), sample("z1-1", "v2", 40, 0), sample("z1-2", "v2", 40, 0)]);
         s.advance(SWEEP);
     }
     let v2 = admin.release("web", "v2").unwrap();
-    assert_eq!(v2.release.outcome, "completed", "{:?}", v2.events);
+    assert_eq!(v2.release.outcome, rollwave_api::Outcome::Completed, "{:?}", v2.events);
     let events: EventPage = admin.get("/v1/events?after=0&limit=1000").unwrap();
-    let suspected: Vec<&EventView> = events.events.iter().filter(|e| e.kind == "regression_suspected").collect();
+    let suspected: Vec<&EventView> =
+        events.events.iter().filter(|e| e.kind == rollwave_api::EventKind::RegressionSuspected).collect();
     assert!(suspected.is_empty(), "{suspected:?}");
-    assert_eq!(admin.release("web", "v3").unwrap().release.outcome, "rolled_back");
+    assert_eq!(admin.release("web", "v3").unwrap().release.outcome, rollwave_api::Outcome::RolledBack);
 }
 
 #[test]
@@ -209,7 +215,7 @@ fn a_judged_one_box_waits_for_a_passing_verdict_before_its_zone() {
     admin.apply("web.yaml", &manifest).unwrap();
     admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
     s.wait_for("the one-box bakes", || {
-        admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == "bake_started")
+        admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == rollwave_api::EventKind::BakeStarted)
     });
     // The one-box alone serves: its time and data points are met, but there is nothing
     // to compare it with, so no verdict, and the bake holds.
@@ -217,10 +223,11 @@ fn a_judged_one_box_waits_for_a_passing_verdict_before_its_zone() {
         push(&s, vec![sample("z1-1", "v2", 50, 0)]);
         s.advance(SWEEP);
         admin.release("web", "v2").unwrap().events.iter().any(|e| {
-            e.kind == "blocked" && e.reason.as_deref().is_some_and(|r| r.contains("waiting for the one-box judge"))
+            e.kind == rollwave_api::EventKind::Blocked
+                && e.reason.as_deref().is_some_and(|r| r.contains("waiting for the one-box judge"))
         })
     });
-    assert!(!admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == "zone_started"));
+    assert!(!admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == rollwave_api::EventKind::ZoneStarted));
     // With a healthy baseline beside it, the judge passes it and the zone goes on.
     s.wait_for("the zone starts after a passing verdict", || {
         push(
@@ -233,11 +240,12 @@ fn a_judged_one_box_waits_for_a_passing_verdict_before_its_zone() {
             ],
         );
         s.advance(SWEEP);
-        admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == "zone_started")
+        admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == rollwave_api::EventKind::ZoneStarted)
     });
     let events = admin.release("web", "v2").unwrap().events;
-    let verdict = events.iter().position(|e| e.kind == "judge_verdict").expect("a verdict");
-    let completed = events.iter().position(|e| e.kind == "bake_completed").expect("the bake completed");
+    let verdict = events.iter().position(|e| e.kind == rollwave_api::EventKind::JudgeVerdict).expect("a verdict");
+    let completed =
+        events.iter().position(|e| e.kind == rollwave_api::EventKind::BakeCompleted).expect("the bake completed");
     assert!(verdict < completed, "{events:?}");
     assert!(events[verdict].reason.as_deref().unwrap().contains("PASS"), "{:?}", events[verdict]);
 }
@@ -440,7 +448,7 @@ monitors:
     s.wait_for("v2 completes", || {
         // Checks run every second of virtual time.
         s.advance(SWEEP);
-        admin.release("quiet", "v2").unwrap().release.outcome == "completed"
+        admin.release("quiet", "v2").unwrap().release.outcome == rollwave_api::Outcome::Completed
     });
     let success: MetricSeries =
         admin.get("/v1/metrics?service=quiet&metric=monitor:health:success_rate&scope=prod/r1/z1&since=120").unwrap();
@@ -507,7 +515,7 @@ fn gauges_pushed_by_agents_are_queried_in_bins_per_scope() {
     let series = |metric: &str, scope: &str| -> Vec<f64> {
         let q = format!("/v1/metrics?service=web&metric={metric}&scope={scope}&since=60");
         let series: MetricSeries = admin.get(&q).unwrap();
-        assert_eq!((series.metric.as_str(), series.scope.as_str()), (metric, scope));
+        assert_eq!((series.metric.to_string().as_str(), series.scope.as_str()), (metric, scope));
         series.points.iter().map(|(_, v)| *v).collect()
     };
     // Every push fell in one 10 s bin. Mean over the hosts in scope for CPU and memory;
@@ -594,7 +602,7 @@ fn a_host_cpu_alarm_fed_by_gauges_rolls_back_the_one_box_it_fires_on() {
     register_all(&admin);
     admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
     s.wait_for("the one-box bakes", || {
-        admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == "bake_started")
+        admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == rollwave_api::EventKind::BakeStarted)
     });
     // A calm CPU for a while: nothing fires.
     for _ in 0..3 {
@@ -603,7 +611,7 @@ fn a_host_cpu_alarm_fed_by_gauges_rolls_back_the_one_box_it_fires_on() {
             .unwrap();
         s.advance(Duration::from_secs(1));
     }
-    assert!(admin.release("web", "v2").unwrap().events.iter().all(|e| e.kind != "alarm_fired"));
+    assert!(admin.release("web", "v2").unwrap().events.iter().all(|e| e.kind != rollwave_api::EventKind::AlarmFired));
 
     // Then the one-box runs hot; the other hosts stay calm.
     let hot = s.virtual_clock().now();
@@ -616,8 +624,8 @@ fn a_host_cpu_alarm_fed_by_gauges_rolls_back_the_one_box_it_fires_on() {
         ];
         let _: Accepted = admin.post("/v1/metrics", &gauges_push(Vec::new(), gauges)).unwrap();
         let events = admin.release("web", "v2").unwrap().events;
-        if events.iter().any(|e| e.kind == "rollback_started") {
-            fired = events.into_iter().find(|e| e.kind == "alarm_fired");
+        if events.iter().any(|e| e.kind == rollwave_api::EventKind::RollbackStarted) {
+            fired = events.into_iter().find(|e| e.kind == rollwave_api::EventKind::AlarmFired);
             break;
         }
         s.advance(SWEEP);
@@ -631,7 +639,7 @@ fn a_host_cpu_alarm_fed_by_gauges_rolls_back_the_one_box_it_fires_on() {
         "{fired:?}"
     );
     let detail = admin.release("web", "v2").unwrap();
-    assert_eq!(detail.release.outcome, "halted");
+    assert_eq!(detail.release.outcome, rollwave_api::Outcome::Halted);
     let series: MetricSeries =
         admin.get("/v1/metrics?service=web&metric=cpu_percent&scope=prod/z1-1&version=v2&since=60").unwrap();
     // The latest bin holds hot readings (with calm ones, when the bin began before them).

@@ -33,7 +33,9 @@ fn a_page_whose_store_read_fails_answers_an_error_not_an_empty_list() {
     let admin = s.client(Some(ADMIN));
     admin.apply("web.yaml", MANIFEST).unwrap();
     admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
-    s.wait_for("v2 completes", || admin.release("web", "v2").unwrap().release.outcome == "completed");
+    s.wait_for("v2 completes", || {
+        admin.release("web", "v2").unwrap().release.outcome == rollwave_api::Outcome::Completed
+    });
     let (status, hosts) = page(&s, "/services/web/hosts");
     assert_eq!(status, 200, "{hosts}");
     assert!(hosts.contains("z1-1"), "{hosts}");

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use rollwave_agent::{Agent, AgentConfig, Deployment, HostIdentity, Installer, InstallerConfig};
-use rollwave_server::client::Client;
+use rollwave_api::client::Client;
 use rollwave_server::{Config, Driver};
 use sha2::{Digest, Sha256};
 use std::io::Write;

@@ -223,8 +223,9 @@ pub enum EventScope {
 
 macro_rules! event_kinds {
     ($($variant:ident => $name:literal,)*) => {
+        // Exhaustive on purpose: the wire's `EventKind` in `rollwave-api` maps every
+        // variant, so a new kind fails to compile there until it has a wire spelling.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        #[non_exhaustive]
         pub enum EventKind {
             $($variant,)*
         }

@@ -7,11 +7,11 @@
 mod chart;
 mod pages;
 
-use crate::api::ReleaseView;
+use crate::api::{EventKind, OperatorAction, Outcome, ReleaseView};
 use crate::auth::{Actor, Caller, Role};
 use crate::error::ApiError;
 use crate::http::{App, Served};
-use crate::state::{LogInput, OPERATOR_ACTIONS, ServiceState};
+use crate::state::{LogInput, ServiceState};
 use askama::Template;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -204,7 +204,7 @@ async fn overview(State(app): Shared, headers: HeaderMap, Query(q): Query<PageQu
 fn board(s: &ServiceState, now: jiff::Timestamp, recent: usize) -> ServiceBoard {
     let mut releases: Vec<ReleaseView> = s.releases();
     releases.reverse();
-    let in_flight = releases.iter().filter(|r| matches!(r.outcome.as_str(), "in_progress" | "halted")).count();
+    let in_flight = releases.iter().filter(|r| matches!(r.outcome, Outcome::InProgress | Outcome::Halted)).count();
     ServiceBoard {
         name: s.name.clone(),
         holds: holds(s),
@@ -218,8 +218,8 @@ fn board(s: &ServiceState, now: jiff::Timestamp, recent: usize) -> ServiceBoard 
 
 fn release_row(r: ReleaseView) -> ReleaseRow {
     ReleaseRow {
-        state: outcome_class(&r.outcome),
-        outcome: r.outcome.replace('_', " "),
+        state: outcome_class(r.outcome),
+        outcome: r.outcome.as_str().replace('_', " "),
         at: match (&r.at, r.waiting) {
             (Some(at), Some(true)) => format!("waiting at {at}"),
             (Some(at), _) => format!("in {at}"),
@@ -231,13 +231,13 @@ fn release_row(r: ReleaseView) -> ReleaseRow {
     }
 }
 
-fn outcome_class(outcome: &str) -> &'static str {
+fn outcome_class(outcome: Outcome) -> &'static str {
     match outcome {
-        "completed" => "done",
-        "in_progress" => "deploying",
-        "halted" => "halted",
-        "rolled_back" => "rolled-back",
-        _ => "idle",
+        Outcome::Completed => "done",
+        Outcome::InProgress => "deploying",
+        Outcome::Halted => "halted",
+        Outcome::RolledBack => "rolled-back",
+        Outcome::Superseded => "idle",
     }
 }
 
@@ -346,17 +346,11 @@ async fn release_page(
         Err(e) => return store_failed(&user, e, &here),
     };
     let svg = chart::rollout(&version, &history, &rows, from_ms, to_ms);
-    let actions = release_actions(&release.outcome);
-    let approver = user.as_ref().is_some_and(|a| a.require(Role::Approver).is_ok());
-    let deployer = user.as_ref().is_some_and(|a| a.require(Role::Deployer).is_ok());
-    let buttons: Vec<ActionButton> =
-        actions.into_iter().filter(|a| if a.action == "approve" { approver } else { deployer }).collect();
-    let hint = if buttons.is_empty() && !release_actions(&release.outcome).is_empty() {
-        let role = if release_actions(&release.outcome).iter().all(|a| a.action == "approve") {
-            Role::Approver
-        } else {
-            Role::Deployer
-        };
+    let actions = release_actions(release.outcome);
+    let may = |role: Role| user.as_ref().is_some_and(|a| a.require(role).is_ok());
+    let buttons: Vec<ActionButton> = actions.iter().filter(|a| may(a.required)).cloned().collect();
+    let hint = if buttons.is_empty() && !actions.is_empty() {
+        let role = if actions.iter().all(|a| a.required == Role::Approver) { Role::Approver } else { Role::Deployer };
         action_hint(&user, role)
     } else {
         None
@@ -366,16 +360,16 @@ async fn release_page(
         .rev()
         .map(|e| TimelineRow {
             t: short_time(&e.t),
-            kind: e.kind.replace('_', " "),
-            class: event_class(&e.kind),
+            kind: e.kind.as_str().replace('_', " "),
+            class: event_class(e.kind),
             scope: e.scope.clone(),
             reason: e.reason.clone().unwrap_or_default(),
-            output: e.output.clone().filter(|_| e.kind != "judge_verdict"),
+            output: e.output.clone().filter(|_| e.kind != EventKind::JudgeVerdict),
         })
         .collect();
     let hooks = events
         .iter()
-        .filter(|e| e.kind == "hook")
+        .filter(|e| e.kind == EventKind::Hook)
         .map(|e| HookRow {
             t: short_time(&e.t),
             scope: e.scope.clone(),
@@ -384,7 +378,7 @@ async fn release_page(
             output: e.output.clone().unwrap_or_default(),
         })
         .collect();
-    let verdicts = events.iter().filter(|e| e.kind == "judge_verdict").map(verdict_table).collect();
+    let verdicts = events.iter().filter(|e| e.kind == EventKind::JudgeVerdict).map(verdict_table).collect();
     let main = ReleaseTemplate {
         service: service.clone(),
         release: release_row(release.clone()),
@@ -410,31 +404,35 @@ async fn release_page(
 }
 
 /// The actions a release in this outcome can take.
-fn release_actions(outcome: &str) -> Vec<ActionButton> {
-    let button = |action: &str, label: &str| ActionButton { action: action.to_owned(), label: label.to_owned() };
+fn release_actions(outcome: Outcome) -> Vec<ActionButton> {
+    use OperatorAction::*;
+    let button = |action: OperatorAction, label: &str| ActionButton {
+        required: action.required_role(),
+        action: action.as_str().to_owned(),
+        label: label.to_owned(),
+    };
     match outcome {
-        "in_progress" => vec![button("approve", "Approve"), button("rollback", "Roll back")],
-        "halted" => {
-            vec![button("retry", "Retry"), button("roll_forward", "Roll forward"), button("rollback", "Roll back")]
+        Outcome::InProgress => vec![button(Approve, "Approve"), button(Rollback, "Roll back")],
+        Outcome::Halted => {
+            vec![button(Retry, "Retry"), button(RollForward, "Roll forward"), button(Rollback, "Roll back")]
         }
-        "completed" => vec![button("rollback", "Roll back")],
-        _ => Vec::new(),
+        Outcome::Completed => vec![button(Rollback, "Roll back")],
+        Outcome::RolledBack | Outcome::Superseded => Vec::new(),
     }
 }
 
-fn event_class(kind: &str) -> &'static str {
+fn event_class(kind: EventKind) -> &'static str {
+    use EventKind::*;
     match kind {
-        "release_completed" | "region_completed" | "wave_completed" | "stage_completed" | "bake_completed"
-        | "test_passed" | "approved" => "done",
-        "blocked" | "bake_started" | "regression_suspected" | "held" => "baking",
-        "alarm_fired"
-        | "rollback_started"
-        | "rollback_completed"
-        | "release_halted"
-        | "release_rolled_back"
-        | "host_failed"
-        | "test_failed" => "halted",
-        _ => "deploying",
+        ReleaseCompleted | RegionCompleted | WaveCompleted | StageCompleted | BakeCompleted | TestPassed | Approved => {
+            "done"
+        }
+        Blocked | BakeStarted | RegressionSuspected | Held => "baking",
+        AlarmFired | RollbackStarted | RollbackCompleted | ReleaseHalted | ReleaseRolledBack | HostFailed
+        | TestFailed => "halted",
+        ReleaseCreated | StageEntered | WaveStarted | RegionStarted | OneBoxDeployed | ZoneStarted | BatchDeployed
+        | ZoneCompleted | TestStarted | AlarmCleared | ReleaseResumed | ReleaseSuperseded | JudgeVerdict | Resumed
+        | Hook => "deploying",
     }
 }
 
@@ -533,12 +531,14 @@ async fn alarms_page(
                 .events
                 .iter()
                 .rev()
-                .filter(|e| matches!(e.kind.as_str(), "alarm_fired" | "alarm_cleared" | "regression_suspected"))
+                .filter(|e| {
+                    matches!(e.kind, EventKind::AlarmFired | EventKind::AlarmCleared | EventKind::RegressionSuspected)
+                })
                 .take(100)
                 .map(|e| TimelineRow {
                     t: short_time(&e.t),
-                    kind: e.kind.replace('_', " "),
-                    class: event_class(&e.kind),
+                    kind: e.kind.as_str().replace('_', " "),
+                    class: event_class(e.kind),
                     scope: e.scope.clone(),
                     reason: e.reason.clone().unwrap_or_default(),
                     output: None,
@@ -612,39 +612,41 @@ impl ActionForm {
         let release = self.release().unwrap_or("?");
         let stage =
             self.stage().map_or_else(|| format!("the whole service {service}"), |s| format!("stage {s} of {service}"));
-        match self.action.as_str() {
-            "approve" => format!("Approve release {release} of {service} for every stage that waits for approval?"),
-            "rollback" => format!(
+        let Some(action) = OperatorAction::named(&self.action) else { return format!("{}?", self.action) };
+        match action {
+            OperatorAction::Approve => {
+                format!("Approve release {release} of {service} for every stage that waits for approval?")
+            }
+            OperatorAction::Rollback => format!(
                 "Roll back release {release} of {service}? Every host running it or a newer release returns to the version before it."
             ),
-            "retry" => format!(
+            OperatorAction::Retry => format!(
                 "Retry halted release {release} of {service}? What was rolled back is deployed again once its alarms are OK."
             ),
-            "roll_forward" => format!(
+            OperatorAction::RollForward => format!(
                 "Roll forward past halted release {release} of {service}? The next newer release takes its place."
             ),
-            "hold" => format!("Hold {stage}? Nothing new starts there until it is resumed."),
-            "resume" => format!("Resume {stage}?"),
-            other => format!("{other}?"),
+            OperatorAction::Hold => format!("Hold {stage}? Nothing new starts there until it is resumed."),
+            OperatorAction::Resume => format!("Resume {stage}?"),
         }
     }
 
     fn label(&self) -> &'static str {
-        match self.action.as_str() {
-            "approve" => "Approve",
-            "rollback" => "Roll back",
-            "retry" => "Retry",
-            "roll_forward" => "Roll forward",
-            "hold" => "Hold",
-            "resume" => "Resume",
-            _ => "Confirm",
+        match OperatorAction::named(&self.action) {
+            Some(OperatorAction::Approve) => "Approve",
+            Some(OperatorAction::Rollback) => "Roll back",
+            Some(OperatorAction::Retry) => "Retry",
+            Some(OperatorAction::RollForward) => "Roll forward",
+            Some(OperatorAction::Hold) => "Hold",
+            Some(OperatorAction::Resume) => "Resume",
+            None => "Confirm",
         }
     }
 
     /// Where to go back to.
     fn back(&self, service: &str) -> String {
         match self.release() {
-            Some(r) if !matches!(self.action.as_str(), "hold" | "resume") => {
+            Some(r) if OperatorAction::named(&self.action).is_none_or(OperatorAction::is_release_action) => {
                 format!("/services/{service}/releases/{r}")
             }
             _ => format!("/services/{service}"),
@@ -730,17 +732,20 @@ async fn act(
 /// and `/resume`.
 async fn operate(app: &App, actor: &Caller, service: &str, form: &ActionForm) -> Result<(), ApiError> {
     let action = form.action.replace('-', "_");
-    if !OPERATOR_ACTIONS.contains(&action.as_str()) {
+    let Some(action) = OperatorAction::named(&action) else {
         return Err(ApiError::not_found(format!(
             "no action {action:?}; use approve, rollback, retry, roll_forward, hold or resume"
         )));
-    }
-    actor.require(if action == "approve" { Role::Approver } else { Role::Deployer })?;
-    let release = match action.as_str() {
-        "hold" | "resume" => None,
-        _ => Some(form.release().ok_or_else(|| ApiError::bad_request(format!("{action} needs a release")))?.to_owned()),
     };
-    let input = LogInput::Operator { action, release, stage: form.stage().map(str::to_owned) };
+    actor.require(action.required_role())?;
+    let release = match action.is_release_action() {
+        false => None,
+        true => {
+            Some(form.release().ok_or_else(|| ApiError::bad_request(format!("{action} needs a release")))?.to_owned())
+        }
+    };
+    let input =
+        LogInput::Operator { action: action.as_str().to_owned(), release, stage: form.stage().map(str::to_owned) };
     app.node.submit(service, input, Actor::Token(actor.clone())).await.map(|_| ())
 }
 

@@ -76,7 +76,10 @@ pub struct ServiceTemplate {
     pub done: Option<String>,
 }
 
+#[derive(Clone)]
 pub struct ActionButton {
+    /// The role the action needs; the button shows only to tokens that have it.
+    pub required: crate::auth::Role,
     pub action: String,
     pub label: String,
 }

@@ -18,6 +18,7 @@ pub use http::MAX_BODY;
 pub mod metrics;
 pub mod node;
 pub mod openapi;
+pub mod records;
 pub mod release;
 pub mod state;
 pub mod views;

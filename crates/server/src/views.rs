@@ -1,14 +1,14 @@
 //! Read-model views for the dashboard: the pipeline as a grid of cells (one per stage,
 //! wave and region), hosts, alarm instances and a release's rollout over time. Plain
-//! functions over a [`ServiceState`]; what the engine does not expose (bake progress,
-//! alarm instances, when hosts changed version) is followed here as inputs are applied,
-//! so a replica that replays the log gets the same views.
+//! functions over a [`ServiceState`]; bakes' progress is the engine's, and what the
+//! engine does not expose (alarm instances' history, when hosts changed version) is
+//! followed here as inputs are applied, so a replica that replays the log gets the same
+//! views.
 
-use crate::api::EventView;
+use crate::records::{Record, RecordKind, ScopePath};
 use crate::state::{LogInput, ServiceState};
 use jiff::Timestamp;
-use rollwave_core::engine::{Event, EventKind, EventScope, ReleaseId, ReleaseStatus, ReleaseSummary, Scope};
-use rollwave_core::manifest::Bake;
+use rollwave_core::engine::{EventKind, ReleaseId, ReleaseStatus, ReleaseSummary, Scope};
 use rollwave_core::plan::{EnvId, HostId, RegionId, StageId};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -19,21 +19,12 @@ const HOST_HISTORY: usize = 100_000;
 /// What the dashboard follows beside the engine.
 #[derive(Default)]
 pub struct Tracked {
-    /// Bakes under way: (release, scope) → progress.
-    bakes: BTreeMap<(ReleaseId, EventScope), BakeProgress>,
     /// Every alarm instance ever reported, by (alarm, scope path).
     alarms: BTreeMap<(String, String), AlarmInstance>,
     /// Recent alarm state changes, oldest first.
     alarm_changes: VecDeque<AlarmChange>,
     /// When hosts changed version, oldest first.
     host_changes: VecDeque<HostChange>,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct BakeProgress {
-    until: Timestamp,
-    need: u64,
-    seen: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -80,34 +71,6 @@ impl ServiceState {
             }
         }
         match input {
-            LogInput::Served { environment, zone, version, requests } => {
-                let (Ok(env), Some(version)) = (self.env(environment), self.engine.release_named(version)) else {
-                    return;
-                };
-                let Ok(zone) = self.zone(env, zone) else { return };
-                let region = self.plan.zone_region(env, zone);
-                let first_zone = self.plan.region_zones(env, region).start;
-                let plan = &self.plan;
-                for ((release, scope), bake) in &mut self.tracked.bakes {
-                    if *release != version {
-                        continue;
-                    }
-                    let counts = match *scope {
-                        EventScope::Wave(stage, wave) => {
-                            plan.stage_env(stage) == env
-                                && plan.manifest.stages[stage.idx()].waves[wave].regions.contains(&region.idx())
-                        }
-                        EventScope::Region(stage, r) => {
-                            plan.stage_env(stage) == env && r == region && zone.0 == first_zone
-                        }
-                        EventScope::Zone(_, e, z) => e == env && z == zone,
-                        _ => false,
-                    };
-                    if counts {
-                        bake.seen += requests;
-                    }
-                }
-            }
             LogInput::Alarm { alarm, scope, state, reason } => {
                 let at = crate::state::timestamp(at_ms);
                 let key = (alarm.clone(), scope.clone());
@@ -149,48 +112,6 @@ impl ServiceState {
         let LogInput::HostReport { environment, host, .. } = input else { return None };
         let (env, host) = self.host(environment, host).ok()?;
         Some((env, host, self.engine.host_version(env, host)))
-    }
-
-    /// Follows bakes as the engine starts and ends them.
-    pub(crate) fn track_event(&mut self, e: &Event) {
-        let Some(release) = e.release else { return };
-        match e.kind {
-            EventKind::BakeStarted => {
-                if let Some(bake) = self.bake_spec(e.scope) {
-                    let until = e.at.checked_add(bake.time).unwrap_or(Timestamp::MAX);
-                    self.tracked
-                        .bakes
-                        .insert((release, e.scope), BakeProgress { until, need: bake.min_datapoints, seen: 0 });
-                }
-            }
-            EventKind::BakeCompleted => {
-                self.tracked.bakes.remove(&(release, e.scope));
-            }
-            EventKind::ReleaseCompleted
-            | EventKind::ReleaseRolledBack
-            | EventKind::ReleaseSuperseded
-            | EventKind::ReleaseHalted
-            | EventKind::RollbackStarted => {
-                self.tracked.bakes.retain(|(r, _), _| *r != release);
-            }
-            _ => {}
-        }
-    }
-
-    /// The bake a `bake_started` event at this scope waits out.
-    fn bake_spec(&self, scope: EventScope) -> Option<Bake> {
-        let stages = &self.plan.manifest.stages;
-        let wave_of = |stage: StageId, region: RegionId| {
-            stages[stage.idx()].waves.iter().find(|w| w.regions.contains(&region.idx()))
-        };
-        match scope {
-            EventScope::Wave(stage, wave) => Some(stages[stage.idx()].waves[wave].strategy.bake),
-            EventScope::Region(stage, region) => wave_of(stage, region)?.strategy.one_box.as_ref().map(|o| o.bake),
-            EventScope::Zone(stage, env, zone) => {
-                Some(wave_of(stage, self.plan.zone_region(env, zone))?.strategy.rolling.zone_bake)
-            }
-            _ => None,
-        }
     }
 
     /// The service's pipeline: stages and waves as columns, regions as cells.
@@ -281,7 +202,7 @@ impl ServiceState {
         env: EnvId,
         region: RegionId,
         release: Option<ReleaseId>,
-        last: Option<&&EventView>,
+        last: Option<&&Record>,
         now: Timestamp,
     ) -> CellView {
         let hosts = self.plan.env(env).regions[region.idx()].hosts.clone();
@@ -370,17 +291,16 @@ impl ServiceState {
     }
 
     /// What the last phase event of a release in a cell says about it.
-    fn phase(&self, e: &EventView, release: Option<ReleaseId>, now: Timestamp) -> (CellState, Option<String>) {
-        let kind = e.kind.as_str();
+    fn phase(&self, e: &Record, release: Option<ReleaseId>, now: Timestamp) -> (CellState, Option<String>) {
+        let RecordKind::Event(kind) = e.kind else { return (CellState::Deploying, None) };
         match kind {
-            "bake_started" => {
+            EventKind::BakeStarted => {
+                let bakes = self.engine.bakes();
                 let bake = release.and_then(|r| {
-                    self.tracked.bakes.iter().find(|((rel, scope), _)| {
-                        *rel == r && rollwave_core::engine::render_scope(&self.plan, *scope) == e.scope
-                    })
+                    bakes.iter().find(|b| b.release == r && ScopePath::of(&self.plan, b.scope) == e.scope)
                 });
                 let detail = match bake {
-                    Some((_, b)) => {
+                    Some(b) => {
                         let left = b.until.duration_since(now).as_secs().max(0) as u64;
                         let points = b.need.saturating_sub(b.seen);
                         let mut text = format!("{} left", human_duration(left));
@@ -393,22 +313,22 @@ impl ServiceState {
                 };
                 (CellState::Baking, Some(detail))
             }
-            "blocked" => (CellState::Blocked, e.reason.clone()),
-            "rollback_started" => (CellState::RollingBack, e.reason.clone()),
-            "rollback_completed" | "release_rolled_back" => (CellState::RolledBack, e.reason.clone()),
-            "region_completed" | "wave_completed" | "stage_completed" | "release_completed" => (CellState::Done, None),
-            "bake_completed" if !e.scope.contains('/') || self.is_wave_scope(&e.scope) => (CellState::Done, None),
-            "wave_started" => (CellState::Waiting, Some("the region's turn comes".into())),
+            EventKind::Blocked => (CellState::Blocked, e.reason.clone()),
+            EventKind::RollbackStarted => (CellState::RollingBack, e.reason.clone()),
+            EventKind::RollbackCompleted | EventKind::ReleaseRolledBack => (CellState::RolledBack, e.reason.clone()),
+            EventKind::RegionCompleted
+            | EventKind::WaveCompleted
+            | EventKind::StageCompleted
+            | EventKind::ReleaseCompleted => (CellState::Done, None),
+            // A wave's or a stage's bake ends the cell's part; a one-box's or a zone's does not.
+            EventKind::BakeCompleted
+                if matches!(e.scope, ScopePath::Service | ScopePath::Stage { .. } | ScopePath::Wave { .. }) =>
+            {
+                (CellState::Done, None)
+            }
+            EventKind::WaveStarted => (CellState::Waiting, Some("the region's turn comes".into())),
             _ => (CellState::Deploying, None),
         }
-    }
-
-    fn is_wave_scope(&self, scope: &str) -> bool {
-        self.plan
-            .manifest
-            .stages
-            .iter()
-            .any(|s| s.waves.iter().any(|w| scope.strip_prefix(s.name.as_str()) == Some(&format!("/{}", w.name))))
     }
 
     /// Every host of the service: where it is, what it runs, what it is doing.
@@ -493,10 +413,11 @@ impl ServiceState {
     }
 }
 
-/// Maps event scopes (`stage/region…`, `stage/wave`, `stage`) to the cells they touch.
+/// Maps event scopes (a stage's region, zone or host, a wave, a stage) to the cells they
+/// touch.
 struct Grid {
-    regions: BTreeMap<String, usize>,
-    waves: BTreeMap<String, Vec<usize>>,
+    regions: BTreeMap<(String, String), usize>,
+    waves: BTreeMap<(String, String), Vec<usize>>,
     stages: BTreeMap<String, Vec<usize>>,
     index: BTreeMap<(StageId, RegionId), usize>,
 }
@@ -511,8 +432,8 @@ impl Grid {
                 for &r in &wave.regions {
                     let cell = grid.index.len();
                     grid.index.insert((StageId(i as u16), RegionId(r as u16)), cell);
-                    grid.regions.insert(format!("{}/{}", stage.name, env.regions[r].name), cell);
-                    grid.waves.entry(format!("{}/{}", stage.name, wave.name)).or_default().push(cell);
+                    grid.regions.insert((stage.name.clone(), env.regions[r].name.clone()), cell);
+                    grid.waves.entry((stage.name.clone(), wave.name.clone())).or_default().push(cell);
                     grid.stages.entry(stage.name.clone()).or_default().push(cell);
                 }
             }
@@ -524,38 +445,42 @@ impl Grid {
         self.index.get(&(stage, region)).copied().unwrap_or(usize::MAX)
     }
 
+    /// The cells an event at `scope` of this kind touches.
+    fn cells_of(&self, kind: EventKind, scope: &ScopePath) -> &[usize] {
+        match scope {
+            ScopePath::Service => &[],
+            // Only what a stage-wide gate says reaches every region of the stage.
+            ScopePath::Stage { stage } if kind == EventKind::Blocked => {
+                self.stages.get(stage).map_or(&[], Vec::as_slice)
+            }
+            ScopePath::Stage { .. } => &[],
+            ScopePath::Wave { stage, wave } => {
+                self.waves.get(&(stage.clone(), wave.clone())).map_or(&[], Vec::as_slice)
+            }
+            ScopePath::Region { stage, region }
+            | ScopePath::Zone { stage, region, .. }
+            | ScopePath::Host { stage, region, .. } => {
+                self.regions.get(&(stage.clone(), region.clone())).map_or(&[][..], std::slice::from_ref)
+            }
+        }
+    }
+
     /// The last event per cell and release that says where the release got to there.
     fn last_phases<'a>(
         &self,
-        events: &'a [EventView],
+        events: &'a [Record],
         releases: &[ReleaseSummary],
-    ) -> BTreeMap<(usize, ReleaseId), &'a EventView> {
+    ) -> BTreeMap<(usize, ReleaseId), &'a Record> {
         let ids: BTreeMap<&str, ReleaseId> = releases.iter().map(|r| (r.version.as_str(), r.id)).collect();
         let mut last = BTreeMap::new();
         for e in events {
             let Some(name) = e.release.as_deref() else { continue };
             let Some(&id) = ids.get(name) else { continue };
-            if !PHASE_KINDS.contains(&e.kind.as_str()) {
+            let RecordKind::Event(kind) = e.kind else { continue };
+            if !PHASE_KINDS.contains(&kind) {
                 continue;
             }
-            let mut parts = e.scope.splitn(3, '/');
-            let stage = parts.next().unwrap_or_default();
-            let cells: &[usize] = match parts.next() {
-                None => match e.kind.as_str() {
-                    // Only what a stage-wide gate says reaches every region of the stage.
-                    "blocked" => self.stages.get(stage).map_or(&[], Vec::as_slice),
-                    _ => &[],
-                },
-                Some(second) => {
-                    let key = format!("{stage}/{second}");
-                    match (self.waves.get(&key), self.regions.get(&key)) {
-                        (Some(cells), _) => cells.as_slice(),
-                        (None, Some(cell)) => std::slice::from_ref(cell),
-                        (None, None) => &[],
-                    }
-                }
-            };
-            for &cell in cells {
+            for &cell in self.cells_of(kind, &e.scope) {
                 last.insert((cell, id), e);
             }
         }
@@ -564,21 +489,21 @@ impl Grid {
 }
 
 /// The event kinds that move a release along in a region.
-const PHASE_KINDS: [&str; 14] = [
-    "wave_started",
-    "region_started",
-    "one_box_deployed",
-    "bake_started",
-    "bake_completed",
-    "zone_started",
-    "batch_deployed",
-    "zone_completed",
-    "region_completed",
-    "wave_completed",
-    "blocked",
-    "rollback_started",
-    "rollback_completed",
-    "host_failed",
+const PHASE_KINDS: [EventKind; 14] = [
+    EventKind::WaveStarted,
+    EventKind::RegionStarted,
+    EventKind::OneBoxDeployed,
+    EventKind::BakeStarted,
+    EventKind::BakeCompleted,
+    EventKind::ZoneStarted,
+    EventKind::BatchDeployed,
+    EventKind::ZoneCompleted,
+    EventKind::RegionCompleted,
+    EventKind::WaveCompleted,
+    EventKind::Blocked,
+    EventKind::RollbackStarted,
+    EventKind::RollbackCompleted,
+    EventKind::HostFailed,
 ];
 
 /// `1h5m`, `4m10s`, `12s`: as manifests write durations.

@@ -6,7 +6,10 @@
 //! network or draws a random number, and every collection that is iterated is ordered, so
 //! the same inputs always give the same outputs.
 
+mod bake_sources;
 mod types;
+
+pub use bake_sources::BakeProgress;
 
 pub use types::*;
 

@@ -6,9 +6,11 @@
 //! network or draws a random number, and every collection that is iterated is ordered, so
 //! the same inputs always give the same outputs.
 
+mod alarm_instances;
 mod bake_sources;
 mod types;
 
+pub use alarm_instances::AlarmInstance;
 pub use bake_sources::BakeProgress;
 
 pub use types::*;

@@ -261,20 +261,19 @@ impl ServiceState {
         if !moving.is_empty() && state != CellState::RollingBack {
             state = if moving.keys().any(|(_, back)| *back) { CellState::RollingBack } else { CellState::Deploying };
         }
-        let alarms = self
-            .tracked
-            .alarms
-            .values()
-            .filter(|a| a.state != "OK")
-            .filter(|a| match a.place {
-                Some(Scope::Environment(e)) => e == env,
-                Some(Scope::Region(e, r)) => e == env && r == region,
-                Some(Scope::Zone(e, z)) => e == env && self.plan.zone_region(e, z) == region,
-                Some(Scope::Host(e, h)) => e == env && self.plan.zone_region(e, self.plan.host_zone(e, h)) == region,
-                None => false,
+        // The engine says which instances bear on the region; the badges name them as
+        // their reports did.
+        let mut alarms: Vec<AlarmBadge> = self
+            .engine
+            .alarms_in_region(env, region)
+            .into_iter()
+            .filter_map(|i| {
+                let name = &self.plan.manifest.alarms.get(i.alarm)?.name;
+                let a = self.tracked.alarms.values().find(|a| a.alarm == *name && a.place == Some(i.scope))?;
+                Some(AlarmBadge { alarm: a.alarm.clone(), state: a.state.clone(), scope: a.scope.clone() })
             })
-            .map(|a| AlarmBadge { alarm: a.alarm.clone(), state: a.state.clone(), scope: a.scope.clone() })
             .collect();
+        alarms.sort_by(|a, b| (&a.alarm, &a.scope).cmp(&(&b.alarm, &b.scope)));
         CellView {
             stage: self.plan.manifest.stages[stage.idx()].name.clone(),
             region: self.plan.region_name(env, region).to_owned(),
@@ -622,4 +621,97 @@ pub struct HostView {
     pub operation: Option<String>,
     pub present: bool,
     pub last_heartbeat: Option<Timestamp>,
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::state::{LogInput, ReadModel};
+
+    const MANIFEST: &str = "\
+service: web
+environments:
+  prod: { regions: { r1: { zones: { z1: 2, z2: 2 } }, r2: { zones: { y1: 2 } } } }
+strategy:
+  one_box: { hosts: 1, max_share: 50%, bake: { time: 1h, min_datapoints: 5 } }
+  rolling: { batch: 50%, zone_bake: 0s }
+stages:
+  - { name: prod, environment: prod, bake: 0s }
+alarms:
+  - { name: errors, metric: error_rate, scope: zone, threshold: \"> 0.02\", period: 1m, datapoints: 3 of 5 }
+  - { name: region-errors, metric: error_rate, scope: region, threshold: \"> 0.01\", period: 1m, datapoints: 5 of 5 }
+";
+
+    fn input(json: serde_json::Value) -> LogInput {
+        serde_json::from_value(json).expect("a log input")
+    }
+
+    /// A model with `v2`'s one-boxes deployed and baking.
+    fn baking() -> ReadModel {
+        let mut m = ReadModel::default();
+        let apply = input(serde_json::json!({"type": "apply_manifest", "file": "web.yaml", "text": MANIFEST}));
+        m.apply("web", 0, &apply).expect("the manifest applies");
+        let create =
+            input(serde_json::json!({"type": "create_release", "version": "v2", "artifact": null, "sha256": null}));
+        let mut commands = m.apply("web", 1_000, &create).expect("the release is created").commands;
+        while let Some(c) = commands.pop() {
+            for host in &c.hosts {
+                let report = input(serde_json::json!({
+                    "type": "host_report", "environment": c.environment, "host": host, "command": c.id,
+                    "ok": true, "reason": null,
+                }));
+                commands.extend(m.apply("web", 2_000, &report).expect("the report applies").commands);
+            }
+        }
+        m
+    }
+
+    fn cell(m: &ReadModel, region: &str) -> crate::views::CellView {
+        let now = crate::state::timestamp(3_000);
+        let mut pipeline = m.service("web").expect("the service").pipeline(now);
+        let cells = pipeline.stages.remove(0).waves.remove(0).cells;
+        cells.into_iter().find(|c| c.region == region).expect("the region's cell")
+    }
+
+    fn served(m: &mut ReadModel, zone: &str, requests: u64) {
+        let served = input(serde_json::json!({
+            "type": "served", "environment": "prod", "zone": zone, "version": "v2", "requests": requests,
+        }));
+        m.apply("web", 2_500, &served).expect("served applies");
+    }
+
+    #[test]
+    fn a_one_box_bake_counts_what_the_engine_counts_its_first_zone_s_traffic() {
+        let mut m = baking();
+        assert_eq!(cell(&m, "r1").state, "baking");
+        assert_eq!(cell(&m, "r1").detail.as_deref(), Some("59m59s left, 5 of 5 data points to go"));
+        served(&mut m, "z2", 3);
+        assert_eq!(
+            cell(&m, "r1").detail.as_deref(),
+            Some("59m59s left, 5 of 5 data points to go"),
+            "z2 has no one-box"
+        );
+        served(&mut m, "z1", 3);
+        assert_eq!(cell(&m, "r1").detail.as_deref(), Some("59m59s left, 2 of 5 data points to go"));
+        assert_eq!(cell(&m, "r2").detail.as_deref(), Some("59m59s left, 5 of 5 data points to go"), "another region's");
+    }
+
+    #[test]
+    fn a_cell_shows_the_alarms_the_engine_gates_its_region_on() {
+        let mut m = baking();
+        for (alarm, scope, state) in [
+            ("errors", "prod/r1/z2", "ALARM"),
+            ("region-errors", "prod/r2", "ALARM"),
+            ("region-errors", "prod/r1", "INSUFFICIENT_DATA"),
+        ] {
+            let alarm = input(serde_json::json!({
+                "type": "alarm", "alarm": alarm, "scope": scope, "state": state, "reason": "high",
+            }));
+            m.apply("web", 2_500, &alarm).expect("the alarm applies");
+        }
+        let badges = |region| -> Vec<String> {
+            cell(&m, region).alarms.into_iter().map(|a| format!("{} {} {}", a.alarm, a.scope, a.state)).collect()
+        };
+        assert_eq!(badges("r1"), ["errors prod/r1/z2 ALARM", "region-errors prod/r1 INSUFFICIENT_DATA"]);
+        assert_eq!(badges("r2"), ["region-errors prod/r2 ALARM"]);
+    }
 }

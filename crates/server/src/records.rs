@@ -1,7 +1,9 @@
 //! What happened to a service, as the read model keeps it: the engine's events and the
 //! reports beside them (hook runs, test runs, the one-box judge's verdicts) as data.
 //! The API's [`EventView`] and the dashboard's rows are projections of these records,
-//! made where they are shown; nothing reads a rendered text back.
+//! made where they are shown. The one text taken apart is the judge's report as the
+//! durable log has always kept it, once, where the log becomes a record
+//! ([`VerdictTable::from_log`]).
 
 use crate::api::{EventView, HookReport};
 use jiff::Timestamp;

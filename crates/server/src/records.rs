@@ -573,7 +573,7 @@ mod tests {
         assert_eq!(host.to_string(), "prod/r1/z1/h1");
         assert_eq!(ScopePath::Service.to_string(), "");
         assert_eq!(ScopePath::Wave { stage: "prod".into(), wave: "w1".into() }.to_string(), "prod/w1");
-        let mut scopes = vec![region("beta", "b"), ScopePath::Stage { stage: "beta-2".into() }, zone("beta", "a", "z")];
+        let mut scopes = [region("beta", "b"), ScopePath::Stage { stage: "beta-2".into() }, zone("beta", "a", "z")];
         scopes.sort();
         let paths: Vec<String> = scopes.iter().map(ToString::to_string).collect();
         let mut sorted = paths.clone();

@@ -70,40 +70,36 @@ impl ServiceState {
                 }
             }
         }
-        match input {
-            LogInput::Alarm { alarm, scope, state, reason } => {
-                let at = crate::state::timestamp(at_ms);
-                let key = (alarm.clone(), scope.clone());
-                let from = self.tracked.alarms.get(&key).map_or("OK".to_owned(), |a| a.state.clone());
-                if from == *state {
-                    return;
-                }
-                let place = self.scope(scope).ok();
-                self.tracked.alarms.insert(
-                    key,
-                    AlarmInstance {
-                        alarm: alarm.clone(),
-                        scope: scope.clone(),
-                        state: state.clone(),
-                        reason: reason.clone(),
-                        since: at,
-                        place,
-                    },
-                );
-                let changes = &mut self.tracked.alarm_changes;
-                changes.push_back(AlarmChange {
-                    at,
-                    alarm: alarm.clone(),
-                    scope: scope.clone(),
-                    from,
-                    to: state.clone(),
-                    reason: reason.clone(),
-                });
-                if changes.len() > ALARM_HISTORY {
-                    changes.pop_front();
-                }
-            }
-            _ => {}
+        let LogInput::Alarm { alarm, scope, state, reason } = input else { return };
+        let at = crate::state::timestamp(at_ms);
+        let key = (alarm.clone(), scope.clone());
+        let from = self.tracked.alarms.get(&key).map_or("OK".to_owned(), |a| a.state.clone());
+        if from == *state {
+            return;
+        }
+        let place = self.scope(scope).ok();
+        self.tracked.alarms.insert(
+            key,
+            AlarmInstance {
+                alarm: alarm.clone(),
+                scope: scope.clone(),
+                state: state.clone(),
+                reason: reason.clone(),
+                since: at,
+                place,
+            },
+        );
+        let changes = &mut self.tracked.alarm_changes;
+        changes.push_back(AlarmChange {
+            at,
+            alarm: alarm.clone(),
+            scope: scope.clone(),
+            from,
+            to: state.clone(),
+            reason: reason.clone(),
+        });
+        if changes.len() > ALARM_HISTORY {
+            changes.pop_front();
         }
     }
 

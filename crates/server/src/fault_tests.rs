@@ -46,7 +46,7 @@ fn served(model: &ReadModel) -> serde_json::Value {
             serde_json::json!({
                 "status": s.status(Vec::new()),
                 "holds": format!("{:?}", s.engine.holds()),
-                "events": s.events,
+                "events": s.events.iter().map(|e| e.view(&s.name)).collect::<Vec<_>>(),
             })
         })
         .collect();

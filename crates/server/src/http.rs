@@ -377,7 +377,12 @@ async fn get_release(
         Ok(Json(ReleaseDetail {
             release,
             scopes: s.region_versions(),
-            events: s.events.iter().filter(|e| e.release.as_deref() == Some(version.as_str())).cloned().collect(),
+            events: s
+                .events
+                .iter()
+                .filter(|e| e.release.as_deref() == Some(version.as_str()))
+                .map(|e| e.view(&s.name))
+                .collect(),
         }))
     })
 }

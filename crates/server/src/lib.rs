@@ -21,6 +21,7 @@ pub mod leader;
 pub mod metrics;
 pub mod node;
 pub mod openapi;
+pub mod records;
 pub mod release;
 pub mod state;
 pub mod views;

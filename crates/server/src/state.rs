@@ -5,6 +5,9 @@
 use crate::api::*;
 use crate::error::ApiError;
 use crate::exec::Template;
+use crate::records::{
+    Detail, HookRun, JudgeVerdict, Record, RecordKind, ScopePath, TestRun as TestRecord, VerdictTable,
+};
 use jiff::Timestamp;
 use rollwave_core::engine::{
     Action, CommandId, Engine, Event, EventKind, Input, OperatorCommand, Output, Purpose, ReleaseId, ReleaseStatus,
@@ -77,9 +80,11 @@ pub struct ServiceState {
     pub manifest_text: String,
     pub plan: Arc<Plan>,
     pub engine: Engine,
-    pub events: Vec<EventView>,
+    /// The timeline: the engine's events and the reports that came with them.
+    pub events: Vec<Record>,
     pub artifacts: BTreeMap<String, (Option<String>, Option<String>)>,
-    pub blocked: BTreeMap<(Option<String>, String), BlockedView>,
+    /// What is blocked now, by release and scope.
+    pub blocked: BTreeMap<(Option<String>, ScopePath), BlockedView>,
     /// The last deployment command per host.
     pub desired: BTreeMap<(EnvId, HostId), u64>,
     /// Agents' host ids and the slots they took.
@@ -184,7 +189,7 @@ impl ReadModel {
             return Ok(Applied { events: Vec::new(), commands: s.drain_commands() });
         }
         // Hook results go to the timeline under the release the host was deploying.
-        let mut hook_events = Vec::new();
+        let mut hook_records = Vec::new();
         if let LogInput::HostReport { environment, host, hooks, command, .. } = input {
             let (env, h) = s.host(environment, host)?;
             let release = match s.engine.host_op(env, h) {
@@ -192,23 +197,15 @@ impl ReadModel {
                 _ => None,
             };
             let stage = s.plan.first_stage_of(env);
-            let scope = render_scope(&s.plan, rollwave_core::engine::EventScope::Host(stage, env, h));
+            let scope = ScopePath::of(&s.plan, rollwave_core::engine::EventScope::Host(stage, env, h));
             for hook in hooks {
-                let outcome = match (hook.ok, hook.timed_out, hook.exit_code) {
-                    (true, _, _) => "ok".to_owned(),
-                    (_, true, _) => "timed out".to_owned(),
-                    (_, _, Some(code)) => format!("exit {code}"),
-                    _ => "failed".to_owned(),
-                };
-                hook_events.push(EventView {
-                    seq: None,
-                    t: now.to_string(),
-                    service: s.name.clone(),
-                    kind: crate::api::EventKind::Hook,
+                hook_records.push(Record {
+                    at: now,
+                    kind: RecordKind::Hook,
                     release: release.clone(),
                     scope: scope.clone(),
-                    reason: Some(format!("{}: {outcome} in {} ms", hook.name, hook.duration_ms)),
-                    output: (!hook.output.is_empty()).then(|| hook.output.clone()),
+                    reason: None,
+                    detail: Some(Detail::Hook(HookRun::of(hook))),
                 });
             }
         }
@@ -228,26 +225,27 @@ impl ReadModel {
             s.artifacts.insert(version.to_string(), (artifact, sha256));
         }
         let mut applied = Applied::default();
-        for e in hook_events {
-            s.events.push(e.clone());
-            applied.events.push(e);
+        for record in hook_records {
+            applied.events.push(record.view(&s.name));
+            s.events.push(record);
         }
         let outputs: Vec<Output> = s.engine.drain().collect();
         for output in outputs {
             match output {
                 Output::Event(e) => {
-                    let mut view = s.event_view(&e);
-                    if let (EventKind::JudgeVerdict, LogInput::Verdict { table, .. }) = (e.kind, input) {
-                        view.output = Some(table.clone());
-                    }
-                    if let (EventKind::TestPassed | EventKind::TestFailed, LogInput::TestReport { output, .. }) =
-                        (e.kind, input)
-                    {
-                        view.output = (!output.is_empty()).then(|| output.clone());
-                    }
-                    s.track_blocked(&e, &view);
-                    s.track_event(&e);
-                    s.events.push(view.clone());
+                    let mut record = s.record(&e);
+                    record.detail = match (e.kind, input) {
+                        (EventKind::JudgeVerdict, LogInput::Verdict { passed, marginal, table, .. }) => {
+                            Some(Detail::Verdict(JudgeVerdict::new(*passed, *marginal, VerdictTable::from_log(table))))
+                        }
+                        (EventKind::TestPassed | EventKind::TestFailed, LogInput::TestReport { ok, output, .. }) => {
+                            Some(Detail::Test(TestRecord { ok: *ok, output: output.clone() }))
+                        }
+                        _ => None,
+                    };
+                    let view = record.view(&s.name);
+                    s.track_blocked(&e, &record, &view);
+                    s.events.push(record);
                     applied.events.push(view);
                 }
                 Output::Command(c) => {
@@ -607,25 +605,22 @@ impl ServiceState {
             .ok_or_else(|| ApiError::not_found(format!("service {} has no stage {name:?}", self.name)))
     }
 
-    fn event_view(&self, e: &Event) -> EventView {
-        EventView {
-            seq: None,
-            t: e.at.to_string(),
-            service: self.name.clone(),
-            kind: e.kind.into(),
+    fn record(&self, e: &Event) -> Record {
+        Record {
+            at: e.at,
+            kind: RecordKind::Event(e.kind),
             release: e.release.map(|r| self.engine.version_name(r).to_owned()),
-            scope: render_scope(&self.plan, e.scope),
+            scope: ScopePath::of(&self.plan, e.scope),
             reason: e.reason.clone(),
-            output: None,
+            detail: None,
         }
     }
 
     /// Keeps what is blocked now: a `blocked` event stands until its release moves on there.
-    fn track_blocked(&mut self, e: &Event, view: &EventView) {
-        let key = (view.release.clone(), view.scope.clone());
+    fn track_blocked(&mut self, e: &Event, record: &Record, view: &EventView) {
         if e.kind == EventKind::Blocked {
             self.blocked.insert(
-                key,
+                (record.release.clone(), record.scope.clone()),
                 BlockedView {
                     release: view.release.clone(),
                     scope: view.scope.clone(),
@@ -643,15 +638,18 @@ impl ServiceState {
                 | EventKind::ReleaseHalted
         );
         self.blocked.retain(|(release, scope), _| {
-            if *release != view.release {
+            if *release != record.release {
                 return true;
             }
             if settled {
                 return false;
             }
-            let related = scope == &view.scope
-                || scope.starts_with(&format!("{}/", view.scope))
-                || view.scope.starts_with(&format!("{scope}/"));
+            // What happens to the whole service (an approval, a retry) moves nothing on
+            // at a gate; what happens within or around a blocked scope does.
+            let related = match &record.scope {
+                ScopePath::Service => *scope == ScopePath::Service,
+                at => scope.contains(at) || scope.is_within(at),
+            };
             !related
         });
     }

@@ -1,14 +1,14 @@
 //! Read-model views for the dashboard: the pipeline as a grid of cells (one per stage,
 //! wave and region), hosts, alarm instances and a release's rollout over time. Plain
-//! functions over a [`ServiceState`]; what the engine does not expose (bake progress,
-//! alarm instances, when hosts changed version) is followed here as inputs are applied,
-//! so a replica that replays the log gets the same views.
+//! functions over a [`ServiceState`]; bakes' progress is the engine's, and what the
+//! engine does not expose (alarm instances' history, when hosts changed version) is
+//! followed here as inputs are applied, so a replica that replays the log gets the same
+//! views.
 
-use crate::api::EventView;
+use crate::records::{Record, RecordKind, ScopePath};
 use crate::state::{LogInput, ServiceState};
 use jiff::Timestamp;
-use rollwave_core::engine::{Event, EventKind, EventScope, Place, ReleaseId, ReleaseStatus, ReleaseSummary, Scope};
-use rollwave_core::manifest::Bake;
+use rollwave_core::engine::{EventKind, Place, ReleaseId, ReleaseStatus, ReleaseSummary, Scope};
 use rollwave_core::plan::{EnvId, HostId, RegionId, StageId};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -19,21 +19,12 @@ const HOST_HISTORY: usize = 100_000;
 /// What the dashboard follows beside the engine.
 #[derive(Default)]
 pub struct Tracked {
-    /// Bakes under way: (release, scope) → progress.
-    bakes: BTreeMap<(ReleaseId, EventScope), BakeProgress>,
     /// Every alarm instance ever reported, by (alarm, scope path).
     alarms: BTreeMap<(String, String), AlarmInstance>,
     /// Recent alarm state changes, oldest first.
     alarm_changes: VecDeque<AlarmChange>,
     /// When hosts changed version, oldest first.
     host_changes: VecDeque<HostChange>,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct BakeProgress {
-    until: Timestamp,
-    need: u64,
-    seen: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -79,68 +70,36 @@ impl ServiceState {
                 }
             }
         }
-        match input {
-            LogInput::Served { environment, zone, version, requests } => {
-                let (Ok(env), Some(version)) = (self.env(environment), self.engine.release_named(version)) else {
-                    return;
-                };
-                let Ok(zone) = self.zone(env, zone) else { return };
-                let region = self.plan.zone_region(env, zone);
-                let first_zone = self.plan.region_zones(env, region).start;
-                let plan = &self.plan;
-                for ((release, scope), bake) in &mut self.tracked.bakes {
-                    if *release != version {
-                        continue;
-                    }
-                    let counts = match *scope {
-                        EventScope::Wave(stage, wave) => {
-                            plan.stage_env(stage) == env
-                                && plan.manifest.stages[stage.idx()].waves[wave].regions.contains(&region.idx())
-                        }
-                        EventScope::Region(stage, r) => {
-                            plan.stage_env(stage) == env && r == region && zone.0 == first_zone
-                        }
-                        EventScope::Zone(_, e, z) => e == env && z == zone,
-                        _ => false,
-                    };
-                    if counts {
-                        bake.seen += requests;
-                    }
-                }
-            }
-            LogInput::Alarm { alarm, scope, state, reason } => {
-                let at = crate::state::timestamp(at_ms);
-                let key = (alarm.clone(), scope.clone());
-                let from = self.tracked.alarms.get(&key).map_or("OK".to_owned(), |a| a.state.clone());
-                if from == *state {
-                    return;
-                }
-                let place = self.scope(scope).ok();
-                self.tracked.alarms.insert(
-                    key,
-                    AlarmInstance {
-                        alarm: alarm.clone(),
-                        scope: scope.clone(),
-                        state: state.clone(),
-                        reason: reason.clone(),
-                        since: at,
-                        place,
-                    },
-                );
-                let changes = &mut self.tracked.alarm_changes;
-                changes.push_back(AlarmChange {
-                    at,
-                    alarm: alarm.clone(),
-                    scope: scope.clone(),
-                    from,
-                    to: state.clone(),
-                    reason: reason.clone(),
-                });
-                if changes.len() > ALARM_HISTORY {
-                    changes.pop_front();
-                }
-            }
-            _ => {}
+        let LogInput::Alarm { alarm, scope, state, reason } = input else { return };
+        let at = crate::state::timestamp(at_ms);
+        let key = (alarm.clone(), scope.clone());
+        let from = self.tracked.alarms.get(&key).map_or("OK".to_owned(), |a| a.state.clone());
+        if from == *state {
+            return;
+        }
+        let place = self.scope(scope).ok();
+        self.tracked.alarms.insert(
+            key,
+            AlarmInstance {
+                alarm: alarm.clone(),
+                scope: scope.clone(),
+                state: state.clone(),
+                reason: reason.clone(),
+                since: at,
+                place,
+            },
+        );
+        let changes = &mut self.tracked.alarm_changes;
+        changes.push_back(AlarmChange {
+            at,
+            alarm: alarm.clone(),
+            scope: scope.clone(),
+            from,
+            to: state.clone(),
+            reason: reason.clone(),
+        });
+        if changes.len() > ALARM_HISTORY {
+            changes.pop_front();
         }
     }
 
@@ -149,48 +108,6 @@ impl ServiceState {
         let LogInput::HostReport { environment, host, .. } = input else { return None };
         let (env, host) = self.host(environment, host).ok()?;
         Some((env, host, self.engine.host_version(env, host)))
-    }
-
-    /// Follows bakes as the engine starts and ends them.
-    pub(crate) fn track_event(&mut self, e: &Event) {
-        let Some(release) = e.release else { return };
-        match e.kind {
-            EventKind::BakeStarted => {
-                if let Some(bake) = self.bake_spec(e.scope) {
-                    let until = e.at.checked_add(bake.time).unwrap_or(Timestamp::MAX);
-                    self.tracked
-                        .bakes
-                        .insert((release, e.scope), BakeProgress { until, need: bake.min_datapoints, seen: 0 });
-                }
-            }
-            EventKind::BakeCompleted => {
-                self.tracked.bakes.remove(&(release, e.scope));
-            }
-            EventKind::ReleaseCompleted
-            | EventKind::ReleaseRolledBack
-            | EventKind::ReleaseSuperseded
-            | EventKind::ReleaseHalted
-            | EventKind::RollbackStarted => {
-                self.tracked.bakes.retain(|(r, _), _| *r != release);
-            }
-            _ => {}
-        }
-    }
-
-    /// The bake a `bake_started` event at this scope waits out.
-    fn bake_spec(&self, scope: EventScope) -> Option<Bake> {
-        let stages = &self.plan.manifest.stages;
-        let wave_of = |stage: StageId, region: RegionId| {
-            stages[stage.idx()].waves.iter().find(|w| w.regions.contains(&region.idx()))
-        };
-        match scope {
-            EventScope::Wave(stage, wave) => Some(stages[stage.idx()].waves[wave].strategy.bake),
-            EventScope::Region(stage, region) => wave_of(stage, region)?.strategy.one_box.as_ref().map(|o| o.bake),
-            EventScope::Zone(stage, env, zone) => {
-                Some(wave_of(stage, self.plan.zone_region(env, zone))?.strategy.rolling.zone_bake)
-            }
-            _ => None,
-        }
     }
 
     /// The service's pipeline: stages and waves as columns, regions as cells.
@@ -286,7 +203,7 @@ impl ServiceState {
         env: EnvId,
         region: RegionId,
         release: Option<ReleaseId>,
-        last: Option<&&EventView>,
+        last: Option<&&Record>,
         now: Timestamp,
     ) -> CellView {
         let hosts = self.plan.env(env).regions[region.idx()].hosts.clone();
@@ -345,20 +262,19 @@ impl ServiceState {
         if !moving.is_empty() && state != CellState::RollingBack {
             state = if moving.keys().any(|(_, back)| *back) { CellState::RollingBack } else { CellState::Deploying };
         }
-        let alarms = self
-            .tracked
-            .alarms
-            .values()
-            .filter(|a| a.state != "OK")
-            .filter(|a| match a.place {
-                Some(Scope::Environment(e)) => e == env,
-                Some(Scope::Region(e, r)) => e == env && r == region,
-                Some(Scope::Zone(e, z)) => e == env && self.plan.zone_region(e, z) == region,
-                Some(Scope::Host(e, h)) => e == env && self.plan.zone_region(e, self.plan.host_zone(e, h)) == region,
-                None => false,
+        // The engine says which instances bear on the region; the badges name them as
+        // their reports did.
+        let mut alarms: Vec<AlarmBadge> = self
+            .engine
+            .alarms_in_region(env, region)
+            .into_iter()
+            .filter_map(|i| {
+                let name = &self.plan.manifest.alarms.get(i.alarm)?.name;
+                let a = self.tracked.alarms.values().find(|a| a.alarm == *name && a.place == Some(i.scope))?;
+                Some(AlarmBadge { alarm: a.alarm.clone(), state: a.state.clone(), scope: a.scope.clone() })
             })
-            .map(|a| AlarmBadge { alarm: a.alarm.clone(), state: a.state.clone(), scope: a.scope.clone() })
             .collect();
+        alarms.sort_by(|a, b| (&a.alarm, &a.scope).cmp(&(&b.alarm, &b.scope)));
         CellView {
             stage: self.plan.manifest.stages[stage.idx()].name.clone(),
             region: self.plan.region_name(env, region).to_owned(),
@@ -375,17 +291,16 @@ impl ServiceState {
     }
 
     /// What the last phase event of a release in a cell says about it.
-    fn phase(&self, e: &EventView, release: Option<ReleaseId>, now: Timestamp) -> (CellState, Option<String>) {
-        use crate::api::EventKind as K;
-        match e.kind {
-            K::BakeStarted => {
+    fn phase(&self, e: &Record, release: Option<ReleaseId>, now: Timestamp) -> (CellState, Option<String>) {
+        let RecordKind::Event(kind) = e.kind else { return (CellState::Deploying, None) };
+        match kind {
+            EventKind::BakeStarted => {
+                let bakes = self.engine.bakes();
                 let bake = release.and_then(|r| {
-                    self.tracked.bakes.iter().find(|((rel, scope), _)| {
-                        *rel == r && rollwave_core::engine::render_scope(&self.plan, *scope) == e.scope
-                    })
+                    bakes.iter().find(|b| b.release == r && ScopePath::of(&self.plan, b.scope) == e.scope)
                 });
                 let detail = match bake {
-                    Some((_, b)) => {
+                    Some(b) => {
                         let left = b.until.duration_since(now).as_secs().max(0) as u64;
                         let points = b.need.saturating_sub(b.seen);
                         let mut text = format!("{} left", human_duration(left));
@@ -398,44 +313,43 @@ impl ServiceState {
                 };
                 (CellState::Baking, Some(detail))
             }
-            K::Blocked => (CellState::Blocked, e.reason.clone()),
-            K::RollbackStarted => (CellState::RollingBack, e.reason.clone()),
-            K::RollbackCompleted | K::ReleaseRolledBack => (CellState::RolledBack, e.reason.clone()),
-            K::RegionCompleted | K::WaveCompleted | K::StageCompleted | K::ReleaseCompleted => (CellState::Done, None),
-            K::BakeCompleted if !e.scope.contains('/') || self.is_wave_scope(&e.scope) => (CellState::Done, None),
-            K::WaveStarted => (CellState::Waiting, Some("the region's turn comes".into())),
-            K::BakeCompleted
-            | K::ReleaseCreated
-            | K::Approved
-            | K::StageEntered
-            | K::RegionStarted
-            | K::OneBoxDeployed
-            | K::ZoneStarted
-            | K::BatchDeployed
-            | K::ZoneCompleted
-            | K::TestStarted
-            | K::TestPassed
-            | K::TestFailed
-            | K::AlarmFired
-            | K::AlarmCleared
-            | K::ReleaseHalted
-            | K::ReleaseResumed
-            | K::ReleaseSuperseded
-            | K::HostFailed
-            | K::RegressionSuspected
-            | K::JudgeVerdict
-            | K::Held
-            | K::Resumed
-            | K::Hook => (CellState::Deploying, None),
+            EventKind::Blocked => (CellState::Blocked, e.reason.clone()),
+            EventKind::RollbackStarted => (CellState::RollingBack, e.reason.clone()),
+            EventKind::RollbackCompleted | EventKind::ReleaseRolledBack => (CellState::RolledBack, e.reason.clone()),
+            EventKind::RegionCompleted
+            | EventKind::WaveCompleted
+            | EventKind::StageCompleted
+            | EventKind::ReleaseCompleted => (CellState::Done, None),
+            // A wave's or a stage's bake ends the cell's part; a one-box's or a zone's does not.
+            EventKind::BakeCompleted
+                if matches!(e.scope, ScopePath::Service | ScopePath::Stage { .. } | ScopePath::Wave { .. }) =>
+            {
+                (CellState::Done, None)
+            }
+            EventKind::WaveStarted => (CellState::Waiting, Some("the region's turn comes".into())),
+            EventKind::BakeCompleted
+            | EventKind::ReleaseCreated
+            | EventKind::Approved
+            | EventKind::StageEntered
+            | EventKind::RegionStarted
+            | EventKind::OneBoxDeployed
+            | EventKind::ZoneStarted
+            | EventKind::BatchDeployed
+            | EventKind::ZoneCompleted
+            | EventKind::TestStarted
+            | EventKind::TestPassed
+            | EventKind::TestFailed
+            | EventKind::AlarmFired
+            | EventKind::AlarmCleared
+            | EventKind::ReleaseHalted
+            | EventKind::ReleaseResumed
+            | EventKind::ReleaseSuperseded
+            | EventKind::HostFailed
+            | EventKind::RegressionSuspected
+            | EventKind::JudgeVerdict
+            | EventKind::Held
+            | EventKind::Resumed => (CellState::Deploying, None),
         }
-    }
-
-    fn is_wave_scope(&self, scope: &str) -> bool {
-        self.plan
-            .manifest
-            .stages
-            .iter()
-            .any(|s| s.waves.iter().any(|w| scope.strip_prefix(s.name.as_str()) == Some(&format!("/{}", w.name))))
     }
 
     /// Every host of the service: where it is, what it runs, what it is doing.
@@ -520,10 +434,11 @@ impl ServiceState {
     }
 }
 
-/// Maps event scopes (`stage/region…`, `stage/wave`, `stage`) to the cells they touch.
+/// Maps event scopes (a stage's region, zone or host, a wave, a stage) to the cells they
+/// touch.
 struct Grid {
-    regions: BTreeMap<String, usize>,
-    waves: BTreeMap<String, Vec<usize>>,
+    regions: BTreeMap<(String, String), usize>,
+    waves: BTreeMap<(String, String), Vec<usize>>,
     stages: BTreeMap<String, Vec<usize>>,
     index: BTreeMap<(StageId, RegionId), usize>,
 }
@@ -538,8 +453,8 @@ impl Grid {
                 for &r in &wave.regions {
                     let cell = grid.index.len();
                     grid.index.insert((StageId(i as u16), RegionId(r as u16)), cell);
-                    grid.regions.insert(format!("{}/{}", stage.name, env.regions[r].name), cell);
-                    grid.waves.entry(format!("{}/{}", stage.name, wave.name)).or_default().push(cell);
+                    grid.regions.insert((stage.name.clone(), env.regions[r].name.clone()), cell);
+                    grid.waves.entry((stage.name.clone(), wave.name.clone())).or_default().push(cell);
                     grid.stages.entry(stage.name.clone()).or_default().push(cell);
                 }
             }
@@ -551,36 +466,42 @@ impl Grid {
         self.index.get(&(stage, region)).copied().unwrap_or(usize::MAX)
     }
 
+    /// The cells an event at `scope` of this kind touches.
+    fn cells_of(&self, kind: EventKind, scope: &ScopePath) -> &[usize] {
+        match scope {
+            ScopePath::Service => &[],
+            // Only what a stage-wide gate says reaches every region of the stage.
+            ScopePath::Stage { stage } if kind == EventKind::Blocked => {
+                self.stages.get(stage).map_or(&[], Vec::as_slice)
+            }
+            ScopePath::Stage { .. } => &[],
+            ScopePath::Wave { stage, wave } => {
+                self.waves.get(&(stage.clone(), wave.clone())).map_or(&[], Vec::as_slice)
+            }
+            ScopePath::Region { stage, region }
+            | ScopePath::Zone { stage, region, .. }
+            | ScopePath::Host { stage, region, .. } => {
+                self.regions.get(&(stage.clone(), region.clone())).map_or(&[][..], std::slice::from_ref)
+            }
+        }
+    }
+
     /// The last event per cell and release that says where the release got to there.
     fn last_phases<'a>(
         &self,
-        events: &'a [EventView],
+        events: &'a [Record],
         releases: &[ReleaseSummary],
-    ) -> BTreeMap<(usize, ReleaseId), &'a EventView> {
+    ) -> BTreeMap<(usize, ReleaseId), &'a Record> {
         let ids: BTreeMap<&str, ReleaseId> = releases.iter().map(|r| (r.version.as_str(), r.id)).collect();
         let mut last = BTreeMap::new();
         for e in events {
             let Some(name) = e.release.as_deref() else { continue };
             let Some(&id) = ids.get(name) else { continue };
-            if !PHASE_KINDS.contains(&e.kind) {
+            let RecordKind::Event(kind) = e.kind else { continue };
+            if !PHASE_KINDS.contains(&kind) {
                 continue;
             }
-            let mut parts = e.scope.splitn(3, '/');
-            let stage = parts.next().unwrap_or_default();
-            let cells: &[usize] = match parts.next() {
-                // Only what a stage-wide gate says reaches every region of the stage.
-                None if e.kind == crate::api::EventKind::Blocked => self.stages.get(stage).map_or(&[], Vec::as_slice),
-                None => &[],
-                Some(second) => {
-                    let key = format!("{stage}/{second}");
-                    match (self.waves.get(&key), self.regions.get(&key)) {
-                        (Some(cells), _) => cells.as_slice(),
-                        (None, Some(cell)) => std::slice::from_ref(cell),
-                        (None, None) => &[],
-                    }
-                }
-            };
-            for &cell in cells {
+            for &cell in self.cells_of(kind, &e.scope) {
                 last.insert((cell, id), e);
             }
         }
@@ -589,25 +510,22 @@ impl Grid {
 }
 
 /// The event kinds that move a release along in a region.
-const PHASE_KINDS: [crate::api::EventKind; 14] = {
-    use crate::api::EventKind as K;
-    [
-        K::WaveStarted,
-        K::RegionStarted,
-        K::OneBoxDeployed,
-        K::BakeStarted,
-        K::BakeCompleted,
-        K::ZoneStarted,
-        K::BatchDeployed,
-        K::ZoneCompleted,
-        K::RegionCompleted,
-        K::WaveCompleted,
-        K::Blocked,
-        K::RollbackStarted,
-        K::RollbackCompleted,
-        K::HostFailed,
-    ]
-};
+const PHASE_KINDS: [EventKind; 14] = [
+    EventKind::WaveStarted,
+    EventKind::RegionStarted,
+    EventKind::OneBoxDeployed,
+    EventKind::BakeStarted,
+    EventKind::BakeCompleted,
+    EventKind::ZoneStarted,
+    EventKind::BatchDeployed,
+    EventKind::ZoneCompleted,
+    EventKind::RegionCompleted,
+    EventKind::WaveCompleted,
+    EventKind::Blocked,
+    EventKind::RollbackStarted,
+    EventKind::RollbackCompleted,
+    EventKind::HostFailed,
+];
 
 /// `1h5m`, `4m10s`, `12s`: as manifests write durations.
 pub fn human_duration(secs: u64) -> String {
@@ -725,4 +643,97 @@ pub struct HostView {
     pub operation: Option<String>,
     pub present: bool,
     pub last_heartbeat: Option<Timestamp>,
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::state::{LogInput, ReadModel};
+
+    const MANIFEST: &str = "\
+service: web
+environments:
+  prod: { regions: { r1: { zones: { z1: 2, z2: 2 } }, r2: { zones: { y1: 2 } } } }
+strategy:
+  one_box: { hosts: 1, max_share: 50%, bake: { time: 1h, min_datapoints: 5 } }
+  rolling: { batch: 50%, zone_bake: 0s }
+stages:
+  - { name: prod, environment: prod, bake: 0s }
+alarms:
+  - { name: errors, metric: error_rate, scope: zone, threshold: \"> 0.02\", period: 1m, datapoints: 3 of 5 }
+  - { name: region-errors, metric: error_rate, scope: region, threshold: \"> 0.01\", period: 1m, datapoints: 5 of 5 }
+";
+
+    fn input(json: serde_json::Value) -> LogInput {
+        serde_json::from_value(json).expect("a log input")
+    }
+
+    /// A model with `v2`'s one-boxes deployed and baking.
+    fn baking() -> ReadModel {
+        let mut m = ReadModel::default();
+        let apply = input(serde_json::json!({"type": "apply_manifest", "file": "web.yaml", "text": MANIFEST}));
+        m.apply("web", 0, &apply).expect("the manifest applies");
+        let create =
+            input(serde_json::json!({"type": "create_release", "version": "v2", "artifact": null, "sha256": null}));
+        let mut commands = m.apply("web", 1_000, &create).expect("the release is created").commands;
+        while let Some(c) = commands.pop() {
+            for host in &c.hosts {
+                let report = input(serde_json::json!({
+                    "type": "host_report", "environment": c.environment, "host": host, "command": c.id,
+                    "ok": true, "reason": null,
+                }));
+                commands.extend(m.apply("web", 2_000, &report).expect("the report applies").commands);
+            }
+        }
+        m
+    }
+
+    fn cell(m: &ReadModel, region: &str) -> crate::views::CellView {
+        let now = crate::state::timestamp(3_000);
+        let mut pipeline = m.service("web").expect("the service").pipeline(now);
+        let cells = pipeline.stages.remove(0).waves.remove(0).cells;
+        cells.into_iter().find(|c| c.region == region).expect("the region's cell")
+    }
+
+    fn served(m: &mut ReadModel, zone: &str, requests: u64) {
+        let served = input(serde_json::json!({
+            "type": "served", "environment": "prod", "zone": zone, "version": "v2", "requests": requests,
+        }));
+        m.apply("web", 2_500, &served).expect("served applies");
+    }
+
+    #[test]
+    fn a_one_box_bake_counts_what_the_engine_counts_its_first_zone_s_traffic() {
+        let mut m = baking();
+        assert_eq!(cell(&m, "r1").state, "baking");
+        assert_eq!(cell(&m, "r1").detail.as_deref(), Some("59m59s left, 5 of 5 data points to go"));
+        served(&mut m, "z2", 3);
+        assert_eq!(
+            cell(&m, "r1").detail.as_deref(),
+            Some("59m59s left, 5 of 5 data points to go"),
+            "z2 has no one-box"
+        );
+        served(&mut m, "z1", 3);
+        assert_eq!(cell(&m, "r1").detail.as_deref(), Some("59m59s left, 2 of 5 data points to go"));
+        assert_eq!(cell(&m, "r2").detail.as_deref(), Some("59m59s left, 5 of 5 data points to go"), "another region's");
+    }
+
+    #[test]
+    fn a_cell_shows_the_alarms_the_engine_gates_its_region_on() {
+        let mut m = baking();
+        for (alarm, scope, state) in [
+            ("errors", "prod/r1/z2", "ALARM"),
+            ("region-errors", "prod/r2", "ALARM"),
+            ("region-errors", "prod/r1", "INSUFFICIENT_DATA"),
+        ] {
+            let alarm = input(serde_json::json!({
+                "type": "alarm", "alarm": alarm, "scope": scope, "state": state, "reason": "high",
+            }));
+            m.apply("web", 2_500, &alarm).expect("the alarm applies");
+        }
+        let badges = |region| -> Vec<String> {
+            cell(&m, region).alarms.into_iter().map(|a| format!("{} {} {}", a.alarm, a.scope, a.state)).collect()
+        };
+        assert_eq!(badges("r1"), ["errors prod/r1/z2 ALARM", "region-errors prod/r1 INSUFFICIENT_DATA"]);
+        assert_eq!(badges("r2"), ["region-errors prod/r2 ALARM"]);
+    }
 }

@@ -159,6 +159,18 @@ fn the_one_box_judge_rolls_back_a_one_box_worse_than_its_baseline() {
     let table = verdict.output.as_deref().expect("the per-metric table");
     assert!(table.contains("error_rate") && table.contains("latency_p99_ms"), "{table}");
     assert_eq!(detail.release.rolled_back_scopes, ["prod/r1/z1"]);
+    // The release page shows the verdict as a table of its metrics, marked as failed.
+    let page = ureq::get(&format!("{}/services/web/releases/v2", s.base))
+        .header("Cookie", format!("rollwave_token={ADMIN}"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let judge = &page[page.find("One-box judge").expect("the judge's section")..];
+    assert!(judge.contains("verdict state-halted"), "{judge}");
+    assert!(judge.contains("<th scope=\"col\">bad if</th>"), "{judge}");
+    assert!(judge.contains("<td>error_rate</td>") && judge.contains("<td>latency_p99_ms</td>"), "{judge}");
 }
 
 #[test]

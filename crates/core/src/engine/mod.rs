@@ -14,6 +14,8 @@
 //! - `rollback`: rollbacks, halts and the operator's decisions on a release;
 //! - `query`: what callers may ask without changing anything.
 
+mod alarm_instances;
+mod bake_sources;
 mod inputs;
 mod query;
 mod region;
@@ -22,6 +24,8 @@ mod state;
 mod types;
 mod waves;
 
+pub use alarm_instances::AlarmInstance;
+pub use bake_sources::BakeProgress;
 pub use query::render_scope;
 pub use types::*;
 

@@ -328,7 +328,7 @@ async fn release_page(
             .into_iter()
             .find(|r| r.version == version)
             .ok_or_else(|| ApiError::not_found(format!("service {service} has no release {version:?}")))?;
-        let events: Vec<crate::api::EventView> =
+        let events: Vec<crate::records::Record> =
             s.events.iter().filter(|e| e.release.as_deref() == Some(version.as_str())).cloned().collect();
         let created = jiff::Timestamp::from_str_or_epoch(&release.created_at);
         let end = release.completed_at.as_deref().map_or(now, jiff::Timestamp::from_str_or_epoch);
@@ -358,27 +358,31 @@ async fn release_page(
     let timeline = events
         .iter()
         .rev()
-        .map(|e| TimelineRow {
-            t: short_time(&e.t),
-            kind: e.kind.as_str().replace('_', " "),
-            class: event_class(e.kind),
-            scope: e.scope.clone(),
-            reason: e.reason.clone().unwrap_or_default(),
-            output: e.output.clone().filter(|_| e.kind != EventKind::JudgeVerdict),
+        .map(|e| {
+            let view = e.view(&service);
+            TimelineRow {
+                t: short_time(&view.t),
+                kind: view.kind.as_str().replace('_', " "),
+                class: event_class(view.kind),
+                scope: view.scope,
+                reason: view.reason.unwrap_or_default(),
+                // A verdict's table has a section of its own.
+                output: view.output.filter(|_| e.verdict().is_none()),
+            }
         })
         .collect();
     let hooks = events
         .iter()
-        .filter(|e| e.kind == EventKind::Hook)
-        .map(|e| HookRow {
-            t: short_time(&e.t),
-            scope: e.scope.clone(),
-            summary: e.reason.clone().unwrap_or_default(),
-            ok: e.reason.as_deref().is_some_and(|r| r.contains(": ok in")),
-            output: e.output.clone().unwrap_or_default(),
+        .filter_map(|e| Some((e, e.hook()?)))
+        .map(|(e, hook)| HookRow {
+            t: short_time(&e.at.to_string()),
+            scope: e.scope.to_string(),
+            summary: hook.summary(),
+            ok: hook.ok,
+            output: hook.output.clone(),
         })
         .collect();
-    let verdicts = events.iter().filter(|e| e.kind == EventKind::JudgeVerdict).map(verdict_table).collect();
+    let verdicts = events.iter().filter_map(|e| Some(verdict_view(e, e.verdict()?))).collect();
     let main = ReleaseTemplate {
         service: service.clone(),
         release: release_row(release.clone()),
@@ -436,34 +440,27 @@ fn event_class(kind: EventKind) -> &'static str {
     }
 }
 
-/// The judge's text table as rows and columns, when it has the usual shape.
-fn verdict_table(e: &crate::api::EventView) -> VerdictView {
-    let text = e.output.clone().unwrap_or_default();
-    let mut lines = text.lines();
-    let headline = lines.next().unwrap_or_default().to_owned();
-    let split = |l: &str| -> Vec<String> {
-        l.split("  ").map(str::trim).filter(|c| !c.is_empty()).map(str::to_owned).collect()
-    };
-    let mut header = Vec::new();
-    let mut rows = Vec::new();
-    let mut rest = Vec::new();
-    for line in lines {
-        if header.is_empty() && line.trim_start().starts_with("metric") {
-            header = split(line);
-        } else if !header.is_empty() && rest.is_empty() && !line.ends_with(':') && split(line).len() == header.len() {
-            rows.push(split(line));
-        } else {
-            rest.push(line.to_owned());
+/// The judge's verdict as a table of its metrics.
+fn verdict_view(e: &crate::records::Record, v: &crate::records::JudgeVerdict) -> VerdictView {
+    use crate::records::VerdictTable;
+    let (header, rows, rest) = match &v.table {
+        VerdictTable::Table { columns, rows, notes, .. } => (
+            columns.clone(),
+            rows.iter().map(|r| r.cells().into_iter().map(str::to_owned).collect()).collect(),
+            notes.trim_end().to_owned(),
+        ),
+        VerdictTable::Text(text) => {
+            (Vec::new(), Vec::new(), text.split_once('\n').map_or("", |(_, rest)| rest).trim_end().to_owned())
         }
-    }
+    };
     VerdictView {
-        t: short_time(&e.t),
-        scope: e.scope.clone(),
-        headline,
+        t: short_time(&e.at.to_string()),
+        scope: e.scope.to_string(),
+        headline: v.table.headline().to_owned(),
         header,
         rows,
-        rest: rest.join("\n"),
-        passed: !e.reason.as_deref().unwrap_or_default().contains("FAIL"),
+        rest,
+        passed: v.passed(),
     }
 }
 
@@ -532,14 +529,20 @@ async fn alarms_page(
                 .iter()
                 .rev()
                 .filter(|e| {
-                    matches!(e.kind, EventKind::AlarmFired | EventKind::AlarmCleared | EventKind::RegressionSuspected)
+                    use rollwave_core::engine::EventKind;
+                    matches!(
+                        e.kind,
+                        crate::records::RecordKind::Event(
+                            EventKind::AlarmFired | EventKind::AlarmCleared | EventKind::RegressionSuspected
+                        )
+                    )
                 })
                 .take(100)
                 .map(|e| TimelineRow {
-                    t: short_time(&e.t),
+                    t: short_time(&e.at.to_string()),
                     kind: e.kind.as_str().replace('_', " "),
-                    class: event_class(e.kind),
-                    scope: e.scope.clone(),
+                    class: event_class(e.kind.wire()),
+                    scope: e.scope.to_string(),
                     reason: e.reason.clone().unwrap_or_default(),
                     output: None,
                 })

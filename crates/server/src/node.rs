@@ -563,24 +563,7 @@ impl Node {
                 }
                 return Some(Input::Appended(result));
             }
-            Effect::Announce { seqs, events, commands } => {
-                if let Some(last) = seqs.last().copied() {
-                    self.model.write().unwrap_or_else(|p| p.into_inner()).applied_seq = last;
-                }
-                self.metrics.events_appended.inc_by(seqs.len() as u64);
-                // Tell the world, in log order.
-                for e in events {
-                    log_decision(&e, shell.lease.term);
-                    let hooks =
-                        self.read(|m| m.services.get(&e.service).map(|s| s.plan.manifest.notifications.clone()));
-                    if let Some(hooks) = hooks.filter(|h| !h.is_empty()) {
-                        self.notifier.event(&hooks, &e);
-                    }
-                    let _ = self.events.send(e);
-                }
-                self.changed.send_modify(|n| *n += 1);
-                self.wake_hosts(&commands);
-            }
+            Effect::Announce { seqs, events, commands } => self.announce(shell.lease.term, &seqs, events, &commands),
             Effect::Answer { ticket, result } => {
                 if let Some(reply) = shell.replies.remove(&ticket) {
                     let _ = reply.send(result);
@@ -597,21 +580,7 @@ impl Node {
                 self.flush_heartbeats().await;
                 return Some(Input::Requests(self.lost_hosts(leading_since_ms).await));
             }
-            Effect::NotifyBlocked => {
-                let waiting: Vec<_> = self.read(|m| {
-                    m.services
-                        .values()
-                        .filter(|s| !s.plan.manifest.notifications.is_empty())
-                        .map(|s| {
-                            let blocked = s.blocked.values().cloned().collect::<Vec<_>>();
-                            (s.name.clone(), s.plan.manifest.notifications.clone(), blocked)
-                        })
-                        .collect()
-                });
-                for (service, hooks, blocked) in waiting {
-                    self.notifier.blocked(&hooks, &service, &blocked, self.clock.now());
-                }
-            }
+            Effect::NotifyBlocked => self.notify_blocked(),
             Effect::Probe => {
                 let routers = self.routers_heard();
                 shell.monitors.start_due(&self.store, &self.model, &routers, self.clock.now_ms());
@@ -630,6 +599,43 @@ impl Node {
             Effect::ArmTimer(at) => shell.wake_at = at,
         }
         None
+    }
+
+    /// A durable append: the read model is the log's through its last record; its events
+    /// go to the log, the webhooks and the event stream in log order; long-polls and the
+    /// hosts its commands are for wake.
+    fn announce(&self, term: i64, seqs: &[i64], events: Vec<EventView>, commands: &[CommandView]) {
+        if let Some(last) = seqs.last().copied() {
+            self.model.write().unwrap_or_else(|p| p.into_inner()).applied_seq = last;
+        }
+        self.metrics.events_appended.inc_by(seqs.len() as u64);
+        for e in events {
+            log_decision(&e, term);
+            let hooks = self.read(|m| m.services.get(&e.service).map(|s| s.plan.manifest.notifications.clone()));
+            if let Some(hooks) = hooks.filter(|h| !h.is_empty()) {
+                self.notifier.event(&hooks, &e);
+            }
+            let _ = self.events.send(e);
+        }
+        self.changed.send_modify(|n| *n += 1);
+        self.wake_hosts(commands);
+    }
+
+    /// Tells the webhooks of steps blocked for too long, each once.
+    fn notify_blocked(&self) {
+        let waiting: Vec<_> = self.read(|m| {
+            m.services
+                .values()
+                .filter(|s| !s.plan.manifest.notifications.is_empty())
+                .map(|s| {
+                    let blocked = s.blocked.values().cloned().collect::<Vec<_>>();
+                    (s.name.clone(), s.plan.manifest.notifications.clone(), blocked)
+                })
+                .collect()
+        });
+        for (service, hooks, blocked) in waiting {
+            self.notifier.blocked(&hooks, &service, &blocked, self.clock.now());
+        }
     }
 
     /// Gives up the lead and the read model with it.

@@ -651,6 +651,21 @@ stages:
     }
 
     #[test]
+    fn an_inbox_entry_is_answered_in_the_append_that_logs_it() {
+        let (mut leader, mut model) = elected();
+        let through_inbox =
+            |input| Request { service: "web".into(), input, actor: admin(), ticket: None, inbox_id: Some(41) };
+        leader.handle(at(1), &mut model, Input::Requests(vec![through_inbox(manifest("web"))]));
+        let flushed = leader.handle(at(1), &mut model, Input::Flush);
+        let Effect::Append { records, answers: inbox, .. } = &flushed[0] else { panic!("{flushed:?}") };
+        assert_eq!(inbox.len(), 1, "{inbox:?}");
+        assert_eq!((inbox[0].inbox_id, inbox[0].through_record), (41, Some(records.len() - 1)));
+        assert_eq!(inbox[0].body, r#"{"error":null}"#, "the inbox's answer keeps its JSON");
+        let durable = leader.handle(at(1), &mut model, Input::Appended(Ok(seqs(0, records.len()))));
+        assert!(answers(&durable).is_empty(), "the entry's answer is in the log; nobody waits here");
+    }
+
+    #[test]
     fn a_refused_request_writes_nothing_and_is_answered_with_its_batch() {
         let (mut leader, mut model) = elected();
         let requests = vec![asked(1, "nowhere", hold()), asked(2, "web", manifest("web"))];

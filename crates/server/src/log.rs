@@ -24,7 +24,7 @@
 //! and are read with their default; an event's `reason` and `output` and a command's
 //! `targets` and `test` are left out when empty. A field may be added that way within a
 //! version; a change an earlier reader could not read takes a new version and a golden log
-//! of its own. `tests/upgrade.rs` replays every golden log and writes each of its records
+//! of its own. `tests/it/upgrade.rs` replays every golden log and writes each of its records
 //! back, which must give the very bytes it was read from.
 
 use crate::api::{EventView, HookReport};

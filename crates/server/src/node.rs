@@ -6,11 +6,11 @@ use crate::api::EventView;
 use crate::auth::{Actor, MachineComponent};
 use crate::clock::Clock;
 use crate::error::ApiError;
-use crate::leader::{Effect, InboxAnswer, InboxRequest, Input, Leader, Request, panic_text};
+use crate::leader::{AppendFailed, Effect, InboxAnswer, InboxRequest, Input, Leader, Request, Ticket, panic_text};
 use crate::metrics::Metrics;
 use crate::state::{Applied, CommandView, LogInput, ReadModel};
 use rollwave_store::{Lease, Store};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -71,13 +71,42 @@ pub struct Node {
     /// The clock's reading (ms) at the leader's last sweep, once what it decided is
     /// applied: a test in virtual time advances the clock and waits on this.
     pub swept: watch::Sender<i64>,
-    requests: mpsc::Sender<Request>,
-    requests_rx: std::sync::Mutex<Option<mpsc::Receiver<Request>>>,
+    requests: mpsc::Sender<(Request, Option<Reply>)>,
+    requests_rx: std::sync::Mutex<Option<mpsc::Receiver<(Request, Option<Reply>)>>>,
     /// Hosts heard from since the last flush to the store: (service, environment, host) → ms.
     heard: std::sync::Mutex<std::collections::HashMap<(String, String, String), i64>>,
     /// Routers that asked for a region's table: (service, environment, region) → their
     /// address → when last heard (ms). Monitors probe each region through them.
     routers: std::sync::Mutex<crate::monitors::Routers>,
+}
+
+/// The way back to a caller waiting on this replica for a request's outcome.
+type Reply = oneshot::Sender<Result<(Applied, i64), ApiError>>;
+
+/// What the shell keeps while it leads: the lease it writes under, the callers waiting, the
+/// timer, the tasks that probe and query, and whether the leader stepped down.
+struct Shell {
+    lease: Lease,
+    replies: HashMap<Ticket, Reply>,
+    next_ticket: u64,
+    wake_at: jiff::Timestamp,
+    monitors: crate::monitors::Monitors,
+    signals: crate::signals::Signals,
+    /// Set by [`Effect::StepDown`]: whether to give the lease up.
+    stepped_down: Option<bool>,
+}
+
+impl Shell {
+    /// The request, with a ticket naming its caller if one waits.
+    fn ticketed(&mut self, (mut request, reply): (Request, Option<Reply>)) -> Request {
+        if let Some(reply) = reply {
+            self.next_ticket += 1;
+            let ticket = Ticket(self.next_ticket);
+            self.replies.insert(ticket, reply);
+            request.ticket = Some(ticket);
+        }
+        request
+    }
 }
 
 /// A router not heard from for this long is no longer probed through: three of its
@@ -233,10 +262,10 @@ impl Node {
                 service: service.to_owned(),
                 input: input.clone(),
                 actor: actor.clone(),
-                reply: Some(tx),
+                ticket: None,
                 inbox_id: None,
             };
-            if self.requests.send(request).await.is_ok() {
+            if self.requests.send((request, Some(tx))).await.is_ok() {
                 // No deadline here: once the applier has the request, only its answer can
                 // say whether it is in the log. The applier waits on nothing but the store,
                 // and answers every request it drops when it steps down.
@@ -300,7 +329,12 @@ impl Node {
                 tracing::warn!("reading the log failed: {e}");
             }
             self.ready.send_replace(true);
-            let lease = self.store.acquire_lease(&self.config.node_id, None, self.config.lease_ttl).await;
+            // The lease is shared with other processes, whose only common clock is the
+            // wall: it is read from the wall, never from the replica's clock.
+            let lease = self
+                .store
+                .acquire_lease_at(&self.config.node_id, None, self.config.lease_ttl, rollwave_store::now_ms())
+                .await;
             match lease {
                 Ok(Some(lease)) => {
                     // A term after the first is a takeover from the replica that held the last.
@@ -312,8 +346,8 @@ impl Node {
                 Err(e) => tracing::warn!("the lease could not be read: {e}"),
             }
             // Followers answer nothing themselves: refuse what reached the channel.
-            while let Ok(r) = rx.try_recv() {
-                if let Some(reply) = r.reply {
+            while let Ok((_, reply)) = rx.try_recv() {
+                if let Some(reply) = reply {
                     let _ = reply.send(Err(ApiError::unavailable("this replica is not the leader")));
                 }
             }
@@ -366,7 +400,15 @@ impl Node {
         }
     }
 
-    async fn lead(&self, lease: Lease, rx: &mut mpsc::Receiver<Request>, last_inbox: &mut i64, leader: &mut Leader) {
+    /// Leads while the lease holds: hears requests, the inbox, the clock and the lease, hands
+    /// each to `leader` and performs what it decides, until it steps down.
+    async fn lead(
+        &self,
+        lease: Lease,
+        rx: &mut mpsc::Receiver<(Request, Option<Reply>)>,
+        last_inbox: &mut i64,
+        leader: &mut Leader,
+    ) {
         // Catch up with anything the previous leader wrote before its lease ran out.
         if let Err(e) = self.follow().await {
             tracing::warn!("catching up failed: {e}");
@@ -376,9 +418,6 @@ impl Node {
         self.metrics.leader.set(1);
         // Entries a previous term read but never answered are still unanswered: read them again.
         *last_inbox = 0;
-        // Deployments in flight when the previous leader stopped are delivered again.
-        let in_flight: Vec<CommandView> = self.read(|m| m.services.values().flat_map(|s| s.in_flight()).collect());
-        self.drive(in_flight);
 
         // Renewing runs on a task of its own, so that nothing the loop does can let the
         // lease run out; the loop only hears when it is lost. The lease is shared with
@@ -392,141 +431,211 @@ impl Node {
             lost_tx,
         )));
         let (alarms_tx, mut alarms) = mpsc::channel(1024);
-        let mut signals =
-            crate::signals::Signals::new(self.config.prometheus.clone(), self.config.datapoint_bin, alarms_tx);
-        let mut monitors = crate::monitors::Monitors::new(Arc::clone(&self.clock));
-        let mut wake_at = jiff::Timestamp::MAX;
-        let mut batch: Vec<Request> = Vec::new();
-        let elected = leader.handle(self.clock.now(), Input::Elected);
-        self.perform(elected, &mut batch, &mut wake_at, &mut monitors, &mut signals).await;
+        let mut shell = Shell {
+            lease: lease.clone(),
+            replies: HashMap::new(),
+            next_ticket: 0,
+            wake_at: jiff::Timestamp::MAX,
+            monitors: crate::monitors::Monitors::new(Arc::clone(&self.clock)),
+            signals: crate::signals::Signals::new(self.config.prometheus.clone(), self.config.datapoint_bin, alarms_tx),
+            stepped_down: None,
+        };
+        // Deployments in flight when the previous leader stopped are delivered again.
+        let in_flight: Vec<CommandView> = self.read(|m| m.services.values().flat_map(|s| s.in_flight()).collect());
+        let mut turn = VecDeque::from([Input::Elected { in_flight }]);
         // The inbox is read every 100 ms of real time: it is a poll of the store, not a
         // decision, and followers' requests must arrive whatever the clock says.
         let mut poll = tokio::time::interval(Duration::from_millis(100));
         loop {
-            let mut swept = None;
-            let timer = self.clock.sleep_until(wake_at);
+            let (now, swept) = self.take_turn(leader, &mut shell, &mut turn).await;
+            if let Some(release_lease) = shell.stepped_down {
+                // Any replica, this one included, may take over at once with a model
+                // replayed from the log.
+                if release_lease {
+                    if let Err(e) = self.store.release_lease(&lease).await {
+                        tracing::warn!(term = lease.term, "giving up the lease failed: {e}");
+                    }
+                }
+                for (_, reply) in shell.replies.drain() {
+                    let _ = reply.send(Err(ApiError::unavailable("this replica lost the lead")));
+                }
+                return;
+            }
+            if swept {
+                // The sweep of this turn is done, and what it decided is applied.
+                self.swept.send_replace(now.as_millisecond());
+            }
+            let timer = self.clock.sleep_until(shell.wake_at);
             tokio::select! {
-                Some(r) = rx.recv() => {
-                    batch.push(r);
-                    while batch.len() < 512 {
+                Some(first) = rx.recv() => {
+                    let mut requests = vec![shell.ticketed(first)];
+                    while requests.len() < 512 {
                         match rx.try_recv() {
-                            Ok(r) => batch.push(r),
+                            Ok(r) => requests.push(shell.ticketed(r)),
                             Err(_) => break,
                         }
                     }
+                    turn.push_back(Input::Requests(requests));
                 }
                 Some((service, input)) = alarms.recv() => {
-                    batch.push(Request::from_machine(MachineComponent::Signals, service, input));
+                    turn.push_back(Input::Requests(vec![Request::from_machine(MachineComponent::Signals, service, input)]));
                 }
                 _ = &mut lost => {
                     tracing::info!(term = lease.term, "the lease was lost: stepping down");
-                    return self.step_down(batch).await;
+                    turn.push_back(Input::LeaseLost);
                 }
                 _ = poll.tick() => {
+                    let mut requests = Vec::new();
                     match self.store.pending(*last_inbox, 512).await {
                         Ok(rows) => for (id, body) in rows {
                             *last_inbox = id;
                             match serde_json::from_str::<InboxRequest>(&body) {
-                                Ok(r) => batch.push(Request { service: r.service, input: r.input, actor: r.actor, reply: None, inbox_id: Some(id) }),
+                                Ok(r) => requests.push(Request { service: r.service, input: r.input, actor: r.actor, ticket: None, inbox_id: Some(id) }),
                                 Err(e) => tracing::warn!(id, "unreadable inbox entry: {e}"),
                             }
                         },
                         Err(e) => tracing::warn!("reading the inbox failed: {e}"),
                     }
-                    let due = self.read(|m| m.services.values().map(|s| (s.name.clone(), s.engine.next_deadline())).collect());
-                    let effects = leader.handle(self.clock.now(), Input::Due(due));
-                    self.perform(effects, &mut batch, &mut wake_at, &mut monitors, &mut signals).await;
+                    turn.push_back(Input::Requests(requests));
+                    turn.push_back(Input::Due(self.due()));
                 }
                 _ = timer => {
                     // What is due is decided at every sweep too, so that once a sweep
                     // at a time is done, so are the ticks due by then.
-                    let now = self.clock.now();
-                    let due = self.read(|m| m.services.values().map(|s| (s.name.clone(), s.engine.next_deadline())).collect());
-                    let effects = leader.handle(now, Input::Due(due));
-                    self.perform(effects, &mut batch, &mut wake_at, &mut monitors, &mut signals).await;
+                    turn.push_back(Input::Due(self.due()));
                     let longest_watch = self.read(|m| m.services.values().map(|s| s.plan.manifest.watch).max()).unwrap_or_default();
-                    let effects = leader.handle(now, Input::Timer { longest_watch });
-                    self.perform(effects, &mut batch, &mut wake_at, &mut monitors, &mut signals).await;
-                    swept = Some(now.as_millisecond());
+                    turn.push_back(Input::Timer { longest_watch });
                 }
             }
-            if !batch.is_empty() {
-                let requests = std::mem::take(&mut batch);
-                if let Err(unapplied) = self.apply_batch(&lease, requests).await {
-                    self.step_down(unapplied).await;
-                    // Any replica, this one included, may take over at once with a model
-                    // replayed from the log.
-                    if let Err(e) = self.store.release_lease(&lease).await {
-                        tracing::warn!(term = lease.term, "giving up the lease failed: {e}");
-                    }
-                    return;
-                }
-            }
-            if let Some(at) = swept {
-                self.swept.send_replace(at);
-            }
+            turn.push_back(Input::Flush);
         }
     }
 
-    /// Performs what the leader decided; inputs it submits join `batch`.
-    async fn perform(
+    /// Each service and its engine's next deadline, for [`Input::Due`].
+    fn due(&self) -> Vec<(String, Option<jiff::Timestamp>)> {
+        self.read(|m| m.services.values().map(|s| (s.name.clone(), s.engine.next_deadline())).collect())
+    }
+
+    /// Hands the turn's inputs to the leader at one reading of the clock, performing its
+    /// effects as they come; what an effect gives back (an append's outcome, lost hosts,
+    /// alarm states) goes in next, before the rest of the turn. Returns the time it read,
+    /// and whether the turn swept.
+    async fn take_turn(
         &self,
-        effects: Vec<Effect>,
-        batch: &mut Vec<Request>,
-        wake_at: &mut jiff::Timestamp,
-        monitors: &mut crate::monitors::Monitors,
-        signals: &mut crate::signals::Signals,
-    ) {
-        for effect in effects {
-            match effect {
-                Effect::Submit { component, service, input } => {
-                    batch.push(Request::from_machine(component, service, input));
-                }
-                Effect::FindLostHosts { leading_since_ms } => {
-                    // Every replica's heartbeats are in the store; the lost hosts already
-                    // reported stay absent until they register again.
-                    self.flush_heartbeats().await;
-                    batch.extend(self.lost_hosts(leading_since_ms).await);
-                }
-                Effect::NotifyBlocked => {
-                    let waiting: Vec<_> = self.read(|m| {
-                        m.services
-                            .values()
-                            .filter(|s| !s.plan.manifest.notifications.is_empty())
-                            .map(|s| {
-                                let blocked = s.blocked.values().cloned().collect::<Vec<_>>();
-                                (s.name.clone(), s.plan.manifest.notifications.clone(), blocked)
-                            })
-                            .collect()
-                    });
-                    for (service, hooks, blocked) in waiting {
-                        self.notifier.blocked(&hooks, &service, &blocked, self.clock.now());
-                    }
-                }
-                Effect::Probe => {
-                    let routers = self.routers_heard();
-                    monitors.start_due(&self.store, &self.model, &routers, self.clock.now_ms());
-                }
-                Effect::Query => {
-                    for (service, input) in signals.due(&self.store, &self.model, self.clock.now_ms()).await {
-                        batch.push(Request::from_machine(MachineComponent::Signals, service, input));
-                    }
-                }
-                Effect::PruneMetrics { before_ms } => {
-                    let _ = self.store.prune_metrics(before_ms).await;
-                }
-                Effect::ArmTimer(at) => *wake_at = at,
+        leader: &mut Leader,
+        shell: &mut Shell,
+        turn: &mut VecDeque<Input>,
+    ) -> (jiff::Timestamp, bool) {
+        let now = self.clock.now();
+        let mut swept = false;
+        while let Some(input) = turn.pop_front() {
+            swept |= matches!(input, Input::Timer { .. });
+            let effects = {
+                let mut model = self.model.write().unwrap_or_else(|p| p.into_inner());
+                leader.handle(now, &mut model, input)
+            };
+            let mut back = Vec::new();
+            for effect in effects {
+                back.extend(self.perform(effect, shell).await);
+            }
+            for input in back.into_iter().rev() {
+                turn.push_front(input);
+            }
+            if shell.stepped_down.is_some() {
+                turn.clear();
+                break;
             }
         }
+        (now, swept)
     }
 
-    async fn step_down(&self, pending: Vec<Request>) {
-        for r in pending {
-            if let Some(reply) = r.reply {
-                let _ = reply.send(Err(ApiError::unavailable("this replica lost the lead")));
+    /// Performs one effect; returns what it gives back to the leader.
+    async fn perform(&self, effect: Effect, shell: &mut Shell) -> Option<Input> {
+        match effect {
+            Effect::Append { records, answers, audits } => {
+                let result = match self.store.append(&shell.lease, &records, &answers, &audits).await {
+                    Ok(seqs) => Ok(seqs),
+                    Err(rollwave_store::StoreError::Fenced { .. }) => Err(AppendFailed::Fenced),
+                    Err(e) => Err(AppendFailed::Store(e.to_string())),
+                };
+                if let Err(e) = &result {
+                    tracing::warn!(term = shell.lease.term, "appending to the log failed: {e:?}");
+                }
+                return Some(Input::Appended(result));
             }
+            Effect::Announce { seqs, events, commands } => self.announce(shell.lease.term, &seqs, events, &commands),
+            Effect::Answer { ticket, result } => {
+                if let Some(reply) = shell.replies.remove(&ticket) {
+                    let _ = reply.send(result);
+                }
+            }
+            Effect::Send(commands) => self.drive(commands),
+            Effect::StepDown { release_lease } => {
+                self.stop_leading();
+                shell.stepped_down = Some(release_lease);
+            }
+            Effect::FindLostHosts { leading_since_ms } => {
+                // Every replica's heartbeats are in the store; the lost hosts already
+                // reported stay absent until they register again.
+                self.flush_heartbeats().await;
+                return Some(Input::Requests(self.lost_hosts(leading_since_ms).await));
+            }
+            Effect::NotifyBlocked => self.notify_blocked(),
+            Effect::Probe => {
+                let routers = self.routers_heard();
+                shell.monitors.start_due(&self.store, &self.model, &routers, self.clock.now_ms());
+            }
+            Effect::Query => {
+                let found = shell.signals.due(&self.store, &self.model, self.clock.now_ms()).await;
+                let requests = found
+                    .into_iter()
+                    .map(|(service, input)| Request::from_machine(MachineComponent::Signals, service, input))
+                    .collect();
+                return Some(Input::Requests(requests));
+            }
+            Effect::PruneMetrics { before_ms } => {
+                let _ = self.store.prune_metrics(before_ms).await;
+            }
+            Effect::ArmTimer(at) => shell.wake_at = at,
         }
-        self.stop_leading();
+        None
+    }
+
+    /// A durable append: the read model is the log's through its last record; its events
+    /// go to the log, the webhooks and the event stream in log order; long-polls and the
+    /// hosts its commands are for wake.
+    fn announce(&self, term: i64, seqs: &[i64], events: Vec<EventView>, commands: &[CommandView]) {
+        if let Some(last) = seqs.last().copied() {
+            self.model.write().unwrap_or_else(|p| p.into_inner()).applied_seq = last;
+        }
+        self.metrics.events_appended.inc_by(seqs.len() as u64);
+        for e in events {
+            log_decision(&e, term);
+            let hooks = self.read(|m| m.services.get(&e.service).map(|s| s.plan.manifest.notifications.clone()));
+            if let Some(hooks) = hooks.filter(|h| !h.is_empty()) {
+                self.notifier.event(&hooks, &e);
+            }
+            let _ = self.events.send(e);
+        }
+        self.changed.send_modify(|n| *n += 1);
+        self.wake_hosts(commands);
+    }
+
+    /// Tells the webhooks of steps blocked for too long, each once.
+    fn notify_blocked(&self) {
+        let waiting: Vec<_> = self.read(|m| {
+            m.services
+                .values()
+                .filter(|s| !s.plan.manifest.notifications.is_empty())
+                .map(|s| {
+                    let blocked = s.blocked.values().cloned().collect::<Vec<_>>();
+                    (s.name.clone(), s.plan.manifest.notifications.clone(), blocked)
+                })
+                .collect()
+        });
+        for (service, hooks, blocked) in waiting {
+            self.notifier.blocked(&hooks, &service, &blocked, self.clock.now());
+        }
     }
 
     /// Gives up the lead and the read model with it.
@@ -541,60 +650,6 @@ impl Node {
         *self.model.write().unwrap_or_else(|p| p.into_inner()) = ReadModel::default();
         self.changed.send_modify(|n| *n += 1);
         self.reset.send_modify(|n| *n += 1);
-    }
-
-    /// Applies a batch of requests and appends them in one fenced transaction. Returns
-    /// `Err` with the requests left unapplied when this replica must stop leading: the
-    /// write was refused, or applying an input failed midway (a panic, or a record that
-    /// cannot be written), which leaves the read model in a state no log holds.
-    async fn apply_batch(&self, lease: &Lease, requests: Vec<Request>) -> Result<(), Vec<Request>> {
-        let batch = {
-            let mut model = self.model.write().unwrap_or_else(|p| p.into_inner());
-            crate::leader::apply_batch(&mut model, || self.clock.now_ms(), requests)
-        };
-        let crate::leader::Batch { records, answers, audits, outcomes, unapplied, faulted } = batch;
-        let seqs = match self.store.append(lease, &records, &answers, &audits).await {
-            Ok(seqs) => seqs,
-            Err(e) => {
-                tracing::warn!(term = lease.term, "appending to the log failed, stepping down: {e}");
-                for (r, _, _) in outcomes {
-                    if let Some(reply) = r.reply {
-                        let _ = reply.send(Err(ApiError::unavailable("the write was refused; retry")));
-                    }
-                }
-                return Err(unapplied);
-            }
-        };
-        if let Some(last) = seqs.last().copied() {
-            self.model.write().unwrap_or_else(|p| p.into_inner()).applied_seq = last;
-        }
-        self.metrics.events_appended.inc_by(seqs.len() as u64);
-        // Tell the world, in log order.
-        let (events, mut commands) = crate::leader::announced(&records, &seqs);
-        for e in events {
-            log_decision(&e, lease.term);
-            let hooks = self.read(|m| m.services.get(&e.service).map(|s| s.plan.manifest.notifications.clone()));
-            if let Some(hooks) = hooks.filter(|h| !h.is_empty()) {
-                self.notifier.event(&hooks, &e);
-            }
-            let _ = self.events.send(e);
-        }
-        self.changed.send_modify(|n| *n += 1);
-        self.wake_hosts(&commands);
-        if faulted {
-            // Before anyone hears of the fault, the half-changed model is gone; the next
-            // term delivers the commands again.
-            self.stop_leading();
-            commands.clear();
-        }
-        for (r, result, through) in outcomes {
-            if let Some(reply) = r.reply {
-                let seq = through.and_then(|i| seqs.get(i).copied()).unwrap_or(0);
-                let _ = reply.send(result.map(|a| (a, seq)));
-            }
-        }
-        self.drive(commands);
-        if faulted { Err(unapplied) } else { Ok(()) }
     }
 
     /// Hands commands to the driver: stages' tests and `exec` environments' commands run
@@ -620,7 +675,8 @@ impl Node {
                         reason: (!run.ok).then(|| format!("test {} failed: {}", test.name, hook_outcome(&run))),
                         output: run.output,
                     };
-                    let _ = requests.send(Request::from_machine(MachineComponent::Driver, service, input)).await;
+                    let _ =
+                        requests.send((Request::from_machine(MachineComponent::Driver, service, input), None)).await;
                 });
                 continue;
             }
@@ -638,7 +694,9 @@ impl Node {
                             reason: (!hook.ok).then(|| format!("exec command failed: {}", hook_outcome(&hook))),
                             hooks: vec![hook],
                         };
-                        let _ = requests.send(Request::from_machine(MachineComponent::Driver, service, input)).await;
+                        let _ = requests
+                            .send((Request::from_machine(MachineComponent::Driver, service, input), None))
+                            .await;
                     });
                 }
                 continue;
@@ -657,7 +715,8 @@ impl Node {
                 let service = c.service.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
-                    let _ = requests.send(Request::from_machine(MachineComponent::Driver, service, input)).await;
+                    let _ =
+                        requests.send((Request::from_machine(MachineComponent::Driver, service, input), None)).await;
                 });
             }
         }
@@ -726,7 +785,7 @@ async fn renew_lease(store: Store, node_id: String, lease: Lease, ttl: Duration,
     let mut renewed = tokio::time::Instant::now();
     loop {
         every.tick().await;
-        match store.acquire_lease(&node_id, Some(&lease), ttl).await {
+        match store.acquire_lease_at(&node_id, Some(&lease), ttl, rollwave_store::now_ms()).await {
             Ok(Some(l)) if l.term == lease.term => renewed = tokio::time::Instant::now(),
             Ok(_) => break,
             Err(e) => {

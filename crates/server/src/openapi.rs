@@ -1,5 +1,5 @@
 //! The OpenAPI 3.1 description of the API, served at `/v1/openapi.json`. It is written
-//! here by hand beside the wire types of [`crate::api`]; the test `tests/openapi.rs`
+//! here by hand beside the wire types of [`crate::api`]; the test `tests/it/openapi.rs`
 //! holds it to the router (every served route, every path parameter), to
 //! `openapi-spec-validator`, and CI runs Schemathesis against a live server with it.
 //!

@@ -2,6 +2,7 @@
 //! the variable is set before the server starts, and this is the only test in the
 //! process, so no other thread reads the environment while it is written.
 
+#[path = "it/support/mod.rs"]
 mod support;
 
 use rollwave_server::Driver;

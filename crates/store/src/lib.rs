@@ -293,7 +293,20 @@ impl Store {
     /// Takes the lease if it is free or expired (or already ours), with a new term; or
     /// renews it if we hold it. Returns the lease we hold afterwards, if any.
     pub async fn acquire_lease(&self, holder: &str, current: Option<&Lease>, ttl: Duration) -> Result<Option<Lease>> {
-        let now = now_ms();
+        self.acquire_lease_at(holder, current, ttl, now_ms()).await
+    }
+
+    /// [`Store::acquire_lease`] at `now` (unix ms): the lease is judged expired, and its
+    /// new expiry set, from that reading. Every process sharing the lease must read the
+    /// same clock, which can only be the wall ([`now_ms`]); tests pass other readings to
+    /// check expiry without waiting for it.
+    pub async fn acquire_lease_at(
+        &self,
+        holder: &str,
+        current: Option<&Lease>,
+        ttl: Duration,
+        now: i64,
+    ) -> Result<Option<Lease>> {
         let expires = now + ttl.as_millis() as i64;
         match &self.pool {
             Pool::Sqlite(p) => {

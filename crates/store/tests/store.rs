@@ -15,21 +15,27 @@ async fn sqlite(name: &str) -> (Store, tempfile::TempDir) {
     (Store::open(&url).await.unwrap(), dir)
 }
 
-/// A leader whose lease expired and was taken cannot write any more; the new one can.
+/// A leader whose lease expired and was taken cannot write any more; the new one can. The
+/// lease is judged at the readings of the clock given, so its expiry needs no waiting.
 async fn a_stale_leader_is_fenced(store: Store, other: Store) {
     let ttl = Duration::from_millis(300);
-    let a = store.acquire_lease("a", None, ttl).await.unwrap().expect("a free lease is taken");
-    assert_eq!(other.acquire_lease("b", None, ttl).await.unwrap(), None, "held and not expired");
+    let t0 = rollwave_store::now_ms();
+    let a = store.acquire_lease_at("a", None, ttl, t0).await.unwrap().expect("a free lease is taken");
+    let held = other.acquire_lease_at("b", None, ttl, t0 + 300).await.unwrap();
+    assert_eq!(held, None, "held, and not expired until a whole time to live has passed");
     store.append(&a, &[record("a1")], &[], &[]).await.unwrap();
 
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let b = other.acquire_lease("b", None, ttl).await.unwrap().expect("an expired lease is taken over");
+    let b = other.acquire_lease_at("b", None, ttl, t0 + 301).await.unwrap().expect("an expired lease is taken over");
     assert_eq!(b.term, a.term + 1, "every takeover raises the term");
 
     let late = store.append(&a, &[record("a2")], &[], &[]).await;
     assert!(matches!(late, Err(rollwave_store::StoreError::Fenced { .. })), "{late:?}");
-    let renewal = store.acquire_lease("a", Some(&a), ttl).await.unwrap();
+    let renewal = store.acquire_lease_at("a", Some(&a), ttl, t0 + 302).await.unwrap();
     assert_eq!(renewal, None, "the old leader cannot renew either");
+    let renewed = other.acquire_lease_at("b", Some(&b), ttl, t0 + 601).await.unwrap();
+    assert_eq!(renewed, Some(b.clone()), "the holder renews at the last moment of its lease");
+    let kept = store.acquire_lease_at("a", None, ttl, t0 + 901).await.unwrap();
+    assert_eq!(kept, None, "a renewal counts its time to live from the renewal");
     other.append(&b, &[record("b1")], &[], &[]).await.unwrap();
 
     let log = other.read_log(0, 100, None).await.unwrap();

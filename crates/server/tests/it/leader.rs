@@ -2,7 +2,7 @@
 //! Prometheus and webhooks that accept connections and never reply. Real sockets hang
 //! for real: this test runs on the wall clock.
 
-mod support;
+use crate::support;
 
 use rollwave_server::api::*;
 use rollwave_server::state::LogInput;

@@ -1,7 +1,7 @@
 //! A dashboard page whose store read fails says so with an error status, instead of
 //! showing what it could not read as nothing.
 
-mod support;
+use crate::support;
 
 use rollwave_server::Driver;
 use rollwave_server::api::*;

@@ -2,7 +2,7 @@
 //! Debian's `prometheus` package) finds nothing to say, and the content type names the
 //! format the body is in (the text format, 0.0.4).
 
-mod support;
+use crate::support;
 
 use rollwave_exposition::testing::promtool_check;
 use rollwave_server::Driver;

@@ -2,7 +2,7 @@
 //! alarm states and bake data points; an alarm where a release is deploying rolls that
 //! zone back at once.
 
-mod support;
+use crate::support;
 
 use rollwave_server::Driver;
 use rollwave_server::api::*;

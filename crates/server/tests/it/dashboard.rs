@@ -3,7 +3,7 @@
 //! reads a release's timeline and acts after logging in. Screenshots are kept in
 //! `target/dashboard-screenshots/`.
 
-mod support;
+use crate::support;
 
 use rollwave_server::Driver;
 use rollwave_server::api::*;

@@ -1,7 +1,7 @@
 //! A release's version and artifact are hostile input: they are checked where a release
 //! comes in, and an `exec` command gets them only as environment variables.
 
-mod support;
+use crate::support;
 
 use rollwave_server::Driver;
 use rollwave_server::api::*;

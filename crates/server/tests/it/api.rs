@@ -1,6 +1,6 @@
 //! The API over real HTTP against a server in this process with a real SQLite file.
 
-mod support;
+use crate::support;
 
 use rollwave_server::Driver;
 use rollwave_server::api::*;

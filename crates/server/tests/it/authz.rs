@@ -2,7 +2,7 @@
 //! real HTTP, with the expected status as data. Then the token lifecycle across two
 //! replicas, and tokens' names as actors in the audit.
 
-mod support;
+use crate::support;
 
 use rollwave_server::Driver;
 use rollwave_server::api::*;

@@ -1,6 +1,6 @@
 //! A `source: prometheus` alarm against a real Prometheus scraping a real exporter.
 
-mod support;
+use crate::support;
 
 use rollwave_server::api::*;
 use std::io::Write;

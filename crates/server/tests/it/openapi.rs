@@ -2,7 +2,7 @@
 //! router's own table), its path parameters, and an outside validator
 //! (`openapi-spec-validator`, from PyPI) when one is installed.
 
-mod support;
+use crate::support;
 
 use rollwave_server::Driver;
 use std::collections::BTreeSet;

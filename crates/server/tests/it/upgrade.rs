@@ -4,7 +4,7 @@
 //! releases that release answered, the audit chain still verifies and goes on, and every
 //! record of each log reads as this release's format and writes back byte for byte.
 
-mod support;
+use crate::support;
 
 use rollwave_server::Driver;
 use rollwave_server::api::*;

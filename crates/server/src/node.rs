@@ -723,20 +723,49 @@ impl Node {
     }
 }
 
-/// Events that change where a rollout goes, as the log names them: each is logged at
-/// info once it is durable, with its service, release and scope.
-const DECISIONS: [&str; 7] = [
-    "release_halted",
-    "release_resumed",
-    "rollback_started",
-    "rollback_completed",
-    "release_rolled_back",
-    "release_superseded",
-    "regression_suspected",
-];
+/// Whether an event changes where a rollout goes: each such event is logged at info once
+/// it is durable, with its service, release and scope.
+fn is_decision(kind: rollwave_api::EventKind) -> bool {
+    use rollwave_api::EventKind as K;
+    match kind {
+        K::ReleaseHalted
+        | K::ReleaseResumed
+        | K::RollbackStarted
+        | K::RollbackCompleted
+        | K::ReleaseRolledBack
+        | K::ReleaseSuperseded
+        | K::RegressionSuspected => true,
+        K::ReleaseCreated
+        | K::Approved
+        | K::StageEntered
+        | K::WaveStarted
+        | K::RegionStarted
+        | K::OneBoxDeployed
+        | K::BakeStarted
+        | K::BakeCompleted
+        | K::ZoneStarted
+        | K::BatchDeployed
+        | K::ZoneCompleted
+        | K::RegionCompleted
+        | K::WaveCompleted
+        | K::StageCompleted
+        | K::TestStarted
+        | K::TestPassed
+        | K::TestFailed
+        | K::AlarmFired
+        | K::AlarmCleared
+        | K::Blocked
+        | K::ReleaseCompleted
+        | K::HostFailed
+        | K::JudgeVerdict
+        | K::Held
+        | K::Resumed
+        | K::Hook => false,
+    }
+}
 
 fn log_decision(e: &EventView, term: i64) {
-    if DECISIONS.contains(&e.kind.as_str()) {
+    if is_decision(e.kind) {
         tracing::info!(
             service = %e.service,
             release = e.release.as_deref().unwrap_or("-"),

@@ -10,8 +10,7 @@ use crate::records::{
 };
 use jiff::Timestamp;
 use rollwave_core::engine::{
-    Action, CommandId, Engine, Event, EventKind, Input, OperatorCommand, Output, Purpose, ReleaseId, ReleaseStatus,
-    render_scope,
+    Action, CommandId, Engine, Event, EventKind, Input, OperatorCommand, Output, ReleaseId, ReleaseStatus, render_scope,
 };
 use rollwave_core::judge::Outcome;
 use rollwave_core::plan::{EnvId, HostId, Plan, StageId};
@@ -30,7 +29,7 @@ pub struct CommandView {
     pub environment: String,
     pub hosts: Vec<String>,
     pub version: String,
-    pub purpose: String,
+    pub purpose: rollwave_api::Purpose,
     /// For `exec` environments: per host, its region, its zone and the share (percent)
     /// of its region that runs the version once this step is done.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -71,8 +70,6 @@ pub struct Applied {
     pub events: Vec<EventView>,
     pub commands: Vec<CommandView>,
 }
-
-pub const OPERATOR_ACTIONS: [&str; 6] = ["approve", "rollback", "retry", "roll_forward", "hold", "resume"];
 
 pub struct ServiceState {
     pub name: String,
@@ -276,7 +273,7 @@ impl ServiceState {
                     service: self.name.clone(),
                     environment: self.plan.manifest.environments[stage_spec.environment].name.clone(),
                     hosts: Vec::new(),
-                    purpose: "test".into(),
+                    purpose: rollwave_api::Purpose::Test,
                     targets: Vec::new(),
                     test: Some(TestRun {
                         stage: stage_spec.name.clone(),
@@ -294,10 +291,7 @@ impl ServiceState {
         }
         let environment = &self.plan.manifest.environments[env.idx()];
         let version_name = self.engine.version_name(version).to_owned();
-        let purpose = match purpose {
-            Purpose::Rollout => "rollout",
-            Purpose::Rollback => "rollback",
-        };
+        let purpose = rollwave_api::Purpose::from(purpose);
         let targets = self.exec_targets(env, &hosts, version, purpose);
         Some(CommandView {
             id: c.id.0,
@@ -305,7 +299,7 @@ impl ServiceState {
             environment: environment.name.clone(),
             hosts: hosts.iter().map(|&h| self.plan.host_name(env, h).to_owned()).collect(),
             version: version_name,
-            purpose: purpose.into(),
+            purpose,
             targets,
             test: None,
         })
@@ -313,7 +307,13 @@ impl ServiceState {
 
     /// For `exec` environments: the command to run per host and the values its
     /// templates stand for.
-    fn exec_targets(&self, env: EnvId, hosts: &[HostId], version: ReleaseId, purpose: &str) -> Vec<ExecTarget> {
+    fn exec_targets(
+        &self,
+        env: EnvId,
+        hosts: &[HostId],
+        version: ReleaseId,
+        purpose: rollwave_api::Purpose,
+    ) -> Vec<ExecTarget> {
         let environment = &self.plan.manifest.environments[env.idx()];
         let Some(exec) = &environment.exec else { return Vec::new() };
         let version_name = self.engine.version_name(version);
@@ -330,8 +330,11 @@ impl ServiceState {
                     .count() as u32;
                 let share = on_version * 100 / total;
                 let template = match (purpose, &exec.rollback) {
-                    ("rollback", Some(r)) => r.as_str(),
-                    _ => exec.deploy.as_str(),
+                    (rollwave_api::Purpose::Rollback, Some(r)) => r.as_str(),
+                    (
+                        rollwave_api::Purpose::Rollback | rollwave_api::Purpose::Rollout | rollwave_api::Purpose::Test,
+                        _,
+                    ) => exec.deploy.as_str(),
                 };
                 let share_text = share.to_string();
                 let value = |t: Template| match t {
@@ -476,14 +479,17 @@ impl ServiceState {
                         release.as_deref().ok_or_else(|| ApiError::bad_request(format!("{action} needs a release")))?;
                     self.engine.release_named(name).ok_or_else(|| ApiError::not_found(format!("no release {name:?}")))
                 };
-                Input::Operator(match action.as_str() {
-                    "approve" => OperatorCommand::Approve { release: release()?, stage },
-                    "rollback" => OperatorCommand::Rollback { release: release()? },
-                    "retry" => OperatorCommand::Retry { release: release()? },
-                    "roll_forward" => OperatorCommand::RollForward { release: release()? },
-                    "hold" => OperatorCommand::Hold { stage },
-                    "resume" => OperatorCommand::Resume { stage },
-                    other => return Err(ApiError::not_found(format!("no action {other:?}"))),
+                use rollwave_api::OperatorAction as A;
+                let Some(named) = A::named(action) else {
+                    return Err(ApiError::not_found(format!("no action {action:?}")));
+                };
+                Input::Operator(match named {
+                    A::Approve => OperatorCommand::Approve { release: release()?, stage },
+                    A::Rollback => OperatorCommand::Rollback { release: release()? },
+                    A::Retry => OperatorCommand::Retry { release: release()? },
+                    A::RollForward => OperatorCommand::RollForward { release: release()? },
+                    A::Hold => OperatorCommand::Hold { stage },
+                    A::Resume => OperatorCommand::Resume { stage },
                 })
             }
         })
@@ -742,8 +748,12 @@ impl ServiceState {
     }
 
     /// Whether deploying `version` to a host moves it back (an older version) or forward.
-    fn purpose(&self, env: EnvId, host: HostId, version: ReleaseId) -> &'static str {
-        if version < self.engine.host_version(env, host) { "rollback" } else { "rollout" }
+    fn purpose(&self, env: EnvId, host: HostId, version: ReleaseId) -> rollwave_api::Purpose {
+        if version < self.engine.host_version(env, host) {
+            rollwave_api::Purpose::Rollback
+        } else {
+            rollwave_api::Purpose::Rollout
+        }
     }
 
     /// What a host should run: the last deployment asked of it, or the version it has.
@@ -753,14 +763,14 @@ impl ServiceState {
                 let purpose = self.purpose(env, host, version);
                 (command.0, version, purpose)
             }
-            None => {
-                (self.desired.get(&(env, host)).copied().unwrap_or(0), self.engine.host_version(env, host), "rollout")
-            }
+            None => (
+                self.desired.get(&(env, host)).copied().unwrap_or(0),
+                self.engine.host_version(env, host),
+                rollwave_api::Purpose::Rollout,
+            ),
         };
         let name = self.engine.version_name(version).to_owned();
         let (artifact, sha256) = self.artifacts.get(&name).cloned().unwrap_or_default();
-        use crate::api::Purpose as Wire;
-        let purpose = if purpose == Wire::Rollback.as_str() { Wire::Rollback } else { Wire::Rollout };
         Desired { command, version: name, artifact, sha256, purpose }
     }
 
@@ -776,7 +786,7 @@ impl ServiceState {
                     environment: self.plan.manifest.environments[env.idx()].name.clone(),
                     hosts: vec![self.plan.host_name(env, host).to_owned()],
                     version: self.engine.version_name(version).to_owned(),
-                    purpose: purpose.into(),
+                    purpose,
                     targets: self.exec_targets(env, &[host], version, purpose),
                     test: None,
                 }

@@ -104,7 +104,7 @@ async fn leading_and_ready(node: &Node, what: &str) {
 }
 
 fn hold() -> LogInput {
-    LogInput::Operator { action: "hold".into(), release: None, stage: None }
+    LogInput::Operator { action: rollwave_api::OperatorAction::Hold, release: None, stage: None }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

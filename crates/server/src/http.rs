@@ -398,8 +398,7 @@ async fn release_action(
         return Err(ApiError::not_found(format!("no action {action:?}; use approve, rollback, retry or roll_forward")));
     };
     caller.require(action.required_role())?;
-    let input =
-        LogInput::Operator { action: action.as_str().to_owned(), release: Some(version.clone()), stage: req.stage };
+    let input = LogInput::Operator { action, release: Some(version.clone()), stage: req.stage };
     app.node.submit(&service, input, Actor::Token(caller)).await?;
     app.node.read(|m| m.service(&service).and_then(|s| release_of(s, &version))).map(Json)
 }
@@ -412,7 +411,7 @@ async fn hold_or_resume(
     action: OperatorAction,
 ) -> Result<Json<ServiceStatus>, ApiError> {
     caller.require(action.required_role())?;
-    let input = LogInput::Operator { action: action.as_str().to_owned(), release: None, stage };
+    let input = LogInput::Operator { action, release: None, stage };
     app.node.submit(&service, input, Actor::Token(caller)).await?;
     app.node.read(|m| m.service(&service).map(|s| Json(s.status(holds(s)))))
 }

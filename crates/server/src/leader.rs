@@ -549,7 +549,7 @@ stages:
     }
 
     fn hold() -> LogInput {
-        LogInput::Operator { action: "hold".into(), release: None, stage: None }
+        LogInput::Operator { action: rollwave_api::OperatorAction::Hold, release: None, stage: None }
     }
 
     /// A request whose caller waits under `ticket`.

@@ -55,7 +55,7 @@ pub enum LogInput {
         sha256: Option<Sha256>,
     },
     Operator {
-        action: String,
+        action: rollwave_api::OperatorAction,
         release: Option<String>,
         stage: Option<String>,
     },
@@ -88,7 +88,7 @@ pub enum LogInput {
     Alarm {
         alarm: String,
         scope: String,
-        state: String,
+        state: rollwave_api::AlarmState,
         reason: String,
     },
     /// The one-box judge's verdict on a region's one-box, with its per-metric table.
@@ -127,7 +127,7 @@ impl LogInput {
         match self {
             LogInput::ApplyManifest { .. } => "apply_manifest",
             LogInput::CreateRelease { .. } => "create_release",
-            LogInput::Operator { action, .. } => action,
+            LogInput::Operator { action, .. } => action.as_str(),
             LogInput::HostReport { .. } => "host_report",
             LogInput::RegisterHost { .. } => "register_host",
             LogInput::HostLost { .. } => "host_lost",

@@ -486,12 +486,7 @@ impl Signals {
                     if let Some(t) = evaluator.observe(value) {
                         inputs.push((
                             service.clone(),
-                            LogInput::Alarm {
-                                alarm: spec.name.clone(),
-                                scope,
-                                state: t.to.as_str().into(),
-                                reason: t.reason,
-                            },
+                            LogInput::Alarm { alarm: spec.name.clone(), scope, state: t.to.into(), reason: t.reason },
                         ));
                     }
                 }
@@ -706,8 +701,7 @@ impl PrometheusAlarms {
             };
             if let Some(t) = change {
                 let (service, scope) = (key.0.clone(), key.2.clone());
-                let input =
-                    LogInput::Alarm { alarm: spec.name.clone(), scope, state: t.to.as_str().into(), reason: t.reason };
+                let input = LogInput::Alarm { alarm: spec.name.clone(), scope, state: t.to.into(), reason: t.reason };
                 // The leader that asked may have stepped down meanwhile: then nobody listens.
                 let _ = inputs.send((service, input)).await;
             }

@@ -430,12 +430,7 @@ impl ServiceState {
                     .manifest
                     .alarm_named(alarm)
                     .ok_or_else(|| ApiError::not_found(format!("service {} has no alarm {alarm:?}", self.name)))?;
-                let state = match state.as_str() {
-                    "OK" => rollwave_core::alarm::AlarmState::Ok,
-                    "ALARM" => rollwave_core::alarm::AlarmState::Alarm,
-                    "INSUFFICIENT_DATA" => rollwave_core::alarm::AlarmState::InsufficientData,
-                    other => return Err(ApiError::invalid(format!("no alarm state {other:?}"))),
-                };
+                let state = rollwave_core::alarm::AlarmState::from(*state);
                 Input::Alarm { alarm: index, scope: self.scope(scope)?, state, reason: reason.clone() }
             }
             LogInput::Verdict { environment, region, release, passed, marginal, reason, .. } => {
@@ -480,10 +475,7 @@ impl ServiceState {
                     self.engine.release_named(name).ok_or_else(|| ApiError::not_found(format!("no release {name:?}")))
                 };
                 use rollwave_api::OperatorAction as A;
-                let Some(named) = A::named(action) else {
-                    return Err(ApiError::not_found(format!("no action {action:?}")));
-                };
-                Input::Operator(match named {
+                Input::Operator(match action {
                     A::Approve => OperatorCommand::Approve { release: release()?, stage },
                     A::Rollback => OperatorCommand::Rollback { release: release()? },
                     A::Retry => OperatorCommand::Retry { release: release()? },
@@ -812,7 +804,9 @@ pub(crate) mod fault {
 
     pub fn after_engine_input(service: &str, input: &LogInput) {
         let LogInput::Operator { action, .. } = input else { return };
-        if action == "hold" && PANIC_ON_NEXT_HOLD.lock().unwrap_or_else(|p| p.into_inner()).remove(service) {
+        if *action == rollwave_api::OperatorAction::Hold
+            && PANIC_ON_NEXT_HOLD.lock().unwrap_or_else(|p| p.into_inner()).remove(service)
+        {
             panic!("injected fault while applying a hold to {service}");
         }
     }

@@ -8,6 +8,7 @@
 use crate::records::{Record, RecordKind, ScopePath};
 use crate::state::{LogInput, ServiceState};
 use jiff::Timestamp;
+use rollwave_api::AlarmState;
 use rollwave_core::engine::{EventKind, Place, ReleaseId, ReleaseStatus, ReleaseSummary, Scope};
 use rollwave_core::plan::{EnvId, HostId, RegionId, StageId};
 use std::collections::{BTreeMap, VecDeque};
@@ -31,7 +32,7 @@ pub struct Tracked {
 pub struct AlarmInstance {
     pub alarm: String,
     pub scope: String,
-    pub state: String,
+    pub state: AlarmState,
     pub reason: String,
     pub since: Timestamp,
     /// Where it lives, for placing its badge on the pipeline.
@@ -43,8 +44,8 @@ pub struct AlarmChange {
     pub at: Timestamp,
     pub alarm: String,
     pub scope: String,
-    pub from: String,
-    pub to: String,
+    pub from: AlarmState,
+    pub to: AlarmState,
     pub reason: String,
 }
 
@@ -73,7 +74,7 @@ impl ServiceState {
         let LogInput::Alarm { alarm, scope, state, reason } = input else { return };
         let at = crate::state::timestamp(at_ms);
         let key = (alarm.clone(), scope.clone());
-        let from = self.tracked.alarms.get(&key).map_or("OK".to_owned(), |a| a.state.clone());
+        let from = self.tracked.alarms.get(&key).map_or(AlarmState::Ok, |a| a.state);
         if from == *state {
             return;
         }
@@ -83,7 +84,7 @@ impl ServiceState {
             AlarmInstance {
                 alarm: alarm.clone(),
                 scope: scope.clone(),
-                state: state.clone(),
+                state: *state,
                 reason: reason.clone(),
                 since: at,
                 place,
@@ -95,7 +96,7 @@ impl ServiceState {
             alarm: alarm.clone(),
             scope: scope.clone(),
             from,
-            to: state.clone(),
+            to: *state,
             reason: reason.clone(),
         });
         if changes.len() > ALARM_HISTORY {
@@ -271,7 +272,7 @@ impl ServiceState {
             .filter_map(|i| {
                 let name = &self.plan.manifest.alarms.get(i.alarm)?.name;
                 let a = self.tracked.alarms.values().find(|a| a.alarm == *name && a.place == Some(i.scope))?;
-                Some(AlarmBadge { alarm: a.alarm.clone(), state: a.state.clone(), scope: a.scope.clone() })
+                Some(AlarmBadge { alarm: a.alarm.clone(), state: a.state, scope: a.scope.clone() })
             })
             .collect();
         alarms.sort_by(|a, b| (&a.alarm, &a.scope).cmp(&(&b.alarm, &b.scope)));
@@ -627,7 +628,7 @@ pub struct VersionCount {
 
 pub struct AlarmBadge {
     pub alarm: String,
-    pub state: String,
+    pub state: AlarmState,
     pub scope: String,
 }
 

@@ -18,6 +18,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use pages::*;
+use rollwave_api::AlarmState;
 use serde::Deserialize;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -212,7 +213,7 @@ fn board(s: &ServiceState, now: jiff::Timestamp, recent: usize) -> ServiceBoard 
         hosts: s.plan.envs.iter().map(|e| e.hosts.len()).sum(),
         in_flight,
         releases: releases.into_iter().take(recent.max(in_flight)).map(release_row).collect(),
-        alarms_firing: s.alarm_instances().iter().filter(|a| a.state == "ALARM").count(),
+        alarms_firing: s.alarm_instances().iter().filter(|a| a.state == AlarmState::Alarm).count(),
     }
 }
 
@@ -557,7 +558,7 @@ async fn alarms_page(
     let instances = instances
         .into_iter()
         .map(|a| AlarmRow {
-            class: alarm_class(&a.state),
+            class: alarm_class(a.state),
             since: short_time(&a.since.to_string()),
             alarm: a.alarm,
             scope: a.scope,
@@ -569,7 +570,7 @@ async fn alarms_page(
         .into_iter()
         .map(|c| ChangeRow {
             t: short_time(&c.at.to_string()),
-            class: alarm_class(&c.to),
+            class: alarm_class(c.to),
             alarm: c.alarm,
             scope: c.scope,
             from: c.from,
@@ -582,11 +583,11 @@ async fn alarms_page(
     respond(StatusCode::OK, chrome(&user, format!("{service} · alarms"), live, &here), main, q.fragment.is_some())
 }
 
-fn alarm_class(state: &str) -> &'static str {
+fn alarm_class(state: AlarmState) -> &'static str {
     match state {
-        "OK" => "done",
-        "ALARM" => "halted",
-        _ => "baking",
+        AlarmState::Ok => "done",
+        AlarmState::Alarm => "halted",
+        AlarmState::InsufficientData => "baking",
     }
 }
 
@@ -747,8 +748,7 @@ async fn operate(app: &App, actor: &Caller, service: &str, form: &ActionForm) ->
             Some(form.release().ok_or_else(|| ApiError::bad_request(format!("{action} needs a release")))?.to_owned())
         }
     };
-    let input =
-        LogInput::Operator { action: action.as_str().to_owned(), release, stage: form.stage().map(str::to_owned) };
+    let input = LogInput::Operator { action, release, stage: form.stage().map(str::to_owned) };
     app.node.submit(service, input, Actor::Token(actor.clone())).await.map(|_| ())
 }
 

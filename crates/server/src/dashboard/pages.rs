@@ -156,7 +156,7 @@ pub struct AlarmDef {
 pub struct AlarmRow {
     pub alarm: String,
     pub scope: String,
-    pub state: String,
+    pub state: rollwave_api::AlarmState,
     pub class: &'static str,
     pub reason: String,
     pub since: String,
@@ -166,8 +166,8 @@ pub struct ChangeRow {
     pub t: String,
     pub alarm: String,
     pub scope: String,
-    pub from: String,
-    pub to: String,
+    pub from: rollwave_api::AlarmState,
+    pub to: rollwave_api::AlarmState,
     pub class: &'static str,
     pub reason: String,
 }

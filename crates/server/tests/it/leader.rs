@@ -59,7 +59,7 @@ fn logged_actions(s: &TestServer) -> Vec<String> {
     records
         .iter()
         .filter_map(|r| match serde_json::from_str::<LogInput>(&r.body).unwrap() {
-            LogInput::Operator { action, .. } => Some(action),
+            LogInput::Operator { action, .. } => Some(action.as_str().to_owned()),
             LogInput::CreateRelease { version, .. } => Some(format!("release {version}")),
             _ => None,
         })

@@ -9,7 +9,6 @@ mod connections;
 mod dashboard;
 mod leader;
 mod openapi;
-mod prometheus;
 mod promtool;
 mod release_input;
 mod signals;

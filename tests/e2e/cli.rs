@@ -1,7 +1,7 @@
 //! The `rollwave` binary as its users and scripts see it: exit codes, located errors and
 //! the JSON contracts of `plan` and `simulate`.
 
-use crate::kit::{BIN, Proc, Server, free_port, wait_for};
+use crate::kit::{BIN, Server, free_port, wait_for};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -252,7 +252,7 @@ fn a_bad_scenario_is_located_too() {
 fn the_sample_app_plays_its_version_and_fails_as_told() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let app = Proc::rollwave(
+    let app = crate::kit::rollwave_process(
         &["sample-app", "--listen", &listen, "--version", "v3", "--error-rate", "0.25", "--latency-ms", "0"],
         &[],
     );

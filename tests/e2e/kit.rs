@@ -3,52 +3,13 @@
 //! returned, and one way to wait for a condition a real process has to reach.
 
 use rollwave_api::Client;
+pub use rollwave_testkit::{Proc, free_port, wait_for};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// The `rollwave` binary these tests run.
 pub const BIN: &str = env!("CARGO_BIN_EXE_rollwave");
-
-/// A port nothing listens on now. The kernel hands out ports from its ephemeral range
-/// in turn, so one just released is not handed out again soon.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// What a condition returns: done or not, or the value it was waiting for.
-pub trait Condition {
-    type Value;
-    fn reached(self) -> Option<Self::Value>;
-}
-
-impl Condition for bool {
-    type Value = ();
-    fn reached(self) -> Option<()> {
-        self.then_some(())
-    }
-}
-
-impl<T> Condition for Option<T> {
-    type Value = T;
-    fn reached(self) -> Option<T> {
-        self
-    }
-}
-
-/// Checks `condition` until it holds, and panics naming `what` after `limit`. Real
-/// processes cannot tell the test when they are done, so it is asked again every 50 ms;
-/// the limit is only how long to wait before calling it a failure.
-pub fn wait_for<C: Condition>(what: &str, limit: Duration, mut condition: impl FnMut() -> C) -> C::Value {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = condition().reached() {
-            return value;
-        }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// Held by a test that starts a whole world (a server, agents, routers, users) and judges
 /// releases on what they measure in real time: two of them at once on a small machine
@@ -59,34 +20,16 @@ pub fn one_world_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     WORLD.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A child process, killed and reaped when dropped, so no test leaves one running.
-pub struct Proc(pub Child);
-
-impl Proc {
-    /// `rollwave` with these arguments, its output discarded.
-    pub fn rollwave(args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let child = Command::new(BIN)
-            .args(args)
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("rollwave starts");
-        Proc(child)
-    }
-
-    /// Sends `signal` (`-KILL`, `-STOP`, …) to the process.
-    pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill").args([signal, &self.0.id().to_string()]).status().unwrap();
-        assert!(status.success(), "kill {signal} failed");
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// `rollwave` with these arguments, its output discarded.
+pub fn rollwave_process(args: &[&str], env: &[(&str, &str)]) -> Proc {
+    let child = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rollwave starts");
+    Proc(child)
 }
 
 /// `rollwave server` started the way a test needs it, ready when returned; see

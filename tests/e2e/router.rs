@@ -2,7 +2,7 @@
 //! the rollout (the one-box becomes the canary track) without restarting, and pushes
 //! the traffic it sends each host back to the control plane.
 
-use crate::kit::{Proc, Server, free_port, wait_for};
+use crate::kit::{Proc, Server, free_port, rollwave_process, wait_for};
 use rollwave_api::client::Client;
 use rollwave_api::*;
 use std::collections::HashMap;
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 /// `rollwave` with these arguments and the server's admin token in its environment.
 fn spawn(args: &[&str]) -> Proc {
-    Proc::rollwave(args, &[("ROLLWAVE_BOOTSTRAP_TOKEN", Server::ADMIN)])
+    rollwave_process(args, &[("ROLLWAVE_BOOTSTRAP_TOKEN", Server::ADMIN)])
 }
 
 const WAIT: Duration = Duration::from_secs(60);

@@ -1,7 +1,13 @@
 //! Support for tests, kept out of the crates that ship: only dev-dependencies name it.
 //!
 //! `fresh_postgres` gives each test a database of its own on the PostgreSQL server named by
-//! `ROLLWAVE_TEST_POSTGRES_URL`, or says on stderr that the test is skipped.
+//! `ROLLWAVE_TEST_POSTGRES_URL`, or says on stderr that the test is skipped. `wait_for` is
+//! the one way a test waits for a real process or thread to reach a condition, `Proc` a
+//! child process that cannot outlive its test, `free_port` a port to give one.
+
+mod process;
+
+pub use process::{Condition, Proc, free_port, wait_for};
 
 use sqlx::Connection;
 

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const ADMIN: &str = "rw_admin_secret_for_agent_tests";
 
@@ -114,13 +114,9 @@ pub fn deployment(command: u64, version: &str, artifact: &Built) -> Deployment {
     }
 }
 
-/// Polls `ok` until it holds; panics after a minute, which only a broken build reaches.
-pub fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < Duration::from_secs(60), "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Until `ok` holds; a failure after a minute, which only a broken build reaches.
+pub fn wait_until(what: &str, ok: impl FnMut() -> bool) {
+    rollwave_testkit::wait_for(what, Duration::from_secs(60), ok);
 }
 
 /// Whether no process has this pid (a zombie, dead but not yet reaped, counts as gone).

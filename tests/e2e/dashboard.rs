@@ -12,28 +12,8 @@ use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-const MANIFEST: &str = "\
-service: shop
-environments:
-  beta: { regions: { b-east: { zones: { b1: 2 } } } }
-  prod:
-    regions:
-      us-east: { zones: { ue1: 2, ue2: 2 } }
-      us-west: { zones: { uw1: 2 } }
-      eu-west: { zones: { ew1: 3 } }
-strategy:
-  one_box: { hosts: 1, max_share: 50%, bake: 1s }
-  rolling: { batch: 50%, zone_bake: 1s }
-stages:
-  - { name: beta, environment: beta, one_box: false, bake: 1s }
-  - name: prod
-    environment: prod
-    approval: true
-    bake: 1s
-    waves:
-      - { name: w1, regions: [us-east] }
-      - { name: w2, regions: [us-west, eu-west] }
-";
+/// The dashboard tests' one pipeline (`crates/server/tests/it/dashboard.rs` reads it too).
+const MANIFEST: &str = include_str!("../../crates/server/tests/data/dashboard-shop.yaml");
 
 fn token(s: &Server, role: &str, name: &str) -> String {
     s.client()

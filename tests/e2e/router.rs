@@ -15,6 +15,33 @@ fn spawn(args: &[&str]) -> Proc {
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// A sample app playing `host` (failing `error_rate` of its requests), registered in zone
+/// z1 of region r1 of `web`'s prod with its address.
+fn host(admin: &Client, host: &str, error_rate: &str) -> Proc {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let app =
+        spawn(&["sample-app", "--listen", &listen, "--host-id", host, "--latency-ms", "0", "--error-rate", error_rate]);
+    let register = RegisterHost {
+        service: Some("web".into()),
+        environment: "prod".into(),
+        host: host.into(),
+        region: Some("r1".into()),
+        zone: Some("z1".into()),
+        address: Some(listen),
+    };
+    let _: Registered = admin.post("/v1/hosts/register", &register).unwrap();
+    app
+}
+
+/// `rollwave router` for region r1 of `web`'s prod, with a router token of that region.
+fn router(base: &str, token: &str, listen: u16, extra: &[&str]) -> Proc {
+    let (listen, admin) = (format!("127.0.0.1:{listen}"), format!("127.0.0.1:{}", free_port()));
+    let mut args = vec!["router", "--server", base, "--service", "web", "--environment", "prod", "--region", "r1"];
+    args.extend(["--listen", &listen, "--admin", &admin, "--token", token]);
+    args.extend_from_slice(extra);
+    spawn(&args)
+}
+
 #[test]
 fn a_router_in_server_mode_sends_the_canary_share_to_the_one_box() {
     let server = Server::builder().start();
@@ -29,56 +56,14 @@ fn a_router_in_server_mode_sends_the_canary_share_to_the_one_box() {
         )
         .unwrap();
     // Two hosts, each a sample app that says which host it is.
-    let mut apps = Vec::new();
-    for host in ["z1-1", "z1-2"] {
-        let p = free_port();
-        apps.push(spawn(&[
-            "sample-app",
-            "--listen",
-            &format!("127.0.0.1:{p}"),
-            "--host-id",
-            host,
-            "--latency-ms",
-            "0",
-        ]));
-        let _: Registered = admin
-            .post(
-                "/v1/hosts/register",
-                &RegisterHost {
-                    service: Some("web".into()),
-                    environment: "prod".into(),
-                    host: host.into(),
-                    region: Some("r1".into()),
-                    zone: Some("z1".into()),
-                    address: Some(format!("127.0.0.1:{p}")),
-                },
-            )
-            .unwrap();
-    }
+    let apps: Vec<Proc> = ["z1-1", "z1-2"].iter().map(|h| host(&admin, h, "0")).collect();
     let router_port = free_port();
-    let admin_port = free_port();
     // The router reads its region's table with a router token of that region.
     let token = admin
         .create_token(&CreateToken { role: "router".into(), region: Some("web/prod/r1".into()), ..Default::default() })
         .unwrap()
         .token;
-    let _router = spawn(&[
-        "router",
-        "--server",
-        &base,
-        "--service",
-        "web",
-        "--environment",
-        "prod",
-        "--region",
-        "r1",
-        "--listen",
-        &format!("127.0.0.1:{router_port}"),
-        "--admin",
-        &format!("127.0.0.1:{admin_port}"),
-        "--token",
-        &token,
-    ]);
+    let _router = router(&base, &token, router_port, &[]);
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let ask = |key: usize| -> (String, String) {
         let mut r = agent
@@ -138,35 +123,7 @@ fn a_router_in_server_mode_pushes_the_traffic_of_each_host_and_version() {
         )
         .unwrap();
     // z1-1 always answers; z1-2 fails a quarter of its requests with a 500.
-    let mut apps = Vec::new();
-    for (host, error_rate) in [("z1-1", "0"), ("z1-2", "0.25")] {
-        let p = free_port();
-        let listen = format!("127.0.0.1:{p}");
-        apps.push(spawn(&[
-            "sample-app",
-            "--listen",
-            &listen,
-            "--host-id",
-            host,
-            "--latency-ms",
-            "0",
-            "--error-rate",
-            error_rate,
-        ]));
-        let _: Registered = admin
-            .post(
-                "/v1/hosts/register",
-                &RegisterHost {
-                    service: Some("web".into()),
-                    environment: "prod".into(),
-                    host: host.into(),
-                    region: Some("r1".into()),
-                    zone: Some("z1".into()),
-                    address: Some(listen),
-                },
-            )
-            .unwrap();
-    }
+    let apps: Vec<Proc> = [("z1-1", "0"), ("z1-2", "0.25")].iter().map(|(h, e)| host(&admin, h, e)).collect();
     let token = admin
         .create_token(&CreateToken {
             role: "router".into(),
@@ -181,28 +138,8 @@ fn a_router_in_server_mode_pushes_the_traffic_of_each_host_and_version() {
     let version = table.hosts[0].version.clone();
 
     let router_port = free_port();
-    let _router = spawn(&[
-        "router",
-        "--server",
-        &base,
-        "--service",
-        "web",
-        "--environment",
-        "prod",
-        "--region",
-        "r1",
-        "--listen",
-        &format!("127.0.0.1:{router_port}"),
-        "--admin",
-        &format!("127.0.0.1:{}", free_port()),
-        "--token",
-        &token,
-        "--push-every",
-        "1s",
-        // The failing host must keep its share of the traffic for the count.
-        "--eject-after",
-        "1000",
-    ]);
+    // The failing host must keep its share of the traffic for the count.
+    let _router = router(&base, &token, router_port, &["--push-every", "1s", "--eject-after", "1000"]);
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     // What the router answered, per host: (requests, 500s). Only z1-2 answers 500.
     let mut seen: HashMap<&str, (u64, u64)> = HashMap::new();

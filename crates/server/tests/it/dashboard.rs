@@ -8,28 +8,8 @@ use rollwave_server::api::*;
 use std::time::Duration;
 use support::{ADMIN, TestServer};
 
-const MANIFEST: &str = "\
-service: shop
-environments:
-  beta: { regions: { b-east: { zones: { b1: 2 } } } }
-  prod:
-    regions:
-      us-east: { zones: { ue1: 2, ue2: 2 } }
-      us-west: { zones: { uw1: 2 } }
-      eu-west: { zones: { ew1: 3 } }
-strategy:
-  one_box: { hosts: 1, max_share: 50%, bake: 1s }
-  rolling: { batch: 50%, zone_bake: 1s }
-stages:
-  - { name: beta, environment: beta, one_box: false, bake: 1s }
-  - name: prod
-    environment: prod
-    approval: true
-    bake: 1s
-    waves:
-      - { name: w1, regions: [us-east] }
-      - { name: w2, regions: [us-west, eu-west] }
-";
+/// The pipeline both the plain-HTTP and the browser tests of the dashboard watch.
+const MANIFEST: &str = include_str!("../data/dashboard-shop.yaml");
 
 fn noop() -> Driver {
     Driver::Noop { delay: Duration::from_millis(300) }

@@ -49,7 +49,7 @@ impl Scope {
         match role {
             Role::Agent => Scope::host(row.host.as_deref()?),
             Role::Router => Scope::region(row.region.as_deref()?),
-            _ => Some(Scope::Global),
+            Role::Viewer | Role::Deployer | Role::Approver | Role::Admin => Some(Scope::Global),
         }
     }
 }

@@ -12,7 +12,7 @@
 use crate::api::EventView;
 use crate::auth::{Actor, MachineComponent};
 use crate::error::ApiError;
-use crate::log::record;
+use crate::log::{LogRecord, record};
 use crate::state::{Applied, CommandView, LogInput, ReadModel};
 use jiff::Timestamp;
 use rollwave_store::{Answer, NewAudit, NewRecord};
@@ -438,19 +438,15 @@ fn apply_batch(model: &mut ReadModel, at: i64, requests: Vec<Request>) -> Batch 
 fn announced(records: &[NewRecord], seqs: &[i64]) -> (Vec<EventView>, Vec<CommandView>) {
     let (mut events, mut commands) = (Vec::new(), Vec::new());
     for (record, seq) in records.iter().zip(seqs) {
-        match record.kind.as_str() {
-            "event" => {
-                if let Ok(mut e) = serde_json::from_str::<EventView>(&record.body) {
-                    e.seq = Some(*seq);
-                    events.push(e);
-                }
+        // The records were written from these very types a moment ago, so each reads.
+        match LogRecord::read(&record.kind, &record.body) {
+            Ok(LogRecord::Event(mut e)) => {
+                e.seq = Some(*seq);
+                events.push(e);
             }
-            "command" => {
-                if let Ok(c) = serde_json::from_str::<CommandView>(&record.body) {
-                    commands.push(c);
-                }
-            }
-            _ => {}
+            Ok(LogRecord::Command(c)) => commands.push(c),
+            Ok(LogRecord::Input(_)) => {}
+            Err(e) => tracing::error!(seq, "{e}"),
         }
     }
     (events, commands)

@@ -7,6 +7,7 @@ use crate::auth::{Actor, MachineComponent};
 use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::leader::{AppendFailed, Effect, InboxAnswer, InboxRequest, Input, Leader, Request, Ticket, panic_text};
+use crate::log::LogRecord;
 use crate::metrics::Metrics;
 use crate::state::{Applied, CommandView, LogInput, ReadModel};
 use rollwave_store::{Lease, Store};
@@ -367,27 +368,24 @@ impl Node {
             {
                 let mut model = self.model.write().unwrap_or_else(|p| p.into_inner());
                 for r in &records {
-                    match r.kind.as_str() {
-                        "input" => match serde_json::from_str::<LogInput>(&r.body) {
-                            Ok(input) => {
-                                let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                    model.apply(&r.service, r.at_ms, &input)
-                                }));
-                                match applied {
-                                    Ok(Ok(_)) => {}
-                                    Ok(Err(e)) => tracing::error!(seq = r.seq, "a logged input no longer applies: {e}"),
-                                    Err(panic) => replay_failed(r.seq, panic_text(panic.as_ref())),
-                                }
-                            }
-                            Err(e) => tracing::error!(seq = r.seq, "unreadable log record: {e}"),
-                        },
-                        "event" => {
-                            if let Ok(mut e) = serde_json::from_str::<EventView>(&r.body) {
-                                e.seq = Some(r.seq);
-                                events.push(e);
+                    match LogRecord::read(&r.kind, &r.body) {
+                        Ok(LogRecord::Input(input)) => {
+                            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                model.apply(&r.service, r.at_ms, &input)
+                            }));
+                            match applied {
+                                Ok(Ok(_)) => {}
+                                Ok(Err(e)) => tracing::error!(seq = r.seq, "a logged input no longer applies: {e}"),
+                                Err(panic) => replay_failed(r.seq, panic_text(panic.as_ref())),
                             }
                         }
-                        _ => {}
+                        Ok(LogRecord::Event(mut e)) => {
+                            e.seq = Some(r.seq);
+                            events.push(e);
+                        }
+                        // Commands are the leader's to send; a follower only keeps its place.
+                        Ok(LogRecord::Command(_)) => {}
+                        Err(e) => tracing::error!(seq = r.seq, "{e}"),
                     }
                     model.applied_seq = r.seq;
                 }

@@ -179,6 +179,26 @@ impl Client {
         if query.is_empty() { self.get(&base) } else { self.get(&format!("{base}?{}", query.join("&"))) }
     }
 
+    /// The flag sets `service` serves in `environment`/`region` (for relays). With
+    /// `after`, waits (up to `wait_s`) for an answer newer than that generation.
+    pub fn region_flags(
+        &self,
+        service: &str,
+        environment: &str,
+        region: &str,
+        after: Option<(i64, u64)>,
+    ) -> Result<RegionFlags, ClientError> {
+        let base = format!("/v1/services/{service}/flags/{environment}/{region}");
+        match after {
+            Some((generation, wait_s)) => self.get(&format!("{base}?after={generation}&wait={wait_s}")),
+            None => self.get(&base),
+        }
+    }
+
+    pub fn push_flag_evaluations(&self, push: &FlagEvaluationsPush) -> Result<Accepted, ClientError> {
+        self.post("/v1/flag-evaluations", push)
+    }
+
     pub fn events(&self, after: i64, limit: i64) -> Result<EventPage, ClientError> {
         self.get(&format!("/v1/events?after={after}&limit={limit}"))
     }

@@ -374,3 +374,51 @@ pub struct MetricSeries {
     /// gauge, without readings) are left out.
     pub points: Vec<(i64, f64)>,
 }
+
+/// The flag sets one region serves to what has no agent (functions, through
+/// `rollwave relay`), for one service. While a flag release rolls out in the region, a
+/// targeting key whose bucket (`murmur3_x86_32("{salt}:{key}") % 10000`, as the router's)
+/// is below `canary_share` gets `canary`; every other key gets `stable`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RegionFlags {
+    /// Fixed for one flag release, so that a growing share never moves a key back.
+    pub salt: String,
+    /// Share of targeting keys on `canary`, in basis points (10000 = 100%).
+    pub canary_share: u32,
+    /// The flag set the region has reached; absent until a flag release completes there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable: Option<FlagSetDocument>,
+    /// The flag release rolling out in the region, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<FlagSetDocument>,
+    /// Changes whenever the answer may have: pass it as `after` to wait for the next one.
+    pub generation: i64,
+}
+
+/// One flag-set version with its flagd flag definition document (JSON).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FlagSetDocument {
+    pub version: String,
+    /// The flagd document as released: `{"flags": {…}, "$evaluators": {…}}`.
+    pub flags: serde_json::Value,
+}
+
+/// Flag evaluations counted since the last push, per flag, variant and flag-set version
+/// (from relays and agents), like routers' traffic.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FlagEvaluationsPush {
+    pub service: String,
+    pub environment: String,
+    pub region: String,
+    pub counts: Vec<FlagEvaluationCount>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FlagEvaluationCount {
+    pub flag: String,
+    /// Absent for evaluations that ended in an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    pub version: String,
+    pub count: u64,
+}

@@ -458,3 +458,44 @@ fn a_metric_reads_back_from_its_spelling() {
     }
     assert_eq!(LATENCY_BUCKETS, 13);
 }
+
+#[test]
+fn region_flags() {
+    check(
+        "region_flags",
+        &RegionFlags {
+            salt: "web-f2".into(),
+            canary_share: 500,
+            stable: Some(FlagSetDocument {
+                version: "f1".into(),
+                flags: serde_json::json!({"flags": {"checkout-v2": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off"}}}),
+            }),
+            canary: Some(FlagSetDocument {
+                version: "f2".into(),
+                flags: serde_json::json!({"flags": {"checkout-v2": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"}}}),
+            }),
+            generation: 7,
+        },
+    );
+}
+
+#[test]
+fn flag_evaluations_push() {
+    check(
+        "flag_evaluations_push",
+        &FlagEvaluationsPush {
+            service: "web".into(),
+            environment: "prod".into(),
+            region: "us-east-2".into(),
+            counts: vec![
+                FlagEvaluationCount {
+                    flag: "checkout-v2".into(),
+                    variant: Some("on".into()),
+                    version: "f2".into(),
+                    count: 12,
+                },
+                FlagEvaluationCount { flag: "missing".into(), variant: None, version: "f2".into(), count: 1 },
+            ],
+        },
+    );
+}

@@ -322,8 +322,12 @@ fn flag(
 }
 
 fn not_a_variant(name: &str, flag: &str, names: &[&str]) -> String {
+    format!("{name:?} is not a variant of flag {flag:?} (its variants: {})", variant_list(names))
+}
+
+fn variant_list(names: &[&str]) -> String {
     let list: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
-    format!("{name:?} is not a variant of flag {flag:?} (its variants: {})", list.join(", "))
+    list.join(", ")
 }
 
 /// Compiles one expression.
@@ -344,7 +348,11 @@ fn node(v: &Value, path: &mut Vec<Step>, cx: &mut Cx<'_, '_>, returned: Returned
                     cx.report.rule(
                         path,
                         Part::Value,
-                        format!("the targeting returns {}", not_a_variant(s, cx.flag, cx.variants)),
+                        format!(
+                            "the targeting returns {s:?}, which is not a variant of flag {:?} (its variants: {})",
+                            cx.flag,
+                            variant_list(cx.variants)
+                        ),
                     );
                 }
                 Node::Str(s.as_str().into())

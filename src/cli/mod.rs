@@ -437,7 +437,9 @@ fn remote_command(command: Command) -> Result<ExitCode> {
                 };
             }
             Command::Release(ReleaseCommand::Create { service, version, artifact, sha256, remote }) => {
-                let r = remote.client().create_release(&service, &CreateRelease { version, artifact, sha256 })?;
+                let r = remote
+                    .client()
+                    .create_release(&service, &CreateRelease { version, artifact, sha256, flags: None })?;
                 match remote.output {
                     Format::Json => print_json(&r).ok(),
                     Format::Text => writeln!(std::io::stdout(), "created {}", remote::print_release(&r)).ok(),

@@ -141,6 +141,7 @@ fn six_agents_roll_out_v2_in_two_waves_and_a_failing_zone_is_rolled_back() {
         version: "v2".into(),
         artifact: Some(format!("file://{}", path.display())),
         sha256: Some(sha256),
+        flags: None,
     };
     client.create_release("web", &release).unwrap();
     wait_for("v2 to halt in zone b2", Duration::from_secs(180), || {

@@ -23,7 +23,7 @@ fn token(s: &Server, role: &str, name: &str) -> String {
 }
 
 fn release(s: &Server, version: &str) {
-    let req = CreateRelease { version: version.into(), artifact: None, sha256: None };
+    let req = CreateRelease { version: version.into(), artifact: None, sha256: None, flags: None };
     s.client().create_release("shop", &req).unwrap();
 }
 

@@ -18,7 +18,7 @@ fn an_exec_command_gets_the_values_and_not_the_servers_secrets() {
         stages:\n  - { name: prod, environment: prod }\n";
     wait("the server takes a manifest", &mut || client.apply("fn.yaml", manifest).is_ok());
     let artifact = "https://e.x/a.tgz?sig=$(id)";
-    let release = CreateRelease { version: "v2".into(), artifact: Some(artifact.into()), sha256: None };
+    let release = CreateRelease { version: "v2".into(), artifact: Some(artifact.into()), sha256: None, flags: None };
     client.create_release("fn", &release).unwrap();
     wait("v2 completes", &mut || client.release("fn", "v2").is_ok_and(|r| r.release.outcome == Outcome::Completed));
     drop(server);

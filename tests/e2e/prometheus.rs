@@ -113,7 +113,9 @@ fn a_prometheus_alarm_trips_from_a_real_prometheus_and_rolls_back_its_zone() {
     let s = Server::builder().args(&["--prometheus", &prometheus]).start();
     let admin = s.client();
     admin.apply("web.yaml", MANIFEST).unwrap();
-    admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    admin
+        .create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None, flags: None })
+        .unwrap();
     wait_for("the one-box to bake", WAIT, || {
         admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == EventKind::BakeStarted)
     });

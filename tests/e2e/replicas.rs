@@ -46,7 +46,9 @@ fn start_rollout(client: &Client, version: &str) {
     if client.services().map(|s| s.is_empty()).unwrap_or(true) {
         client.apply("crash.yaml", MANIFEST).unwrap();
     }
-    client.create_release("crash", &CreateRelease { version: version.into(), artifact: None, sha256: None }).unwrap();
+    client
+        .create_release("crash", &CreateRelease { version: version.into(), artifact: None, sha256: None, flags: None })
+        .unwrap();
     client.action("crash", version, rollwave_api::OperatorAction::Approve, None).unwrap();
 }
 
@@ -186,7 +188,9 @@ fn on_postgres_a_replica_takes_over_and_a_stale_leader_is_fenced() {
     // Fencing: freeze the leader until its lease is taken, then let it run again with
     // writes in flight. None of them may land.
     a.restart();
-    client.create_release("crash", &CreateRelease { version: "v3".into(), artifact: None, sha256: None }).unwrap();
+    client
+        .create_release("crash", &CreateRelease { version: "v3".into(), artifact: None, sha256: None, flags: None })
+        .unwrap();
     b.process.signal("-STOP");
     wait_for("the takeover from a frozen leader", Duration::from_secs(20), || leader_is(&a).then_some(()));
     let new_term = cluster(&a).unwrap().term.unwrap();

@@ -81,7 +81,9 @@ fn a_router_in_server_mode_sends_the_canary_share_to_the_one_box() {
     // Before any release everyone is on the stable track.
     assert!((0..20).all(|k| ask(k).1 == "stable"));
 
-    admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    admin
+        .create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None, flags: None })
+        .unwrap();
     wait_for("the one-box to bake", WAIT, || {
         admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == rollwave_api::EventKind::BakeStarted)
     });

@@ -60,7 +60,12 @@ fn bad_releases_are_stopped_by_what_routers_and_monitors_measure() {
     let users = Users::start(vec![r1], 60, 4.0);
     let create = |v: &str| {
         let a = world.artifact(v).unwrap();
-        let req = CreateRelease { version: v.into(), artifact: Some(a.url.clone()), sha256: Some(a.sha256.clone()) };
+        let req = CreateRelease {
+            version: v.into(),
+            artifact: Some(a.url.clone()),
+            sha256: Some(a.sha256.clone()),
+            flags: None,
+        };
         client.create_release("web", &req).unwrap();
     };
     let detail = |v: &str| client.release("web", v).unwrap();

@@ -262,6 +262,7 @@ pub fn report_body(outcome: &Outcome) -> HostReport {
         ok: outcome.ok,
         reason: outcome.reason.clone(),
         hooks: outcome.hooks.iter().map(hook_report).collect(),
+        lane: rollwave_api::Lane::Code,
     };
     while serde_json::to_vec(&body).map_or(0, |b| b.len()) > REPORT_LIMIT {
         let Some(longest) = body.hooks.iter_mut().max_by_key(|h| h.output.len()) else { break };

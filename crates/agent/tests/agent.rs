@@ -476,7 +476,8 @@ fn agents_install_what_the_server_asks_and_the_server_sees_it() {
             RunningAgent::start(server.agent_config(&id, "z1", &tmp.path().join(&id)))
         })
         .collect();
-    let release = CreateRelease { version: "v1".into(), artifact: Some(v1.url()), sha256: Some(v1.sha256.clone()) };
+    let release =
+        CreateRelease { version: "v1".into(), artifact: Some(v1.url()), sha256: Some(v1.sha256.clone()), flags: None };
     admin.create_release("shop", &release).unwrap();
     wait_until("both hosts run v1", || {
         admin.status("shop").unwrap().environments[0].versions.contains(&("v1".to_owned(), 2))
@@ -517,7 +518,8 @@ fn a_hook_longer_than_the_host_timeout_does_not_make_the_host_look_lost() {
     let mut config = server.agent_config("z1-1", "z1", &tmp.path().join("z1-1"));
     config.poll_wait = Duration::from_millis(250);
     let _agent = RunningAgent::start(config);
-    let release = CreateRelease { version: "v1".into(), artifact: Some(v1.url()), sha256: Some(v1.sha256.clone()) };
+    let release =
+        CreateRelease { version: "v1".into(), artifact: Some(v1.url()), sha256: Some(v1.sha256.clone()), flags: None };
     admin.create_release("shop", &release).unwrap();
     wait_until("the release ends", || {
         admin.release("shop", "v1").unwrap().release.outcome != rollwave_api::Outcome::InProgress
@@ -544,7 +546,8 @@ fn after_a_restart_mid_hook_the_agent_reports_the_command_as_failed() {
         address: None,
     };
     let _: rollwave_api::Registered = admin.post("/v1/hosts/register", &register).unwrap();
-    let release = CreateRelease { version: "v2".into(), artifact: Some(v2.url()), sha256: Some(v2.sha256.clone()) };
+    let release =
+        CreateRelease { version: "v2".into(), artifact: Some(v2.url()), sha256: Some(v2.sha256.clone()), flags: None };
     admin.create_release("shop", &release).unwrap();
     let desired: Desired = admin.get("/v1/services/shop/hosts/prod/z1-1/desired?after=0&wait=30").unwrap();
     assert_eq!(desired.version, "v2");

@@ -15,6 +15,6 @@ pub mod wire;
 pub use client::{Client, ClientError};
 pub use metric::{Builtin, GAUGES, Gauge, LATENCY_BOUNDS_MS, LATENCY_BUCKETS, MetricRef, MonitorField};
 pub use vocab::{
-    Actor, AlarmState, EventKind, HookStep, MachineComponent, OperatorAction, Outcome, Purpose, Role, Track,
+    Actor, AlarmState, EventKind, HookStep, Lane, MachineComponent, OperatorAction, Outcome, Purpose, Role, Track,
 };
 pub use wire::*;

@@ -258,6 +258,29 @@ impl Track {
 }
 
 vocabulary! {
+    /// What a release carries: code (an artifact hosts install) or a whole flag set (a
+    /// flagd document hosts and relays serve). Each stage's wave holds at most one release
+    /// of each lane, so a flag fix never waits behind a baking code release.
+    Lane {
+        Code => "code",
+        Flags => "flags",
+    }
+}
+
+impl Lane {
+    /// Code is what every record meant before flag releases: it is left out of the wire.
+    pub fn is_code(&self) -> bool {
+        *self == Lane::Code
+    }
+}
+
+impl Default for Lane {
+    fn default() -> Self {
+        Lane::Code
+    }
+}
+
+vocabulary! {
     /// Why a deployment command runs.
     Purpose {
         /// Forward, to a newer version.

@@ -2,7 +2,7 @@
 //! converted to these at the edge, so the API can stay stable while the core changes.
 
 use crate::metric::MetricRef;
-use crate::vocab::{EventKind, Outcome, Purpose, Role, Track};
+use crate::vocab::{EventKind, Lane, Outcome, Purpose, Role, Track};
 use serde::{Deserialize, Serialize};
 
 /// Every error response: a stable `code`, a sentence for people, and details.
@@ -88,6 +88,9 @@ pub struct CreateRelease {
     pub artifact: Option<String>,
     #[serde(default)]
     pub sha256: Option<String>,
+    /// A flag release: the whole flagd document it ships (then no artifact).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flags: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -112,6 +115,9 @@ pub struct ReleaseView {
     pub artifact: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// `flags` for a flag release; left out for code.
+    #[serde(default, skip_serializing_if = "Lane::is_code")]
+    pub lane: Lane,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -185,6 +191,19 @@ pub struct Desired {
     pub sha256: Option<String>,
     /// `rollout` or `rollback`.
     pub purpose: Purpose,
+    /// The flag set the host should serve, once a flag release has reached it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flags: Option<DesiredFlags>,
+}
+
+/// The flag-set version a host should serve: fetched from
+/// `GET /v1/services/{service}/flag-sets/{version}` and served on the host over OFREP.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DesiredFlags {
+    /// Increases with every flag deployment asked of the host; reported back with `lane: flags`.
+    pub command: u64,
+    pub version: String,
+    pub purpose: Purpose,
 }
 
 /// The answer to a registration: which service and host slot the agent speaks for, and
@@ -205,6 +224,9 @@ pub struct HostReport {
     /// The lifecycle hooks that ran, in order.
     #[serde(default)]
     pub hooks: Vec<HookReport>,
+    /// Which deployment `command` was: a flag set's, or (left out) code's.
+    #[serde(default, skip_serializing_if = "Lane::is_code")]
+    pub lane: Lane,
 }
 
 /// One lifecycle hook's run on a host.

@@ -42,6 +42,7 @@ fn release_view() -> ReleaseView {
         waiting: Some(true),
         artifact: Some("https://example.com/web-v2.tar.gz".into()),
         sha256: Some("ab".repeat(32)),
+        lane: Lane::Code,
     }
 }
 
@@ -58,6 +59,7 @@ fn release_view_minimal() -> ReleaseView {
         at: None,
         waiting: None,
         artifact: None,
+        lane: Lane::Code,
         sha256: None,
     }
 }
@@ -157,8 +159,21 @@ fn releases() {
             version: "v2".into(),
             artifact: Some("https://example.com/web-v2.tar.gz".into()),
             sha256: Some("cd".repeat(32)),
+            flags: None,
         },
     );
+    check(
+        "create_flag_release",
+        &CreateRelease {
+            version: "f2".into(),
+            artifact: None,
+            sha256: None,
+            flags: Some(
+                serde_json::json!({"flags": {"new-checkout": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off"}}}),
+            ),
+        },
+    );
+    check("flag_release_view", &ReleaseView { lane: Lane::Flags, artifact: None, sha256: None, ..release_view() });
     check("release_view", &release_view());
     check("release_view_minimal", &release_view_minimal());
     check(
@@ -198,11 +213,26 @@ fn hosts() {
         artifact: Some("https://example.com/web-v2.tar.gz".into()),
         sha256: Some("ef".repeat(32)),
         purpose: Purpose::Rollback,
+        flags: None,
     };
     check("desired", &desired);
     check(
         "desired_minimal",
-        &Desired { command: 0, version: "v1".into(), artifact: None, sha256: None, purpose: Purpose::Rollout },
+        &Desired {
+            command: 0,
+            version: "v1".into(),
+            artifact: None,
+            sha256: None,
+            purpose: Purpose::Rollout,
+            flags: None,
+        },
+    );
+    check(
+        "desired_with_flags",
+        &Desired {
+            flags: Some(DesiredFlags { command: 2, version: "f3".into(), purpose: Purpose::Rollout }),
+            ..desired.clone()
+        },
     );
     check("registered", &Registered { service: "web".into(), host: "h1".into(), desired });
     check(
@@ -229,7 +259,12 @@ fn hosts() {
                     ok: false,
                 },
             ],
+            lane: Lane::Code,
         },
+    );
+    check(
+        "host_report_flags",
+        &HostReport { command: 2, ok: true, reason: None, hooks: Vec::new(), lane: Lane::Flags },
     );
 }
 
@@ -375,6 +410,7 @@ fn vocabulary() {
     check_all("outcome", &Outcome::ALL);
     check_all("alarm_state", &AlarmState::ALL);
     check_all("track", &Track::ALL);
+    check_all("lane", &Lane::ALL);
     check_all("purpose", &Purpose::ALL);
     check_all("operator_action", &OperatorAction::ALL);
     check_all("role", &Role::ALL);

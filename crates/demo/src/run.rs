@@ -283,7 +283,12 @@ fn script(world: &World, progress: &Progress, stop: &AtomicBool, limit: Duration
     let release = |v: &str| client.release(service, v).map(|d| d.release);
     let create = |v: &str| -> Step {
         let a = world.artifact(v).ok_or_else(|| Err(anyhow::anyhow!("no artifact for {v}")))?;
-        let req = CreateRelease { version: v.into(), artifact: Some(a.url.clone()), sha256: Some(a.sha256.clone()) };
+        let req = CreateRelease {
+            version: v.into(),
+            artifact: Some(a.url.clone()),
+            sha256: Some(a.sha256.clone()),
+            flags: None,
+        };
         client.create_release(service, &req).map_err(|e| Err(anyhow::anyhow!("cannot create {v}: {e}")))?;
         progress.say(&format!("Created release {v}"));
         Ok(())

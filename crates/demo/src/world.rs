@@ -416,8 +416,12 @@ impl World {
         world.check_children()?;
         if let Some(version) = &spec.starting_version {
             let a = world.artifact(version).with_context(|| format!("no artifact for {version}"))?.clone();
-            let req =
-                rollwave_api::CreateRelease { version: version.clone(), artifact: Some(a.url), sha256: Some(a.sha256) };
+            let req = rollwave_api::CreateRelease {
+                version: version.clone(),
+                artifact: Some(a.url),
+                sha256: Some(a.sha256),
+                flags: None,
+            };
             client.create_release(&world.service, &req).map_err(|e| anyhow::anyhow!("cannot create {version}: {e}"))?;
             let done = wait_until(Duration::from_secs(120), Duration::from_millis(200), || {
                 client

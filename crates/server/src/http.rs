@@ -149,6 +149,9 @@ pub fn api_routes() -> Served {
         .get("/v1/audit/verify", verify_audit)
         .get("/v1/cluster", cluster)
         .get("/v1/services/{service}/routes/{environment}/{region}", routes)
+        .get("/v1/services/{service}/flags/{environment}/{region}", region_flags)
+        .get("/v1/services/{service}/flag-sets/{version}", flag_set)
+        .post("/v1/flag-evaluations", push_flag_evaluations)
         .get("/v1/metrics", query_metrics)
         .post("/v1/metrics", push_metrics)
 }
@@ -359,8 +362,12 @@ async fn create_release(
 ) -> Result<Response, ApiError> {
     caller.require(Role::Deployer)?;
     let release = crate::release::NewRelease::parse(&req)?;
-    let input =
-        LogInput::CreateRelease { version: release.version, artifact: release.artifact, sha256: release.sha256 };
+    let input = LogInput::CreateRelease {
+        version: release.version,
+        artifact: release.artifact,
+        sha256: release.sha256,
+        flags: release.flags,
+    };
     app.node.submit(&service, input, Actor::Token(caller)).await?;
     let view = app.node.read(|m| m.service(&service).and_then(|s| release_of(s, &req.version)))?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
@@ -577,6 +584,7 @@ async fn report(
         ok: req.ok,
         reason: req.reason,
         hooks: req.hooks,
+        lane: req.lane,
     };
     app.node.submit(&service, input, Actor::Token(caller)).await?;
     Ok(Json(Accepted { ok: true }))
@@ -835,6 +843,132 @@ async fn routes(
             return Ok(Json(next));
         }
     }
+}
+
+/// The flag sets a region serves, for its relays; with `after`, waits (up to `wait` s)
+/// for a newer answer. A router token of the region (relays use one) or a reader.
+async fn region_flags(
+    State(app): Shared,
+    MaybeCaller(caller): MaybeCaller,
+    Path((service, environment, region)): Path<(String, String, String)>,
+    query: Result<Query<RoutesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<RegionFlags>, ApiError> {
+    if !caller.as_ref().is_some_and(|c| c.is_router_of(&service, &environment, &region)) {
+        may_read(&app, &caller)?;
+    }
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if q.router.is_some() {
+        return Err(ApiError::bad_request("router= is for routing tables"));
+    }
+    let look =
+        || app.node.read(|m| m.service(&service).and_then(|s| s.region_flags(&environment, &region, m.applied_seq)));
+    let mut changed = app.node.changed.subscribe();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(60));
+    let first = look()?;
+    if q.after.is_none_or(|after| after < first.generation) {
+        return Ok(Json(first));
+    }
+    let same = |a: &RegionFlags, b: &RegionFlags| {
+        RegionFlags { generation: 0, ..a.clone() } == RegionFlags { generation: 0, ..b.clone() }
+    };
+    loop {
+        if tokio::time::timeout_at(deadline, changed.changed()).await.is_err() {
+            return look().map(Json);
+        }
+        let next = look()?;
+        if !same(&next, &first) {
+            return Ok(Json(next));
+        }
+    }
+}
+
+/// One flag-set version's document: for the service's agents (which serve it on their
+/// host) and readers. `baseline` is the empty set.
+async fn flag_set(
+    State(app): Shared,
+    MaybeCaller(caller): MaybeCaller,
+    Path((service, version)): Path<(String, String)>,
+) -> Result<Json<FlagSetDocument>, ApiError> {
+    let own_agent = caller
+        .as_ref()
+        .is_some_and(|c| matches!((&c.role, &c.scope), (Role::Agent, Scope::Host { service: s, .. }) if *s == service));
+    if !own_agent {
+        may_read(&app, &caller)?;
+    }
+    app.node.read(|m| {
+        let s = m.service(&service)?;
+        let flags = s
+            .flag_set(&version)
+            .ok_or_else(|| ApiError::not_found(format!("service {service} has no flag release {version:?}")))?;
+        Ok(Json(FlagSetDocument { version, flags }))
+    })
+}
+
+/// Flag evaluations counted by a region's relay (a router token of the region) or by a
+/// host's agent; only flags and versions the service has are counted, so a push cannot
+/// grow the metrics without bound.
+async fn push_flag_evaluations(
+    State(app): Shared,
+    caller: Caller,
+    Body(push): Body<FlagEvaluationsPush>,
+) -> Result<Json<Accepted>, ApiError> {
+    let allowed = match (&caller.role, &caller.scope) {
+        (Role::Admin, _) => true,
+        (Role::Router, _) => caller.is_router_of(&push.service, &push.environment, &push.region),
+        // An agent counts for its own host, so for its host's region only.
+        (Role::Agent, Scope::Host { service, environment, host }) => {
+            *service == push.service
+                && *environment == push.environment
+                && app.node.read(|m| {
+                    let Ok(s) = m.service(service) else { return false };
+                    let Ok((env, h)) = s.host(environment, host) else { return false };
+                    s.plan.region_name(env, s.plan.zone_region(env, s.plan.host_zone(env, h))) == push.region
+                })
+        }
+        _ => false,
+    };
+    if !allowed {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "token {:?} may not push flag evaluations for {}/{}/{}",
+                caller.name, push.service, push.environment, push.region
+            ),
+        ));
+    }
+    app.node.read(|m| {
+        let s = m.service(&push.service)?;
+        let env = s.env(&push.environment)?;
+        s.region(env, &push.region)?;
+        for (i, c) in push.counts.iter().enumerate() {
+            let known = s.flag_sets.get(&c.version).is_some_and(|doc| {
+                doc.value().get("flags").and_then(|f| f.get(&c.flag)).is_some_and(|flag| {
+                    c.variant.as_ref().is_none_or(|v| flag.get("variants").and_then(|vs| vs.get(v)).is_some())
+                })
+            });
+            if !known {
+                return Err(ApiError::invalid(format!(
+                    "counts[{i}]: flag set {:?} of {} has no flag {:?} with variant {:?}",
+                    c.version, push.service, c.flag, c.variant
+                ))
+                .with_details(serde_json::json!({ "index": i })));
+            }
+        }
+        Ok(())
+    })?;
+    for c in &push.counts {
+        let labels = vec![
+            ("service".to_owned(), push.service.clone()),
+            ("environment".to_owned(), push.environment.clone()),
+            ("region".to_owned(), push.region.clone()),
+            ("flag".to_owned(), c.flag.clone()),
+            ("variant".to_owned(), c.variant.clone().unwrap_or_default()),
+            ("version".to_owned(), c.version.clone()),
+        ];
+        app.node.metrics.flag_evaluations.get_or_create(&labels).inc_by(c.count);
+    }
+    Ok(Json(Accepted { ok: true }))
 }
 
 /// May `caller` push numbers for this host? An admin for any; an agent for its own host;

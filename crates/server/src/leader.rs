@@ -777,6 +777,7 @@ stages:
             version: crate::release::Version::parse("1.0.0").unwrap(),
             artifact: None,
             sha256: None,
+            flags: None,
         };
         leader.handle(at(1), &mut model, Input::Requests(vec![asked(1, "web", release)]));
         let flushed = leader.handle(at(1), &mut model, Input::Flush);

@@ -28,8 +28,9 @@
 //! back, which must give the very bytes it was read from.
 
 use crate::api::{EventView, HookReport};
-use crate::release::{ArtifactUrl, Sha256, Version};
+use crate::release::{ArtifactUrl, FlagDocument, Sha256, Version};
 use crate::state::CommandView;
+use rollwave_api::Lane;
 use rollwave_store::NewRecord;
 use serde::{Deserialize, Serialize};
 
@@ -53,6 +54,9 @@ pub enum LogInput {
         version: Version,
         artifact: Option<ArtifactUrl>,
         sha256: Option<Sha256>,
+        /// A flag release's flagd document (it then has no artifact).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        flags: Option<FlagDocument>,
     },
     Operator {
         action: rollwave_api::OperatorAction,
@@ -77,6 +81,9 @@ pub enum LogInput {
         reason: Option<String>,
         #[serde(default)]
         hooks: Vec<HookReport>,
+        /// Which of the host's deployments `command` was.
+        #[serde(default, skip_serializing_if = "Lane::is_code")]
+        lane: Lane,
     },
     /// No heartbeat for too long.
     HostLost {
@@ -109,6 +116,9 @@ pub enum LogInput {
         zone: String,
         version: String,
         requests: u64,
+        /// `flags` when `version` is a flag set the zone's hosts served.
+        #[serde(default, skip_serializing_if = "Lane::is_code")]
+        lane: Lane,
     },
     /// A stage's test ran against a release.
     TestReport {
@@ -117,6 +127,9 @@ pub enum LogInput {
         reason: Option<String>,
         #[serde(default)]
         output: String,
+        /// Which lane's release the test ran against.
+        #[serde(default, skip_serializing_if = "Lane::is_code")]
+        lane: Lane,
     },
     Tick,
 }

@@ -18,6 +18,8 @@ pub struct Metrics {
     /// Releases by outcome, refreshed at each scrape.
     pub releases: Family<Labels, Gauge>,
     pub request_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    /// Flag evaluations relays and agents pushed, by flag, variant and flag-set version.
+    pub flag_evaluations: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -47,7 +49,13 @@ impl Metrics {
             "API request latency by route and status",
             request_seconds.clone(),
         );
-        Metrics { registry, events_appended, leader, releases, request_seconds }
+        let flag_evaluations = Family::<Labels, Counter>::default();
+        registry.register(
+            "flag_evaluations",
+            "Flag evaluations pushed by relays and agents, by service, environment, region, flag, variant and flag-set version",
+            flag_evaluations.clone(),
+        );
+        Metrics { registry, events_appended, leader, releases, request_seconds, flag_evaluations }
     }
 
     pub fn observe_request(&self, method: &str, route: &str, status: u16, seconds: f64) {

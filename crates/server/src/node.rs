@@ -10,6 +10,7 @@ use crate::leader::{AppendFailed, Effect, InboxAnswer, InboxRequest, Input, Lead
 use crate::log::LogRecord;
 use crate::metrics::Metrics;
 use crate::state::{Applied, CommandView, LogInput, ReadModel};
+use rollwave_api::Lane;
 use rollwave_store::{Lease, Store};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
@@ -654,6 +655,7 @@ impl Node {
     /// here; the noop driver reports success after its delay; agents poll for theirs.
     fn drive(&self, commands: Vec<CommandView>) {
         for c in commands {
+            let lane = c.lane;
             if let Some(test) = c.test {
                 let requests = self.requests.clone();
                 let env = [
@@ -672,6 +674,7 @@ impl Node {
                         ok: run.ok,
                         reason: (!run.ok).then(|| format!("test {} failed: {}", test.name, hook_outcome(&run))),
                         output: run.output,
+                        lane,
                     };
                     let _ =
                         requests.send((Request::from_machine(MachineComponent::Driver, service, input), None)).await;
@@ -691,6 +694,7 @@ impl Node {
                             ok: hook.ok,
                             reason: (!hook.ok).then(|| format!("exec command failed: {}", hook_outcome(&hook))),
                             hooks: vec![hook],
+                            lane: Lane::Code,
                         };
                         let _ = requests
                             .send((Request::from_machine(MachineComponent::Driver, service, input), None))
@@ -699,7 +703,14 @@ impl Node {
                 }
                 continue;
             }
-            let Driver::Noop { delay } = self.config.driver else { continue };
+            // A flag set needs nothing run where no agent serves it (`exec` environments):
+            // the region's relays serve it from the control plane, so it is in place now.
+            let agentless = lane == Lane::Flags && self.agentless(&c.service, &c.environment);
+            let delay = match self.config.driver {
+                _ if agentless => Duration::ZERO,
+                Driver::Noop { delay } => delay,
+                Driver::Agent => continue,
+            };
             for host in c.hosts {
                 let requests = self.requests.clone();
                 let input = LogInput::HostReport {
@@ -709,6 +720,7 @@ impl Node {
                     ok: true,
                     reason: None,
                     hooks: Vec::new(),
+                    lane,
                 };
                 let service = c.service.clone();
                 tokio::spawn(async move {
@@ -718,6 +730,18 @@ impl Node {
                 });
             }
         }
+    }
+}
+
+impl Node {
+    /// Whether an environment's hosts have no agent (its deployments run `exec` commands).
+    fn agentless(&self, service: &str, environment: &str) -> bool {
+        self.read(|m| {
+            let s = m.service(service)?;
+            let env = s.env(environment)?;
+            Ok::<_, ApiError>(s.plan.manifest.environments[env.idx()].exec.is_some())
+        })
+        .unwrap_or(false)
     }
 }
 

@@ -23,6 +23,8 @@ enum Access {
     RouterOrRead,
     /// An admin, an agent (gauges and traffic of its own host) or a router (traffic of its region's hosts).
     Pusher,
+    /// A reader, or an agent token of the service in the path.
+    AgentOrRead,
 }
 
 impl Access {
@@ -42,6 +44,7 @@ impl Access {
             Access::Pusher => "Needs an admin token, an agent token (its own host's gauges and traffic) or a router \
                                token (traffic of its region's hosts)."
                 .into(),
+            Access::AgentOrRead => "A reader's token (see reads), or an agent token of this service.".into(),
         }
     }
 
@@ -164,7 +167,7 @@ impl Op {
         }
         o["security"] = match self.access {
             Access::Open => json!([]),
-            Access::Read | Access::RouterOrRead => json!([{ "bearer": [] }, {}]),
+            Access::Read | Access::RouterOrRead | Access::AgentOrRead => json!([{ "bearer": [] }, {}]),
             _ => json!([{ "bearer": [] }]),
         };
         if let Some((name, required)) = self.body {
@@ -351,6 +354,39 @@ fn operations() -> Vec<(&'static str, &'static str, Op)> {
                 .errors(&[400, 404, 422]),
         ),
         (
+            "/v1/services/{service}/flags/{environment}/{region}",
+            "get",
+            Op::new(
+                "The flag sets a region serves to relays: the flag release rolling out there at its share, and the one before it; with `after`, waits up to `wait` s for a different answer",
+                RouterOrRead,
+            )
+            .params(vec![
+                query("after", false, integer(), "The generation the relay has."),
+                wait(),
+                query("router", false, string(), "Not taken here (400)."),
+            ])
+            .json(200, "RegionFlags")
+            .errors(&[400, 404, 422]),
+        ),
+        (
+            "/v1/services/{service}/flag-sets/{version}",
+            "get",
+            Op::new("A flag release's flagd document (`baseline` is the empty set)", AgentOrRead)
+                .json(200, "FlagSetDocument")
+                .errors(&[404]),
+        ),
+        (
+            "/v1/flag-evaluations",
+            "post",
+            Op::new(
+                "Push flag evaluation counts per flag, variant and flag-set version (a region's relay, or an agent of the service); taken whole or not at all",
+                Pusher,
+            )
+            .body("FlagEvaluationsPush", true)
+            .json(200, "Accepted")
+            .errors(&[404, 422]),
+        ),
+        (
             "/v1/metrics",
             "get",
             Op::new("A built-in metric in 10 s bins", Read)
@@ -384,7 +420,8 @@ fn schemas() -> Value {
             "reason": string(), "created_at": string(), "completed_at": string(), "lead_time_s": integer(),
             "reached": array(string()), "rolled_back_scopes": array(string()),
             "at": { "type": "string", "description": "stage/wave it deploys in or waits at" },
-            "waiting": { "type": "boolean" }, "artifact": string(), "sha256": string()
+            "waiting": { "type": "boolean" }, "artifact": string(), "sha256": string(),
+            "lane": { "type": "string", "enum": ["code", "flags"], "description": "left out for code" }
         }),
     );
     let event = object(
@@ -395,9 +432,16 @@ fn schemas() -> Value {
     let desired = object(
         &["command", "version", "purpose"],
         json!({ "command": count(), "version": string(), "artifact": string(), "sha256": string(),
-                "purpose": { "type": "string", "enum": ["rollout", "rollback"] } }),
+                "purpose": { "type": "string", "enum": ["rollout", "rollback"] },
+                "flags": object(&["command", "version", "purpose"], json!({ "command": count(), "version": string(),
+                    "purpose": { "type": "string", "enum": ["rollout", "rollback"] } })) }),
     );
-    json!({
+    let flag_set = object(
+        &["version", "flags"],
+        json!({ "version": string(),
+        "flags": { "type": "object", "description": "a flagd flag definition document" } }),
+    );
+    let mut all = json!({
         "Document": { "type": "object", "required": ["openapi", "paths"] },
         "Error": object(&["code", "message"], json!({
             "code": { "type": "string", "enum": ["bad_request", "unauthorized", "forbidden", "not_found", "conflict", "too_large", "invalid", "unavailable", "internal"] },
@@ -421,7 +465,8 @@ fn schemas() -> Value {
         "CreateRelease": object(&["version"], json!({
             "version": { "type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$" },
             "artifact": { "type": ["string", "null"], "maxLength": 4096, "description": "an https, http or file URL" },
-            "sha256": { "type": ["string", "null"], "pattern": "^[0-9a-fA-F]{64}$" } })),
+            "sha256": { "type": ["string", "null"], "pattern": "^[0-9a-fA-F]{64}$" },
+            "flags": { "type": ["object", "null"], "description": "a flag release: a whole flagd flag definition document, checked before anything is logged (then no artifact)" } })),
         "Release": release,
         "ReleaseList": array(schema("Release")),
         "ReleaseDetail": { "allOf": [ schema("Release"), object(&["scopes", "events"], json!({
@@ -439,7 +484,8 @@ fn schemas() -> Value {
             "command": count(), "ok": { "type": "boolean" }, "reason": nullable("string"),
             "hooks": array(object(&["name", "duration_ms", "ok"], json!({
                 "name": string(), "exit_code": { "type": ["integer", "null"], "format": "int32" }, "duration_ms": count(),
-                "output": string(), "timed_out": { "type": "boolean" }, "ok": { "type": "boolean" } }))) })),
+                "output": string(), "timed_out": { "type": "boolean" }, "ok": { "type": "boolean" } }))),
+            "lane": { "type": "string", "enum": ["code", "flags"], "description": "which deployment `command` was; code when left out" } })),
         "Accepted": object(&["ok"], json!({ "ok": { "type": "boolean" } })),
         "Event": event,
         "EventPage": object(&["events", "next"], json!({ "events": array(schema("Event")), "next": integer() })),
@@ -478,7 +524,23 @@ fn schemas() -> Value {
         "MetricSeries": object(&["service", "metric", "scope", "version", "points"], json!({
             "service": string(), "metric": string(), "scope": string(), "version": nullable("string"),
             "points": array(json!({ "type": "array", "prefixItems": [integer(), { "type": "number" }], "minItems": 2, "maxItems": 2 })) })),
-    })
+    });
+    // Kept out of the one `json!` above, which would otherwise nest too deep for the macro.
+    all["FlagSetDocument"] = flag_set.clone();
+    all["RegionFlags"] = object(
+        &["salt", "canary_share", "generation"],
+        json!({
+            "salt": string(), "canary_share": { "type": "integer", "minimum": 0, "maximum": 10000, "description": "basis points" },
+            "stable": flag_set.clone(), "canary": flag_set, "generation": integer() }),
+    );
+    all["FlagEvaluationsPush"] = object(
+        &["service", "environment", "region", "counts"],
+        json!({
+            "service": string(), "environment": string(), "region": string(),
+            "counts": array(object(&["flag", "version", "count"], json!({
+                "flag": string(), "variant": { "type": ["string", "null"] }, "version": string(), "count": count() }))) }),
+    );
+    all
 }
 
 pub fn document() -> Value {

@@ -117,19 +117,84 @@ macro_rules! text_conversions {
 }
 text_conversions!(Version, ArtifactUrl, Sha256);
 
+/// The largest flag document a flag release may carry, as JSON text.
+pub const MAX_FLAGS_LEN: usize = 1 << 20;
+
+/// A flag release's payload: a whole flagd document that compiles (every flag, variant,
+/// evaluator and rule checked by `rollwave-flags`), kept as the JSON it came as so that
+/// hosts and relays serve exactly what was released.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "serde_json::Value", into = "serde_json::Value")]
+pub struct FlagDocument(std::sync::Arc<serde_json::Value>);
+
+impl FlagDocument {
+    /// The document, or every error found in it (places as JSON pointers).
+    pub fn parse(doc: &serde_json::Value) -> Result<Self, Vec<rollwave_flags::Diagnostic>> {
+        let len = serde_json::to_vec(doc).map(|v| v.len()).unwrap_or(usize::MAX);
+        if len > MAX_FLAGS_LEN {
+            return Err(vec![rollwave_flags::Diagnostic {
+                origin: "flags".into(),
+                line: 0,
+                col: 0,
+                message: format!("a flag document has at most {MAX_FLAGS_LEN} bytes of JSON, this one has {len}"),
+                pointer: String::new(),
+            }]);
+        }
+        rollwave_flags::FlagSet::from_value("flags", doc)?;
+        Ok(FlagDocument(std::sync::Arc::new(doc.clone())))
+    }
+
+    pub fn value(&self) -> &serde_json::Value {
+        &self.0
+    }
+}
+
+impl TryFrom<serde_json::Value> for FlagDocument {
+    type Error = String;
+    fn try_from(doc: serde_json::Value) -> Result<Self, String> {
+        FlagDocument::parse(&doc)
+            .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+    }
+}
+
+impl From<FlagDocument> for serde_json::Value {
+    fn from(doc: FlagDocument) -> serde_json::Value {
+        std::sync::Arc::unwrap_or_clone(doc.0)
+    }
+}
+
 /// A new release's parts, or a 422 that names the field at fault (`details.field`).
 pub struct NewRelease {
     pub version: Version,
     pub artifact: Option<ArtifactUrl>,
     pub sha256: Option<Sha256>,
+    pub flags: Option<FlagDocument>,
 }
 
 impl NewRelease {
     pub fn parse(request: &CreateRelease) -> Result<Self, ApiError> {
+        let flags = match &request.flags {
+            None => None,
+            Some(doc) => Some(FlagDocument::parse(doc).map_err(|errors| {
+                let details: Vec<serde_json::Value> =
+                    errors.iter().map(|e| serde_json::json!({ "pointer": e.pointer, "message": e.message })).collect();
+                let first = errors.first().map(|e| e.to_string()).unwrap_or_default();
+                ApiError::invalid(format!("flags: {} error(s), the first: {first}", errors.len()))
+                    .with_details(serde_json::json!({ "field": "flags", "errors": details }))
+            })?),
+        };
+        if flags.is_some() && (request.artifact.is_some() || request.sha256.is_some()) {
+            return Err(field::<()>(
+                "flags",
+                Err("a flag release carries its flags only: leave out artifact and sha256".into()),
+            )
+            .unwrap_err());
+        }
         Ok(NewRelease {
             version: field("version", Version::parse(&request.version))?,
             artifact: request.artifact.as_deref().map(|a| field("artifact", ArtifactUrl::parse(a))).transpose()?,
             sha256: request.sha256.as_deref().map(|s| field("sha256", Sha256::parse(s))).transpose()?,
+            flags,
         })
     }
 }

@@ -5,6 +5,7 @@
 
 use crate::api::{GAUGES, LATENCY_BOUNDS_MS};
 use crate::state::{LogInput, ReadModel, ServiceState};
+use rollwave_api::Lane;
 use rollwave_core::alarm::{AlarmScope, AlarmSpec, Evaluator, Gauge, MetricRef, MonitorField, TrafficMetric};
 use rollwave_core::judge::{Direction, JudgeConfig, MetricComparison, Outcome, judge};
 use rollwave_core::plan::{EnvId, HostId};
@@ -182,12 +183,6 @@ impl GaugeReadings {
 }
 
 /// Where a host sits, by names: (environment, region, zone).
-fn place(model: &ReadModel, service: &str, environment: &str, host: &str) -> Option<(String, String, String)> {
-    let s = model.services.get(service)?;
-    let (env, h) = s.host(environment, host).ok()?;
-    Some(place_of(s, env, h))
-}
-
 fn place_of(s: &ServiceState, env: EnvId, h: HostId) -> (String, String, String) {
     let zone = s.plan.host_zone(env, h);
     let region = s.plan.zone_region(env, zone);
@@ -422,19 +417,28 @@ impl Signals {
             let bin_end = (now_ms - GRACE_MS).div_euclid(bin) * bin;
             let from = *self.served_until.entry(service.clone()).or_insert(bin_end);
             if bin_end > from {
-                let mut served: BTreeMap<(String, String, String), u64> = BTreeMap::new();
+                let mut served: BTreeMap<(Lane, String, String, String), u64> = BTreeMap::new();
                 {
                     let m = model.read().unwrap_or_else(|p| p.into_inner());
                     for r in rows.iter().filter(|r| r.at_ms >= from && r.at_ms < bin_end) {
-                        if let Some((env, _, zone)) = place(&m, &service, &r.environment, &r.host) {
-                            *served.entry((env, zone, r.version.clone())).or_default() += r.requests.max(0) as u64;
-                        }
+                        let Some(s) = m.services.get(&service) else { continue };
+                        let Ok((env_id, h)) = s.host(&r.environment, &r.host) else { continue };
+                        let (env, _, zone) = place_of(s, env_id, h);
+                        let requests = r.requests.max(0) as u64;
+                        *served.entry((Lane::Code, env.clone(), zone.clone(), r.version.clone())).or_default() +=
+                            requests;
+                        // The same requests are the data points of the flag set the host
+                        // serves now, so a flag release's bakes count them too.
+                        let flags = s.flag_engine.version_name(s.flag_engine.host_version(env_id, h)).to_owned();
+                        *served.entry((Lane::Flags, env, zone, flags)).or_default() += requests;
                     }
-                    let known = |v: &str| m.services.get(&service).is_some_and(|s| s.engine.release_named(v).is_some());
-                    served.retain(|(_, _, v), n| *n > 0 && known(v));
+                    let known = |lane: Lane, v: &str| {
+                        m.services.get(&service).is_some_and(|s| s.lane_engine(lane).release_named(v).is_some())
+                    };
+                    served.retain(|(lane, _, _, v), n| *n > 0 && known(*lane, v));
                 }
-                for ((environment, zone, version), requests) in served {
-                    inputs.push((service.clone(), LogInput::Served { environment, zone, version, requests }));
+                for ((lane, environment, zone, version), requests) in served {
+                    inputs.push((service.clone(), LogInput::Served { environment, zone, version, requests, lane }));
                 }
                 self.served_until.insert(service.clone(), bin_end);
             }

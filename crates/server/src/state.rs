@@ -9,6 +9,7 @@ use crate::records::{
     Detail, HookRun, JudgeVerdict, Record, RecordKind, ScopePath, TestRun as TestRecord, VerdictTable,
 };
 use jiff::Timestamp;
+use rollwave_api::Lane;
 use rollwave_core::engine::{
     Action, CommandId, Engine, Event, EventKind, Input, OperatorCommand, Output, ReleaseId, ReleaseStatus, render_scope,
 };
@@ -30,6 +31,9 @@ pub struct CommandView {
     pub hosts: Vec<String>,
     pub version: String,
     pub purpose: rollwave_api::Purpose,
+    /// `flags` for a flag set's deployment: agents serve it, nothing runs for it.
+    #[serde(default, skip_serializing_if = "rollwave_api::Lane::is_code")]
+    pub lane: rollwave_api::Lane,
     /// For `exec` environments: per host, its region, its zone and the share (percent)
     /// of its region that runs the version once this step is done.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -76,7 +80,16 @@ pub struct ServiceState {
     pub file: String,
     pub manifest_text: String,
     pub plan: Arc<Plan>,
+    /// The code lane: releases that carry an artifact.
     pub engine: Engine,
+    /// The flags lane: releases that carry a flag set, through the same pipeline beside
+    /// the code lane (each wave holds one release of each). Its release 0, `baseline`, is
+    /// no flag set at all.
+    pub flag_engine: Engine,
+    /// Every flag release's document, by version.
+    pub flag_sets: BTreeMap<String, crate::release::FlagDocument>,
+    /// The last flag deployment command per host.
+    pub flag_desired: BTreeMap<(EnvId, HostId), u64>,
     /// The timeline: the engine's events and the reports that came with them.
     pub events: Vec<Record>,
     pub artifacts: BTreeMap<String, (Option<String>, Option<String>)>,
@@ -137,17 +150,33 @@ impl ReadModel {
             }
             match self.services.get_mut(service) {
                 Some(s) => {
+                    // Both lanes take the new plan or neither: the flags lane is checked
+                    // first (the fleet check is the same for both, the code lane's goes
+                    // next and changes nothing when it refuses).
+                    if s.flag_engine
+                        .releases()
+                        .iter()
+                        .any(|r| matches!(r.status, ReleaseStatus::InProgress | ReleaseStatus::Halted))
+                        || !s.flag_engine.is_idle()
+                    {
+                        return Err(ApiError::conflict(
+                            "a flag release is in flight: finish, roll back or roll it forward before changing the pipeline",
+                        ));
+                    }
                     s.engine.replace_plan(Arc::clone(&plan)).map_err(|e| ApiError::conflict(e.to_string()))?;
+                    s.flag_engine.replace_plan(Arc::clone(&plan)).map_err(|e| ApiError::conflict(e.to_string()))?;
                     s.plan = plan;
                     s.manifest_text = text.clone();
                     s.file = file.clone();
                 }
                 None => {
                     let mut engine = Engine::new(Arc::clone(&plan), "baseline", now);
+                    let mut flag_engine = Engine::new(Arc::clone(&plan), "baseline", now);
                     if *agents {
                         for (e, env) in plan.manifest.environments.iter().enumerate() {
                             if env.exec.is_none() {
                                 engine.expect_hosts_to_join(EnvId(e as u16));
+                                flag_engine.expect_hosts_to_join(EnvId(e as u16));
                             }
                         }
                     }
@@ -159,6 +188,9 @@ impl ReadModel {
                             manifest_text: text.clone(),
                             plan,
                             engine,
+                            flag_engine,
+                            flag_sets: BTreeMap::new(),
+                            flag_desired: BTreeMap::new(),
                             events: Vec::new(),
                             artifacts: BTreeMap::new(),
                             blocked: BTreeMap::new(),
@@ -180,17 +212,21 @@ impl ReadModel {
             if let Some(a) = address {
                 s.addresses.insert((env, slot), a.clone());
             }
-            s.engine
-                .handle(now, Input::HostJoined { env, host: slot })
-                .map_err(|e| ApiError::conflict(e.to_string()))?;
+            // Both lanes know the same hosts: the check cannot refuse one and not the other.
+            for lane in Lane::ALL {
+                s.lane_engine_mut(lane)
+                    .handle(now, Input::HostJoined { env, host: slot })
+                    .map_err(|e| ApiError::conflict(e.to_string()))?;
+            }
             return Ok(Applied { events: Vec::new(), commands: s.drain_commands() });
         }
         // Hook results go to the timeline under the release the host was deploying.
         let mut hook_records = Vec::new();
-        if let LogInput::HostReport { environment, host, hooks, command, .. } = input {
+        if let LogInput::HostReport { environment, host, hooks, command, lane, .. } = input {
             let (env, h) = s.host(environment, host)?;
-            let release = match s.engine.host_op(env, h) {
-                Some((c, v)) if c.0 == *command => Some(s.engine.version_name(v).to_owned()),
+            let engine = s.lane_engine(*lane);
+            let release = match engine.host_op(env, h) {
+                Some((c, v)) if c.0 == *command => Some(engine.version_name(v).to_owned()),
                 _ => None,
             };
             let stage = s.plan.first_stage_of(env);
@@ -206,31 +242,45 @@ impl ReadModel {
                 });
             }
         }
-        let engine_input = s.to_input(input)?;
+        let engine_inputs = s.to_inputs(input)?;
         let before = s.version_before(input);
-        s.engine.handle(now, engine_input).map_err(|e| match e {
-            rollwave_core::engine::InputError::UnknownRelease(_) => ApiError::not_found(e.to_string()),
-            rollwave_core::engine::InputError::DuplicateVersion(_) => ApiError::conflict(e.to_string()),
-            _ => ApiError::conflict(e.to_string()),
-        })?;
+        // An input given to both lanes names only what both know (the same plan and
+        // hosts), so the second cannot refuse what the first took.
+        for (lane, engine_input) in engine_inputs {
+            s.lane_engine_mut(lane).handle(now, engine_input).map_err(|e| match e {
+                rollwave_core::engine::InputError::UnknownRelease(_) => ApiError::not_found(e.to_string()),
+                rollwave_core::engine::InputError::DuplicateVersion(_) => ApiError::conflict(e.to_string()),
+                _ => ApiError::conflict(e.to_string()),
+            })?;
+        }
         s.track_input(at_ms, input, before);
         #[cfg(test)]
         fault::after_engine_input(service, input);
-        if let LogInput::CreateRelease { version, artifact, sha256 } = input {
-            let (artifact, sha256) =
-                (artifact.as_ref().map(ToString::to_string), sha256.as_ref().map(ToString::to_string));
-            s.artifacts.insert(version.to_string(), (artifact, sha256));
+        if let LogInput::CreateRelease { version, artifact, sha256, flags } = input {
+            match flags {
+                Some(doc) => {
+                    s.flag_sets.insert(version.to_string(), doc.clone());
+                }
+                None => {
+                    let (artifact, sha256) =
+                        (artifact.as_ref().map(ToString::to_string), sha256.as_ref().map(ToString::to_string));
+                    s.artifacts.insert(version.to_string(), (artifact, sha256));
+                }
+            }
         }
         let mut applied = Applied::default();
         for record in hook_records {
             applied.events.push(record.view(&s.name));
             s.events.push(record);
         }
-        let outputs: Vec<Output> = s.engine.drain().collect();
-        for output in outputs {
+        let outputs: Vec<(Lane, Output)> = Lane::ALL
+            .into_iter()
+            .flat_map(|lane| s.lane_engine_mut(lane).drain().map(move |o| (lane, o)).collect::<Vec<_>>())
+            .collect();
+        for (lane, output) in outputs {
             match output {
                 Output::Event(e) => {
-                    let mut record = s.record(&e);
+                    let mut record = s.record(&e, lane);
                     record.detail = match (e.kind, input) {
                         (EventKind::JudgeVerdict, LogInput::Verdict { passed, marginal, table, .. }) => {
                             Some(Detail::Verdict(JudgeVerdict::new(*passed, *marginal, VerdictTable::from_log(table))))
@@ -246,7 +296,7 @@ impl ReadModel {
                     applied.events.push(view);
                 }
                 Output::Command(c) => {
-                    if let Some(view) = s.command_view(c) {
+                    if let Some(view) = s.command_view(c, lane) {
                         applied.commands.push(view);
                     }
                 }
@@ -262,11 +312,11 @@ impl ReadModel {
 
 impl ServiceState {
     /// Turns an engine command into what drivers and the log see; remembers it per host.
-    fn command_view(&mut self, c: rollwave_core::engine::Command) -> Option<CommandView> {
+    fn command_view(&mut self, c: rollwave_core::engine::Command, lane: Lane) -> Option<CommandView> {
         let (env, hosts, version, purpose) = match c.action {
             Action::Deploy { env, hosts, version, purpose, .. } => (env, hosts, version, purpose),
             Action::RunTest { release, stage, test, run, timeout } => {
-                let version = self.engine.version_name(release).to_owned();
+                let version = self.lane_engine(lane).version_name(release).to_owned();
                 let stage_spec = &self.plan.manifest.stages[stage.idx()];
                 return Some(CommandView {
                     id: c.id.0,
@@ -274,6 +324,7 @@ impl ServiceState {
                     environment: self.plan.manifest.environments[stage_spec.environment].name.clone(),
                     hosts: Vec::new(),
                     purpose: rollwave_api::Purpose::Test,
+                    lane,
                     targets: Vec::new(),
                     test: Some(TestRun {
                         stage: stage_spec.name.clone(),
@@ -286,13 +337,21 @@ impl ServiceState {
                 });
             }
         };
+        let desired = match lane {
+            Lane::Code => &mut self.desired,
+            Lane::Flags => &mut self.flag_desired,
+        };
         for &h in &hosts {
-            self.desired.insert((env, h), c.id.0);
+            desired.insert((env, h), c.id.0);
         }
         let environment = &self.plan.manifest.environments[env.idx()];
-        let version_name = self.engine.version_name(version).to_owned();
+        let version_name = self.lane_engine(lane).version_name(version).to_owned();
         let purpose = rollwave_api::Purpose::from(purpose);
-        let targets = self.exec_targets(env, &hosts, version, purpose);
+        // A flag set needs no command on a host: agents fetch and serve it.
+        let targets = match lane {
+            Lane::Code => self.exec_targets(env, &hosts, version, purpose),
+            Lane::Flags => Vec::new(),
+        };
         Some(CommandView {
             id: c.id.0,
             service: self.name.clone(),
@@ -300,6 +359,7 @@ impl ServiceState {
             hosts: hosts.iter().map(|&h| self.plan.host_name(env, h).to_owned()).collect(),
             version: version_name,
             purpose,
+            lane,
             targets,
             test: None,
         })
@@ -365,14 +425,44 @@ impl ServiceState {
 
     /// Commands the engine produced with nothing else to say (after a host joined).
     fn drain_commands(&mut self) -> Vec<CommandView> {
-        let outputs: Vec<Output> = self.engine.drain().collect();
-        outputs
+        let mut commands = Vec::new();
+        for lane in Lane::ALL {
+            let outputs: Vec<Output> = self.lane_engine_mut(lane).drain().collect();
+            for output in outputs {
+                if let Output::Command(c) = output {
+                    commands.extend(self.command_view(c, lane));
+                }
+            }
+        }
+        commands
+    }
+
+    pub fn lane_engine(&self, lane: Lane) -> &Engine {
+        match lane {
+            Lane::Code => &self.engine,
+            Lane::Flags => &self.flag_engine,
+        }
+    }
+
+    fn lane_engine_mut(&mut self, lane: Lane) -> &mut Engine {
+        match lane {
+            Lane::Code => &mut self.engine,
+            Lane::Flags => &mut self.flag_engine,
+        }
+    }
+
+    /// The lane of the release named `name` (names are unique across both lanes;
+    /// `baseline` is the code lane's).
+    pub fn lane_of(&self, name: &str) -> Option<Lane> {
+        Lane::ALL.into_iter().find(|&lane| self.lane_engine(lane).release_named(name).is_some())
+    }
+
+    /// A release by name, in its lane.
+    fn release_in_lane(&self, name: &str) -> Result<(Lane, ReleaseId), ApiError> {
+        Lane::ALL
             .into_iter()
-            .filter_map(|o| match o {
-                Output::Command(c) => self.command_view(c),
-                Output::Event(_) => None,
-            })
-            .collect()
+            .find_map(|lane| Some((lane, self.lane_engine(lane).release_named(name)?)))
+            .ok_or_else(|| ApiError::not_found(format!("no release {name:?}")))
     }
 
     /// The slot an agent takes: the one named like it, else the first free one in its zone.
@@ -415,6 +505,37 @@ impl ServiceState {
             })
     }
 
+    /// The engine inputs a log input stands for, each with the lane it goes to. What
+    /// happens to hosts, scopes and time (a lost host, an alarm, a tick, a hold) goes to
+    /// both lanes: an alarm rolls back whatever is deploying or baking where it fired.
+    fn to_inputs(&self, input: &LogInput) -> Result<Vec<(Lane, Input)>, ApiError> {
+        let both = |input: Input| Lane::ALL.into_iter().map(|lane| (lane, input.clone())).collect();
+        Ok(match input {
+            LogInput::HostLost { .. } | LogInput::Alarm { .. } | LogInput::Tick => both(self.to_input(input)?),
+            LogInput::Operator { action, .. } if !action.is_release_action() => both(self.to_input(input)?),
+            LogInput::CreateRelease { version, flags, .. } => {
+                if let Some(lane) = self.lane_of(version.as_str()) {
+                    return Err(ApiError::conflict(format!(
+                        "{version} is already a {} release of {}",
+                        lane.as_str(),
+                        self.name
+                    )));
+                }
+                let lane = if flags.is_some() { Lane::Flags } else { Lane::Code };
+                vec![(lane, Input::CreateRelease { version: version.as_str().to_owned() })]
+            }
+            LogInput::Served { lane, .. } | LogInput::TestReport { lane, .. } | LogInput::HostReport { lane, .. } => {
+                vec![(*lane, self.to_input(input)?)]
+            }
+            LogInput::Verdict { release, .. } | LogInput::Operator { release: Some(release), .. } => {
+                vec![(self.release_in_lane(release)?.0, self.to_input(input)?)]
+            }
+            _ => vec![(Lane::Code, self.to_input(input)?)],
+        })
+    }
+
+    /// One input for the lane it names (or the code lane); releases are looked up in
+    /// their own lane.
     fn to_input(&self, input: &LogInput) -> Result<Input, ApiError> {
         Ok(match input {
             LogInput::ApplyManifest { .. } | LogInput::RegisterHost { .. } => {
@@ -436,10 +557,7 @@ impl ServiceState {
             LogInput::Verdict { environment, region, release, passed, marginal, reason, .. } => {
                 let env = self.env(environment)?;
                 let region = self.region(env, region)?;
-                let release = self
-                    .engine
-                    .release_named(release)
-                    .ok_or_else(|| ApiError::not_found(format!("no release {release:?}")))?;
+                let release = self.release_in_lane(release)?.1;
                 // The log keeps the two flags it always had; `marginal` without `passed`
                 // has always counted as a failure.
                 let outcome = match (*passed, *marginal) {
@@ -449,13 +567,13 @@ impl ServiceState {
                 };
                 Input::Verdict { env, region, release, outcome, reason: reason.clone() }
             }
-            LogInput::Served { environment, zone, version, requests } => {
+            LogInput::Served { environment, zone, version, requests, lane } => {
                 let env = self.env(environment)?;
                 let zone = self.zone(env, zone)?;
                 let version = self
-                    .engine
+                    .lane_engine(*lane)
                     .release_named(version)
-                    .ok_or_else(|| ApiError::not_found(format!("no release {version:?}")))?;
+                    .ok_or_else(|| ApiError::not_found(format!("no {} release {version:?}", lane.as_str())))?;
                 Input::Served { env, zone, version, requests: *requests }
             }
             LogInput::CreateRelease { version, .. } => Input::CreateRelease { version: version.as_str().to_owned() },
@@ -472,7 +590,7 @@ impl ServiceState {
                 let release = || -> Result<ReleaseId, ApiError> {
                     let name =
                         release.as_deref().ok_or_else(|| ApiError::bad_request(format!("{action} needs a release")))?;
-                    self.engine.release_named(name).ok_or_else(|| ApiError::not_found(format!("no release {name:?}")))
+                    Ok(self.release_in_lane(name)?.1)
                 };
                 use rollwave_api::OperatorAction as A;
                 Input::Operator(match action {
@@ -548,21 +666,7 @@ impl ServiceState {
     pub fn routes(&self, environment: &str, region: &str, generation: i64) -> Result<Routes, ApiError> {
         let env = self.env(environment)?;
         let region = self.region(env, region)?;
-        let canary = self
-            .engine
-            .releases()
-            .into_iter()
-            .filter(|r| matches!(r.status, ReleaseStatus::InProgress | ReleaseStatus::Halted))
-            .filter(|r| {
-                r.place.is_some_and(|place| {
-                    let stage = &self.plan.manifest.stages[place.stage().idx()];
-                    place.is_active()
-                        && stage.environment == env.idx()
-                        && stage.waves[place.wave()].regions.contains(&region.idx())
-                })
-            })
-            .map(|r| r.id)
-            .next_back();
+        let canary = active_in_region(&self.plan, &self.engine, env, region);
         let region_hosts = self.plan.env(env).regions[region.idx()].hosts.clone();
         let total = region_hosts.len().max(1) as u32;
         let mut hosts = Vec::new();
@@ -603,11 +707,11 @@ impl ServiceState {
             .ok_or_else(|| ApiError::not_found(format!("service {} has no stage {name:?}", self.name)))
     }
 
-    fn record(&self, e: &Event) -> Record {
+    fn record(&self, e: &Event, lane: Lane) -> Record {
         Record {
             at: e.at,
             kind: RecordKind::Event(e.kind),
-            release: e.release.map(|r| self.engine.version_name(r).to_owned()),
+            release: e.release.map(|r| self.lane_engine(lane).version_name(r).to_owned()),
             scope: ScopePath::of(&self.plan, e.scope),
             reason: e.reason.clone(),
             detail: None,
@@ -652,8 +756,11 @@ impl ServiceState {
         });
     }
 
-    pub fn release_view(&self, summary: &rollwave_core::engine::ReleaseSummary) -> ReleaseView {
-        let (artifact, sha256) = self.artifacts.get(&summary.version).cloned().unwrap_or_default();
+    pub fn release_view(&self, summary: &rollwave_core::engine::ReleaseSummary, lane: Lane) -> ReleaseView {
+        let (artifact, sha256) = match lane {
+            Lane::Code => self.artifacts.get(&summary.version).cloned().unwrap_or_default(),
+            Lane::Flags => (None, None),
+        };
         ReleaseView {
             version: summary.version.clone(),
             outcome: summary.status.into(),
@@ -670,11 +777,18 @@ impl ServiceState {
             waiting: summary.place.map(|place| !place.is_active()),
             artifact,
             sha256,
+            lane,
         }
     }
 
+    /// Every release of both lanes, in the order they were created.
     pub fn releases(&self) -> Vec<ReleaseView> {
-        self.engine.releases().iter().map(|r| self.release_view(r)).collect()
+        let code = self.engine.releases().into_iter().map(|r| (Lane::Code, r));
+        let flags = self.flag_engine.releases().into_iter().map(|r| (Lane::Flags, r));
+        let mut all: Vec<_> = code.chain(flags).collect();
+        // Stable: within one instant, code before flags, each lane in its own order.
+        all.sort_by_key(|(_, r)| r.created_at);
+        all.iter().map(|(lane, r)| self.release_view(r, *lane)).collect()
     }
 
     /// Hosts per version in each environment.
@@ -763,32 +877,132 @@ impl ServiceState {
         };
         let name = self.engine.version_name(version).to_owned();
         let (artifact, sha256) = self.artifacts.get(&name).cloned().unwrap_or_default();
-        Desired { command, version: name, artifact, sha256, purpose }
+        Desired { command, version: name, artifact, sha256, purpose, flags: self.desired_flags(env, host) }
+    }
+
+    /// The flag set a host should serve: absent until a flag release first reaches it.
+    fn desired_flags(&self, env: EnvId, host: HostId) -> Option<DesiredFlags> {
+        let engine = &self.flag_engine;
+        let (command, version, purpose) = match engine.host_op(env, host) {
+            Some((command, version)) => {
+                let purpose = if version < engine.host_version(env, host) {
+                    rollwave_api::Purpose::Rollback
+                } else {
+                    rollwave_api::Purpose::Rollout
+                };
+                (command.0, version, purpose)
+            }
+            None => {
+                let command = *self.flag_desired.get(&(env, host))?;
+                (command, engine.host_version(env, host), rollwave_api::Purpose::Rollout)
+            }
+        };
+        Some(DesiredFlags { command, version: engine.version_name(version).to_owned(), purpose })
+    }
+
+    /// A flag-set version's document; `baseline` is the empty set hosts start with.
+    pub fn flag_set(&self, version: &str) -> Option<serde_json::Value> {
+        match self.flag_sets.get(version) {
+            Some(doc) => Some(doc.value().clone()),
+            None if version == self.flag_engine.version_name(ReleaseId(0)) => Some(serde_json::json!({ "flags": {} })),
+            None => None,
+        }
+    }
+
+    /// The flag sets a region serves to relays: the flag release rolling out there (if
+    /// any) at the share of the region's hosts that serve it, and what the others serve.
+    pub fn region_flags(&self, environment: &str, region: &str, generation: i64) -> Result<RegionFlags, ApiError> {
+        let env = self.env(environment)?;
+        let region = self.region(env, region)?;
+        let engine = &self.flag_engine;
+        let canary = active_in_region(&self.plan, engine, env, region);
+        let region_hosts = self.plan.env(env).regions[region.idx()].hosts.clone();
+        let total = region_hosts.len().max(1) as u32;
+        let mut on_canary = 0;
+        // What the region's other hosts serve: the newest such flag set.
+        let mut stable = ReleaseId(0);
+        for h in region_hosts.map(HostId) {
+            let version = engine.host_version(env, h);
+            if canary == Some(version) {
+                on_canary += 1;
+            } else {
+                stable = stable.max(version);
+            }
+        }
+        let document = |id: ReleaseId| {
+            let version = engine.version_name(id);
+            self.flag_sets
+                .get(version)
+                .map(|doc| FlagSetDocument { version: version.to_owned(), flags: doc.value().clone() })
+        };
+        let release = canary.map(|c| engine.version_name(c).to_owned());
+        Ok(RegionFlags {
+            salt: format!("{}-{}", self.name, release.as_deref().unwrap_or("stable")),
+            canary_share: on_canary * 10_000 / total,
+            stable: document(stable),
+            canary: canary.and_then(document),
+            generation,
+        })
     }
 
     pub fn in_flight(&self) -> Vec<CommandView> {
-        self.engine
-            .in_flight()
-            .into_iter()
-            .map(|(env, host, command, version)| {
-                let purpose = self.purpose(env, host, version);
-                CommandView {
+        let mut commands = Vec::new();
+        for lane in Lane::ALL {
+            let engine = self.lane_engine(lane);
+            for (env, host, command, version) in engine.in_flight() {
+                let purpose = if version < engine.host_version(env, host) {
+                    rollwave_api::Purpose::Rollback
+                } else {
+                    rollwave_api::Purpose::Rollout
+                };
+                commands.push(CommandView {
                     id: command.0,
                     service: self.name.clone(),
                     environment: self.plan.manifest.environments[env.idx()].name.clone(),
                     hosts: vec![self.plan.host_name(env, host).to_owned()],
-                    version: self.engine.version_name(version).to_owned(),
+                    version: engine.version_name(version).to_owned(),
                     purpose,
-                    targets: self.exec_targets(env, &[host], version, purpose),
+                    lane,
+                    targets: match lane {
+                        Lane::Code => self.exec_targets(env, &[host], version, purpose),
+                        Lane::Flags => Vec::new(),
+                    },
                     test: None,
-                }
-            })
-            .collect()
+                });
+            }
+        }
+        commands
     }
 
     pub fn is_settled(&self) -> bool {
-        self.engine.releases().iter().all(|r| r.status != ReleaseStatus::InProgress) && self.engine.is_idle()
+        Lane::ALL.into_iter().all(|lane| {
+            let engine = self.lane_engine(lane);
+            engine.releases().iter().all(|r| r.status != ReleaseStatus::InProgress) && engine.is_idle()
+        })
     }
+}
+
+/// The newest open release of `engine` rolling out in a region: its hosts are the canary.
+fn active_in_region(
+    plan: &Plan,
+    engine: &Engine,
+    env: EnvId,
+    region: rollwave_core::plan::RegionId,
+) -> Option<ReleaseId> {
+    engine
+        .releases()
+        .into_iter()
+        .filter(|r| matches!(r.status, ReleaseStatus::InProgress | ReleaseStatus::Halted))
+        .filter(|r| {
+            r.place.is_some_and(|place| {
+                let stage = &plan.manifest.stages[place.stage().idx()];
+                place.is_active()
+                    && stage.environment == env.idx()
+                    && stage.waves[place.wave()].regions.contains(&region.idx())
+            })
+        })
+        .map(|r| r.id)
+        .next_back()
 }
 
 /// Fault injection for tests: a panic in the middle of applying an input, once the

@@ -8,7 +8,7 @@
 use crate::records::{Record, RecordKind, ScopePath};
 use crate::state::{LogInput, ServiceState};
 use jiff::Timestamp;
-use rollwave_api::AlarmState;
+use rollwave_api::{AlarmState, Lane};
 use rollwave_core::engine::{EventKind, Place, ReleaseId, ReleaseStatus, ReleaseSummary, Scope};
 use rollwave_core::plan::{EnvId, HostId, RegionId, StageId};
 use std::collections::{BTreeMap, VecDeque};
@@ -106,7 +106,7 @@ impl ServiceState {
 
     /// The version a host reporting now runs, to see afterwards whether it changed.
     pub(crate) fn version_before(&self, input: &LogInput) -> Option<(EnvId, HostId, ReleaseId)> {
-        let LogInput::HostReport { environment, host, .. } = input else { return None };
+        let LogInput::HostReport { environment, host, lane: Lane::Code, .. } = input else { return None };
         let (env, host) = self.host(environment, host).ok()?;
         Some((env, host, self.engine.host_version(env, host)))
     }

@@ -33,7 +33,9 @@ fn a_webhook_url_from_the_environment_is_resolved_and_delivered_and_never_shown(
     let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(50) });
     let admin = s.client(Some(ADMIN));
     admin.apply("web.yaml", &manifest).unwrap();
-    admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    admin
+        .create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None, flags: None })
+        .unwrap();
     s.wait_for("the notification arrives and its delivery is recorded", || {
         !bodies.lock().unwrap().is_empty() && admin.status("web").unwrap().notifications.iter().any(|n| n.delivered > 0)
     });

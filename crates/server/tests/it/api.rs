@@ -73,7 +73,9 @@ fn bad_requests_get_json_errors_and_write_nothing() {
         other => panic!("{other}"),
     }
     assert_eq!(api_status(admin.action("shop", "v9", rollwave_api::OperatorAction::Approve, None).unwrap_err()).0, 404);
-    admin.create_release("shop", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    admin
+        .create_release("shop", &CreateRelease { version: "v2".into(), artifact: None, sha256: None, flags: None })
+        .unwrap();
     let after_create = s.applied_seq();
     assert!(after_create > before);
     assert_eq!(
@@ -83,7 +85,10 @@ fn bad_requests_get_json_errors_and_write_nothing() {
     assert_eq!(
         api_status(
             admin
-                .create_release("shop", &CreateRelease { version: "v2".into(), artifact: None, sha256: None })
+                .create_release(
+                    "shop",
+                    &CreateRelease { version: "v2".into(), artifact: None, sha256: None, flags: None }
+                )
                 .unwrap_err()
         )
         .0,
@@ -108,6 +113,7 @@ fn a_release_rolls_out_with_the_noop_driver_and_its_timeline_is_kept() {
                 version: "v2".into(),
                 artifact: Some("https://example.invalid/v2.tgz".into()),
                 sha256: Some(sha.clone()),
+                flags: None,
             },
         )
         .unwrap();
@@ -213,7 +219,10 @@ fn agents_speak_only_for_their_own_host() {
     assert_eq!(
         api_status(
             agent
-                .create_release("shop", &CreateRelease { version: "v2".into(), artifact: None, sha256: None })
+                .create_release(
+                    "shop",
+                    &CreateRelease { version: "v2".into(), artifact: None, sha256: None, flags: None }
+                )
                 .unwrap_err()
         )
         .0,
@@ -222,7 +231,9 @@ fn agents_speak_only_for_their_own_host() {
 
     // A release asks the first beta batch to deploy; the long-poll wakes for it.
     // The zone waits until every host the manifest expects there has registered.
-    admin.create_release("shop", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    admin
+        .create_release("shop", &CreateRelease { version: "v2".into(), artifact: None, sha256: None, flags: None })
+        .unwrap();
     s.wait_for("the rollout waits for b1-2", || {
         admin.status("shop").unwrap().blocked.iter().any(|b| b.reason.contains("1 of 2 host(s) of zone b1 to register"))
     });
@@ -239,7 +250,8 @@ fn agents_speak_only_for_their_own_host() {
         })
         .unwrap()
         .token;
-    let report = HostReport { command: next.command, ok: true, reason: None, hooks: Vec::new() };
+    let report =
+        HostReport { command: next.command, ok: true, reason: None, hooks: Vec::new(), lane: Default::default() };
     let refused: Result<Accepted, _> = s.client(Some(&other)).post("/v1/services/shop/hosts/beta/b1-1/report", &report);
     assert_eq!(api_status(refused.unwrap_err()).0, 403);
     let accepted: Accepted = agent.post("/v1/services/shop/hosts/beta/b1-1/report", &report).unwrap();
@@ -294,7 +306,9 @@ fn exec_environments_run_their_commands_with_the_share_filled_in() {
     );
     let admin = s.client(Some(ADMIN));
     admin.apply("fn.yaml", &manifest).unwrap();
-    admin.create_release("fn", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    admin
+        .create_release("fn", &CreateRelease { version: "v2".into(), artifact: None, sha256: None, flags: None })
+        .unwrap();
     s.wait_for("v2 completes through exec", || {
         admin.release("fn", "v2").unwrap().release.outcome == rollwave_api::Outcome::Completed
     });
@@ -342,7 +356,9 @@ fn stage_tests_run_on_the_server_and_a_failing_one_stops_the_release() {
     );
     let admin = s.client(Some(ADMIN));
     admin.apply("web.yaml", &manifest).unwrap();
-    admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    admin
+        .create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None, flags: None })
+        .unwrap();
     s.wait_for("v2 completes", || {
         admin.release("web", "v2").unwrap().release.outcome == rollwave_api::Outcome::Completed
     });
@@ -351,7 +367,9 @@ fn stage_tests_run_on_the_server_and_a_failing_one_stops_the_release() {
     assert_eq!(passed.output.as_deref(), Some("beta smoke v2\n"), "{passed:?}");
 
     std::fs::write(&flag, "").unwrap();
-    admin.create_release("web", &CreateRelease { version: "v3".into(), artifact: None, sha256: None }).unwrap();
+    admin
+        .create_release("web", &CreateRelease { version: "v3".into(), artifact: None, sha256: None, flags: None })
+        .unwrap();
     s.wait_for("v3 stops", || admin.release("web", "v3").unwrap().release.outcome != rollwave_api::Outcome::InProgress);
     let v3 = admin.release("web", "v3").unwrap();
     let failed = v3.events.iter().find(|e| e.kind == rollwave_api::EventKind::TestFailed).expect("the test failed");
@@ -380,7 +398,9 @@ fn a_host_that_goes_silent_mid_deployment_is_lost_and_fails_its_zone() {
             )
             .unwrap();
     }
-    admin.create_release("shop", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    admin
+        .create_release("shop", &CreateRelease { version: "v2".into(), artifact: None, sha256: None, flags: None })
+        .unwrap();
     // Nobody polls or reports: both hosts fall silent, and the one-box deployment fails.
     s.advance(Duration::from_millis(2500));
     s.wait_for("v2 halts", || admin.release("shop", "v2").unwrap().release.outcome == rollwave_api::Outcome::Halted);

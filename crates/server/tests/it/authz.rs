@@ -79,6 +79,7 @@ fn table() -> Vec<(&'static str, &'static str, bool, &'static str, [u16; 9])> {
     let push =
         r#"{"service":"web","environment":"prod","samples":[{"host":"z1-1","version":"v1","requests":1,"errors":0}]}"#;
     let register = r#"{"service":"web","environment":"prod","host":"z1-1","region":"r1","zone":"z1"}"#;
+    let flag_push = r#"{"service":"web","environment":"prod","region":"r1","counts":[]}"#;
     vec![
         ("GET /healthz", "/healthz", false, "", OPEN),
         ("GET /readyz", "/readyz", false, "", OPEN),
@@ -137,6 +138,16 @@ fn table() -> Vec<(&'static str, &'static str, bool, &'static str, [u16; 9])> {
             "",
             READ,
         ),
+        ("GET /v1/services/{service}/flags/{environment}/{region}", "/v1/services/web/flags/prod/r1", false, "", READ),
+        // The service's agents serve its flag sets on their hosts.
+        (
+            "GET /v1/services/{service}/flag-sets/{version}",
+            "/v1/services/web/flag-sets/baseline",
+            false,
+            "",
+            [401, 200, 200, 200, 200, 200, 403, 401, 401],
+        ),
+        ("POST /v1/flag-evaluations", "/v1/flag-evaluations", false, flag_push, admin(200)),
         ("GET /v1/metrics", "/v1/metrics?service=web&metric=error_rate&scope=prod", false, "", READ),
         ("POST /v1/metrics", "/v1/metrics", false, push, admin(200)),
         ("GET /", "/", false, "", PAGE),
@@ -167,7 +178,9 @@ fn every_route_answers_every_caller_as_the_table_says() {
     let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(20) });
     let admin_client = s.client(Some(ADMIN));
     admin_client.apply("web.yaml", MANIFEST).unwrap();
-    admin_client.create_release("web", &CreateRelease { version: "v1".into(), artifact: None, sha256: None }).unwrap();
+    admin_client
+        .create_release("web", &CreateRelease { version: "v1".into(), artifact: None, sha256: None, flags: None })
+        .unwrap();
 
     let revoked = token(&admin_client, "viewer", None);
     let id = admin_client.tokens().unwrap().into_iter().max_by_key(|t| t.id).unwrap().id;
@@ -250,7 +263,7 @@ fn token_names_follow_a_grammar_are_unique_and_cannot_pose_as_machines() {
         admin.create_token(&request).unwrap().token
     };
     s.client(Some(&secret))
-        .create_release("web", &CreateRelease { version: "v1".into(), artifact: None, sha256: None })
+        .create_release("web", &CreateRelease { version: "v1".into(), artifact: None, sha256: None, flags: None })
         .unwrap();
     let audit = s.runtime.block_on(s.node.store.audit_entries()).unwrap();
     let release = audit.iter().find(|a| a.action == "create_release").expect("the release is audited");

@@ -72,7 +72,8 @@ fn token(s: &TestServer, role: &str, name: &str) -> String {
 }
 
 fn release(s: &TestServer, version: &str, artifact: Option<&str>) {
-    let req = CreateRelease { version: version.into(), artifact: artifact.map(str::to_owned), sha256: None };
+    let req =
+        CreateRelease { version: version.into(), artifact: artifact.map(str::to_owned), sha256: None, flags: None };
     s.client(Some(ADMIN)).create_release("shop", &req).unwrap();
 }
 
@@ -131,7 +132,9 @@ stages:
         address: Some("<img src=x onerror=alert(1)>:80".into()),
     };
     let _: Registered = admin.post("/v1/hosts/register", &register).unwrap();
-    admin.create_release("tiny", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    admin
+        .create_release("tiny", &CreateRelease { version: "v2".into(), artifact: None, sha256: None, flags: None })
+        .unwrap();
     let next: Desired = admin.get("/v1/services/tiny/hosts/beta/b1-1/desired?after=0&wait=10").unwrap();
     assert_eq!(next.version, "v2");
     let hook = HookReport {
@@ -147,6 +150,7 @@ stages:
         ok: false,
         reason: Some("hook validate: <b>exit 1</b>".into()),
         hooks: vec![hook],
+        lane: Default::default(),
     };
     let _: Accepted = admin.post("/v1/services/tiny/hosts/beta/b1-1/report", &report).unwrap();
     s.wait_for("the hook is in the timeline", || {

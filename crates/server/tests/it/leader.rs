@@ -104,7 +104,12 @@ fn holds_and_resumes_answer_promptly_while_probes_queries_and_webhooks_hang() {
         answered.extend(["hold".to_owned(), "resume".to_owned()]);
         if round == 0 {
             // A completed release sends a webhook that hangs too.
-            admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+            admin
+                .create_release(
+                    "web",
+                    &CreateRelease { version: "v2".into(), artifact: None, sha256: None, flags: None },
+                )
+                .unwrap();
             answered.push("release v2".into());
             s.wait_for("v2 completes", || {
                 admin.release("web", "v2").unwrap().release.outcome == rollwave_api::Outcome::Completed

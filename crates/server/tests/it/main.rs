@@ -7,6 +7,7 @@ mod api;
 mod authz;
 mod connections;
 mod dashboard;
+mod flag_lane;
 mod leader;
 mod openapi;
 mod promtool;

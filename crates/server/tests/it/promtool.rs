@@ -26,7 +26,9 @@ fn promtool_accepts_the_servers_metrics_served_as_the_text_format() {
     let server = TestServer::start(Driver::Noop { delay: Duration::from_millis(10) });
     let admin = server.client(Some(ADMIN));
     admin.apply("shop.yaml", MANIFEST).unwrap();
-    admin.create_release("shop", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    admin
+        .create_release("shop", &CreateRelease { version: "v2".into(), artifact: None, sha256: None, flags: None })
+        .unwrap();
     // A few requests, so that every family has samples (the request histogram, the
     // releases by outcome).
     let (status, _) = server.raw("GET", "/v1/nope", None, b"");

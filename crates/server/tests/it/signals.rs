@@ -71,7 +71,9 @@ fn an_alarm_where_the_one_box_bakes_rolls_it_back_within_seconds() {
             )
             .unwrap();
     }
-    admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    admin
+        .create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None, flags: None })
+        .unwrap();
     s.wait_for("the one-box bakes", || {
         admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == rollwave_api::EventKind::BakeStarted)
     });
@@ -128,7 +130,9 @@ fn the_one_box_judge_rolls_back_a_one_box_worse_than_its_baseline() {
     let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(50) });
     let admin = s.client(Some(ADMIN));
     admin.apply("web.yaml", &manifest).unwrap();
-    admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    admin
+        .create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None, flags: None })
+        .unwrap();
     s.wait_for("the one-box bakes", || {
         admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == rollwave_api::EventKind::BakeStarted)
     });
@@ -187,13 +191,17 @@ fn what_a_rolled_back_release_did_is_not_blamed_on_the_release_before_it() {
     let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(50) });
     let admin = s.client(Some(ADMIN));
     admin.apply("web.yaml", &manifest).unwrap();
-    admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    admin
+        .create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None, flags: None })
+        .unwrap();
     s.wait_for("v2 completes", || {
         push(&s, ["z1-1", "z1-2", "z2-1", "z2-2"].iter().map(|h| sample(h, "v2", 20, 0)).collect());
         s.advance(SWEEP);
         admin.release("web", "v2").unwrap().release.outcome == rollwave_api::Outcome::Completed
     });
-    admin.create_release("web", &CreateRelease { version: "v3".into(), artifact: None, sha256: None }).unwrap();
+    admin
+        .create_release("web", &CreateRelease { version: "v3".into(), artifact: None, sha256: None, flags: None })
+        .unwrap();
     s.wait_for("v3's one-box is rolled back", || {
         push(&s, vec![sample("z1-1", "v3", 40, 20), sample("z1-2", "v2", 40, 0)]);
         s.advance(SWEEP);
@@ -225,7 +233,9 @@ fn a_judged_one_box_waits_for_a_passing_verdict_before_its_zone() {
     let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(50) });
     let admin = s.client(Some(ADMIN));
     admin.apply("web.yaml", &manifest).unwrap();
-    admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    admin
+        .create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None, flags: None })
+        .unwrap();
     s.wait_for("the one-box bakes", || {
         admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == rollwave_api::EventKind::BakeStarted)
     });
@@ -286,7 +296,9 @@ fn webhooks_hear_of_a_completed_release_and_retry_after_a_failure() {
     let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(50) });
     let admin = s.client(Some(ADMIN));
     admin.apply("web.yaml", &manifest).unwrap();
-    admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    admin
+        .create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None, flags: None })
+        .unwrap();
     s.wait_for("the notification arrives on the second attempt, and is recorded", || {
         // The retry waits a second of virtual time.
         s.advance(SWEEP);
@@ -336,7 +348,9 @@ fn a_literal_webhook_url_is_shown_only_up_to_its_host() {
     let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(50) });
     let admin = s.client(Some(ADMIN));
     admin.apply("web.yaml", &manifest).unwrap();
-    admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    admin
+        .create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None, flags: None })
+        .unwrap();
     s.wait_for("the notification arrives on the second attempt", || {
         s.advance(SWEEP);
         !bodies.lock().unwrap().is_empty()
@@ -368,7 +382,9 @@ fn a_webhook_url_read_from_a_file_is_delivered_and_a_vanished_file_is_a_failed_d
     let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(50) });
     let admin = s.client(Some(ADMIN));
     admin.apply("web.yaml", &manifest).unwrap();
-    admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    admin
+        .create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None, flags: None })
+        .unwrap();
     s.wait_for("the notification arrives and its delivery is recorded", || {
         !bodies.lock().unwrap().is_empty() && admin.status("web").unwrap().notifications.iter().any(|n| n.delivered > 0)
     });
@@ -380,7 +396,9 @@ fn a_webhook_url_read_from_a_file_is_delivered_and_a_vanished_file_is_a_failed_d
 
     // The file is read at each delivery: once it is gone, a delivery fails and says why.
     std::fs::remove_file(&secret).unwrap();
-    admin.create_release("web", &CreateRelease { version: "v3".into(), artifact: None, sha256: None }).unwrap();
+    admin
+        .create_release("web", &CreateRelease { version: "v3".into(), artifact: None, sha256: None, flags: None })
+        .unwrap();
     s.wait_for("the delivery fails", || admin.status("web").unwrap().notifications[0].failed_attempts > 0);
     let status = admin.status("web").unwrap().notifications;
     let error = status[0].last_error.clone().unwrap();
@@ -455,7 +473,9 @@ monitors:
             )
             .unwrap();
     }
-    admin.create_release("quiet", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    admin
+        .create_release("quiet", &CreateRelease { version: "v2".into(), artifact: None, sha256: None, flags: None })
+        .unwrap();
     // No router pushes anything: only the monitor's checks count as data points.
     s.wait_for("v2 completes", || {
         // Checks run every second of virtual time.
@@ -612,7 +632,9 @@ fn a_host_cpu_alarm_fed_by_gauges_rolls_back_the_one_box_it_fires_on() {
     let admin = s.client(Some(ADMIN));
     admin.apply("web.yaml", &manifest).unwrap();
     register_all(&admin);
-    admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    admin
+        .create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None, flags: None })
+        .unwrap();
     s.wait_for("the one-box bakes", || {
         admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == rollwave_api::EventKind::BakeStarted)
     });

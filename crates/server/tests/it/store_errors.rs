@@ -32,7 +32,9 @@ fn a_page_whose_store_read_fails_answers_an_error_not_an_empty_list() {
     let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(10) });
     let admin = s.client(Some(ADMIN));
     admin.apply("web.yaml", MANIFEST).unwrap();
-    admin.create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None }).unwrap();
+    admin
+        .create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None, flags: None })
+        .unwrap();
     s.wait_for("v2 completes", || {
         admin.release("web", "v2").unwrap().release.outcome == rollwave_api::Outcome::Completed
     });

@@ -336,7 +336,9 @@ fn node(v: &Value, path: &mut Vec<Step>, cx: &mut Cx<'_, '_>, returned: Returned
     if depth > MAX_DEPTH {
         cx.report.rule(path, Part::Value, format!("the rule is nested more than {MAX_DEPTH} levels deep"));
         cx.unusable.get_or_insert_with(|| "the rule is nested too deeply".into());
-        return Node::Null;
+        // Not a literal, so that no enclosing array is kept (cloned) as literal JSON;
+        // the rule is unusable and never evaluated.
+        return Node::Array(Box::new([]));
     }
     match v {
         Value::Null => Node::Null,

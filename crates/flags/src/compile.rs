@@ -128,7 +128,8 @@ pub(crate) fn compile(doc: &Value, at: &Locator<'_>, options: ParseOptions) -> R
         return Err(fatal);
     }
     flags.sort_by(|a: &Flag, b: &Flag| a.key.cmp(&b.key));
-    Ok(FlagSet { flags, metadata, evaluators: evaluators.len(), bucketing: options.bucketing, tolerated })
+    let index = flags.iter().enumerate().map(|(i, f)| (f.key.clone(), i as u32)).collect();
+    Ok(FlagSet { flags, index, metadata, evaluators: evaluators.len(), bucketing: options.bucketing, tolerated })
 }
 
 fn unknown_key(key: &str, known: &[&str], place: &str) -> String {
@@ -335,7 +336,9 @@ fn node(v: &Value, path: &mut Vec<Step>, cx: &mut Cx<'_, '_>, returned: Returned
     if depth > MAX_DEPTH {
         cx.report.rule(path, Part::Value, format!("the rule is nested more than {MAX_DEPTH} levels deep"));
         cx.unusable.get_or_insert_with(|| "the rule is nested too deeply".into());
-        return Node::Null;
+        // Not a literal, so that no enclosing array is kept (cloned) as literal JSON;
+        // the rule is unusable and never evaluated.
+        return Node::Array(Box::new([]));
     }
     match v {
         Value::Null => Node::Null,
@@ -561,6 +564,8 @@ fn var(args: &Value, path: &mut Vec<Step>, cx: &mut Cx<'_, '_>, depth: usize) ->
         if s.is_empty() { Path::Steps(Box::new([])) } else { Path::Steps(s.split('.').map(Seg::new).collect()) }
     };
     let path_node = match items.first() {
+        Some(Value::String(s)) if s == "$flagd.flagKey" && default.is_none() => return Node::FlagKey,
+        Some(Value::String(s)) if s == "$flagd.timestamp" && default.is_none() => return Node::Timestamp,
         None | Some(Value::Null) => Path::Steps(Box::new([])),
         Some(Value::String(s)) => steps(s),
         Some(Value::Number(n)) => steps(&n.to_string()),
@@ -585,7 +590,7 @@ fn fractional(args: &Value, path: &mut Vec<Step>, cx: &mut Cx<'_, '_>, returned:
             Part::Value,
             "fractional takes an array: an optional bucketing value, then [variant, weight] buckets".into(),
         );
-        return Node::Fractional(Box::new(Fractional { bucket_by: None, buckets: Box::new([]), malformed: true }));
+        return Node::Fractional(Box::new(Fractional::new(None, Vec::new(), true)));
     };
     let mut malformed = false;
     let mut bucket_by = None;
@@ -676,5 +681,5 @@ fn fractional(args: &Value, path: &mut Vec<Step>, cx: &mut Cx<'_, '_>, returned:
             format!("the fractional weights add up to {literal_total}, more than {}", i32::MAX),
         );
     }
-    Node::Fractional(Box::new(Fractional { bucket_by, buckets: buckets.into(), malformed }))
+    Node::Fractional(Box::new(Fractional::new(bucket_by, buckets, malformed)))
 }

@@ -36,7 +36,28 @@ pub use logic::Bucketing;
 
 use logic::{Env, Node, StackStr, Val};
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// FNV-1a: flag keys are short and chosen by the set's author, so a simple hash serves
+/// lookups better than a DoS-resistant one.
+#[derive(Default)]
+struct Fnv1a(u64);
+
+impl Hasher for Fnv1a {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// A parsed flag set: every flag compiled, its variants interned, its metadata merged
 /// with the set's. Immutable, `Send + Sync`, meant to be shared behind an `Arc`.
@@ -44,6 +65,8 @@ use std::fmt;
 pub struct FlagSet {
     /// Sorted by key.
     flags: Vec<Flag>,
+    /// Each flag's position in `flags` by key, for lookups only (never iterated).
+    index: HashMap<Box<str>, u32, BuildHasherDefault<Fnv1a>>,
     metadata: Map<String, Value>,
     evaluators: usize,
     bucketing: Bucketing,
@@ -375,7 +398,7 @@ impl FlagSet {
     }
 
     fn find(&self, key: &str) -> Option<&Flag> {
-        self.flags.binary_search_by(|f| (*f.key).cmp(key)).ok().map(|i| &self.flags[i])
+        self.index.get(key).and_then(|i| self.flags.get(*i as usize))
     }
 
     /// Evaluates one flag.

@@ -27,6 +27,11 @@ pub(crate) enum Node {
     /// An array with expressions among its items.
     Array(Box<[Node]>),
     Var(Box<Var>),
+    /// `{"var": "$flagd.flagKey"}`: the key of the flag being evaluated. flagd sets
+    /// `$flagd` in the context itself, replacing whatever the caller put there.
+    FlagKey,
+    /// `{"var": "$flagd.timestamp"}`: the evaluation's time, in seconds since the epoch.
+    Timestamp,
     Op(Op, Box<[Node]>),
     Fractional(Box<Fractional>),
 }
@@ -68,6 +73,52 @@ pub(crate) struct Fractional {
     pub(crate) buckets: Box<[(Node, Option<Node>)]>,
     /// The operation is malformed (an argument that is no bucket): it evaluates to null.
     pub(crate) malformed: bool,
+    /// When no weight is an expression: the weights as flagd reads them (negative ones
+    /// as 0) and their total, computed once; `None` also when one of them is invalid.
+    pub(crate) fixed: Option<(Box<[u32]>, u64)>,
+}
+
+/// A weight as flagd reads it: absent or null is 1, a whole number from 0 (negative
+/// numbers count as 0) to `i32::MAX`; anything else makes the operation null.
+pub(crate) fn weight_of(w: Option<&Val<'_>>) -> Option<u32> {
+    let w = match w {
+        None | Some(Val::Null) => return Some(1),
+        Some(Val::Num(n)) => *n,
+        Some(_) => return None,
+    };
+    // `w as i64` saturates, so this is exact for every finite whole `w` in range.
+    if w.is_nan() || (w as i64) as f64 != w || w > f64::from(i32::MAX) {
+        return None;
+    }
+    Some(if w < 0.0 { 0 } else { w as u32 })
+}
+
+impl Fractional {
+    pub(crate) fn new(bucket_by: Option<Node>, buckets: Vec<(Node, Option<Node>)>, malformed: bool) -> Fractional {
+        let literal = |n: &Option<Node>| -> Option<Option<u32>> {
+            match n {
+                None | Some(Node::Null) => Some(weight_of(None)),
+                Some(Node::Num(x)) => Some(weight_of(Some(&Val::Num(*x)))),
+                Some(Node::Bool(_) | Node::Str(_) | Node::Variant(..) | Node::Json(_)) => Some(None),
+                Some(_) => None,
+            }
+        };
+        let mut fixed = Some((Vec::new(), 0u64));
+        let mut malformed = malformed;
+        for (_, w) in &buckets {
+            match (literal(w), fixed.as_mut()) {
+                (Some(Some(w)), Some((ws, total))) => {
+                    ws.push(w);
+                    *total += u64::from(w);
+                }
+                (Some(None), _) => malformed = true,
+                (None, _) => fixed = None,
+                (Some(Some(_)), None) => {}
+            }
+        }
+        let fixed = fixed.map(|(ws, total)| (ws.into_boxed_slice(), total));
+        Fractional { bucket_by, buckets: buckets.into(), malformed, fixed }
+    }
 }
 
 /// How `fractional` maps a hash to a bucket.
@@ -313,6 +364,8 @@ fn eval_in<'a>(node: &'a Node, env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
         Node::Json(v) => Val::from_json(v),
         Node::Array(items) => Val::List(items.iter().map(|n| eval_in(n, env, scope)).collect()),
         Node::Var(var) => eval_var(var, env, scope),
+        Node::FlagKey => Val::Str(env.flag_key),
+        Node::Timestamp => Val::Num(env.timestamp as f64),
         Node::Op(op, args) => eval_op(*op, args, env, scope),
         Node::Fractional(f) => eval_fractional(f, env, scope),
     }
@@ -347,7 +400,7 @@ fn lookup<'p, 'a>(
     let start: Val<'a> = match scope {
         Scope::Root => {
             let mut steps = steps.peekable();
-            if steps.peek().map(|s| s.0) == Some("$flagd") && env.data.get("$flagd").is_none() {
+            if steps.peek().map(|s| s.0) == Some("$flagd") {
                 steps.next();
                 return match (steps.next(), steps.next()) {
                     (Some(("flagKey", _)), None) => Val::Str(env.flag_key),
@@ -477,40 +530,9 @@ fn eval_op<'a>(op: Op, args: &'a [Node], env: &Env<'a>, scope: Scope<'_, 'a>) ->
         Op::Mod => Val::Num(ev(0).number() % ev(1).number()),
         Op::Map | Op::Filter | Op::All | Op::NoneOf | Op::Some => each(op, args, env, scope),
         Op::Reduce => reduce(args, env, scope),
-        Op::Merge => {
-            let mut out = Vec::new();
-            for n in args {
-                match eval_in(n, env, scope) {
-                    Val::Json(Value::Array(a)) => out.extend(a.iter().map(Val::from_json)),
-                    Val::List(l) => out.extend(l),
-                    other => out.push(other),
-                }
-            }
-            Val::List(out)
-        }
-        Op::In => {
-            let (needle, hay) = (ev(0), ev(1));
-            Val::Bool(match hay.items() {
-                Some(Items::Json(a)) => a.iter().any(|x| strict_eq(&needle, &Val::from_json(x))),
-                Some(Items::List(l)) => l.iter().any(|x| strict_eq(&needle, x)),
-                None => match (hay.as_str(), needle.as_str()) {
-                    (Some(h), Some(n)) => h.contains(n),
-                    (Some(h), None) if !matches!(needle, Val::Json(_) | Val::List(_)) => {
-                        let mut s = StackStr::new();
-                        needle.write_str(&mut s);
-                        h.contains(s.as_str())
-                    }
-                    _ => false,
-                },
-            })
-        }
-        Op::Cat => {
-            let mut out = String::new();
-            for n in args {
-                eval_in(n, env, scope).write_str(&mut out);
-            }
-            Val::String(out)
-        }
+        Op::Merge => merge(args, env, scope),
+        Op::In => in_op(args, env, scope),
+        Op::Cat => cat(args, env, scope),
         Op::Substr => substr(&ev(0), args.get(1).map(|_| ev(1).number()), args.get(2).map(|_| ev(2).number())),
         Op::Missing => missing(args, env, scope),
         Op::MissingSome => {
@@ -531,21 +553,69 @@ fn eval_op<'a>(op: Op, args: &'a [Node], env: &Env<'a>, scope: Scope<'_, 'a>) ->
                 _ => Val::Null,
             }
         }
-        Op::SemVer => {
-            if args.len() != 3 {
-                return Val::Null;
+        Op::SemVer => sem_ver(args, env, scope),
+    }
+}
+
+#[inline(never)]
+fn sem_ver<'a>(args: &'a [Node], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
+    let ev = |i: usize| arg(args, i, env, scope);
+    if args.len() != 3 {
+        return Val::Null;
+    }
+    let (a, o, b) = (ev(0), ev(1), ev(2));
+    let (mut sa, mut sb) = (StackStr::new(), StackStr::new());
+    let (Some(va), Some(vb)) = (version(&a, &mut sa), version(&b, &mut sb)) else {
+        return Val::Null;
+    };
+    match o.as_str().and_then(SemverOp::parse) {
+        Some(op) => Val::Bool(op.holds(&va, &vb)),
+        None => Val::Null,
+    }
+}
+
+#[inline(never)]
+fn in_op<'a>(args: &'a [Node], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
+    let ev = |i: usize| arg(args, i, env, scope);
+    let _ = &ev;
+    let (needle, hay) = (ev(0), ev(1));
+    Val::Bool(match hay.items() {
+        Some(Items::Json(a)) => a.iter().any(|x| strict_eq(&needle, &Val::from_json(x))),
+        Some(Items::List(l)) => l.iter().any(|x| strict_eq(&needle, x)),
+        None => match (hay.as_str(), needle.as_str()) {
+            (Some(h), Some(n)) => h.contains(n),
+            (Some(h), None) if !matches!(needle, Val::Json(_) | Val::List(_)) => {
+                let mut s = StackStr::new();
+                needle.write_str(&mut s);
+                h.contains(s.as_str())
             }
-            let (a, o, b) = (ev(0), ev(1), ev(2));
-            let (mut sa, mut sb) = (StackStr::new(), StackStr::new());
-            let (Some(va), Some(vb)) = (version(&a, &mut sa), version(&b, &mut sb)) else {
-                return Val::Null;
-            };
-            match o.as_str().and_then(SemverOp::parse) {
-                Some(op) => Val::Bool(op.holds(&va, &vb)),
-                None => Val::Null,
-            }
+            _ => false,
+        },
+    })
+}
+
+#[inline(never)]
+fn merge<'a>(args: &'a [Node], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
+    let ev = |i: usize| arg(args, i, env, scope);
+    let _ = &ev;
+    let mut out = Vec::new();
+    for n in args {
+        match eval_in(n, env, scope) {
+            Val::Json(Value::Array(a)) => out.extend(a.iter().map(Val::from_json)),
+            Val::List(l) => out.extend(l),
+            other => out.push(other),
         }
     }
+    Val::List(out)
+}
+
+#[inline(never)]
+fn cat<'a>(args: &'a [Node], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
+    let mut out = String::new();
+    for n in args {
+        eval_in(n, env, scope).write_str(&mut out);
+    }
+    Val::String(out)
 }
 
 /// A version from a string or, as flagd prints it, a number.
@@ -559,6 +629,7 @@ fn version<'v>(v: &'v Val<'_>, buf: &'v mut StackStr) -> Option<Version<'v>> {
     }
 }
 
+#[inline(never)]
 fn each<'a>(op: Op, args: &'a [Node], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
     let list = arg(args, 0, env, scope);
     let Some(rule) = args.get(1) else { return Val::Null };
@@ -577,6 +648,7 @@ fn each<'a>(op: Op, args: &'a [Node], env: &Env<'a>, scope: Scope<'_, 'a>) -> Va
     }
 }
 
+#[inline(never)]
 fn reduce<'a>(args: &'a [Node], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
     let list = arg(args, 0, env, scope);
     let mut acc = arg(args, 2, env, scope);
@@ -592,6 +664,7 @@ fn reduce<'a>(args: &'a [Node], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> 
     acc
 }
 
+#[inline(never)]
 fn missing<'a>(args: &'a [Node], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
     // `{"missing": [[…keys]]}` (e.g. from `merge`) or `{"missing": ["a", "b"]}`.
     let first = arg(args, 0, env, scope);
@@ -626,6 +699,7 @@ fn missing_of<'a>(keys: &Val<'a>, env: &Env<'a>, scope: Scope<'_, 'a>) -> (Vec<V
     (out, total)
 }
 
+#[inline(never)]
 fn substr<'a>(s: &Val<'a>, start: Option<f64>, len: Option<f64>) -> Val<'a> {
     let mut text = String::new();
     s.write_str(&mut text);
@@ -700,6 +774,7 @@ fn less(a: &Val<'_>, b: &Val<'_>, or_equal: bool) -> bool {
     if or_equal { x <= y } else { x < y }
 }
 
+#[inline(never)]
 fn eval_fractional<'a>(f: &'a Fractional, env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
     if f.malformed || f.buckets.is_empty() {
         return Val::Null;
@@ -736,29 +811,27 @@ fn eval_fractional<'a>(f: &'a Fractional, env: &Env<'a>, scope: Scope<'_, 'a>) -
     }
     let hash = hasher.finish();
 
-    // Weights are whole numbers from 0 (negative ones count as 0) to i32::MAX, and so is
-    // their sum; anything else makes the whole operation null, as in flagd.
-    let mut total: u64 = 0;
-    let mut weights = [0u32; 16];
-    let many = f.buckets.len() > weights.len();
-    let mut heap = Vec::new();
-    for (i, (_, weight)) in f.buckets.iter().enumerate() {
-        let w = match weight.as_ref().map(|w| eval_in(w, env, scope)) {
-            None | Some(Val::Null) => 1.0,
-            Some(Val::Num(n)) => n,
-            Some(_) => return Val::Null,
-        };
-        if w.fract() != 0.0 || w > f64::from(i32::MAX) || w.is_nan() {
-            return Val::Null;
+    // Weights are whole numbers from 0 to i32::MAX, and so is their sum; anything else
+    // makes the whole operation null, as in flagd.
+    let computed: Vec<u32>;
+    let (weights, total): (&[u32], u64) = match &f.fixed {
+        Some((weights, total)) => (weights, *total),
+        None => {
+            let mut ws = Vec::with_capacity(f.buckets.len());
+            for (_, w) in f.buckets.iter() {
+                let w = w.as_ref().map(|w| eval_in(w, env, scope));
+                match weight_of(w.as_ref()) {
+                    Some(w) => ws.push(w),
+                    None => return Val::Null,
+                }
+            }
+            computed = ws;
+            (&computed, computed.iter().map(|w| u64::from(*w)).sum())
         }
-        let w = if w < 0.0 { 0 } else { w as u32 };
-        total += u64::from(w);
-        if many { heap.push(w) } else { weights[i] = w }
-    }
+    };
     if total > i32::MAX as u64 || total == 0 {
         return Val::Null;
     }
-    let weights: &[u32] = if many { &heap } else { &weights[..f.buckets.len()] };
     let chosen = match env.bucketing {
         Bucketing::HighPrecision => {
             let bucket = (u64::from(hash) * total) >> 32;

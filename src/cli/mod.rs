@@ -233,6 +233,9 @@ enum ReleaseCommand {
         artifact: Option<String>,
         #[arg(long)]
         sha256: Option<String>,
+        /// A flag release: this flagd flag definition file (JSON or YAML) instead of an artifact.
+        #[arg(long, conflicts_with_all = ["artifact", "sha256"])]
+        flags: Option<std::path::PathBuf>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -436,10 +439,9 @@ fn remote_command(command: Command) -> Result<ExitCode> {
                     }
                 };
             }
-            Command::Release(ReleaseCommand::Create { service, version, artifact, sha256, remote }) => {
-                let r = remote
-                    .client()
-                    .create_release(&service, &CreateRelease { version, artifact, sha256, flags: None })?;
+            Command::Release(ReleaseCommand::Create { service, version, artifact, sha256, flags, remote }) => {
+                let flags = flags.map(|path| flag_document(&path)).transpose()?;
+                let r = remote.client().create_release(&service, &CreateRelease { version, artifact, sha256, flags })?;
                 match remote.output {
                     Format::Json => print_json(&r).ok(),
                     Format::Text => writeln!(std::io::stdout(), "created {}", remote::print_release(&r)).ok(),
@@ -769,6 +771,20 @@ fn load_manifest(path: &Path) -> Result<Option<rollwave_core::manifest::Manifest
         Err(errors) => {
             eprint!("{errors}");
             Ok(None)
+        }
+    }
+}
+
+/// A flag file read and checked here, so that its mistakes are told as `FILE:LINE:COL`
+/// before anything is sent; the server checks the JSON it gets again.
+fn flag_document(path: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {origin}: {e}"))?;
+    match rollwave_flags::FlagSet::parse_document(&origin, &text) {
+        Ok((_, doc)) => Ok(doc),
+        Err(errors) => {
+            let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            Err(anyhow::anyhow!("{}", lines.join("\n")))
         }
     }
 }

@@ -7,7 +7,10 @@ use crate::gauges::{GaugeConfig, Target};
 use crate::installer::{BASELINE, Deployment, HostIdentity, Installer, InstallerConfig};
 use crate::state::{HookRun, Outcome};
 use rollwave_api::client::{Client, ClientError};
-use rollwave_api::{Accepted, Desired, HookReport, HostReport, RegisterHost, Registered};
+use crate::flags::HostFlags;
+use rollwave_api::{
+    Accepted, Desired, DesiredFlags, FlagSetDocument, HookReport, HostReport, Lane, RegisterHost, Registered,
+};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,6 +41,8 @@ pub struct AgentConfig {
     pub max_backoff: Duration,
     /// How often the host's gauges (CPU, memory, restarts) are pushed; zero pushes none.
     pub metrics_every: Duration,
+    /// Where the host's flag set is served over OFREP, once a flag release reaches it.
+    pub ofrep_listen: std::net::SocketAddr,
 }
 
 impl AgentConfig {
@@ -59,6 +64,7 @@ impl AgentConfig {
             poll_wait: Duration::from_secs(10),
             max_backoff: Duration::from_secs(30),
             metrics_every: Duration::from_secs(10),
+            ofrep_listen: crate::flags::DEFAULT_LISTEN.parse().expect("a socket address"),
         }
     }
 }
@@ -79,6 +85,9 @@ pub struct Agent {
     registered: Option<Desired>,
     /// The last command the server showed, for the long-poll's `after`.
     seen: Option<u64>,
+    /// The last flag command the server showed, for the long-poll's `flags_after`.
+    seen_flags: Option<u64>,
+    flags: HostFlags,
     backoff: Backoff,
     /// Whom the gauges are pushed for, shared with their thread.
     target: Arc<Mutex<Option<Target>>>,
@@ -98,11 +107,28 @@ impl Agent {
         let client = Client::new(&config.server, Some(config.token.clone()));
         let backoff = Backoff::new(Duration::from_millis(500), config.max_backoff);
         let target = Arc::new(Mutex::new(None));
-        Agent { config, client, installer, slot: None, registered: None, seen: None, backoff, target }
+        let flags = HostFlags::open(&config.workdir, config.ofrep_listen);
+        Agent {
+            config,
+            client,
+            installer,
+            slot: None,
+            registered: None,
+            seen: None,
+            seen_flags: None,
+            flags,
+            backoff,
+            target,
+        }
     }
 
     pub fn installer(&self) -> &Installer {
         &self.installer
+    }
+
+    /// The host's flags: the version served and where.
+    pub fn flags(&self) -> &HostFlags {
+        &self.flags
     }
 
     /// Runs until `stop` is set (checked between long-polls and while backing off), with
@@ -162,11 +188,20 @@ impl Agent {
                     format!("/v1/services/{}/hosts/{}/{}/desired", slot.service, self.config.environment, slot.host);
                 if let Some(after) = self.seen {
                     path.push_str(&format!("?after={after}&wait={}", self.config.poll_wait.as_secs().max(1)));
+                    if let Some(flags_after) = self.seen_flags {
+                        path.push_str(&format!("&flags_after={flags_after}"));
+                    }
                 }
                 self.client.get(&path)?
             }
         };
         self.seen = Some(desired.command);
+        if let Some(flags) = &desired.flags {
+            self.seen_flags = Some(flags.command);
+            if self.flags.needs(flags.command) {
+                self.deploy_flags(&slot, flags)?;
+            }
+        }
         if desired.command == 0 || desired.command == self.installer.last_command() {
             return Ok(());
         }
@@ -184,6 +219,36 @@ impl Agent {
             Some(reason) => log(&format!("command {}: {} failed: {reason}", outcome.command, outcome.version)),
         }
         self.report(&slot, &outcome)
+    }
+
+    /// Serves the flag set the server asks for and reports it. A download the server
+    /// cannot answer now is retried (an error here); a set that cannot be served is
+    /// reported as a failed deployment, and the host keeps serving what it served.
+    fn deploy_flags(&mut self, slot: &Slot, desired: &DesiredFlags) -> Result<(), ClientError> {
+        log(&format!("flag command {}: {} {}", desired.command, desired.purpose, desired.version));
+        let fetched = if self.flags.has(&desired.version) {
+            None
+        } else {
+            let path = format!("/v1/services/{}/flag-sets/{}", slot.service, desired.version);
+            let doc: FlagSetDocument = self.client.get(&path)?;
+            Some(doc.flags)
+        };
+        let result = self.flags.deploy(desired.command, &desired.version, fetched);
+        match &result {
+            Ok(()) => log(&format!("flag command {}: serving {}", desired.command, desired.version)),
+            Err(e) => log(&format!("flag command {}: {} failed: {e}", desired.command, desired.version)),
+        }
+        let body = HostReport {
+            command: desired.command,
+            ok: result.is_ok(),
+            reason: result.err(),
+            hooks: Vec::new(),
+            lane: Lane::Flags,
+        };
+        let path = format!("/v1/services/{}/hosts/{}/{}/report", slot.service, self.config.environment, slot.host);
+        let _: Accepted = self.client.post(&path, &body)?;
+        self.flags.mark_reported(desired.command);
+        Ok(())
     }
 
     /// Deploys while a second thread keeps polling (without waiting), so the server

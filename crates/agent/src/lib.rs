@@ -15,6 +15,7 @@
 pub mod agent;
 pub mod artifact;
 pub mod error;
+pub mod flags;
 pub mod fleet;
 pub mod gauges;
 pub mod hooks;
@@ -65,6 +66,10 @@ pub struct AgentArgs {
     /// 500ms); 0s pushes none.
     #[arg(long, env = "ROLLWAVE_METRICS_EVERY", default_value = "10s", value_parser = parse_interval)]
     pub metrics_every: Duration,
+    /// Where the host's processes read its flags over OFREP (opened once a flag release
+    /// reaches the host).
+    #[arg(long, env = "ROLLWAVE_OFREP_LISTEN", default_value = flags::DEFAULT_LISTEN)]
+    pub ofrep_listen: std::net::SocketAddr,
 }
 
 /// `rollwave fleet up`: run many agents on this machine, `--hosts-per-zone` per zone.
@@ -124,6 +129,7 @@ pub fn agent_main(args: AgentArgs) -> anyhow::Result<()> {
     config.service = args.service;
     config.address = args.address;
     config.metrics_every = args.metrics_every;
+    config.ofrep_listen = args.ofrep_listen;
     let workdir = config.workdir.display().to_string();
     let mut agent = Agent::new(config).with_context(|| format!("cannot use the work directory {workdir}"))?;
     tracing::info!(

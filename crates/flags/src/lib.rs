@@ -355,6 +355,14 @@ impl FlagSet {
         compile::compile(&doc, &source::Locator::new(origin, Some(&tree)), options)
     }
 
+    /// Parses a document's text (JSON or YAML) and gives it back as JSON beside its
+    /// compiled form: what a flag release ships is the JSON, checked here with places.
+    pub fn parse_document(origin: &str, text: &str) -> Result<(FlagSet, Value), Vec<Diagnostic>> {
+        let (doc, tree) = source::parse(origin, text).map_err(|d| vec![d])?;
+        let set = compile::compile(&doc, &source::Locator::new(origin, Some(&tree)), ParseOptions::default())?;
+        Ok((set, doc))
+    }
+
     /// The same from an already-parsed JSON document (places are then JSON pointers, line 0).
     pub fn from_value(origin: &str, doc: &Value) -> Result<FlagSet, Vec<Diagnostic>> {
         FlagSet::from_value_with(origin, doc, ParseOptions::default())

@@ -22,7 +22,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// control plane rolls out one release at a time, so two or three are in use).
 const KEPT_VERSIONS: usize = 16;
 
-/// The counts of one evaluation outcome: a flag, its variant (`None`: an error) and the
+/// The counts of one evaluation outcome: a flag, its variant (`None`: no variant was
+/// chosen, because the evaluation ended in an error or the flag is disabled) and the
 /// version of the set that answered.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CountKey {

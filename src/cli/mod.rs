@@ -18,7 +18,7 @@ use std::sync::Arc;
 #[derive(Parser)]
 #[command(name = "rollwave", version, about = "Safe, hands-off continuous deployment in waves")]
 struct Cli {
-    /// How server, agent, router, fleet and sample-app write their log lines on stderr
+    /// How server, agent, router, relay, fleet and sample-app write their log lines on stderr
     /// (`RUST_LOG` filters them; default: info from rollwave, warnings from libraries).
     #[arg(long, global = true, value_enum, env = "ROLLWAVE_LOG_FORMAT", default_value_t = logging::LogFormat::Text)]
     log_format: logging::LogFormat,
@@ -58,6 +58,9 @@ enum Command {
     },
     /// Run the L7 router: sticky canary split, track propagation, per-backend metrics.
     Router(rollwave_router::RouterArgs),
+    /// Serve feature flags over OFREP: a region's flag sets from the control plane (kept
+    /// on disk, split between stable and canary like the router), or one flags file.
+    Relay(rollwave_relay::RelayArgs),
     /// Run the control plane.
     Server(ServerArgs),
     /// Run the host agent: register, long-poll for the desired version, install it, report.
@@ -130,9 +133,12 @@ impl Command {
     /// (the others print their results, and the demo draws its own view).
     fn writes_logs(&self) -> bool {
         match self {
-            Command::Server(_) | Command::Agent(_) | Command::Router(_) | Command::Fleet(_) | Command::SampleApp(_) => {
-                true
-            }
+            Command::Server(_)
+            | Command::Agent(_)
+            | Command::Router(_)
+            | Command::Relay(_)
+            | Command::Fleet(_)
+            | Command::SampleApp(_) => true,
             Command::Demo(_)
             | Command::Validate { .. }
             | Command::Plan { .. }
@@ -676,6 +682,21 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     }
 }
 
+/// `rollwave relay`: a flags file that does not parse is invalid input (exit 1), each of
+/// its errors on a line of its own.
+fn relay(args: rollwave_relay::RelayArgs) -> Result<ExitCode> {
+    match rollwave_relay::main(args) {
+        Err(e) => match e.downcast_ref::<rollwave_relay::standalone::LoadError>() {
+            Some(invalid @ rollwave_relay::standalone::LoadError::Invalid(_)) => {
+                let _ = writeln!(std::io::stderr(), "{invalid}");
+                Ok(ExitCode::from(1))
+            }
+            _ => Err(e),
+        },
+        Ok(()) => Ok(ExitCode::SUCCESS),
+    }
+}
+
 pub fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
     if cli.command.writes_logs() {
@@ -685,6 +706,7 @@ pub fn run() -> Result<ExitCode> {
     match cli.command {
         Command::Demo(args) => return Ok(ExitCode::from(rollwave_demo::run::main(args)? as u8)),
         Command::Router(args) => rollwave_router::main(args)?,
+        Command::Relay(args) => return relay(args),
         Command::Server(args) => run_server(args)?,
         Command::Agent(args) => rollwave_agent::agent_main(args)?,
         Command::SampleApp(args) => rollwave_demo::sample_app::main(args)?,

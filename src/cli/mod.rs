@@ -447,7 +447,8 @@ fn remote_command(command: Command) -> Result<ExitCode> {
             }
             Command::Release(ReleaseCommand::Create { service, version, artifact, sha256, flags, remote }) => {
                 let flags = flags.map(|path| flag_document(&path)).transpose()?;
-                let r = remote.client().create_release(&service, &CreateRelease { version, artifact, sha256, flags })?;
+                let r =
+                    remote.client().create_release(&service, &CreateRelease { version, artifact, sha256, flags })?;
                 match remote.output {
                     Format::Json => print_json(&r).ok(),
                     Format::Text => writeln!(std::io::stdout(), "created {}", remote::print_release(&r)).ok(),
@@ -798,15 +799,23 @@ fn load_manifest(path: &Path) -> Result<Option<rollwave_core::manifest::Manifest
 }
 
 /// A flag file read and checked here, so that its mistakes are told as `FILE:LINE:COL`
-/// before anything is sent; the server checks the JSON it gets again.
-fn flag_document(path: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+/// (one line each, on stderr) before anything is sent; the server checks the JSON again.
+fn flag_document(path: &std::path::Path) -> Result<serde_json::Value, rollwave_api::client::ClientError> {
     let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {origin}: {e}"))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| rollwave_api::client::ClientError::Transport { base: origin.clone(), reason: e.to_string() })?;
     match rollwave_flags::FlagSet::parse_document(&origin, &text) {
         Ok((_, doc)) => Ok(doc),
         Err(errors) => {
-            let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            Err(anyhow::anyhow!("{}", lines.join("\n")))
+            for e in &errors {
+                let _ = writeln!(std::io::stderr(), "{e}");
+            }
+            Err(rollwave_api::client::ClientError::Api {
+                status: 422,
+                code: "invalid".into(),
+                message: format!("{origin}: {} error(s); nothing was sent", errors.len()),
+                details: serde_json::Value::Null,
+            })
         }
     }
 }

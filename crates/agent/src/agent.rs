@@ -3,11 +3,11 @@
 //! out with capped exponential backoff; nothing the server says stops the loop. Beside
 //! it, a thread pushes the host's gauges (see [`crate::gauges`]).
 
+use crate::flags::HostFlags;
 use crate::gauges::{GaugeConfig, Target};
 use crate::installer::{BASELINE, Deployment, HostIdentity, Installer, InstallerConfig};
 use crate::state::{HookRun, Outcome};
 use rollwave_api::client::{Client, ClientError};
-use crate::flags::HostFlags;
 use rollwave_api::{
     Accepted, Desired, DesiredFlags, FlagSetDocument, HookReport, HostReport, Lane, RegisterHost, Registered,
 };

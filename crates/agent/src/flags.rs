@@ -6,7 +6,9 @@
 //! flag-set version as it runs a code version, and reports it done only once it serves it.
 //!
 //! On disk, under `DIR/flags/`: `VERSION.json` per version kept (the document as
-//! released) and `current`, the version served and the command that asked for it. The
+//! released), `current` (the version served and the command that asked for it) and
+//! `address` (the OFREP base URL, `http://127.0.0.1:PORT`, for the host's processes:
+//! hooks find the directory in `ROLLWAVE_FLAGS_DIR`). The
 //! listener is opened when the first flag set arrives (or at start, if one is on disk),
 //! so a host without flag releases opens no port.
 
@@ -121,7 +123,13 @@ impl HostFlags {
             Some(s) => {
                 s.sender.send_replace(served);
             }
-            None => self.serving = Some(start(self.listen, served)?),
+            None => {
+                let serving = start(self.listen, served)?;
+                let url = format!("http://{}\n", serving.address);
+                self.serving = Some(serving);
+                std::fs::create_dir_all(&self.dir).map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
+                write_atomically(&self.dir.join("address"), url.as_bytes())?;
+            }
         }
         Ok(())
     }

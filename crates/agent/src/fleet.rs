@@ -159,7 +159,11 @@ fn spawn(config: &FleetConfig, zone: &str, host_id: &str) -> std::io::Result<Mem
         .arg("--zone")
         .arg(zone)
         .arg("--workdir")
-        .arg(config.workdir.join(host_id));
+        .arg(config.workdir.join(host_id))
+        // Many agents share this machine: each serves its flags on a port of its own,
+        // written to its `flags/address`.
+        .arg("--ofrep-listen")
+        .arg("127.0.0.1:0");
     if let Some(service) = &config.service {
         command.arg("--service").arg(service);
     }

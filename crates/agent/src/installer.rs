@@ -239,6 +239,8 @@ impl Installer {
             ("ROLLWAVE_REGION".into(), host.region.clone()),
             ("ROLLWAVE_ZONE".into(), host.zone.clone()),
             ("ROLLWAVE_RELEASE_DIR".into(), release_dir.display().to_string()),
+            // Where the host's flags are served: `address` there holds the OFREP base URL.
+            ("ROLLWAVE_FLAGS_DIR".into(), self.config.workdir.join("flags").display().to_string()),
         ]
     }
 

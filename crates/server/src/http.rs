@@ -508,6 +508,9 @@ struct DesiredQuery {
     /// Seconds to wait for a change, at most 60.
     #[serde(default)]
     wait: Option<u64>,
+    /// The flag command the agent has: a different one ends the wait too.
+    #[serde(default)]
+    flags_after: Option<u64>,
 }
 
 async fn desired(
@@ -558,7 +561,8 @@ async fn desired(
         tokio::pin!(notified);
         notified.as_mut().enable();
         let current = look()?;
-        if q.after.is_none_or(|after| current.command != after) {
+        let flags_changed = q.flags_after.is_some() && current.flags.as_ref().map(|f| f.command) != q.flags_after;
+        if q.after.is_none_or(|after| current.command != after) || flags_changed {
             return Ok(Json(current));
         }
         tokio::select! {

@@ -278,7 +278,11 @@ fn operations() -> Vec<(&'static str, &'static str, Op)> {
             "/v1/services/{service}/hosts/{environment}/{host}/desired",
             "get",
             Op::new("Long-poll a host's desired version: answers when `command` differs from `after`, or after `wait` seconds; a heartbeat", Host)
-                .params(vec![query("after", false, count(), "The command the host has."), wait()])
+                .params(vec![
+                    query("after", false, count(), "The command the host has."),
+                    wait(),
+                    query("flags_after", false, count(), "The flag command the host has: a different one answers too."),
+                ])
                 .json(200, "Desired")
                 .errors(&[400, 404, 409, 422, 503]),
         ),

@@ -10,6 +10,7 @@ mod connections;
 mod dashboard;
 mod demo;
 mod exec;
+mod flags;
 mod logging;
 mod prometheus;
 mod replicas;

@@ -1,8 +1,9 @@
 //! `rollwave`: one binary for the whole system. Each subcommand is a thin shell over a
 //! library crate; this file turns their errors into messages and exit codes.
 //!
-//! Exit codes: 0 success; 1 the input was read but is invalid (a manifest or scenario
-//! error, with every problem listed as `FILE:LINE:COL: message`); 2 bad usage or a file
+//! Exit codes: 0 success; 1 the input was read but is invalid (a manifest, scenario or
+//! flag definition error, with every problem listed as `FILE:LINE:COL: message`, or a flag
+//! evaluation that is an error); 2 bad usage or a file
 //! that cannot be read. A closed output pipe ends quietly.
 
 mod cli;

@@ -1,5 +1,6 @@
 //! Command-line parsing and the subcommands.
 
+mod flags;
 mod logging;
 mod plan;
 mod remote;
@@ -41,6 +42,9 @@ enum Command {
     },
     /// Print the manifest's JSON Schema.
     Schema,
+    /// Feature flags in the flagd format: validate a file, evaluate a flag.
+    #[command(subcommand)]
+    Flags(flags::FlagsCommand),
     /// Run the engine against a simulated fleet and traffic in virtual time.
     Simulate {
         file: PathBuf,
@@ -143,6 +147,7 @@ impl Command {
             | Command::Validate { .. }
             | Command::Plan { .. }
             | Command::Schema
+            | Command::Flags(_)
             | Command::Simulate { .. }
             | Command::Service(_)
             | Command::Release(_)
@@ -755,6 +760,11 @@ pub fn run() -> Result<ExitCode> {
             } else {
                 write!(out, "{}", plan::to_text(&plan))?;
             }
+        }
+        Command::Flags(command) => {
+            let code = flags::run(command, &mut out)?;
+            out.flush()?;
+            return Ok(code);
         }
         Command::Schema => {
             writeln!(out, "{}", serde_json::to_string_pretty(&rollwave_manifest::manifest_schema())?)?;

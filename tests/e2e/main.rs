@@ -12,6 +12,7 @@ mod demo;
 mod exec;
 mod flag_release;
 mod flags;
+mod flags_cli;
 mod logging;
 mod prometheus;
 mod replicas;

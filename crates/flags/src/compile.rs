@@ -683,3 +683,16 @@ fn fractional(args: &Value, path: &mut Vec<Step>, cx: &mut Cx<'_, '_>, returned:
     }
     Node::Fractional(Box::new(Fractional::new(bucket_by, buckets, malformed)))
 }
+
+/// Compiles a rule on its own (no variants, no evaluators) for the evaluator's tests.
+#[cfg(test)]
+pub(crate) fn rule_for_tests(rule: &Value) -> Node {
+    let at = Locator::new("test", None);
+    let mut report = Report { at: &at, fatal: Vec::new(), rules: Vec::new() };
+    let evaluators = Map::new();
+    let mut cx =
+        Cx { report: &mut report, evaluators: &evaluators, variants: &[], flag: "", refs: Vec::new(), unusable: None };
+    let node = node(rule, &mut Vec::new(), &mut cx, Returned::No, 0);
+    assert!(cx.unusable.is_none(), "{:?}", report.rules);
+    node
+}

@@ -874,3 +874,100 @@ fn hash_str(hasher: &mut Murmur3, v: &Val<'_>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn eval_json(rule: Value, data: Value) -> Value {
+        let node = crate::compile::rule_for_tests(&rule);
+        let env = Env { data: &data, flag_key: "my-flag", timestamp: 1_700_000_000, bucketing: Bucketing::default() };
+        eval(&node, &env).to_json()
+    }
+
+    /// json-logic-js's answers for the operators flag rules use.
+    #[test]
+    fn operators_answer_as_json_logic_js_does() {
+        let data = json!({"a": {"b": 2}, "list": [10, 20], "x": 1, "s": "hello"});
+        let cases = [
+            (json!({"==": [1, "1"]}), json!(true)),
+            (json!({"===": [1, "1"]}), json!(false)),
+            (json!({"==": [0, false]}), json!(true)),
+            (json!({"==": [null, 0]}), json!(false)),
+            (json!({"!=": ["a", "b"]}), json!(true)),
+            (json!({"<": [1, 2, 3]}), json!(true)),
+            (json!({"<": [1, 1, 3]}), json!(false)),
+            (json!({"<=": [1, 1, 3]}), json!(true)),
+            (json!({">": ["b", "a"]}), json!(true)),
+            (json!({">=": [{"var": "x"}, 1]}), json!(true)),
+            (json!({"+": ["1", 1]}), json!(2.0)),
+            (json!({"-": [5]}), json!(-5.0)),
+            (json!({"*": [2, "3"]}), json!(6.0)),
+            (json!({"/": [1, 4]}), json!(0.25)),
+            (json!({"%": [7, 3]}), json!(1.0)),
+            (json!({"max": [1, 3, 2]}), json!(3.0)),
+            (json!({"min": []}), json!(null)),
+            (json!({"!": [[]]}), json!(true)),
+            (json!({"!!": ["0"]}), json!(true)),
+            (json!({"or": [0, "", "x"]}), json!("x")),
+            (json!({"and": [1, 0, 2]}), json!(0.0)),
+            (json!({"if": [false, 1, false, 2, 3]}), json!(3.0)),
+            (json!({"if": [false, 1]}), json!(null)),
+            (json!({"?:": [true, "y", "n"]}), json!("y")),
+            (json!({"in": ["ell", {"var": "s"}]}), json!(true)),
+            (json!({"in": ["b", ["a", "b"]]}), json!(true)),
+            (json!({"cat": ["a", 1, null, true, 2.5]}), json!("a1true2.5")),
+            (json!({"substr": ["jsonlogic", 4]}), json!("logic")),
+            (json!({"substr": ["jsonlogic", -5]}), json!("logic")),
+            (json!({"substr": ["jsonlogic", 1, 3]}), json!("son")),
+            (json!({"substr": ["jsonlogic", 4, -2]}), json!("log")),
+            (json!({"merge": [[1, 2], [3], 4]}), json!([1.0, 2.0, 3.0, 4.0])),
+            (json!({"map": [[1, 2, 3], {"*": [{"var": ""}, 2]}]}), json!([2.0, 4.0, 6.0])),
+            (json!({"filter": [{"var": "list"}, {">": [{"var": ""}, 15]}]}), json!([20.0])),
+            (json!({"reduce": [[1, 2, 3], {"+": [{"var": "current"}, {"var": "accumulator"}]}, 0]}), json!(6.0)),
+            (json!({"all": [[1, 2], {">": [{"var": ""}, 0]}]}), json!(true)),
+            (json!({"all": [[], {">": [{"var": ""}, 0]}]}), json!(false)),
+            (json!({"none": [[1], {">": [{"var": ""}, 5]}]}), json!(true)),
+            (json!({"some": [[1, 9], {">": [{"var": ""}, 5]}]}), json!(true)),
+            (json!({"missing": ["a", "zz"]}), json!(["zz"])),
+            (json!({"missing_some": [1, ["a", "zz"]]}), json!([])),
+            (json!({"missing_some": [2, ["a", "zz"]]}), json!(["zz"])),
+            (json!({"var": "a.b"}), json!(2.0)),
+            (json!({"var": ["nope", 5]}), json!(5.0)),
+            (json!({"var": "list.1"}), json!(20.0)),
+            (json!({"var": {"cat": ["a", ".b"]}}), json!(2.0)),
+            (json!({"var": "$flagd.flagKey"}), json!("my-flag")),
+            (json!({"var": "$flagd.timestamp"}), json!(1_700_000_000.0)),
+            (json!({"sem_ver": ["1.2.3", "^", "1.0.0"]}), json!(true)),
+            (json!({"sem_ver": [1.2, ">", "1.1.9"]}), json!(true)),
+            (json!({"starts_with": [{"var": "x"}, "ab"]}), json!(null)),
+            (json!({"ends_with": [{"var": "s"}, "llo"]}), json!(true)),
+            (json!({"fractional": [["only", 1]]}), json!(null)),
+            (json!({"fractional": ["key", ["only", 1]]}), json!("only")),
+            (json!({"fractional": ["key", ["a", 1.5], ["b", 1]]}), json!(null)),
+        ];
+        for (rule, expected) in cases {
+            let got = eval_json(rule.clone(), data.clone());
+            let same = match (&got, &expected) {
+                (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+                _ => got == expected,
+            };
+            assert!(same, "{rule}: {got} instead of {expected}");
+        }
+    }
+
+    #[test]
+    fn high_precision_buckets_split_keys_in_proportion_to_weights() {
+        let rule = json!({"fractional": [{"var": "k"}, ["a", 1], ["b", 3]]});
+        let mut counts = [0usize; 2];
+        for i in 0..4000 {
+            match eval_json(rule.clone(), json!({"k": format!("user-{i}")})).as_str() {
+                Some("a") => counts[0] += 1,
+                Some("b") => counts[1] += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!((900..1100).contains(&counts[0]), "{counts:?}");
+    }
+}

@@ -5,6 +5,7 @@ mod support;
 use rollwave_agent::state::{Doing, InProgress, STATE_FILE};
 use rollwave_agent::{Deployment, Fleet, FleetArgs, FleetConfig, Outcome, State, Step, Stopped};
 use rollwave_api::{CreateRelease, CreateToken, Desired, MetricSeries, RegisterHost};
+use rollwave_server::Driver;
 use std::path::Path;
 use std::time::Duration;
 use support::*;
@@ -460,7 +461,7 @@ stages:
 
 #[test]
 fn agents_install_what_the_server_asks_and_the_server_sees_it() {
-    let server = TestServer::start();
+    let server = server();
     let admin = server.admin();
     admin.apply("shop.yaml", &MANIFEST.replace("HOSTS", "2")).unwrap();
     let tmp = tempfile::tempdir().unwrap();
@@ -473,7 +474,7 @@ fn agents_install_what_the_server_asks_and_the_server_sees_it() {
     let agents: Vec<RunningAgent> = (1..=2)
         .map(|n| {
             let id = format!("z1-{n}");
-            RunningAgent::start(server.agent_config(&id, "z1", &tmp.path().join(&id)))
+            RunningAgent::start(agent_config(&server, &id, "z1", &tmp.path().join(&id)))
         })
         .collect();
     let release =
@@ -506,32 +507,60 @@ fn agents_install_what_the_server_asks_and_the_server_sees_it() {
     drop(agents);
 }
 
+/// How many polls for its desired version the server has answered.
+fn polls_answered(server: &TestServer) -> u64 {
+    let labels =
+        [("method", "GET"), ("route", "/v1/services/{service}/hosts/{environment}/{host}/desired"), ("status", "200")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .to_vec();
+    server.node.metrics.request_seconds.get_or_create(&labels).count()
+}
+
 #[test]
 fn a_hook_longer_than_the_host_timeout_does_not_make_the_host_look_lost() {
-    // The hook runs more than twice the host timeout; the agent shows a sign of life six
-    // times per timeout meanwhile.
-    let server = TestServer::with_host_timeout(Duration::from_millis(1500));
+    const HOST_TIMEOUT: Duration = Duration::from_secs(30);
+    let server = TestServer::builder().driver(Driver::Agent).host_timeout(HOST_TIMEOUT).start();
     let admin = server.admin();
     admin.apply("shop.yaml", &MANIFEST.replace("HOSTS", "1")).unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let v1 = artifact(tmp.path(), "v1", "start: { run: \"sleep 3.5\" }\n", &[]);
-    let mut config = server.agent_config("z1-1", "z1", &tmp.path().join("z1-1"));
-    config.poll_wait = Duration::from_millis(250);
+    // The start hook runs until the test writes to its pipe.
+    let (started, go) = (tmp.path().join("started"), tmp.path().join("go"));
+    assert!(std::process::Command::new("mkfifo").arg(&go).status().unwrap().success());
+    let script = format!("#!/bin/sh\ntouch {}\ncat {}\n", started.display(), go.display());
+    let v1 = artifact(tmp.path(), "v1", "start: { run: ./start.sh }\n", &[("start.sh", &script)]);
+    let mut config = agent_config(&server, "z1-1", "z1", &tmp.path().join("z1-1"));
+    config.poll_wait = Duration::from_millis(50);
     let _agent = RunningAgent::start(config);
     let release =
         CreateRelease { version: "v1".into(), artifact: Some(v1.url()), sha256: Some(v1.sha256.clone()), flags: None };
     admin.create_release("shop", &release).unwrap();
+    wait_until("the start hook runs", || started.exists());
+
+    // While it runs, the server's clock moves on by two and a half host timeouts, half of
+    // one at a time, each time once the agent has shown a sign of life at the time reached:
+    // two polls answered after the clock moved, the second begun after the first ended.
+    for _ in 0..5 {
+        server.advance(HOST_TIMEOUT / 2);
+        let before = polls_answered(&server);
+        wait_until("the agent shows a sign of life", || polls_answered(&server) >= before + 2);
+    }
+    std::fs::write(&go, "go\n").unwrap();
     wait_until("the release ends", || {
         admin.release("shop", "v1").unwrap().release.outcome != rollwave_api::Outcome::InProgress
     });
     let detail = admin.release("shop", "v1").unwrap();
     assert_eq!(detail.release.outcome, rollwave_api::Outcome::Completed, "{:?}", detail.events);
     assert!(detail.events.iter().all(|e| e.kind != rollwave_api::EventKind::HostFailed), "{:?}", detail.events);
+    let inputs = server.block_on(server.node.store.read_log(0, 10_000, Some(&["input"]))).unwrap();
+    let lost = inputs.iter().filter(|r| {
+        matches!(serde_json::from_str(&r.body).unwrap(), rollwave_server::state::LogInput::HostLost { .. })
+    });
+    assert_eq!(lost.count(), 0, "the host was never taken for lost");
 }
 
 #[test]
 fn after_a_restart_mid_hook_the_agent_reports_the_command_as_failed() {
-    let server = TestServer::start();
+    let server = server();
     let admin = server.admin();
     admin.apply("shop.yaml", &MANIFEST.replace("HOSTS", "1")).unwrap();
     let tmp = tempfile::tempdir().unwrap();
@@ -565,7 +594,7 @@ fn after_a_restart_mid_hook_the_agent_reports_the_command_as_failed() {
     };
     killed.save(&workdir.join(STATE_FILE)).unwrap();
 
-    let _agent = RunningAgent::start(server.agent_config("z1-1", "z1", &workdir));
+    let _agent = RunningAgent::start(agent_config(&server, "z1-1", "z1", &workdir));
     wait_until("the server records the failure", || {
         admin.release("shop", "v2").unwrap().events.iter().any(|e| e.kind == rollwave_api::EventKind::HostFailed)
     });
@@ -734,7 +763,7 @@ impl Drop for Killed {
 
 #[test]
 fn a_real_agent_process_pushes_its_hosts_gauges() {
-    let server = TestServer::start();
+    let server = server();
     let admin = server.admin();
     admin.apply("shop.yaml", &MANIFEST.replace("HOSTS", "1")).unwrap();
     let host = Some("shop/prod/z1-1".to_owned());

@@ -24,6 +24,8 @@ pub mod openapi;
 pub mod records;
 pub mod release;
 pub mod state;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod views;
 
 #[cfg(test)]

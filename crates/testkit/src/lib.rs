@@ -2,12 +2,13 @@
 //!
 //! `fresh_postgres` gives each test a database of its own on the PostgreSQL server named by
 //! `ROLLWAVE_TEST_POSTGRES_URL`, or says on stderr that the test is skipped. `wait_for` is
-//! the one way a test waits for a real process or thread to reach a condition, `Proc` a
+//! the one way a test waits for a real process or thread to reach a condition
+//! (`wait_for_async` in a tokio runtime, for its tasks), `Proc` a
 //! child process that cannot outlive its test, `free_port` a port to give one.
 
 mod process;
 
-pub use process::{Condition, Proc, free_port, wait_for};
+pub use process::{Condition, Proc, free_port, wait_for, wait_for_async};
 
 use sqlx::Connection;
 

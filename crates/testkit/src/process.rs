@@ -1,5 +1,5 @@
-//! Real processes and threads in tests: free ports, children killed when dropped, and
-//! waiting for a condition they reach.
+//! Real processes, threads and tasks in tests: free ports, children killed when dropped,
+//! and waiting for a condition they reach.
 
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -41,6 +41,25 @@ pub fn wait_for<C: Condition>(what: &str, limit: Duration, mut condition: impl F
         }
         assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// [`wait_for`] inside a tokio runtime, for tasks of this process (a proxy, a backend):
+/// between checks it sleeps on tokio's timer, so they run meanwhile, and a check may
+/// itself await (send a request). In-process tasks get there in milliseconds, so it asks
+/// again every 10 ms; the limit is only how long to wait before calling it a failure.
+pub async fn wait_for_async<C: Condition>(
+    what: &str,
+    limit: Duration,
+    mut condition: impl AsyncFnMut() -> C,
+) -> C::Value {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = condition().await.reached() {
+            return value;
+        }
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

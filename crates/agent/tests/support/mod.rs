@@ -1,18 +1,17 @@
-//! Builders for real artifacts, installers, servers and agents, shared by the tests.
+//! Builders for real artifacts, installers and agents, shared by the tests; the server is
+//! the server's own test kit's (`rollwave_server::testing`).
 
 #![allow(dead_code)]
 
 use rollwave_agent::{Agent, AgentConfig, Deployment, HostIdentity, Installer, InstallerConfig};
-use rollwave_api::client::Client;
-use rollwave_server::{Config, Driver};
+use rollwave_server::Driver;
+pub use rollwave_server::testing::{ADMIN, TestServer};
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-pub const ADMIN: &str = "rw_admin_secret_for_agent_tests";
 
 /// An artifact on disk and its sha256.
 #[derive(Clone, Debug)]
@@ -172,53 +171,20 @@ pub fn fake_rollwave(dir: &Path) -> PathBuf {
     binary
 }
 
-/// A server in this process with a real SQLite file, driving agents.
-pub struct TestServer {
-    pub base: String,
-    pub node: Arc<rollwave_server::Node>,
-    _runtime: tokio::runtime::Runtime,
-    _dir: tempfile::TempDir,
+/// A server in this process in virtual time, driving agents: the server's own kit.
+/// Its clock moves only when a test advances it, so no host is lost unless a test says so.
+pub fn server() -> TestServer {
+    TestServer::builder().driver(Driver::Agent).start()
 }
 
-impl TestServer {
-    pub fn start() -> Self {
-        TestServer::with_host_timeout(Duration::from_secs(60))
-    }
-
-    /// A registered host not heard from for `host_timeout` is lost.
-    pub fn with_host_timeout(host_timeout: Duration) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let config = Config {
-            db: format!("sqlite://{}", dir.path().join("agent.db").display()),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            node_id: "test".into(),
-            driver: Driver::Agent,
-            lease_ttl: Duration::from_secs(5),
-            bootstrap_token: Some(ADMIN.into()),
-            anonymous_read: false,
-            host_timeout,
-            datapoint_bin: rollwave_server::node::DATAPOINT_BIN,
-            prometheus: None,
-        };
-        let running = runtime.block_on(rollwave_server::start(config)).unwrap();
-        let server =
-            TestServer { base: format!("http://{}", running.addr), node: running.node, _runtime: runtime, _dir: dir };
-        wait_until("the replica leads", || server.node.is_leader());
-        server
-    }
-
-    pub fn admin(&self) -> Client {
-        Client::new(&self.base, Some(ADMIN.into()))
-    }
-
-    pub fn agent_config(&self, host_id: &str, zone: &str, workdir: &Path) -> AgentConfig {
-        let host = HostIdentity { id: host_id.into(), region: "r1".into(), zone: zone.into() };
-        let mut config = AgentConfig::new(&self.base, ADMIN, "prod", host, workdir);
-        config.poll_wait = Duration::from_secs(1);
-        config.max_backoff = Duration::from_secs(1);
-        config
-    }
+/// The configuration of an agent for host `host_id` in zone `zone` of region r1 of
+/// `server`'s prod environment, with its admin token.
+pub fn agent_config(server: &TestServer, host_id: &str, zone: &str, workdir: &Path) -> AgentConfig {
+    let host = HostIdentity { id: host_id.into(), region: "r1".into(), zone: zone.into() };
+    let mut config = AgentConfig::new(&server.base, ADMIN, "prod", host, workdir);
+    config.poll_wait = Duration::from_secs(1);
+    config.max_backoff = Duration::from_secs(1);
+    config
 }
 
 /// An agent loop on a thread of its own; stopped and joined on drop.

@@ -110,10 +110,8 @@ impl Backend {
     /// Closes the listener and every open connection, as if the process died.
     pub async fn kill(&self) {
         self.task.abort();
-        // Wait until the task is gone, so its sockets are closed.
-        while !self.task.is_finished() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        // Its sockets are closed once the task is gone.
+        wait_until("the backend's task is gone", async || self.task.is_finished()).await;
     }
 }
 
@@ -246,7 +244,7 @@ impl TestRouter {
         let temp = self.routes.with_extension("tmp");
         std::fs::write(&temp, text).unwrap();
         std::fs::rename(&temp, &self.routes).unwrap();
-        wait_until(|| self.reloads(outcome) > before).await;
+        wait_until("the router reads its routes file", async || self.reloads(outcome) > before).await;
     }
 
     pub fn reloads(&self, outcome: &str) -> u64 {
@@ -270,16 +268,10 @@ pub fn scratch_file(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-/// Polls `condition` until it holds; panics after a generous bound, so a broken
-/// router fails the test instead of hanging it.
-pub async fn wait_until(mut condition: impl FnMut() -> bool) {
-    for _ in 0..2_000 {
-        if condition() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("condition not reached within 20 s");
+/// Until `condition` holds, through the testkit's one wait; a failure after 20 s, so a
+/// broken router fails the test instead of hanging it.
+pub async fn wait_until(what: &str, condition: impl AsyncFnMut() -> bool) {
+    rollwave_testkit::wait_for_async(what, Duration::from_secs(20), condition).await;
 }
 
 /// The value of one sample line of the metrics text, 0 when absent.

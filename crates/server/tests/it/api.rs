@@ -95,7 +95,7 @@ fn bad_requests_get_json_errors_and_write_nothing() {
         409
     );
     // Refused requests left no trace in the log.
-    let log = s.runtime.block_on(s.node.store.read_log(after_create, 1000, Some(&["input"]))).unwrap();
+    let log = s.block_on(s.node.store.read_log(after_create, 1000, Some(&["input"]))).unwrap();
     assert!(log.iter().all(|r| r.body.contains("\"tick\"") || r.body.contains("host_report")), "{log:?}");
 }
 
@@ -172,14 +172,14 @@ fn a_release_rolls_out_with_the_noop_driver_and_its_timeline_is_kept() {
     assert_eq!(streamed, kinds);
 
     // Every change is in the audit log with its actor, and the chain holds.
-    let audit = s.runtime.block_on(s.node.store.audit_entries()).unwrap();
+    let audit = s.block_on(s.node.store.audit_entries()).unwrap();
     let actions: Vec<(&str, &str)> = audit.iter().map(|a| (a.actor.as_str(), a.action.as_str())).collect();
     assert_eq!(
         actions,
         [("admin", "apply_manifest"), ("admin", "create_release"), ("admin", "create_token"), ("admin", "approve")]
     );
     assert!(audit.iter().all(|a| a.token_id == Some(1)), "the bootstrap token's id is kept: {audit:?}");
-    assert_eq!(s.runtime.block_on(s.node.store.verify_audit()).unwrap(), Ok(4));
+    assert_eq!(s.block_on(s.node.store.verify_audit()).unwrap(), Ok(4));
 }
 
 #[test]
@@ -290,7 +290,7 @@ fn the_openapi_document_describes_every_route_the_client_uses() {
 #[test]
 fn exec_environments_run_their_commands_with_the_share_filled_in() {
     let s = TestServer::start(Driver::Agent);
-    let out = s._dir.path().join("exec.log");
+    let out = s.dir().join("exec.log");
     let manifest = format!(
         "service: fn\n\
          environments:\n\
@@ -337,7 +337,7 @@ fn exec_environments_run_their_commands_with_the_share_filled_in() {
 #[test]
 fn stage_tests_run_on_the_server_and_a_failing_one_stops_the_release() {
     let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(20) });
-    let flag = s._dir.path().join("broken");
+    let flag = s.dir().join("broken");
     // The test fails while the file `broken` exists, and says what it checked.
     let manifest = format!(
         "service: web\n\

@@ -265,12 +265,12 @@ fn token_names_follow_a_grammar_are_unique_and_cannot_pose_as_machines() {
     s.client(Some(&secret))
         .create_release("web", &CreateRelease { version: "v1".into(), artifact: None, sha256: None, flags: None })
         .unwrap();
-    let audit = s.runtime.block_on(s.node.store.audit_entries()).unwrap();
+    let audit = s.block_on(s.node.store.audit_entries()).unwrap();
     let release = audit.iter().find(|a| a.action == "create_release").expect("the release is audited");
     let two = admin.tokens().unwrap().into_iter().find(|t| t.name == "ci.two").unwrap();
     assert_eq!((release.actor.as_str(), release.token_id), ("ci.two", Some(two.id)));
     assert_ne!(ci.id, two.id);
-    assert_eq!(s.runtime.block_on(s.node.store.verify_audit()).unwrap(), Ok(audit.len()));
+    assert_eq!(s.block_on(s.node.store.verify_audit()).unwrap(), Ok(audit.len()));
 }
 
 #[test]
@@ -310,9 +310,7 @@ fn a_revoked_or_expired_token_is_refused_on_every_replica_within_a_second() {
         assert_eq!(status(base, "POST", "/v1/services/ghost/hold", Some(&deployer), false, "{}"), 404, "may hold");
     }
     let id = admin.tokens().unwrap().into_iter().max_by_key(|t| t.id).unwrap().id;
-    s.runtime
-        .block_on(s.node.store.raw_execute(&format!("UPDATE tokens SET role = 'viewer' WHERE id = {id}")))
-        .unwrap();
+    s.block_on(s.node.store.raw_execute(&format!("UPDATE tokens SET role = 'viewer' WHERE id = {id}"))).unwrap();
     for base in [&s.base, &second] {
         s.wait_for("the downgrade takes effect", || {
             s.advance(SWEEP);

@@ -9,16 +9,16 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-const IDLE: Duration = Duration::from_millis(300);
+const IDLE: Duration = Duration::from_millis(150);
 /// Longer than the idle timeout: the pauses of the answers below.
-const PAUSE: Duration = Duration::from_millis(700);
+const PAUSE: Duration = Duration::from_millis(400);
 
 fn app() -> Router {
     Router::new()
         .route(
             "/poll",
             get(|| async {
-                tokio::time::sleep(PAUSE * 2).await;
+                tokio::time::sleep(PAUSE).await;
                 "changed\n"
             }),
         )
@@ -28,8 +28,10 @@ fn app() -> Router {
                 let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(4);
                 tokio::spawn(async move {
                     for n in 0..3 {
+                        if n > 0 {
+                            tokio::time::sleep(PAUSE).await;
+                        }
                         let _ = tx.send(Ok(format!("event {n}\n"))).await;
-                        tokio::time::sleep(PAUSE).await;
                     }
                 });
                 Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
@@ -59,12 +61,18 @@ fn read_to_close(stream: &mut TcpStream) -> String {
 #[test]
 fn a_long_poll_and_a_pausing_stream_outlast_the_idle_timeout() {
     let (_runtime, addr) = serve();
-    for path in ["/poll", "/stream"] {
-        let mut stream = TcpStream::connect(addr).unwrap();
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
-        let answer = read_to_close(&mut stream);
+    let ask = |path: &'static str| {
+        std::thread::spawn(move || {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            write!(stream, "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+            read_to_close(&mut stream)
+        })
+    };
+    // Side by side: each connection has its own timeouts.
+    let asked = [("/poll", ask("/poll"), "changed\n"), ("/stream", ask("/stream"), "event 2\n")];
+    for (path, answer, expected) in asked {
+        let answer = answer.join().unwrap();
         assert!(answer.starts_with("HTTP/1.1 200"), "{path}: {answer}");
-        let expected = if path == "/poll" { "changed\n" } else { "event 2\n" };
         assert!(answer.contains(expected), "{path} was cut: {answer:?}");
     }
 }

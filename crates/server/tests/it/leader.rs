@@ -55,7 +55,7 @@ fn term(s: &TestServer) -> i64 {
 
 /// The operator actions in the log, in order.
 fn logged_actions(s: &TestServer) -> Vec<String> {
-    let records = s.runtime.block_on(s.node.store.read_log(0, 100_000, Some(&["input"]))).unwrap();
+    let records = s.block_on(s.node.store.read_log(0, 100_000, Some(&["input"]))).unwrap();
     records
         .iter()
         .filter_map(|r| match serde_json::from_str::<LogInput>(&r.body).unwrap() {
@@ -125,7 +125,7 @@ fn holds_and_resumes_answer_promptly_while_probes_queries_and_webhooks_hang() {
     assert_eq!(held.holds, vec!["web".to_owned()]);
     answered.push("hold".into());
     assert_eq!(term(&s), 1, "the lease changed hands");
-    let (_, lease_term, _) = s.runtime.block_on(s.node.store.lease_status()).unwrap().unwrap();
+    let (_, lease_term, _) = s.block_on(s.node.store.lease_status()).unwrap().unwrap();
     assert_eq!(lease_term, 1, "the lease was taken again");
     assert_eq!(logged_actions(&s), answered, "every answered change is in the log once, in order");
 }

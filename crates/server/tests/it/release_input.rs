@@ -38,7 +38,7 @@ fn marker(dir: &Path, name: &str) -> String {
 #[test]
 fn an_artifact_with_a_shell_command_is_refused_and_runs_nothing() {
     let s = TestServer::start(Driver::Agent);
-    let dir = s._dir.path();
+    let dir = s.dir();
     exec_service(&s, &format!("echo {{{{artifact}}}} > {}; echo deployed", marker(dir, "out")));
     let before = s.applied_seq();
     let injected = format!("https://e.x/a.tgz; id > {}; #", marker(dir, "pwned"));
@@ -53,7 +53,7 @@ fn an_artifact_with_a_shell_command_is_refused_and_runs_nothing() {
         assert_eq!((status, &body.details["field"]), (422, &serde_json::json!("artifact")), "{refused}");
     }
     // Nothing of theirs was logged (the leader's ticks go on meanwhile).
-    let logged = s.runtime.block_on(s.node.store.read_log(before, 1000, Some(&["input"]))).unwrap();
+    let logged = s.block_on(s.node.store.read_log(before, 1000, Some(&["input"]))).unwrap();
     let inputs: Vec<LogInput> = logged.iter().map(|r| serde_json::from_str(&r.body).unwrap()).collect();
     assert!(inputs.iter().all(|i| *i == LogInput::Tick), "{inputs:?}");
     let (status, _) = s.raw("GET", "/v1/services/fn/releases/v2", Some(ADMIN), b"");
@@ -64,7 +64,7 @@ fn an_artifact_with_a_shell_command_is_refused_and_runs_nothing() {
 #[test]
 fn an_accepted_artifact_reaches_the_command_only_as_a_variable() {
     let s = TestServer::start(Driver::Agent);
-    let dir = s._dir.path();
+    let dir = s.dir();
     // Valid URL characters that a shell would read as commands if the URL were pasted in.
     let artifact = format!(
         "https://e.x/a.tgz?x=$(touch$IFS{})&y=;touch$IFS{}",
@@ -111,7 +111,7 @@ fn versions_that_read_as_paths_or_options_are_refused_with_the_field_named() {
         assert_eq!(body.details["field"], "version", "{version:?}");
     }
     // Nothing of theirs was logged (the leader's ticks go on meanwhile).
-    let logged = s.runtime.block_on(s.node.store.read_log(before, 1000, Some(&["input"]))).unwrap();
+    let logged = s.block_on(s.node.store.read_log(before, 1000, Some(&["input"]))).unwrap();
     let inputs: Vec<LogInput> = logged.iter().map(|r| serde_json::from_str(&r.body).unwrap()).collect();
     assert!(inputs.iter().all(|i| *i == LogInput::Tick), "{inputs:?}");
     let (status, body) = create(&s, &"v".repeat(128), None);

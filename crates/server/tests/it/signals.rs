@@ -607,9 +607,9 @@ fn a_bad_gauge_is_refused_naming_it_and_nothing_of_its_push_is_stored() {
     let push = gauges_push(Vec::new(), [good(), vec![gauge("nowhere", "baseline", "cpu_percent", 1.0)]].concat());
     assert_eq!(admin.post::<_, Accepted>("/v1/metrics", &push).unwrap_err().status(), Some(404));
 
-    let stored = s.runtime.block_on(s.node.store.gauges("web", 0, i64::MAX)).unwrap();
+    let stored = s.block_on(s.node.store.gauges("web", 0, i64::MAX)).unwrap();
     assert!(stored.is_empty(), "{stored:?}");
-    let traffic = s.runtime.block_on(s.node.store.metrics("web", 0, i64::MAX)).unwrap();
+    let traffic = s.block_on(s.node.store.metrics("web", 0, i64::MAX)).unwrap();
     assert!(traffic.is_empty(), "{traffic:?}");
     // A push without gauges, as routers send it, is still taken.
     let _: Accepted = admin

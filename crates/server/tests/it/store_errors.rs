@@ -44,13 +44,13 @@ fn a_page_whose_store_read_fails_answers_an_error_not_an_empty_list() {
     let (status, release) = page(&s, "/services/web/releases/v2");
     assert_eq!(status, 200, "{release}");
 
-    s.runtime.block_on(s.node.store.raw_execute("DROP TABLE heartbeats")).unwrap();
+    s.block_on(s.node.store.raw_execute("DROP TABLE heartbeats")).unwrap();
     let (status, hosts) = page(&s, "/services/web/hosts");
     assert_eq!(status, 500, "{hosts}");
     assert!(hosts.contains("The store could not be read") && hosts.contains("heartbeats"), "{hosts}");
     assert!(!hosts.contains("z1-1"), "a page that could not read its hosts lists none as if it had: {hosts}");
 
-    s.runtime.block_on(s.node.store.raw_execute("DROP TABLE metrics")).unwrap();
+    s.block_on(s.node.store.raw_execute("DROP TABLE metrics")).unwrap();
     let (status, release) = page(&s, "/services/web/releases/v2");
     assert_eq!(status, 500, "{release}");
     assert!(release.contains("The store could not be read") && release.contains("metrics"), "{release}");

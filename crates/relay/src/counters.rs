@@ -13,7 +13,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -51,7 +51,9 @@ struct CurrentSets {
 #[derive(Debug)]
 pub(crate) struct VersionCells {
     version: String,
-    flags: HashMap<String, FlagCells>,
+    /// In the order of `FlagSet::keys` (key order), so the n-th flag's cells are found
+    /// by index.
+    flags: Vec<(String, FlagCells)>,
 }
 
 #[derive(Debug, Default)]
@@ -71,7 +73,7 @@ impl Counters {
     pub(crate) fn cells_for(&self, set: &Set) -> Arc<VersionCells> {
         let mut versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
         let fits = |cells: &VersionCells| {
-            cells.version == set.version() && set.flags().keys().all(|k| cells.flags.contains_key(k))
+            cells.version == set.version() && set.flags().keys().eq(cells.flags.iter().map(|(k, _)| k.as_str()))
         };
         if let Some(found) = versions.iter().rev().find(|c| fits(c)) {
             return found.clone();
@@ -154,7 +156,13 @@ impl VersionCells {
     /// Counts one evaluation of `flag` (one of this set's) that chose `variant`, or
     /// ended in an error (`None`).
     pub(crate) fn record(&self, flag: &str, variant: Option<&str>) {
-        let Some(cells) = self.flags.get(flag) else { return };
+        let Ok(i) = self.flags.binary_search_by(|(k, _)| k.as_str().cmp(flag)) else { return };
+        self.record_at(i, variant);
+    }
+
+    /// [`VersionCells::record`] of the `index`-th flag in key order.
+    pub(crate) fn record_at(&self, index: usize, variant: Option<&str>) {
+        let Some((_, cells)) = self.flags.get(index) else { return };
         let Some(variant) = variant else {
             cells.errors.fetch_add(1, Ordering::Relaxed);
             return;

@@ -150,13 +150,8 @@ impl Shared {
                     Err(details) => return json(ofrep::invalid_context(None, &details)),
                 };
                 let current = self.current();
-                let answer = ofrep::evaluate_bulk(
-                    &current,
-                    &self.counters,
-                    carried,
-                    &body,
-                    if_none_match.as_ref().map(HeaderValue::as_bytes),
-                );
+                let answer =
+                    ofrep::evaluate_bulk(&current, carried, &body, if_none_match.as_ref().map(HeaderValue::as_bytes));
                 json(answer)
             }
             (Route::One(key), Method::POST) => {

@@ -137,7 +137,6 @@ pub(crate) fn evaluate_one(
 /// `POST /ofrep/v1/evaluate/flags`; `if_none_match` is the header's value, if any.
 pub(crate) fn evaluate_bulk(
     current: &Current,
-    counters: &Counters,
     carried: Option<Track>,
     body: &[u8],
     if_none_match: Option<&[u8]>,
@@ -159,7 +158,8 @@ pub(crate) fn evaluate_bulk(
             out.push(b',');
         }
         let evaluation = flags.evaluate(key, &context);
-        count(counters, cells, key, &evaluation);
+        // Every key of the set: never FLAG_NOT_FOUND, and its cells are the i-th.
+        cells.record_at(i, if evaluation.error.is_some() { None } else { evaluation.variant });
         write_evaluation(&mut out, key, &evaluation);
     }
     out.extend_from_slice(b"],\"metadata\":");

@@ -640,7 +640,7 @@ fn a_fleet_starts_its_agents_and_stops_every_one_of_them() {
         args.trim(),
         format!(
             "agent --server http://127.0.0.1:9 --host-id b-1 --environment prod --region r1 --zone b --workdir {} \
-             --service shop token=rw_token",
+             --ofrep-listen 127.0.0.1:0 --service shop token=rw_token",
             workdir.join("b-1").display()
         )
     );

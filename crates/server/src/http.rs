@@ -830,21 +830,33 @@ async fn routes(
         look()?;
         app.node.heard_from_router(&service, &environment, &region, router);
     }
-    let mut changed = app.node.changed.subscribe();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(60));
-    let first = look()?;
-    if q.after.is_none_or(|after| after < first.generation) {
-        return Ok(Json(first));
-    }
-    // The caller has this table: answer when it changes (generations alone do not count).
     let same = |a: &Routes, b: &Routes| Routes { generation: 0, ..a.clone() } == Routes { generation: 0, ..b.clone() };
+    long_poll(&app, q.after, q.wait, |r: &Routes| r.generation, same, look).await.map(Json)
+}
+
+/// Answers at once unless the caller has the answer at `after` (a generation); then
+/// waits (up to `wait` s, at most 60) for one that differs by more than its generation.
+async fn long_poll<T>(
+    app: &App,
+    after: Option<i64>,
+    wait: Option<u64>,
+    generation: impl Fn(&T) -> i64,
+    same: impl Fn(&T, &T) -> bool,
+    look: impl Fn() -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let mut changed = app.node.changed.subscribe();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait.unwrap_or(0).min(60));
+    let first = look()?;
+    if after.is_none_or(|after| after < generation(&first)) {
+        return Ok(first);
+    }
     loop {
         if tokio::time::timeout_at(deadline, changed.changed()).await.is_err() {
-            return look().map(Json);
+            return look();
         }
         let next = look()?;
         if !same(&next, &first) {
-            return Ok(Json(next));
+            return Ok(next);
         }
     }
 }
@@ -866,24 +878,10 @@ async fn region_flags(
     }
     let look =
         || app.node.read(|m| m.service(&service).and_then(|s| s.region_flags(&environment, &region, m.applied_seq)));
-    let mut changed = app.node.changed.subscribe();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(60));
-    let first = look()?;
-    if q.after.is_none_or(|after| after < first.generation) {
-        return Ok(Json(first));
-    }
     let same = |a: &RegionFlags, b: &RegionFlags| {
         RegionFlags { generation: 0, ..a.clone() } == RegionFlags { generation: 0, ..b.clone() }
     };
-    loop {
-        if tokio::time::timeout_at(deadline, changed.changed()).await.is_err() {
-            return look().map(Json);
-        }
-        let next = look()?;
-        if !same(&next, &first) {
-            return Ok(Json(next));
-        }
-    }
+    long_poll(&app, q.after, q.wait, |r: &RegionFlags| r.generation, same, look).await.map(Json)
 }
 
 /// One flag-set version's document: for the service's agents (which serve it on their

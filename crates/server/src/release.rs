@@ -184,11 +184,10 @@ impl NewRelease {
             })?),
         };
         if flags.is_some() && (request.artifact.is_some() || request.sha256.is_some()) {
-            return Err(field::<()>(
+            field(
                 "flags",
-                Err("a flag release carries its flags only: leave out artifact and sha256".into()),
-            )
-            .unwrap_err());
+                Err::<(), _>("a flag release carries its flags only: leave out artifact and sha256".into()),
+            )?;
         }
         Ok(NewRelease {
             version: field("version", Version::parse(&request.version))?,

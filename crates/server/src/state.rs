@@ -853,20 +853,11 @@ impl ServiceState {
         }
     }
 
-    /// Whether deploying `version` to a host moves it back (an older version) or forward.
-    fn purpose(&self, env: EnvId, host: HostId, version: ReleaseId) -> rollwave_api::Purpose {
-        if version < self.engine.host_version(env, host) {
-            rollwave_api::Purpose::Rollback
-        } else {
-            rollwave_api::Purpose::Rollout
-        }
-    }
-
     /// What a host should run: the last deployment asked of it, or the version it has.
     pub fn desired(&self, env: EnvId, host: HostId) -> Desired {
         let (command, version, purpose) = match self.engine.host_op(env, host) {
             Some((command, version)) => {
-                let purpose = self.purpose(env, host, version);
+                let purpose = purpose(&self.engine, env, host, version);
                 (command.0, version, purpose)
             }
             None => (
@@ -885,11 +876,7 @@ impl ServiceState {
         let engine = &self.flag_engine;
         let (command, version, purpose) = match engine.host_op(env, host) {
             Some((command, version)) => {
-                let purpose = if version < engine.host_version(env, host) {
-                    rollwave_api::Purpose::Rollback
-                } else {
-                    rollwave_api::Purpose::Rollout
-                };
+                let purpose = purpose(engine, env, host, version);
                 (command.0, version, purpose)
             }
             None => {
@@ -950,11 +937,7 @@ impl ServiceState {
         for lane in Lane::ALL {
             let engine = self.lane_engine(lane);
             for (env, host, command, version) in engine.in_flight() {
-                let purpose = if version < engine.host_version(env, host) {
-                    rollwave_api::Purpose::Rollback
-                } else {
-                    rollwave_api::Purpose::Rollout
-                };
+                let purpose = purpose(engine, env, host, version);
                 commands.push(CommandView {
                     id: command.0,
                     service: self.name.clone(),
@@ -979,6 +962,15 @@ impl ServiceState {
             let engine = self.lane_engine(lane);
             engine.releases().iter().all(|r| r.status != ReleaseStatus::InProgress) && engine.is_idle()
         })
+    }
+}
+
+/// Whether deploying `version` to a host moves it back (an older version) or forward.
+fn purpose(engine: &Engine, env: EnvId, host: HostId, version: ReleaseId) -> rollwave_api::Purpose {
+    if version < engine.host_version(env, host) {
+        rollwave_api::Purpose::Rollback
+    } else {
+        rollwave_api::Purpose::Rollout
     }
 }
 

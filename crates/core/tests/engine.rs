@@ -232,17 +232,22 @@ fn a_judged_one_box_bake_ends_only_after_a_passing_verdict() {
     let one_box = h.take_deploys();
     h.succeed(&one_box);
     h.take_kinds();
-    // Time and data points are met, but the judge has not spoken: fail closed.
+    let verdict =
+        |outcome| Input::Verdict { env: ENV, region: RegionId(0), release: v2, outcome, reason: "test".into() };
+    // A pass on the bake's first minutes is heard but does not count: the bake's time is
+    // what the judge must have seen.
     h.serve(0, v2, 100);
-    h.after(60);
+    h.after(5);
+    h.input(verdict(Outcome::Pass));
+    assert_eq!(h.take_kinds(), ["judge_verdict"]);
+    // Time and data points are met, but the judge has not spoken since: fail closed.
+    h.after(55);
     let why = h.events.last().and_then(|e| e.reason.clone()).unwrap_or_default();
     assert_eq!(h.take_kinds(), ["blocked"]);
     assert!(why.contains("one-box judge"), "{why}");
     assert!(h.take_deploys().is_empty());
     h.run_for(30);
     assert!(h.take_deploys().is_empty(), "no verdict, no promotion");
-    let verdict =
-        |outcome| Input::Verdict { env: ENV, region: RegionId(0), release: v2, outcome, reason: "test".into() };
     // A marginal verdict keeps the bake going.
     h.input(verdict(Outcome::Marginal));
     h.input(Input::Tick);

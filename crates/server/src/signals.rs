@@ -547,6 +547,7 @@ impl Signals {
             canary: Vec<String>,
             baseline: Vec<String>,
             since: i64,
+            until: i64,
         }
         let bakes: Vec<Bake> = {
             let m = model.read().unwrap_or_else(|p| p.into_inner());
@@ -570,6 +571,7 @@ impl Signals {
                             canary,
                             baseline,
                             since: b.since.as_millisecond(),
+                            until: b.until.as_millisecond(),
                         }
                     })
                 })
@@ -603,6 +605,12 @@ impl Signals {
                 continue;
             }
             let Ok(verdict) = judge(&JudgeConfig::default(), &judge_metrics(&canary, &baseline)) else { continue };
+            // A failure can be said as soon as it shows; a pass only on the whole bake,
+            // which the engine requires (an early pass would be heard and not counted, and
+            // never said again).
+            if verdict.outcome != Outcome::Fail && now_ms < bake.until {
+                continue;
+            }
             let key = (bake.service.clone(), bake.environment.clone(), bake.region.clone(), bake.release.clone());
             if self.verdicts.get(&key) == Some(&verdict.outcome) {
                 continue;

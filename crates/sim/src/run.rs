@@ -9,8 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Binomial, Distribution};
 use rollwave_core::alarm::{AlarmScope, AlarmState, Evaluator, MetricRef, TrafficMetric};
 use rollwave_core::engine::{
-    Action, Command, CommandId, Engine, EventKind, EventScope, Input, OperatorCommand, Output, ReleaseId, Scope,
-    render_scope,
+    Action, Command, CommandId, Engine, Input, OperatorCommand, Output, ReleaseId, Scope, render_scope,
 };
 use rollwave_core::judge::Outcome;
 use rollwave_core::plan::{EnvId, HostId, Plan, RegionId, StageId, ZoneId};
@@ -177,6 +176,8 @@ struct Sim<'a> {
     moved_hosts: BTreeSet<(EnvId, HostId)>,
     events: Vec<EventRecord>,
     notes: Vec<String>,
+    /// Judged one-boxes the simulation has passed.
+    judged: std::collections::HashSet<(EnvId, RegionId, ReleaseId)>,
     blast: BlastRadius,
     exposed: BTreeSet<(EnvId, HostId)>,
     /// Hosts deploying right now, per environment and zone: checked against the plan's limit.
@@ -318,6 +319,7 @@ impl<'a> Sim<'a> {
             moved_hosts: BTreeSet::new(),
             events: Vec::new(),
             notes,
+            judged: Default::default(),
             blast: BlastRadius::default(),
             exposed: BTreeSet::new(),
             deploying,
@@ -355,6 +357,29 @@ impl<'a> Sim<'a> {
                 self.next_measure = self.next_measure.checked_add(self.step).unwrap_or(Timestamp::MAX);
             }
             self.feed(Input::Tick);
+            self.pass_judged_one_boxes();
+        }
+    }
+
+    /// The judge's statistics need real traffic per host; the simulation passes every
+    /// judged one-box whose bake time is up (the engine counts no earlier pass), and says
+    /// so once.
+    fn pass_judged_one_boxes(&mut self) {
+        let due: Vec<_> = self
+            .engine
+            .one_box_bakes()
+            .into_iter()
+            .filter(|b| b.until <= self.now && self.one_box_is_judged(b.stage, b.region))
+            .map(|b| (b.env, b.region, b.release))
+            .filter(|key| !self.judged.contains(key))
+            .collect();
+        for (env, region, release) in due {
+            self.judged.insert((env, region, release));
+            if !self.notes.iter().any(|n| n.starts_with("the one-box judge")) {
+                self.notes.push("the one-box judge is not simulated: one-boxes waiting for it pass".into());
+            }
+            let reason = "not judged in simulation".to_owned();
+            self.feed(Input::Verdict { env, region, release, outcome: Outcome::Pass, reason });
         }
     }
 
@@ -379,16 +404,9 @@ impl<'a> Sim<'a> {
     fn feed(&mut self, input: Input) -> bool {
         let result = self.engine.handle(self.now, input);
         let outputs: Vec<Output> = self.engine.drain().collect();
-        let mut judged = Vec::new();
         for output in outputs {
             match output {
                 Output::Event(e) => {
-                    if let (EventKind::BakeStarted, EventScope::Region(stage, region), Some(release)) =
-                        (e.kind, e.scope, e.release)
-                        && self.one_box_is_judged(stage, region)
-                    {
-                        judged.push((self.plan.stage_env(stage), region, release));
-                    }
                     let release = e.release.map(|r| self.engine.version_name(r).to_owned());
                     self.events.push(EventRecord {
                         t: e.at.to_string(),
@@ -400,15 +418,6 @@ impl<'a> Sim<'a> {
                 }
                 Output::Command(c) => self.start(c),
             }
-        }
-        // The judge's statistics need real traffic per host; the simulation passes every
-        // one-box that waits for it, and says so once.
-        for (env, region, release) in judged {
-            if !self.notes.iter().any(|n| n.starts_with("the one-box judge")) {
-                self.notes.push("the one-box judge is not simulated: one-boxes waiting for it pass".into());
-            }
-            let reason = "not judged in simulation".to_owned();
-            self.feed(Input::Verdict { env, region, release, outcome: Outcome::Pass, reason });
         }
         match result {
             Ok(()) => true,

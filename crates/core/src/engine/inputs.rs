@@ -259,7 +259,8 @@ impl Engine {
     }
 
     /// A failing verdict on a one-box that is still baking rolls it back and halts the
-    /// release; a pass lets a judged bake end; a marginal one keeps it baking.
+    /// release; a pass given once the bake's time is up lets a judged bake end; a marginal
+    /// one, or a pass on the first minutes of data only, keeps it baking.
     pub(super) fn on_verdict(
         &mut self,
         env: EnvId,
@@ -286,13 +287,17 @@ impl Engine {
         }
     }
 
-    /// Records a passing verdict on the one-box bake of `region`, which may then end.
+    /// Records a passing verdict on the one-box bake of `region`, which may then end. A
+    /// pass counts only once the bake's time is up: a judge that has seen a few minutes of
+    /// a slow leak cannot tell it from noise, so an early pass must not outlive the data.
     fn pass_one_box(&mut self, stage: StageId, region: RegionId, release: ReleaseId) {
+        let now = self.now;
         let rollouts = self.slots[stage.idx()].iter_mut().filter_map(|s| s.active.as_mut());
         for rollout in rollouts.filter(|r| r.release == release) {
             for r in rollout.regions.iter_mut().filter(|r| r.region == region) {
                 if let Phase::OneBoxBake(clock) = &mut r.phase
                     && clock.judge == JudgeWait::AwaitingPass
+                    && now >= clock.until
                 {
                     clock.judge = JudgeWait::Passed;
                 }

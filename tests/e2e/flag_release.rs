@@ -183,6 +183,18 @@ fn a_bad_flag_release_is_rolled_back_in_the_zone_that_tripped_and_nowhere_else()
     });
     // The code lane saw none of it.
     assert!(client.status("web").unwrap().releases.iter().all(|r| r.lane == Lane::Flags));
+    // The dashboard's pipeline shows the region's flags lane: f2 rolled back, every host on f1.
+    let board = ureq::get(&format!("{}/services/web", server.base))
+        .header("Cookie", format!("rollwave_token={}", Server::ADMIN))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let lane = &board[board.find("class=\"lane-flags").expect("a flags lane in the cell")..];
+    let lane = &lane[..lane.find("</div>").unwrap()];
+    assert!(lane.contains("data-flag-versions=\"f1:3\""), "{lane}");
+    assert!(lane.contains("<span class=\"release\">f2</span>"), "{lane}");
 
     // The operator's word: roll f2 back everywhere.
     let _: ReleaseView = client.action("web", "f2", OperatorAction::Rollback, None).unwrap();

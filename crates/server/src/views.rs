@@ -9,7 +9,7 @@ use crate::records::{Record, RecordKind, ScopePath};
 use crate::state::{LogInput, ServiceState};
 use jiff::Timestamp;
 use rollwave_api::{AlarmState, Lane};
-use rollwave_core::engine::{EventKind, Place, ReleaseId, ReleaseStatus, ReleaseSummary, Scope};
+use rollwave_core::engine::{Engine, EventKind, Place, ReleaseId, ReleaseStatus, ReleaseSummary, Scope};
 use rollwave_core::plan::{EnvId, HostId, RegionId, StageId};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -111,55 +111,35 @@ impl ServiceState {
         Some((env, host, self.engine.host_version(env, host)))
     }
 
-    /// The service's pipeline: stages and waves as columns, regions as cells.
+    /// The service's pipeline: stages and waves as columns, regions as cells. A cell shows
+    /// the code lane; once the service has had a flag release, the flags lane beside it.
     pub fn pipeline(&self, now: Timestamp) -> PipelineView {
         let grid = Grid::new(self);
-        let releases = self.engine.releases();
-        let last = grid.last_phases(&self.events, &releases);
+        let code = LaneRows::new(&grid, &self.engine, &self.events);
+        let flags = LaneRows::new(&grid, &self.flag_engine, &self.events);
+        let has_flags = flags.releases.iter().any(|r| r.id.0 > 0);
         let mut stages = Vec::new();
         for (s, stage) in self.plan.manifest.stages.iter().enumerate() {
             let stage_id = StageId(s as u16);
             let env = self.plan.stage_env(stage_id);
             let mut waves = Vec::new();
             for (w, wave) in stage.waves.iter().enumerate() {
-                let here = |active: bool| {
-                    let place = if active {
-                        Place::Active { stage: stage_id, wave: w }
-                    } else {
-                        Place::Waiting { stage: stage_id, wave: w }
-                    };
-                    releases
-                        .iter()
-                        .filter(move |r| r.place == Some(place))
-                        .filter(|r| matches!(r.status, ReleaseStatus::InProgress | ReleaseStatus::Halted))
-                };
-                let mut at: Vec<WaveRelease> = here(true)
-                    .map(|r| WaveRelease { version: r.version.clone(), what: "active".into() })
-                    .chain(here(false).map(|r| WaveRelease { version: r.version.clone(), what: "waiting".into() }))
-                    .collect();
+                let mut at: Vec<WaveRelease> = code.at(stage_id, w).chain(flags.at(stage_id, w)).collect();
                 at.sort_by(|a, b| a.what.cmp(&b.what));
-                let active = here(true).map(|r| r.id).max();
-                let waiting = here(false).map(|r| r.id).max();
                 let cells = wave
                     .regions
                     .iter()
                     .map(|&r| {
                         let region = RegionId(r as u16);
-                        let cell = grid.cell(stage_id, region);
-                        // The release to show: the one deploying here, else the one waiting at
-                        // the wave's gate, else the newest that did something here.
-                        let shown = active
-                            .or(waiting)
-                            .or_else(|| last.keys().filter(|(c, _)| *c == cell).map(|(_, rel)| *rel).max());
-                        self.cell(
-                            stage_id,
-                            w,
-                            env,
-                            region,
-                            shown,
-                            last.get(&(cell, shown.unwrap_or(ReleaseId(0)))),
-                            now,
-                        )
+                        let lane = |rows: &LaneRows, with_alarms: bool| {
+                            let (shown, last) = rows.shown(&grid, stage_id, w, region);
+                            self.cell(rows.engine, stage_id, w, env, region, shown, last, now, with_alarms)
+                        };
+                        let mut cell = lane(&code, true);
+                        if has_flags {
+                            cell.flags = Some(Box::new(lane(&flags, false)));
+                        }
+                        cell
                     })
                     .collect();
                 waves.push(WaveColumn { name: wave.name.clone(), releases: at, cells });
@@ -176,11 +156,15 @@ impl ServiceState {
         PipelineView { stages }
     }
 
-    /// Every region of every stage as one release sees it.
+    /// Every region of every stage as one release, of either lane, sees it.
     pub fn release_cells(&self, release: &str, now: Timestamp) -> Vec<CellView> {
-        let Some(id) = self.engine.release_named(release) else { return Vec::new() };
+        let (engine, id) = match (self.engine.release_named(release), self.flag_engine.release_named(release)) {
+            (Some(id), _) => (&self.engine, id),
+            (None, Some(id)) => (&self.flag_engine, id),
+            (None, None) => return Vec::new(),
+        };
         let grid = Grid::new(self);
-        let last = grid.last_phases(&self.events, &self.engine.releases());
+        let last = grid.last_phases(&self.events, &engine.releases());
         let mut out = Vec::new();
         for (s, stage) in self.plan.manifest.stages.iter().enumerate() {
             let stage_id = StageId(s as u16);
@@ -189,7 +173,7 @@ impl ServiceState {
                 for &r in &wave.regions {
                     let region = RegionId(r as u16);
                     let cell = grid.cell(stage_id, region);
-                    out.push(self.cell(stage_id, w, env, region, Some(id), last.get(&(cell, id)), now));
+                    out.push(self.cell(engine, stage_id, w, env, region, Some(id), last.get(&(cell, id)), now, true));
                 }
             }
         }
@@ -199,6 +183,7 @@ impl ServiceState {
     #[allow(clippy::too_many_arguments)]
     fn cell(
         &self,
+        engine: &Engine,
         stage: StageId,
         wave: usize,
         env: EnvId,
@@ -206,6 +191,7 @@ impl ServiceState {
         release: Option<ReleaseId>,
         last: Option<&&Record>,
         now: Timestamp,
+        with_alarms: bool,
     ) -> CellView {
         let hosts = self.plan.env(env).regions[region.idx()].hosts.clone();
         let total = hosts.len() as u64;
@@ -213,19 +199,19 @@ impl ServiceState {
         let mut moving: BTreeMap<(ReleaseId, bool), u64> = BTreeMap::new();
         let mut lost = 0;
         for h in hosts.map(HostId) {
-            let version = self.engine.host_version(env, h);
+            let version = engine.host_version(env, h);
             *counts.entry(version).or_default() += 1;
-            if let Some((_, target)) = self.engine.host_op(env, h) {
+            if let Some((_, target)) = engine.host_op(env, h) {
                 *moving.entry((target, target < version)).or_default() += 1;
             }
-            if !self.engine.host_present(env, h) {
+            if !engine.host_present(env, h) {
                 lost += 1;
             }
         }
         let versions = counts
             .into_iter()
             .map(|(v, n)| VersionCount {
-                version: self.engine.version_name(v).to_owned(),
+                version: engine.version_name(v).to_owned(),
                 hosts: n,
                 percent: (n * 100).checked_div(total).unwrap_or(0),
             })
@@ -234,12 +220,12 @@ impl ServiceState {
             .iter()
             .map(|(&(v, back), n)| {
                 let verb = if back { "rolling back to" } else { "deploying" };
-                format!("{n} host(s) {verb} {}", self.engine.version_name(v))
+                format!("{n} host(s) {verb} {}", engine.version_name(v))
             })
             .collect();
-        let summary = release.and_then(|r| self.engine.releases().into_iter().find(|s| s.id == r));
+        let summary = release.and_then(|r| engine.releases().into_iter().find(|s| s.id == r));
         let (mut state, mut detail) = match last {
-            Some(e) => self.phase(e, release, now),
+            Some(e) => self.phase(engine, e, release, now),
             None => match &summary {
                 Some(s) if s.place == Some(Place::Waiting { stage, wave }) => (CellState::Waiting, None),
                 _ => (CellState::Idle, None),
@@ -265,8 +251,7 @@ impl ServiceState {
         }
         // The engine says which instances bear on the region; the badges name them as
         // their reports did.
-        let mut alarms: Vec<AlarmBadge> = self
-            .engine
+        let mut alarms: Vec<AlarmBadge> = engine
             .alarms_in_region(env, region)
             .into_iter()
             .filter_map(|i| {
@@ -275,6 +260,9 @@ impl ServiceState {
                 Some(AlarmBadge { alarm: a.alarm.clone(), state: a.state, scope: a.scope.clone() })
             })
             .collect();
+        if !with_alarms {
+            alarms.clear();
+        }
         alarms.sort_by(|a, b| (&a.alarm, &a.scope).cmp(&(&b.alarm, &b.scope)));
         CellView {
             stage: self.plan.manifest.stages[stage.idx()].name.clone(),
@@ -282,21 +270,28 @@ impl ServiceState {
             hosts: total,
             lost,
             versions,
-            release: release.filter(|r| r.0 > 0).map(|r| self.engine.version_name(r).to_owned()),
+            release: release.filter(|r| r.0 > 0).map(|r| engine.version_name(r).to_owned()),
             state: state.as_str(),
             label: state.label(),
             detail,
             deploying,
             alarms,
+            flags: None,
         }
     }
 
     /// What the last phase event of a release in a cell says about it.
-    fn phase(&self, e: &Record, release: Option<ReleaseId>, now: Timestamp) -> (CellState, Option<String>) {
+    fn phase(
+        &self,
+        engine: &Engine,
+        e: &Record,
+        release: Option<ReleaseId>,
+        now: Timestamp,
+    ) -> (CellState, Option<String>) {
         let RecordKind::Event(kind) = e.kind else { return (CellState::Deploying, None) };
         match kind {
             EventKind::BakeStarted => {
-                let bakes = self.engine.bakes();
+                let bakes = engine.bakes();
                 let bake = release.and_then(|r| {
                     bakes.iter().find(|b| b.release == r && ScopePath::of(&self.plan, b.scope) == e.scope)
                 });
@@ -437,6 +432,57 @@ impl ServiceState {
 
 /// Maps event scopes (a stage's region, zone or host, a wave, a stage) to the cells they
 /// touch.
+/// One lane's releases and where each last got to, per cell.
+struct LaneRows<'a> {
+    engine: &'a Engine,
+    releases: Vec<ReleaseSummary>,
+    last: BTreeMap<(usize, ReleaseId), &'a Record>,
+}
+
+impl<'a> LaneRows<'a> {
+    fn new(grid: &Grid, engine: &'a Engine, events: &'a [Record]) -> Self {
+        let releases = engine.releases();
+        let last = grid.last_phases(events, &releases);
+        LaneRows { engine, releases, last }
+    }
+
+    /// This lane's releases deploying in (`active`) or waiting at a wave.
+    fn here(&self, stage: StageId, wave: usize, active: bool) -> impl Iterator<Item = &ReleaseSummary> {
+        let place = if active { Place::Active { stage, wave } } else { Place::Waiting { stage, wave } };
+        self.releases
+            .iter()
+            .filter(move |r| r.place == Some(place))
+            .filter(|r| matches!(r.status, ReleaseStatus::InProgress | ReleaseStatus::Halted))
+    }
+
+    fn at(&self, stage: StageId, wave: usize) -> impl Iterator<Item = WaveRelease> {
+        let active =
+            self.here(stage, wave, true).map(|r| WaveRelease { version: r.version.clone(), what: "active".into() });
+        let waiting =
+            self.here(stage, wave, false).map(|r| WaveRelease { version: r.version.clone(), what: "waiting".into() });
+        active.chain(waiting).collect::<Vec<_>>().into_iter()
+    }
+
+    /// The release a cell shows: the one deploying here, else the one waiting at the
+    /// wave's gate, else the newest that did something here; with its last phase event.
+    fn shown(
+        &self,
+        grid: &Grid,
+        stage: StageId,
+        wave: usize,
+        region: RegionId,
+    ) -> (Option<ReleaseId>, Option<&&'a Record>) {
+        let cell = grid.cell(stage, region);
+        let shown = self
+            .here(stage, wave, true)
+            .map(|r| r.id)
+            .max()
+            .or_else(|| self.here(stage, wave, false).map(|r| r.id).max())
+            .or_else(|| self.last.keys().filter(|(c, _)| *c == cell).map(|(_, rel)| *rel).max());
+        (shown, self.last.get(&(cell, shown.unwrap_or(ReleaseId(0)))))
+    }
+}
+
 struct Grid {
     regions: BTreeMap<(String, String), usize>,
     waves: BTreeMap<(String, String), Vec<usize>>,
@@ -618,6 +664,9 @@ pub struct CellView {
     pub detail: Option<String>,
     pub deploying: Vec<String>,
     pub alarms: Vec<AlarmBadge>,
+    /// The same region's flags lane, once the service has had a flag release; its
+    /// alarms are the code lane's, so it shows none of its own.
+    pub flags: Option<Box<CellView>>,
 }
 
 pub struct VersionCount {

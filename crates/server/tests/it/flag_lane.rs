@@ -273,3 +273,44 @@ fn flag_documents_that_do_not_compile_are_refused_and_replays_check_them_again()
         "a logged flag release is read through the same checks"
     );
 }
+
+#[test]
+fn each_cell_shows_its_flags_lane_beside_its_code_once_the_service_has_a_flag_release() {
+    let mut w = World::new();
+    let cells = |w: &World| -> Vec<rollwave_server::views::CellView> {
+        let now = jiff::Timestamp::from_millisecond(w.now_ms).unwrap();
+        let pipeline = w.model.services["web"].pipeline(now);
+        pipeline.stages.into_iter().flat_map(|s| s.waves).flat_map(|w| w.cells).collect()
+    };
+    w.code("v2");
+    w.hosts_report();
+    w.pass(1, 10);
+    assert!(cells(&w).iter().all(|c| c.flags.is_none()), "no flags lane before any flag release");
+
+    w.flag_release("f1", flags("on"));
+    w.hosts_report();
+    w.pass(1, 10);
+    let cell = cells(&w).remove(0);
+    assert_eq!((cell.release.as_deref(), cell.state), (Some("v2"), "baking"));
+    let flags = cell.flags.expect("the flags lane");
+    assert_eq!((flags.release.as_deref(), flags.state), (Some("f1"), "baking"));
+    let versions: Vec<(String, u64)> = flags.versions.iter().map(|v| (v.version.clone(), v.hosts)).collect();
+    assert_eq!(versions, [("baseline".to_owned(), 3), ("f1".to_owned(), 1)]);
+    assert!(flags.flags.is_none() && flags.alarms.is_empty(), "alarms are shown once, on the cell");
+
+    // An alarm in the one-box zone: both lanes roll back there, each says so.
+    w.apply(LogInput::Alarm {
+        alarm: "errors".into(),
+        scope: "prod/r1/z1".into(),
+        state: AlarmState::Alarm,
+        reason: "error rate 0.3 > 0.05".into(),
+    });
+    let cell = cells(&w).remove(0);
+    assert_eq!(cell.alarms.len(), 1);
+    let flags = cell.flags.expect("the flags lane");
+    assert_eq!((flags.release.as_deref(), flags.state), (Some("f1"), "rolling-back"), "{:?}", flags.detail);
+    w.hosts_report();
+    let flags = cells(&w).remove(0).flags.unwrap();
+    let versions: Vec<(String, u64)> = flags.versions.iter().map(|v| (v.version.clone(), v.hosts)).collect();
+    assert_eq!(versions, [("baseline".to_owned(), 4)]);
+}

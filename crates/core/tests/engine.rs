@@ -164,7 +164,13 @@ impl Harness {
     }
 
     fn alarm(&mut self, zone: u32, state: AlarmState) {
-        self.input(Input::Alarm { alarm: 0, scope: Scope::Zone(ENV, ZoneId(zone)), state, reason: "test".into() });
+        self.input(Input::Alarm {
+            alarm: 0,
+            scope: Scope::Zone(ENV, ZoneId(zone)),
+            state,
+            reason: "test".into(),
+            explained_elsewhere: false,
+        });
     }
 
     fn status(&self, version: &str) -> ReleaseStatus {

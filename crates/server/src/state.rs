@@ -511,7 +511,24 @@ impl ServiceState {
     fn to_inputs(&self, input: &LogInput) -> Result<Vec<(Lane, Input)>, ApiError> {
         let both = |input: Input| Lane::ALL.into_iter().map(|lane| (lane, input.clone())).collect();
         Ok(match input {
-            LogInput::HostLost { .. } | LogInput::Alarm { .. } | LogInput::Tick => both(self.to_input(input)?),
+            LogInput::Alarm { .. } => {
+                // An alarm where one lane's release is changing hosts is that change's: the
+                // other lane, with nothing in flight there, suspects none of its finished
+                // releases.
+                let Input::Alarm { alarm, scope, state, reason, .. } = self.to_input(input)? else {
+                    unreachable!("an alarm is an alarm")
+                };
+                Lane::ALL
+                    .into_iter()
+                    .map(|lane| {
+                        let explained_elsewhere = Lane::ALL
+                            .into_iter()
+                            .any(|other| other != lane && self.lane_engine(other).is_changing(scope));
+                        (lane, Input::Alarm { alarm, scope, state, reason: reason.clone(), explained_elsewhere })
+                    })
+                    .collect()
+            }
+            LogInput::HostLost { .. } | LogInput::Tick => both(self.to_input(input)?),
             LogInput::Operator { action, .. } if !action.is_release_action() => both(self.to_input(input)?),
             LogInput::CreateRelease { version, flags, .. } => {
                 if let Some(lane) = self.lane_of(version.as_str()) {
@@ -552,7 +569,13 @@ impl ServiceState {
                     .alarm_named(alarm)
                     .ok_or_else(|| ApiError::not_found(format!("service {} has no alarm {alarm:?}", self.name)))?;
                 let state = rollwave_core::alarm::AlarmState::from(*state);
-                Input::Alarm { alarm: index, scope: self.scope(scope)?, state, reason: reason.clone() }
+                Input::Alarm {
+                    alarm: index,
+                    scope: self.scope(scope)?,
+                    state,
+                    reason: reason.clone(),
+                    explained_elsewhere: false,
+                }
             }
             LogInput::Verdict { environment, region, release, passed, marginal, reason, .. } => {
                 let env = self.env(environment)?;

@@ -560,6 +560,7 @@ impl<'a> Sim<'a> {
                         scope,
                         state: AlarmState::InsufficientData,
                         reason: "no data yet".into(),
+                        explained_elsewhere: false,
                     });
                 }
             }
@@ -714,7 +715,13 @@ impl<'a> Sim<'a> {
                 let Some(t) = evaluator.observe(value) else { continue };
                 match *key {
                     InstanceKey::Place(scope) => {
-                        inputs.push(Input::Alarm { alarm: runner.alarm, scope, state: t.to, reason: t.reason });
+                        inputs.push(Input::Alarm {
+                            alarm: runner.alarm,
+                            scope,
+                            state: t.to,
+                            reason: t.reason,
+                            explained_elsewhere: false,
+                        });
                     }
                     InstanceKey::HostClass { env, zone, version } => changed_classes.push((env, zone, version)),
                 }
@@ -758,6 +765,7 @@ impl<'a> Sim<'a> {
                     scope: Scope::Host(env, host),
                     state,
                     reason: "the hosts of its zone on its version".into(),
+                    explained_elsewhere: false,
                 });
             }
         }

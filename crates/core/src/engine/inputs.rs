@@ -218,7 +218,14 @@ impl Engine {
         }
     }
 
-    pub(super) fn on_alarm(&mut self, alarm: usize, scope: Scope, state: AlarmState, reason: String) {
+    pub(super) fn on_alarm(
+        &mut self,
+        alarm: usize,
+        scope: Scope,
+        state: AlarmState,
+        reason: String,
+        explained_elsewhere: bool,
+    ) {
         let instances = self.not_ok.entry(scope).or_default();
         let previous = instances.get(&alarm).copied().unwrap_or(AlarmState::Ok);
         if previous == state {
@@ -234,7 +241,7 @@ impl Engine {
         }
         let name = self.plan.manifest.alarms[alarm].name.clone();
         if state == AlarmState::Alarm {
-            self.alarm_fired(scope, format!("alarm {name}: {reason}"));
+            self.alarm_fired(scope, format!("alarm {name}: {reason}"), explained_elsewhere);
         } else if previous == AlarmState::Alarm {
             let why = format!("alarm {name} is {}: {reason}", state.as_str());
             let stage = self.plan.first_stage_of(scope.env());
@@ -243,13 +250,14 @@ impl Engine {
     }
 
     /// An alarm rolls back every release in flight in its scope and halts them; with none
-    /// in flight, the release that last finished there is suspected.
-    fn alarm_fired(&mut self, scope: Scope, why: String) {
+    /// in flight, and no change elsewhere to explain it, the release that last finished
+    /// there is suspected.
+    fn alarm_fired(&mut self, scope: Scope, why: String, explained_elsewhere: bool) {
         let in_flight = self.in_flight_in(scope);
         let default_stage = self.plan.first_stage_of(scope.env());
         let (release, stage) = in_flight.first().map_or((None, default_stage), |&(r, s)| (Some(r), s));
         self.emit(EventKind::AlarmFired, release, scope.in_stage(stage), Some(why.clone()));
-        if in_flight.is_empty() {
+        if in_flight.is_empty() && !explained_elsewhere {
             self.suspect_regression(scope, &why);
         }
         for (release, stage) in in_flight {

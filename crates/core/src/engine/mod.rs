@@ -119,7 +119,9 @@ impl Engine {
             Input::Operator(cmd) => self.operate(cmd),
             Input::HostReport { env, host, command, result } => self.on_host_report(env, host, command, result),
             Input::TestReport { command, result } => self.on_test_report(command, result),
-            Input::Alarm { alarm, scope, state, reason } => self.on_alarm(alarm, scope, state, reason),
+            Input::Alarm { alarm, scope, state, reason, explained_elsewhere } => {
+                self.on_alarm(alarm, scope, state, reason, explained_elsewhere)
+            }
             Input::Served { env, zone, version, requests } => self.on_served(env, zone, version, requests),
             Input::HostJoined { env, host } => self.hosts[env.idx()][host.idx()].present = true,
             Input::HostLost { env, host } => self.on_host_lost(env, host),

@@ -1,7 +1,7 @@
 //! What callers may ask the engine without changing it.
 
 use super::state::Slot;
-use super::{CommandId, Engine, EventScope, OneBoxBake, Place, ReleaseId, ReleaseSummary};
+use super::{CommandId, Engine, EventScope, OneBoxBake, Place, ReleaseId, ReleaseSummary, Scope};
 use crate::plan::{EnvId, HostId, Plan, StageId};
 use jiff::Timestamp;
 use std::sync::Arc;
@@ -132,6 +132,12 @@ impl Engine {
             (Some(h), Some(l)) => Some(h.min(l)),
             (h, l) => h.or(l),
         }
+    }
+
+    /// Whether a release of this engine is deploying or baking in `scope`, on some host of
+    /// it: what an alarm there would roll back.
+    pub fn is_changing(&self, scope: Scope) -> bool {
+        !self.in_flight_in(scope).is_empty()
     }
 
     /// Every one-box baking now.

@@ -86,6 +86,10 @@ pub enum Input {
         scope: Scope,
         state: AlarmState,
         reason: String,
+        /// Something this engine does not drive (another lane's release) is changing
+        /// where the alarm fired: with nothing of this engine's in flight there, no
+        /// release that finished there is suspected, since the change explains the alarm.
+        explained_elsewhere: bool,
     },
     /// `requests` served by `version` in a zone since the last report: the data points bakes wait for.
     Served {

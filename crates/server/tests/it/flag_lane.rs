@@ -314,3 +314,39 @@ fn each_cell_shows_its_flags_lane_beside_its_code_once_the_service_has_a_flag_re
     let versions: Vec<(String, u64)> = flags.versions.iter().map(|v| (v.version.clone(), v.hosts)).collect();
     assert_eq!(versions, [("baseline".to_owned(), 4)]);
 }
+
+#[test]
+fn an_alarm_where_a_flag_release_is_changing_hosts_is_not_blamed_on_the_code_that_finished_there() {
+    let alarm = |w: &mut World, state: AlarmState| {
+        w.apply(LogInput::Alarm {
+            alarm: "errors".into(),
+            scope: "prod/r1/z1".into(),
+            state,
+            reason: "error rate 0.3 > 0.05".into(),
+        });
+        w.hosts_report();
+    };
+    let mut w = World::new();
+    w.code("v2");
+    w.hosts_report();
+    w.pass(60, 10);
+    assert_eq!(w.outcome("v2"), Outcome::Completed);
+    // A flag one-box bakes in z1 and the zone's alarm fires: the flag set is to blame.
+    w.flag_release("f1", flags("on"));
+    w.hosts_report();
+    w.pass(2, 10);
+    alarm(&mut w, AlarmState::Alarm);
+    assert_eq!(w.outcome("f1"), Outcome::Halted, "{:?}", w.events("f1"));
+    assert_eq!(w.outcome("v2"), Outcome::Completed, "{:?}", w.events("v2"));
+    assert!(!w.events("v2").iter().any(|(k, _)| *k == EventKind::RegressionSuspected));
+
+    // With nothing changing there, the same alarm suspects the code that finished last
+    // (a release still open elsewhere would be halted; a completed one is flagged).
+    alarm(&mut w, AlarmState::Ok);
+    w.code("v3");
+    w.hosts_report();
+    w.pass(60, 10);
+    assert_eq!(w.outcome("v3"), Outcome::Completed);
+    alarm(&mut w, AlarmState::Alarm);
+    assert!(w.events("v3").iter().any(|(k, _)| *k == EventKind::RegressionSuspected), "{:?}", w.events("v3"));
+}

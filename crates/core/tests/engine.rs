@@ -544,3 +544,40 @@ fn reapplying_the_manifest_keeps_the_operators_stage_holds() {
     h.input(Input::Operator(OperatorCommand::Resume { stage: Some(StageId(2)) }));
     assert!(h.take_kinds().contains(&"stage_entered"), "resuming s2 lets the release in");
 }
+
+#[test]
+fn an_alarm_on_data_from_before_a_rollback_is_the_rolled_back_release_s_not_the_one_before() {
+    let mut h = Harness::new(manifest(&[2], &[false]));
+    let v2 = h.create("v2");
+    for _ in 0..400 {
+        let deploys = h.take_deploys();
+        h.succeed(&deploys);
+        h.serve(0, v2, 100);
+        h.after(1);
+        if h.status("v2") == ReleaseStatus::Completed {
+            break;
+        }
+    }
+    assert_eq!(h.status("v2"), ReleaseStatus::Completed);
+    h.create("v3");
+    let one_box = h.take_deploys();
+    h.succeed(&one_box);
+    h.alarm(0, AlarmState::Alarm);
+    let rollback = h.take_deploys();
+    assert_eq!(rollback[0].3, Purpose::Rollback);
+    h.succeed(&rollback);
+    assert_eq!(h.status("v3"), ReleaseStatus::Halted);
+    h.events.clear();
+
+    // The alarm clears and fires again on the period that still holds v3's errors.
+    h.alarm(0, AlarmState::Ok);
+    h.alarm(0, AlarmState::Alarm);
+    assert!(!h.kinds().contains(&"regression_suspected"), "{:?}", h.kinds());
+    assert_eq!(h.engine.host_version(ENV, HostId(0)), v2, "the one-box is on v2 again");
+
+    // Once the alarm's window holds only data from after the rollback, it is v2's.
+    h.after(2);
+    h.alarm(0, AlarmState::Ok);
+    h.alarm(0, AlarmState::Alarm);
+    assert!(h.kinds().contains(&"regression_suspected"), "{:?}", h.kinds());
+}

@@ -512,9 +512,9 @@ impl ServiceState {
         let both = |input: Input| Lane::ALL.into_iter().map(|lane| (lane, input.clone())).collect();
         Ok(match input {
             LogInput::Alarm { .. } => {
-                // An alarm where one lane's release is changing hosts is that change's: the
-                // other lane, with nothing in flight there, suspects none of its finished
-                // releases.
+                // An alarm where one lane's release is changing hosts, or was just rolled
+                // back, is that release's: the other lane, with nothing in flight there,
+                // suspects none of its finished releases.
                 let Input::Alarm { alarm, scope, state, reason, .. } = self.to_input(input)? else {
                     unreachable!("an alarm is an alarm")
                 };
@@ -523,7 +523,7 @@ impl ServiceState {
                     .map(|lane| {
                         let explained_elsewhere = Lane::ALL
                             .into_iter()
-                            .any(|other| other != lane && self.lane_engine(other).is_changing(scope));
+                            .any(|other| other != lane && self.lane_engine(other).explains_alarm(scope, alarm));
                         (lane, Input::Alarm { alarm, scope, state, reason: reason.clone(), explained_elsewhere })
                     })
                     .collect()

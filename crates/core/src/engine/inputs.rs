@@ -97,6 +97,7 @@ impl Engine {
                 self.end_rollout(env, host, op.target, (stage, wave), result, rollback_after)
             }
             OpKind::Rollback { job } => {
+                self.hosts[env.idx()][host.idx()].rolled_back_at = Some(self.now);
                 if let Err(reason) = result {
                     let release = self.rollback_jobs.get(&job).map(|j| j.release);
                     let stage = self.plan.first_stage_of(env);
@@ -241,7 +242,8 @@ impl Engine {
         }
         let name = self.plan.manifest.alarms[alarm].name.clone();
         if state == AlarmState::Alarm {
-            self.alarm_fired(scope, format!("alarm {name}: {reason}"), explained_elsewhere);
+            let explained = explained_elsewhere || self.rolled_back_within(scope, alarm);
+            self.alarm_fired(scope, format!("alarm {name}: {reason}"), explained);
         } else if previous == AlarmState::Alarm {
             let why = format!("alarm {name} is {}: {reason}", state.as_str());
             let stage = self.plan.first_stage_of(scope.env());
@@ -250,14 +252,15 @@ impl Engine {
     }
 
     /// An alarm rolls back every release in flight in its scope and halts them; with none
-    /// in flight, and no change elsewhere to explain it, the release that last finished
-    /// there is suspected.
-    fn alarm_fired(&mut self, scope: Scope, why: String, explained_elsewhere: bool) {
+    /// in flight, and no other change to explain it (`explained`: another lane's release
+    /// changing hosts there, or a rollback there within the alarm's window), the release
+    /// that last finished there is suspected.
+    fn alarm_fired(&mut self, scope: Scope, why: String, explained: bool) {
         let in_flight = self.in_flight_in(scope);
         let default_stage = self.plan.first_stage_of(scope.env());
         let (release, stage) = in_flight.first().map_or((None, default_stage), |&(r, s)| (Some(r), s));
         self.emit(EventKind::AlarmFired, release, scope.in_stage(stage), Some(why.clone()));
-        if in_flight.is_empty() && !explained_elsewhere {
+        if in_flight.is_empty() && !explained {
             self.suspect_regression(scope, &why);
         }
         for (release, stage) in in_flight {

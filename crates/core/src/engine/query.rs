@@ -140,6 +140,26 @@ impl Engine {
         !self.in_flight_in(scope).is_empty()
     }
 
+    /// Whether a host of `scope` was rolled back within the data alarm `alarm` looks at
+    /// (its evaluation periods): that alarm then speaks of the rolled-back release.
+    pub fn rolled_back_within(&self, scope: Scope, alarm: usize) -> bool {
+        let Some(spec) = self.plan.manifest.alarms.get(alarm) else { return false };
+        let window = spec.period.saturating_mul(spec.evaluation_periods.max(1));
+        let since = self.now.checked_sub(window).unwrap_or(Timestamp::MIN);
+        let env = scope.env();
+        let regions: Vec<crate::plan::RegionId> =
+            (0..self.plan.env(env).regions.len() as u16).map(crate::plan::RegionId).collect();
+        self.hosts_in(scope, &regions)
+            .any(|h| self.hosts[env.idx()][h.idx()].rolled_back_at.is_some_and(|at| at >= since))
+    }
+
+    /// What, in this engine, explains an alarm of `alarm` in `scope` other than a release
+    /// that finished there: a release changing hosts there, or a rollback within the
+    /// alarm's window.
+    pub fn explains_alarm(&self, scope: Scope, alarm: usize) -> bool {
+        self.is_changing(scope) || self.rolled_back_within(scope, alarm)
+    }
+
     /// Every one-box baking now.
     pub fn one_box_bakes(&self) -> Vec<OneBoxBake> {
         let mut out = Vec::new();

@@ -36,7 +36,7 @@ impl Engine {
     }
 
     /// Hosts of `scope` that lie in `regions`.
-    fn hosts_in<'a>(&'a self, scope: Scope, regions: &'a [RegionId]) -> impl Iterator<Item = HostId> + 'a {
+    pub(super) fn hosts_in<'a>(&'a self, scope: Scope, regions: &'a [RegionId]) -> impl Iterator<Item = HostId> + 'a {
         let env = scope.env();
         let plan = &self.plan;
         let ranges: Vec<Range<u32>> = match scope {

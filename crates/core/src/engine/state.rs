@@ -259,11 +259,22 @@ pub(super) struct HostState {
     /// A deployment of this release failed on the host, which may have been left half
     /// changed: a rollback of the release includes it, to put it back in a known state.
     pub(super) failed_deploy: Option<ReleaseId>,
+    /// When a rollback of the host last ended: an alarm on data from before then is that
+    /// rolled-back release's, not the one that finished before it.
+    pub(super) rolled_back_at: Option<Timestamp>,
 }
 
 impl HostState {
     pub(super) fn running(version: ReleaseId) -> Self {
-        HostState { version, history: Vec::new(), op: None, rollback_after: None, present: true, failed_deploy: None }
+        HostState {
+            version,
+            history: Vec::new(),
+            op: None,
+            rollback_after: None,
+            present: true,
+            failed_deploy: None,
+            rolled_back_at: None,
+        }
     }
 
     /// Whether the host runs `release`, is being deployed with it, or was left half

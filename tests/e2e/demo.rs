@@ -1,6 +1,8 @@
 //! `rollwave demo` as a newcomer runs it: the real binary, its real children. The story
-//! must hold (v2 and v4 complete, v3 is caught at its first one-box and rolled back) and
-//! nothing may be left running afterwards, whether the demo ends or is interrupted.
+//! must hold (v2 and v4 complete, v3 is caught at its first one-box and rolled back; the
+//! flag release flags-1 completes, flags-2 is caught at its first one-box and rolled
+//! back) and nothing may be left running afterwards, whether the demo ends or is
+//! interrupted.
 
 use crate::kit::{BIN, one_world_at_a_time};
 use std::io::{BufRead, BufReader};
@@ -22,7 +24,7 @@ fn leftovers(server_port: &str, demo_pid: u32) -> Vec<String> {
 }
 
 #[test]
-fn the_demo_ships_v2_catches_v3_at_its_first_one_box_ships_v4_and_leaves_nothing_running() {
+fn the_demo_ships_v2_catches_v3_at_its_first_one_box_ships_v4_does_the_same_with_flags_and_leaves_nothing_running() {
     let _alone = one_world_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let child = Command::new(BIN)
@@ -42,22 +44,24 @@ fn the_demo_ships_v2_catches_v3_at_its_first_one_box_ships_v4_and_leaves_nothing
             panic!("no {v} in {summary:#}");
         })
     };
-    for good in ["v2", "v4"] {
+    for (good, lane) in [("v2", "code"), ("v4", "code"), ("flags-1", "flags")] {
         let r = release(good);
-        assert_eq!(r["outcome"], "completed", "{r:#}");
+        assert_eq!((&r["outcome"], &r["lane"]), (&"completed".into(), &lane.into()), "{r:#}");
         assert!(r["reached"].as_array().unwrap().iter().any(|s| s == "prod/wave-2"), "{r:#}");
     }
-    let bad = release("v3");
-    assert_eq!(bad["outcome"], "rolled_back", "{bad:#}");
-    // It got through beta (no traffic there to show its errors), and no further than
-    // gamma's one-box, the first one it reached.
-    let reached: Vec<&str> = bad["reached"].as_array().unwrap().iter().filter_map(|s| s.as_str()).collect();
-    assert!(reached.iter().all(|s| s.starts_with("beta")), "{bad:#}");
-    let rolled_back: Vec<&str> =
-        bad["rolled_back_scopes"].as_array().unwrap().iter().filter_map(|s| s.as_str()).collect();
-    assert!(!rolled_back.is_empty() && rolled_back.iter().all(|s| s.starts_with("gamma/us-west/usw-g1")), "{bad:#}");
-    let reason = bad["reason"].as_str().expect("what caught v3");
-    assert!(reason.contains("alarm host-errors") || reason.contains("one-box judge"), "{reason}");
+    for (bad, lane) in [("v3", "code"), ("flags-2", "flags")] {
+        let r = release(bad);
+        assert_eq!((&r["outcome"], &r["lane"]), (&"rolled_back".into(), &lane.into()), "{r:#}");
+        // It got through beta (no traffic there to show its errors), and no further than
+        // gamma's one-box, the first one it reached.
+        let reached: Vec<&str> = r["reached"].as_array().unwrap().iter().filter_map(|s| s.as_str()).collect();
+        assert!(reached.iter().all(|s| s.starts_with("beta")), "{r:#}");
+        let rolled_back: Vec<&str> =
+            r["rolled_back_scopes"].as_array().unwrap().iter().filter_map(|s| s.as_str()).collect();
+        assert!(!rolled_back.is_empty() && rolled_back.iter().all(|s| s.starts_with("gamma/us-west/usw-g1")), "{r:#}");
+        let reason = r["reason"].as_str().expect("what caught it");
+        assert!(reason.contains("alarm host-errors") || reason.contains("one-box judge"), "{reason}");
+    }
 
     // The blast radius: some users' requests reached v3 (it ran), a small share of all.
     let blast = &summary["blast_radius"];

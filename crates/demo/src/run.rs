@@ -1,7 +1,10 @@
 //! `rollwave demo`: a real pipeline on this machine. v2 (good) goes through beta, gamma's
-//! one-box and the production waves; v3 returns 5% errors and is caught at its first
-//! one-box and rolled back with nobody touching anything; v4 rolls forward. Users keep
-//! sending sticky traffic all along, and what they saw is the blast radius.
+//! one-box and the production waves; v3 returns 10% errors and is caught at its first
+//! one-box and rolled back with nobody touching anything; v4 rolls forward. Then two flag
+//! releases take the same road: flags-1 (a new banner) completes; flags-2 switches the
+//! apps onto a failing checkout path, which each app reads from its host's agent over
+//! OFREP, and is caught at its first one-box and rolled back there. Users keep sending
+//! sticky traffic all along, and what they saw is the blast radius.
 
 use crate::progress::Progress;
 use crate::traffic::Users;
@@ -41,6 +44,8 @@ pub struct DemoArgs {
 #[derive(Clone, Debug, Serialize)]
 pub struct ReleaseSummary {
     pub version: String,
+    /// `code` or `flags`.
+    pub lane: rollwave_api::Lane,
     /// `completed`, `halted`, `rolled_back`, `superseded` or `in_progress`, as in `simulate`.
     pub outcome: Outcome,
     /// For a release that did not complete: what caught it (alarm, monitor or verdict).
@@ -79,7 +84,7 @@ pub struct Summary {
 }
 
 /// v1 is what the fleet runs when the story starts.
-const SERVICE_VERSIONS: [(&str, f64); 4] = [("v1", 0.0), ("v2", 0.0), ("v3", 0.05), ("v4", 0.0)];
+const SERVICE_VERSIONS: [(&str, f64); 4] = [("v1", 0.0), ("v2", 0.0), ("v3", 0.10), ("v4", 0.0)];
 
 fn versions() -> Vec<Version> {
     SERVICE_VERSIONS.iter().map(|&(name, error_rate)| Version { error_rate, ..Version::good(name) }).collect()
@@ -161,6 +166,7 @@ pub fn main(args: DemoArgs) -> Result<i32> {
         let detail = client.release(&world.service, &r.version).ok();
         ReleaseSummary {
             version: r.version.clone(),
+            lane: r.lane,
             outcome: r.outcome,
             reason: (r.outcome != rollwave_api::Outcome::Completed)
                 .then(|| detail.as_ref().and_then(caught_by).or_else(|| r.reason.clone()))
@@ -172,7 +178,7 @@ pub fn main(args: DemoArgs) -> Result<i32> {
     };
     let mut summaries: Vec<ReleaseSummary> = releases.iter().map(summary_of).collect();
     summaries.sort_by(|a, b| a.version.cmp(&b.version));
-    let bad = "v3";
+    let bad = BAD_CODE;
     let hosts_exposed = client
         .release(&world.service, bad)
         .map(|d| {
@@ -255,12 +261,35 @@ pub fn main(args: DemoArgs) -> Result<i32> {
     Ok(if ok { 0 } else { 1 })
 }
 
-/// Whether the run told the demo's story: v2 and v4 completed, v3 was stopped.
+/// Whether the run told the demo's story: v2, v4 and flags-1 completed, v3 and flags-2
+/// were stopped.
 fn story_holds(summary: &Summary) -> bool {
     let outcome = |v: &str| summary.releases.iter().find(|r| r.version == v).map(|r| r.outcome);
-    outcome("v2") == Some(Outcome::Completed)
-        && outcome("v4") == Some(Outcome::Completed)
-        && matches!(outcome("v3"), Some(Outcome::RolledBack | Outcome::Halted))
+    ["v2", "v4", GOOD_FLAGS].iter().all(|v| outcome(v) == Some(Outcome::Completed))
+        && [BAD_CODE, BAD_FLAGS].iter().all(|v| matches!(outcome(v), Some(Outcome::RolledBack | Outcome::Halted)))
+}
+
+const BAD_CODE: &str = "v3";
+/// The flag releases: a harmless new flag, then one that turns on a failing code path.
+const GOOD_FLAGS: &str = "flags-1";
+const BAD_FLAGS: &str = "flags-2";
+
+/// The demo's flag set, with the sample apps' `new-checkout` path on or off.
+fn flag_set(new_checkout: bool) -> serde_json::Value {
+    serde_json::json!({
+        "flags": {
+            "new-checkout": {
+                "state": "ENABLED",
+                "variants": { "on": true, "off": false },
+                "defaultVariant": if new_checkout { "on" } else { "off" }
+            },
+            "banner": {
+                "state": "ENABLED",
+                "variants": { "blue": "blue", "green": "green" },
+                "defaultVariant": "blue"
+            }
+        }
+    })
 }
 
 /// What stopped a release: the alarm, monitor or verdict that started its first rollback.
@@ -293,6 +322,12 @@ fn script(world: &World, progress: &Progress, stop: &AtomicBool, limit: Duration
         progress.say(&format!("Created release {v}"));
         Ok(())
     };
+    let create_flags = |v: &str, flags: serde_json::Value| -> Step {
+        let req = CreateRelease { version: v.into(), artifact: None, sha256: None, flags: Some(flags) };
+        client.create_release(service, &req).map_err(|e| Err(anyhow::anyhow!("cannot create {v}: {e}")))?;
+        progress.say(&format!("Created flag release {v}"));
+        Ok(())
+    };
     // Waits, following progress, until `done`; fails on the deadline or a dead child.
     let wait = |what: &str, done: &mut dyn FnMut() -> bool| -> Step {
         loop {
@@ -309,13 +344,13 @@ fn script(world: &World, progress: &Progress, stop: &AtomicBool, limit: Duration
             std::thread::sleep(Duration::from_millis(250));
         }
     };
-    let settled =
-        |r: &ReleaseView| r.outcome != rollwave_api::Outcome::InProgress && r.outcome != rollwave_api::Outcome::Halted;
+    // Stopped one way or another: the story goes on, and the summary tells.
+    let stopped = |r: &ReleaseView| r.outcome != rollwave_api::Outcome::InProgress;
 
     create("v2")?;
     // v3 follows v2 one stage behind: two releases in flight, and gamma's one-box free for
     // v3 as soon as v2 has left gamma.
-    wait("v2 to pass beta", &mut || release("v2").is_ok_and(|r| r.reached.iter().any(|s| s == "beta") || settled(&r)))?;
+    wait("v2 to pass beta", &mut || release("v2").is_ok_and(|r| r.reached.iter().any(|s| s == "beta") || stopped(&r)))?;
     create("v3")?;
     wait("v3 to be stopped", &mut || release("v3").is_ok_and(|r| r.outcome != rollwave_api::Outcome::InProgress))?;
     let v3 = release("v3").map_err(|e| Err(anyhow::anyhow!("{e}")))?;
@@ -330,12 +365,39 @@ fn script(world: &World, progress: &Progress, stop: &AtomicBool, limit: Duration
         wait("v3's rollback", &mut || release("v3").is_ok_and(|r| r.outcome == rollwave_api::Outcome::RolledBack))?;
     }
     create("v4")?;
-    wait("v2 and v4 to finish", &mut || {
-        let (v2, v4) = (release("v2"), release("v4"));
+    // Flags take the same road once v4 is past gamma, so that what trips an alarm there is
+    // plainly the flag set; flags-2 follows flags-1 one stage behind, as v3 followed v2.
+    wait("v4 to pass gamma", &mut || {
+        release("v4")
+            .is_ok_and(|r| r.reached.iter().any(|s| s == "gamma") || r.outcome != rollwave_api::Outcome::InProgress)
+    })?;
+    create_flags(GOOD_FLAGS, flag_set(false))?;
+    wait("flags-1 to pass beta", &mut || {
+        release(GOOD_FLAGS).is_ok_and(|r| r.reached.iter().any(|s| s == "beta") || stopped(&r))
+    })?;
+    create_flags(BAD_FLAGS, flag_set(true))?;
+    wait("flags-2 to be stopped", &mut || {
+        release(BAD_FLAGS).is_ok_and(|r| r.outcome != rollwave_api::Outcome::InProgress)
+    })?;
+    let bad_flags = release(BAD_FLAGS).map_err(|e| Err(anyhow::anyhow!("{e}")))?;
+    if bad_flags.outcome == rollwave_api::Outcome::Halted {
+        progress.say(&format!(
+            "{BAD_FLAGS} halted ({}): rolling it back everywhere",
+            bad_flags.reason.as_deref().unwrap_or("no reason given")
+        ));
+        client
+            .action(service, BAD_FLAGS, rollwave_api::OperatorAction::Rollback, None)
+            .map_err(|e| Err(anyhow::anyhow!("cannot roll back {BAD_FLAGS}: {e}")))?;
+        wait("flags-2's rollback", &mut || {
+            release(BAD_FLAGS).is_ok_and(|r| r.outcome == rollwave_api::Outcome::RolledBack)
+        })?;
+    }
+    wait("v2, v4 and flags-1 to finish", &mut || {
+        let good = ["v2", "v4", GOOD_FLAGS].map(|v| release(v));
         let halted = |r: &Result<ReleaseView, _>| r.as_ref().is_ok_and(|r| r.outcome == rollwave_api::Outcome::Halted);
         let done =
             |r: &Result<ReleaseView, _>| r.as_ref().is_ok_and(|r| r.outcome != rollwave_api::Outcome::InProgress);
-        halted(&v2) || halted(&v4) || (done(&v2) && done(&v4))
+        good.iter().any(halted) || good.iter().all(done)
     })?;
     // Let the last rollbacks and pushes land, so the summary is final.
     let _ = wait_until(Duration::from_secs(3), Duration::from_millis(200), || {
@@ -353,7 +415,8 @@ fn render(s: &Summary) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "\nrollwave demo: {} hosts, {} routers, {:.0} s\n", s.hosts, s.routers, s.duration_s);
     for r in &s.releases {
-        let _ = writeln!(out, "  {:<4} {}", r.version, r.outcome.as_str().replace('_', " "));
+        let lane = if r.lane == rollwave_api::Lane::Flags { " (flag release)" } else { "" };
+        let _ = writeln!(out, "  {:<4} {}{lane}", r.version, r.outcome.as_str().replace('_', " "));
         if !r.reached.is_empty() {
             let _ = writeln!(out, "       reached: {}", r.reached.join(", "));
         }

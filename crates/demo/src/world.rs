@@ -123,6 +123,31 @@ pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?.local_addr()?.port())
 }
 
+/// A port for a host's app, below the range the kernel hands out to outgoing connections:
+/// an app gives its port up on every deployment, and in that moment a router's, a
+/// monitor's or an SDK's outgoing connection could otherwise take it, and the new version
+/// would not start.
+fn app_port(taken: &mut std::collections::HashSet<u16>) -> Result<u16> {
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    const FROM: u16 = 10_000;
+    if ephemeral_from <= FROM + 1_000 {
+        return free_port();
+    }
+    let span = u32::from(ephemeral_from - FROM);
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    for i in 0..span {
+        let port = FROM + ((seed.wrapping_add(i)) % span) as u16;
+        if !taken.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            taken.insert(port);
+            return Ok(port);
+        }
+    }
+    free_port()
+}
+
 fn spawn(binary: &Path, name: &str, args: &[String], envs: &[(&str, String)], log: &Path) -> Result<Proc> {
     let out = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
     let err = out.try_clone()?;
@@ -184,6 +209,7 @@ fn start_script(v: &Version) -> String {
          cd \"$ROLLWAVE_WORKDIR\" || exit 1\n\
          nohup \"$ROLLWAVE_DEMO_BIN\" sample-app --listen \"127.0.0.1:$ROLLWAVE_DEMO_PORT\" \
          --version \"$ROLLWAVE_VERSION\" --host-id \"$ROLLWAVE_HOST_ID\" --error-rate {} --latency-ms {}{} \
+         --failing-flag new-checkout \
          --exit-with \"$ROLLWAVE_DEMO_PID\" >>app.log 2>&1 &\n\
          echo $! > app.pid\n\
          echo \"sample-app $ROLLWAVE_VERSION started on port $ROLLWAVE_DEMO_PORT (pid $!)\"\n",
@@ -315,6 +341,7 @@ impl World {
                 .map(String::from)
                 .to_vec()
         };
+        let mut app_ports = std::collections::HashSet::new();
         for env in &manifest.environments {
             for region in &env.regions {
                 for zone in &region.zones {
@@ -322,10 +349,12 @@ impl World {
                         let id = format!("{}-{n}", zone.name);
                         let workdir = dir.join("hosts").join(&env.name).join(&id);
                         std::fs::create_dir_all(&workdir)?;
-                        let app_port = free_port()?;
+                        let app_port = app_port(&mut app_ports)?;
                         let address = format!("127.0.0.1:{app_port}");
                         let mut args = place("agent", &env.name, &region.name);
                         args.extend(["--zone", &zone.name, "--host-id", &id, "--address", &address].map(String::from));
+                        // Every agent of this machine serves its host's flags on a port of its own.
+                        args.extend(["--ofrep-listen", "127.0.0.1:0"].map(String::from));
                         let name = format!("agent {}/{id}", env.name);
                         let host = format!("{}/{}/{id}", manifest.service, env.name);
                         let token =

@@ -541,7 +541,6 @@ impl Signals {
     ) -> Vec<(String, LogInput)> {
         struct Bake {
             service: String,
-            lane: Lane,
             environment: String,
             region: String,
             release: String,
@@ -555,29 +554,25 @@ impl Signals {
             m.services
                 .values()
                 .flat_map(|s| {
-                    Lane::ALL.into_iter().flat_map(move |lane| {
-                        let engine = s.lane_engine(lane);
-                        engine.one_box_bakes().into_iter().map(move |b| {
-                            let region_hosts = s.plan.env(b.env).regions[b.region.idx()].hosts.clone();
-                            let name = |h: u32| s.plan.host_name(b.env, rollwave_core::plan::HostId(h)).to_owned();
-                            let canary = b.hosts.clone().map(name).collect();
-                            let baseline = region_hosts
-                                .filter(|h| !b.hosts.contains(h))
-                                .filter(|&h| engine.host_version(b.env, rollwave_core::plan::HostId(h)) != b.release)
-                                .map(name)
-                                .collect();
-                            Bake {
-                                service: s.name.clone(),
-                                lane,
-                                environment: s.plan.manifest.environments[b.env.idx()].name.clone(),
-                                region: s.plan.region_name(b.env, b.region).to_owned(),
-                                release: engine.version_name(b.release).to_owned(),
-                                canary,
-                                baseline,
-                                since: b.since.as_millisecond(),
-                                until: b.until.as_millisecond(),
-                            }
-                        })
+                    s.engine.one_box_bakes().into_iter().map(move |b| {
+                        let region_hosts = s.plan.env(b.env).regions[b.region.idx()].hosts.clone();
+                        let name = |h: u32| s.plan.host_name(b.env, rollwave_core::plan::HostId(h)).to_owned();
+                        let canary = b.hosts.clone().map(name).collect();
+                        let baseline = region_hosts
+                            .filter(|h| !b.hosts.contains(h))
+                            .filter(|&h| s.engine.host_version(b.env, rollwave_core::plan::HostId(h)) != b.release)
+                            .map(name)
+                            .collect();
+                        Bake {
+                            service: s.name.clone(),
+                            environment: s.plan.manifest.environments[b.env.idx()].name.clone(),
+                            region: s.plan.region_name(b.env, b.region).to_owned(),
+                            release: s.engine.version_name(b.release).to_owned(),
+                            canary,
+                            baseline,
+                            since: b.since.as_millisecond(),
+                            until: b.until.as_millisecond(),
+                        }
                     })
                 })
                 .collect()
@@ -593,40 +588,18 @@ impl Signals {
             };
             let rows: Vec<&MetricRow> = rows.iter().filter(|r| r.environment == bake.environment).collect();
             let traffic = |r: &&&MetricRow| r.source == "traffic";
-            // Traffic is counted by code version. A code one-box is the hosts' traffic on
-            // the release; a flag one-box is all its hosts' traffic, compared with the
-            // region's other hosts on the same code, so only the flag set differs.
-            let (canary, baseline) = match bake.lane {
-                Lane::Code => (
-                    per_host_bins(
-                        rows.iter()
-                            .filter(traffic)
-                            .copied()
-                            .filter(|r| bake.canary.contains(&r.host) && r.version == bake.release),
-                    ),
-                    per_host_bins(
-                        rows.iter()
-                            .filter(traffic)
-                            .copied()
-                            .filter(|r| bake.baseline.contains(&r.host) && r.version != bake.release),
-                    ),
-                ),
-                Lane::Flags => {
-                    let canary_rows: Vec<&MetricRow> =
-                        rows.iter().filter(traffic).copied().filter(|r| bake.canary.contains(&r.host)).collect();
-                    let code: std::collections::BTreeSet<&str> =
-                        canary_rows.iter().map(|r| r.version.as_str()).collect();
-                    (
-                        per_host_bins(canary_rows.iter().copied()),
-                        per_host_bins(
-                            rows.iter()
-                                .filter(traffic)
-                                .copied()
-                                .filter(|r| bake.baseline.contains(&r.host) && code.contains(r.version.as_str())),
-                        ),
-                    )
-                }
-            };
+            let canary = per_host_bins(
+                rows.iter()
+                    .filter(traffic)
+                    .copied()
+                    .filter(|r| bake.canary.contains(&r.host) && r.version == bake.release),
+            );
+            let baseline = per_host_bins(
+                rows.iter()
+                    .filter(traffic)
+                    .copied()
+                    .filter(|r| bake.baseline.contains(&r.host) && r.version != bake.release),
+            );
             // Too few points to say anything yet.
             if canary.len() < 3 || baseline.len() < 3 {
                 continue;

@@ -310,23 +310,19 @@ fn script(world: &World, progress: &Progress, stop: &AtomicBool, limit: Duration
     let client = world.client();
     let service = world.service.as_str();
     let release = |v: &str| client.release(service, v).map(|d| d.release);
-    let create = |v: &str| -> Step {
-        let a = world.artifact(v).ok_or_else(|| Err(anyhow::anyhow!("no artifact for {v}")))?;
-        let req = CreateRelease {
-            version: v.into(),
-            artifact: Some(a.url.clone()),
-            sha256: Some(a.sha256.clone()),
-            flags: None,
-        };
+    let submit = |req: CreateRelease, what: &str| -> Step {
+        let v = &req.version;
         client.create_release(service, &req).map_err(|e| Err(anyhow::anyhow!("cannot create {v}: {e}")))?;
-        progress.say(&format!("Created release {v}"));
+        progress.say(&format!("Created {what} {v}"));
         Ok(())
     };
+    let create = |v: &str| -> Step {
+        let a = world.artifact(v).ok_or_else(|| Err(anyhow::anyhow!("no artifact for {v}")))?;
+        let (artifact, sha256) = (Some(a.url.clone()), Some(a.sha256.clone()));
+        submit(CreateRelease { version: v.into(), artifact, sha256, flags: None }, "release")
+    };
     let create_flags = |v: &str, flags: serde_json::Value| -> Step {
-        let req = CreateRelease { version: v.into(), artifact: None, sha256: None, flags: Some(flags) };
-        client.create_release(service, &req).map_err(|e| Err(anyhow::anyhow!("cannot create {v}: {e}")))?;
-        progress.say(&format!("Created flag release {v}"));
-        Ok(())
+        submit(CreateRelease { version: v.into(), artifact: None, sha256: None, flags: Some(flags) }, "flag release")
     };
     // Waits, following progress, until `done`; fails on the deadline or a dead child.
     let wait = |what: &str, done: &mut dyn FnMut() -> bool| -> Step {
@@ -346,52 +342,42 @@ fn script(world: &World, progress: &Progress, stop: &AtomicBool, limit: Duration
     };
     // Stopped one way or another: the story goes on, and the summary tells.
     let stopped = |r: &ReleaseView| r.outcome != rollwave_api::Outcome::InProgress;
+    // Waits for a bad release to be stopped; if it halted, rolls it back everywhere, as
+    // its operator would.
+    let stop_bad = |v: &str, then: &str| -> Step {
+        wait(&format!("{v} to be stopped"), &mut || release(v).is_ok_and(|r| stopped(&r)))?;
+        let bad = release(v).map_err(|e| Err(anyhow::anyhow!("{e}")))?;
+        if bad.outcome == rollwave_api::Outcome::Halted {
+            let why = bad.reason.as_deref().unwrap_or("no reason given");
+            progress.say(&format!("{v} halted ({why}): rolling it back everywhere{then}"));
+            client
+                .action(service, v, rollwave_api::OperatorAction::Rollback, None)
+                .map_err(|e| Err(anyhow::anyhow!("cannot roll back {v}: {e}")))?;
+            wait(&format!("{v}'s rollback"), &mut || {
+                release(v).is_ok_and(|r| r.outcome == rollwave_api::Outcome::RolledBack)
+            })?;
+        }
+        Ok(())
+    };
 
     create("v2")?;
     // v3 follows v2 one stage behind: two releases in flight, and gamma's one-box free for
     // v3 as soon as v2 has left gamma.
     wait("v2 to pass beta", &mut || release("v2").is_ok_and(|r| r.reached.iter().any(|s| s == "beta") || stopped(&r)))?;
-    create("v3")?;
-    wait("v3 to be stopped", &mut || release("v3").is_ok_and(|r| r.outcome != rollwave_api::Outcome::InProgress))?;
-    let v3 = release("v3").map_err(|e| Err(anyhow::anyhow!("{e}")))?;
-    if v3.outcome == rollwave_api::Outcome::Halted {
-        progress.say(&format!(
-            "v3 halted ({}): rolling it back everywhere, then shipping v4",
-            v3.reason.as_deref().unwrap_or("no reason given")
-        ));
-        client
-            .action(service, "v3", rollwave_api::OperatorAction::Rollback, None)
-            .map_err(|e| Err(anyhow::anyhow!("cannot roll back v3: {e}")))?;
-        wait("v3's rollback", &mut || release("v3").is_ok_and(|r| r.outcome == rollwave_api::Outcome::RolledBack))?;
-    }
+    create(BAD_CODE)?;
+    stop_bad(BAD_CODE, ", then shipping v4")?;
     create("v4")?;
     // Flags take the same road once v4 is past gamma, so that what trips an alarm there is
     // plainly the flag set; flags-2 follows flags-1 one stage behind, as v3 followed v2.
     wait("v4 to pass gamma", &mut || {
-        release("v4")
-            .is_ok_and(|r| r.reached.iter().any(|s| s == "gamma") || r.outcome != rollwave_api::Outcome::InProgress)
+        release("v4").is_ok_and(|r| r.reached.iter().any(|s| s == "gamma") || stopped(&r))
     })?;
     create_flags(GOOD_FLAGS, flag_set(false))?;
     wait("flags-1 to pass beta", &mut || {
         release(GOOD_FLAGS).is_ok_and(|r| r.reached.iter().any(|s| s == "beta") || stopped(&r))
     })?;
     create_flags(BAD_FLAGS, flag_set(true))?;
-    wait("flags-2 to be stopped", &mut || {
-        release(BAD_FLAGS).is_ok_and(|r| r.outcome != rollwave_api::Outcome::InProgress)
-    })?;
-    let bad_flags = release(BAD_FLAGS).map_err(|e| Err(anyhow::anyhow!("{e}")))?;
-    if bad_flags.outcome == rollwave_api::Outcome::Halted {
-        progress.say(&format!(
-            "{BAD_FLAGS} halted ({}): rolling it back everywhere",
-            bad_flags.reason.as_deref().unwrap_or("no reason given")
-        ));
-        client
-            .action(service, BAD_FLAGS, rollwave_api::OperatorAction::Rollback, None)
-            .map_err(|e| Err(anyhow::anyhow!("cannot roll back {BAD_FLAGS}: {e}")))?;
-        wait("flags-2's rollback", &mut || {
-            release(BAD_FLAGS).is_ok_and(|r| r.outcome == rollwave_api::Outcome::RolledBack)
-        })?;
-    }
+    stop_bad(BAD_FLAGS, "")?;
     wait("v2, v4 and flags-1 to finish", &mut || {
         let good = ["v2", "v4", GOOD_FLAGS].map(|v| release(v));
         let halted = |r: &Result<ReleaseView, _>| r.as_ref().is_ok_and(|r| r.outcome == rollwave_api::Outcome::Halted);

@@ -116,15 +116,23 @@ impl ServiceState {
     pub fn pipeline(&self, now: Timestamp) -> PipelineView {
         let grid = Grid::new(self);
         let code = LaneRows::new(&grid, &self.engine, &self.events);
-        let flags = LaneRows::new(&grid, &self.flag_engine, &self.events);
-        let has_flags = flags.releases.iter().any(|r| r.id.0 > 0);
+        // The flags lane's rows (a second pass over the timeline) only once it has a release.
+        let flags = self
+            .flag_engine
+            .releases()
+            .iter()
+            .any(|r| r.id.0 > 0)
+            .then(|| LaneRows::new(&grid, &self.flag_engine, &self.events));
         let mut stages = Vec::new();
         for (s, stage) in self.plan.manifest.stages.iter().enumerate() {
             let stage_id = StageId(s as u16);
             let env = self.plan.stage_env(stage_id);
             let mut waves = Vec::new();
             for (w, wave) in stage.waves.iter().enumerate() {
-                let mut at: Vec<WaveRelease> = code.at(stage_id, w).chain(flags.at(stage_id, w)).collect();
+                let mut at: Vec<WaveRelease> = code.at(stage_id, w).collect();
+                if let Some(flags) = &flags {
+                    at.extend(flags.at(stage_id, w));
+                }
                 at.sort_by(|a, b| a.what.cmp(&b.what));
                 let cells = wave
                     .regions
@@ -136,9 +144,7 @@ impl ServiceState {
                             self.cell(rows.engine, stage_id, w, env, region, shown, last, now, with_alarms)
                         };
                         let mut cell = lane(&code, true);
-                        if has_flags {
-                            cell.flags = Some(Box::new(lane(&flags, false)));
-                        }
+                        cell.flags = flags.as_ref().map(|flags| Box::new(lane(flags, false)));
                         cell
                     })
                     .collect();
@@ -251,8 +257,8 @@ impl ServiceState {
         }
         // The engine says which instances bear on the region; the badges name them as
         // their reports did.
-        let mut alarms: Vec<AlarmBadge> = engine
-            .alarms_in_region(env, region)
+        let instances = if with_alarms { engine.alarms_in_region(env, region) } else { Vec::new() };
+        let mut alarms: Vec<AlarmBadge> = instances
             .into_iter()
             .filter_map(|i| {
                 let name = &self.plan.manifest.alarms.get(i.alarm)?.name;
@@ -260,9 +266,6 @@ impl ServiceState {
                 Some(AlarmBadge { alarm: a.alarm.clone(), state: a.state, scope: a.scope.clone() })
             })
             .collect();
-        if !with_alarms {
-            alarms.clear();
-        }
         alarms.sort_by(|a, b| (&a.alarm, &a.scope).cmp(&(&b.alarm, &b.scope)));
         CellView {
             stage: self.plan.manifest.stages[stage.idx()].name.clone(),
@@ -430,8 +433,6 @@ impl ServiceState {
     }
 }
 
-/// Maps event scopes (a stage's region, zone or host, a wave, a stage) to the cells they
-/// touch.
 /// One lane's releases and where each last got to, per cell.
 struct LaneRows<'a> {
     engine: &'a Engine,
@@ -455,12 +456,11 @@ impl<'a> LaneRows<'a> {
             .filter(|r| matches!(r.status, ReleaseStatus::InProgress | ReleaseStatus::Halted))
     }
 
-    fn at(&self, stage: StageId, wave: usize) -> impl Iterator<Item = WaveRelease> {
-        let active =
-            self.here(stage, wave, true).map(|r| WaveRelease { version: r.version.clone(), what: "active".into() });
-        let waiting =
-            self.here(stage, wave, false).map(|r| WaveRelease { version: r.version.clone(), what: "waiting".into() });
-        active.chain(waiting).collect::<Vec<_>>().into_iter()
+    fn at(&self, stage: StageId, wave: usize) -> impl Iterator<Item = WaveRelease> + '_ {
+        let named = |what: &'static str| {
+            move |r: &ReleaseSummary| WaveRelease { version: r.version.clone(), what: what.into() }
+        };
+        self.here(stage, wave, true).map(named("active")).chain(self.here(stage, wave, false).map(named("waiting")))
     }
 
     /// The release a cell shows: the one deploying here, else the one waiting at the
@@ -483,6 +483,8 @@ impl<'a> LaneRows<'a> {
     }
 }
 
+/// Maps event scopes (a stage's region, zone or host, a wave, a stage) to the cells they
+/// touch.
 struct Grid {
     regions: BTreeMap<(String, String), usize>,
     waves: BTreeMap<(String, String), Vec<usize>>,

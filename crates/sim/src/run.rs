@@ -176,8 +176,6 @@ struct Sim<'a> {
     moved_hosts: BTreeSet<(EnvId, HostId)>,
     events: Vec<EventRecord>,
     notes: Vec<String>,
-    /// Judged one-boxes the simulation has passed.
-    judged: std::collections::HashSet<(EnvId, RegionId, ReleaseId)>,
     blast: BlastRadius,
     exposed: BTreeSet<(EnvId, HostId)>,
     /// Hosts deploying right now, per environment and zone: checked against the plan's limit.
@@ -319,7 +317,6 @@ impl<'a> Sim<'a> {
             moved_hosts: BTreeSet::new(),
             events: Vec::new(),
             notes,
-            judged: Default::default(),
             blast: BlastRadius::default(),
             exposed: BTreeSet::new(),
             deploying,
@@ -369,12 +366,10 @@ impl<'a> Sim<'a> {
             .engine
             .one_box_bakes()
             .into_iter()
-            .filter(|b| b.until <= self.now && self.one_box_is_judged(b.stage, b.region))
+            .filter(|b| b.awaiting_pass && b.until <= self.now)
             .map(|b| (b.env, b.region, b.release))
-            .filter(|key| !self.judged.contains(key))
             .collect();
         for (env, region, release) in due {
-            self.judged.insert((env, region, release));
             if !self.notes.iter().any(|n| n.starts_with("the one-box judge")) {
                 self.notes.push("the one-box judge is not simulated: one-boxes waiting for it pass".into());
             }
@@ -392,15 +387,6 @@ impl<'a> Sim<'a> {
     }
 
     /// Whether the one-box of `region` in `stage` waits for the judge's verdict.
-    fn one_box_is_judged(&self, stage: StageId, region: RegionId) -> bool {
-        self.plan.manifest.stages[stage.idx()]
-            .waves
-            .iter()
-            .find(|w| w.regions.contains(&region.idx()))
-            .and_then(|w| w.strategy.one_box.as_ref())
-            .is_some_and(|o| o.judge)
-    }
-
     fn feed(&mut self, input: Input) -> bool {
         let result = self.engine.handle(self.now, input);
         let outputs: Vec<Output> = self.engine.drain().collect();

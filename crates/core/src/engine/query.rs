@@ -178,6 +178,7 @@ impl Engine {
                     hosts,
                     since: clock.started,
                     until: clock.until,
+                    awaiting_pass: clock.judge == super::state::JudgeWait::AwaitingPass,
                 });
             }
         }

@@ -87,8 +87,9 @@ pub enum Input {
         state: AlarmState,
         reason: String,
         /// Something this engine does not drive (another lane's release) is changing
-        /// where the alarm fired: with nothing of this engine's in flight there, no
-        /// release that finished there is suspected, since the change explains the alarm.
+        /// hosts where the alarm fired, or was just rolled back there: with nothing of
+        /// this engine's in flight there, no release that finished there is suspected,
+        /// since that change explains the alarm.
         explained_elsewhere: bool,
     },
     /// `requests` served by `version` in a zone since the last report: the data points bakes wait for.
@@ -366,4 +367,6 @@ pub struct OneBoxBake {
     pub hosts: std::ops::Range<u32>,
     pub since: Timestamp,
     pub until: Timestamp,
+    /// The bake waits for a passing verdict (its one-box is judged) and has none yet.
+    pub awaiting_pass: bool,
 }

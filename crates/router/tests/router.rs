@@ -488,8 +488,11 @@ async fn connections_to_a_host_are_reused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_that_refuses_connections_costs_no_request() {
     let backend = Backend::start("alive").await;
-    // An address nothing listens on.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    // An address nothing listens on: bound and never listening, so that no other test's
+    // listener or outgoing connection can take the port while this one runs.
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let dead = reserved.local_addr().unwrap();
     let routes = format!(
         "salt: s\ncanary_share: 0%\nhosts:\n  - {{ address: {dead}, version: v2, track: stable }}\n  \
          - {{ address: {}, version: v2, track: stable }}\n",

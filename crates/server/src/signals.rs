@@ -351,7 +351,10 @@ fn judge_metrics(canary: &[(f64, Option<f64>)], baseline: &[(f64, Option<f64>)])
             baseline.iter().filter_map(|p| p.1).collect(),
         )
     };
-    vec![errors, latency]
+    // Traffic that reports no latency at all (no buckets from any host) has no latency
+    // to compare; the judge's "no data" is for a side that went silent, and would fail
+    // every one-box of such a service.
+    if latency.canary.is_empty() && latency.baseline.is_empty() { vec![errors] } else { vec![errors, latency] }
 }
 
 /// (error rate, p99) of each push with traffic: one data point per host per push.
@@ -541,6 +544,7 @@ impl Signals {
     ) -> Vec<(String, LogInput)> {
         struct Bake {
             service: String,
+            lane: Lane,
             environment: String,
             region: String,
             release: String,
@@ -554,25 +558,29 @@ impl Signals {
             m.services
                 .values()
                 .flat_map(|s| {
-                    s.engine.one_box_bakes().into_iter().map(move |b| {
-                        let region_hosts = s.plan.env(b.env).regions[b.region.idx()].hosts.clone();
-                        let name = |h: u32| s.plan.host_name(b.env, rollwave_core::plan::HostId(h)).to_owned();
-                        let canary = b.hosts.clone().map(name).collect();
-                        let baseline = region_hosts
-                            .filter(|h| !b.hosts.contains(h))
-                            .filter(|&h| s.engine.host_version(b.env, rollwave_core::plan::HostId(h)) != b.release)
-                            .map(name)
-                            .collect();
-                        Bake {
-                            service: s.name.clone(),
-                            environment: s.plan.manifest.environments[b.env.idx()].name.clone(),
-                            region: s.plan.region_name(b.env, b.region).to_owned(),
-                            release: s.engine.version_name(b.release).to_owned(),
-                            canary,
-                            baseline,
-                            since: b.since.as_millisecond(),
-                            until: b.until.as_millisecond(),
-                        }
+                    Lane::ALL.into_iter().flat_map(move |lane| {
+                        let engine = s.lane_engine(lane);
+                        engine.one_box_bakes().into_iter().map(move |b| {
+                            let region_hosts = s.plan.env(b.env).regions[b.region.idx()].hosts.clone();
+                            let name = |h: u32| s.plan.host_name(b.env, rollwave_core::plan::HostId(h)).to_owned();
+                            let canary = b.hosts.clone().map(name).collect();
+                            let baseline = region_hosts
+                                .filter(|h| !b.hosts.contains(h))
+                                .filter(|&h| engine.host_version(b.env, rollwave_core::plan::HostId(h)) != b.release)
+                                .map(name)
+                                .collect();
+                            Bake {
+                                service: s.name.clone(),
+                                lane,
+                                environment: s.plan.manifest.environments[b.env.idx()].name.clone(),
+                                region: s.plan.region_name(b.env, b.region).to_owned(),
+                                release: engine.version_name(b.release).to_owned(),
+                                canary,
+                                baseline,
+                                since: b.since.as_millisecond(),
+                                until: b.until.as_millisecond(),
+                            }
+                        })
                     })
                 })
                 .collect()
@@ -588,18 +596,40 @@ impl Signals {
             };
             let rows: Vec<&MetricRow> = rows.iter().filter(|r| r.environment == bake.environment).collect();
             let traffic = |r: &&&MetricRow| r.source == "traffic";
-            let canary = per_host_bins(
-                rows.iter()
-                    .filter(traffic)
-                    .copied()
-                    .filter(|r| bake.canary.contains(&r.host) && r.version == bake.release),
-            );
-            let baseline = per_host_bins(
-                rows.iter()
-                    .filter(traffic)
-                    .copied()
-                    .filter(|r| bake.baseline.contains(&r.host) && r.version != bake.release),
-            );
+            // Traffic is counted by code version. A code one-box is the hosts' traffic on
+            // the release; a flag one-box is all its hosts' traffic, compared with the
+            // region's other hosts on the same code, so only the flag set differs.
+            let (canary, baseline) = match bake.lane {
+                Lane::Code => (
+                    per_host_bins(
+                        rows.iter()
+                            .filter(traffic)
+                            .copied()
+                            .filter(|r| bake.canary.contains(&r.host) && r.version == bake.release),
+                    ),
+                    per_host_bins(
+                        rows.iter()
+                            .filter(traffic)
+                            .copied()
+                            .filter(|r| bake.baseline.contains(&r.host) && r.version != bake.release),
+                    ),
+                ),
+                Lane::Flags => {
+                    let canary_rows: Vec<&MetricRow> =
+                        rows.iter().filter(traffic).copied().filter(|r| bake.canary.contains(&r.host)).collect();
+                    let code: std::collections::BTreeSet<&str> =
+                        canary_rows.iter().map(|r| r.version.as_str()).collect();
+                    (
+                        per_host_bins(canary_rows.iter().copied()),
+                        per_host_bins(
+                            rows.iter()
+                                .filter(traffic)
+                                .copied()
+                                .filter(|r| bake.baseline.contains(&r.host) && code.contains(r.version.as_str())),
+                        ),
+                    )
+                }
+            };
             // Too few points to say anything yet.
             if canary.len() < 3 || baseline.len() < 3 {
                 continue;
@@ -738,5 +768,16 @@ mod tests {
         };
         let query = fill_query(r#"up{host="{{host}}", version='{{version}}'}"#, "web", &at, "v1'\\");
         assert_eq!(query, r#"up{host="h\"} or vector(1) or {a=\"", version='v1\'\\'}"#);
+    }
+    #[test]
+    fn latency_is_judged_unless_no_host_on_either_side_reports_any() {
+        let clean = |p99: Option<f64>| vec![(0.0, p99); 5];
+        let names = |m: Vec<MetricComparison>| m.into_iter().map(|m| m.name).collect::<Vec<_>>();
+        assert_eq!(names(judge_metrics(&clean(None), &clean(None))), ["error_rate"]);
+        let verdict = judge(&JudgeConfig::default(), &judge_metrics(&clean(None), &clean(None))).unwrap();
+        assert_ne!(verdict.outcome, Outcome::Fail, "{verdict}");
+        // A canary that went silent on latency while the baseline reports it is no data.
+        assert_eq!(names(judge_metrics(&clean(None), &clean(Some(20.0)))), ["error_rate", "latency_p99_ms"]);
+        assert_eq!(names(judge_metrics(&clean(Some(20.0)), &clean(Some(20.0)))), ["error_rate", "latency_p99_ms"]);
     }
 }

@@ -679,3 +679,50 @@ fn a_host_cpu_alarm_fed_by_gauges_rolls_back_the_one_box_it_fires_on() {
     // The latest bin holds hot readings (with calm ones, when the bin began before them).
     assert!(series.points.last().is_some_and(|(_, v)| *v > 35.0), "{series:?}");
 }
+
+#[test]
+fn the_one_box_judge_rolls_back_a_flag_one_box_worse_than_the_hosts_on_the_same_code() {
+    // A flag set that breaks the one-box's requests; the code is the same on every host.
+    let manifest = MANIFEST.split("alarms:").next().unwrap().to_owned();
+    let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(50) });
+    let admin = s.client(Some(ADMIN));
+    admin.apply("web.yaml", &manifest).unwrap();
+    let flags = serde_json::json!({"flags": {"new-checkout": {
+        "state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"
+    }}});
+    admin
+        .create_release(
+            "web",
+            &CreateRelease { version: "f1".into(), artifact: None, sha256: None, flags: Some(flags) },
+        )
+        .unwrap();
+    s.wait_for("the flag one-box bakes", || {
+        admin.release("web", "f1").unwrap().events.iter().any(|e| e.kind == rollwave_api::EventKind::BakeStarted)
+    });
+    for round in 0..PATIENCE {
+        push(
+            &s,
+            vec![
+                sample("z1-1", "baseline", 100, 7 + u64::from(round % 3)),
+                sample("z1-2", "baseline", 100, u64::from(round % 2)),
+                sample("z2-1", "baseline", 100, 0),
+                sample("z2-2", "baseline", 100, 1),
+            ],
+        );
+        if admin.release("web", "f1").unwrap().release.outcome == rollwave_api::Outcome::Halted {
+            break;
+        }
+        s.advance(SWEEP);
+    }
+    let detail = admin.release("web", "f1").unwrap();
+    assert_eq!(detail.release.outcome, rollwave_api::Outcome::Halted, "{:?}", detail.events);
+    assert_eq!(detail.release.lane, rollwave_api::Lane::Flags);
+    let verdict = detail
+        .events
+        .iter()
+        .find(|e| e.kind == rollwave_api::EventKind::JudgeVerdict)
+        .expect("a verdict in the flag release's timeline");
+    assert!(verdict.reason.as_deref().unwrap().contains("FAIL"), "{verdict:?}");
+    assert!(detail.release.reason.as_deref().unwrap().starts_with("one-box judge"), "{:?}", detail.release);
+    assert_eq!(detail.release.rolled_back_scopes, ["prod/r1/z1"]);
+}

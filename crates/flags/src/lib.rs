@@ -409,6 +409,24 @@ impl FlagSet {
         self.index.get(key).and_then(|i| self.flags.get(*i as usize))
     }
 
+    /// The flag at `index` of [`FlagSet::keys`], evaluated as [`FlagSet::evaluate`]
+    /// would its key, without looking the key up; `None` past the last flag.
+    pub fn evaluate_at<'a>(&'a self, index: usize, ctx: &Context) -> Option<Evaluation<'a>> {
+        self.flags.get(index).map(|flag| flag.evaluate(ctx, self.bucketing))
+    }
+
+    /// The variants of the flag at `index` of [`FlagSet::keys`], sorted by name (none
+    /// past the last flag).
+    pub fn variants_at(&self, index: usize) -> impl Iterator<Item = (&str, &Value)> {
+        self.flags.get(index).into_iter().flat_map(|flag| flag.variants.iter().map(|(name, value)| (&**name, value)))
+    }
+
+    /// The metadata every evaluation of the flag at `index` carries (the set's
+    /// overlaid with the flag's).
+    pub fn metadata_at(&self, index: usize) -> Option<&Map<String, Value>> {
+        self.flags.get(index).map(|flag| &flag.metadata)
+    }
+
     /// Evaluates one flag.
     pub fn evaluate<'a>(&'a self, key: &str, ctx: &Context) -> Evaluation<'a> {
         let Some(flag) = self.find(key) else {

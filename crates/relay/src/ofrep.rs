@@ -18,7 +18,7 @@
 //! application gave none).
 
 use crate::counters::{Counters, VersionCells};
-use crate::served::{Served, Set, digest_hex};
+use crate::served::{Pieces, Served, Set, digest_hex, write_json};
 use bytes::Bytes;
 use http::StatusCode;
 use rollwave_flags::{Context, ErrorCode, Evaluation};
@@ -146,29 +146,46 @@ pub(crate) fn evaluate_bulk(
         Err(details) => return invalid_context(None, &details),
     };
     let (track, set, cells) = current.pick(carried, context.targeting_key());
-    let etag = etag(&current.served, track, &context);
+    let etag = etag(&current.served, track, body);
     if if_none_match.is_some_and(|header| matches_etag(header, &etag)) {
         return Answer { status: StatusCode::NOT_MODIFIED, etag: Some(etag), body: Bytes::new() };
     }
     let flags = set.flags();
     let mut out = Vec::with_capacity(128 + 160 * flags.len());
     out.extend_from_slice(b"{\"flags\":[");
-    for (i, key) in flags.keys().enumerate() {
+    for (i, (key, pieces)) in flags.keys().zip(set.pieces()).enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        let evaluation = flags.evaluate(key, &context);
+        let Some(evaluation) = flags.evaluate_at(i, &context) else { break };
         // Every key of the set: never FLAG_NOT_FOUND, and its cells are the i-th.
         cells.record_at(i, if evaluation.error.is_some() { None } else { evaluation.variant });
-        write_evaluation(&mut out, key, &evaluation);
+        if !write_from_pieces(&mut out, pieces, &evaluation) {
+            write_evaluation(&mut out, key, &evaluation);
+        }
     }
-    out.extend_from_slice(b"],\"metadata\":");
-    let mut metadata = flags.metadata().clone();
-    metadata.insert("flagSetVersion".into(), Value::String(set.version().to_owned()));
-    metadata.insert("track".into(), Value::String(track.as_str().to_owned()));
-    write_json(&mut out, &metadata);
-    let _ = write!(out, ",\"eventStreams\":[{{\"type\":\"sse\",\"endpoint\":{{\"requestUri\":\"{EVENTS_PATH}\"}}}}]}}");
+    out.extend_from_slice(set.bulk_tail(track));
     Answer { status: StatusCode::OK, etag: Some(etag), body: Bytes::from(out) }
+}
+
+/// [`write_evaluation`] from a set's constant pieces, for an evaluation that gave one of
+/// its flag's variants or none; false (nothing written) for any other.
+fn write_from_pieces(out: &mut Vec<u8>, pieces: &Pieces, e: &Evaluation) -> bool {
+    let variant = match (e.error.is_some(), e.value, e.variant) {
+        (false, Some(_), Some(name)) => match pieces.variant(name) {
+            Some(piece) => piece,
+            None => return false,
+        },
+        (false, None, None) => &[][..],
+        _ => return false,
+    };
+    out.extend_from_slice(&pieces.head);
+    out.extend_from_slice(variant);
+    out.extend_from_slice(b",\"reason\":\"");
+    out.extend_from_slice(e.reason.as_str().as_bytes());
+    out.push(b'"');
+    out.extend_from_slice(&pieces.tail);
+    true
 }
 
 /// 400 `INVALID_CONTEXT`: the request is not an evaluation request.
@@ -182,14 +199,15 @@ pub(crate) fn invalid_context(key: Option<&str>, details: &str) -> Answer {
     Answer::json(StatusCode::BAD_REQUEST, serde_json::to_vec(&body).unwrap_or_default())
 }
 
-/// A strong ETag over what is served, the track selected and the context.
-fn etag(served: &Served, track: Track, context: &Context) -> String {
-    let mut text = Vec::with_capacity(256);
+/// A strong ETag over what is served, the track selected and the request's body (so
+/// its context: the same context sent with other spacing only misses a 304).
+fn etag(served: &Served, track: Track, body: &[u8]) -> String {
+    let mut text = Vec::with_capacity(64 + body.len());
     text.extend_from_slice(served.fingerprint().as_bytes());
     text.push(0);
     text.extend_from_slice(track.as_str().as_bytes());
     text.push(0);
-    write_json(&mut text, context.attributes());
+    text.extend_from_slice(body);
     format!("\"{}\"", digest_hex(&text, 32))
 }
 
@@ -236,11 +254,6 @@ fn write_evaluation(out: &mut Vec<u8>, key: &str, e: &Evaluation) {
     out.push(b'}');
 }
 
-fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
-    // Writing JSON values (string keys only) into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, value);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,6 +287,52 @@ mod tests {
                 assert_eq!(written, e.to_ofrep(key), "{key} with pick {pick}");
             }
         }
+    }
+
+    #[test]
+    fn an_evaluation_written_from_the_set_s_pieces_is_the_one_written_whole() {
+        let set = Set::new("v1", flags());
+        let mut from_pieces = 0;
+        for pick in [serde_json::json!("a"), serde_json::json!("b"), serde_json::json!("zzz"), serde_json::json!(null)]
+        {
+            let ctx = Context::from_value(&serde_json::json!({ "pick": pick })).unwrap();
+            for (i, (key, pieces)) in set.flags().keys().zip(set.pieces()).enumerate() {
+                let e = set.flags().evaluate_at(i, &ctx).unwrap();
+                let (mut whole, mut pieced) = (Vec::new(), Vec::new());
+                write_evaluation(&mut whole, key, &e);
+                if write_from_pieces(&mut pieced, pieces, &e) {
+                    from_pieces += 1;
+                    assert_eq!(String::from_utf8(pieced).unwrap(), String::from_utf8(whole).unwrap(), "{key}");
+                } else {
+                    assert!(pieced.is_empty() && e.error.is_some(), "{key} with pick {pick}: {e:?}");
+                }
+            }
+        }
+        // `on`, `off` and `quoted` each time; `rule` when it picks a (a), b (b, whose
+        // value is null) or nothing (its default); the unknown variant is an error,
+        // written whole.
+        assert_eq!(from_pieces, 4 * 3 + 3);
+    }
+
+    #[test]
+    fn a_bulk_answer_is_every_flag_s_evaluation_and_the_set_s_metadata() {
+        let set = Arc::new(Set::new("v7", flags()));
+        let counters = Counters::new();
+        let current = Current::new(Arc::new(Served::single(Arc::clone(&set))), &counters);
+        let body = br#"{"context": {"pick": "a"}}"#;
+        let answer = evaluate_bulk(&current, None, body, None);
+        assert_eq!(answer.status, StatusCode::OK);
+        let got: Value = serde_json::from_slice(&answer.body).unwrap();
+        let ctx = read_context(body).unwrap();
+        let expected: Vec<Value> = set.flags().keys().map(|k| set.flags().evaluate(k, &ctx).to_ofrep(k)).collect();
+        assert_eq!(got["flags"], Value::Array(expected));
+        assert_eq!(got["metadata"], serde_json::json!({ "flagSetVersion": "v7", "track": "stable" }));
+        assert_eq!(got["eventStreams"][0]["endpoint"]["requestUri"], EVENTS_PATH);
+        let again = evaluate_bulk(&current, None, body, answer.etag.as_deref().map(str::as_bytes));
+        assert_eq!(again.status, StatusCode::NOT_MODIFIED);
+        let other =
+            evaluate_bulk(&current, None, br#"{"context": {"pick": "b"}}"#, answer.etag.as_deref().map(str::as_bytes));
+        assert_eq!(other.status, StatusCode::OK);
     }
 
     #[test]

@@ -787,20 +787,34 @@ fn summarize(results: &[MetricResult], groups: &[GroupScore]) -> (f64, String) {
 }
 
 /// Renders the verdict as a summary line, the metric table, the groups and the warnings.
-impl fmt::Display for Verdict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
+/// A verdict's report as data: what [`Verdict`]'s `Display` prints, in parts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    /// `verdict …: score … (pass >= …, marginal >= …): reason`.
+    pub headline: String,
+    /// The table's column names: `metric`, `group`, `bad if`, `critical`, `result`, then
+    /// the figures.
+    pub columns: Vec<String>,
+    /// One row of cells per metric, in the columns' order.
+    pub rows: Vec<Vec<String>>,
+    /// What follows the table, as printed: groups, reasons, warnings.
+    pub notes: String,
+}
+
+impl Verdict {
+    /// The report in parts, each cell as `Display` prints it.
+    pub fn report(&self) -> Report {
+        let headline = format!(
             "verdict {}: score {:.1} (pass >= {}, marginal >= {}): {}",
             self.outcome,
             self.score,
             num(self.pass_score),
             num(self.marginal_score),
             self.reason
-        )?;
+        );
         let confidence = self.metrics.iter().find_map(|m| m.test.map(|t| t.confidence));
         let ci_header = confidence.map_or_else(|| "CI".to_owned(), |c| format!("{} CI", percent(c)));
-        let header = [
+        let columns = [
             "metric",
             "group",
             "bad if",
@@ -816,67 +830,82 @@ impl fmt::Display for Verdict {
             "p",
             "U",
         ]
-        .map(str::to_owned);
-        let mut rows = vec![header];
-        for m in &self.metrics {
-            let opt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), num);
-            let t = m.test;
-            rows.push([
-                m.name.clone(),
-                m.group.clone(),
-                m.direction.to_string(),
-                if m.critical { "yes" } else { "no" }.to_owned(),
-                m.classification.to_string(),
-                m.canary_count.to_string(),
-                opt(m.canary_mean),
-                m.baseline_count.to_string(),
-                opt(m.baseline_mean),
-                opt(m.effect_size),
-                opt(t.map(|t| t.estimate)),
-                t.map_or_else(|| "-".to_owned(), |t| format!("[{}, {}]", num(t.ci_low), num(t.ci_high))),
-                t.map_or_else(|| "-".to_owned(), |t| p_value(t.p_value)),
-                opt(t.map(|t| t.u)),
-            ]);
-        }
-        write_table(f, &rows)?;
+        .map(str::to_owned)
+        .to_vec();
+        let rows = self
+            .metrics
+            .iter()
+            .map(|m| {
+                let opt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), num);
+                let t = m.test;
+                vec![
+                    m.name.clone(),
+                    m.group.clone(),
+                    m.direction.to_string(),
+                    if m.critical { "yes" } else { "no" }.to_owned(),
+                    m.classification.to_string(),
+                    m.canary_count.to_string(),
+                    opt(m.canary_mean),
+                    m.baseline_count.to_string(),
+                    opt(m.baseline_mean),
+                    opt(m.effect_size),
+                    opt(t.map(|t| t.estimate)),
+                    t.map_or_else(|| "-".to_owned(), |t| format!("[{}, {}]", num(t.ci_low), num(t.ci_high))),
+                    t.map_or_else(|| "-".to_owned(), |t| p_value(t.p_value)),
+                    opt(t.map(|t| t.u)),
+                ]
+            })
+            .collect();
+        let mut notes = String::new();
+        use fmt::Write as _;
         if self.groups.len() > 1 {
-            writeln!(f, "groups:")?;
+            notes.push_str("groups:\n");
             for g in &self.groups {
                 let score = g.score.map_or_else(|| "no data".to_owned(), |s| format!("{s:.1}"));
-                writeln!(
-                    f,
+                let _ = writeln!(
+                    notes,
                     "  {}: score {score}, weight {:.1} % ({} pass, {} high, {} low, {} no data)",
                     g.name, g.weight, g.pass, g.high, g.low, g.no_data
-                )?;
+                );
             }
         }
-        writeln!(f, "reasons:")?;
+        notes.push_str("reasons:\n");
         for m in &self.metrics {
-            writeln!(f, "  {m}")?;
+            let _ = writeln!(notes, "  {m}");
         }
         if self.metrics.iter().any(|m| !m.warnings.is_empty()) {
-            writeln!(f, "warnings:")?;
+            notes.push_str("warnings:\n");
             for m in &self.metrics {
                 for w in &m.warnings {
-                    writeln!(f, "  {}: {w}", m.name)?;
+                    let _ = writeln!(notes, "  {}: {w}", m.name);
                 }
             }
         }
-        Ok(())
+        Report { headline, columns, rows, notes }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let report = self.report();
+        writeln!(f, "{}", report.headline)?;
+        write_table(f, std::iter::once(&report.columns).chain(&report.rows))?;
+        f.write_str(&report.notes)
     }
 }
 
 /// Left-aligned text columns, numbers right-aligned, two spaces apart.
-fn write_table<const N: usize>(f: &mut fmt::Formatter<'_>, rows: &[[String; N]]) -> fmt::Result {
-    let mut widths = [0; N];
-    for row in rows {
+fn write_table<'r>(f: &mut fmt::Formatter<'_>, rows: impl Iterator<Item = &'r Vec<String>> + Clone) -> fmt::Result {
+    let mut widths = Vec::new();
+    for row in rows.clone() {
+        widths.resize(widths.len().max(row.len()), 0);
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
     for row in rows {
         let mut line = String::new();
-        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+        for (i, (cell, &w)) in row.iter().zip(&widths).enumerate() {
             if i > 0 {
                 line.push_str("  ");
             }

@@ -11,8 +11,8 @@
 //! - `POST /ofrep/v1/evaluate/flags`: 200 with every flag of the selected set (failed
 //!   evaluations inline), the set's metadata, and `eventStreams` naming the SSE endpoint;
 //!   an `ETag` that covers what is served (both sets' versions, salt and share), the
-//!   track selected and the context, so `If-None-Match` with it is answered 304 until
-//!   any of them changes; 400 with `INVALID_CONTEXT` for a bad request.
+//!   track selected and the request (so its context): `If-None-Match` with it is
+//!   answered 304 until any of them changes; 400 with `INVALID_CONTEXT` for a bad request.
 //!
 //! A body without `context` is read as an empty context (providers send `{}` when the
 //! application gave none).

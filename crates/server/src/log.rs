@@ -108,7 +108,12 @@ pub enum LogInput {
         #[serde(default)]
         marginal: bool,
         reason: String,
+        /// The report as the judge printed it.
         table: String,
+        /// The same report as data. Records written before it was added have only
+        /// `table`, which is then taken apart by its columns.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        report: Option<crate::records::VerdictReport>,
     },
     /// Requests a version served in a zone: the data points bakes wait for.
     Served {

@@ -1,9 +1,9 @@
 //! What happened to a service, as the read model keeps it: the engine's events and the
 //! reports beside them (hook runs, test runs, the one-box judge's verdicts) as data.
 //! The API's [`EventView`] and the dashboard's rows are projections of these records,
-//! made where they are shown. The one text taken apart is the judge's report as the
-//! durable log has always kept it, once, where the log becomes a record
-//! ([`VerdictTable::from_log`]).
+//! made where they are shown. The judge's report reaches the log as data; the one text
+//! taken apart is that report in records written before the data was kept, once, where
+//! the log becomes a record ([`VerdictTable::from_log`]).
 
 use crate::api::{EventView, HookReport};
 use jiff::Timestamp;
@@ -302,8 +302,9 @@ impl JudgeVerdict {
 }
 
 /// The judge's report: a headline, one row per metric and notes (groups, reasons,
-/// warnings). The log keeps it as the judge printed it; [`VerdictTable::render`] gives
-/// that text back exactly.
+/// warnings). The log keeps it as data ([`VerdictReport`]) beside the text the judge
+/// printed, which [`VerdictTable::render`] gives back exactly; records from before the
+/// data was kept are taken apart from the text ([`VerdictTable::from_log`]).
 #[derive(Clone, Debug, PartialEq)]
 pub enum VerdictTable {
     Table {
@@ -318,8 +319,40 @@ pub enum VerdictTable {
     Text(String),
 }
 
+/// The judge's report as data, as the log keeps it beside the printed text.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VerdictReport {
+    pub headline: String,
+    /// The columns' names, `metric` first and `result` fifth.
+    pub columns: Vec<String>,
+    pub rows: Vec<VerdictRow>,
+    /// What follows the table, as printed.
+    pub notes: String,
+}
+
+impl From<rollwave_core::judge::Report> for VerdictReport {
+    fn from(report: rollwave_core::judge::Report) -> Self {
+        let rows = report
+            .rows
+            .into_iter()
+            .map(|mut cells| {
+                let outcome = if cells.len() > RESULT_COLUMN { cells.remove(RESULT_COLUMN) } else { String::new() };
+                let metric = if cells.is_empty() { String::new() } else { cells.remove(0) };
+                VerdictRow { metric, outcome, values: cells }
+            })
+            .collect();
+        VerdictReport { headline: report.headline, columns: report.columns, rows, notes: report.notes }
+    }
+}
+
+impl From<VerdictReport> for VerdictTable {
+    fn from(r: VerdictReport) -> Self {
+        VerdictTable::Table { headline: r.headline, columns: r.columns, rows: r.rows, notes: r.notes }
+    }
+}
+
 /// One metric's line of the judge's table.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VerdictRow {
     pub metric: String,
     /// `Pass`, `High`, `Low` or `NoData`.
@@ -464,6 +497,10 @@ mod tests {
     use rollwave_core::judge::{Direction, JudgeConfig, MetricComparison, judge};
 
     fn verdict_text(canary: Vec<f64>, baseline: Vec<f64>) -> String {
+        verdict(canary, baseline).to_string()
+    }
+
+    fn verdict(canary: Vec<f64>, baseline: Vec<f64>) -> rollwave_core::judge::Verdict {
         let metrics = vec![
             MetricComparison {
                 direction: Direction::Increase,
@@ -480,7 +517,24 @@ mod tests {
             },
             MetricComparison::new("empty", Vec::new(), Vec::new()),
         ];
-        judge(&JudgeConfig::default(), &metrics).expect("a valid comparison").to_string()
+        judge(&JudgeConfig::default(), &metrics).expect("a valid comparison")
+    }
+
+    #[test]
+    fn the_report_kept_as_data_is_the_table_the_text_gives_and_prints_as_the_judge_did() {
+        for (canary, baseline) in [
+            (vec![0.01, 0.02, 0.015, 0.01, 0.012], vec![0.011, 0.018, 0.014, 0.01, 0.013, 0.012]),
+            (vec![0.5, 0.6, 0.55, 0.7], vec![0.01, 0.02, 0.015, 0.012]),
+        ] {
+            let verdict = verdict(canary, baseline);
+            let text = verdict.to_string();
+            let kept = VerdictReport::from(verdict.report());
+            // Through the log's JSON and back.
+            let kept: VerdictReport = serde_json::from_str(&serde_json::to_string(&kept).unwrap()).unwrap();
+            let table = VerdictTable::from(kept);
+            assert_eq!(table, VerdictTable::from_log(&text));
+            assert_eq!(table.render(), text);
+        }
     }
 
     #[test]

@@ -657,6 +657,7 @@ impl Signals {
                     marginal: verdict.outcome == Outcome::Marginal,
                     reason: format!("score {:.0} ({}): {}", verdict.score, verdict.outcome, verdict.reason),
                     table: verdict.to_string(),
+                    report: Some(crate::records::VerdictReport::from(verdict.report())),
                 },
             ));
         }

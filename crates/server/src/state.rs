@@ -282,8 +282,12 @@ impl ReadModel {
                 Output::Event(e) => {
                     let mut record = s.record(&e, lane);
                     record.detail = match (e.kind, input) {
-                        (EventKind::JudgeVerdict, LogInput::Verdict { passed, marginal, table, .. }) => {
-                            Some(Detail::Verdict(JudgeVerdict::new(*passed, *marginal, VerdictTable::from_log(table))))
+                        (EventKind::JudgeVerdict, LogInput::Verdict { passed, marginal, table, report, .. }) => {
+                            let table = match report {
+                                Some(report) => VerdictTable::from(report.clone()),
+                                None => VerdictTable::from_log(table),
+                            };
+                            Some(Detail::Verdict(JudgeVerdict::new(*passed, *marginal, table)))
                         }
                         (EventKind::TestPassed | EventKind::TestFailed, LogInput::TestReport { ok, output, .. }) => {
                             Some(Detail::Test(TestRecord { ok: *ok, output: output.clone() }))

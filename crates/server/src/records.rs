@@ -496,6 +496,14 @@ mod tests {
     use super::*;
     use rollwave_core::judge::{Direction, JudgeConfig, MetricComparison, judge};
 
+    /// A run like its baseline and a run far worse.
+    fn runs() -> [(Vec<f64>, Vec<f64>); 2] {
+        [
+            (vec![0.01, 0.02, 0.015, 0.01, 0.012], vec![0.011, 0.018, 0.014, 0.01, 0.013, 0.012]),
+            (vec![0.5, 0.6, 0.55, 0.7], vec![0.01, 0.02, 0.015, 0.012]),
+        ]
+    }
+
     fn verdict_text(canary: Vec<f64>, baseline: Vec<f64>) -> String {
         verdict(canary, baseline).to_string()
     }
@@ -522,10 +530,7 @@ mod tests {
 
     #[test]
     fn the_report_kept_as_data_is_the_table_the_text_gives_and_prints_as_the_judge_did() {
-        for (canary, baseline) in [
-            (vec![0.01, 0.02, 0.015, 0.01, 0.012], vec![0.011, 0.018, 0.014, 0.01, 0.013, 0.012]),
-            (vec![0.5, 0.6, 0.55, 0.7], vec![0.01, 0.02, 0.015, 0.012]),
-        ] {
+        for (canary, baseline) in runs() {
             let verdict = verdict(canary, baseline);
             let text = verdict.to_string();
             let kept = VerdictReport::from(verdict.report());
@@ -539,10 +544,7 @@ mod tests {
 
     #[test]
     fn a_judge_report_is_taken_apart_by_column_and_printed_back_as_it_was() {
-        for (canary, baseline) in [
-            (vec![0.01, 0.02, 0.015, 0.01, 0.012], vec![0.011, 0.018, 0.014, 0.01, 0.013, 0.012]),
-            (vec![0.5, 0.6, 0.55, 0.7], vec![0.01, 0.02, 0.015, 0.012]),
-        ] {
+        for (canary, baseline) in runs() {
             let text = verdict_text(canary, baseline);
             let table = VerdictTable::from_log(&text);
             let VerdictTable::Table { headline, columns, rows, notes } = &table else {

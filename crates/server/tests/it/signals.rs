@@ -47,6 +47,36 @@ fn gauge(host: &str, version: &str, name: &str, value: f64) -> GaugeSample {
     GaugeSample { host: host.into(), version: version.into(), name: name.into(), value }
 }
 
+/// Once `release`'s one-box bakes, pushes `traffic(round)` each sweep until the release
+/// halts; the release then and the failing verdict in its timeline.
+fn judged_until_halted(
+    s: &TestServer,
+    release: &str,
+    traffic: impl Fn(u32) -> Vec<MetricSample>,
+) -> (ReleaseDetail, EventView) {
+    let admin = s.client(Some(ADMIN));
+    s.wait_for("the one-box bakes", || {
+        admin.release("web", release).unwrap().events.iter().any(|e| e.kind == rollwave_api::EventKind::BakeStarted)
+    });
+    for round in 0..PATIENCE {
+        push(s, traffic(round));
+        if admin.release("web", release).unwrap().release.outcome == rollwave_api::Outcome::Halted {
+            break;
+        }
+        s.advance(SWEEP);
+    }
+    let detail = admin.release("web", release).unwrap();
+    assert_eq!(detail.release.outcome, rollwave_api::Outcome::Halted, "{:?}", detail.events);
+    let verdict = detail
+        .events
+        .iter()
+        .find(|e| e.kind == rollwave_api::EventKind::JudgeVerdict)
+        .expect("a verdict in the timeline")
+        .clone();
+    assert!(verdict.reason.as_deref().unwrap().contains("FAIL"), "{verdict:?}");
+    (detail, verdict)
+}
+
 fn sample(host: &str, version: &str, requests: u64, errors: u64) -> MetricSample {
     MetricSample { host: host.into(), version: version.into(), requests, errors, latency_buckets: fast(requests) }
 }
@@ -133,33 +163,15 @@ fn the_one_box_judge_rolls_back_a_one_box_worse_than_its_baseline() {
     admin
         .create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None, flags: None })
         .unwrap();
-    s.wait_for("the one-box bakes", || {
-        admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == rollwave_api::EventKind::BakeStarted)
+    // The one-box fails about 8% of requests; the baseline well under 1%.
+    let (detail, verdict) = judged_until_halted(&s, "v2", |round| {
+        vec![
+            sample("z1-1", "v2", 100, 7 + u64::from(round % 3)),
+            sample("z1-2", "baseline", 100, u64::from(round % 2)),
+            sample("z2-1", "baseline", 100, 0),
+            sample("z2-2", "baseline", 100, 1),
+        ]
     });
-    for round in 0..PATIENCE {
-        // The one-box fails about 8% of requests; the baseline well under 1%.
-        push(
-            &s,
-            vec![
-                sample("z1-1", "v2", 100, 7 + u64::from(round % 3)),
-                sample("z1-2", "baseline", 100, u64::from(round % 2)),
-                sample("z2-1", "baseline", 100, 0),
-                sample("z2-2", "baseline", 100, 1),
-            ],
-        );
-        if admin.release("web", "v2").unwrap().release.outcome == rollwave_api::Outcome::Halted {
-            break;
-        }
-        s.advance(SWEEP);
-    }
-    let detail = admin.release("web", "v2").unwrap();
-    assert_eq!(detail.release.outcome, rollwave_api::Outcome::Halted, "{:?}", detail.events);
-    let verdict = detail
-        .events
-        .iter()
-        .find(|e| e.kind == rollwave_api::EventKind::JudgeVerdict)
-        .expect("a verdict in the timeline");
-    assert!(verdict.reason.as_deref().unwrap().contains("FAIL"), "{verdict:?}");
     let table = verdict.output.as_deref().expect("the per-metric table");
     assert!(table.contains("error_rate") && table.contains("latency_p99_ms"), "{table}");
     assert_eq!(detail.release.rolled_back_scopes, ["prod/r1/z1"]);
@@ -696,33 +708,16 @@ fn the_one_box_judge_rolls_back_a_flag_one_box_worse_than_the_hosts_on_the_same_
             &CreateRelease { version: "f1".into(), artifact: None, sha256: None, flags: Some(flags) },
         )
         .unwrap();
-    s.wait_for("the flag one-box bakes", || {
-        admin.release("web", "f1").unwrap().events.iter().any(|e| e.kind == rollwave_api::EventKind::BakeStarted)
+    // Traffic is counted by code version: every host on the same code, the one-box worse.
+    let (detail, _) = judged_until_halted(&s, "f1", |round| {
+        vec![
+            sample("z1-1", "baseline", 100, 7 + u64::from(round % 3)),
+            sample("z1-2", "baseline", 100, u64::from(round % 2)),
+            sample("z2-1", "baseline", 100, 0),
+            sample("z2-2", "baseline", 100, 1),
+        ]
     });
-    for round in 0..PATIENCE {
-        push(
-            &s,
-            vec![
-                sample("z1-1", "baseline", 100, 7 + u64::from(round % 3)),
-                sample("z1-2", "baseline", 100, u64::from(round % 2)),
-                sample("z2-1", "baseline", 100, 0),
-                sample("z2-2", "baseline", 100, 1),
-            ],
-        );
-        if admin.release("web", "f1").unwrap().release.outcome == rollwave_api::Outcome::Halted {
-            break;
-        }
-        s.advance(SWEEP);
-    }
-    let detail = admin.release("web", "f1").unwrap();
-    assert_eq!(detail.release.outcome, rollwave_api::Outcome::Halted, "{:?}", detail.events);
     assert_eq!(detail.release.lane, rollwave_api::Lane::Flags);
-    let verdict = detail
-        .events
-        .iter()
-        .find(|e| e.kind == rollwave_api::EventKind::JudgeVerdict)
-        .expect("a verdict in the flag release's timeline");
-    assert!(verdict.reason.as_deref().unwrap().contains("FAIL"), "{verdict:?}");
     assert!(detail.release.reason.as_deref().unwrap().starts_with("one-box judge"), "{:?}", detail.release);
     assert_eq!(detail.release.rolled_back_scopes, ["prod/r1/z1"]);
 }

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod judge;
 pub mod manifest;
 pub mod plan;
+pub mod sequential;
 pub mod share;
 pub mod window;
 

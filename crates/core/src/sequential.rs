@@ -1,0 +1,369 @@
+//! Anytime-valid sequential tests for the one-box judge: the canary's rate of bad events
+//! (failed requests, failed monitor checks, requests slower than a latency bound) against
+//! the baseline's, looked at after every data bin of a bake.
+//!
+//! A fixed-sample test run again at every look has one more chance of a false alarm at
+//! each: its stated confidence does not hold under continuous monitoring. The tests here
+//! keep their bound however often, and for however long, they are looked at.
+//!
+//! # Construction
+//!
+//! Data arrive in bins `t = 1, 2, …`. In bin `t` the canary served `n_t` requests of which
+//! `x_t` were bad, the baseline `m_t` requests of which `y_t` were bad. Bad events are
+//! taken to be Poisson with means `λ_c·n_t` and `λ_b·m_t`. Given the bin's `k_t = x_t + y_t`
+//! bad events, `x_t` is then `Binomial(k_t, π_t(θ))` with
+//!
+//! ```text
+//! π_t(θ) = θ·n_t / (θ·n_t + m_t),   θ = λ_c / λ_b
+//! ```
+//!
+//! whatever `λ_b` is: the baseline's own rate, which drifts with the time of day and with
+//! incidents that hit every host, cancels out. The null hypothesis is `θ ≤ θ0`, the
+//! allowed ratio. For one alternative `θ1 > θ0` the likelihood ratio
+//!
+//! ```text
+//! L_t(θ1) = Π_{s ≤ t} (π_s(θ1) / π_s(θ0))^x_s · ((1 − π_s(θ1)) / (1 − π_s(θ0)))^y_s
+//! ```
+//!
+//! is a non-negative martingale of mean 1 when `θ = θ0`, and a supermartingale when
+//! `θ < θ0` (the binomial's likelihood ratio is monotone in `π`, and `π_t` grows with `θ`).
+//! So is the mixture `E_t = Σ_j w_j · L_t(θ0·r_j)` over the grid [`ALTERNATIVES`] with
+//! weights summing to 1, an e-process. By Ville's inequality
+//!
+//! ```text
+//! P(there is a t with E_t ≥ 1/α) ≤ α
+//! ```
+//!
+//! under the null: the test rejects the first time `E_t` reaches `1/α`, and that bound
+//! holds at every look, with optional stopping, whatever the bins' sizes. The mean of
+//! several e-processes is an e-process too, which is how [`ExceedanceTest`] tests every
+//! latency bound at once without splitting `α`.
+//!
+//! Sources: J. Ville, *Étude critique de la notion de collectif* (1939); A. Wald,
+//! *Sequential tests of statistical hypotheses* (1945); H. Robbins, *Statistical methods
+//! related to the law of the iterated logarithm* (1970, mixture martingales); the
+//! conditional test of two Poisson means (Przyborowski & Wilenski, 1940); M. Lindon and
+//! A. Malek, *Anytime-valid inference for multinomial count data* (NeurIPS 2022,
+//! arXiv 2011.03567), of which this is the two-cell case with a discrete mixing
+//! distribution; M. Lindon, C. Sanden, V. Shirikian, *Rapid regression detection in
+//! software deployments through sequential testing* (KDD 2022, arXiv 2205.14762), who run
+//! such tests on canaries at Netflix.
+//!
+//! # Assumptions
+//!
+//! - Within a bin, each request of a side is bad independently at that side's rate. A
+//!   host that is worse than its peers by nature (not by the release) breaks this; the
+//!   baseline is then not a fair comparison and false alarms exceed `α`. That is what
+//!   `allowed ratio > 1` leaves room for, and what a study of the pipeline measures.
+//! - How many requests each side serves in a bin does not depend on its bad events.
+//!
+//! # Cost
+//!
+//! A look replays every bin of the bake: `O(bins · alternatives)` logarithms, a few
+//! microseconds for an hour of one-second bins. The replay needs no state between looks,
+//! so every replica that replays the log reaches the same decision.
+
+use std::fmt;
+
+/// The alternatives mixed, as multiples of the allowed ratio: from barely worse to
+/// broken. Each has weight `1/len`. A defect near one of them is found fastest; one far
+/// from all of them still is, more slowly.
+pub const ALTERNATIVES: [f64; 7] = [1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0];
+
+/// One data bin of one metric: each side's requests (or checks) and how many were bad.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateBin {
+    pub canary_total: u64,
+    pub canary_bad: u64,
+    pub baseline_total: u64,
+    pub baseline_bad: u64,
+}
+
+/// Why a sequential test cannot run as configured.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SequentialError {
+    #[error("alpha {0} is outside (0, 0.5]: use a level such as 0.01")]
+    Alpha(f64),
+    #[error("allowed ratio {0} must be a finite number >= 1, such as 1.25")]
+    AllowedRatio(f64),
+}
+
+/// The sequential test of a rate: is the canary's rate more than `allowed_ratio` times the
+/// baseline's?
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateTest {
+    /// The bound on the chance that a release within the allowed ratio is ever judged
+    /// failing.
+    pub alpha: f64,
+    /// `θ0`: the ratio of canary to baseline rates that still counts as good.
+    pub allowed_ratio: f64,
+}
+
+/// What a rate test says after the bins it was given.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLook {
+    /// Bins looked at, and the totals over them.
+    pub bins: usize,
+    pub totals: RateBin,
+    /// `E_t` after the last bin.
+    pub e_value: f64,
+    /// The largest `E_t` over the bins: the test has rejected once it reaches the boundary.
+    pub max_e_value: f64,
+    /// `1/α`.
+    pub boundary: f64,
+    /// The bin (counting from 1) at which `E_t` first reached the boundary.
+    pub rejected_at: Option<usize>,
+    /// `θ` estimated from the totals (rate ratio); `None` without a bad baseline event
+    /// or without canary requests.
+    pub ratio: Option<f64>,
+}
+
+impl RateLook {
+    pub fn rejected(&self) -> bool {
+        self.rejected_at.is_some()
+    }
+}
+
+impl RateTest {
+    pub fn new(alpha: f64, allowed_ratio: f64) -> Result<RateTest, SequentialError> {
+        if !(alpha > 0.0 && alpha <= 0.5) {
+            return Err(SequentialError::Alpha(alpha));
+        }
+        if !(allowed_ratio.is_finite() && allowed_ratio >= 1.0) {
+            return Err(SequentialError::AllowedRatio(allowed_ratio));
+        }
+        Ok(RateTest { alpha, allowed_ratio })
+    }
+
+    /// Replays `bins` in order and says where the test stands after the last one.
+    pub fn look(&self, bins: &[RateBin]) -> RateLook {
+        let mut log_lr = [0.0f64; ALTERNATIVES.len()];
+        let boundary = 1.0 / self.alpha;
+        let mut look = RateLook {
+            bins: bins.len(),
+            totals: RateBin::default(),
+            e_value: 1.0,
+            max_e_value: 1.0,
+            boundary,
+            rejected_at: None,
+            ratio: None,
+        };
+        let theta0 = self.allowed_ratio;
+        for (t, bin) in bins.iter().enumerate() {
+            look.totals.canary_total += bin.canary_total;
+            look.totals.canary_bad += bin.canary_bad;
+            look.totals.baseline_total += bin.baseline_total;
+            look.totals.baseline_bad += bin.baseline_bad;
+            // A bin without requests on a side, or without a bad event, says nothing
+            // about θ: its factor is 1.
+            if bin.canary_total == 0 || bin.baseline_total == 0 || bin.canary_bad + bin.baseline_bad == 0 {
+                continue;
+            }
+            let (n, m) = (bin.canary_total as f64, bin.baseline_total as f64);
+            let (x, y) = (bin.canary_bad as f64, bin.baseline_bad as f64);
+            let p0 = theta0 * n / (theta0 * n + m);
+            for (l, r) in log_lr.iter_mut().zip(ALTERNATIVES) {
+                let theta1 = theta0 * r;
+                let p1 = theta1 * n / (theta1 * n + m);
+                *l += x * (p1 / p0).ln() + y * ((1.0 - p1) / (1.0 - p0)).ln();
+            }
+            look.e_value = mixture(&log_lr);
+            if look.e_value > look.max_e_value {
+                look.max_e_value = look.e_value;
+            }
+            if look.rejected_at.is_none() && look.e_value >= boundary {
+                look.rejected_at = Some(t + 1);
+            }
+        }
+        let totals = look.totals;
+        if totals.canary_total > 0 && totals.baseline_bad > 0 && totals.baseline_total > 0 {
+            let canary = totals.canary_bad as f64 / totals.canary_total as f64;
+            let baseline = totals.baseline_bad as f64 / totals.baseline_total as f64;
+            look.ratio = Some(canary / baseline);
+        }
+        look
+    }
+}
+
+/// `Σ w_j · exp(log L_j)` with equal weights, computed without overflow.
+fn mixture(log_lr: &[f64]) -> f64 {
+    let max = log_lr.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let sum: f64 = log_lr.iter().map(|l| (l - max).exp()).sum();
+    (max + (sum / log_lr.len() as f64).ln()).exp()
+}
+
+/// One latency bin: each side's requests counted into the same histogram buckets (upper
+/// bounds ascending; `counts[i]` requests took at most `bounds[i]`, beyond the previous
+/// bound; a last count may hold the requests beyond every bound).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LatencyBin {
+    pub canary: Vec<u64>,
+    pub baseline: Vec<u64>,
+}
+
+/// The sequential test of latency in stochastic order: for each bucket bound, is the
+/// canary's share of requests slower than the bound more than `allowed_ratio` times the
+/// baseline's? One [`RateTest`] per bound, averaged into one e-process (so `α` holds for
+/// all bounds together). A heavier tail at the same median shows past the upper bounds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ExceedanceTest {
+    pub rate: RateTest,
+}
+
+/// What a latency test says: the whole test and each bound's part.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExceedanceLook {
+    pub bins: usize,
+    pub e_value: f64,
+    pub max_e_value: f64,
+    pub boundary: f64,
+    pub rejected_at: Option<usize>,
+    /// Per bound: the rate test of requests slower than it.
+    pub bounds: Vec<RateLook>,
+}
+
+impl ExceedanceLook {
+    pub fn rejected(&self) -> bool {
+        self.rejected_at.is_some()
+    }
+
+    /// The bound whose test weighs most now (the place the tail differs most), by index.
+    pub fn strongest(&self) -> Option<usize> {
+        (0..self.bounds.len()).max_by(|&a, &b| self.bounds[a].e_value.total_cmp(&self.bounds[b].e_value))
+    }
+}
+
+impl ExceedanceTest {
+    /// `buckets` is how many histogram buckets each bin has; bound `i` counts the
+    /// requests of buckets `i+1..` as slow, for `i` in `0..buckets-1`.
+    pub fn look(&self, buckets: usize, bins: &[LatencyBin]) -> ExceedanceLook {
+        let bounds = buckets.saturating_sub(1);
+        let slow = |counts: &[u64], i: usize| counts.iter().skip(i + 1).sum::<u64>();
+        let mut per_bound: Vec<Vec<RateBin>> = vec![Vec::with_capacity(bins.len()); bounds];
+        for bin in bins {
+            let (canary_total, baseline_total) = (bin.canary.iter().sum(), bin.baseline.iter().sum());
+            for (i, series) in per_bound.iter_mut().enumerate() {
+                series.push(RateBin {
+                    canary_total,
+                    canary_bad: slow(&bin.canary, i),
+                    baseline_total,
+                    baseline_bad: slow(&bin.baseline, i),
+                });
+            }
+        }
+        let boundary = 1.0 / self.rate.alpha;
+        let mut look = ExceedanceLook {
+            bins: bins.len(),
+            e_value: 1.0,
+            max_e_value: 1.0,
+            boundary,
+            rejected_at: None,
+            bounds: Vec::new(),
+        };
+        if bounds == 0 {
+            return look;
+        }
+        // The mean of the bounds' e-processes, bin by bin.
+        for t in 1..=bins.len() {
+            let e: f64 = per_bound.iter().map(|s| self.rate.look(&s[..t]).e_value).sum::<f64>() / bounds as f64;
+            look.e_value = e;
+            look.max_e_value = look.max_e_value.max(e);
+            if look.rejected_at.is_none() && e >= boundary {
+                look.rejected_at = Some(t);
+            }
+        }
+        look.bounds = per_bound.iter().map(|s| self.rate.look(s)).collect();
+        look
+    }
+}
+
+impl fmt::Display for RateLook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = self.totals;
+        write!(
+            f,
+            "canary {}/{} bad, baseline {}/{} bad over {} bins; e-value {:.3} (max {:.3}, boundary {})",
+            t.canary_bad,
+            t.canary_total,
+            t.baseline_bad,
+            t.baseline_total,
+            self.bins,
+            self.e_value,
+            self.max_e_value,
+            self.boundary
+        )?;
+        if let Some(at) = self.rejected_at {
+            write!(f, ", crossed at bin {at}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn test(alpha: f64, allowed: f64) -> RateTest {
+        RateTest::new(alpha, allowed).unwrap()
+    }
+
+    #[test]
+    fn a_bin_without_bad_events_or_without_a_side_changes_nothing() {
+        let t = test(0.01, 1.0);
+        let quiet = RateBin { canary_total: 100, canary_bad: 0, baseline_total: 300, baseline_bad: 0 };
+        let one_sided = RateBin { canary_total: 0, canary_bad: 0, baseline_total: 300, baseline_bad: 9 };
+        let look = t.look(&[quiet, one_sided, quiet]);
+        assert_eq!((look.e_value, look.max_e_value, look.rejected_at), (1.0, 1.0, None));
+        assert_eq!(look.totals.baseline_bad, 9);
+    }
+
+    #[test]
+    fn bad_events_on_the_canary_alone_reject_after_a_handful() {
+        // One canary host beside three baseline hosts, every bad event on the canary.
+        let bin = RateBin { canary_total: 20, canary_bad: 1, baseline_total: 60, baseline_bad: 0 };
+        let look = test(0.01, 1.0).look(&[bin; 10]);
+        let at = look.rejected_at.expect("rejected");
+        assert!((4..=7).contains(&at), "{look}");
+        // Each bad event where a quarter is expected multiplies the strongest ratio by
+        // about 3.6: not rejected on the first bins.
+        assert!(!test(0.01, 1.0).look(&[bin; 3]).rejected());
+    }
+
+    #[test]
+    fn bad_events_in_proportion_to_traffic_never_build_evidence() {
+        let bin = RateBin { canary_total: 100, canary_bad: 1, baseline_total: 300, baseline_bad: 3 };
+        let look = test(0.01, 1.0).look(&vec![bin; 1000]);
+        assert!(!look.rejected(), "{look}");
+        assert!(look.e_value < 1.0, "{look}");
+        assert_eq!(look.ratio, Some(1.0));
+    }
+
+    #[test]
+    fn the_allowed_ratio_is_what_a_good_release_may_reach() {
+        // The canary at 1.2 times the baseline's rate.
+        let bin = RateBin { canary_total: 100, canary_bad: 12, baseline_total: 100, baseline_bad: 10 };
+        assert!(test(0.01, 1.0).look(&vec![bin; 400]).rejected());
+        assert!(!test(0.01, 1.25).look(&vec![bin; 400]).rejected());
+    }
+
+    #[test]
+    fn configurations_that_cannot_hold_are_refused() {
+        assert_eq!(RateTest::new(0.0, 1.0), Err(SequentialError::Alpha(0.0)));
+        assert_eq!(RateTest::new(0.7, 1.0), Err(SequentialError::Alpha(0.7)));
+        assert!(RateTest::new(f64::NAN, 1.0).is_err());
+        assert_eq!(RateTest::new(0.01, 0.5), Err(SequentialError::AllowedRatio(0.5)));
+        assert!(RateTest::new(0.01, f64::INFINITY).is_err());
+    }
+
+    #[test]
+    fn a_heavier_tail_is_seen_past_the_upper_bounds() {
+        // Same median; the canary has 5 % of its requests in the last bucket instead of 1 %.
+        let bin = LatencyBin { canary: vec![50, 30, 15, 5], baseline: vec![150, 90, 57, 3] };
+        let look = ExceedanceTest { rate: test(0.01, 1.0) }.look(4, &vec![bin; 30]);
+        assert!(look.rejected(), "{look:?}");
+        assert_eq!(look.strongest(), Some(2), "the slowest bound weighs most");
+        let same = LatencyBin { canary: vec![50, 30, 19, 1], baseline: vec![150, 90, 57, 3] };
+        assert!(!ExceedanceTest { rate: test(0.01, 1.0) }.look(4, &vec![same; 300]).rejected());
+    }
+}

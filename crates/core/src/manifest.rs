@@ -246,6 +246,46 @@ pub struct OneBox {
     /// The bake ends only once the one-box judge has passed the one-box (fail closed:
     /// no verdict, no promotion). Without it only a failing verdict acts.
     pub judge: bool,
+    /// How the one-box is judged.
+    pub judging: JudgeSettings,
+}
+
+/// The one-box judge's method and its error bound.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct JudgeSettings {
+    pub method: JudgeMethod,
+    /// For [`JudgeMethod::Sequential`]: the bound on the chance that a release no worse
+    /// than its baseline is ever judged failing during the bake.
+    pub alpha: f64,
+}
+
+impl Default for JudgeSettings {
+    fn default() -> Self {
+        JudgeSettings { method: JudgeMethod::default(), alpha: 0.01 }
+    }
+}
+
+/// How the one-box judge decides.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum JudgeMethod {
+    /// Kayenta's fixed-sample Mann–Whitney test of per-bin values ([`crate::judge`]).
+    #[default]
+    MannWhitney,
+    /// Anytime-valid sequential tests of error and slow-request rates
+    /// ([`crate::sequential`]).
+    Sequential,
+}
+
+impl JudgeMethod {
+    pub const ALL: [JudgeMethod; 2] = [JudgeMethod::MannWhitney, JudgeMethod::Sequential];
+
+    /// The name the manifest gives it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JudgeMethod::MannWhitney => "mann_whitney",
+            JudgeMethod::Sequential => "sequential",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

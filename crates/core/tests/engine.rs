@@ -33,6 +33,7 @@ fn manifest(zones: &[u32], approvals: &[bool]) -> Manifest {
             max_share: BasisPoints::new(5_000).unwrap(),
             bake: bake(60, 100),
             judge: false,
+            judging: Default::default(),
         }),
         rolling: Rolling {
             batch: BatchSize::Share(BasisPoints::new(5_000).unwrap()),

@@ -16,8 +16,8 @@ use rollwave_core::alarm::{
     AlarmScope, AlarmSpec, Gauge, MetricRef, MonitorField, Threshold, TrafficMetric, TreatMissing,
 };
 use rollwave_core::manifest::{
-    Bake, Environment, ExecSpec, ExecTemplate, Manifest, Monitor, Notification, NotificationFormat, NotifyOn, OneBox,
-    Region, Rolling, Stage, Strategy, TestSpec, Wave, WebhookUrl, Zone,
+    Bake, Environment, ExecSpec, ExecTemplate, JudgeMethod, JudgeSettings, Manifest, Monitor, Notification,
+    NotificationFormat, NotifyOn, OneBox, Region, Rolling, Stage, Strategy, TestSpec, Wave, WebhookUrl, Zone,
 };
 use rollwave_core::share::{BasisPoints, BatchSize};
 use rollwave_core::window::{BlockedDates, WeeklyWindow, Windows};
@@ -52,6 +52,7 @@ struct OneBoxLayer {
     max_share: Option<BasisPoints>,
     bake: BakeLayer,
     judge: Option<bool>,
+    judging: Option<JudgeSettings>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -512,6 +513,7 @@ fn bake(d: &mut Decoder, node: &Node) -> Option<BakeLayer> {
 fn one_box(d: &mut Decoder, node: &Node) -> Option<OneBoxSetting> {
     if let Node::Mapping(_) = node {
         let map = d.mapping(node, keys::ONE_BOX)?;
+        let judged = d.optional(&map, "judge", judge);
         return Some(OneBoxSetting::On(OneBoxLayer {
             hosts: d.optional(&map, "hosts", positive_u32),
             max_share: d.optional(&map, "max_share", |d, n| {
@@ -526,7 +528,8 @@ fn one_box(d: &mut Decoder, node: &Node) -> Option<OneBoxSetting> {
                 Some(share)
             }),
             bake: d.optional(&map, "bake", bake).unwrap_or_default(),
-            judge: d.optional(&map, "judge", Decoder::bool),
+            judge: judged.map(|j| j.is_some()),
+            judging: judged.flatten(),
         }));
     }
     d.parsed(node, "false, true or a mapping { hosts, max_share, bake }", |s| match s {
@@ -534,6 +537,37 @@ fn one_box(d: &mut Decoder, node: &Node) -> Option<OneBoxSetting> {
         "true" | "True" | "TRUE" => Ok(OneBoxSetting::On(OneBoxLayer::default())),
         _ => Err(format!("expected false, true or a mapping {{ hosts, max_share, bake }}, found {s:?}")),
     })
+}
+
+/// `judge: true | false | { method, alpha }`: whether the bake awaits a pass, and (for a
+/// mapping, which awaits one) how the one-box is judged. `Some(None)` is `false`.
+fn judge(d: &mut Decoder, node: &Node) -> Option<Option<JudgeSettings>> {
+    if let Node::Mapping(_) = node {
+        let map = d.mapping(node, keys::JUDGE)?;
+        let defaults = JudgeSettings::default();
+        let method = d.optional(&map, "method", |d, n| {
+            d.parsed(n, "mann_whitney or sequential", |s| {
+                JudgeMethod::ALL
+                    .into_iter()
+                    .find(|m| m.as_str() == s)
+                    .ok_or_else(|| format!("expected a judge method, mann_whitney or sequential, found {s:?}"))
+            })
+        });
+        let alpha = d.optional(&map, "alpha", |d, n| {
+            let alpha = d.f64(n)?;
+            if !(alpha > 0.0 && alpha <= 0.5) {
+                d.error(n, format!("alpha {alpha} is outside (0, 0.5]: write a level such as 0.01"));
+                return None;
+            }
+            Some(alpha)
+        });
+        return Some(Some(JudgeSettings {
+            method: method.unwrap_or(defaults.method),
+            alpha: alpha.unwrap_or(defaults.alpha),
+        }));
+    }
+    let on = d.bool(node)?;
+    Some(on.then(JudgeSettings::default))
 }
 
 fn rolling(d: &mut Decoder, node: &Node) -> Option<RollingLayer> {
@@ -625,6 +659,7 @@ fn resolve(layers: &[&StrategyLayer]) -> Strategy {
                     min_datapoints: on.iter().find_map(|o| o.bake.min_datapoints).unwrap_or(inherited_datapoints),
                 },
                 judge: on.iter().find_map(|o| o.judge).unwrap_or(false),
+                judging: on.iter().find_map(|o| o.judging).unwrap_or_default(),
             })
         }
     };

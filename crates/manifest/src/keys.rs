@@ -16,6 +16,7 @@ pub const STRATEGY: &[&str] = &["one_box", "rolling", "bake"];
 pub const ONE_BOX: &[&str] = &["hosts", "max_share", "bake", "judge"];
 pub const ROLLING: &[&str] = &["batch", "zone_bake", "max_failures", "deploy_timeout"];
 pub const BAKE: &[&str] = &["time", "min_datapoints"];
+pub const JUDGE: &[&str] = &["method", "alpha"];
 pub const STAGE: &[&str] =
     &["name", "environment", "approval", "tests", "bake", "windows", "one_box", "rolling", "waves"];
 pub const TEST: &[&str] = &["name", "run", "timeout"];

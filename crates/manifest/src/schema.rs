@@ -14,6 +14,7 @@
 use crate::decode::MONITOR_METHODS;
 use crate::keys;
 use rollwave_core::alarm::{Gauge, MetricRange, MonitorField, TrafficMetric};
+use rollwave_core::manifest::{JudgeMethod, JudgeSettings};
 use serde_json::{Map, Value, json};
 
 /// The schema's name, which editors key their caches on: a URN, since no URL of the
@@ -47,6 +48,7 @@ pub(crate) const OBJECTS: &[(&str, &[&str], &[&str])] = &[
     ("oneBoxSettings", keys::ONE_BOX, &[]),
     ("rolling", keys::ROLLING, &[]),
     ("bakeSettings", keys::BAKE, &[]),
+    ("judgeSettings", keys::JUDGE, &[]),
     ("stage", keys::STAGE, keys::STAGE_REQUIRED),
     ("test", keys::TEST, keys::TEST_REQUIRED),
     ("wave", keys::WAVE, keys::WAVE_REQUIRED),
@@ -165,8 +167,16 @@ fn property(object: &str, key: &str) -> Option<Value> {
         ),
         ("oneBoxSettings", "bake") => described(reference("bake"), "Default 1h."),
         ("oneBoxSettings", "judge") => described(
-            json!({ "type": "boolean", "default": false }),
-            "The one-box bake ends only once the one-box judge has passed it.",
+            json!({ "oneOf": [{ "type": "boolean", "default": false }, reference("judgeSettings")] }),
+            "true (or a mapping): the one-box bake ends only once the one-box judge has passed it.",
+        ),
+        ("judgeSettings", "method") => described(
+            json!({ "enum": JudgeMethod::ALL.map(JudgeMethod::as_str), "default": JudgeMethod::default().as_str() }),
+            "mann_whitney: Kayenta's rank test of per-bin values; sequential: anytime-valid tests of error and slow-request rates.",
+        ),
+        ("judgeSettings", "alpha") => described(
+            json!({ "type": "number", "exclusiveMinimum": 0, "maximum": 0.5, "default": JudgeSettings::default().alpha }),
+            "sequential: the bound on the chance that a release no worse than its baseline is ever judged failing.",
         ),
         ("rolling", "batch") => described(
             json!({ "oneOf": [

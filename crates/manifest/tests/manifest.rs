@@ -83,6 +83,7 @@ fn the_example_resolves_every_default_and_override() {
         max_share: bp(1000),
         bake: Bake { time: hours(1), min_datapoints: 100 },
         judge: false,
+        judging: Default::default(),
     });
     let rolling = Rolling {
         batch: BatchSize::Share(bp(3300)),
@@ -200,7 +201,8 @@ fn without_strategy_the_documented_defaults_apply() {
                 hosts: 1,
                 max_share: bp(1000),
                 bake: Bake { time: hours(1), min_datapoints: 0 },
-                judge: false
+                judge: false,
+                judging: Default::default()
             }),
             rolling: Rolling {
                 batch: BatchSize::Share(bp(3300)),
@@ -253,7 +255,8 @@ stages:
             hosts: 2,
             max_share: bp(1000),
             bake: Bake { time: hours(1), min_datapoints: 100 },
-            judge: false
+            judge: false,
+            judging: Default::default()
         })
     );
     assert_eq!(w[0].strategy.bake, Bake { time: hours(2), min_datapoints: 500 });
@@ -268,7 +271,8 @@ stages:
             hosts: 2,
             max_share: bp(1000),
             bake: Bake { time: minutes(10), min_datapoints: 3 },
-            judge: false
+            judge: false,
+            judging: Default::default()
         })
     );
     assert_eq!(w[1].strategy.bake, Bake { time: hours(4), min_datapoints: 500 });
@@ -287,7 +291,13 @@ fn one_box_true_turns_a_one_box_back_on_with_defaults() {
     let waves = &m.stages[0].waves;
     assert_eq!(
         waves[0].strategy.one_box,
-        Some(OneBox { hosts: 1, max_share: bp(1000), bake: Bake { time: hours(1), min_datapoints: 0 }, judge: false })
+        Some(OneBox {
+            hosts: 1,
+            max_share: bp(1000),
+            bake: Bake { time: hours(1), min_datapoints: 0 },
+            judge: false,
+            judging: Default::default()
+        })
     );
     assert_eq!(waves[1].strategy.one_box, None);
 }
@@ -924,7 +934,9 @@ strategy:                         # manifest
   one_box:                        # strategy
     hosts: 1                      # oneBoxSettings
     max_share: 10%                # oneBoxSettings
-    judge: true                   # oneBoxSettings
+    judge:                        # oneBoxSettings
+      method: sequential          # judgeSettings
+      alpha: 0.01                 # judgeSettings
     bake:                         # oneBoxSettings
       time: 1h                    # bakeSettings
       min_datapoints: 5           # bakeSettings
@@ -1063,4 +1075,35 @@ fn a_query_goes_with_prometheus_only() {
             "12:5: missing required key \"query\" (a PromQL query, required with `source: prometheus`)",
         ]
     );
+}
+
+#[test]
+fn a_one_box_judge_is_a_switch_or_a_method_with_its_alpha() {
+    use rollwave_core::manifest::{JudgeMethod, JudgeSettings};
+    let judge_of = |judge: &str| {
+        let text = format!(
+            "service: web\nenvironments: {{ prod: {{ regions: {{ r1: {{ zones: {{ a: 2 }} }} }} }} }}\n\
+             strategy: {{ one_box: {{ judge: {judge} }} }}\nstages: [{{ name: prod, environment: prod }}]\n"
+        );
+        parse_manifest("j.yaml", &text).map(|m| {
+            let one_box = m.stages[0].waves[0].strategy.one_box.clone().unwrap();
+            (one_box.judge, one_box.judging)
+        })
+    };
+    assert_eq!(judge_of("false").unwrap(), (false, JudgeSettings::default()));
+    assert_eq!(judge_of("true").unwrap(), (true, JudgeSettings::default()));
+    assert_eq!(
+        judge_of("{ method: sequential, alpha: 0.05 }").unwrap(),
+        (true, JudgeSettings { method: JudgeMethod::Sequential, alpha: 0.05 })
+    );
+    assert_eq!(
+        judge_of("{ method: mann_whitney }").unwrap(),
+        (true, JudgeSettings { method: JudgeMethod::MannWhitney, alpha: 0.01 })
+    );
+    let err = judge_of("{ method: bayes }").unwrap_err().to_string();
+    assert!(err.contains("j.yaml:3:") && err.contains("mann_whitney or sequential"), "{err}");
+    let err = judge_of("{ method: sequential, alpha: 0.9 }").unwrap_err().to_string();
+    assert!(err.contains("j.yaml:3:") && err.contains("alpha 0.9 is outside"), "{err}");
+    let err = judge_of("{ metod: sequential }").unwrap_err().to_string();
+    assert!(err.contains("j.yaml:3:") && err.contains("metod"), "{err}");
 }

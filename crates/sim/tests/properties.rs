@@ -46,6 +46,7 @@ fn rollout() -> impl Strategy<Value = Rollout> {
                 max_share: BasisPoints::new(share).unwrap(),
                 bake,
                 judge: false,
+                judging: Default::default(),
             }),
             rolling: Rolling { batch, zone_bake, max_failures, deploy_timeout: mins(10) },
             bake: wave_bake,

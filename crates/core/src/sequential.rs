@@ -63,6 +63,7 @@
 //! microseconds for an hour of one-second bins. The replay needs no state between looks,
 //! so every replica that replays the log reaches the same decision.
 
+use crate::judge::{Outcome, Report};
 use std::fmt;
 
 /// The alternatives mixed, as multiples of the allowed ratio: from barely worse to
@@ -278,6 +279,195 @@ impl ExceedanceTest {
     }
 }
 
+/// One data bin of a one-box bake: each side's traffic.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JudgeBin {
+    pub canary: Traffic,
+    pub baseline: Traffic,
+}
+
+/// Requests, failed requests and the latency histogram of one side in one bin.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Traffic {
+    pub requests: u64,
+    pub errors: u64,
+    /// Requests per latency bucket (bounds ascending, a last bucket for the slowest).
+    pub latency: Vec<u64>,
+}
+
+/// The one-box judge by sequential tests: failed requests ([`RateTest`], critical) and
+/// slow requests at every latency bound ([`ExceedanceTest`]), each at half of `alpha`, so
+/// that the chance a release no worse than its baseline on both is ever failed stays
+/// within `alpha` (a union bound).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SequentialJudge {
+    pub alpha: f64,
+    /// The ratio of canary to baseline error rates that still counts as good.
+    pub allowed_error_ratio: f64,
+    /// The same for the share of requests slower than each bound.
+    pub allowed_latency_ratio: f64,
+    /// Canary requests a pass needs: with fewer, the verdict is marginal and a judged
+    /// one-box keeps baking.
+    pub min_requests: u64,
+}
+
+impl SequentialJudge {
+    /// Checks the levels; `alpha` as [`RateTest::new`] takes it.
+    pub fn new(alpha: f64) -> Result<SequentialJudge, SequentialError> {
+        RateTest::new(alpha, 1.0)?;
+        Ok(SequentialJudge { alpha, allowed_error_ratio: 1.0, allowed_latency_ratio: 1.25, min_requests: 50 })
+    }
+
+    /// Judges the bake's bins so far: failing as soon as a test has crossed its boundary.
+    pub fn judge(&self, bins: &[JudgeBin]) -> SequentialVerdict {
+        let half = self.alpha / 2.0;
+        let errors_test = RateTest { alpha: half, allowed_ratio: self.allowed_error_ratio };
+        let errors = errors_test.look(
+            &bins
+                .iter()
+                .map(|b| RateBin {
+                    canary_total: b.canary.requests,
+                    canary_bad: b.canary.errors.min(b.canary.requests),
+                    baseline_total: b.baseline.requests,
+                    baseline_bad: b.baseline.errors.min(b.baseline.requests),
+                })
+                .collect::<Vec<_>>(),
+        );
+        let buckets = bins.iter().flat_map(|b| [b.canary.latency.len(), b.baseline.latency.len()]).max().unwrap_or(0);
+        let latency_bins: Vec<LatencyBin> = bins
+            .iter()
+            .map(|b| {
+                let padded = |v: &[u64]| {
+                    let mut v = v.to_vec();
+                    v.resize(buckets, 0);
+                    v
+                };
+                LatencyBin { canary: padded(&b.canary.latency), baseline: padded(&b.baseline.latency) }
+            })
+            .collect();
+        let latency_test = ExceedanceTest { rate: RateTest { alpha: half, allowed_ratio: self.allowed_latency_ratio } };
+        let latency = latency_test.look(buckets, &latency_bins);
+        let canary_requests = errors.totals.canary_total;
+        let (outcome, reason) = if errors.rejected() {
+            (
+                Outcome::Fail,
+                format!(
+                    "critical metric failed: `error_rate` is High: {} errors in {} canary requests against {} in {} \
+                     baseline requests crossed the boundary at bin {}",
+                    errors.totals.canary_bad,
+                    errors.totals.canary_total,
+                    errors.totals.baseline_bad,
+                    errors.totals.baseline_total,
+                    errors.rejected_at.unwrap_or_default()
+                ),
+            )
+        } else if latency.rejected() {
+            (
+                Outcome::Fail,
+                format!(
+                    "`latency` is High: the canary's share of slow requests crossed the boundary at bin {}",
+                    latency.rejected_at.unwrap_or_default()
+                ),
+            )
+        } else if canary_requests < self.min_requests {
+            (Outcome::Marginal, format!("{canary_requests} canary requests so far, fewer than {}", self.min_requests))
+        } else {
+            (Outcome::Pass, format!("no test crossed its boundary in {} bins", bins.len()))
+        };
+        SequentialVerdict { outcome, reason, errors, latency, alpha: self.alpha }
+    }
+}
+
+/// What the sequential judge decided, with each test's standing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SequentialVerdict {
+    pub outcome: Outcome,
+    pub reason: String,
+    pub errors: RateLook,
+    pub latency: ExceedanceLook,
+    pub alpha: f64,
+}
+
+impl SequentialVerdict {
+    /// The report in parts (see [`crate::judge::Report`]): one row per test.
+    pub fn report(&self) -> Report {
+        let headline = format!("verdict {}: sequential, alpha {}: {}", self.outcome, self.alpha, self.reason);
+        let columns = [
+            "metric",
+            "test",
+            "bad if",
+            "critical",
+            "result",
+            "canary n",
+            "canary bad",
+            "baseline n",
+            "baseline bad",
+            "ratio",
+            "e-value",
+            "max e-value",
+            "boundary",
+            "crossed at bin",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let result = |rejected: bool, n: u64| {
+            if rejected {
+                "High"
+            } else if n == 0 {
+                "NoData"
+            } else {
+                "Pass"
+            }
+        };
+        let figure = |v: f64| format!("{v:.3}");
+        let crossed = |at: Option<usize>| at.map_or_else(|| "-".to_owned(), |t| t.to_string());
+        let e = &self.errors;
+        let mut rows = vec![vec![
+            "error_rate".to_owned(),
+            "rate".to_owned(),
+            "increase".to_owned(),
+            "yes".to_owned(),
+            result(e.rejected(), e.totals.canary_total).to_owned(),
+            e.totals.canary_total.to_string(),
+            e.totals.canary_bad.to_string(),
+            e.totals.baseline_total.to_string(),
+            e.totals.baseline_bad.to_string(),
+            e.ratio.map_or_else(|| "-".to_owned(), figure),
+            figure(e.e_value),
+            figure(e.max_e_value),
+            figure(e.boundary),
+            crossed(e.rejected_at),
+        ]];
+        let l = &self.latency;
+        let strongest = l.strongest().map(|i| &l.bounds[i]);
+        rows.push(vec![
+            "latency".to_owned(),
+            format!("slow share, {} bounds", l.bounds.len()),
+            "increase".to_owned(),
+            "no".to_owned(),
+            result(l.rejected(), strongest.map_or(0, |b| b.totals.canary_total)).to_owned(),
+            strongest.map_or_else(|| "-".to_owned(), |b| b.totals.canary_total.to_string()),
+            strongest.map_or_else(|| "-".to_owned(), |b| b.totals.canary_bad.to_string()),
+            strongest.map_or_else(|| "-".to_owned(), |b| b.totals.baseline_total.to_string()),
+            strongest.map_or_else(|| "-".to_owned(), |b| b.totals.baseline_bad.to_string()),
+            strongest.and_then(|b| b.ratio).map_or_else(|| "-".to_owned(), figure),
+            figure(l.e_value),
+            figure(l.max_e_value),
+            figure(l.boundary),
+            crossed(l.rejected_at),
+        ]);
+        let mut notes = String::from("notes:\n");
+        notes.push_str(
+            "  e-values start at 1 and the test fails once one reaches its boundary (1/alpha per test); \
+             the chance a release no worse than its baseline ever does is at most alpha\n",
+        );
+        if let Some(i) = l.strongest() {
+            notes.push_str(&format!("  latency: the slow share past bound {} weighs most ({})\n", i + 1, l.bounds[i]));
+        }
+        Report { headline, columns, rows, notes }
+    }
+}
+
 impl fmt::Display for RateLook {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let t = self.totals;
@@ -354,6 +544,35 @@ mod tests {
         assert!(RateTest::new(f64::NAN, 1.0).is_err());
         assert_eq!(RateTest::new(0.01, 0.5), Err(SequentialError::AllowedRatio(0.5)));
         assert!(RateTest::new(0.01, f64::INFINITY).is_err());
+    }
+
+    fn traffic(requests: u64, errors: u64, latency: &[u64]) -> Traffic {
+        Traffic { requests, errors, latency: latency.to_vec() }
+    }
+
+    #[test]
+    fn the_judge_fails_on_errors_at_once_and_passes_only_with_enough_requests() {
+        let judge = SequentialJudge::new(0.01).unwrap();
+        let good = JudgeBin { canary: traffic(20, 0, &[18, 2]), baseline: traffic(60, 0, &[54, 6]) };
+        let verdict = judge.judge(&vec![good.clone(); 2]);
+        assert_eq!(verdict.outcome, Outcome::Marginal, "{}", verdict.reason);
+        let verdict = judge.judge(&vec![good.clone(); 10]);
+        assert_eq!(verdict.outcome, Outcome::Pass, "{}", verdict.reason);
+        let bad = JudgeBin { canary: traffic(20, 2, &[18, 2]), baseline: traffic(60, 0, &[54, 6]) };
+        let verdict = judge.judge(&[good.clone(), bad.clone(), bad.clone(), bad.clone(), bad]);
+        assert_eq!(verdict.outcome, Outcome::Fail);
+        assert!(verdict.reason.contains("`error_rate` is High"), "{}", verdict.reason);
+        let report = verdict.report();
+        assert_eq!(report.columns[0], "metric");
+        assert_eq!(report.columns[4], "result");
+        assert_eq!(report.rows[0][0], "error_rate");
+        assert_eq!(report.rows[0][4], "High");
+        assert!(report.rows.iter().all(|r| r.len() == report.columns.len()));
+        // Without any latency histogram the latency row has no data and never fails.
+        let bare = JudgeBin { canary: traffic(20, 0, &[]), baseline: traffic(60, 0, &[]) };
+        let verdict = judge.judge(&vec![bare; 10]);
+        assert_eq!(verdict.outcome, Outcome::Pass);
+        assert_eq!(verdict.report().rows[1][4], "NoData");
     }
 
     #[test]

@@ -552,6 +552,7 @@ impl Signals {
             baseline: Vec<String>,
             since: i64,
             until: i64,
+            judging: rollwave_core::manifest::JudgeSettings,
         }
         let bakes: Vec<Bake> = {
             let m = model.read().unwrap_or_else(|p| p.into_inner());
@@ -579,6 +580,7 @@ impl Signals {
                                 baseline,
                                 since: b.since.as_millisecond(),
                                 until: b.until.as_millisecond(),
+                                judging: b.judging,
                             }
                         })
                     })
@@ -599,42 +601,33 @@ impl Signals {
             // Traffic is counted by code version. A code one-box is the hosts' traffic on
             // the release; a flag one-box is all its hosts' traffic, compared with the
             // region's other hosts on the same code, so only the flag set differs.
-            let (canary, baseline) = match bake.lane {
+            let (canary, baseline): (Vec<&MetricRow>, Vec<&MetricRow>) = match bake.lane {
                 Lane::Code => (
-                    per_host_bins(
-                        rows.iter()
-                            .filter(traffic)
-                            .copied()
-                            .filter(|r| bake.canary.contains(&r.host) && r.version == bake.release),
-                    ),
-                    per_host_bins(
-                        rows.iter()
-                            .filter(traffic)
-                            .copied()
-                            .filter(|r| bake.baseline.contains(&r.host) && r.version != bake.release),
-                    ),
+                    rows.iter()
+                        .filter(traffic)
+                        .copied()
+                        .filter(|r| bake.canary.contains(&r.host) && r.version == bake.release)
+                        .collect(),
+                    rows.iter()
+                        .filter(traffic)
+                        .copied()
+                        .filter(|r| bake.baseline.contains(&r.host) && r.version != bake.release)
+                        .collect(),
                 ),
                 Lane::Flags => {
-                    let canary_rows: Vec<&MetricRow> =
+                    let canary: Vec<&MetricRow> =
                         rows.iter().filter(traffic).copied().filter(|r| bake.canary.contains(&r.host)).collect();
-                    let code: std::collections::BTreeSet<&str> =
-                        canary_rows.iter().map(|r| r.version.as_str()).collect();
-                    (
-                        per_host_bins(canary_rows.iter().copied()),
-                        per_host_bins(
-                            rows.iter()
-                                .filter(traffic)
-                                .copied()
-                                .filter(|r| bake.baseline.contains(&r.host) && code.contains(r.version.as_str())),
-                        ),
-                    )
+                    let code: std::collections::BTreeSet<&str> = canary.iter().map(|r| r.version.as_str()).collect();
+                    let baseline = rows
+                        .iter()
+                        .filter(traffic)
+                        .copied()
+                        .filter(|r| bake.baseline.contains(&r.host) && code.contains(r.version.as_str()))
+                        .collect();
+                    (canary, baseline)
                 }
             };
-            // Too few points to say anything yet.
-            if canary.len() < 3 || baseline.len() < 3 {
-                continue;
-            }
-            let Ok(verdict) = judge(&JudgeConfig::default(), &judge_metrics(&canary, &baseline)) else { continue };
+            let Some(verdict) = self.verdict(&bake.judging, &canary, &baseline, bake.since) else { continue };
             // A failure can be said as soon as it shows; a pass only on the whole bake,
             // which the engine requires (an early pass would be heard and not counted, and
             // never said again).
@@ -646,23 +639,108 @@ impl Signals {
                 continue;
             }
             self.verdicts.insert(key, verdict.outcome);
-            let passed = verdict.outcome != Outcome::Fail;
             inputs.push((
                 bake.service,
                 LogInput::Verdict {
                     environment: bake.environment,
                     region: bake.region,
                     release: bake.release,
-                    passed,
+                    passed: verdict.outcome != Outcome::Fail,
                     marginal: verdict.outcome == Outcome::Marginal,
-                    reason: format!("score {:.0} ({}): {}", verdict.score, verdict.outcome, verdict.reason),
-                    table: verdict.to_string(),
-                    report: Some(crate::records::VerdictReport::from(verdict.report())),
+                    reason: verdict.reason,
+                    table: verdict.table,
+                    report: Some(verdict.report),
                 },
             ));
         }
         inputs
     }
+}
+
+/// A verdict on a one-box, from either method: what the log keeps of it.
+struct OneBoxVerdict {
+    outcome: Outcome,
+    reason: String,
+    table: String,
+    report: crate::records::VerdictReport,
+}
+
+impl Signals {
+    /// The judge's verdict on the canary's and the baseline's traffic rows since `since`,
+    /// or `None` while there is too little to judge.
+    fn verdict(
+        &self,
+        judging: &rollwave_core::manifest::JudgeSettings,
+        canary: &[&MetricRow],
+        baseline: &[&MetricRow],
+        since: i64,
+    ) -> Option<OneBoxVerdict> {
+        use rollwave_core::manifest::JudgeMethod;
+        match judging.method {
+            JudgeMethod::MannWhitney => {
+                let (canary, baseline) =
+                    (per_host_bins(canary.iter().copied()), per_host_bins(baseline.iter().copied()));
+                // Too few points to say anything yet.
+                if canary.len() < 3 || baseline.len() < 3 {
+                    return None;
+                }
+                let verdict = judge(&JudgeConfig::default(), &judge_metrics(&canary, &baseline)).ok()?;
+                Some(OneBoxVerdict {
+                    outcome: verdict.outcome,
+                    reason: format!("score {:.0} ({}): {}", verdict.score, verdict.outcome, verdict.reason),
+                    table: verdict.to_string(),
+                    report: verdict.report().into(),
+                })
+            }
+            JudgeMethod::Sequential => {
+                let judge = rollwave_core::sequential::SequentialJudge::new(judging.alpha).ok()?;
+                let bins = sequential_bins(canary, baseline, since, self.bin_ms);
+                if bins.is_empty() {
+                    return None;
+                }
+                let verdict = judge.judge(&bins);
+                let report = verdict.report();
+                let table = crate::records::VerdictTable::from(crate::records::VerdictReport::from(report.clone()));
+                Some(OneBoxVerdict {
+                    outcome: verdict.outcome,
+                    reason: format!("sequential ({}): {}", verdict.outcome, verdict.reason),
+                    table: table.render(),
+                    report: report.into(),
+                })
+            }
+        }
+    }
+}
+
+/// The canary's and the baseline's traffic summed per data bin since `since`, in order;
+/// bins where neither side served anything are left out.
+fn sequential_bins(
+    canary: &[&MetricRow],
+    baseline: &[&MetricRow],
+    since: i64,
+    bin_ms: i64,
+) -> Vec<rollwave_core::sequential::JudgeBin> {
+    use rollwave_core::sequential::{JudgeBin, Traffic as Side};
+    let mut bins: std::collections::BTreeMap<i64, JudgeBin> = std::collections::BTreeMap::new();
+    let add = |side: &mut Side, row: &MetricRow| {
+        let mut t = Traffic::default();
+        t.add(row);
+        side.requests += t.requests;
+        side.errors += t.errors;
+        if side.latency.len() < t.buckets.len() {
+            side.latency.resize(t.buckets.len(), 0);
+        }
+        for (into, n) in side.latency.iter_mut().zip(t.buckets) {
+            *into += n;
+        }
+    };
+    for row in canary {
+        add(&mut bins.entry((row.at_ms - since).div_euclid(bin_ms.max(1))).or_default().canary, row);
+    }
+    for row in baseline {
+        add(&mut bins.entry((row.at_ms - since).div_euclid(bin_ms.max(1))).or_default().baseline, row);
+    }
+    bins.into_values().filter(|b| b.canary.requests + b.baseline.requests > 0).collect()
 }
 
 /// One alarm instance: its path (`env`, `env/region`, `env/region/zone` or `env/host`)

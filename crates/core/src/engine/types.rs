@@ -369,4 +369,6 @@ pub struct OneBoxBake {
     pub until: Timestamp,
     /// The bake waits for a passing verdict (its one-box is judged) and has none yet.
     pub awaiting_pass: bool,
+    /// How its one-box is judged.
+    pub judging: crate::manifest::JudgeSettings,
 }

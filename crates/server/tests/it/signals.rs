@@ -190,6 +190,78 @@ fn the_one_box_judge_rolls_back_a_one_box_worse_than_its_baseline() {
 }
 
 #[test]
+fn the_sequential_judge_rolls_back_sparse_errors_on_the_one_box() {
+    // Sparse errors: 1 or 2 in a push of 20 on the one-box, none elsewhere. Most per-push
+    // error rates of both sides are 0: on this traffic `mann_whitney` passes the one-box
+    // (p = 2.5e-22, but a shift of 0 and an interval of [0, 0.05]).
+    let manifest = MANIFEST
+        .split("alarms:")
+        .next()
+        .unwrap()
+        .replace("min_datapoints: 50 }", "min_datapoints: 50 }, judge: { method: sequential, alpha: 0.01 }");
+    let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(50) });
+    let admin = s.client(Some(ADMIN));
+    admin.apply("web.yaml", &manifest).unwrap();
+    admin
+        .create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None, flags: None })
+        .unwrap();
+    let (detail, verdict) = judged_until_halted(&s, "v2", |round| {
+        vec![
+            sample("z1-1", "v2", 20, u64::from(round % 3 == 0) + u64::from(round % 5 == 0)),
+            sample("z1-2", "baseline", 20, 0),
+            sample("z2-1", "baseline", 20, 0),
+            sample("z2-2", "baseline", 20, 0),
+        ]
+    });
+    assert!(verdict.reason.as_deref().unwrap().starts_with("sequential (FAIL)"), "{verdict:?}");
+    let table = verdict.output.as_deref().expect("the per-test table");
+    assert!(table.contains("e-value") && table.contains("error_rate"), "{table}");
+    assert_eq!(detail.release.rolled_back_scopes, ["prod/r1/z1"]);
+}
+
+#[test]
+fn the_sequential_judge_passes_a_good_one_box_once_its_bake_is_up_and_it_moves_on() {
+    let manifest = MANIFEST
+        .split("alarms:")
+        .next()
+        .unwrap()
+        .replace("min_datapoints: 50 }", "min_datapoints: 50 }, judge: { method: sequential }");
+    let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(50) });
+    let admin = s.client(Some(ADMIN));
+    admin.apply("web.yaml", &manifest).unwrap();
+    admin
+        .create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None, flags: None })
+        .unwrap();
+    s.wait_for("the one-box bakes", || {
+        admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == rollwave_api::EventKind::BakeStarted)
+    });
+    for round in 0..PATIENCE {
+        // Errors in proportion to traffic on every host: nothing to blame the one-box for.
+        let errors = u64::from(round % 4 == 0);
+        push(
+            &s,
+            ["z1-1", "z1-2", "z2-1", "z2-2"]
+                .iter()
+                .map(|h| sample(h, if *h == "z1-1" { "v2" } else { "baseline" }, 20, errors))
+                .collect(),
+        );
+        let events = admin.release("web", "v2").unwrap().events;
+        if events.iter().any(|e| e.kind == rollwave_api::EventKind::JudgeVerdict) {
+            break;
+        }
+        s.advance(SWEEP);
+    }
+    let detail = admin.release("web", "v2").unwrap();
+    let verdict = detail
+        .events
+        .iter()
+        .find(|e| e.kind == rollwave_api::EventKind::JudgeVerdict)
+        .expect("a verdict once the bake's time is up");
+    assert!(verdict.reason.as_deref().unwrap().starts_with("sequential (PASS)"), "{verdict:?}");
+    assert_ne!(detail.release.outcome, rollwave_api::Outcome::Halted, "{:?}", detail.events);
+}
+
+#[test]
 fn what_a_rolled_back_release_did_is_not_blamed_on_the_release_before_it() {
     // v2 completes; v3's one-box fails and is rolled back. Its errors are still in the
     // region's recent data (and late pushes bring more): they must not fire the region

@@ -143,9 +143,8 @@ impl From<&rollwave_core::alarm::MetricRef> for MetricRef {
 }
 
 /// Upper bounds (ms) of the latency histogram buckets every push uses; one more bucket
-/// counts what is slower.
-pub const LATENCY_BOUNDS_MS: [f64; 12] =
-    [5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 800.0, 1000.0, 2500.0, 5000.0, 10000.0];
+/// counts what is slower. The engine's vocabulary (the simulator draws into them too).
+pub use rollwave_core::alarm::LATENCY_BOUNDS_MS;
 
 /// Counts in a push's `latency_buckets`: one per bound and one for slower.
 pub const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_MS.len() + 1;

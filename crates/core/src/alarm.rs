@@ -5,6 +5,11 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
+/// Upper bounds (ms) of the latency histogram buckets every traffic push uses; one more
+/// bucket counts what is slower.
+pub const LATENCY_BOUNDS_MS: [f64; 12] =
+    [5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 800.0, 1000.0, 2500.0, 5000.0, 10000.0];
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct AlarmSpec {
     pub name: String,

@@ -358,6 +358,35 @@ pub enum JudgeError {
     ZeroWeights,
 }
 
+/// The metrics the one-box judge compares: per host and data bin, the error rate
+/// (critical) and the p99 latency, if any.
+pub fn one_box_metrics(canary: &[(f64, Option<f64>)], baseline: &[(f64, Option<f64>)]) -> Vec<MetricComparison> {
+    let errors = MetricComparison {
+        direction: Direction::Increase,
+        critical: true,
+        // Half again the baseline's errors before a significant rise counts.
+        allowed_increase: 1.5,
+        ..MetricComparison::new(
+            "error_rate",
+            canary.iter().map(|p| p.0).collect(),
+            baseline.iter().map(|p| p.0).collect(),
+        )
+    };
+    let latency = MetricComparison {
+        direction: Direction::Increase,
+        allowed_increase: 1.2,
+        ..MetricComparison::new(
+            "latency_p99_ms",
+            canary.iter().filter_map(|p| p.1).collect(),
+            baseline.iter().filter_map(|p| p.1).collect(),
+        )
+    };
+    // Traffic that reports no latency at all (no buckets from any host) has no latency
+    // to compare; the judge's "no data" is for a side that went silent, and would fail
+    // every one-box of such a service.
+    if latency.canary.is_empty() && latency.baseline.is_empty() { vec![errors] } else { vec![errors, latency] }
+}
+
 /// Judges a run: classifies every metric, then scores them. See the module
 /// documentation for the rules.
 ///

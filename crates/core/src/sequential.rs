@@ -139,52 +139,73 @@ impl RateTest {
 
     /// Replays `bins` in order and says where the test stands after the last one.
     pub fn look(&self, bins: &[RateBin]) -> RateLook {
-        let mut log_lr = [0.0f64; ALTERNATIVES.len()];
-        let boundary = 1.0 / self.alpha;
-        let mut look = RateLook {
-            bins: bins.len(),
-            totals: RateBin::default(),
-            e_value: 1.0,
-            max_e_value: 1.0,
-            boundary,
-            rejected_at: None,
-            ratio: None,
-        };
-        let theta0 = self.allowed_ratio;
-        for (t, bin) in bins.iter().enumerate() {
-            look.totals.canary_total += bin.canary_total;
-            look.totals.canary_bad += bin.canary_bad;
-            look.totals.baseline_total += bin.baseline_total;
-            look.totals.baseline_bad += bin.baseline_bad;
-            // A bin without requests on a side, or without a bad event, says nothing
-            // about θ: its factor is 1.
-            if bin.canary_total == 0 || bin.baseline_total == 0 || bin.canary_bad + bin.baseline_bad == 0 {
-                continue;
-            }
-            let (n, m) = (bin.canary_total as f64, bin.baseline_total as f64);
-            let (x, y) = (bin.canary_bad as f64, bin.baseline_bad as f64);
-            let p0 = theta0 * n / (theta0 * n + m);
-            for (l, r) in log_lr.iter_mut().zip(ALTERNATIVES) {
-                let theta1 = theta0 * r;
-                let p1 = theta1 * n / (theta1 * n + m);
-                *l += x * (p1 / p0).ln() + y * ((1.0 - p1) / (1.0 - p0)).ln();
-            }
-            look.e_value = mixture(&log_lr);
-            if look.e_value > look.max_e_value {
-                look.max_e_value = look.e_value;
-            }
-            if look.rejected_at.is_none() && look.e_value >= boundary {
-                look.rejected_at = Some(t + 1);
-            }
+        let mut state = self.start();
+        for bin in bins {
+            self.push(&mut state, bin);
         }
+        state.look
+    }
+
+    /// A test before any bin.
+    pub fn start(&self) -> RateState {
+        RateState {
+            log_lr: [0.0; ALTERNATIVES.len()],
+            look: RateLook {
+                bins: 0,
+                totals: RateBin::default(),
+                e_value: 1.0,
+                max_e_value: 1.0,
+                boundary: 1.0 / self.alpha,
+                rejected_at: None,
+                ratio: None,
+            },
+        }
+    }
+
+    /// The test after one more bin: what [`RateTest::look`] does bin by bin, for a caller
+    /// that keeps the state between bins.
+    pub fn push(&self, state: &mut RateState, bin: &RateBin) {
+        let look = &mut state.look;
+        look.bins += 1;
+        look.totals.canary_total += bin.canary_total;
+        look.totals.canary_bad += bin.canary_bad;
+        look.totals.baseline_total += bin.baseline_total;
+        look.totals.baseline_bad += bin.baseline_bad;
         let totals = look.totals;
         if totals.canary_total > 0 && totals.baseline_bad > 0 && totals.baseline_total > 0 {
             let canary = totals.canary_bad as f64 / totals.canary_total as f64;
             let baseline = totals.baseline_bad as f64 / totals.baseline_total as f64;
             look.ratio = Some(canary / baseline);
         }
-        look
+        // A bin without requests on a side, or without a bad event, says nothing about θ:
+        // its factor is 1.
+        if bin.canary_total == 0 || bin.baseline_total == 0 || bin.canary_bad + bin.baseline_bad == 0 {
+            return;
+        }
+        let theta0 = self.allowed_ratio;
+        let (n, m) = (bin.canary_total as f64, bin.baseline_total as f64);
+        let (x, y) = (bin.canary_bad as f64, bin.baseline_bad as f64);
+        let p0 = theta0 * n / (theta0 * n + m);
+        for (l, r) in state.log_lr.iter_mut().zip(ALTERNATIVES) {
+            let theta1 = theta0 * r;
+            let p1 = theta1 * n / (theta1 * n + m);
+            *l += x * (p1 / p0).ln() + y * ((1.0 - p1) / (1.0 - p0)).ln();
+        }
+        look.e_value = mixture(&state.log_lr);
+        if look.e_value > look.max_e_value {
+            look.max_e_value = look.e_value;
+        }
+        if look.rejected_at.is_none() && look.e_value >= look.boundary {
+            look.rejected_at = Some(look.bins);
+        }
     }
+}
+
+/// A rate test between bins.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateState {
+    log_lr: [f64; ALTERNATIVES.len()],
+    pub look: RateLook,
 }
 
 /// `Σ w_j · exp(log L_j)` with equal weights, computed without overflow.
@@ -239,43 +260,71 @@ impl ExceedanceTest {
     /// `buckets` is how many histogram buckets each bin has; bound `i` counts the
     /// requests of buckets `i+1..` as slow, for `i` in `0..buckets-1`.
     pub fn look(&self, buckets: usize, bins: &[LatencyBin]) -> ExceedanceLook {
-        let bounds = buckets.saturating_sub(1);
-        let slow = |counts: &[u64], i: usize| counts.iter().skip(i + 1).sum::<u64>();
-        let mut per_bound: Vec<Vec<RateBin>> = vec![Vec::with_capacity(bins.len()); bounds];
+        let mut state = self.start(buckets);
         for bin in bins {
-            let (canary_total, baseline_total) = (bin.canary.iter().sum(), bin.baseline.iter().sum());
-            for (i, series) in per_bound.iter_mut().enumerate() {
-                series.push(RateBin {
-                    canary_total,
-                    canary_bad: slow(&bin.canary, i),
-                    baseline_total,
-                    baseline_bad: slow(&bin.baseline, i),
-                });
-            }
+            self.push(&mut state, bin);
         }
-        let boundary = 1.0 / self.rate.alpha;
-        let mut look = ExceedanceLook {
-            bins: bins.len(),
+        state.look()
+    }
+
+    pub fn start(&self, buckets: usize) -> ExceedanceState {
+        let bounds = buckets.saturating_sub(1);
+        ExceedanceState {
+            bounds: vec![self.rate.start(); bounds],
+            bins: 0,
             e_value: 1.0,
             max_e_value: 1.0,
-            boundary,
+            boundary: 1.0 / self.rate.alpha,
             rejected_at: None,
-            bounds: Vec::new(),
-        };
-        if bounds == 0 {
-            return look;
         }
-        // The mean of the bounds' e-processes, bin by bin.
-        for t in 1..=bins.len() {
-            let e: f64 = per_bound.iter().map(|s| self.rate.look(&s[..t]).e_value).sum::<f64>() / bounds as f64;
-            look.e_value = e;
-            look.max_e_value = look.max_e_value.max(e);
-            if look.rejected_at.is_none() && e >= boundary {
-                look.rejected_at = Some(t);
-            }
+    }
+
+    /// The test after one more bin (its histograms padded or cut to the test's buckets).
+    pub fn push(&self, state: &mut ExceedanceState, bin: &LatencyBin) {
+        state.bins += 1;
+        if state.bounds.is_empty() {
+            return;
         }
-        look.bounds = per_bound.iter().map(|s| self.rate.look(s)).collect();
-        look
+        let (canary_total, baseline_total): (u64, u64) = (bin.canary.iter().sum(), bin.baseline.iter().sum());
+        // Slow counts from the top bucket down: bound i counts buckets i+1.. .
+        let (mut canary_slow, mut baseline_slow) = (0u64, 0u64);
+        for i in (0..state.bounds.len()).rev() {
+            canary_slow += bin.canary.get(i + 1).copied().unwrap_or(0);
+            baseline_slow += bin.baseline.get(i + 1).copied().unwrap_or(0);
+            let rate_bin =
+                RateBin { canary_total, canary_bad: canary_slow, baseline_total, baseline_bad: baseline_slow };
+            self.rate.push(&mut state.bounds[i], &rate_bin);
+        }
+        let e = state.bounds.iter().map(|b| b.look.e_value).sum::<f64>() / state.bounds.len() as f64;
+        state.e_value = e;
+        state.max_e_value = state.max_e_value.max(e);
+        if state.rejected_at.is_none() && e >= state.boundary {
+            state.rejected_at = Some(state.bins);
+        }
+    }
+}
+
+/// A latency test between bins.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExceedanceState {
+    bounds: Vec<RateState>,
+    bins: usize,
+    e_value: f64,
+    max_e_value: f64,
+    boundary: f64,
+    rejected_at: Option<usize>,
+}
+
+impl ExceedanceState {
+    pub fn look(&self) -> ExceedanceLook {
+        ExceedanceLook {
+            bins: self.bins,
+            e_value: self.e_value,
+            max_e_value: self.max_e_value,
+            boundary: self.boundary,
+            rejected_at: self.rejected_at,
+            bounds: self.bounds.iter().map(|b| b.look).collect(),
+        }
     }
 }
 
@@ -318,35 +367,49 @@ impl SequentialJudge {
         Ok(SequentialJudge { alpha, allowed_error_ratio: 1.0, allowed_latency_ratio: 1.25, min_requests: 50 })
     }
 
+    fn errors_test(&self) -> RateTest {
+        RateTest { alpha: self.alpha / 2.0, allowed_ratio: self.allowed_error_ratio }
+    }
+
+    fn latency_test(&self) -> ExceedanceTest {
+        ExceedanceTest { rate: RateTest { alpha: self.alpha / 2.0, allowed_ratio: self.allowed_latency_ratio } }
+    }
+
+    /// The judge before any bin of a bake.
+    pub fn start(&self) -> SequentialState {
+        SequentialState {
+            errors: self.errors_test().start(),
+            latency: self.latency_test().start(crate::alarm::LATENCY_BOUNDS_MS.len() + 1),
+        }
+    }
+
+    /// The judge after one more bin.
+    pub fn push(&self, state: &mut SequentialState, bin: &JudgeBin) {
+        let errors = RateBin {
+            canary_total: bin.canary.requests,
+            canary_bad: bin.canary.errors.min(bin.canary.requests),
+            baseline_total: bin.baseline.requests,
+            baseline_bad: bin.baseline.errors.min(bin.baseline.requests),
+        };
+        self.errors_test().push(&mut state.errors, &errors);
+        let latency = LatencyBin { canary: bin.canary.latency.clone(), baseline: bin.baseline.latency.clone() };
+        self.latency_test().push(&mut state.latency, &latency);
+    }
+
     /// Judges the bake's bins so far: failing as soon as a test has crossed its boundary.
     pub fn judge(&self, bins: &[JudgeBin]) -> SequentialVerdict {
-        let half = self.alpha / 2.0;
-        let errors_test = RateTest { alpha: half, allowed_ratio: self.allowed_error_ratio };
-        let errors = errors_test.look(
-            &bins
-                .iter()
-                .map(|b| RateBin {
-                    canary_total: b.canary.requests,
-                    canary_bad: b.canary.errors.min(b.canary.requests),
-                    baseline_total: b.baseline.requests,
-                    baseline_bad: b.baseline.errors.min(b.baseline.requests),
-                })
-                .collect::<Vec<_>>(),
-        );
-        let buckets = bins.iter().flat_map(|b| [b.canary.latency.len(), b.baseline.latency.len()]).max().unwrap_or(0);
-        let latency_bins: Vec<LatencyBin> = bins
-            .iter()
-            .map(|b| {
-                let padded = |v: &[u64]| {
-                    let mut v = v.to_vec();
-                    v.resize(buckets, 0);
-                    v
-                };
-                LatencyBin { canary: padded(&b.canary.latency), baseline: padded(&b.baseline.latency) }
-            })
-            .collect();
-        let latency_test = ExceedanceTest { rate: RateTest { alpha: half, allowed_ratio: self.allowed_latency_ratio } };
-        let latency = latency_test.look(buckets, &latency_bins);
+        let mut state = self.start();
+        for bin in bins {
+            self.push(&mut state, bin);
+        }
+        self.verdict(&state)
+    }
+
+    /// What the judge says after the bins pushed into `state`.
+    pub fn verdict(&self, state: &SequentialState) -> SequentialVerdict {
+        let errors = state.errors.look;
+        let latency = state.latency.look();
+        let bins = errors.bins;
         let canary_requests = errors.totals.canary_total;
         let (outcome, reason) = if errors.rejected() {
             (
@@ -369,13 +432,22 @@ impl SequentialJudge {
                     latency.rejected_at.unwrap_or_default()
                 ),
             )
+        } else if errors.totals.baseline_total == 0 {
+            (Outcome::Marginal, "no baseline traffic to compare with yet".to_owned())
         } else if canary_requests < self.min_requests {
             (Outcome::Marginal, format!("{canary_requests} canary requests so far, fewer than {}", self.min_requests))
         } else {
-            (Outcome::Pass, format!("no test crossed its boundary in {} bins", bins.len()))
+            (Outcome::Pass, format!("no test crossed its boundary in {bins} bins"))
         };
         SequentialVerdict { outcome, reason, errors, latency, alpha: self.alpha }
     }
+}
+
+/// The sequential judge between bins.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SequentialState {
+    errors: RateState,
+    latency: ExceedanceState,
 }
 
 /// What the sequential judge decided, with each test's standing.

@@ -466,3 +466,15 @@ fn the_verdict_renders_as_a_table() {
         .to_string()
     );
 }
+
+#[test]
+fn latency_is_judged_unless_no_host_on_either_side_reports_any() {
+    let clean = |p99: Option<f64>| vec![(0.0, p99); 5];
+    let names = |m: Vec<MetricComparison>| m.into_iter().map(|m| m.name).collect::<Vec<_>>();
+    assert_eq!(names(one_box_metrics(&clean(None), &clean(None))), ["error_rate"]);
+    let verdict = judge(&JudgeConfig::default(), &one_box_metrics(&clean(None), &clean(None))).unwrap();
+    assert_ne!(verdict.outcome, Outcome::Fail, "{verdict}");
+    // A canary that went silent on latency while the baseline reports it is no data.
+    assert_eq!(names(one_box_metrics(&clean(None), &clean(Some(20.0)))), ["error_rate", "latency_p99_ms"]);
+    assert_eq!(names(one_box_metrics(&clean(Some(20.0)), &clean(Some(20.0)))), ["error_rate", "latency_p99_ms"]);
+}

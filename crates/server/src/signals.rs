@@ -7,7 +7,7 @@ use crate::api::{GAUGES, LATENCY_BOUNDS_MS};
 use crate::state::{LogInput, ReadModel, ServiceState};
 use rollwave_api::Lane;
 use rollwave_core::alarm::{AlarmScope, AlarmSpec, Evaluator, Gauge, MetricRef, MonitorField, TrafficMetric};
-use rollwave_core::judge::{Direction, JudgeConfig, MetricComparison, Outcome, judge};
+use rollwave_core::judge::{JudgeConfig, Outcome, judge};
 use rollwave_core::plan::{EnvId, HostId};
 use rollwave_store::{GaugeRow, MetricRow};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -327,34 +327,6 @@ fn prometheus_value(base: &str, query: &str, at_s: f64) -> Result<Option<f64>, S
         return Err(format!("Prometheus refused the query: {}", body["error"]));
     }
     Ok(body["data"]["result"][0]["value"][1].as_str().and_then(|v| v.parse::<f64>().ok()))
-}
-
-/// The one-box judge compares per-host, per-bin values of these metrics.
-fn judge_metrics(canary: &[(f64, Option<f64>)], baseline: &[(f64, Option<f64>)]) -> Vec<MetricComparison> {
-    let errors = MetricComparison {
-        direction: Direction::Increase,
-        critical: true,
-        // Half again the baseline's errors before a significant rise counts.
-        allowed_increase: 1.5,
-        ..MetricComparison::new(
-            "error_rate",
-            canary.iter().map(|p| p.0).collect(),
-            baseline.iter().map(|p| p.0).collect(),
-        )
-    };
-    let latency = MetricComparison {
-        direction: Direction::Increase,
-        allowed_increase: 1.2,
-        ..MetricComparison::new(
-            "latency_p99_ms",
-            canary.iter().filter_map(|p| p.1).collect(),
-            baseline.iter().filter_map(|p| p.1).collect(),
-        )
-    };
-    // Traffic that reports no latency at all (no buckets from any host) has no latency
-    // to compare; the judge's "no data" is for a side that went silent, and would fail
-    // every one-box of such a service.
-    if latency.canary.is_empty() && latency.baseline.is_empty() { vec![errors] } else { vec![errors, latency] }
 }
 
 /// (error rate, p99) of each push with traffic: one data point per host per push.
@@ -684,7 +656,8 @@ impl Signals {
                 if canary.len() < 3 || baseline.len() < 3 {
                     return None;
                 }
-                let verdict = judge(&JudgeConfig::default(), &judge_metrics(&canary, &baseline)).ok()?;
+                let verdict =
+                    judge(&JudgeConfig::default(), &rollwave_core::judge::one_box_metrics(&canary, &baseline)).ok()?;
                 Some(OneBoxVerdict {
                     outcome: verdict.outcome,
                     reason: format!("score {:.0} ({}): {}", verdict.score, verdict.outcome, verdict.reason),
@@ -847,16 +820,5 @@ mod tests {
         };
         let query = fill_query(r#"up{host="{{host}}", version='{{version}}'}"#, "web", &at, "v1'\\");
         assert_eq!(query, r#"up{host="h\"} or vector(1) or {a=\"", version='v1\'\\'}"#);
-    }
-    #[test]
-    fn latency_is_judged_unless_no_host_on_either_side_reports_any() {
-        let clean = |p99: Option<f64>| vec![(0.0, p99); 5];
-        let names = |m: Vec<MetricComparison>| m.into_iter().map(|m| m.name).collect::<Vec<_>>();
-        assert_eq!(names(judge_metrics(&clean(None), &clean(None))), ["error_rate"]);
-        let verdict = judge(&JudgeConfig::default(), &judge_metrics(&clean(None), &clean(None))).unwrap();
-        assert_ne!(verdict.outcome, Outcome::Fail, "{verdict}");
-        // A canary that went silent on latency while the baseline reports it is no data.
-        assert_eq!(names(judge_metrics(&clean(None), &clean(Some(20.0)))), ["error_rate", "latency_p99_ms"]);
-        assert_eq!(names(judge_metrics(&clean(Some(20.0)), &clean(Some(20.0)))), ["error_rate", "latency_p99_ms"]);
     }
 }

@@ -6,6 +6,7 @@
 //! the world's randomness repeatable, so one scenario and one seed always tell the same story.
 
 mod fleet;
+mod judge;
 mod parse;
 mod report;
 mod run;

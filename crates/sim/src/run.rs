@@ -1,6 +1,7 @@
 //! The simulation loop: virtual time advances from one thing happening to the next.
 
 use crate::fleet::Fleet;
+use crate::judge::{self, JudgedBake};
 use crate::report::{BlastRadius, EventRecord, FleetVersions, ReleaseReport, Report};
 use crate::scenario::{Defect, OperatorVerb, Scenario};
 use jiff::Timestamp;
@@ -13,6 +14,7 @@ use rollwave_core::engine::{
 };
 use rollwave_core::judge::Outcome;
 use rollwave_core::plan::{EnvId, HostId, Plan, RegionId, StageId, ZoneId};
+use rollwave_core::sequential::JudgeBin;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::sync::Arc;
@@ -181,6 +183,11 @@ struct Sim<'a> {
     /// Hosts deploying right now, per environment and zone: checked against the plan's limit.
     deploying: Vec<Vec<u32>>,
     violations: Vec<String>,
+    /// What each baking one-box's judge has seen, by (environment, region, release, bake start).
+    one_boxes: BTreeMap<(EnvId, RegionId, ReleaseId, Timestamp), JudgedBake>,
+    /// The judge's per-host traffic draws, apart from the world's, so that judging leaves
+    /// the rest of a seed's story as it was.
+    judge_rng: ChaCha8Rng,
 }
 
 impl<'a> Sim<'a> {
@@ -321,6 +328,8 @@ impl<'a> Sim<'a> {
             exposed: BTreeSet::new(),
             deploying,
             violations: Vec::new(),
+            one_boxes: BTreeMap::new(),
+            judge_rng: ChaCha8Rng::seed_from_u64(options.seed ^ 0x6a75_6467_6573_0001),
         })
     }
 
@@ -354,27 +363,63 @@ impl<'a> Sim<'a> {
                 self.next_measure = self.next_measure.checked_add(self.step).unwrap_or(Timestamp::MAX);
             }
             self.feed(Input::Tick);
-            self.pass_judged_one_boxes();
         }
     }
 
-    /// The judge's statistics need real traffic per host; the simulation passes every
-    /// judged one-box whose bake time is up (the engine counts no earlier pass), and says
-    /// so once.
-    fn pass_judged_one_boxes(&mut self) {
-        let due: Vec<_> = self
-            .engine
-            .one_box_bakes()
-            .into_iter()
-            .filter(|b| b.awaiting_pass && b.until <= self.now)
-            .map(|b| (b.env, b.region, b.release))
-            .collect();
-        for (env, region, release) in due {
-            if !self.notes.iter().any(|n| n.starts_with("the one-box judge")) {
-                self.notes.push("the one-box judge is not simulated: one-boxes waiting for it pass".into());
+    /// One step of every baking one-box's judge: each host of its region draws its own
+    /// traffic; a failing verdict is told at once, any other once the bake's time is up
+    /// (as the server does), each only when it changes.
+    fn judge_one_boxes(&mut self, secs: f64) {
+        let bakes = self.engine.one_box_bakes();
+        self.one_boxes.retain(|k, _| bakes.iter().any(|b| (b.env, b.region, b.release, b.since) == *k));
+        let mean = self.scenario.traffic.requests_per_host_per_s * secs;
+        let median = self.scenario.traffic.latency_p99_ms / 4.0;
+        let plan = Arc::clone(&self.plan);
+        let mut verdicts = Vec::new();
+        for b in bakes {
+            let fleet = &self.fleet.envs[b.env.idx()];
+            let sides: Vec<(bool, f64, f64)> = plan.env(b.env).regions[b.region.idx()]
+                .hosts
+                .clone()
+                .filter(|&h| !fleet.broken[h as usize])
+                .filter_map(|h| {
+                    let version = fleet.version[h as usize];
+                    let one_box = b.hosts.contains(&h);
+                    if one_box != (version == b.release) {
+                        // A one-box host still deploying, or a host already on the release.
+                        return None;
+                    }
+                    let zone = plan.host_zone(b.env, HostId(h));
+                    let (p, p99) = self.conditions(b.env, b.region, zone, version);
+                    Some((one_box, p, p99))
+                })
+                .collect();
+            let mut bin = JudgeBin::default();
+            let entry = self
+                .one_boxes
+                .entry((b.env, b.region, b.release, b.since))
+                .or_insert_with(|| JudgedBake::new(&b.judging));
+            for (one_box, p, p99) in sides {
+                let t = judge::host_step(&mut self.judge_rng, mean, p, p99, median);
+                let (side, points) = if one_box {
+                    (&mut bin.canary, &mut entry.canary_points)
+                } else {
+                    (&mut bin.baseline, &mut entry.baseline_points)
+                };
+                points.extend(judge::point(&t));
+                judge::add(side, &t);
             }
-            let reason = "not judged in simulation".to_owned();
-            self.feed(Input::Verdict { env, region, release, outcome: Outcome::Pass, reason });
+            entry.push(&bin);
+            let ending = self.now >= b.until;
+            let Some((outcome, reason)) = judge::verdict(&b.judging, entry, ending) else { continue };
+            if (outcome != Outcome::Fail && !ending) || entry.said == Some(outcome) {
+                continue;
+            }
+            entry.said = Some(outcome);
+            verdicts.push(Input::Verdict { env: b.env, region: b.region, release: b.release, outcome, reason });
+        }
+        for verdict in verdicts {
+            self.feed(verdict);
         }
     }
 
@@ -631,6 +676,7 @@ impl<'a> Sim<'a> {
             self.feed(input);
         }
         self.evaluate_alarms(&zone_samples, &class_samples);
+        self.judge_one_boxes(secs);
     }
 
     fn evaluate_alarms(&mut self, zones: &[Vec<Sample>], classes: &[(EnvId, ZoneId, ReleaseId, Sample)]) {

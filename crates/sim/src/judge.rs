@@ -1,0 +1,173 @@
+//! The one-box judge in simulation: each measuring step, every host of a baking one-box's
+//! region serves its own traffic (requests drawn around the scenario's rate, failures at
+//! its version's error rate, latencies into the histogram buckets a router pushes), and
+//! the one-box is judged on it with the method its manifest names, as the server judges
+//! the pushes it receives.
+//!
+//! Latency is log-normal: its median is a quarter of the scenario's p99, and a defect or
+//! an incident that raises the p99 widens the tail at the same median (the change a rank
+//! test of medians misses).
+
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Binomial, Distribution, Poisson};
+use rollwave_core::alarm::LATENCY_BOUNDS_MS;
+use rollwave_core::judge::{JudgeConfig, Outcome, judge, one_box_metrics};
+use rollwave_core::manifest::{JudgeMethod, JudgeSettings};
+use rollwave_core::sequential::{JudgeBin, SequentialJudge, SequentialState, Traffic};
+use statrs::distribution::{ContinuousCDF, Normal};
+
+/// What a one-box bake's judge has seen, kept across measuring steps.
+#[derive(Clone, Debug)]
+pub(crate) struct JudgedBake {
+    /// The sequential tests, bin by bin (`None` when the alpha cannot be used).
+    pub sequential: Option<(SequentialJudge, SequentialState)>,
+    /// Per host and step: (error rate, p99), for Mann–Whitney.
+    pub canary_points: Vec<(f64, Option<f64>)>,
+    pub baseline_points: Vec<(f64, Option<f64>)>,
+    pub steps: u64,
+    /// Mann–Whitney has looked once the bake's time was up.
+    pub looked_at_end: bool,
+    /// The outcome last told to the engine.
+    pub said: Option<Outcome>,
+}
+
+/// Whether Mann–Whitney looks after `steps` steps. It compares every canary point with
+/// every baseline point (the Hodges–Lehmann interval), so a look at every step of an hour's
+/// bake costs seconds: the simulator looks after 1, 2, 4, 8, … steps and at the bake's end,
+/// where the server looks at every sweep. (Its false alarms under frequent looks are thus
+/// understated here.)
+pub(crate) fn rank_test_looks(steps: u64) -> bool {
+    steps.is_power_of_two()
+}
+
+impl JudgedBake {
+    pub fn new(settings: &JudgeSettings) -> JudgedBake {
+        let sequential = SequentialJudge::new(settings.alpha).ok().map(|j| (j, j.start()));
+        JudgedBake {
+            sequential,
+            canary_points: Vec::new(),
+            baseline_points: Vec::new(),
+            steps: 0,
+            looked_at_end: false,
+            said: None,
+        }
+    }
+
+    /// One step of both sides' traffic.
+    pub fn push(&mut self, bin: &JudgeBin) {
+        self.steps += 1;
+        if let Some((judge, state)) = &mut self.sequential {
+            judge.push(state, bin);
+        }
+    }
+}
+
+/// One host's traffic for one step: `mean` requests on average.
+pub(crate) fn host_step(rng: &mut ChaCha8Rng, mean: f64, error_rate: f64, p99_ms: f64, median_ms: f64) -> Traffic {
+    let requests = match Poisson::new(mean) {
+        Ok(p) => p.sample(rng) as u64,
+        Err(_) => 0,
+    };
+    let errors = Binomial::new(requests, error_rate.clamp(0.0, 1.0)).map_or(0, |b| b.sample(rng));
+    Traffic { requests, errors, latency: latency_buckets(rng, requests, p99_ms, median_ms) }
+}
+
+/// `requests` latencies drawn into the buckets of [`LATENCY_BOUNDS_MS`] (one more for
+/// slower), log-normal with the given median and p99.
+fn latency_buckets(rng: &mut ChaCha8Rng, requests: u64, p99_ms: f64, median_ms: f64) -> Vec<u64> {
+    const Z99: f64 = 2.326_347_874;
+    let sigma = ((p99_ms / median_ms).ln() / Z99).max(0.01);
+    let unit = Normal::standard();
+    let below = |bound: f64| unit.cdf((bound / median_ms).ln() / sigma);
+    let mut out = Vec::with_capacity(LATENCY_BOUNDS_MS.len() + 1);
+    let (mut left, mut before) = (requests, 0.0);
+    for &bound in &LATENCY_BOUNDS_MS {
+        let upto = below(bound);
+        // The share of what is left that falls in this bucket.
+        let p = if before >= 1.0 { 0.0 } else { ((upto - before) / (1.0 - before)).clamp(0.0, 1.0) };
+        let k = Binomial::new(left, p).map_or(0, |b| b.sample(rng));
+        out.push(k);
+        left -= k;
+        before = upto;
+    }
+    out.push(left);
+    out
+}
+
+/// (error rate, p99 as the upper bound of its bucket) of one host's step, as the server
+/// reads a push; `None` without requests.
+pub(crate) fn point(t: &Traffic) -> Option<(f64, Option<f64>)> {
+    if t.requests == 0 {
+        return None;
+    }
+    let total: u64 = t.latency.iter().sum();
+    let p99 = (total > 0).then(|| {
+        let rank = (total as f64 * 0.99).ceil() as u64;
+        let mut seen = 0;
+        let i = t.latency.iter().position(|n| {
+            seen += n;
+            seen >= rank
+        });
+        i.and_then(|i| LATENCY_BOUNDS_MS.get(i).copied())
+            .unwrap_or(2.0 * LATENCY_BOUNDS_MS[LATENCY_BOUNDS_MS.len() - 1])
+    });
+    Some((t.errors as f64 / t.requests as f64, p99))
+}
+
+/// Adds `t` into `into`.
+pub(crate) fn add(into: &mut Traffic, t: &Traffic) {
+    into.requests += t.requests;
+    into.errors += t.errors;
+    if into.latency.len() < t.latency.len() {
+        into.latency.resize(t.latency.len(), 0);
+    }
+    for (a, b) in into.latency.iter_mut().zip(&t.latency) {
+        *a += b;
+    }
+}
+
+/// The verdict on what `bake` has seen, as the server would give it: `None` while there is
+/// too little to judge, or when Mann–Whitney does not look at this step (`ending`: the
+/// bake's time is up; it looks at the first such step).
+pub(crate) fn verdict(settings: &JudgeSettings, bake: &mut JudgedBake, ending: bool) -> Option<(Outcome, String)> {
+    match settings.method {
+        JudgeMethod::MannWhitney => {
+            if bake.canary_points.len() < 3 || bake.baseline_points.len() < 3 {
+                return None;
+            }
+            let first_look_at_end = ending && !bake.looked_at_end;
+            if !first_look_at_end && !rank_test_looks(bake.steps) {
+                return None;
+            }
+            bake.looked_at_end |= ending;
+            let v =
+                judge(&JudgeConfig::default(), &one_box_metrics(&bake.canary_points, &bake.baseline_points)).ok()?;
+            Some((v.outcome, format!("score {:.0} ({}): {}", v.score, v.outcome, v.reason)))
+        }
+        JudgeMethod::Sequential => {
+            let (judge, state) = bake.sequential.as_ref()?;
+            let v = judge.verdict(state);
+            Some((v.outcome, format!("sequential ({}): {}", v.outcome, v.reason)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn latencies_land_in_the_buckets_their_median_and_p99_say() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let buckets = latency_buckets(&mut rng, 100_000, 120.0, 30.0);
+        assert_eq!(buckets.iter().sum::<u64>(), 100_000);
+        // Median 30 ms: about half at or below 25–50 ms; p99 120 ms: about 1 % past 100 ms
+        // rises to about 0.6 % past 250 ms... so check the bounds around them.
+        let upto = |i: usize| buckets[..=i].iter().sum::<u64>() as f64 / 100_000.0;
+        assert!(upto(2) < 0.5 && upto(3) > 0.5, "median between 25 and 50 ms: {buckets:?}");
+        assert!(upto(4) < 0.99 && upto(5) > 0.99, "p99 between 100 and 250 ms: {buckets:?}");
+        let t = Traffic { requests: 100_000, errors: 500, latency: buckets };
+        assert_eq!(point(&t), Some((0.005, Some(250.0))));
+    }
+}

@@ -60,6 +60,26 @@ enum Command {
         #[arg(long, default_value = "30d", value_parser = parse_duration)]
         until: std::time::Duration,
     },
+    /// Run a scenario many times (seeds S, S+1, …, on every core) and measure what the
+    /// pipeline does to each release: outcomes, what rolled it back, how soon, how much
+    /// it exposed, and for good releases the false-rollback rate.
+    Study {
+        file: PathBuf,
+        #[arg(long)]
+        scenario: PathBuf,
+        /// How many runs.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        runs: u64,
+        /// The first run's seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Print one JSON object instead of a summary.
+        #[arg(long)]
+        json: bool,
+        /// Stop each run after this much virtual time (e.g. 14d).
+        #[arg(long, default_value = "30d", value_parser = parse_duration)]
+        until: std::time::Duration,
+    },
     /// Run the L7 router: sticky canary split, track propagation, per-backend metrics.
     Router(rollwave_router::RouterArgs),
     /// Serve feature flags over OFREP: a region's flag sets from the control plane (kept
@@ -149,6 +169,7 @@ impl Command {
             | Command::Schema
             | Command::Flags(_)
             | Command::Simulate { .. }
+            | Command::Study { .. }
             | Command::Service(_)
             | Command::Release(_)
             | Command::Status { .. }
@@ -768,6 +789,26 @@ pub fn run() -> Result<ExitCode> {
         }
         Command::Schema => {
             writeln!(out, "{}", serde_json::to_string_pretty(&rollwave_manifest::manifest_schema())?)?;
+        }
+        Command::Study { file, scenario, runs, seed, json, until } => {
+            let Some(manifest) = load_manifest(&file)? else { return Ok(ExitCode::from(1)) };
+            let text = read(&scenario)?;
+            let scenario = match rollwave_sim::parse_scenario(&scenario.display().to_string(), &text, &manifest) {
+                Ok(s) => s,
+                Err(errors) => {
+                    eprint!("{errors}");
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            let plan = Arc::new(Plan::new(manifest));
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let options = rollwave_sim::StudyOptions { runs, seed, until, threads };
+            let study = rollwave_sim::study(plan, &scenario, options)?;
+            if json {
+                writeln!(out, "{}", study.to_json())?;
+            } else {
+                write!(out, "{}", study.to_text())?;
+            }
         }
         Command::Simulate { file, scenario, seed, json, until } => {
             let Some(manifest) = load_manifest(&file)? else { return Ok(ExitCode::from(1)) };

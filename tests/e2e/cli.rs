@@ -1,5 +1,5 @@
 //! The `rollwave` binary as its users and scripts see it: exit codes, located errors and
-//! the JSON contracts of `plan` and `simulate`.
+//! the JSON contracts of `plan`, `simulate` and `study`.
 
 use crate::kit::{BIN, Server, free_port, wait_for};
 use serde_json::Value;
@@ -323,4 +323,41 @@ fn audit_verify_reads_the_server_or_a_named_database_and_never_creates_one() {
     assert!(!absent.status.success());
     assert!(stderr(&absent).contains("no database at"), "{}", stderr(&absent));
     assert!(!missing.exists());
+}
+
+#[test]
+fn study_json_keeps_its_contract_and_is_the_same_for_the_same_seeds() {
+    let args = ["study", "examples/pipeline.yaml", "--scenario", "examples/bad-release.yaml", "--runs", "12"];
+    let run = |extra: &[&str]| {
+        let o = rollwave(&[&args[..], extra, &["--json"]].concat());
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice::<Value>(&o.stdout).expect("one JSON object")
+    };
+    let study = run(&[]);
+    assert_eq!(run(&[]), study, "the same seeds give the same figures");
+    assert_eq!(study["runs"], 12);
+    let releases = study["releases"].as_array().unwrap();
+    let find = |v: &str| releases.iter().find(|r| r["version"] == v).unwrap_or_else(|| panic!("{v} in {study}"));
+    let good = find("v2");
+    assert_eq!(good["defective"], false);
+    assert_eq!(good["outcomes"]["completed"], 12, "{good}");
+    assert_eq!(good["false_rollback_rate"], 0.0);
+    let ci = good["false_rollback_ci95"].as_array().unwrap();
+    assert_eq!(ci[0], 0.0);
+    assert!(ci[1].as_f64().unwrap() > 0.0 && ci[1].as_f64().unwrap() < 0.3, "{ci:?}");
+    let bad = find("v3");
+    assert_eq!(bad["defective"], true);
+    assert!(bad.get("false_rollback_rate").is_none(), "only for good releases: {bad}");
+    assert_eq!(bad["rolled_back_by"]["alarm"], 12, "{bad}");
+    for key in ["p50", "p90", "max"] {
+        assert!(bad["detect_s"][key].as_f64().is_some_and(|s| s > 0.0), "{bad}");
+    }
+    for key in ["p50", "p99"] {
+        assert!(bad["exposed_requests"][key].as_f64().is_some_and(|n| n > 0.0), "{bad}");
+    }
+    assert_ne!(run(&["--seed", "100"]), study, "other seeds, other runs");
+    // No runs is refused by name.
+    let o = rollwave(&["study", "examples/pipeline.yaml", "--scenario", "examples/bad-release.yaml", "--runs", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--runs"), "{}", stderr(&o));
 }

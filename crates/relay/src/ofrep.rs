@@ -24,7 +24,6 @@ use http::StatusCode;
 use rollwave_flags::{Context, ErrorCode, Evaluation};
 use rollwave_router::track::Track;
 use serde_json::{Map, Value};
-use std::io::Write as _;
 use std::sync::Arc;
 
 /// Largest request body read; a longer one is refused.

@@ -11,8 +11,10 @@ mod parse;
 mod report;
 mod run;
 mod scenario;
+mod study;
 
 pub use parse::parse_scenario;
-pub use report::{BlastRadius, EventRecord, FleetVersions, ReleaseReport, Report};
+pub use report::{BlastRadius, Cause, EventRecord, FleetVersions, ReleaseMeasure, ReleaseReport, Report};
 pub use run::{Options, SimError, simulate};
 pub use scenario::*;
+pub use study::{ReleaseStudy, Spread, Study, StudyOptions, Tail, study};

@@ -18,6 +18,56 @@ pub struct Report {
     /// Breaches of the engine's invariants that the simulated world observed (never
     /// expected; the property tests assert there are none).
     pub violations: Vec<String>,
+    /// Per release, what a study of many runs reads (not part of the report's JSON).
+    #[serde(skip)]
+    pub measures: Vec<ReleaseMeasure>,
+}
+
+/// What happened to one release in one run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReleaseMeasure {
+    pub version: String,
+    /// The scenario gave it a defect.
+    pub defective: bool,
+    pub outcome: &'static str,
+    /// What its first rollback was owed to.
+    pub rolled_back_by: Option<Cause>,
+    /// From its first one-box to its first rollback.
+    pub detect: Option<std::time::Duration>,
+    /// Requests it served while its defect was active.
+    pub exposed_requests: u64,
+    /// Hosts deployed with it while it was defective.
+    pub exposed_hosts: u64,
+}
+
+/// What a rollback was owed to: the input that started it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Cause {
+    /// The one-box judge's verdict.
+    Judge,
+    /// An alarm (synthetic monitors' alarms among them).
+    Alarm,
+    /// Host deployments that failed, or hosts lost.
+    FailedHosts,
+    /// A stage's tests.
+    Tests,
+    /// An operator's command.
+    Operator,
+    /// Anything else (a deployment's timeout, seen at a tick).
+    Other,
+}
+
+impl Cause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Judge => "judge",
+            Cause::Alarm => "alarm",
+            Cause::FailedHosts => "failed_hosts",
+            Cause::Tests => "tests",
+            Cause::Operator => "operator",
+            Cause::Other => "other",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -2,7 +2,7 @@
 
 use crate::fleet::Fleet;
 use crate::judge::{self, JudgedBake};
-use crate::report::{BlastRadius, EventRecord, FleetVersions, ReleaseReport, Report};
+use crate::report::{BlastRadius, Cause, EventRecord, FleetVersions, ReleaseMeasure, ReleaseReport, Report};
 use crate::scenario::{Defect, OperatorVerb, Scenario};
 use jiff::Timestamp;
 use rand::{RngExt, SeedableRng};
@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Binomial, Distribution};
 use rollwave_core::alarm::{AlarmScope, AlarmState, Evaluator, MetricRef, TrafficMetric};
 use rollwave_core::engine::{
-    Action, Command, CommandId, Engine, Input, OperatorCommand, Output, ReleaseId, Scope, render_scope,
+    Action, Command, CommandId, Engine, EventKind, Input, OperatorCommand, Output, ReleaseId, Scope, render_scope,
 };
 use rollwave_core::judge::Outcome;
 use rollwave_core::plan::{EnvId, HostId, Plan, RegionId, StageId, ZoneId};
@@ -188,6 +188,19 @@ struct Sim<'a> {
     /// The judge's per-host traffic draws, apart from the world's, so that judging leaves
     /// the rest of a seed's story as it was.
     judge_rng: ChaCha8Rng,
+    /// Per release: what a study of many runs reads.
+    measures: BTreeMap<ReleaseId, Measure>,
+}
+
+/// What happened to one release in one run, as it happened.
+#[derive(Clone, Debug, Default)]
+struct Measure {
+    first_one_box: Option<Timestamp>,
+    /// When a host first finished deploying it.
+    first_deployed: Option<Timestamp>,
+    first_rollback: Option<(Cause, Timestamp)>,
+    exposed_requests: u64,
+    exposed_hosts: BTreeSet<(EnvId, HostId)>,
 }
 
 impl<'a> Sim<'a> {
@@ -330,6 +343,7 @@ impl<'a> Sim<'a> {
             violations: Vec::new(),
             one_boxes: BTreeMap::new(),
             judge_rng: ChaCha8Rng::seed_from_u64(options.seed ^ 0x6a75_6467_6573_0001),
+            measures: BTreeMap::new(),
         })
     }
 
@@ -433,11 +447,32 @@ impl<'a> Sim<'a> {
 
     /// Whether the one-box of `region` in `stage` waits for the judge's verdict.
     fn feed(&mut self, input: Input) -> bool {
+        // What any rollback this input starts is owed to.
+        let cause = match &input {
+            Input::Verdict { .. } => Cause::Judge,
+            Input::Alarm { .. } => Cause::Alarm,
+            Input::HostReport { .. } | Input::HostLost { .. } => Cause::FailedHosts,
+            Input::TestReport { .. } => Cause::Tests,
+            Input::Operator(_) => Cause::Operator,
+            _ => Cause::Other,
+        };
         let result = self.engine.handle(self.now, input);
         let outputs: Vec<Output> = self.engine.drain().collect();
         for output in outputs {
             match output {
                 Output::Event(e) => {
+                    if let Some(release) = e.release {
+                        let measure = self.measures.entry(release).or_default();
+                        match e.kind {
+                            EventKind::OneBoxDeployed => {
+                                measure.first_one_box.get_or_insert(e.at);
+                            }
+                            EventKind::RollbackStarted => {
+                                measure.first_rollback.get_or_insert((cause, e.at));
+                            }
+                            _ => {}
+                        }
+                    }
                     let release = e.release.map(|r| self.engine.version_name(r).to_owned());
                     self.events.push(EventRecord {
                         t: e.at.to_string(),
@@ -512,7 +547,9 @@ impl<'a> Sim<'a> {
                         self.moved_hosts.insert((env, host));
                         if self.defects.contains_key(&target) {
                             self.exposed.insert((env, host));
+                            self.measures.entry(target).or_default().exposed_hosts.insert((env, host));
                         }
+                        self.measures.entry(target).or_default().first_deployed.get_or_insert(self.now);
                         Ok(())
                     };
                     self.feed(Input::HostReport { env, host, command, result });
@@ -664,6 +701,7 @@ impl<'a> Sim<'a> {
                     self.blast.total_requests += requests;
                     if self.defect_active(version) {
                         self.blast.bad_requests += requests;
+                        self.measures.entry(version).or_default().exposed_requests += requests;
                     }
                     if version.0 > 0 && requests > 0 {
                         served.push(Input::Served { env: env_id, zone, version, requests });
@@ -839,6 +877,28 @@ impl<'a> Sim<'a> {
                 rolled_back_scopes: r.rolled_back_scopes.into_iter().map(|s| render_scope(&self.plan, s)).collect(),
             })
             .collect();
+        let measures = self
+            .engine
+            .releases()
+            .into_iter()
+            .map(|r| {
+                let m = self.measures.get(&r.id).cloned().unwrap_or_default();
+                ReleaseMeasure {
+                    version: r.version,
+                    defective: self.defects.contains_key(&r.id),
+                    outcome: r.status.as_str(),
+                    rolled_back_by: m.first_rollback.map(|(cause, _)| cause),
+                    // From its first one-box if one came before the rollback, else from
+                    // the first host it reached.
+                    detect: m.first_rollback.and_then(|(_, at)| {
+                        let from = m.first_one_box.filter(|t| *t <= at).or(m.first_deployed)?;
+                        (at >= from).then(|| at.duration_since(from).unsigned_abs())
+                    }),
+                    exposed_requests: m.exposed_requests,
+                    exposed_hosts: m.exposed_hosts.len() as u64,
+                }
+            })
+            .collect();
         let mut blast = self.blast.clone();
         blast.fraction =
             if blast.total_requests == 0 { 0.0 } else { blast.bad_requests as f64 / blast.total_requests as f64 };
@@ -852,6 +912,7 @@ impl<'a> Sim<'a> {
             notes: self.notes.clone(),
             fleet: self.fleet_versions(),
             violations: self.violations.clone(),
+            measures,
         }
     }
 }

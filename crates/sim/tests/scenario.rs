@@ -111,3 +111,22 @@ fn the_same_seed_gives_the_same_verdicts() {
     let judge = "{ method: sequential }";
     assert_eq!(verdicts(simulate_judged(judge, 3)), verdicts(simulate_judged(judge, 3)));
 }
+
+#[test]
+fn a_study_s_figures_do_not_depend_on_how_many_threads_ran_it() {
+    let manifest = rollwave_manifest::parse_manifest("pipeline.yaml", PIPELINE).unwrap();
+    let scenario = parse_scenario("bad-release.yaml", BAD_RELEASE, &manifest).unwrap();
+    let plan = std::sync::Arc::new(rollwave_core::plan::Plan::new(manifest));
+    let options = |threads| rollwave_sim::StudyOptions {
+        runs: 7,
+        seed: 40,
+        until: std::time::Duration::from_secs(30 * 86_400),
+        threads,
+    };
+    let one = rollwave_sim::study(std::sync::Arc::clone(&plan), &scenario, options(1)).unwrap();
+    let three = rollwave_sim::study(plan, &scenario, options(3)).unwrap();
+    assert_eq!(one, three);
+    assert_eq!(one.runs, 7);
+    let v3 = one.releases.iter().find(|r| r.version == "v3").unwrap();
+    assert_eq!(v3.outcomes.values().sum::<u64>(), 7);
+}

@@ -274,16 +274,20 @@ pub enum JudgeMethod {
     /// Anytime-valid sequential tests of error and slow-request rates
     /// ([`crate::sequential`]).
     Sequential,
+    /// No verdict at all: only alarms and monitors act on the one-box, and its bake never
+    /// waits for a judge.
+    Off,
 }
 
 impl JudgeMethod {
-    pub const ALL: [JudgeMethod; 2] = [JudgeMethod::MannWhitney, JudgeMethod::Sequential];
+    pub const ALL: [JudgeMethod; 3] = [JudgeMethod::MannWhitney, JudgeMethod::Sequential, JudgeMethod::Off];
 
     /// The name the manifest gives it.
     pub fn as_str(self) -> &'static str {
         match self {
             JudgeMethod::MannWhitney => "mann_whitney",
             JudgeMethod::Sequential => "sequential",
+            JudgeMethod::Off => "off",
         }
     }
 }

@@ -528,7 +528,8 @@ fn one_box(d: &mut Decoder, node: &Node) -> Option<OneBoxSetting> {
                 Some(share)
             }),
             bake: d.optional(&map, "bake", bake).unwrap_or_default(),
-            judge: judged.map(|j| j.is_some()),
+            // `method: off` gives no verdict to wait for.
+            judge: judged.map(|j| j.is_some_and(|s| s.method != JudgeMethod::Off)),
             judging: judged.flatten(),
         }));
     }
@@ -540,17 +541,18 @@ fn one_box(d: &mut Decoder, node: &Node) -> Option<OneBoxSetting> {
 }
 
 /// `judge: true | false | { method, alpha }`: whether the bake awaits a pass, and (for a
-/// mapping, which awaits one) how the one-box is judged. `Some(None)` is `false`.
+/// mapping, which awaits one unless its method is `off`) how the one-box is judged.
+/// `Some(None)` is `false`.
 fn judge(d: &mut Decoder, node: &Node) -> Option<Option<JudgeSettings>> {
     if let Node::Mapping(_) = node {
         let map = d.mapping(node, keys::JUDGE)?;
         let defaults = JudgeSettings::default();
         let method = d.optional(&map, "method", |d, n| {
-            d.parsed(n, "mann_whitney or sequential", |s| {
+            d.parsed(n, "mann_whitney, sequential or off", |s| {
                 JudgeMethod::ALL
                     .into_iter()
                     .find(|m| m.as_str() == s)
-                    .ok_or_else(|| format!("expected a judge method, mann_whitney or sequential, found {s:?}"))
+                    .ok_or_else(|| format!("expected a judge method, mann_whitney, sequential or off, found {s:?}"))
             })
         });
         let alpha = d.optional(&map, "alpha", |d, n| {

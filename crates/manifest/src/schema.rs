@@ -172,7 +172,7 @@ fn property(object: &str, key: &str) -> Option<Value> {
         ),
         ("judgeSettings", "method") => described(
             json!({ "enum": JudgeMethod::ALL.map(JudgeMethod::as_str), "default": JudgeMethod::default().as_str() }),
-            "mann_whitney: Kayenta's rank test of per-bin values; sequential: anytime-valid tests of error and slow-request rates.",
+            "mann_whitney: Kayenta's rank test of per-bin values; sequential: anytime-valid tests of error and slow-request rates; off: no verdict, alarms only.",
         ),
         ("judgeSettings", "alpha") => described(
             json!({ "type": "number", "exclusiveMinimum": 0, "maximum": 0.5, "default": JudgeSettings::default().alpha }),

@@ -1101,7 +1101,12 @@ fn a_one_box_judge_is_a_switch_or_a_method_with_its_alpha() {
         (true, JudgeSettings { method: JudgeMethod::MannWhitney, alpha: 0.01 })
     );
     let err = judge_of("{ method: bayes }").unwrap_err().to_string();
-    assert!(err.contains("j.yaml:3:") && err.contains("mann_whitney or sequential"), "{err}");
+    assert!(err.contains("j.yaml:3:") && err.contains("mann_whitney, sequential or off"), "{err}");
+    assert_eq!(
+        judge_of("{ method: off }").unwrap(),
+        (false, JudgeSettings { method: JudgeMethod::Off, alpha: 0.01 }),
+        "no verdict to wait for"
+    );
     let err = judge_of("{ method: sequential, alpha: 0.9 }").unwrap_err().to_string();
     assert!(err.contains("j.yaml:3:") && err.contains("alpha 0.9 is outside"), "{err}");
     let err = judge_of("{ metod: sequential }").unwrap_err().to_string();

@@ -665,6 +665,7 @@ impl Signals {
                     report: verdict.report().into(),
                 })
             }
+            JudgeMethod::Off => None,
             JudgeMethod::Sequential => {
                 let judge = rollwave_core::sequential::SequentialJudge::new(judging.alpha).ok()?;
                 let bins = sequential_bins(canary, baseline, since, self.bin_ms);

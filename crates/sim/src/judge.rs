@@ -31,14 +31,16 @@ pub(crate) struct JudgedBake {
     pub said: Option<Outcome>,
 }
 
-/// Whether Mann–Whitney looks after `steps` steps. It compares every canary point with
-/// every baseline point (the Hodges–Lehmann interval), so a look at every step of an hour's
-/// bake costs seconds: the simulator looks after 1, 2, 4, 8, … steps and at the bake's end,
-/// where the server looks at every sweep. (Its false alarms under frequent looks are thus
-/// understated here.)
-pub(crate) fn rank_test_looks(steps: u64) -> bool {
-    steps.is_power_of_two()
+/// Whether Mann–Whitney looks after `steps` steps, with `pairs` canary × baseline points.
+/// Each look sorts out the Hodges–Lehmann interval from every pair, so it looks at every
+/// step, as the server does at every sweep, while there are at most [`EVERY_STEP_PAIRS`]
+/// pairs (about 40 one-minute steps beside eleven baseline hosts), and past that after
+/// 2ⁿ steps only, so that a long bake of short steps stays affordable.
+pub(crate) fn rank_test_looks(steps: u64, pairs: usize) -> bool {
+    pairs <= EVERY_STEP_PAIRS || steps.is_power_of_two()
 }
+
+pub(crate) const EVERY_STEP_PAIRS: usize = 20_000;
 
 impl JudgedBake {
     pub fn new(settings: &JudgeSettings) -> JudgedBake {
@@ -136,7 +138,8 @@ pub(crate) fn verdict(settings: &JudgeSettings, bake: &mut JudgedBake, ending: b
                 return None;
             }
             let first_look_at_end = ending && !bake.looked_at_end;
-            if !first_look_at_end && !rank_test_looks(bake.steps) {
+            let pairs = bake.canary_points.len() * bake.baseline_points.len();
+            if !first_look_at_end && !rank_test_looks(bake.steps, pairs) {
                 return None;
             }
             bake.looked_at_end |= ending;
@@ -144,6 +147,7 @@ pub(crate) fn verdict(settings: &JudgeSettings, bake: &mut JudgedBake, ending: b
                 judge(&JudgeConfig::default(), &one_box_metrics(&bake.canary_points, &bake.baseline_points)).ok()?;
             Some((v.outcome, format!("score {:.0} ({}): {}", v.score, v.outcome, v.reason)))
         }
+        JudgeMethod::Off => None,
         JudgeMethod::Sequential => {
             let (judge, state) = bake.sequential.as_ref()?;
             let v = judge.verdict(state);

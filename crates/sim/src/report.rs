@@ -34,6 +34,8 @@ pub struct ReleaseMeasure {
     pub rolled_back_by: Option<Cause>,
     /// From its first one-box to its first rollback.
     pub detect: Option<std::time::Duration>,
+    /// Its first rollback came while its first one-box baked.
+    pub caught_in_one_box: bool,
     /// Requests it served while its defect was active.
     pub exposed_requests: u64,
     /// Hosts deployed with it while it was defective.

@@ -196,6 +196,9 @@ struct Sim<'a> {
 #[derive(Clone, Debug, Default)]
 struct Measure {
     first_one_box: Option<Timestamp>,
+    /// The scope of its first one-box, and when that one-box's bake ended.
+    first_one_box_scope: Option<rollwave_core::engine::EventScope>,
+    first_one_box_bake_end: Option<Timestamp>,
     /// When a host first finished deploying it.
     first_deployed: Option<Timestamp>,
     first_rollback: Option<(Cause, Timestamp)>,
@@ -464,8 +467,15 @@ impl<'a> Sim<'a> {
                     if let Some(release) = e.release {
                         let measure = self.measures.entry(release).or_default();
                         match e.kind {
-                            EventKind::OneBoxDeployed => {
-                                measure.first_one_box.get_or_insert(e.at);
+                            EventKind::OneBoxDeployed if measure.first_one_box.is_none() => {
+                                measure.first_one_box = Some(e.at);
+                                measure.first_one_box_scope = Some(e.scope);
+                            }
+                            EventKind::BakeCompleted
+                                if measure.first_one_box_scope == Some(e.scope)
+                                    && measure.first_one_box_bake_end.is_none() =>
+                            {
+                                measure.first_one_box_bake_end = Some(e.at);
                             }
                             EventKind::RollbackStarted => {
                                 measure.first_rollback.get_or_insert((cause, e.at));
@@ -894,6 +904,12 @@ impl<'a> Sim<'a> {
                         let from = m.first_one_box.filter(|t| *t <= at).or(m.first_deployed)?;
                         (at >= from).then(|| at.duration_since(from).unsigned_abs())
                     }),
+                    caught_in_one_box: match (m.first_one_box, m.first_rollback) {
+                        (Some(one_box), Some((_, at))) => {
+                            at >= one_box && m.first_one_box_bake_end.is_none_or(|end| at <= end)
+                        }
+                        _ => false,
+                    },
                     exposed_requests: m.exposed_requests,
                     exposed_hosts: m.exposed_hosts.len() as u64,
                 }

@@ -43,6 +43,8 @@ pub struct ReleaseStudy {
     /// What its first rollback was owed to (`judge`, `alarm`, `failed_hosts`, `tests`,
     /// `operator`, `other`) → runs.
     pub rolled_back_by: BTreeMap<&'static str, u64>,
+    /// Runs where its first rollback came while its first one-box baked.
+    pub caught_in_one_box: u64,
     /// Seconds from its first one-box to its first rollback, over the runs that had both.
     pub detect_s: Spread,
     /// Requests it served while its defect was active.
@@ -150,6 +152,7 @@ fn summarize(runs: &[Vec<ReleaseMeasure>]) -> Vec<ReleaseStudy> {
                 defective,
                 outcomes,
                 rolled_back_by,
+                caught_in_one_box: measures.iter().filter(|m| m.caught_in_one_box).count() as u64,
                 detect_s: Spread {
                     p50: quantile(&detect, 0.5),
                     p90: quantile(&detect, 0.9),
@@ -199,6 +202,9 @@ impl Study {
             if !r.rolled_back_by.is_empty() {
                 let by: Vec<String> = r.rolled_back_by.iter().map(|(k, v)| format!("{k} {v}")).collect();
                 let _ = writeln!(out, "  first rolled back by: {}", by.join(", "));
+            }
+            if r.caught_in_one_box > 0 {
+                let _ = writeln!(out, "  caught while its first one-box baked: {}", r.caught_in_one_box);
             }
             if r.detect_s.max.is_some() {
                 let _ = writeln!(

@@ -791,16 +791,7 @@ pub fn run() -> Result<ExitCode> {
             writeln!(out, "{}", serde_json::to_string_pretty(&rollwave_manifest::manifest_schema())?)?;
         }
         Command::Study { file, scenario, runs, seed, json, until } => {
-            let Some(manifest) = load_manifest(&file)? else { return Ok(ExitCode::from(1)) };
-            let text = read(&scenario)?;
-            let scenario = match rollwave_sim::parse_scenario(&scenario.display().to_string(), &text, &manifest) {
-                Ok(s) => s,
-                Err(errors) => {
-                    eprint!("{errors}");
-                    return Ok(ExitCode::from(1));
-                }
-            };
-            let plan = Arc::new(Plan::new(manifest));
+            let Some((plan, scenario)) = load_world(&file, &scenario)? else { return Ok(ExitCode::from(1)) };
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             let options = rollwave_sim::StudyOptions { runs, seed, until, threads };
             let study = rollwave_sim::study(plan, &scenario, options)?;
@@ -811,16 +802,7 @@ pub fn run() -> Result<ExitCode> {
             }
         }
         Command::Simulate { file, scenario, seed, json, until } => {
-            let Some(manifest) = load_manifest(&file)? else { return Ok(ExitCode::from(1)) };
-            let text = read(&scenario)?;
-            let scenario = match rollwave_sim::parse_scenario(&scenario.display().to_string(), &text, &manifest) {
-                Ok(s) => s,
-                Err(errors) => {
-                    eprint!("{errors}");
-                    return Ok(ExitCode::from(1));
-                }
-            };
-            let plan = Arc::new(Plan::new(manifest));
+            let Some((plan, scenario)) = load_world(&file, &scenario)? else { return Ok(ExitCode::from(1)) };
             let report = rollwave_sim::simulate(plan, &scenario, rollwave_sim::Options { seed, until })?;
             if json {
                 writeln!(out, "{}", report.to_json())?;
@@ -835,6 +817,19 @@ pub fn run() -> Result<ExitCode> {
 
 fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// Reads a manifest and a scenario for it; on errors prints them all and returns `None`.
+fn load_world(file: &Path, scenario: &Path) -> Result<Option<(Arc<Plan>, rollwave_sim::Scenario)>> {
+    let Some(manifest) = load_manifest(file)? else { return Ok(None) };
+    let text = read(scenario)?;
+    match rollwave_sim::parse_scenario(&scenario.display().to_string(), &text, &manifest) {
+        Ok(s) => Ok(Some((Arc::new(Plan::new(manifest)), s))),
+        Err(errors) => {
+            eprint!("{errors}");
+            Ok(None)
+        }
+    }
 }
 
 /// Reads and parses a manifest; on errors prints them all and returns `None`.

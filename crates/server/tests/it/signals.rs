@@ -77,6 +77,23 @@ fn judged_until_halted(
     (detail, verdict)
 }
 
+/// A server with the manifest's one-box judged by `method` (no alarm: only the judge
+/// stands between the one-box and its zone), and v2 created.
+fn v2_judged_by(method: &str) -> TestServer {
+    let manifest = MANIFEST
+        .split("alarms:")
+        .next()
+        .unwrap()
+        .replace("min_datapoints: 50 }", &format!("min_datapoints: 50 }}, judge: {{ method: {method} }}"));
+    let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(50) });
+    let admin = s.client(Some(ADMIN));
+    admin.apply("web.yaml", &manifest).unwrap();
+    admin
+        .create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None, flags: None })
+        .unwrap();
+    s
+}
+
 fn sample(host: &str, version: &str, requests: u64, errors: u64) -> MetricSample {
     MetricSample { host: host.into(), version: version.into(), requests, errors, latency_buckets: fast(requests) }
 }
@@ -155,19 +172,8 @@ fn an_alarm_where_the_one_box_bakes_rolls_it_back_within_seconds() {
 
 #[test]
 fn the_one_box_judge_rolls_back_a_one_box_worse_than_its_baseline() {
-    // No alarm at all: only the judge stands between the one-box and the zone. Kayenta's
-    // rank test, whose table this checks; the flag test below uses the default method.
-    let manifest = MANIFEST
-        .split("alarms:")
-        .next()
-        .unwrap()
-        .replace("min_datapoints: 50 }", "min_datapoints: 50 }, judge: { method: mann_whitney }");
-    let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(50) });
-    let admin = s.client(Some(ADMIN));
-    admin.apply("web.yaml", &manifest).unwrap();
-    admin
-        .create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None, flags: None })
-        .unwrap();
+    // Kayenta's rank test, whose table this checks; the flag test below uses the default.
+    let s = v2_judged_by("mann_whitney");
     // The one-box fails about 8% of requests; the baseline well under 1%.
     let (detail, verdict) = judged_until_halted(&s, "v2", |round| {
         vec![
@@ -199,17 +205,7 @@ fn the_sequential_judge_rolls_back_sparse_errors_on_the_one_box() {
     // Sparse errors: 1 or 2 in a push of 20 on the one-box, none elsewhere. Most per-push
     // error rates of both sides are 0: on this traffic `mann_whitney` passes the one-box
     // (p = 2.5e-22, but a shift of 0 and an interval of [0, 0.05]).
-    let manifest = MANIFEST
-        .split("alarms:")
-        .next()
-        .unwrap()
-        .replace("min_datapoints: 50 }", "min_datapoints: 50 }, judge: { method: sequential, alpha: 0.01 }");
-    let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(50) });
-    let admin = s.client(Some(ADMIN));
-    admin.apply("web.yaml", &manifest).unwrap();
-    admin
-        .create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None, flags: None })
-        .unwrap();
+    let s = v2_judged_by("sequential, alpha: 0.01");
     let (detail, verdict) = judged_until_halted(&s, "v2", |round| {
         vec![
             sample("z1-1", "v2", 20, u64::from(round % 3 == 0) + u64::from(round % 5 == 0)),
@@ -226,17 +222,8 @@ fn the_sequential_judge_rolls_back_sparse_errors_on_the_one_box() {
 
 #[test]
 fn the_sequential_judge_passes_a_good_one_box_once_its_bake_is_up_and_it_moves_on() {
-    let manifest = MANIFEST
-        .split("alarms:")
-        .next()
-        .unwrap()
-        .replace("min_datapoints: 50 }", "min_datapoints: 50 }, judge: { method: sequential }");
-    let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(50) });
+    let s = v2_judged_by("sequential");
     let admin = s.client(Some(ADMIN));
-    admin.apply("web.yaml", &manifest).unwrap();
-    admin
-        .create_release("web", &CreateRelease { version: "v2".into(), artifact: None, sha256: None, flags: None })
-        .unwrap();
     s.wait_for("the one-box bakes", || {
         admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == rollwave_api::EventKind::BakeStarted)
     });

@@ -27,6 +27,20 @@ struct Cli {
     command: Command,
 }
 
+/// A manifest and a scenario to run against it in virtual time.
+#[derive(clap::Args, Debug)]
+pub struct World {
+    file: PathBuf,
+    #[arg(long)]
+    scenario: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Stop (each run) after this much virtual time (e.g. 14d).
+    #[arg(long, default_value = "30d", value_parser = parse_duration)]
+    until: std::time::Duration,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Ship three releases through a real pipeline on this machine: server, agents, routers, users.
@@ -47,38 +61,24 @@ enum Command {
     Flags(flags::FlagsCommand),
     /// Run the engine against a simulated fleet and traffic in virtual time.
     Simulate {
-        file: PathBuf,
-        #[arg(long)]
-        scenario: PathBuf,
+        #[command(flatten)]
+        world: World,
         /// Seed for the simulated world's randomness.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Print one JSON object instead of a timeline.
-        #[arg(long)]
-        json: bool,
-        /// Stop after this much virtual time (e.g. 14d).
-        #[arg(long, default_value = "30d", value_parser = parse_duration)]
-        until: std::time::Duration,
     },
     /// Run a scenario many times (seeds S, S+1, …, on every core) and measure what the
     /// pipeline does to each release: outcomes, what rolled it back, how soon, how much
     /// it exposed, and for good releases the false-rollback rate.
     Study {
-        file: PathBuf,
-        #[arg(long)]
-        scenario: PathBuf,
+        #[command(flatten)]
+        world: World,
         /// How many runs.
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
         runs: u64,
         /// The first run's seed.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Print one JSON object instead of a summary.
-        #[arg(long)]
-        json: bool,
-        /// Stop each run after this much virtual time (e.g. 14d).
-        #[arg(long, default_value = "30d", value_parser = parse_duration)]
-        until: std::time::Duration,
     },
     /// Run the L7 router: sticky canary split, track propagation, per-backend metrics.
     Router(rollwave_router::RouterArgs),
@@ -790,7 +790,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Schema => {
             writeln!(out, "{}", serde_json::to_string_pretty(&rollwave_manifest::manifest_schema())?)?;
         }
-        Command::Study { file, scenario, runs, seed, json, until } => {
+        Command::Study { world: World { file, scenario, json, until }, runs, seed } => {
             let Some((plan, scenario)) = load_world(&file, &scenario)? else { return Ok(ExitCode::from(1)) };
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             let options = rollwave_sim::StudyOptions { runs, seed, until, threads };
@@ -801,7 +801,7 @@ pub fn run() -> Result<ExitCode> {
                 write!(out, "{}", study.to_text())?;
             }
         }
-        Command::Simulate { file, scenario, seed, json, until } => {
+        Command::Simulate { world: World { file, scenario, json, until }, seed } => {
             let Some((plan, scenario)) = load_world(&file, &scenario)? else { return Ok(ExitCode::from(1)) };
             let report = rollwave_sim::simulate(plan, &scenario, rollwave_sim::Options { seed, until })?;
             if json {

@@ -10,6 +10,22 @@ use std::time::Duration;
 pub const LATENCY_BOUNDS_MS: [f64; 12] =
     [5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 800.0, 1000.0, 2500.0, 5000.0, 10000.0];
 
+/// The 99th percentile of a histogram over [`LATENCY_BOUNDS_MS`], as the upper bound of the
+/// bucket it falls in (twice the last bound for the bucket past it); `None` when empty.
+pub fn bucket_p99(buckets: &[u64]) -> Option<f64> {
+    let total: u64 = buckets.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = (total as f64 * 0.99).ceil() as u64;
+    let mut seen = 0;
+    let i = buckets.iter().position(|n| {
+        seen += n;
+        seen >= rank
+    })?;
+    Some(LATENCY_BOUNDS_MS.get(i).copied().unwrap_or(2.0 * LATENCY_BOUNDS_MS[LATENCY_BOUNDS_MS.len() - 1]))
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct AlarmSpec {
     pub name: String,

@@ -831,6 +831,11 @@ pub struct Report {
 }
 
 impl Verdict {
+    /// One line for a timeline: score, outcome and why.
+    pub fn summary(&self) -> String {
+        format!("score {:.0} ({}): {}", self.score, self.outcome, self.reason)
+    }
+
     /// The report in parts, each cell as `Display` prints it.
     pub fn report(&self) -> Report {
         let headline = format!(
@@ -916,10 +921,16 @@ impl Verdict {
 
 impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let report = self.report();
-        writeln!(f, "{}", report.headline)?;
-        write_table(f, std::iter::once(&report.columns).chain(&report.rows))?;
-        f.write_str(&report.notes)
+        self.report().fmt(f)
+    }
+}
+
+/// The headline, the table (the first five columns words, the rest numbers) and the notes.
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", self.headline)?;
+        write_table(f, std::iter::once(&self.columns).chain(&self.rows))?;
+        f.write_str(&self.notes)
     }
 }
 

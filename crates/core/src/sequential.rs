@@ -115,14 +115,21 @@ pub struct RateLook {
     pub boundary: f64,
     /// The bin (counting from 1) at which `E_t` first reached the boundary.
     pub rejected_at: Option<usize>,
-    /// `θ` estimated from the totals (rate ratio); `None` without a bad baseline event
-    /// or without canary requests.
-    pub ratio: Option<f64>,
 }
 
 impl RateLook {
     pub fn rejected(&self) -> bool {
         self.rejected_at.is_some()
+    }
+
+    /// `θ` estimated from the totals (rate ratio); `None` without a bad baseline event
+    /// or without canary requests.
+    pub fn ratio(&self) -> Option<f64> {
+        let t = self.totals;
+        if t.canary_total == 0 || t.baseline_total == 0 || t.baseline_bad == 0 {
+            return None;
+        }
+        Some((t.canary_bad as f64 / t.canary_total as f64) / (t.baseline_bad as f64 / t.baseline_total as f64))
     }
 }
 
@@ -157,7 +164,6 @@ impl RateTest {
                 max_e_value: 1.0,
                 boundary: 1.0 / self.alpha,
                 rejected_at: None,
-                ratio: None,
             },
         }
     }
@@ -171,12 +177,6 @@ impl RateTest {
         look.totals.canary_bad += bin.canary_bad;
         look.totals.baseline_total += bin.baseline_total;
         look.totals.baseline_bad += bin.baseline_bad;
-        let totals = look.totals;
-        if totals.canary_total > 0 && totals.baseline_bad > 0 && totals.baseline_total > 0 {
-            let canary = totals.canary_bad as f64 / totals.canary_total as f64;
-            let baseline = totals.baseline_bad as f64 / totals.baseline_total as f64;
-            look.ratio = Some(canary / baseline);
-        }
         // A bin without requests on a side, or without a bad event, says nothing about θ:
         // its factor is 1.
         if bin.canary_total == 0 || bin.baseline_total == 0 || bin.canary_bad + bin.baseline_bad == 0 {
@@ -262,7 +262,7 @@ impl ExceedanceTest {
     pub fn look(&self, buckets: usize, bins: &[LatencyBin]) -> ExceedanceLook {
         let mut state = self.start(buckets);
         for bin in bins {
-            self.push(&mut state, bin);
+            self.push(&mut state, &bin.canary, &bin.baseline);
         }
         state.look()
     }
@@ -279,18 +279,19 @@ impl ExceedanceTest {
         }
     }
 
-    /// The test after one more bin (its histograms padded or cut to the test's buckets).
-    pub fn push(&self, state: &mut ExceedanceState, bin: &LatencyBin) {
+    /// The test after one more bin, each side's histogram (padded or cut to the test's
+    /// buckets).
+    pub fn push(&self, state: &mut ExceedanceState, canary: &[u64], baseline: &[u64]) {
         state.bins += 1;
         if state.bounds.is_empty() {
             return;
         }
-        let (canary_total, baseline_total): (u64, u64) = (bin.canary.iter().sum(), bin.baseline.iter().sum());
+        let (canary_total, baseline_total): (u64, u64) = (canary.iter().sum(), baseline.iter().sum());
         // Slow counts from the top bucket down: bound i counts buckets i+1.. .
         let (mut canary_slow, mut baseline_slow) = (0u64, 0u64);
         for i in (0..state.bounds.len()).rev() {
-            canary_slow += bin.canary.get(i + 1).copied().unwrap_or(0);
-            baseline_slow += bin.baseline.get(i + 1).copied().unwrap_or(0);
+            canary_slow += canary.get(i + 1).copied().unwrap_or(0);
+            baseline_slow += baseline.get(i + 1).copied().unwrap_or(0);
             let rate_bin =
                 RateBin { canary_total, canary_bad: canary_slow, baseline_total, baseline_bad: baseline_slow };
             self.rate.push(&mut state.bounds[i], &rate_bin);
@@ -344,6 +345,20 @@ pub struct Traffic {
     pub latency: Vec<u64>,
 }
 
+impl Traffic {
+    /// Adds `other` in, bucket by bucket.
+    pub fn add(&mut self, other: &Traffic) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        if self.latency.len() < other.latency.len() {
+            self.latency.resize(other.latency.len(), 0);
+        }
+        for (into, n) in self.latency.iter_mut().zip(&other.latency) {
+            *into += n;
+        }
+    }
+}
+
 /// The one-box judge by sequential tests: failed requests ([`RateTest`], critical) and
 /// slow requests at every latency bound ([`ExceedanceTest`]), each at half of `alpha`, so
 /// that the chance a release no worse than its baseline on both is ever failed stays
@@ -392,8 +407,7 @@ impl SequentialJudge {
             baseline_bad: bin.baseline.errors.min(bin.baseline.requests),
         };
         self.errors_test().push(&mut state.errors, &errors);
-        let latency = LatencyBin { canary: bin.canary.latency.clone(), baseline: bin.baseline.latency.clone() };
-        self.latency_test().push(&mut state.latency, &latency);
+        self.latency_test().push(&mut state.latency, &bin.canary.latency, &bin.baseline.latency);
     }
 
     /// Judges the bake's bins so far: failing as soon as a test has crossed its boundary.
@@ -461,6 +475,11 @@ pub struct SequentialVerdict {
 }
 
 impl SequentialVerdict {
+    /// One line for a timeline: the method, the outcome and why.
+    pub fn summary(&self) -> String {
+        format!("sequential ({}): {}", self.outcome, self.reason)
+    }
+
     /// The report in parts (see [`crate::judge::Report`]): one row per test.
     pub fn report(&self) -> Report {
         let headline = format!("verdict {}: sequential, alpha {}: {}", self.outcome, self.alpha, self.reason);
@@ -504,7 +523,7 @@ impl SequentialVerdict {
             e.totals.canary_bad.to_string(),
             e.totals.baseline_total.to_string(),
             e.totals.baseline_bad.to_string(),
-            e.ratio.map_or_else(|| "-".to_owned(), figure),
+            e.ratio().map_or_else(|| "-".to_owned(), figure),
             figure(e.e_value),
             figure(e.max_e_value),
             figure(e.boundary),
@@ -522,7 +541,7 @@ impl SequentialVerdict {
             strongest.map_or_else(|| "-".to_owned(), |b| b.totals.canary_bad.to_string()),
             strongest.map_or_else(|| "-".to_owned(), |b| b.totals.baseline_total.to_string()),
             strongest.map_or_else(|| "-".to_owned(), |b| b.totals.baseline_bad.to_string()),
-            strongest.and_then(|b| b.ratio).map_or_else(|| "-".to_owned(), figure),
+            strongest.and_then(RateLook::ratio).map_or_else(|| "-".to_owned(), figure),
             figure(l.e_value),
             figure(l.max_e_value),
             figure(l.boundary),
@@ -598,7 +617,7 @@ mod tests {
         let look = test(0.01, 1.0).look(&vec![bin; 1000]);
         assert!(!look.rejected(), "{look}");
         assert!(look.e_value < 1.0, "{look}");
-        assert_eq!(look.ratio, Some(1.0));
+        assert_eq!(look.ratio(), Some(1.0));
     }
 
     #[test]

@@ -307,14 +307,7 @@ impl JudgeVerdict {
 /// data was kept are taken apart from the text ([`VerdictTable::from_log`]).
 #[derive(Clone, Debug, PartialEq)]
 pub enum VerdictTable {
-    Table {
-        headline: String,
-        /// The columns' names, `metric` first and `result` fifth.
-        columns: Vec<String>,
-        rows: Vec<VerdictRow>,
-        /// What follows the table, as printed.
-        notes: String,
-    },
+    Table(VerdictReport),
     /// A report of another shape, kept as it came.
     Text(String),
 }
@@ -342,12 +335,6 @@ impl From<rollwave_core::judge::Report> for VerdictReport {
             })
             .collect();
         VerdictReport { headline: report.headline, columns: report.columns, rows, notes: report.notes }
-    }
-}
-
-impl From<VerdictReport> for VerdictTable {
-    fn from(r: VerdictReport) -> Self {
-        VerdictTable::Table { headline: r.headline, columns: r.columns, rows: r.rows, notes: r.notes }
     }
 }
 
@@ -441,14 +428,19 @@ impl VerdictTable {
                 Some(VerdictRow { metric, outcome, values: cells })
             })
             .collect::<Option<Vec<_>>>()?;
-        Some(VerdictTable::Table { headline: headline.to_owned(), columns, rows, notes: lines[end..].concat() })
+        Some(VerdictTable::Table(VerdictReport {
+            headline: headline.to_owned(),
+            columns,
+            rows,
+            notes: lines[end..].concat(),
+        }))
     }
 
     /// The report's text, as the judge printed it.
     pub fn render(&self) -> String {
         let (headline, columns, rows, notes) = match self {
             VerdictTable::Text(text) => return text.clone(),
-            VerdictTable::Table { headline, columns, rows, notes } => (headline, columns, rows, notes),
+            VerdictTable::Table(VerdictReport { headline, columns, rows, notes }) => (headline, columns, rows, notes),
         };
         let lines: Vec<Vec<&str>> = std::iter::once(columns.iter().map(String::as_str).collect())
             .chain(rows.iter().map(VerdictRow::cells))
@@ -485,7 +477,7 @@ impl VerdictTable {
     /// The headline, for a report of the usual shape; else its first line.
     pub fn headline(&self) -> &str {
         match self {
-            VerdictTable::Table { headline, .. } => headline,
+            VerdictTable::Table(report) => &report.headline,
             VerdictTable::Text(text) => text.lines().next().unwrap_or_default(),
         }
     }
@@ -536,7 +528,7 @@ mod tests {
             let kept = VerdictReport::from(verdict.report());
             // Through the log's JSON and back.
             let kept: VerdictReport = serde_json::from_str(&serde_json::to_string(&kept).unwrap()).unwrap();
-            let table = VerdictTable::from(kept);
+            let table = VerdictTable::Table(kept);
             assert_eq!(table, VerdictTable::from_log(&text));
             assert_eq!(table.render(), text);
         }
@@ -547,7 +539,7 @@ mod tests {
         for (canary, baseline) in runs() {
             let text = verdict_text(canary, baseline);
             let table = VerdictTable::from_log(&text);
-            let VerdictTable::Table { headline, columns, rows, notes } = &table else {
+            let VerdictTable::Table(VerdictReport { headline, columns, rows, notes }) = &table else {
                 panic!("the judge's own report has the usual shape:\n{text}")
             };
             assert_eq!(table.render(), text);

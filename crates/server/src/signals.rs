@@ -3,7 +3,7 @@
 //! states (CloudWatch semantics, the core's evaluator) and data points for bakes, and
 //! hands both to the engines as inputs.
 
-use crate::api::{GAUGES, LATENCY_BOUNDS_MS};
+use crate::api::GAUGES;
 use crate::state::{LogInput, ReadModel, ServiceState};
 use rollwave_api::Lane;
 use rollwave_core::alarm::{AlarmScope, AlarmSpec, Evaluator, Gauge, MetricRef, MonitorField, TrafficMetric};
@@ -118,21 +118,7 @@ impl Traffic {
 
     /// The 99th percentile, as the upper bound of the bucket it falls in.
     pub fn p99(&self) -> Option<f64> {
-        let total: u64 = self.buckets.iter().sum();
-        if total == 0 {
-            return None;
-        }
-        let rank = (total as f64 * 0.99).ceil() as u64;
-        let mut seen = 0;
-        for (i, n) in self.buckets.iter().enumerate() {
-            seen += n;
-            if seen >= rank {
-                return Some(
-                    LATENCY_BOUNDS_MS.get(i).copied().unwrap_or(2.0 * LATENCY_BOUNDS_MS[LATENCY_BOUNDS_MS.len() - 1]),
-                );
-            }
-        }
-        None
+        rollwave_core::alarm::bucket_p99(&self.buckets)
     }
 
     /// A metric named as a query names it; `None` for an unknown name or without data.
@@ -658,11 +644,12 @@ impl Signals {
                 }
                 let verdict =
                     judge(&JudgeConfig::default(), &rollwave_core::judge::one_box_metrics(&canary, &baseline)).ok()?;
+                let report = verdict.report();
                 Some(OneBoxVerdict {
                     outcome: verdict.outcome,
-                    reason: format!("score {:.0} ({}): {}", verdict.score, verdict.outcome, verdict.reason),
-                    table: verdict.to_string(),
-                    report: verdict.report().into(),
+                    reason: verdict.summary(),
+                    table: report.to_string(),
+                    report: report.into(),
                 })
             }
             JudgeMethod::Off => None,
@@ -674,11 +661,10 @@ impl Signals {
                 }
                 let verdict = judge.judge(&bins);
                 let report = verdict.report();
-                let table = crate::records::VerdictTable::from(crate::records::VerdictReport::from(report.clone()));
                 Some(OneBoxVerdict {
                     outcome: verdict.outcome,
-                    reason: format!("sequential ({}): {}", verdict.outcome, verdict.reason),
-                    table: table.render(),
+                    reason: verdict.summary(),
+                    table: report.to_string(),
                     report: report.into(),
                 })
             }
@@ -699,14 +685,7 @@ fn sequential_bins(
     let add = |side: &mut Side, row: &MetricRow| {
         let mut t = Traffic::default();
         t.add(row);
-        side.requests += t.requests;
-        side.errors += t.errors;
-        if side.latency.len() < t.buckets.len() {
-            side.latency.resize(t.buckets.len(), 0);
-        }
-        for (into, n) in side.latency.iter_mut().zip(t.buckets) {
-            *into += n;
-        }
+        side.add(&Side { requests: t.requests, errors: t.errors, latency: t.buckets });
     };
     for row in canary {
         add(&mut bins.entry((row.at_ms - since).div_euclid(bin_ms.max(1))).or_default().canary, row);

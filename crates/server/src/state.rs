@@ -284,7 +284,7 @@ impl ReadModel {
                     record.detail = match (e.kind, input) {
                         (EventKind::JudgeVerdict, LogInput::Verdict { passed, marginal, table, report, .. }) => {
                             let table = match report {
-                                Some(report) => VerdictTable::from(report.clone()),
+                                Some(report) => VerdictTable::Table(report.clone()),
                                 None => VerdictTable::from_log(table),
                             };
                             Some(Detail::Verdict(JudgeVerdict::new(*passed, *marginal, table)))

@@ -10,7 +10,7 @@
 
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Binomial, Distribution, Poisson};
-use rollwave_core::alarm::LATENCY_BOUNDS_MS;
+use rollwave_core::alarm::{LATENCY_BOUNDS_MS, bucket_p99};
 use rollwave_core::judge::{JudgeConfig, Outcome, judge, one_box_metrics};
 use rollwave_core::manifest::{JudgeMethod, JudgeSettings};
 use rollwave_core::sequential::{JudgeBin, SequentialJudge, SequentialState, Traffic};
@@ -99,33 +99,7 @@ fn latency_buckets(rng: &mut ChaCha8Rng, requests: u64, p99_ms: f64, median_ms: 
 /// (error rate, p99 as the upper bound of its bucket) of one host's step, as the server
 /// reads a push; `None` without requests.
 pub(crate) fn point(t: &Traffic) -> Option<(f64, Option<f64>)> {
-    if t.requests == 0 {
-        return None;
-    }
-    let total: u64 = t.latency.iter().sum();
-    let p99 = (total > 0).then(|| {
-        let rank = (total as f64 * 0.99).ceil() as u64;
-        let mut seen = 0;
-        let i = t.latency.iter().position(|n| {
-            seen += n;
-            seen >= rank
-        });
-        i.and_then(|i| LATENCY_BOUNDS_MS.get(i).copied())
-            .unwrap_or(2.0 * LATENCY_BOUNDS_MS[LATENCY_BOUNDS_MS.len() - 1])
-    });
-    Some((t.errors as f64 / t.requests as f64, p99))
-}
-
-/// Adds `t` into `into`.
-pub(crate) fn add(into: &mut Traffic, t: &Traffic) {
-    into.requests += t.requests;
-    into.errors += t.errors;
-    if into.latency.len() < t.latency.len() {
-        into.latency.resize(t.latency.len(), 0);
-    }
-    for (a, b) in into.latency.iter_mut().zip(&t.latency) {
-        *a += b;
-    }
+    (t.requests > 0).then(|| (t.errors as f64 / t.requests as f64, bucket_p99(&t.latency)))
 }
 
 /// The verdict on what `bake` has seen, as the server would give it: `None` while there is
@@ -145,13 +119,13 @@ pub(crate) fn verdict(settings: &JudgeSettings, bake: &mut JudgedBake, ending: b
             bake.looked_at_end |= ending;
             let v =
                 judge(&JudgeConfig::default(), &one_box_metrics(&bake.canary_points, &bake.baseline_points)).ok()?;
-            Some((v.outcome, format!("score {:.0} ({}): {}", v.score, v.outcome, v.reason)))
+            Some((v.outcome, v.summary()))
         }
         JudgeMethod::Off => None,
         JudgeMethod::Sequential => {
             let (judge, state) = bake.sequential.as_ref()?;
             let v = judge.verdict(state);
-            Some((v.outcome, format!("sequential ({}): {}", v.outcome, v.reason)))
+            Some((v.outcome, v.summary()))
         }
     }
 }
@@ -166,8 +140,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         let buckets = latency_buckets(&mut rng, 100_000, 120.0, 30.0);
         assert_eq!(buckets.iter().sum::<u64>(), 100_000);
-        // Median 30 ms: about half at or below 25–50 ms; p99 120 ms: about 1 % past 100 ms
-        // rises to about 0.6 % past 250 ms... so check the bounds around them.
+        // Median 30 ms falls between the 25 and 50 ms bounds, p99 120 ms between 100 and 250.
         let upto = |i: usize| buckets[..=i].iter().sum::<u64>() as f64 / 100_000.0;
         assert!(upto(2) < 0.5 && upto(3) > 0.5, "median between 25 and 50 ms: {buckets:?}");
         assert!(upto(4) < 0.99 && upto(5) > 0.99, "p99 between 100 and 250 ms: {buckets:?}");

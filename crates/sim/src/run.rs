@@ -424,7 +424,7 @@ impl<'a> Sim<'a> {
                     (&mut bin.baseline, &mut entry.baseline_points)
                 };
                 points.extend(judge::point(&t));
-                judge::add(side, &t);
+                side.add(&t);
             }
             entry.push(&bin);
             let ending = self.now >= b.until;

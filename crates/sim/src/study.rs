@@ -75,7 +75,7 @@ pub struct Tail {
 /// Runs `scenario` `options.runs` times.
 pub fn study(plan: Arc<Plan>, scenario: &Scenario, options: StudyOptions) -> Result<Study, SimError> {
     let threads = options.threads.clamp(1, options.runs.max(1) as usize);
-    let per_run: Vec<Result<Vec<ReleaseMeasure>, SimError>> = std::thread::scope(|s| {
+    let mut per_run: Vec<(u64, Result<Vec<ReleaseMeasure>, SimError>)> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
             .map(|t| {
                 let plan = Arc::clone(&plan);
@@ -83,31 +83,18 @@ pub fn study(plan: Arc<Plan>, scenario: &Scenario, options: StudyOptions) -> Res
                     (0..options.runs)
                         .filter(|i| *i as usize % threads == t)
                         .map(|i| {
-                            let seed = options.seed.wrapping_add(i);
-                            let run = Options { seed, until: options.until };
-                            simulate(Arc::clone(&plan), scenario, run).map(|r| (i, r.measures))
+                            let run = Options { seed: options.seed.wrapping_add(i), until: options.until };
+                            (i, simulate(Arc::clone(&plan), scenario, run).map(|r| r.measures))
                         })
                         .collect::<Vec<_>>()
                 })
             })
             .collect();
-        let mut all: Vec<(u64, Result<Vec<ReleaseMeasure>, SimError>)> = Vec::new();
-        for worker in workers {
-            // A run that panicked is a bug in the simulator, not a figure.
-            for result in worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)) {
-                match result {
-                    Ok((i, measures)) => all.push((i, Ok(measures))),
-                    Err(e) => all.push((u64::MAX, Err(e))),
-                }
-            }
-        }
-        all.sort_by_key(|(i, _)| *i);
-        all.into_iter().map(|(_, r)| r).collect()
+        // A run that panicked is a bug in the simulator, not a figure.
+        workers.into_iter().flat_map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
     });
-    let mut runs = Vec::with_capacity(per_run.len());
-    for run in per_run {
-        runs.push(run?);
-    }
+    per_run.sort_by_key(|(i, _)| *i);
+    let runs = per_run.into_iter().map(|(_, r)| r).collect::<Result<Vec<_>, _>>()?;
     Ok(Study { runs: options.runs, releases: summarize(&runs) })
 }
 

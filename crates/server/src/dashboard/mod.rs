@@ -445,7 +445,7 @@ fn event_class(kind: EventKind) -> &'static str {
 fn verdict_view(e: &crate::records::Record, v: &crate::records::JudgeVerdict) -> VerdictView {
     use crate::records::VerdictTable;
     let (header, rows, rest) = match &v.table {
-        VerdictTable::Table { columns, rows, notes, .. } => (
+        VerdictTable::Table(crate::records::VerdictReport { columns, rows, notes, .. }) => (
             columns.clone(),
             rows.iter().map(|r| r.cells().into_iter().map(str::to_owned).collect()).collect(),
             notes.trim_end().to_owned(),

@@ -96,6 +96,7 @@ fn sparse_errors_on_the_canary_alone_are_found_where_a_rank_test_sees_no_shift()
             test.look(&series).rejected_at
         })
         .collect();
+    eprintln!("sparse one-box errors found in {} of runs", share(&runs));
     assert!(share(&runs) >= 0.99, "found in {} of runs", share(&runs));
 }
 
@@ -127,5 +128,6 @@ fn a_latency_tail_that_grows_is_found_and_the_same_distribution_is_not_failed() 
     let false_failures = (0..500).filter(|&s| run(s, &baseline)).count();
     assert!(false_failures <= 25 + 15, "{false_failures} of 500");
     let found = (0..500).filter(|&s| run(s, &heavier)).count();
+    eprintln!("heavier tail found in {found} of 500; the same distribution failed in {false_failures} of 500");
     assert!(found >= 450, "found in {found} of 500");
 }

@@ -358,33 +358,38 @@ pub enum JudgeError {
     ZeroWeights,
 }
 
-/// The metrics the one-box judge compares: per host and data bin, the error rate
-/// (critical) and the p99 latency, if any.
-pub fn one_box_metrics(canary: &[(f64, Option<f64>)], baseline: &[(f64, Option<f64>)]) -> Vec<MetricComparison> {
-    let errors = MetricComparison {
-        direction: Direction::Increase,
-        critical: true,
-        // Half again the baseline's errors before a significant rise counts.
-        allowed_increase: 1.5,
-        ..MetricComparison::new(
-            "error_rate",
-            canary.iter().map(|p| p.0).collect(),
-            baseline.iter().map(|p| p.0).collect(),
-        )
-    };
-    let latency = MetricComparison {
-        direction: Direction::Increase,
-        allowed_increase: 1.2,
-        ..MetricComparison::new(
-            "latency_p99_ms",
-            canary.iter().filter_map(|p| p.1).collect(),
-            baseline.iter().filter_map(|p| p.1).collect(),
-        )
-    };
-    // Traffic that reports no latency at all (no buckets from any host) has no latency
-    // to compare; the judge's "no data" is for a side that went silent, and would fail
-    // every one-box of such a service.
-    if latency.canary.is_empty() && latency.baseline.is_empty() { vec![errors] } else { vec![errors, latency] }
+/// The metrics the one-box judge compares by Mann–Whitney: per host and data bin, each of
+/// `metrics` (the error rate, the p99 latency), as the manifest sets them.
+pub fn one_box_metrics(
+    metrics: &[crate::manifest::JudgedMetric],
+    canary: &[(f64, Option<f64>)],
+    baseline: &[(f64, Option<f64>)],
+) -> Vec<MetricComparison> {
+    use crate::alarm::TrafficMetric;
+    metrics
+        .iter()
+        .filter_map(|m| {
+            let values = |points: &[(f64, Option<f64>)]| -> Vec<f64> {
+                match m.metric {
+                    TrafficMetric::LatencyP99Ms => points.iter().filter_map(|p| p.1).collect(),
+                    _ => points.iter().map(|p| p.0).collect(),
+                }
+            };
+            let comparison = MetricComparison {
+                direction: m.direction,
+                critical: m.critical,
+                allowed_increase: m.allowed_increase,
+                ..MetricComparison::new(m.metric.as_str(), values(canary), values(baseline))
+            };
+            // Traffic that reports no latency at all (no buckets from any host) has no
+            // latency to compare; the judge's "no data" is for a side that went silent,
+            // and would fail every one-box of such a service.
+            let unreported = m.metric == TrafficMetric::LatencyP99Ms
+                && comparison.canary.is_empty()
+                && comparison.baseline.is_empty();
+            (!unreported).then_some(comparison)
+        })
+        .collect()
 }
 
 /// Judges a run: classifies every metric, then scores them. See the module
@@ -817,7 +822,7 @@ fn summarize(results: &[MetricResult], groups: &[GroupScore]) -> (f64, String) {
 
 /// Renders the verdict as a summary line, the metric table, the groups and the warnings.
 /// A verdict's report as data: what [`Verdict`]'s `Display` prints, in parts.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Report {
     /// `verdict …: score … (pass >= …, marginal >= …): reason`.
     pub headline: String,
@@ -828,6 +833,12 @@ pub struct Report {
     pub rows: Vec<Vec<String>>,
     /// What follows the table, as printed: groups, reasons, warnings.
     pub notes: String,
+    /// The hosts on each side, when the caller knows them (a judge sees numbers only):
+    /// the one-box, and the baseline it was compared with.
+    pub canary_hosts: Vec<String>,
+    pub baseline_hosts: Vec<String>,
+    /// The versions the baseline hosts ran while they were compared.
+    pub baseline_versions: Vec<String>,
 }
 
 impl Verdict {
@@ -915,7 +926,7 @@ impl Verdict {
                 }
             }
         }
-        Report { headline, columns, rows, notes }
+        Report { headline, columns, rows, notes, ..Report::default() }
     }
 }
 
@@ -930,7 +941,27 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{}", self.headline)?;
         write_table(f, std::iter::once(&self.columns).chain(&self.rows))?;
-        f.write_str(&self.notes)
+        f.write_str(&self.notes)?;
+        if !self.canary_hosts.is_empty() || !self.baseline_hosts.is_empty() {
+            writeln!(
+                f,
+                "compared: canary {} against baseline {} (on {})",
+                hosts(&self.canary_hosts),
+                hosts(&self.baseline_hosts),
+                if self.baseline_versions.is_empty() { "-".to_owned() } else { self.baseline_versions.join(", ") }
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// `a, b and 3 more` for a list of hosts; `none` for an empty one.
+fn hosts(names: &[String]) -> String {
+    const SHOWN: usize = 8;
+    match names.len() {
+        0 => "none".to_owned(),
+        n if n <= SHOWN => names.join(", "),
+        n => format!("{} and {} more", names[..SHOWN].join(", "), n - SHOWN),
     }
 }
 

@@ -1,7 +1,8 @@
 //! A pipeline manifest after parsing: every reference resolved to an index, every
 //! default and override applied. Code holding a [`Manifest`] never re-checks it.
 
-use crate::alarm::AlarmSpec;
+use crate::alarm::{AlarmSpec, TrafficMetric};
+use crate::judge::Direction;
 use crate::share::{BasisPoints, BatchSize};
 use crate::window::Windows;
 use jiff::tz::TimeZone;
@@ -250,18 +251,77 @@ pub struct OneBox {
     pub judging: JudgeSettings,
 }
 
-/// The one-box judge's method and its error bound.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// The one-box judge's method, its error bound, the metrics it compares and how much it
+/// needs to see. [`JudgeSettings::defaults`] gives each method's settings when the manifest
+/// names none.
+#[derive(Clone, Debug, PartialEq)]
 pub struct JudgeSettings {
     pub method: JudgeMethod,
     /// For [`JudgeMethod::Sequential`]: the bound on the chance that a release no worse
     /// than its baseline is ever judged failing during the bake.
     pub alpha: f64,
+    /// The metrics compared, each at most once, in the manifest's order.
+    pub metrics: Vec<JudgedMetric>,
+    /// How much each side needs before the judge passes anything: requests for
+    /// [`JudgeMethod::Sequential`] (a verdict with fewer is marginal), per-host data bins for
+    /// [`JudgeMethod::MannWhitney`] (with fewer it gives no verdict).
+    pub min_samples: u64,
+}
+
+/// The metrics the one-box judge can compare: both are measured per host from the traffic
+/// routers push, so the one-box and its baseline can be told apart. (Gauges, monitors and
+/// Prometheus queries are alarms' business: a monitor checks a scope, not a host.)
+pub const JUDGED_METRICS: [TrafficMetric; 2] = [TrafficMetric::ErrorRate, TrafficMetric::LatencyP99Ms];
+
+/// One metric the judge compares.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct JudgedMetric {
+    /// One of [`JUDGED_METRICS`]. For the sequential judge `latency_p99_ms` is tested as
+    /// the share of requests slower than each latency bound, the whole histogram.
+    pub metric: TrafficMetric,
+    /// The bad direction: the sequential judge tests a rise only.
+    pub direction: Direction,
+    /// A critical metric that fails fails the one-box (it is rolled back); a failing
+    /// metric that is not critical lowers Kayenta's score, and holds the sequential
+    /// judge's verdict at marginal (a judged one-box keeps baking until an operator acts).
+    pub critical: bool,
+    /// The ratio of canary to baseline that still counts as good: Kayenta's least effect
+    /// size for a High; the sequential tests' allowed rate ratio.
+    pub allowed_increase: f64,
+}
+
+impl JudgedMetric {
+    /// How `method` judges `metric` unless the manifest says otherwise: the values every
+    /// release was judged with before the manifest could say.
+    pub fn default_for(method: JudgeMethod, metric: TrafficMetric) -> JudgedMetric {
+        let (critical, allowed_increase) = match (method, metric) {
+            (JudgeMethod::MannWhitney, TrafficMetric::ErrorRate) => (true, 1.5),
+            (JudgeMethod::MannWhitney, _) => (false, 1.2),
+            (_, TrafficMetric::ErrorRate) => (true, 1.0),
+            (_, _) => (true, 1.25),
+        };
+        JudgedMetric { metric, direction: Direction::Increase, critical, allowed_increase }
+    }
+}
+
+impl JudgeSettings {
+    /// `method`'s settings with every default.
+    pub fn defaults(method: JudgeMethod) -> JudgeSettings {
+        JudgeSettings {
+            method,
+            alpha: 0.01,
+            metrics: JUDGED_METRICS.map(|m| JudgedMetric::default_for(method, m)).to_vec(),
+            min_samples: match method {
+                JudgeMethod::MannWhitney => 3,
+                JudgeMethod::Sequential | JudgeMethod::Off => 50,
+            },
+        }
+    }
 }
 
 impl Default for JudgeSettings {
     fn default() -> Self {
-        JudgeSettings { method: JudgeMethod::default(), alpha: 0.01 }
+        JudgeSettings::defaults(JudgeMethod::default())
     }
 }
 

@@ -63,7 +63,9 @@
 //! microseconds for an hour of one-second bins. The replay needs no state between looks,
 //! so every replica that replays the log reaches the same decision.
 
+use crate::alarm::TrafficMetric;
 use crate::judge::{Outcome, Report};
+use crate::manifest::{JudgeMethod, JudgeSettings, JudgedMetric};
 use std::fmt;
 
 /// The alternatives mixed, as multiples of the allowed ratio: from barely worse to
@@ -359,55 +361,100 @@ impl Traffic {
     }
 }
 
-/// The one-box judge by sequential tests: failed requests ([`RateTest`], critical) and
-/// slow requests at every latency bound ([`ExceedanceTest`]), each at half of `alpha`, so
-/// that the chance a release no worse than its baseline on both is ever failed stays
-/// within `alpha` (a union bound).
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// The one-box judge by sequential tests: failed requests ([`RateTest`]) and slow requests
+/// at every latency bound ([`ExceedanceTest`]), as its metrics say, each at `alpha` divided
+/// by their number, so that the chance a release no worse than its baseline on all of them
+/// is ever failed stays within `alpha` (a union bound).
+#[derive(Clone, Debug, PartialEq)]
 pub struct SequentialJudge {
     pub alpha: f64,
-    /// The ratio of canary to baseline error rates that still counts as good.
-    pub allowed_error_ratio: f64,
-    /// The same for the share of requests slower than each bound.
-    pub allowed_latency_ratio: f64,
-    /// Canary requests a pass needs: with fewer, the verdict is marginal and a judged
-    /// one-box keeps baking.
-    pub min_requests: u64,
+    /// The tests, in the manifest's order.
+    pub metrics: Vec<JudgedMetric>,
+    /// Requests each side needs for a pass: with fewer, the verdict is marginal and a
+    /// judged one-box keeps baking.
+    pub min_samples: u64,
+}
+
+/// Bins at which a test's standing is kept for the verdict's record of its looks, besides
+/// the bin where it crossed and the last: 1, 2, 4, 8, …
+fn kept_look(bin: usize) -> bool {
+    bin.is_power_of_two()
 }
 
 impl SequentialJudge {
-    /// Checks the levels; `alpha` as [`RateTest::new`] takes it.
+    /// The judge with its default metrics; `alpha` as [`RateTest::new`] takes it.
     pub fn new(alpha: f64) -> Result<SequentialJudge, SequentialError> {
-        RateTest::new(alpha, 1.0)?;
-        Ok(SequentialJudge { alpha, allowed_error_ratio: 1.0, allowed_latency_ratio: 1.25, min_requests: 50 })
+        SequentialJudge::from_settings(&JudgeSettings { alpha, ..JudgeSettings::defaults(JudgeMethod::Sequential) })
     }
 
-    fn errors_test(&self) -> RateTest {
-        RateTest { alpha: self.alpha / 2.0, allowed_ratio: self.allowed_error_ratio }
+    /// The judge the manifest's settings describe (whatever their method says).
+    pub fn from_settings(settings: &JudgeSettings) -> Result<SequentialJudge, SequentialError> {
+        let judge = SequentialJudge {
+            alpha: settings.alpha,
+            metrics: settings.metrics.clone(),
+            min_samples: settings.min_samples,
+        };
+        for m in &judge.metrics {
+            judge.rate_test(m)?;
+        }
+        if judge.metrics.is_empty() {
+            RateTest::new(judge.alpha, 1.0)?;
+        }
+        Ok(judge)
     }
 
-    fn latency_test(&self) -> ExceedanceTest {
-        ExceedanceTest { rate: RateTest { alpha: self.alpha / 2.0, allowed_ratio: self.allowed_latency_ratio } }
+    fn rate_test(&self, metric: &JudgedMetric) -> Result<RateTest, SequentialError> {
+        RateTest::new(self.alpha, 1.0)?;
+        RateTest::new(self.alpha / self.metrics.len().max(1) as f64, metric.allowed_increase)
+    }
+
+    fn test(&self, metric: &JudgedMetric) -> RateTest {
+        RateTest { alpha: self.alpha / self.metrics.len().max(1) as f64, allowed_ratio: metric.allowed_increase }
     }
 
     /// The judge before any bin of a bake.
     pub fn start(&self) -> SequentialState {
-        SequentialState {
-            errors: self.errors_test().start(),
-            latency: self.latency_test().start(crate::alarm::LATENCY_BOUNDS_MS.len() + 1),
-        }
+        let tests = self
+            .metrics
+            .iter()
+            .map(|m| match m.metric {
+                TrafficMetric::LatencyP99Ms => TestState::Latency(
+                    ExceedanceTest { rate: self.test(m) }.start(crate::alarm::LATENCY_BOUNDS_MS.len() + 1),
+                ),
+                _ => TestState::Rate(self.test(m).start()),
+            })
+            .collect();
+        SequentialState { tests, looks: Vec::new(), canary_requests: 0, baseline_requests: 0 }
     }
 
     /// The judge after one more bin.
     pub fn push(&self, state: &mut SequentialState, bin: &JudgeBin) {
-        let errors = RateBin {
-            canary_total: bin.canary.requests,
-            canary_bad: bin.canary.errors.min(bin.canary.requests),
-            baseline_total: bin.baseline.requests,
-            baseline_bad: bin.baseline.errors.min(bin.baseline.requests),
-        };
-        self.errors_test().push(&mut state.errors, &errors);
-        self.latency_test().push(&mut state.latency, &bin.canary.latency, &bin.baseline.latency);
+        state.canary_requests += bin.canary.requests;
+        state.baseline_requests += bin.baseline.requests;
+        let mut crossed = false;
+        for (m, test) in self.metrics.iter().zip(&mut state.tests) {
+            let was = test.rejected_at().is_some();
+            match test {
+                TestState::Rate(rate) => {
+                    let errors = RateBin {
+                        canary_total: bin.canary.requests,
+                        canary_bad: bin.canary.errors.min(bin.canary.requests),
+                        baseline_total: bin.baseline.requests,
+                        baseline_bad: bin.baseline.errors.min(bin.baseline.requests),
+                    };
+                    self.test(m).push(rate, &errors);
+                }
+                TestState::Latency(latency) => {
+                    ExceedanceTest { rate: self.test(m) }.push(latency, &bin.canary.latency, &bin.baseline.latency)
+                }
+            }
+            crossed |= !was && test.rejected_at().is_some();
+        }
+        let bin = state.bins();
+        if kept_look(bin) || crossed {
+            let look = state.look();
+            state.looks.push(look);
+        }
     }
 
     /// Judges the bake's bins so far: failing as soon as a test has crossed its boundary.
@@ -421,47 +468,168 @@ impl SequentialJudge {
 
     /// What the judge says after the bins pushed into `state`.
     pub fn verdict(&self, state: &SequentialState) -> SequentialVerdict {
-        let errors = state.errors.look;
-        let latency = state.latency.look();
-        let bins = errors.bins;
-        let canary_requests = errors.totals.canary_total;
-        let (outcome, reason) = if errors.rejected() {
-            (
-                Outcome::Fail,
-                format!(
-                    "critical metric failed: `error_rate` is High: {} errors in {} canary requests against {} in {} \
-                     baseline requests crossed the boundary at bin {}",
-                    errors.totals.canary_bad,
-                    errors.totals.canary_total,
-                    errors.totals.baseline_bad,
-                    errors.totals.baseline_total,
-                    errors.rejected_at.unwrap_or_default()
-                ),
-            )
-        } else if latency.rejected() {
-            (
-                Outcome::Fail,
-                format!(
-                    "`latency` is High: the canary's share of slow requests crossed the boundary at bin {}",
-                    latency.rejected_at.unwrap_or_default()
-                ),
-            )
-        } else if errors.totals.baseline_total == 0 {
+        let tests: Vec<TestLook> = self
+            .metrics
+            .iter()
+            .zip(&state.tests)
+            .map(|(m, t)| TestLook {
+                metric: *m,
+                look: match t {
+                    TestState::Rate(r) => MetricLook::Rate(r.look),
+                    TestState::Latency(l) => MetricLook::Latency(l.look()),
+                },
+            })
+            .collect();
+        let bins = state.bins();
+        let crossed =
+            |critical: bool| tests.iter().find(|t| t.metric.critical == critical && t.rejected_at().is_some());
+        let (outcome, reason) = if let Some(t) = crossed(true) {
+            (Outcome::Fail, format!("critical metric failed: {}", t.crossing()))
+        } else if let Some(t) = crossed(false) {
+            (Outcome::Marginal, format!("held for an operator: {}", t.crossing()))
+        } else if state.baseline_requests == 0 {
             (Outcome::Marginal, "no baseline traffic to compare with yet".to_owned())
-        } else if canary_requests < self.min_requests {
-            (Outcome::Marginal, format!("{canary_requests} canary requests so far, fewer than {}", self.min_requests))
+        } else if state.canary_requests < self.min_samples || state.baseline_requests < self.min_samples {
+            (
+                Outcome::Marginal,
+                format!(
+                    "{} canary and {} baseline requests so far; a pass needs {} on each side",
+                    state.canary_requests, state.baseline_requests, self.min_samples
+                ),
+            )
         } else {
             (Outcome::Pass, format!("no test crossed its boundary in {bins} bins"))
         };
-        SequentialVerdict { outcome, reason, errors, latency, alpha: self.alpha }
+        let mut looks = state.looks.clone();
+        if looks.last().is_none_or(|l| l.bin != bins) && bins > 0 {
+            looks.push(state.look());
+        }
+        SequentialVerdict { outcome, reason, tests, looks, alpha: self.alpha }
+    }
+}
+
+/// One test between bins.
+#[derive(Clone, Debug, PartialEq)]
+enum TestState {
+    Rate(RateState),
+    Latency(ExceedanceState),
+}
+
+impl TestState {
+    fn rejected_at(&self) -> Option<usize> {
+        match self {
+            TestState::Rate(r) => r.look.rejected_at,
+            TestState::Latency(l) => l.rejected_at,
+        }
+    }
+
+    fn e_value(&self) -> f64 {
+        match self {
+            TestState::Rate(r) => r.look.e_value,
+            TestState::Latency(l) => l.e_value,
+        }
     }
 }
 
 /// The sequential judge between bins.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SequentialState {
-    errors: RateState,
-    latency: ExceedanceState,
+    tests: Vec<TestState>,
+    /// The standing after bins 1, 2, 4, … and where a test crossed.
+    looks: Vec<Look>,
+    canary_requests: u64,
+    baseline_requests: u64,
+}
+
+impl SequentialState {
+    /// Bins pushed so far.
+    pub fn bins(&self) -> usize {
+        self.tests
+            .iter()
+            .map(|t| match t {
+                TestState::Rate(r) => r.look.bins,
+                TestState::Latency(l) => l.bins,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn look(&self) -> Look {
+        Look {
+            bin: self.bins(),
+            canary_requests: self.canary_requests,
+            baseline_requests: self.baseline_requests,
+            e_values: self.tests.iter().map(TestState::e_value).collect(),
+        }
+    }
+}
+
+/// The judge's standing after one bin: each side's requests so far and each test's
+/// e-value (in the order of the judge's metrics), against the boundaries in the verdict.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Look {
+    pub bin: usize,
+    pub canary_requests: u64,
+    pub baseline_requests: u64,
+    pub e_values: Vec<f64>,
+}
+
+/// One metric's test, as it stands.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TestLook {
+    pub metric: JudgedMetric,
+    pub look: MetricLook,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum MetricLook {
+    Rate(RateLook),
+    Latency(ExceedanceLook),
+}
+
+impl TestLook {
+    pub fn rejected_at(&self) -> Option<usize> {
+        match &self.look {
+            MetricLook::Rate(r) => r.rejected_at,
+            MetricLook::Latency(l) => l.rejected_at,
+        }
+    }
+
+    pub fn boundary(&self) -> f64 {
+        match &self.look {
+            MetricLook::Rate(r) => r.boundary,
+            MetricLook::Latency(l) => l.boundary,
+        }
+    }
+
+    /// The totals of the rate that decides: the errors, or the latency bound that weighs
+    /// most.
+    fn totals(&self) -> Option<&RateLook> {
+        match &self.look {
+            MetricLook::Rate(r) => Some(r),
+            MetricLook::Latency(l) => l.strongest().map(|i| &l.bounds[i]),
+        }
+    }
+
+    /// Why the test crossed, for a reason line.
+    fn crossing(&self) -> String {
+        let at = self.rejected_at().unwrap_or_default();
+        match &self.look {
+            MetricLook::Rate(r) => format!(
+                "`{}` is High: {} errors in {} canary requests against {} in {} baseline requests crossed the \
+                 boundary at bin {at}",
+                self.metric.metric.as_str(),
+                r.totals.canary_bad,
+                r.totals.canary_total,
+                r.totals.baseline_bad,
+                r.totals.baseline_total,
+            ),
+            MetricLook::Latency(_) => format!(
+                "`{}` is High: the canary's share of slow requests crossed the boundary at bin {at}",
+                self.metric.metric.as_str()
+            ),
+        }
+    }
 }
 
 /// What the sequential judge decided, with each test's standing.
@@ -469,8 +637,9 @@ pub struct SequentialState {
 pub struct SequentialVerdict {
     pub outcome: Outcome,
     pub reason: String,
-    pub errors: RateLook,
-    pub latency: ExceedanceLook,
+    pub tests: Vec<TestLook>,
+    /// The standing at bins 1, 2, 4, …, where a test crossed, and at the last bin.
+    pub looks: Vec<Look>,
     pub alpha: f64,
 }
 
@@ -480,7 +649,13 @@ impl SequentialVerdict {
         format!("sequential ({}): {}", self.outcome, self.reason)
     }
 
-    /// The report in parts (see [`crate::judge::Report`]): one row per test.
+    /// The test of `metric`, if the judge ran one.
+    pub fn test(&self, metric: TrafficMetric) -> Option<&TestLook> {
+        self.tests.iter().find(|t| t.metric.metric == metric)
+    }
+
+    /// The report in parts (see [`crate::judge::Report`]): one row per test, and the
+    /// looks in the notes.
     pub fn report(&self) -> Report {
         let headline = format!("verdict {}: sequential, alpha {}: {}", self.outcome, self.alpha, self.reason);
         let columns = [
@@ -494,6 +669,7 @@ impl SequentialVerdict {
             "baseline n",
             "baseline bad",
             "ratio",
+            "allowed",
             "e-value",
             "max e-value",
             "boundary",
@@ -501,61 +677,79 @@ impl SequentialVerdict {
         ]
         .map(str::to_owned)
         .to_vec();
-        let result = |rejected: bool, n: u64| {
-            if rejected {
-                "High"
-            } else if n == 0 {
-                "NoData"
-            } else {
-                "Pass"
-            }
-        };
         let figure = |v: f64| format!("{v:.3}");
-        let crossed = |at: Option<usize>| at.map_or_else(|| "-".to_owned(), |t| t.to_string());
-        let e = &self.errors;
-        let mut rows = vec![vec![
-            "error_rate".to_owned(),
-            "rate".to_owned(),
-            "increase".to_owned(),
-            "yes".to_owned(),
-            result(e.rejected(), e.totals.canary_total).to_owned(),
-            e.totals.canary_total.to_string(),
-            e.totals.canary_bad.to_string(),
-            e.totals.baseline_total.to_string(),
-            e.totals.baseline_bad.to_string(),
-            e.ratio().map_or_else(|| "-".to_owned(), figure),
-            figure(e.e_value),
-            figure(e.max_e_value),
-            figure(e.boundary),
-            crossed(e.rejected_at),
-        ]];
-        let l = &self.latency;
-        let strongest = l.strongest().map(|i| &l.bounds[i]);
-        rows.push(vec![
-            "latency".to_owned(),
-            format!("slow share, {} bounds", l.bounds.len()),
-            "increase".to_owned(),
-            "no".to_owned(),
-            result(l.rejected(), strongest.map_or(0, |b| b.totals.canary_total)).to_owned(),
-            strongest.map_or_else(|| "-".to_owned(), |b| b.totals.canary_total.to_string()),
-            strongest.map_or_else(|| "-".to_owned(), |b| b.totals.canary_bad.to_string()),
-            strongest.map_or_else(|| "-".to_owned(), |b| b.totals.baseline_total.to_string()),
-            strongest.map_or_else(|| "-".to_owned(), |b| b.totals.baseline_bad.to_string()),
-            strongest.and_then(RateLook::ratio).map_or_else(|| "-".to_owned(), figure),
-            figure(l.e_value),
-            figure(l.max_e_value),
-            figure(l.boundary),
-            crossed(l.rejected_at),
-        ]);
+        let dash = || "-".to_owned();
+        let rows = self
+            .tests
+            .iter()
+            .map(|t| {
+                let totals = t.totals();
+                let n = totals.map_or(0, |r| r.totals.canary_total);
+                let result = if t.rejected_at().is_some() {
+                    "High"
+                } else if n == 0 {
+                    "NoData"
+                } else {
+                    "Pass"
+                };
+                let (kind, e, max_e) = match &t.look {
+                    MetricLook::Rate(r) => ("rate".to_owned(), r.e_value, r.max_e_value),
+                    MetricLook::Latency(l) => {
+                        (format!("slow share, {} bounds", l.bounds.len()), l.e_value, l.max_e_value)
+                    }
+                };
+                vec![
+                    t.metric.metric.as_str().to_owned(),
+                    kind,
+                    t.metric.direction.as_str().to_owned(),
+                    if t.metric.critical { "yes" } else { "no" }.to_owned(),
+                    result.to_owned(),
+                    totals.map_or_else(dash, |r| r.totals.canary_total.to_string()),
+                    totals.map_or_else(dash, |r| r.totals.canary_bad.to_string()),
+                    totals.map_or_else(dash, |r| r.totals.baseline_total.to_string()),
+                    totals.map_or_else(dash, |r| r.totals.baseline_bad.to_string()),
+                    totals.and_then(RateLook::ratio).map_or_else(dash, figure),
+                    figure(t.metric.allowed_increase),
+                    figure(e),
+                    figure(max_e),
+                    figure(t.boundary()),
+                    t.rejected_at().map_or_else(dash, |at| at.to_string()),
+                ]
+            })
+            .collect();
         let mut notes = String::from("notes:\n");
         notes.push_str(
-            "  e-values start at 1 and the test fails once one reaches its boundary (1/alpha per test); \
-             the chance a release no worse than its baseline ever does is at most alpha\n",
+            "  e-values start at 1 and a test crosses once one reaches its boundary (1/alpha split over the \
+             tests); the chance a release no worse than its baseline ever does is at most alpha\n",
         );
-        if let Some(i) = l.strongest() {
-            notes.push_str(&format!("  latency: the slow share past bound {} weighs most ({})\n", i + 1, l.bounds[i]));
+        for t in &self.tests {
+            if let MetricLook::Latency(l) = &t.look
+                && let Some(i) = l.strongest()
+            {
+                notes.push_str(&format!(
+                    "  {}: the slow share past bound {} weighs most ({})\n",
+                    t.metric.metric.as_str(),
+                    i + 1,
+                    l.bounds[i]
+                ));
+            }
         }
-        Report { headline, columns, rows, notes }
+        if !self.looks.is_empty() {
+            let boundaries: Vec<String> =
+                self.tests.iter().map(|t| format!("{} {}", t.metric.metric.as_str(), figure(t.boundary()))).collect();
+            notes.push_str(&format!("  looks (e-value per test; boundaries {}):\n", boundaries.join(", ")));
+            for look in &self.looks {
+                let e: Vec<String> = look.e_values.iter().map(|&e| figure(e)).collect();
+                notes.push_str(&format!(
+                    "    bin {}: canary n {}, baseline n {}, e {}\n",
+                    look.bin,
+                    look.canary_requests,
+                    look.baseline_requests,
+                    e.join(" / ")
+                ));
+            }
+        }
+        Report { headline, columns, rows, notes, ..Report::default() }
     }
 }
 
@@ -664,6 +858,55 @@ mod tests {
         let verdict = judge.judge(&vec![bare; 10]);
         assert_eq!(verdict.outcome, Outcome::Pass);
         assert_eq!(verdict.report().rows[1][4], "NoData");
+    }
+
+    #[test]
+    fn the_manifest_s_metrics_are_the_tests_and_only_a_critical_one_rolls_back() {
+        let slow_tail =
+            JudgeBin { canary: traffic(100, 0, &[50, 30, 10, 10]), baseline: traffic(300, 0, &[150, 90, 57, 3]) };
+        let mut settings = JudgeSettings::defaults(JudgeMethod::Sequential);
+        let judge = SequentialJudge::from_settings(&settings).unwrap();
+        let verdict = judge.judge(&vec![slow_tail.clone(); 20]);
+        assert_eq!(verdict.outcome, Outcome::Fail, "latency is critical by default: {}", verdict.reason);
+        // The same tail on a latency metric that is not critical holds the one-box.
+        settings.metrics[1].critical = false;
+        let verdict = SequentialJudge::from_settings(&settings).unwrap().judge(&vec![slow_tail.clone(); 20]);
+        assert_eq!(verdict.outcome, Outcome::Marginal, "{}", verdict.reason);
+        assert!(verdict.reason.starts_with("held for an operator: `latency_p99_ms` is High"), "{}", verdict.reason);
+        assert_eq!(verdict.report().rows[1][3], "no");
+        // Without the latency metric it is not tested at all, and errors get all of alpha.
+        settings.metrics.truncate(1);
+        let errors_only = SequentialJudge::from_settings(&settings).unwrap();
+        let verdict = errors_only.judge(&vec![slow_tail; 20]);
+        assert_eq!(verdict.outcome, Outcome::Pass, "{}", verdict.reason);
+        assert_eq!(verdict.tests.len(), 1);
+        assert_eq!(verdict.tests[0].boundary(), 100.0);
+        assert_eq!(judge.verdict(&judge.start()).tests[0].boundary(), 200.0);
+        // An allowed increase below 1 cannot be tested.
+        settings.metrics[0].allowed_increase = 0.9;
+        assert_eq!(SequentialJudge::from_settings(&settings), Err(SequentialError::AllowedRatio(0.9)));
+    }
+
+    #[test]
+    fn a_pass_needs_the_least_samples_on_each_side_and_every_look_is_kept_at_powers_of_two() {
+        let judge = SequentialJudge { min_samples: 200, ..SequentialJudge::new(0.01).unwrap() };
+        let bin = JudgeBin { canary: traffic(20, 0, &[18, 2]), baseline: traffic(30, 0, &[27, 3]) };
+        let verdict = judge.judge(&vec![bin.clone(); 9]);
+        assert_eq!(verdict.outcome, Outcome::Marginal, "270 baseline, 180 canary requests: {}", verdict.reason);
+        let verdict = judge.judge(&vec![bin; 10]);
+        assert_eq!(verdict.outcome, Outcome::Pass, "{}", verdict.reason);
+        let bins: Vec<usize> = verdict.looks.iter().map(|l| l.bin).collect();
+        assert_eq!(bins, [1, 2, 4, 8, 10]);
+        assert_eq!((verdict.looks[4].canary_requests, verdict.looks[4].baseline_requests), (200, 300));
+        assert_eq!(verdict.looks[0].e_values.len(), 2);
+        let notes = verdict.report().notes;
+        assert!(notes.contains("boundaries error_rate 200.000, latency_p99_ms 200.000"), "{notes}");
+        assert!(notes.contains("bin 10: canary n 200, baseline n 300, e 1.000 / "), "{notes}");
+        // The bin where a test crosses is kept too.
+        let bad = JudgeBin { canary: traffic(20, 2, &[18, 2]), baseline: traffic(60, 0, &[54, 6]) };
+        let verdict = judge.judge(&vec![bad; 5]);
+        let crossed = verdict.tests[0].rejected_at().expect("crossed");
+        assert!(verdict.looks.iter().any(|l| l.bin == crossed && l.e_values[0] >= 200.0), "{:?}", verdict.looks);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! computed reference values, then the judging rules scenario by scenario.
 
 use rollwave_core::judge::*;
+use rollwave_core::manifest::{JudgeMethod, JudgeSettings, JudgedMetric};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------
@@ -471,10 +472,19 @@ fn the_verdict_renders_as_a_table() {
 fn latency_is_judged_unless_no_host_on_either_side_reports_any() {
     let clean = |p99: Option<f64>| vec![(0.0, p99); 5];
     let names = |m: Vec<MetricComparison>| m.into_iter().map(|m| m.name).collect::<Vec<_>>();
+    let settings = JudgeSettings::defaults(JudgeMethod::MannWhitney);
+    let one_box_metrics = |c: &[(f64, Option<f64>)], b: &[(f64, Option<f64>)]| one_box_metrics(&settings.metrics, c, b);
     assert_eq!(names(one_box_metrics(&clean(None), &clean(None))), ["error_rate"]);
     let verdict = judge(&JudgeConfig::default(), &one_box_metrics(&clean(None), &clean(None))).unwrap();
     assert_ne!(verdict.outcome, Outcome::Fail, "{verdict}");
     // A canary that went silent on latency while the baseline reports it is no data.
     assert_eq!(names(one_box_metrics(&clean(None), &clean(Some(20.0)))), ["error_rate", "latency_p99_ms"]);
     assert_eq!(names(one_box_metrics(&clean(Some(20.0)), &clean(Some(20.0)))), ["error_rate", "latency_p99_ms"]);
+    // The manifest's settings are the comparisons' settings.
+    let latency = &one_box_metrics(&clean(Some(20.0)), &clean(Some(20.0)))[1];
+    assert_eq!((latency.critical, latency.allowed_increase, latency.direction), (false, 1.2, Direction::Increase));
+    let only_latency = [JudgedMetric { critical: true, allowed_increase: 2.0, ..settings.metrics[1] }];
+    let m = rollwave_core::judge::one_box_metrics(&only_latency, &clean(Some(20.0)), &clean(Some(20.0)));
+    assert_eq!(names(m.clone()), ["latency_p99_ms"]);
+    assert_eq!((m[0].critical, m[0].allowed_increase), (true, 2.0));
 }

@@ -15,9 +15,11 @@ use jiff::tz::TimeZone;
 use rollwave_core::alarm::{
     AlarmScope, AlarmSpec, Gauge, MetricRef, MonitorField, Threshold, TrafficMetric, TreatMissing,
 };
+use rollwave_core::judge::Direction;
 use rollwave_core::manifest::{
-    Bake, Environment, ExecSpec, ExecTemplate, JudgeMethod, JudgeSettings, Manifest, Monitor, Notification,
-    NotificationFormat, NotifyOn, OneBox, Region, Rolling, Stage, Strategy, TestSpec, Wave, WebhookUrl, Zone,
+    Bake, Environment, ExecSpec, ExecTemplate, JUDGED_METRICS, JudgeMethod, JudgeSettings, JudgedMetric, Manifest,
+    Monitor, Notification, NotificationFormat, NotifyOn, OneBox, Region, Rolling, Stage, Strategy, TestSpec, Wave,
+    WebhookUrl, Zone,
 };
 use rollwave_core::share::{BasisPoints, BatchSize};
 use rollwave_core::window::{BlockedDates, WeeklyWindow, Windows};
@@ -46,7 +48,7 @@ struct BakeLayer {
     min_datapoints: Option<u64>,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct OneBoxLayer {
     hosts: Option<u32>,
     max_share: Option<BasisPoints>,
@@ -55,7 +57,7 @@ struct OneBoxLayer {
     judging: Option<JudgeSettings>,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum OneBoxSetting {
     /// `one_box: false`: no one-box here, whatever the levels above say.
     Off,
@@ -75,7 +77,7 @@ struct RollingLayer {
 }
 
 /// The overridable part of `strategy`, a stage or a wave.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct StrategyLayer {
     one_box: Option<OneBoxSetting>,
     rolling: RollingLayer,
@@ -529,7 +531,7 @@ fn one_box(d: &mut Decoder, node: &Node) -> Option<OneBoxSetting> {
             }),
             bake: d.optional(&map, "bake", bake).unwrap_or_default(),
             // `method: off` gives no verdict to wait for.
-            judge: judged.map(|j| j.is_some_and(|s| s.method != JudgeMethod::Off)),
+            judge: judged.as_ref().map(|j| j.as_ref().is_some_and(|s| s.method != JudgeMethod::Off)),
             judging: judged.flatten(),
         }));
     }
@@ -540,21 +542,23 @@ fn one_box(d: &mut Decoder, node: &Node) -> Option<OneBoxSetting> {
     })
 }
 
-/// `judge: true | false | { method, alpha }`: whether the bake awaits a pass, and (for a
-/// mapping, which awaits one unless its method is `off`) how the one-box is judged.
-/// `Some(None)` is `false`.
+/// `judge: true | false | { method, alpha, metrics, min_samples }`: whether the bake awaits
+/// a pass, and (for a mapping, which awaits one unless its method is `off`) how the one-box
+/// is judged. `Some(None)` is `false`.
 fn judge(d: &mut Decoder, node: &Node) -> Option<Option<JudgeSettings>> {
     if let Node::Mapping(_) = node {
         let map = d.mapping(node, keys::JUDGE)?;
-        let defaults = JudgeSettings::default();
-        let method = d.optional(&map, "method", |d, n| {
-            d.parsed(n, "mann_whitney, sequential or off", |s| {
-                JudgeMethod::ALL
-                    .into_iter()
-                    .find(|m| m.as_str() == s)
-                    .ok_or_else(|| format!("expected a judge method, mann_whitney, sequential or off, found {s:?}"))
+        let method = d
+            .optional(&map, "method", |d, n| {
+                d.parsed(n, "mann_whitney, sequential or off", |s| {
+                    JudgeMethod::ALL
+                        .into_iter()
+                        .find(|m| m.as_str() == s)
+                        .ok_or_else(|| format!("expected a judge method, mann_whitney, sequential or off, found {s:?}"))
+                })
             })
-        });
+            .unwrap_or_default();
+        let defaults = JudgeSettings::defaults(method);
         let alpha = d.optional(&map, "alpha", |d, n| {
             let alpha = d.f64(n)?;
             if !(alpha > 0.0 && alpha <= 0.5) {
@@ -563,13 +567,112 @@ fn judge(d: &mut Decoder, node: &Node) -> Option<Option<JudgeSettings>> {
             }
             Some(alpha)
         });
+        let min_samples = d.optional(&map, "min_samples", |d, n| {
+            let least = d.u64(n)?;
+            if least == 0 {
+                d.error(n, "min_samples 0 would pass a one-box that served nothing; write 1 or more");
+                return None;
+            }
+            Some(least)
+        });
+        let metrics = d.optional(&map, "metrics", |d, n| judged_metrics(d, n, method));
         return Some(Some(JudgeSettings {
-            method: method.unwrap_or(defaults.method),
+            method,
             alpha: alpha.unwrap_or(defaults.alpha),
+            metrics: metrics.unwrap_or(defaults.metrics),
+            min_samples: min_samples.unwrap_or(defaults.min_samples),
         }));
     }
     let on = d.bool(node)?;
     Some(on.then(JudgeSettings::default))
+}
+
+/// `metrics: [{ metric, direction, critical, allowed_increase }]`: at least one, each
+/// metric at most once, each one the judge can compare per host.
+fn judged_metrics(d: &mut Decoder, node: &Node, method: JudgeMethod) -> Option<Vec<JudgedMetric>> {
+    let items = d.sequence(node)?;
+    if items.is_empty() {
+        d.error(node, "a judge with no metrics could never fail a one-box; list at least one, or write method: off");
+        return None;
+    }
+    let mut seen: Vec<TrafficMetric> = Vec::new();
+    let mut out = Vec::new();
+    let mut failed = false;
+    for item in items {
+        match judged_metric(d, item, method) {
+            Some(m) if seen.contains(&m.metric) => {
+                d.error(item, format!("metric {} is listed twice; give each metric once", m.metric.as_str()));
+                failed = true;
+            }
+            Some(m) => {
+                seen.push(m.metric);
+                out.push(m);
+            }
+            None => failed = true,
+        }
+    }
+    (!failed).then_some(out)
+}
+
+fn judged_metric(d: &mut Decoder, node: &Node, method: JudgeMethod) -> Option<JudgedMetric> {
+    let map = d.mapping(node, keys::JUDGE_METRIC)?;
+    let metric = d.required(&map, "metric", |d, n| {
+        let name = d.string(n)?;
+        if let Some(m) = JUDGED_METRICS.into_iter().find(|m| m.as_str() == name) {
+            return Some(m);
+        }
+        let names = JUDGED_METRICS.map(TrafficMetric::as_str);
+        let why = if TrafficMetric::named(&name).is_some() || Gauge::named(&name).is_some() || name.contains(':') {
+            format!("{name} is not measured per host from traffic, so the judge cannot tell the one-box from its baseline on it; watch it with an alarm")
+        } else {
+            format!("unknown metric {name:?}{}", hint(&name, names))
+        };
+        d.error(n, format!("{why}; the one-box judge compares {}", names.join(" and ")));
+        None
+    })?;
+    let defaults = JudgedMetric::default_for(method, metric);
+    let direction = d.optional(&map, "direction", |d, n| {
+        let direction = d.one_of(
+            n,
+            "direction",
+            &[("increase", Direction::Increase), ("decrease", Direction::Decrease), ("either", Direction::Either)],
+        )?;
+        if method != JudgeMethod::MannWhitney && direction != Direction::Increase {
+            d.error(
+                n,
+                format!(
+                    "the sequential judge tests for a rise only; a {} in {} is never what rolls a release back \
+                     (method: mann_whitney compares both ways)",
+                    direction.as_str(),
+                    metric.as_str()
+                ),
+            );
+            return None;
+        }
+        Some(direction)
+    });
+    let critical = d.optional(&map, "critical", Decoder::bool);
+    let allowed_increase = d.optional(&map, "allowed_increase", |d, n| {
+        let ratio = d.f64(n)?;
+        if !(ratio.is_finite() && ratio >= 1.0) {
+            d.error(
+                n,
+                format!("allowed_increase {ratio} is below 1: it is the canary-to-baseline ratio still counted as good, such as 1.25"),
+            );
+            return None;
+        }
+        Some(ratio)
+    });
+    let direction = match map.get("direction") {
+        Some(_) => direction?,
+        None => defaults.direction,
+    };
+    Some(JudgedMetric {
+        metric,
+        direction,
+        critical: critical.unwrap_or(defaults.critical),
+        allowed_increase: allowed_increase.unwrap_or(defaults.allowed_increase),
+    })
 }
 
 fn rolling(d: &mut Decoder, node: &Node) -> Option<RollingLayer> {
@@ -638,12 +741,12 @@ fn resolve(layers: &[&StrategyLayer]) -> Strategy {
 
     // The nearest `one_box` setting decides whether there is a one-box; its fields come
     // from the `On` layers down to the first `false` (what lies above a `false` is cut off).
-    let one_box = match nearest(layers, |l| l.one_box) {
+    let one_box = match layers.iter().find_map(|l| l.one_box.as_ref()) {
         Some(OneBoxSetting::Off) => None,
         _ => {
-            let on: Vec<OneBoxLayer> = layers
+            let on: Vec<&OneBoxLayer> = layers
                 .iter()
-                .map_while(|l| match l.one_box {
+                .map_while(|l| match &l.one_box {
                     Some(OneBoxSetting::Off) => None,
                     Some(OneBoxSetting::On(layer)) => Some(Some(layer)),
                     None => Some(None),
@@ -661,7 +764,7 @@ fn resolve(layers: &[&StrategyLayer]) -> Strategy {
                     min_datapoints: on.iter().find_map(|o| o.bake.min_datapoints).unwrap_or(inherited_datapoints),
                 },
                 judge: on.iter().find_map(|o| o.judge).unwrap_or(false),
-                judging: on.iter().find_map(|o| o.judging).unwrap_or_default(),
+                judging: on.iter().find_map(|o| o.judging.clone()).unwrap_or_default(),
             })
         }
     };

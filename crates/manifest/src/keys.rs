@@ -16,7 +16,8 @@ pub const STRATEGY: &[&str] = &["one_box", "rolling", "bake"];
 pub const ONE_BOX: &[&str] = &["hosts", "max_share", "bake", "judge"];
 pub const ROLLING: &[&str] = &["batch", "zone_bake", "max_failures", "deploy_timeout"];
 pub const BAKE: &[&str] = &["time", "min_datapoints"];
-pub const JUDGE: &[&str] = &["method", "alpha"];
+pub const JUDGE: &[&str] = &["method", "alpha", "metrics", "min_samples"];
+pub const JUDGE_METRIC: &[&str] = &["metric", "direction", "critical", "allowed_increase"];
 pub const STAGE: &[&str] =
     &["name", "environment", "approval", "tests", "bake", "windows", "one_box", "rolling", "waves"];
 pub const TEST: &[&str] = &["name", "run", "timeout"];
@@ -37,5 +38,6 @@ pub const MONITOR_REQUEST_REQUIRED: &[&str] = &["path"];
 pub const REGION_REQUIRED: &[&str] = &["zones"];
 pub const STAGE_REQUIRED: &[&str] = &["name", "environment"];
 pub const TEST_REQUIRED: &[&str] = &["name", "run"];
+pub const JUDGE_METRIC_REQUIRED: &[&str] = &["metric"];
 pub const WAVE_REQUIRED: &[&str] = &["name", "regions"];
 pub const ALARM_REQUIRED: &[&str] = &["name", "metric", "threshold"];

@@ -14,7 +14,7 @@
 use crate::decode::MONITOR_METHODS;
 use crate::keys;
 use rollwave_core::alarm::{Gauge, MetricRange, MonitorField, TrafficMetric};
-use rollwave_core::manifest::{JudgeMethod, JudgeSettings};
+use rollwave_core::manifest::{JUDGED_METRICS, JudgeMethod, JudgeSettings};
 use serde_json::{Map, Value, json};
 
 /// The schema's name, which editors key their caches on: a URN, since no URL of the
@@ -49,6 +49,7 @@ pub(crate) const OBJECTS: &[(&str, &[&str], &[&str])] = &[
     ("rolling", keys::ROLLING, &[]),
     ("bakeSettings", keys::BAKE, &[]),
     ("judgeSettings", keys::JUDGE, &[]),
+    ("judgedMetric", keys::JUDGE_METRIC, keys::JUDGE_METRIC_REQUIRED),
     ("stage", keys::STAGE, keys::STAGE_REQUIRED),
     ("test", keys::TEST, keys::TEST_REQUIRED),
     ("wave", keys::WAVE, keys::WAVE_REQUIRED),
@@ -178,6 +179,29 @@ fn property(object: &str, key: &str) -> Option<Value> {
             json!({ "type": "number", "exclusiveMinimum": 0, "maximum": 0.5, "default": JudgeSettings::default().alpha }),
             "sequential: the bound on the chance that a release no worse than its baseline is ever judged failing.",
         ),
+        ("judgeSettings", "metrics") => described(
+            json!({ "type": "array", "minItems": 1, "items": reference("judgedMetric") }),
+            "The metrics compared, each once. Default: error_rate (critical) and latency_p99_ms.",
+        ),
+        ("judgeSettings", "min_samples") => described(
+            json!({ "type": "integer", "minimum": 1, "default": JudgeSettings::default().min_samples }),
+            "sequential: requests each side needs before a pass (default 50); mann_whitney: per-host data bins each side needs before any verdict (default 3).",
+        ),
+        ("judgedMetric", "metric") => described(
+            json!({ "enum": JUDGED_METRICS.map(TrafficMetric::as_str) }),
+            "A metric measured per host from traffic; for the sequential judge latency_p99_ms is the share of requests slower than each latency bound.",
+        ),
+        ("judgedMetric", "direction") => described(
+            json!({ "enum": ["increase", "decrease", "either"], "default": "increase" }),
+            "The bad direction; the sequential judge tests for a rise only.",
+        ),
+        ("judgedMetric", "critical") => described(
+            json!({ "type": "boolean" }),
+            "true: a failure on this metric rolls the one-box back. Otherwise it lowers Kayenta's score (mann_whitney) or holds the one-box for an operator (sequential).",
+        ),
+        ("judgedMetric", "allowed_increase") => {
+            described(json!({ "type": "number", "minimum": 1 }), "The canary-to-baseline ratio still counted as good.")
+        }
         ("rolling", "batch") => described(
             json!({ "oneOf": [
                 { "$ref": "#/$defs/nonZeroPercentage" },

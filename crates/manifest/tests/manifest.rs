@@ -937,6 +937,13 @@ strategy:                         # manifest
     judge:                        # oneBoxSettings
       method: sequential          # judgeSettings
       alpha: 0.01                 # judgeSettings
+      min_samples: 50             # judgeSettings
+      metrics:                    # judgeSettings
+        -
+          metric: error_rate      # judgedMetric
+          direction: increase     # judgedMetric
+          critical: true          # judgedMetric
+          allowed_increase: 1.0   # judgedMetric
     bake:                         # oneBoxSettings
       time: 1h                    # bakeSettings
       min_datapoints: 5           # bakeSettings
@@ -1094,21 +1101,79 @@ fn a_one_box_judge_is_a_switch_or_a_method_with_its_alpha() {
     assert_eq!(judge_of("true").unwrap(), (true, JudgeSettings::default()));
     assert_eq!(
         judge_of("{ method: sequential, alpha: 0.05 }").unwrap(),
-        (true, JudgeSettings { method: JudgeMethod::Sequential, alpha: 0.05 })
+        (true, JudgeSettings { alpha: 0.05, ..JudgeSettings::defaults(JudgeMethod::Sequential) })
     );
     assert_eq!(
         judge_of("{ method: mann_whitney }").unwrap(),
-        (true, JudgeSettings { method: JudgeMethod::MannWhitney, alpha: 0.01 })
+        (true, JudgeSettings::defaults(JudgeMethod::MannWhitney))
     );
     let err = judge_of("{ method: bayes }").unwrap_err().to_string();
     assert!(err.contains("j.yaml:3:") && err.contains("mann_whitney, sequential or off"), "{err}");
     assert_eq!(
         judge_of("{ method: off }").unwrap(),
-        (false, JudgeSettings { method: JudgeMethod::Off, alpha: 0.01 }),
+        (false, JudgeSettings::defaults(JudgeMethod::Off)),
         "no verdict to wait for"
     );
     let err = judge_of("{ method: sequential, alpha: 0.9 }").unwrap_err().to_string();
     assert!(err.contains("j.yaml:3:") && err.contains("alpha 0.9 is outside"), "{err}");
     let err = judge_of("{ metod: sequential }").unwrap_err().to_string();
     assert!(err.contains("j.yaml:3:") && err.contains("metod"), "{err}");
+}
+
+#[test]
+fn a_judge_s_metrics_and_least_samples_are_set_in_the_manifest_and_checked_where_they_are_written() {
+    use rollwave_core::alarm::TrafficMetric;
+    use rollwave_core::judge::Direction;
+    use rollwave_core::manifest::{JudgeMethod, JudgeSettings, JudgedMetric};
+    let judging_of = |judge: &str| {
+        let text = format!(
+            "service: web\nenvironments: {{ prod: {{ regions: {{ r1: {{ zones: {{ a: 2 }} }} }} }} }}\n\
+             strategy:\n  one_box:\n    judge:\n{judge}\nstages: [{{ name: prod, environment: prod }}]\n"
+        );
+        parse_manifest("j.yaml", &text).map(|m| m.stages[0].waves[0].strategy.one_box.clone().unwrap().judging)
+    };
+    let judging = judging_of(
+        "      min_samples: 400\n      metrics:\n        - { metric: latency_p99_ms, allowed_increase: 1.5 }\n        - { metric: error_rate, critical: false }",
+    )
+    .unwrap();
+    assert_eq!(judging.min_samples, 400);
+    assert_eq!(
+        judging.metrics,
+        [
+            JudgedMetric {
+                metric: TrafficMetric::LatencyP99Ms,
+                direction: Direction::Increase,
+                critical: true,
+                allowed_increase: 1.5
+            },
+            JudgedMetric {
+                metric: TrafficMetric::ErrorRate,
+                direction: Direction::Increase,
+                critical: false,
+                allowed_increase: 1.0
+            },
+        ]
+    );
+    // Each method's defaults fill what a metric leaves out.
+    let judging =
+        judging_of("      method: mann_whitney\n      metrics: [{ metric: latency_p99_ms, direction: either }]")
+            .unwrap();
+    assert_eq!(
+        judging.metrics,
+        [JudgedMetric { direction: Direction::Either, ..JudgeSettings::defaults(JudgeMethod::MannWhitney).metrics[1] }]
+    );
+    assert_eq!(judging.min_samples, 3);
+    let refused = |judge: &str, place: &str, words: &str| {
+        let err = judging_of(judge).unwrap_err().to_string();
+        assert!(err.contains(place) && err.contains(words), "{judge}: {err}");
+    };
+    refused("      metrics: [{ metric: cpu_percent }]", "j.yaml:6:27", "not measured per host from traffic");
+    refused("      metrics: [{ metric: eror_rate }]", "j.yaml:6:27", "did you mean");
+    refused("      metrics: [{ metric: monitor:home:success_rate }]", "j.yaml:6:27", "watch it with an alarm");
+    refused("      metrics: []", "j.yaml:6:16", "could never fail a one-box");
+    refused("      metrics: [{ critical: true }]", "j.yaml:6:17", "metric");
+    refused("      metrics: [{ metric: error_rate }, { metric: error_rate }]", "j.yaml:6:41", "listed twice");
+    refused("      metrics: [{ metric: error_rate, direction: decrease }]", "j.yaml:6:50", "tests for a rise only");
+    refused("      metrics: [{ metric: error_rate, allowed_increase: 0.5 }]", "j.yaml:6:57", "below 1");
+    refused("      min_samples: 0", "j.yaml:6:20", "write 1 or more");
 }

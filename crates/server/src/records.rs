@@ -321,6 +321,28 @@ pub struct VerdictReport {
     pub rows: Vec<VerdictRow>,
     /// What follows the table, as printed.
     pub notes: String,
+    /// The one-box's hosts, the baseline's and the versions the baseline ran; empty in
+    /// records from before the verdict named them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub canary_hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub baseline_hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub baseline_versions: Vec<String>,
+}
+
+impl From<&VerdictReport> for rollwave_core::judge::Report {
+    fn from(report: &VerdictReport) -> Self {
+        rollwave_core::judge::Report {
+            headline: report.headline.clone(),
+            columns: report.columns.clone(),
+            rows: report.rows.iter().map(|r| r.cells().into_iter().map(str::to_owned).collect()).collect(),
+            notes: report.notes.clone(),
+            canary_hosts: report.canary_hosts.clone(),
+            baseline_hosts: report.baseline_hosts.clone(),
+            baseline_versions: report.baseline_versions.clone(),
+        }
+    }
 }
 
 impl From<rollwave_core::judge::Report> for VerdictReport {
@@ -334,7 +356,15 @@ impl From<rollwave_core::judge::Report> for VerdictReport {
                 VerdictRow { metric, outcome, values: cells }
             })
             .collect();
-        VerdictReport { headline: report.headline, columns: report.columns, rows, notes: report.notes }
+        VerdictReport {
+            headline: report.headline,
+            columns: report.columns,
+            rows,
+            notes: report.notes,
+            canary_hosts: report.canary_hosts,
+            baseline_hosts: report.baseline_hosts,
+            baseline_versions: report.baseline_versions,
+        }
     }
 }
 
@@ -433,45 +463,18 @@ impl VerdictTable {
             columns,
             rows,
             notes: lines[end..].concat(),
+            canary_hosts: Vec::new(),
+            baseline_hosts: Vec::new(),
+            baseline_versions: Vec::new(),
         }))
     }
 
     /// The report's text, as the judge printed it.
     pub fn render(&self) -> String {
-        let (headline, columns, rows, notes) = match self {
-            VerdictTable::Text(text) => return text.clone(),
-            VerdictTable::Table(VerdictReport { headline, columns, rows, notes }) => (headline, columns, rows, notes),
-        };
-        let lines: Vec<Vec<&str>> = std::iter::once(columns.iter().map(String::as_str).collect())
-            .chain(rows.iter().map(VerdictRow::cells))
-            .collect();
-        let mut widths = vec![0; columns.len()];
-        for line in &lines {
-            for (w, cell) in widths.iter_mut().zip(line) {
-                *w = (*w).max(cell.chars().count());
-            }
+        match self {
+            VerdictTable::Text(text) => text.clone(),
+            VerdictTable::Table(report) => rollwave_core::judge::Report::from(report).to_string(),
         }
-        let mut out = format!("{headline}\n");
-        for line in &lines {
-            let mut text = String::new();
-            for (i, (cell, w)) in line.iter().zip(&widths).enumerate() {
-                if i > 0 {
-                    text.push_str("  ");
-                }
-                let pad = " ".repeat(w - cell.chars().count());
-                if i < WORD_COLUMNS {
-                    text.push_str(cell);
-                    text.push_str(&pad);
-                } else {
-                    text.push_str(&pad);
-                    text.push_str(cell);
-                }
-            }
-            out.push_str(text.trim_end());
-            out.push('\n');
-        }
-        out.push_str(notes);
-        out
     }
 
     /// The headline, for a report of the usual shape; else its first line.
@@ -539,7 +542,7 @@ mod tests {
         for (canary, baseline) in runs() {
             let text = verdict_text(canary, baseline);
             let table = VerdictTable::from_log(&text);
-            let VerdictTable::Table(VerdictReport { headline, columns, rows, notes }) = &table else {
+            let VerdictTable::Table(VerdictReport { headline, columns, rows, notes, .. }) = &table else {
                 panic!("the judge's own report has the usual shape:\n{text}")
             };
             assert_eq!(table.render(), text);

@@ -585,7 +585,19 @@ impl Signals {
                     (canary, baseline)
                 }
             };
-            let Some(verdict) = self.verdict(&bake.judging, &canary, &baseline, bake.since) else { continue };
+            let Some(mut verdict) = self.verdict(&bake.judging, &canary, &baseline, bake.since) else { continue };
+            // The judge sees numbers; the verdict says which hosts and versions they were.
+            let hosts = |rows: &[&MetricRow]| -> Vec<String> {
+                rows.iter().map(|r| r.host.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect()
+            };
+            verdict.report.canary_hosts = hosts(&canary);
+            verdict.report.baseline_hosts = hosts(&baseline);
+            verdict.report.baseline_versions = baseline
+                .iter()
+                .map(|r| r.version.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
             // A failure can be said as soon as it shows; a pass only on the whole bake,
             // which the engine requires (an early pass would be heard and not counted, and
             // never said again).
@@ -606,8 +618,8 @@ impl Signals {
                     passed: verdict.outcome != Outcome::Fail,
                     marginal: verdict.outcome == Outcome::Marginal,
                     reason: verdict.reason,
-                    table: verdict.table,
-                    report: Some(verdict.report),
+                    table: verdict.report.to_string(),
+                    report: Some(verdict.report.into()),
                 },
             ));
         }
@@ -619,8 +631,7 @@ impl Signals {
 struct OneBoxVerdict {
     outcome: Outcome,
     reason: String,
-    table: String,
-    report: crate::records::VerdictReport,
+    report: rollwave_core::judge::Report,
 }
 
 impl Signals {
@@ -639,34 +650,23 @@ impl Signals {
                 let (canary, baseline) =
                     (per_host_bins(canary.iter().copied()), per_host_bins(baseline.iter().copied()));
                 // Too few points to say anything yet.
-                if canary.len() < 3 || baseline.len() < 3 {
+                let least = usize::try_from(judging.min_samples).unwrap_or(usize::MAX);
+                if canary.len() < least || baseline.len() < least {
                     return None;
                 }
-                let verdict =
-                    judge(&JudgeConfig::default(), &rollwave_core::judge::one_box_metrics(&canary, &baseline)).ok()?;
-                let report = verdict.report();
-                Some(OneBoxVerdict {
-                    outcome: verdict.outcome,
-                    reason: verdict.summary(),
-                    table: report.to_string(),
-                    report: report.into(),
-                })
+                let metrics = rollwave_core::judge::one_box_metrics(&judging.metrics, &canary, &baseline);
+                let verdict = judge(&JudgeConfig::default(), &metrics).ok()?;
+                Some(OneBoxVerdict { outcome: verdict.outcome, reason: verdict.summary(), report: verdict.report() })
             }
             JudgeMethod::Off => None,
             JudgeMethod::Sequential => {
-                let judge = rollwave_core::sequential::SequentialJudge::new(judging.alpha).ok()?;
+                let judge = rollwave_core::sequential::SequentialJudge::from_settings(judging).ok()?;
                 let bins = sequential_bins(canary, baseline, since, self.bin_ms);
                 if bins.is_empty() {
                     return None;
                 }
                 let verdict = judge.judge(&bins);
-                let report = verdict.report();
-                Some(OneBoxVerdict {
-                    outcome: verdict.outcome,
-                    reason: verdict.summary(),
-                    table: report.to_string(),
-                    report: report.into(),
-                })
+                Some(OneBoxVerdict { outcome: verdict.outcome, reason: verdict.summary(), report: verdict.report() })
             }
         }
     }

@@ -44,7 +44,10 @@ pub(crate) const EVERY_STEP_PAIRS: usize = 20_000;
 
 impl JudgedBake {
     pub fn new(settings: &JudgeSettings) -> JudgedBake {
-        let sequential = SequentialJudge::new(settings.alpha).ok().map(|j| (j, j.start()));
+        let sequential = SequentialJudge::from_settings(settings).ok().map(|j| {
+            let state = j.start();
+            (j, state)
+        });
         JudgedBake {
             sequential,
             canary_points: Vec::new(),
@@ -62,6 +65,29 @@ impl JudgedBake {
             judge.push(state, bin);
         }
     }
+}
+
+/// Each host's own factor on error rate and latency, per environment: log-normal with
+/// `spread` as the σ of its logarithm and mean 1 (so the fleet's mean is the scenario's).
+pub(crate) fn host_factors(
+    rng: &mut ChaCha8Rng,
+    spread: f64,
+    hosts_per_env: impl Iterator<Item = usize>,
+) -> Vec<Vec<f64>> {
+    let unit = rand_distr::StandardNormal;
+    hosts_per_env
+        .map(|hosts| {
+            (0..hosts)
+                .map(|_| {
+                    if spread == 0.0 {
+                        return 1.0;
+                    }
+                    let z: f64 = unit.sample(rng);
+                    (spread * z - spread * spread / 2.0).exp()
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// One host's traffic for one step: `mean` requests on average.
@@ -108,7 +134,8 @@ pub(crate) fn point(t: &Traffic) -> Option<(f64, Option<f64>)> {
 pub(crate) fn verdict(settings: &JudgeSettings, bake: &mut JudgedBake, ending: bool) -> Option<(Outcome, String)> {
     match settings.method {
         JudgeMethod::MannWhitney => {
-            if bake.canary_points.len() < 3 || bake.baseline_points.len() < 3 {
+            let least = usize::try_from(settings.min_samples).unwrap_or(usize::MAX);
+            if bake.canary_points.len() < least || bake.baseline_points.len() < least {
                 return None;
             }
             let first_look_at_end = ending && !bake.looked_at_end;
@@ -117,8 +144,8 @@ pub(crate) fn verdict(settings: &JudgeSettings, bake: &mut JudgedBake, ending: b
                 return None;
             }
             bake.looked_at_end |= ending;
-            let v =
-                judge(&JudgeConfig::default(), &one_box_metrics(&bake.canary_points, &bake.baseline_points)).ok()?;
+            let metrics = one_box_metrics(&settings.metrics, &bake.canary_points, &bake.baseline_points);
+            let v = judge(&JudgeConfig::default(), &metrics).ok()?;
             Some((v.outcome, v.summary()))
         }
         JudgeMethod::Off => None,
@@ -134,6 +161,20 @@ pub(crate) fn verdict(settings: &JudgeSettings, bake: &mut JudgedBake, ending: b
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn hosts_differ_by_their_spread_around_a_mean_of_one() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let factors = host_factors(&mut rng, 0.3, [20_000, 2].into_iter());
+        assert_eq!((factors.len(), factors[0].len(), factors[1].len()), (2, 20_000, 2));
+        let logs: Vec<f64> = factors[0].iter().map(|f| f.ln()).collect();
+        let mean = factors[0].iter().sum::<f64>() / 20_000.0;
+        let log_mean = logs.iter().sum::<f64>() / 20_000.0;
+        let log_sd = (logs.iter().map(|l| (l - log_mean).powi(2)).sum::<f64>() / 20_000.0).sqrt();
+        assert!((mean - 1.0).abs() < 0.01, "mean {mean}");
+        assert!((log_sd - 0.3).abs() < 0.01, "spread {log_sd}");
+        assert!(host_factors(&mut rng, 0.0, [5].into_iter())[0].iter().all(|&f| f == 1.0));
+    }
 
     #[test]
     fn latencies_land_in_the_buckets_their_median_and_p99_say() {

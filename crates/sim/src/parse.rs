@@ -18,7 +18,7 @@ const SCENARIO: &[&str] = &[
     "operators",
     "host_failures",
 ];
-const TRAFFIC: &[&str] = &["requests_per_host_per_s", "error_rate", "latency_p99_ms"];
+const TRAFFIC: &[&str] = &["requests_per_host_per_s", "error_rate", "latency_p99_ms", "host_spread", "daily_swing"];
 const RELEASE: &[&str] = &["version", "at", "defect"];
 const DEFECT: &[&str] = &["error_rate", "latency_p99_ms", "appears_after", "fails_tests"];
 const INCIDENT: &[&str] = &["at", "for", "environment", "region", "zone", "error_rate", "latency_p99_ms"];
@@ -55,7 +55,24 @@ fn decode(d: &mut Decoder, root: &Node, manifest: &Manifest) -> Option<Scenario>
         let requests_per_host_per_s = d.required(&t, "requests_per_host_per_s", non_negative);
         let error_rate = d.optional(&t, "error_rate", rate).unwrap_or(0.0);
         let latency_p99_ms = d.optional(&t, "latency_p99_ms", non_negative).unwrap_or(100.0);
-        Some(Traffic { requests_per_host_per_s: requests_per_host_per_s?, error_rate, latency_p99_ms })
+        let host_spread = d
+            .optional(&t, "host_spread", |d, n| {
+                let spread = non_negative(d, n)?;
+                if spread > 2.0 {
+                    d.error(n, format!("host_spread {spread} would make hosts differ by a factor of e^{spread} or more; write a spread from 0 to 2, such as 0.2"));
+                    return None;
+                }
+                Some(spread)
+            })
+            .unwrap_or(0.0);
+        let daily_swing = d.optional(&t, "daily_swing", rate).unwrap_or(0.0);
+        Some(Traffic {
+            requests_per_host_per_s: requests_per_host_per_s?,
+            error_rate,
+            latency_p99_ms,
+            host_spread,
+            daily_swing,
+        })
     });
     let deploy_time = d.optional(&map, "deploy_time", Decoder::duration).unwrap_or(Duration::from_secs(120));
     let test_time = d.optional(&map, "test_time", Decoder::duration).unwrap_or(Duration::from_secs(300));

@@ -188,6 +188,9 @@ struct Sim<'a> {
     /// The judge's per-host traffic draws, apart from the world's, so that judging leaves
     /// the rest of a seed's story as it was.
     judge_rng: ChaCha8Rng,
+    /// Per environment and host: its own factor on error rate and p99 latency (see
+    /// [`crate::scenario::Traffic::host_spread`]).
+    host_factor: Vec<Vec<f64>>,
     /// Per release: what a study of many runs reads.
     measures: BTreeMap<ReleaseId, Measure>,
 }
@@ -319,6 +322,11 @@ impl<'a> Sim<'a> {
         let engine = Engine::new(Arc::clone(&plan), &scenario.initial_version, start);
         let fleet = Fleet::new(&plan);
         let next_measure = at(step);
+        let host_factor = judge::host_factors(
+            &mut ChaCha8Rng::seed_from_u64(options.seed ^ 0x686f_7374_7300_0001),
+            scenario.traffic.host_spread,
+            plan.envs.iter().map(|e| e.hosts.len()),
+        );
         Ok(Sim {
             plan,
             scenario,
@@ -346,6 +354,7 @@ impl<'a> Sim<'a> {
             violations: Vec::new(),
             one_boxes: BTreeMap::new(),
             judge_rng: ChaCha8Rng::seed_from_u64(options.seed ^ 0x6a75_6467_6573_0001),
+            host_factor,
             measures: BTreeMap::new(),
         })
     }
@@ -389,13 +398,13 @@ impl<'a> Sim<'a> {
     fn judge_one_boxes(&mut self, secs: f64) {
         let bakes = self.engine.one_box_bakes();
         self.one_boxes.retain(|k, _| bakes.iter().any(|b| (b.env, b.region, b.release, b.since) == *k));
-        let mean = self.scenario.traffic.requests_per_host_per_s * secs;
+        let mean = self.scenario.traffic.requests_at(self.now) * secs;
         let median = self.scenario.traffic.latency_p99_ms / 4.0;
         let plan = Arc::clone(&self.plan);
         let mut verdicts = Vec::new();
         for b in bakes {
             let fleet = &self.fleet.envs[b.env.idx()];
-            let sides: Vec<(bool, f64, f64)> = plan.env(b.env).regions[b.region.idx()]
+            let sides: Vec<(bool, f64, f64, f64)> = plan.env(b.env).regions[b.region.idx()]
                 .hosts
                 .clone()
                 .filter(|&h| !fleet.broken[h as usize])
@@ -408,7 +417,9 @@ impl<'a> Sim<'a> {
                     }
                     let zone = plan.host_zone(b.env, HostId(h));
                     let (p, p99) = self.conditions(b.env, b.region, zone, version);
-                    Some((one_box, p, p99))
+                    let factor = self.host_factor[b.env.idx()].get(h as usize).copied().unwrap_or(1.0);
+                    // A host slower by nature is slower all over: its median moves too.
+                    Some((one_box, (p * factor).min(1.0), p99 * factor, factor))
                 })
                 .collect();
             let mut bin = JudgeBin::default();
@@ -416,8 +427,8 @@ impl<'a> Sim<'a> {
                 .one_boxes
                 .entry((b.env, b.region, b.release, b.since))
                 .or_insert_with(|| JudgedBake::new(&b.judging));
-            for (one_box, p, p99) in sides {
-                let t = judge::host_step(&mut self.judge_rng, mean, p, p99, median);
+            for (one_box, p, p99, factor) in sides {
+                let t = judge::host_step(&mut self.judge_rng, mean, p, p99, median * factor);
                 let (side, points) = if one_box {
                     (&mut bin.canary, &mut entry.canary_points)
                 } else {
@@ -686,7 +697,7 @@ impl<'a> Sim<'a> {
         self.steps += 1;
         let plan = Arc::clone(&self.plan);
         let secs = self.step.as_secs_f64();
-        let rate = self.scenario.traffic.requests_per_host_per_s;
+        let rate = self.scenario.traffic.requests_at(self.now);
         let mut served = Vec::new();
         let mut zone_samples: Vec<Vec<Sample>> = Vec::with_capacity(plan.envs.len());
         let mut class_samples: Vec<(EnvId, ZoneId, ReleaseId, Sample)> = Vec::new();

@@ -184,8 +184,9 @@ fn scenario(manifest: &Manifest) -> impl Strategy<Value = Scenario> + use<> {
         prop::collection::vec((0u64..60, 0usize..regions.len(), 10u64..120), 0..=2),
         0u64..24,
         1u64..=20,
+        (0u32..=5, 0u32..=9),
     )
-        .prop_map(move |(releases, ops, failures, incidents, start_h, rps)| {
+        .prop_map(move |(releases, ops, failures, incidents, start_h, rps, (spread, swing))| {
             let mut releases: Vec<ScenarioRelease> = releases
                 .into_iter()
                 .enumerate()
@@ -238,7 +239,15 @@ fn scenario(manifest: &Manifest) -> impl Strategy<Value = Scenario> + use<> {
             Scenario {
                 start: "2026-11-30T00:00:00Z".parse::<Timestamp>().unwrap() + Duration::from_secs(start_h * HOUR),
                 initial_version: "v1".into(),
-                traffic: Traffic { requests_per_host_per_s: rps as f64, error_rate: 0.001, latency_p99_ms: 120.0 },
+                // Hosts that differ by nature and a daily swing change what the judge and the
+                // bakes see, never the rules.
+                traffic: Traffic {
+                    requests_per_host_per_s: rps as f64,
+                    error_rate: 0.001,
+                    latency_p99_ms: 120.0,
+                    host_spread: f64::from(spread) / 10.0,
+                    daily_swing: f64::from(swing) / 10.0,
+                },
                 deploy_time: mins(2),
                 test_time: mins(5),
                 releases,

@@ -179,7 +179,7 @@ impl Engine {
                     since: clock.started,
                     until: clock.until,
                     awaiting_pass: clock.judge == super::state::JudgeWait::AwaitingPass,
-                    judging: strategy.one_box.as_ref().map(|o| o.judging).unwrap_or_default(),
+                    judging: strategy.one_box.as_ref().map(|o| o.judging.clone()).unwrap_or_default(),
                 });
             }
         }

@@ -444,15 +444,19 @@ fn event_class(kind: EventKind) -> &'static str {
 /// The judge's verdict as a table of its metrics.
 fn verdict_view(e: &crate::records::Record, v: &crate::records::JudgeVerdict) -> VerdictView {
     use crate::records::VerdictTable;
-    let (header, rows, rest) = match &v.table {
-        VerdictTable::Table(crate::records::VerdictReport { columns, rows, notes, .. }) => (
-            columns.clone(),
-            rows.iter().map(|r| r.cells().into_iter().map(str::to_owned).collect()).collect(),
-            notes.trim_end().to_owned(),
+    let (header, rows, rest, sides) = match &v.table {
+        VerdictTable::Table(report) => (
+            report.columns.clone(),
+            report.rows.iter().map(|r| r.cells().into_iter().map(str::to_owned).collect()).collect(),
+            report.notes.trim_end().to_owned(),
+            (report.canary_hosts.clone(), report.baseline_hosts.clone(), report.baseline_versions.clone()),
         ),
-        VerdictTable::Text(text) => {
-            (Vec::new(), Vec::new(), text.split_once('\n').map_or("", |(_, rest)| rest).trim_end().to_owned())
-        }
+        VerdictTable::Text(text) => (
+            Vec::new(),
+            Vec::new(),
+            text.split_once('\n').map_or("", |(_, rest)| rest).trim_end().to_owned(),
+            Default::default(),
+        ),
     };
     VerdictView {
         t: short_time(&e.at.to_string()),
@@ -462,6 +466,9 @@ fn verdict_view(e: &crate::records::Record, v: &crate::records::JudgeVerdict) ->
         rows,
         rest,
         passed: v.passed(),
+        canary_hosts: sides.0,
+        baseline_hosts: sides.1,
+        baseline_versions: sides.2,
     }
 }
 

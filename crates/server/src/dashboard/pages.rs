@@ -110,6 +110,11 @@ pub struct VerdictView {
     /// What follows the table (groups, reasons, warnings).
     pub rest: String,
     pub passed: bool,
+    /// The one-box's hosts, the baseline's and the baseline's versions; empty for a
+    /// verdict that did not name them.
+    pub canary_hosts: Vec<String>,
+    pub baseline_hosts: Vec<String>,
+    pub baseline_versions: Vec<String>,
 }
 
 #[derive(Template)]

@@ -198,6 +198,7 @@ fn the_one_box_judge_rolls_back_a_one_box_worse_than_its_baseline() {
     assert!(judge.contains("verdict state-halted"), "{judge}");
     assert!(judge.contains("<th scope=\"col\">bad if</th>"), "{judge}");
     assert!(judge.contains("<td>error_rate</td>") && judge.contains("<td>latency_p99_ms</td>"), "{judge}");
+    assert!(judge.contains("Compared: canary z1-1 against baseline z1-2, z2-1, z2-2 (on baseline)"), "{judge}");
 }
 
 #[test]
@@ -217,7 +218,50 @@ fn the_sequential_judge_rolls_back_sparse_errors_on_the_one_box() {
     assert!(verdict.reason.as_deref().unwrap().starts_with("sequential (FAIL)"), "{verdict:?}");
     let table = verdict.output.as_deref().expect("the per-test table");
     assert!(table.contains("e-value") && table.contains("error_rate"), "{table}");
+    // It says whom it compared, and where each test stood at its looks.
+    assert!(table.contains("compared: canary z1-1 against baseline z1-2, z2-1, z2-2 (on baseline)"), "{table}");
+    assert!(
+        table.contains("looks (e-value per test; boundaries error_rate 200.000, latency_p99_ms 200.000)"),
+        "{table}"
+    );
+    assert!(table.contains("    bin 1: canary n "), "{table}");
     assert_eq!(detail.release.rolled_back_scopes, ["prod/r1/z1"]);
+}
+
+#[test]
+fn a_metric_the_manifest_makes_not_critical_holds_the_one_box_instead_of_rolling_it_back() {
+    let s = v2_judged_by("sequential, metrics: [{ metric: error_rate, critical: false }]");
+    let admin = s.client(Some(ADMIN));
+    s.wait_for("the one-box bakes", || {
+        admin.release("web", "v2").unwrap().events.iter().any(|e| e.kind == rollwave_api::EventKind::BakeStarted)
+    });
+    let verdict = |admin: &rollwave_server::client::Client| {
+        admin.release("web", "v2").unwrap().events.into_iter().find(|e| e.kind == rollwave_api::EventKind::JudgeVerdict)
+    };
+    for round in 0..PATIENCE {
+        push(
+            &s,
+            vec![
+                sample("z1-1", "v2", 20, 1 + u64::from(round % 2)),
+                sample("z1-2", "baseline", 20, 0),
+                sample("z2-1", "baseline", 20, 0),
+                sample("z2-2", "baseline", 20, 0),
+            ],
+        );
+        if verdict(&admin).is_some() {
+            break;
+        }
+        s.advance(SWEEP);
+    }
+    let verdict = verdict(&admin).expect("a verdict once the bake's time is up");
+    let reason = verdict.reason.as_deref().unwrap();
+    assert!(reason.starts_with("sequential (MARGINAL): held for an operator: `error_rate` is High"), "{reason}");
+    // Only the metric the manifest lists was tested.
+    let table = verdict.output.as_deref().unwrap();
+    assert!(!table.contains("latency_p99_ms"), "{table}");
+    let detail = admin.release("web", "v2").unwrap();
+    assert!(detail.release.rolled_back_scopes.is_empty(), "{:?}", detail.events);
+    assert!(!detail.events.iter().any(|e| e.kind == rollwave_api::EventKind::RollbackStarted), "{:?}", detail.events);
 }
 
 #[test]

@@ -13,6 +13,7 @@ mod exec;
 mod flag_release;
 mod flags;
 mod flags_cli;
+mod functions;
 mod logging;
 mod prometheus;
 mod replicas;

@@ -198,7 +198,39 @@ pub struct Region {
     pub name: String,
     /// Windows are read in this zone's local time; UTC when the manifest names none.
     pub timezone: TimeZone,
+    /// For a region of functions, its invocations cut into [`FUNCTION_SLICES`] slices of
+    /// 1 %, one zone per step of the rollout (`{region}-share-{percent}`, holding the slices
+    /// that step adds): the engine rolls slices out as it rolls out hosts, and the share of
+    /// invocations the new version gets is the share of slices it has.
     pub zones: Vec<Zone>,
+    /// The region's functions (empty for a region of hosts): each step of a rollout shifts
+    /// every one of them.
+    pub functions: Vec<Function>,
+}
+
+/// How many slices a region of functions is cut into: each is 1 % of its invocations.
+pub const FUNCTION_SLICES: u32 = 100;
+
+/// A function of the service, reached through one alias: what a step of a rollout changes
+/// is the alias's routing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Function {
+    pub name: String,
+    pub alias: String,
+}
+
+impl Region {
+    pub fn is_functions(&self) -> bool {
+        !self.functions.is_empty()
+    }
+}
+
+impl Environment {
+    /// Whether its regions are functions (a manifest never mixes functions and hosts in
+    /// one environment).
+    pub fn is_functions(&self) -> bool {
+        self.regions.iter().any(Region::is_functions)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -362,6 +394,17 @@ pub struct Rolling {
     pub max_failures: u32,
     /// A host deployment that has not reported by then counts as failed.
     pub deploy_timeout: Duration,
+    /// For regions of functions: the cumulative shares of invocations after each step,
+    /// rising, the last 100 %. Each step is one zone of slices, rolled in one batch and
+    /// baked with `zone_bake`. Regions of hosts roll zone by zone instead.
+    pub steps: Vec<BasisPoints>,
+}
+
+impl Rolling {
+    /// The steps of a functions rollout unless the manifest says otherwise: 25 %, 50 %, 100 %.
+    pub fn default_steps() -> Vec<BasisPoints> {
+        [2_500, 5_000, 10_000].into_iter().filter_map(BasisPoints::new).collect()
+    }
 }
 
 /// A bake ends only when its time has passed **and** the new version has served

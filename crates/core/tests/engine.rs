@@ -40,6 +40,7 @@ fn manifest(zones: &[u32], approvals: &[bool]) -> Manifest {
             zone_bake: bake(30, 0),
             max_failures: 0,
             deploy_timeout: mins(10),
+            steps: Rolling::default_steps(),
         },
         bake: bake(120, 0),
     };
@@ -56,6 +57,7 @@ fn manifest(zones: &[u32], approvals: &[bool]) -> Manifest {
                     .enumerate()
                     .map(|(i, &hosts)| Zone { name: format!("z{}", i + 1), hosts })
                     .collect(),
+                functions: Vec::new(),
             }],
         }],
         stages: approvals

@@ -17,9 +17,9 @@ use rollwave_core::alarm::{
 };
 use rollwave_core::judge::Direction;
 use rollwave_core::manifest::{
-    Bake, Environment, ExecSpec, ExecTemplate, JUDGED_METRICS, JudgeMethod, JudgeSettings, JudgedMetric, Manifest,
-    Monitor, Notification, NotificationFormat, NotifyOn, OneBox, Region, Rolling, Stage, Strategy, TestSpec, Wave,
-    WebhookUrl, Zone,
+    Bake, Environment, ExecSpec, ExecTemplate, FUNCTION_SLICES, Function, JUDGED_METRICS, JudgeMethod, JudgeSettings,
+    JudgedMetric, Manifest, Monitor, Notification, NotificationFormat, NotifyOn, OneBox, Region, Rolling, Stage,
+    Strategy, TestSpec, Wave, WebhookUrl, Zone,
 };
 use rollwave_core::share::{BasisPoints, BatchSize};
 use rollwave_core::window::{BlockedDates, WeeklyWindow, Windows};
@@ -66,7 +66,7 @@ enum OneBoxSetting {
     On(OneBoxLayer),
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct RollingLayer {
     batch: Option<BatchSize>,
     zone_bake: BakeLayer,
@@ -74,6 +74,7 @@ struct RollingLayer {
     /// Where `max_failures` is written, to report a tolerance no zone can reach.
     max_failures_at: Option<Location>,
     deploy_timeout: Option<Duration>,
+    steps: Option<Vec<BasisPoints>>,
 }
 
 /// The overridable part of `strategy`, a stage or a wave.
@@ -152,9 +153,13 @@ pub fn manifest(d: &mut Decoder, root: &Node, secrets: SecretCheck<'_>) -> Optio
     let alarms = d
         .optional(&map, "alarms", |d, n| alarms(d, n, monitors_known.then_some(monitors.as_slice())))
         .unwrap_or_default();
+    let mut environments = environments?;
+    if let (Some(stages), Some(at)) = (&stages, map.get("stages")) {
+        lay_out_functions(d, at, &mut environments, stages);
+    }
     Some(Manifest {
         service: service?,
-        environments: environments?.into_iter().map(|e| e.environment).collect(),
+        environments: environments.into_iter().map(|e| e.environment).collect(),
         stages: stages?,
         alarms,
         watch,
@@ -377,6 +382,10 @@ fn named_entries<'n>(d: &mut Decoder, map: &Mapping<'n>, what: &str) -> Vec<(&'n
         .collect()
 }
 
+fn map_has(node: Option<&Node>, key: &str) -> bool {
+    matches!(node, Some(Node::Mapping(m)) if m.get(key).is_some())
+}
+
 fn environment(d: &mut Decoder, name: &str, node: Option<&Node>) -> DecodedEnvironment {
     let mut environment = Environment { name: name.to_owned(), regions: Vec::new(), exec: None };
     let Some(map) = node.and_then(|node| d.mapping(node, keys::ENVIRONMENT)) else {
@@ -399,9 +408,28 @@ fn environment(d: &mut Decoder, name: &str, node: Option<&Node>) -> DecodedEnvir
     // unique per environment, not just per region.
     let mut zones_seen = HashMap::new();
     let mut hosts_total: u64 = 0;
-    for (name, value) in named_entries(d, &regions, "region") {
-        let region = region(d, name, value, &mut zones_seen, &mut hosts_total);
+    let mut kinds: Option<(bool, &str)> = None;
+    for (region_name, value) in named_entries(d, &regions, "region") {
+        let region = region(d, region_name, value, &mut zones_seen, &mut hosts_total);
+        let is_functions = map_has(value, "functions");
+        match kinds {
+            None => kinds = Some((is_functions, region_name)),
+            Some((first, first_name)) if first != is_functions => {
+                let (kind, other) = if first { ("functions", "hosts") } else { ("hosts", "functions") };
+                d.error(
+                    value.map_or_else(|| regions.location(), Located::location),
+                    format!(
+                        "region {region_name:?} is {other} but region {first_name:?} of environment {name:?} is \
+                         {kind}; an environment is all hosts or all functions"
+                    ),
+                );
+            }
+            Some(_) => {}
+        }
         environment.regions.push(region);
+    }
+    if let (Some((true, _)), Some(exec)) = (kinds, map.get("exec")) {
+        d.error(exec, format!("environment {name:?} is functions, which rollwave deploys itself; `exec` is for hosts"));
     }
     DecodedEnvironment { environment, regions_known: true }
 }
@@ -413,12 +441,36 @@ fn region(
     zones_seen: &mut HashMap<String, Location>,
     hosts_total: &mut u64,
 ) -> Region {
-    let mut region = Region { name: name.to_owned(), timezone: TimeZone::UTC, zones: Vec::new() };
+    let mut region =
+        Region { name: name.to_owned(), timezone: TimeZone::UTC, zones: Vec::new(), functions: Vec::new() };
     let Some(map) = node.and_then(|node| d.mapping(node, keys::REGION)) else {
         return region;
     };
     region.timezone = d.optional(&map, "timezone", timezone).unwrap_or(TimeZone::UTC);
-    let Some(zones) = d.required(&map, "zones", Decoder::open_mapping) else {
+    if let Some(functions_node) = map.get("functions") {
+        if map.get("zones").is_some() {
+            d.error(
+                functions_node,
+                format!("region {name:?} has both `zones` and `functions`; a region is hosts or functions, not both"),
+            );
+            return region;
+        }
+        region.functions = functions(d, functions_node).unwrap_or_default();
+        // The zones of slices follow the steps of the wave that rolls the region out
+        // (`function_zones`, once stages are read); until then, the default steps.
+        region.zones = function_zones(name, &Rolling::default_steps());
+        return region;
+    }
+    let Some(zones) = map.get("zones").and_then(|z| d.open_mapping(z)) else {
+        if map.get("zones").is_none() {
+            d.error(
+                map,
+                format!(
+                    "region {name:?} needs `zones` (hosts), e.g. `zones: {{ {name}-az1: 3 }}`, or `functions`, \
+                     e.g. `functions: [{{ name: checkout, alias: live }}]`"
+                ),
+            );
+        }
         return region;
     };
     if zones.is_empty() {
@@ -463,6 +515,65 @@ fn region(
         region.zones.push(Zone { name: zone_name.to_owned(), hosts });
     }
     region
+}
+
+/// A region's functions: each named once, with the alias its callers invoke.
+fn functions(d: &mut Decoder, node: &Node) -> Option<Vec<Function>> {
+    let items = d.sequence(node)?;
+    if items.is_empty() {
+        d.error(node, "list at least one function, e.g. `functions: [{ name: checkout, alias: live }]`");
+        return None;
+    }
+    let mut seen: HashMap<String, Location> = HashMap::new();
+    let mut functions = Vec::new();
+    for item in items {
+        let Some(map) = d.mapping(item, keys::FUNCTION) else { continue };
+        let name = d.required(&map, "name", |d, n| d.parsed(n, "a function name", lambda_function_name));
+        let alias = d.required(&map, "alias", |d, n| d.parsed(n, "an alias name", lambda_alias_name));
+        let (Some(name), Some(alias)) = (name, alias) else { continue };
+        if let Some(first) = seen.get(&name) {
+            d.error(item, format!("function {name:?} is already listed at {first}"));
+            continue;
+        }
+        seen.insert(name.clone(), item.location());
+        functions.push(Function { name, alias });
+    }
+    Some(functions)
+}
+
+/// A Lambda function's name as its API takes it in a path: 1 to 64 letters, digits,
+/// `-` and `_` (an ARN belongs in a release's artifact, not here).
+fn lambda_function_name(s: &str) -> Result<String, String> {
+    let ok = (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok { Ok(s.to_owned()) } else { Err(format!("function name {s:?} must be 1 to 64 letters, digits, `-` or `_`")) }
+}
+
+/// A Lambda alias name: 1 to 128 letters, digits, `-` and `_`, not all digits (those
+/// name versions).
+fn lambda_alias_name(s: &str) -> Result<String, String> {
+    let chars = (1..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !chars {
+        return Err(format!("alias name {s:?} must be 1 to 128 letters, digits, `-` or `_`"));
+    }
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("alias name {s:?} is a version number; name the alias callers invoke, e.g. `live`"));
+    }
+    Ok(s.to_owned())
+}
+
+/// A region of functions as zones of slices: one zone per step, holding the slices that
+/// step adds, named `{region}-share-{percent}`.
+pub(crate) fn function_zones(region: &str, steps: &[BasisPoints]) -> Vec<Zone> {
+    let mut before = 0;
+    steps
+        .iter()
+        .map(|step| {
+            let upto = step.of(FUNCTION_SLICES);
+            let zone = Zone { name: format!("{region}-share-{}", upto), hosts: upto - before };
+            before = upto;
+            zone
+        })
+        .collect()
 }
 
 fn timezone(d: &mut Decoder, node: &Node) -> Option<TimeZone> {
@@ -683,7 +794,45 @@ fn rolling(d: &mut Decoder, node: &Node) -> Option<RollingLayer> {
         max_failures: d.optional(&map, "max_failures", Decoder::u32),
         max_failures_at: map.get("max_failures").map(Located::location),
         deploy_timeout: d.optional(&map, "deploy_timeout", Decoder::positive_duration),
+        steps: d.optional(&map, "steps", steps),
     })
+}
+
+/// A functions rollout's steps: whole percentages, rising, the last 100 %.
+fn steps(d: &mut Decoder, node: &Node) -> Option<Vec<BasisPoints>> {
+    let items = d.sequence(node)?;
+    if items.is_empty() {
+        d.error(node, "list at least one step, e.g. `steps: [25%, 50%, 100%]`");
+        return None;
+    }
+    let errors_before = d.errors().len();
+    let mut steps: Vec<BasisPoints> = Vec::new();
+    for item in items {
+        let Some(step) = d.share(item) else { continue };
+        if step == BasisPoints::ZERO || step.get() % 100 != 0 {
+            d.error(
+                item,
+                format!("a step is a whole percentage above 0 (invocations move in 1 % slices), found {step}"),
+            );
+            continue;
+        }
+        if let Some(&last) = steps.last().filter(|&&last| step <= last) {
+            d.error(item, format!("steps rise: {step} does not come after {last}"));
+            continue;
+        }
+        steps.push(step);
+    }
+    if d.errors().len() != errors_before {
+        return None;
+    }
+    if steps.last() != Some(&BasisPoints::FULL) {
+        d.error(
+            items.last().unwrap_or(node),
+            "the last step is 100%: a rollout ends with every invocation on the new version",
+        );
+        return None;
+    }
+    Some(steps)
 }
 
 /// Where the `max_failures` that applies to a wave with these layers is written.
@@ -737,6 +886,7 @@ fn resolve(layers: &[&StrategyLayer]) -> Strategy {
         },
         max_failures: nearest(layers, |l| l.rolling.max_failures).unwrap_or(0),
         deploy_timeout: nearest(layers, |l| l.rolling.deploy_timeout).unwrap_or(DEFAULT_DEPLOY_TIMEOUT),
+        steps: nearest(layers, |l| l.rolling.steps.clone()).unwrap_or_else(Rolling::default_steps),
     };
 
     // The nearest `one_box` setting decides whether there is a one-box; its fields come
@@ -829,7 +979,78 @@ fn stage(d: &mut Decoder, node: &Node, context: &Context<'_>, names: &mut HashMa
             Some(vec![wave])
         }
     };
-    Some(Stage { name: name?, environment: environment?, approval, tests, waves: waves?, windows })
+    let mut waves = waves?;
+    if env.is_some_and(|e| e.environment.is_functions()) {
+        for wave in &mut waves {
+            functions_wave(d, node, wave);
+        }
+    }
+    Some(Stage { name: name?, environment: environment?, approval, tests, waves, windows })
+}
+
+/// A wave over regions of functions: each step is one batch of slices, and the one-box is
+/// its share of slices (`one_box.hosts` counts hosts, which functions have none of).
+fn functions_wave(d: &mut Decoder, stage: &Node, wave: &mut Wave) {
+    let strategy = &mut wave.strategy;
+    strategy.rolling.batch = BatchSize::Share(BasisPoints::FULL);
+    // A step shifts every function's alias at once: it succeeds or fails as a whole.
+    strategy.rolling.max_failures = 0;
+    let first_step = strategy.rolling.steps.first().copied().unwrap_or(BasisPoints::FULL);
+    if let Some(one_box) = &mut strategy.one_box {
+        one_box.hosts = FUNCTION_SLICES;
+        if one_box.max_share.of(FUNCTION_SLICES) == 0 || one_box.max_share.get() % 100 != 0 {
+            d.error(
+                stage,
+                format!(
+                    "wave {:?}: a functions one-box is a whole percentage of invocations (1 % slices), found \
+                     one_box.max_share {}",
+                    wave.name, one_box.max_share
+                ),
+            );
+        } else if one_box.max_share >= first_step {
+            d.error(
+                stage,
+                format!(
+                    "wave {:?}: the one-box's share ({}) must be below the first step ({}), or the one-box \
+                     would be the whole first step",
+                    wave.name, one_box.max_share, first_step
+                ),
+            );
+        }
+    }
+}
+
+/// Cuts each region of functions into the zones of slices its wave's steps make. A region
+/// two stages roll out with different steps is reported: its zones are one layout.
+fn lay_out_functions(d: &mut Decoder, at: &Node, environments: &mut [DecodedEnvironment], stages: &[Stage]) {
+    let mut laid_out: HashMap<(usize, usize), (&str, &[BasisPoints])> = HashMap::new();
+    for stage in stages {
+        let Some(env) = environments.get_mut(stage.environment) else { continue };
+        if !env.environment.is_functions() {
+            continue;
+        }
+        for wave in &stage.waves {
+            let steps = wave.strategy.rolling.steps.as_slice();
+            for &r in &wave.regions {
+                let Some(region) = env.environment.regions.get_mut(r) else { continue };
+                match laid_out.get(&(stage.environment, r)) {
+                    Some((other, theirs)) if *theirs != steps => d.error(
+                        at,
+                        format!(
+                            "stages {other:?} and {:?} roll out region {:?} with different steps; give them \
+                             the same `rolling.steps`",
+                            stage.name, region.name
+                        ),
+                    ),
+                    Some(_) => {}
+                    None => {
+                        region.zones = function_zones(&region.name, steps);
+                        laid_out.insert((stage.environment, r), (stage.name.as_str(), steps));
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// An environment named by a stage, as an index. Unchecked (`None`, no error) when the

@@ -11,10 +11,11 @@ pub const NOTIFICATION: &[&str] = &["url", "format", "on", "blocked_after"];
 pub const SECRET_REF: &[&str] = &["env", "file"];
 pub const ENVIRONMENT: &[&str] = &["regions", "exec"];
 pub const EXEC: &[&str] = &["deploy", "rollback", "timeout"];
-pub const REGION: &[&str] = &["timezone", "zones"];
+pub const REGION: &[&str] = &["timezone", "zones", "functions"];
+pub const FUNCTION: &[&str] = &["name", "alias"];
 pub const STRATEGY: &[&str] = &["one_box", "rolling", "bake"];
 pub const ONE_BOX: &[&str] = &["hosts", "max_share", "bake", "judge"];
-pub const ROLLING: &[&str] = &["batch", "zone_bake", "max_failures", "deploy_timeout"];
+pub const ROLLING: &[&str] = &["batch", "zone_bake", "max_failures", "deploy_timeout", "steps"];
 pub const BAKE: &[&str] = &["time", "min_datapoints"];
 pub const JUDGE: &[&str] = &["method", "alpha", "metrics", "min_samples"];
 pub const JUDGE_METRIC: &[&str] = &["metric", "direction", "critical", "allowed_increase"];
@@ -35,7 +36,10 @@ pub const EXEC_REQUIRED: &[&str] = &["deploy"];
 pub const NOTIFICATION_REQUIRED: &[&str] = &["url"];
 pub const MONITOR_REQUIRED: &[&str] = &["name", "request"];
 pub const MONITOR_REQUEST_REQUIRED: &[&str] = &["path"];
-pub const REGION_REQUIRED: &[&str] = &["zones"];
+/// A region has `zones` (hosts) or `functions`: one of them, checked by the decoder
+/// and by the schema's `oneOf`.
+pub const REGION_REQUIRED: &[&str] = &[];
+pub const FUNCTION_REQUIRED: &[&str] = &["name", "alias"];
 pub const STAGE_REQUIRED: &[&str] = &["name", "environment"];
 pub const TEST_REQUIRED: &[&str] = &["name", "run"];
 pub const JUDGE_METRIC_REQUIRED: &[&str] = &["metric"];

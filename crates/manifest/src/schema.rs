@@ -39,6 +39,7 @@ pub(crate) const OBJECTS: &[(&str, &[&str], &[&str])] = &[
     ("manifest", keys::MANIFEST, keys::MANIFEST_REQUIRED),
     ("environment", keys::ENVIRONMENT, keys::ENVIRONMENT_REQUIRED),
     ("region", keys::REGION, keys::REGION_REQUIRED),
+    ("function", keys::FUNCTION, keys::FUNCTION_REQUIRED),
     ("exec", keys::EXEC, keys::EXEC_REQUIRED),
     ("notification", keys::NOTIFICATION, keys::NOTIFICATION_REQUIRED),
     ("monitor", keys::MONITOR, keys::MONITOR_REQUIRED),
@@ -156,6 +157,17 @@ fn property(object: &str, key: &str) -> Option<Value> {
             named_map(json!({ "type": "integer", "minimum": 1, "maximum": u32::MAX })),
             "Host count per zone; hosts are named {zone}-{n}. Zone names are unique in an environment.",
         ),
+        ("region", "functions") => described(
+            json!({ "type": "array", "minItems": 1, "items": reference("function") }),
+            "A region of functions instead of zones of hosts: each rollout step shifts every function's alias.",
+        ),
+        ("function", "name") => {
+            described(json!({ "type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$" }), "The Lambda function's name.")
+        }
+        ("function", "alias") => described(
+            json!({ "type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$", "not": { "pattern": "^[0-9]+$" } }),
+            "The alias callers invoke; rollwave shifts its routing.",
+        ),
         ("strategy" | "stage" | "wave", "one_box") => reference("oneBox"),
         ("strategy" | "stage" | "wave", "rolling") => reference("rolling"),
         ("strategy" | "stage" | "wave", "bake") => {
@@ -210,6 +222,11 @@ fn property(object: &str, key: &str) -> Option<Value> {
             "Largest batch: a share of each zone (default 33%) or a host count.",
         ),
         ("rolling", "zone_bake") => described(reference("bake"), "Bake after each zone. Default 0s."),
+        ("rolling", "steps") => described(
+            json!({ "type": "array", "minItems": 1, "items": { "type": "string", "pattern": "^(100|[1-9][0-9]?)%$" } }),
+            "For regions of functions: the share of invocations after each step, rising, the last 100%. \
+             Default [25%, 50%, 100%].",
+        ),
         ("rolling", "max_failures") => described(
             json!({ "type": "integer", "minimum": 0, "maximum": u32::MAX, "default": 0 }),
             "Failed hosts a zone tolerates before it is rolled back.",
@@ -417,6 +434,14 @@ pub fn manifest_schema() -> Value {
     let mut defs = Map::new();
     for (name, keys, required) in OBJECTS.iter().skip(1) {
         defs.insert((*name).to_owned(), object(name, keys, required));
+    }
+    // A region is zones of hosts or functions: exactly one of the two.
+    if let Some(Value::Object(region)) = defs.get_mut("region") {
+        region.insert(
+            "oneOf".to_owned(),
+            json!([{ "required": ["zones"], "not": { "required": ["functions"] } },
+                   { "required": ["functions"], "not": { "required": ["zones"] } }]),
+        );
     }
     let mut add = |name: &str, schema: Value| defs.insert(name.to_owned(), schema);
     add("name", json!({ "type": "string", "pattern": NAME_PATTERN }));

@@ -4,7 +4,7 @@
 use rollwave_core::alarm::{
     AlarmScope, Comparison, Gauge, MetricRef, MonitorField, Threshold, TrafficMetric, TreatMissing,
 };
-use rollwave_core::manifest::{Bake, Manifest, OneBox, Rolling, Strategy, WebhookUrl};
+use rollwave_core::manifest::{Bake, Function, Manifest, OneBox, Rolling, Strategy, WebhookUrl};
 use rollwave_core::plan::Plan;
 use rollwave_core::share::{BasisPoints, BatchSize};
 use rollwave_core::window::{BlockedDates, WeeklyWindow};
@@ -90,6 +90,7 @@ fn the_example_resolves_every_default_and_override() {
         zone_bake: Bake { time: minutes(30), min_datapoints: 100 },
         max_failures: 0,
         deploy_timeout: minutes(10),
+        steps: Rolling::default_steps(),
     };
     let with_bake = |time| Strategy {
         one_box: one_box.clone(),
@@ -209,6 +210,7 @@ fn without_strategy_the_documented_defaults_apply() {
                 zone_bake: Bake { time: Duration::ZERO, min_datapoints: 0 },
                 max_failures: 0,
                 deploy_timeout: minutes(10),
+                steps: Rolling::default_steps(),
             },
             bake: Bake { time: Duration::ZERO, min_datapoints: 0 },
         }
@@ -911,6 +913,13 @@ environments:                     # manifest
       deploy: ./deploy.sh {{zone}}  # exec
       rollback: ./undo.sh         # exec
       timeout: 5m                 # exec
+  lambdas:
+    regions:                      # environment
+      us-east-1:
+        functions:                # region
+          -
+            name: checkout        # function
+            alias: live           # function
 monitors:                         # manifest
   -
     name: home                    # monitor
@@ -952,6 +961,7 @@ strategy:                         # manifest
     zone_bake: 1m                 # rolling
     max_failures: 0               # rolling
     deploy_timeout: 10m           # rolling
+    steps: [25%, 50%, 100%]       # rolling
   bake: 1h                        # strategy
 stages:                           # manifest
   -
@@ -1024,7 +1034,12 @@ fn the_decoder_requires_exactly_what_the_schema_requires() {
         let text: String = kept.iter().map(|l| format!("{l}\n")).collect();
         let required = def["required"].as_array().is_some_and(|r| r.iter().any(|k| k == key));
         let result = parse_manifest("p.yaml", &text);
-        if required {
+        if object == "region" && matches!(key, "zones" | "functions") {
+            // One of the two is required: the schema's `oneOf`, the decoder's message.
+            assert!(def["oneOf"].is_array(), "region's oneOf");
+            let errs = result.expect_err(&format!("a region without {key}")).to_string();
+            assert!(errs.contains("needs `zones` (hosts)"), "{object}.{key}: {errs}");
+        } else if required {
             let errs = result.expect_err(&format!("{object}.{key} is required")).to_string();
             assert!(errs.contains(&format!("missing required key \"{key}\"")), "{object}.{key}: {errs}");
         } else if let Err(e) = result {
@@ -1176,4 +1191,117 @@ fn a_judge_s_metrics_and_least_samples_are_set_in_the_manifest_and_checked_where
     refused("      metrics: [{ metric: error_rate, direction: decrease }]", "j.yaml:6:50", "tests for a rise only");
     refused("      metrics: [{ metric: error_rate, allowed_increase: 0.5 }]", "j.yaml:6:57", "below 1");
     refused("      min_samples: 0", "j.yaml:6:20", "write 1 or more");
+}
+
+// ---------------------------------------------------------------------------------------
+// Functions environments
+
+const FUNCTIONS: &str = "\
+service: checkout
+environments:
+  lambdas:
+    regions:
+      us-east-1: { functions: [{ name: checkout, alias: live }, { name: checkout-worker, alias: live }] }
+      eu-west-1: { functions: [{ name: checkout, alias: live }] }
+strategy:
+  one_box: { max_share: 10%, bake: 10m }
+  rolling: { steps: [20%, 60%, 100%], zone_bake: 5m }
+stages:
+  - name: prod
+    environment: lambdas
+    waves:
+      - { name: first, regions: [us-east-1] }
+      - { name: rest, regions: [eu-west-1], rolling: { steps: [50%, 100%] } }
+";
+
+#[test]
+fn a_region_of_functions_is_cut_into_one_zone_of_slices_per_step_of_its_wave() {
+    let m = parse(FUNCTIONS);
+    let env = &m.environments[0];
+    assert!(env.is_functions());
+    let us = &env.regions[0];
+    assert_eq!(
+        us.functions,
+        vec![
+            Function { name: "checkout".into(), alias: "live".into() },
+            Function { name: "checkout-worker".into(), alias: "live".into() },
+        ]
+    );
+    let zones = |r: &rollwave_core::manifest::Region| -> Vec<(String, u32)> {
+        r.zones.iter().map(|z| (z.name.clone(), z.hosts)).collect()
+    };
+    assert_eq!(
+        zones(us),
+        vec![("us-east-1-share-20".into(), 20), ("us-east-1-share-60".into(), 40), ("us-east-1-share-100".into(), 40)]
+    );
+    assert_eq!(zones(&env.regions[1]), vec![("eu-west-1-share-50".into(), 50), ("eu-west-1-share-100".into(), 50)]);
+    // Each step is one batch; the one-box is its share of the 100 slices.
+    let first = &m.stages[0].waves[0].strategy;
+    assert_eq!(first.rolling.batch, BatchSize::Share(BasisPoints::FULL));
+    assert_eq!(first.one_box.as_ref().map(|o| o.hosts), Some(100));
+    let plan = Plan::new(m.clone());
+    let env_id = rollwave_core::plan::EnvId(0);
+    let range = plan.one_box_hosts(env_id, rollwave_core::plan::RegionId(0), first).expect("a one-box");
+    assert_eq!(range.len(), 10, "10 % of the region's invocations");
+    // Regions of hosts keep their layout.
+    assert!(!parse(EVERY_KEY).environments[0].is_functions());
+}
+
+#[test]
+fn a_functions_environment_s_mistakes_are_reported_where_they_are_written() {
+    let both = FUNCTIONS.replace(
+        "eu-west-1: { functions: [{ name: checkout, alias: live }] }",
+        "eu-west-1: { zones: { a: 1 }, functions: [{ name: checkout, alias: live }] }",
+    );
+    assert_eq!(
+        errors(&both),
+        ["6:48: region \"eu-west-1\" has both `zones` and `functions`; a region is hosts or functions, not both"]
+    );
+    let mixed = FUNCTIONS.replace(
+        "eu-west-1: { functions: [{ name: checkout, alias: live }] }",
+        "eu-west-1: { zones: { euw1-az1: 2 } }",
+    );
+    let errs = errors(&mixed);
+    assert!(errs[0].starts_with("6:18: region \"eu-west-1\" is hosts but region \"us-east-1\""), "{errs:?}");
+    let alias = FUNCTIONS.replace("{ name: checkout, alias: live }]", "{ name: checkout, alias: \"7\" }]");
+    assert_eq!(
+        errors(&alias),
+        ["6:57: alias name \"7\" is a version number; name the alias callers invoke, e.g. `live`"]
+    );
+    let name = FUNCTIONS.replace("checkout-worker", "arn:aws:lambda:x");
+    assert!(
+        errors(&name)[0].contains("function name \"arn:aws:lambda:x\" must be 1 to 64 letters"),
+        "{:?}",
+        errors(&name)
+    );
+    let twice = FUNCTIONS.replace("checkout-worker", "checkout");
+    assert!(
+        errors(&twice)[0].starts_with("5:65: function \"checkout\" is already listed at 5:32"),
+        "{:?}",
+        errors(&twice)
+    );
+    let falling = FUNCTIONS.replace("[20%, 60%, 100%]", "[20%, 10%, 100%]");
+    assert_eq!(errors(&falling), ["9:27: steps rise: 10% does not come after 20%"]);
+    let short = FUNCTIONS.replace("[20%, 60%, 100%]", "[20%, 60%]");
+    assert_eq!(
+        errors(&short),
+        ["9:27: the last step is 100%: a rollout ends with every invocation on the new version"]
+    );
+    let fraction = FUNCTIONS.replace("[20%, 60%, 100%]", "[20.5%, 100%]");
+    assert!(errors(&fraction)[0].starts_with("9:22: a step is a whole percentage above 0"), "{:?}", errors(&fraction));
+    let big_one_box = FUNCTIONS.replace("max_share: 10%", "max_share: 50%");
+    let errs = errors(&big_one_box);
+    assert!(
+        errs.iter().any(|e| e.contains("wave \"first\": the one-box's share (50%) must be below the first step (20%)")),
+        "{errs:?}"
+    );
+    let exec = FUNCTIONS.replace("  lambdas:\n    regions:", "  lambdas:\n    exec: { deploy: ./d.sh }\n    regions:");
+    assert!(
+        errors(&exec)[0].contains("environment \"lambdas\" is functions, which rollwave deploys itself"),
+        "{:?}",
+        errors(&exec)
+    );
+    let neither = FUNCTIONS
+        .replace("eu-west-1: { functions: [{ name: checkout, alias: live }] }", "eu-west-1: { timezone: UTC }");
+    assert!(errors(&neither)[0].contains("region \"eu-west-1\" needs `zones` (hosts)"), "{:?}", errors(&neither));
 }

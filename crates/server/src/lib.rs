@@ -10,6 +10,7 @@ pub mod clock;
 mod dashboard;
 pub mod error;
 mod exec;
+mod functions;
 pub mod http;
 pub mod listen;
 pub mod log;

@@ -80,6 +80,8 @@ pub struct Node {
     /// Routers that asked for a region's table: (service, environment, region) → their
     /// address → when last heard (ms). Monitors probe each region through them.
     routers: std::sync::Mutex<crate::monitors::Routers>,
+    /// Sets the aliases of regions of functions.
+    functions: Arc<crate::functions::FunctionsDriver>,
 }
 
 /// The way back to a caller waiting on this replica for a request's outcome.
@@ -141,6 +143,7 @@ impl Node {
             requests_rx: std::sync::Mutex::new(Some(rx)),
             heard: std::sync::Mutex::new(std::collections::HashMap::new()),
             routers: std::sync::Mutex::default(),
+            functions: Arc::default(),
         })
     }
 
@@ -681,6 +684,41 @@ impl Node {
                 });
                 continue;
             }
+            if let Some(step) = c.functions {
+                let requests = self.requests.clone();
+                let driver = Arc::clone(&self.functions);
+                let (service, environment, command, hosts) = (c.service, c.environment, c.id, c.hosts);
+                tokio::spawn(async move {
+                    let hook = match tokio::task::spawn_blocking(move || driver.step(&step)).await {
+                        Ok(hook) => hook,
+                        Err(e) => crate::api::HookReport {
+                            name: "lambda".into(),
+                            exit_code: None,
+                            duration_ms: 0,
+                            output: format!("the Lambda driver failed: {e}"),
+                            timed_out: false,
+                            ok: false,
+                        },
+                    };
+                    let reason =
+                        (!hook.ok).then(|| format!("lambda: {}", hook.output.lines().last().unwrap_or("failed")));
+                    // Every slice of the step went together: one report each, the same.
+                    for host in hosts {
+                        let input = LogInput::HostReport {
+                            environment: environment.clone(),
+                            host,
+                            command,
+                            ok: hook.ok,
+                            reason: reason.clone(),
+                            hooks: vec![hook.clone()],
+                            lane: Lane::Code,
+                        };
+                        let request = Request::from_machine(MachineComponent::Driver, service.clone(), input);
+                        let _ = requests.send((request, None)).await;
+                    }
+                });
+                continue;
+            }
             if !c.targets.is_empty() {
                 for target in c.targets {
                     let requests = self.requests.clone();
@@ -739,7 +777,8 @@ impl Node {
         self.read(|m| {
             let s = m.service(service)?;
             let env = s.env(environment)?;
-            Ok::<_, ApiError>(s.plan.manifest.environments[env.idx()].exec.is_some())
+            let environment = &s.plan.manifest.environments[env.idx()];
+            Ok::<_, ApiError>(environment.exec.is_some() || environment.is_functions())
         })
         .unwrap_or(false)
     }

@@ -45,6 +45,8 @@ impl Version {
 /// of the characters RFC 3986 allows (so no space, `"`, `<`, `>`, `{`, `}`, `|`, `\`,
 /// `^` or backtick: the parser would have to escape them), kept in the URL parser's
 /// normal form. Credentials in the URL are refused: every read of the release shows it.
+/// For a service of functions the artifact is instead the function version to ship: its
+/// number (`7`) or its ARN (`arn:aws:lambda:REGION:ACCOUNT:function:NAME:7`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ArtifactUrl(String);
@@ -53,6 +55,9 @@ impl ArtifactUrl {
     pub fn parse(text: &str) -> Result<Self, String> {
         if text.len() > MAX_ARTIFACT_LEN {
             return Err(format!("an artifact URL has at most {MAX_ARTIFACT_LEN} characters"));
+        }
+        if rollwave_aws::version_of_artifact(text).is_ok() {
+            return Ok(ArtifactUrl(text.to_owned()));
         }
         if let Some(bad) = text.chars().find(|&c| !is_uri_char(c)) {
             return Err(format!("{bad:?} is not allowed in a URL; percent-encode it"));
@@ -228,6 +233,8 @@ mod tests {
             "https://user:pw@e.x/a.tgz",
             "https://e.x/a.tgz?x=${IFS}",
             "https://e.x/a`id`.tgz",
+            "arn:aws:lambda:us-east-1:123456789012:function:checkout:$LATEST",
+            "arn:aws:lambda:us-east-1:123:function:checkout:7; id",
         ] {
             assert!(ArtifactUrl::parse(bad).is_err(), "{bad:?}");
         }
@@ -236,6 +243,8 @@ mod tests {
             "http://10.0.0.1:8080/v2.tgz?sig=abc",
             "file:///srv/a.tgz",
             "https://e.x/a.tgz?x=$(id);y",
+            "7",
+            "arn:aws:lambda:us-east-1:123456789012:function:checkout:7",
         ] {
             assert_eq!(ArtifactUrl::parse(good).unwrap().as_str(), good);
         }

@@ -41,6 +41,33 @@ pub struct CommandView {
     /// For a stage's test (`purpose: test`, no hosts): what to run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test: Option<TestRun>,
+    /// For regions of functions: what the region's aliases should route to once this
+    /// command is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub functions: Option<FunctionStep>,
+}
+
+/// A step of a functions rollout in one region: its functions, and the function version
+/// each slice of its invocations is on once the step is done.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FunctionStep {
+    /// The region's name, which is the AWS region's.
+    pub region: String,
+    pub functions: Vec<FunctionAlias>,
+    /// Function versions and how many slices each holds; `None` is what the alias routes
+    /// to before any release (the engine's baseline has no artifact).
+    pub slices: Vec<(Option<String>, u32)>,
+    pub total: u32,
+    /// A release whose artifact names no function version: nothing is changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+/// A function and the alias a step changes.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FunctionAlias {
+    pub name: String,
+    pub alias: String,
 }
 
 /// A stage's test, run by the leader in its working directory.
@@ -174,7 +201,7 @@ impl ReadModel {
                     let mut flag_engine = Engine::new(Arc::clone(&plan), "baseline", now);
                     if *agents {
                         for (e, env) in plan.manifest.environments.iter().enumerate() {
-                            if env.exec.is_none() {
+                            if env.exec.is_none() && !env.is_functions() {
                                 engine.expect_hosts_to_join(EnvId(e as u16));
                                 flag_engine.expect_hosts_to_join(EnvId(e as u16));
                             }
@@ -338,6 +365,7 @@ impl ServiceState {
                         artifact: self.artifacts.get(&version).and_then(|(a, _)| a.clone()),
                     }),
                     version,
+                    functions: None,
                 });
             }
         };
@@ -356,6 +384,10 @@ impl ServiceState {
             Lane::Code => self.exec_targets(env, &hosts, version, purpose),
             Lane::Flags => Vec::new(),
         };
+        let functions = match lane {
+            Lane::Code => self.function_step(env, &hosts, version),
+            Lane::Flags => None,
+        };
         Some(CommandView {
             id: c.id.0,
             service: self.name.clone(),
@@ -366,7 +398,57 @@ impl ServiceState {
             lane,
             targets,
             test: None,
+            functions,
         })
+    }
+
+    /// For a region of functions: what its aliases route to once `hosts` (slices, all of
+    /// one region) run `version`, the other slices going where they are asked to go.
+    fn function_step(&self, env: EnvId, hosts: &[HostId], version: ReleaseId) -> Option<FunctionStep> {
+        let first = *hosts.first()?;
+        let environment = &self.plan.manifest.environments[env.idx()];
+        let region_id = self.plan.zone_region(env, self.plan.host_zone(env, first));
+        let region = environment.regions.get(region_id.idx()).filter(|r| r.is_functions())?;
+        let mut held: BTreeMap<ReleaseId, u32> = BTreeMap::new();
+        let slices = self.plan.env(env).regions[region_id.idx()].hosts.clone();
+        let total = slices.len() as u32;
+        for h in slices.map(HostId) {
+            let after = if hosts.contains(&h) {
+                version
+            } else {
+                self.engine.host_op(env, h).map_or_else(|| self.engine.host_version(env, h), |(_, target)| target)
+            };
+            *held.entry(after).or_default() += 1;
+        }
+        let mut problem = None;
+        let slices = held
+            .into_iter()
+            .map(|(release, n)| {
+                let name = self.engine.version_name(release);
+                let artifact = self.artifacts.get(name).and_then(|(a, _)| a.as_deref());
+                let function_version = match (release, artifact) {
+                    (ReleaseId(0), None) => None,
+                    (_, None) => {
+                        problem.get_or_insert(format!(
+                            "release {name} has no artifact; for functions it names the version to ship \
+                             (7, or arn:aws:lambda:…:function:NAME:7)"
+                        ));
+                        None
+                    }
+                    (_, Some(a)) => match rollwave_aws::version_of_artifact(a) {
+                        Ok(v) => Some(v),
+                        Err(why) => {
+                            problem.get_or_insert(why);
+                            None
+                        }
+                    },
+                };
+                (function_version, n)
+            })
+            .collect();
+        let functions =
+            region.functions.iter().map(|f| FunctionAlias { name: f.name.clone(), alias: f.alias.clone() }).collect();
+        Some(FunctionStep { region: region.name.clone(), functions, slices, total, problem })
     }
 
     /// For `exec` environments: the command to run per host and the values its
@@ -978,6 +1060,10 @@ impl ServiceState {
                         Lane::Flags => Vec::new(),
                     },
                     test: None,
+                    functions: match lane {
+                        Lane::Code => self.function_step(env, &[host], version),
+                        Lane::Flags => None,
+                    },
                 });
             }
         }

@@ -48,7 +48,13 @@ fn rollout() -> impl Strategy<Value = Rollout> {
                 judge: false,
                 judging: Default::default(),
             }),
-            rolling: Rolling { batch, zone_bake, max_failures, deploy_timeout: mins(10) },
+            rolling: Rolling {
+                batch,
+                zone_bake,
+                max_failures,
+                deploy_timeout: mins(10),
+                steps: Rolling::default_steps(),
+            },
             bake: wave_bake,
         })
 }
@@ -85,6 +91,7 @@ fn environment(index: usize) -> impl Strategy<Value = Environment> {
                         .enumerate()
                         .map(|(z, hosts)| Zone { name: format!("e{index}r{r}z{z}"), hosts })
                         .collect(),
+                    functions: Vec::new(),
                 })
                 .collect(),
         }

@@ -1,0 +1,169 @@
+//! `rollwave server` deploying a region of functions through the Lambda API of the AWS
+//! emulator (moto in server mode): the alias's routing after each step and after the
+//! last, a release whose version is not published blocked before any alias changes, and
+//! an alias changed by someone else mid-rollout halting the release instead of being
+//! overwritten.
+
+use crate::kit::{Proc, Server, free_port, wait_for};
+use rollwave_api::{CreateRelease, Outcome};
+use rollwave_aws::{AliasState, Credentials, Lambda, Retry};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// The Python of a venv with `moto[server]` (and so boto3); see `.ci/run`.
+const PYTHON_ENV: &str = "ROLLWAVE_TEST_MOTO_PYTHON";
+
+struct Moto {
+    _process: Proc,
+    endpoint: String,
+    python: String,
+}
+
+impl Moto {
+    /// moto on a free port, or `None` (said on stderr) when no venv is given.
+    fn start(test: &str) -> Option<Moto> {
+        let Ok(python) = std::env::var(PYTHON_ENV) else {
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: set {PYTHON_ENV} to the python of a venv with moto[server] (.ci/run makes one)"
+            );
+            return None;
+        };
+        let port = free_port();
+        let child = Command::new(&python)
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto starts");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let moto = Moto { _process: Proc(child), endpoint, python };
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        wait_for("moto answers", Duration::from_secs(60), || {
+            agent.get(format!("{}/moto-api/", moto.endpoint)).call().is_ok()
+        });
+        Some(moto)
+    }
+
+    fn fixture(&self, args: &[&str]) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/data/moto_lambda.py");
+        let out = Command::new(&self.python).arg(script).arg(&self.endpoint).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn lambda(&self, region: &str) -> Lambda {
+        let credentials = Credentials {
+            access_key_id: "testing".into(),
+            secret_access_key: "testing".into(),
+            session_token: None,
+            source: "test".into(),
+        };
+        let endpoint = self.endpoint.parse().unwrap();
+        Lambda::new(rollwave_aws::Client::new("lambda", region, endpoint, credentials, Retry::default()))
+    }
+
+    fn alias(&self, region: &str, function: &str) -> AliasState {
+        self.lambda(region).get_alias(function, "live", &mut Vec::new()).unwrap()
+    }
+
+    fn server(&self) -> Server {
+        Server::builder()
+            .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .driver(None)
+            .start()
+    }
+}
+
+/// One region of two functions, one-box 10 %, steps 50 % and 100 %, each baked `bake`.
+fn manifest(bake: &str) -> String {
+    format!(
+        "service: fns\n\
+         environments:\n  prod:\n    regions:\n      us-east-1: {{ functions: [{{ name: api, alias: live }}, {{ name: worker, alias: live }}] }}\n\
+         strategy:\n  one_box: {{ max_share: 10%, bake: {bake} }}\n  rolling: {{ steps: [50%, 100%], zone_bake: {bake} }}\n\
+         stages:\n  - {{ name: prod, environment: prod }}\n"
+    )
+}
+
+fn routing(a: &AliasState) -> String {
+    let weights: Vec<String> = a.weights.iter().map(|(v, w)| format!("{v}@{w}")).collect();
+    format!(
+        "{}{}",
+        a.function_version,
+        if weights.is_empty() { String::new() } else { format!("+{}", weights.join(",")) }
+    )
+}
+
+fn release(version: &str, artifact: &str) -> CreateRelease {
+    CreateRelease { version: version.into(), artifact: Some(artifact.into()), sha256: None, flags: None }
+}
+
+#[test]
+fn each_step_sets_the_aliases_routing_and_the_last_moves_the_alias() {
+    let Some(moto) = Moto::start("each_step_sets_the_aliases_routing_and_the_last_moves_the_alias") else { return };
+    for function in ["api", "worker"] {
+        moto.fixture(&["setup", "us-east-1", function, "3"]);
+    }
+    let server = moto.server();
+    let client = server.client();
+    client.apply("fns.yaml", &manifest("2s")).unwrap();
+    client.create_release("fns", &release("v2", "2")).unwrap();
+
+    // Every routing the alias goes through, in order, as it is polled.
+    let mut seen: Vec<String> = vec![routing(&moto.alias("us-east-1", "api"))];
+    wait_for("v2 completes", Duration::from_secs(60), || {
+        let now = routing(&moto.alias("us-east-1", "api"));
+        if seen.last() != Some(&now) {
+            seen.push(now);
+        }
+        client.release("fns", "v2").is_ok_and(|r| r.release.outcome == Outcome::Completed)
+    });
+    let last = routing(&moto.alias("us-east-1", "api"));
+    if seen.last() != Some(&last) {
+        seen.push(last);
+    }
+    assert_eq!(seen, ["1", "1+2@0.1", "1+2@0.5", "2"], "the api alias's routing, step by step");
+    assert_eq!(routing(&moto.alias("us-east-1", "worker")), "2", "every function of the region moves");
+
+    // A version that is not published: refused before any alias changes, Lambda's reason
+    // in the timeline.
+    client.create_release("fns", &release("v3", "9")).unwrap();
+    wait_for("v3 stops", Duration::from_secs(60), || {
+        client.release("fns", "v3").is_ok_and(|r| r.release.outcome != Outcome::InProgress)
+    });
+    let detail = client.release("fns", "v3").unwrap();
+    let timeline = serde_json::to_string(&detail).unwrap();
+    assert!(timeline.contains("function api has no published version 9"), "{timeline}");
+    assert_eq!(routing(&moto.alias("us-east-1", "api")), "2");
+    assert_eq!(routing(&moto.alias("us-east-1", "worker")), "2");
+}
+
+#[test]
+fn an_alias_changed_by_someone_else_mid_rollout_halts_the_release_and_is_not_overwritten() {
+    let Some(moto) =
+        Moto::start("an_alias_changed_by_someone_else_mid_rollout_halts_the_release_and_is_not_overwritten")
+    else {
+        return;
+    };
+    for function in ["api", "worker"] {
+        moto.fixture(&["setup", "us-east-1", function, "3"]);
+    }
+    let server = moto.server();
+    let client = server.client();
+    client.apply("fns.yaml", &manifest("3s")).unwrap();
+    client.create_release("fns", &release("v2", "2")).unwrap();
+    wait_for("the one-box routes 10 % to version 2", Duration::from_secs(30), || {
+        routing(&moto.alias("us-east-1", "api")) == "1+2@0.1"
+    });
+    // Someone shifts the alias by hand while the one-box bakes; the next step finds it.
+    moto.fixture(&["route", "us-east-1", "api", "1", "3", "0.3"]);
+    wait_for("v2 stops", Duration::from_secs(60), || {
+        client.release("fns", "v2").is_ok_and(|r| r.release.outcome != Outcome::InProgress)
+    });
+    let timeline = serde_json::to_string(&client.release("fns", "v2").unwrap()).unwrap();
+    assert!(timeline.contains("alias api:live was changed by someone else"), "{timeline}");
+    assert_eq!(routing(&moto.alias("us-east-1", "api")), "1+3@0.3", "the hand-made routing is kept");
+}

@@ -167,3 +167,38 @@ fn an_alias_changed_by_someone_else_mid_rollout_halts_the_release_and_is_not_ove
     assert!(timeline.contains("alias api:live was changed by someone else"), "{timeline}");
     assert_eq!(routing(&moto.alias("us-east-1", "api")), "1+3@0.3", "the hand-made routing is kept");
 }
+
+#[test]
+fn a_cloudwatch_alarm_on_the_new_version_rolls_back_its_region_alone_and_restores_the_alias() {
+    let Some(moto) =
+        Moto::start("a_cloudwatch_alarm_on_the_new_version_rolls_back_its_region_alone_and_restores_the_alias")
+    else {
+        return;
+    };
+    for region in ["us-east-1", "eu-west-1"] {
+        moto.fixture(&["setup", region, "api", "3"]);
+    }
+    // Version 2 fails in us-east-1 only; version 1 fails there too, which the alarm must
+    // not see (it reads the version in flight alone).
+    moto.fixture(&["errors", "us-east-1", "api", "2", "50"]);
+    moto.fixture(&["errors", "eu-west-1", "api", "1", "50"]);
+    let server = moto.server();
+    let client = server.client();
+    let manifest = "service: fns\n\
+        environments:\n  prod:\n    regions:\n\
+        \x20     us-east-1: { functions: [{ name: api, alias: live }] }\n\
+        \x20     eu-west-1: { functions: [{ name: api, alias: live }] }\n\
+        strategy:\n  one_box: { max_share: 10%, bake: 5m }\n  rolling: { steps: [100%] }\n\
+        stages:\n  - { name: prod, environment: prod }\n\
+        alarms:\n  - { name: fn-errors, source: cloudwatch, metric: Errors, statistic: Sum, threshold: \"> 5\", period: 2s, datapoints: 1 of 1 }\n";
+    client.apply("fns.yaml", manifest).unwrap();
+    client.create_release("fns", &release("v2", "2")).unwrap();
+    wait_for("both one-boxes route 10 % to version 2", Duration::from_secs(30), || {
+        ["us-east-1", "eu-west-1"].iter().all(|r| routing(&moto.alias(r, "api")) == "1+2@0.1")
+    });
+    wait_for("us-east-1 is rolled back", Duration::from_secs(60), || routing(&moto.alias("us-east-1", "api")) == "1");
+    let timeline = serde_json::to_string(&client.release("fns", "v2").unwrap()).unwrap();
+    assert!(timeline.contains("fn-errors"), "the alarm is named in the timeline: {timeline}");
+    assert!(timeline.contains("prod/us-east-1"), "{timeline}");
+    assert_eq!(routing(&moto.alias("eu-west-1", "api")), "1+2@0.1", "eu-west-1 is untouched");
+}

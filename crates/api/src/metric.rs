@@ -60,7 +60,8 @@ pub enum MetricRef {
         name: String,
         field: MonitorField,
     },
-    /// A Prometheus query's label: any name that is none of the above.
+    /// A name measured outside rollwave (a Prometheus query's label, a CloudWatch
+    /// metric's name): any name that is none of the above.
     Prometheus {
         name: String,
     },
@@ -138,6 +139,8 @@ impl From<&rollwave_core::alarm::MetricRef> for MetricRef {
                 },
             },
             core::MetricRef::Prometheus { name, .. } => MetricRef::Prometheus { name: name.clone() },
+            // Measured outside rollwave too: on the wire, a label like a query's.
+            core::MetricRef::CloudWatch(m) => MetricRef::Prometheus { name: m.name.clone() },
         }
     }
 }

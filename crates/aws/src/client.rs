@@ -51,15 +51,16 @@ impl CallError {
     }
 }
 
-/// Where a service is reached: `AWS_ENDPOINT_URL_{SERVICE}` (e.g. `AWS_ENDPOINT_URL_LAMBDA`),
-/// else `AWS_ENDPOINT_URL`, else `https://{service}.{region}.amazonaws.com`.
-pub fn endpoint(env: &dyn Environment, service: &str, region: &str) -> Result<url::Url, String> {
-    let specific = format!("AWS_ENDPOINT_URL_{}", service.to_ascii_uppercase().replace('-', "_"));
+/// Where a service is reached: `AWS_ENDPOINT_URL_{SERVICE_ID}` (`AWS_ENDPOINT_URL_LAMBDA`,
+/// `AWS_ENDPOINT_URL_CLOUDWATCH`), else `AWS_ENDPOINT_URL`, else
+/// `https://{host_prefix}.{region}.amazonaws.com` (`lambda`, `monitoring`).
+pub fn endpoint(env: &dyn Environment, service_id: &str, host_prefix: &str, region: &str) -> Result<url::Url, String> {
+    let specific = format!("AWS_ENDPOINT_URL_{}", service_id.to_ascii_uppercase().replace(['-', ' '], "_"));
     let (text, from) = match env.var(&specific).map(|v| (v, specific.clone())) {
         Some(found) => found,
         None => match env.var("AWS_ENDPOINT_URL") {
             Some(v) => (v, "AWS_ENDPOINT_URL".to_owned()),
-            None => (format!("https://{service}.{region}.amazonaws.com"), "the region".to_owned()),
+            None => (format!("https://{host_prefix}.{region}.amazonaws.com"), "the region".to_owned()),
         },
     };
     let url = url::Url::parse(&text).map_err(|e| format!("{from}: {text:?} is not a URL: {e}"))?;
@@ -120,10 +121,34 @@ impl Client {
             url.query_pairs_mut().extend_pairs(query);
         }
         let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let content_type = (!body.is_empty()).then_some("application/json");
+        self.with_retries(journal, || self.once(operation, method, &url, &body, content_type, None))
+    }
+
+    /// Calls `operation` of a service that speaks the AWS JSON 1.0 protocol (CloudWatch):
+    /// a POST to the endpoint with the `x-amz-target` header.
+    pub fn call_json_rpc(
+        &self,
+        target_prefix: &str,
+        operation: &str,
+        body: &serde_json::Value,
+        journal: &mut Vec<String>,
+    ) -> Result<serde_json::Value, CallError> {
+        let target = format!("{target_prefix}.{operation}");
+        let body = body.to_string();
+        let content_type = Some("application/x-amz-json-1.0");
+        self.with_retries(journal, || self.once(operation, "POST", &self.endpoint, &body, content_type, Some(&target)))
+    }
+
+    fn with_retries(
+        &self,
+        journal: &mut Vec<String>,
+        call: impl Fn() -> Result<serde_json::Value, CallError>,
+    ) -> Result<serde_json::Value, CallError> {
         let mut delay = self.retry.first_delay;
         let mut attempt = 1;
         loop {
-            match self.once(operation, method, &url, &body) {
+            match call() {
                 Ok(value) => return Ok(value),
                 Err(e) if e.is_retryable() && attempt < self.retry.attempts => {
                     journal.push(format!("{e}; retry {attempt} in {} ms", delay.as_millis()));
@@ -136,14 +161,25 @@ impl Client {
         }
     }
 
-    fn once(&self, operation: &str, method: &str, url: &url::Url, body: &str) -> Result<serde_json::Value, CallError> {
+    fn once(
+        &self,
+        operation: &str,
+        method: &str,
+        url: &url::Url,
+        body: &str,
+        content_type: Option<&str>,
+        target: Option<&str>,
+    ) -> Result<serde_json::Value, CallError> {
         let host = match url.port() {
             Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
             None => url.host_str().unwrap_or_default().to_owned(),
         };
         let mut headers: Vec<(String, String)> = vec![("host".into(), host)];
-        if !body.is_empty() {
-            headers.push(("content-type".into(), "application/json".into()));
+        if let Some(content_type) = content_type {
+            headers.push(("content-type".into(), content_type.into()));
+        }
+        if let Some(target) = target {
+            headers.push(("x-amz-target".into(), target.into()));
         }
         let signed = self
             .sign(method, url.as_str(), &headers, body.as_bytes())
@@ -238,7 +274,7 @@ mod tests {
 
     #[test]
     fn a_service_s_endpoint_comes_from_its_own_variable_then_the_global_one_then_the_region() {
-        let url = |env: &dyn Environment| endpoint(env, "lambda", "eu-west-1").map(|u| u.to_string());
+        let url = |env: &dyn Environment| endpoint(env, "lambda", "lambda", "eu-west-1").map(|u| u.to_string());
         assert_eq!(url(&[("X", "")]).unwrap(), "https://lambda.eu-west-1.amazonaws.com/");
         assert_eq!(url(&[("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")]).unwrap(), "http://127.0.0.1:5000/");
         assert_eq!(
@@ -247,6 +283,10 @@ mod tests {
         );
         let bad = url(&[("AWS_ENDPOINT_URL", "file:///etc/passwd")]).unwrap_err();
         assert!(bad.contains("not an http(s) URL"), "{bad}");
+        let cloudwatch =
+            |env: &dyn Environment| endpoint(env, "CloudWatch", "monitoring", "eu-west-1").unwrap().to_string();
+        assert_eq!(cloudwatch(&[("X", "")]), "https://monitoring.eu-west-1.amazonaws.com/");
+        assert_eq!(cloudwatch(&[("AWS_ENDPOINT_URL_CLOUDWATCH", "http://c:3")]), "http://c:3/");
     }
 
     #[test]

@@ -60,7 +60,27 @@ pub enum MetricRef {
     /// A PromQL query with `{{service}}`, `{{region}}`… filled in per scope; `name` is
     /// the alarm's `metric` label, which nothing resolves.
     Prometheus { name: String, query: String },
+    /// A CloudWatch metric of a region of functions, read with `GetMetricData`; `name` is
+    /// the CloudWatch metric's name.
+    CloudWatch(CloudWatchMetric),
 }
+
+/// What a `source: cloudwatch` alarm reads, per region of functions: each dimension's value
+/// may hold `{{service}}`, `{{environment}}`, `{{region}}`, `{{function}}`, `{{alias}}` and
+/// `{{function_version}}` (the version the release in flight ships), filled in per
+/// function; the alarm sees the worst of the region's functions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloudWatchMetric {
+    pub namespace: String,
+    pub name: String,
+    pub dimensions: Vec<(String, String)>,
+    /// `Sum`, `Average`, `Minimum`, `Maximum`, `SampleCount` or a percentile such as `p99`.
+    pub statistic: String,
+}
+
+/// The names `{{…}}` may stand for in a CloudWatch dimension's value.
+pub const CLOUDWATCH_TEMPLATES: [&str; 6] =
+    ["service", "environment", "region", "function", "alias", "function_version"];
 
 /// Metrics of router traffic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -184,13 +204,14 @@ impl MonitorField {
 }
 
 impl MetricRef {
-    /// The values the metric can take; `None` for a Prometheus query, which can give any.
+    /// The values the metric can take; `None` for a Prometheus query or a CloudWatch
+    /// metric, which can give any.
     pub fn range(&self) -> Option<MetricRange> {
         match self {
             MetricRef::Traffic(m) => Some(m.range()),
             MetricRef::Gauge(g) => Some(g.range()),
             MetricRef::Monitor { field, .. } => Some(field.range()),
-            MetricRef::Prometheus { .. } => None,
+            MetricRef::Prometheus { .. } | MetricRef::CloudWatch(_) => None,
         }
     }
 }
@@ -203,6 +224,7 @@ impl fmt::Display for MetricRef {
             MetricRef::Gauge(g) => f.write_str(g.as_str()),
             MetricRef::Monitor { name, field, .. } => write!(f, "monitor:{name}:{}", field.as_str()),
             MetricRef::Prometheus { name, .. } => f.write_str(name),
+            MetricRef::CloudWatch(m) => f.write_str(&m.name),
         }
     }
 }

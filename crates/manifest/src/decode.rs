@@ -13,7 +13,8 @@ use crate::keys;
 use crate::yaml::{Decoder, Located, Mapping, Node, check_name, hint, is_null, suggest};
 use jiff::tz::TimeZone;
 use rollwave_core::alarm::{
-    AlarmScope, AlarmSpec, Gauge, MetricRef, MonitorField, Threshold, TrafficMetric, TreatMissing,
+    AlarmScope, AlarmSpec, CLOUDWATCH_TEMPLATES, CloudWatchMetric, Gauge, MetricRef, MonitorField, Threshold,
+    TrafficMetric, TreatMissing,
 };
 use rollwave_core::judge::Direction;
 use rollwave_core::manifest::{
@@ -150,8 +151,10 @@ pub fn manifest(d: &mut Decoder, root: &Node, secrets: SecretCheck<'_>) -> Optio
     let monitors = d.optional(&map, "monitors", monitors);
     let monitors_known = monitors.is_some() || map.get("monitors").is_none();
     let monitors = monitors.unwrap_or_default();
+    // Whether any environment is functions; `None` when the environments could not be read.
+    let functions = environments.as_ref().map(|envs| envs.iter().any(|e| e.environment.is_functions()));
     let alarms = d
-        .optional(&map, "alarms", |d, n| alarms(d, n, monitors_known.then_some(monitors.as_slice())))
+        .optional(&map, "alarms", |d, n| alarms(d, n, monitors_known.then_some(monitors.as_slice()), functions))
         .unwrap_or_default();
     let mut environments = environments?;
     if let (Some(stages), Some(at)) = (&stages, map.get("stages")) {
@@ -1174,9 +1177,14 @@ fn region_refs(
 
 /// `monitors` is `None` when the manifest's monitors could not be read: references to
 /// them are then not checked, that mistake is already reported.
-fn alarms(d: &mut Decoder, node: &Node, monitors: Option<&[Monitor]>) -> Option<Vec<AlarmSpec>> {
+fn alarms(
+    d: &mut Decoder,
+    node: &Node,
+    monitors: Option<&[Monitor]>,
+    functions: Option<bool>,
+) -> Option<Vec<AlarmSpec>> {
     let mut names = HashMap::new();
-    d.list(node, |d, item| alarm(d, item, &mut names, monitors))
+    d.list(node, |d, item| alarm(d, item, &mut names, monitors, functions))
 }
 
 /// A metric rollwave measures itself, by its manifest spelling.
@@ -1227,6 +1235,7 @@ fn alarm(
     node: &Node,
     names: &mut HashMap<String, Location>,
     monitors: Option<&[Monitor]>,
+    functions: Option<bool>,
 ) -> Option<AlarmSpec> {
     let map = d.mapping(node, keys::ALARM)?;
     let name = unique_name(d, &map, names, "alarm name");
@@ -1257,19 +1266,54 @@ fn alarm(
             )
         })
         .unwrap_or_default();
-    let prometheus = d
-        .optional(&map, "source", |d, n| d.one_of(n, "metric source", &[("builtin", false), ("prometheus", true)]))
-        .unwrap_or(false);
+    let source = d
+        .optional(&map, "source", |d, n| {
+            d.one_of(
+                n,
+                "metric source",
+                &[("builtin", Source::Builtin), ("prometheus", Source::Prometheus), ("cloudwatch", Source::CloudWatch)],
+            )
+        })
+        .unwrap_or(Source::Builtin);
+    if source != Source::CloudWatch {
+        for key in ["namespace", "dimensions", "statistic"] {
+            if let Some(at) = map.key(key) {
+                d.error(at, format!("{key:?} is only used with `source: cloudwatch`; set the source or remove it"));
+            }
+        }
+    }
     let query = d.optional(&map, "query", Decoder::string);
-    let metric = match (prometheus, query) {
-        (true, Some(query)) => {
+    let metric = match (source, query) {
+        (Source::Prometheus, Some(query)) => {
             d.required(&map, "metric", Decoder::string).map(|name| MetricRef::Prometheus { name, query })
         }
-        (true, None) => {
+        (Source::Prometheus, None) => {
             d.error(map, "missing required key \"query\" (a PromQL query, required with `source: prometheus`)");
             None
         }
-        (false, query) => {
+        (Source::CloudWatch, query) => {
+            if let (Some(_), Some(key)) = (query, map.key("query")) {
+                d.error(key, "\"query\" is only used with `source: prometheus`; CloudWatch takes metric, namespace, dimensions and statistic");
+            }
+            if let (Some(at), AlarmScope::Zone | AlarmScope::Host) = (map.get("scope"), scope) {
+                d.error(
+                    at,
+                    "a CloudWatch alarm watches a region's functions: CloudWatch tells their versions apart, \
+                     not the shares of a rollout's steps; use scope: region",
+                );
+            }
+            if functions == Some(false)
+                && let Some(at) = map.get("source")
+            {
+                d.error(
+                    at,
+                    "a CloudWatch alarm watches regions of functions, and no environment has functions; \
+                     it could never fire",
+                );
+            }
+            cloudwatch_metric(d, &map).map(MetricRef::CloudWatch)
+        }
+        (Source::Builtin, query) => {
             if let (Some(_), Some(key)) = (query, map.key("query")) {
                 d.error(key, "\"query\" is only used with `source: prometheus`; set the source or remove the query");
             }
@@ -1293,6 +1337,107 @@ fn alarm(
         evaluation_periods,
         missing,
     })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    Builtin,
+    Prometheus,
+    CloudWatch,
+}
+
+const CLOUDWATCH_STATISTICS: [&str; 5] = ["Sum", "Average", "Minimum", "Maximum", "SampleCount"];
+
+/// `source: cloudwatch`: the metric's name, its namespace (default `AWS/Lambda`), its
+/// dimensions (for `AWS/Lambda` by default the function, its alias and the version in
+/// flight, so the alarm sees the new version alone) and the statistic (default `Sum`).
+fn cloudwatch_metric(d: &mut Decoder, map: &Mapping<'_>) -> Option<CloudWatchMetric> {
+    let name = d.required(map, "metric", |d, n| {
+        d.parsed(n, "a CloudWatch metric name", |s| {
+            if s.is_empty() || s.len() > 255 || s.chars().any(char::is_control) {
+                Err(format!("a CloudWatch metric name is 1 to 255 printable characters, found {s:?}"))
+            } else {
+                Ok(s.to_owned())
+            }
+        })
+    });
+    let namespace = d
+        .optional(map, "namespace", |d, n| {
+            d.parsed(n, "a CloudWatch namespace such as AWS/Lambda", |s| {
+                let ok = !s.is_empty()
+                    && s.len() <= 255
+                    && s.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_/#:".contains(&b));
+                if ok { Ok(s.to_owned()) } else { Err(format!("{s:?} is not a CloudWatch namespace")) }
+            })
+        })
+        .unwrap_or_else(|| "AWS/Lambda".to_owned());
+    let dimensions = match map.get("dimensions") {
+        Some(node) => cloudwatch_dimensions(d, node)?,
+        None if namespace == "AWS/Lambda" => vec![
+            ("FunctionName".to_owned(), "{{function}}".to_owned()),
+            ("Resource".to_owned(), "{{function}}:{{alias}}".to_owned()),
+            ("ExecutedVersion".to_owned(), "{{function_version}}".to_owned()),
+        ],
+        None => {
+            d.error(
+                map,
+                format!("missing required key \"dimensions\" (required with a namespace other than AWS/Lambda)"),
+            );
+            return None;
+        }
+    };
+    let statistic = d
+        .optional(map, "statistic", |d, n| {
+            d.parsed(n, "a statistic such as Sum or p99", |s| {
+                let percentile =
+                    s.strip_prefix('p').and_then(|p| p.parse::<f64>().ok()).is_some_and(|p| p > 0.0 && p < 100.0);
+                if CLOUDWATCH_STATISTICS.contains(&s) || percentile {
+                    Ok(s.to_owned())
+                } else {
+                    Err(format!(
+                        "{s:?} is not a statistic; use one of {} or a percentile such as p99",
+                        CLOUDWATCH_STATISTICS.join(", ")
+                    ))
+                }
+            })
+        })
+        .unwrap_or_else(|| "Sum".to_owned());
+    Some(CloudWatchMetric { namespace, name: name?, dimensions, statistic })
+}
+
+/// A CloudWatch metric's dimensions: at most 30, each value text whose every `{{name}}`
+/// is one the server fills in.
+fn cloudwatch_dimensions(d: &mut Decoder, node: &Node) -> Option<Vec<(String, String)>> {
+    let map = d.open_mapping(node)?;
+    let mut dimensions = Vec::new();
+    let errors_before = d.errors().len();
+    for (key, value) in d.entries(&map) {
+        let Some(text) = d.string(value) else { continue };
+        let mut rest = text.as_str();
+        while let Some(start) = rest.find("{{") {
+            let after = &rest[start + 2..];
+            let Some(end) = after.find("}}") else {
+                d.error(value, "an unclosed `{{` in a dimension's value");
+                break;
+            };
+            let name = &after[..end];
+            if !CLOUDWATCH_TEMPLATES.contains(&name) {
+                d.error(
+                    value,
+                    format!(
+                        "{{{{{name}}}}} is not filled in; a dimension may use {}",
+                        CLOUDWATCH_TEMPLATES.map(|t| format!("{{{{{t}}}}}")).join(", ")
+                    ),
+                );
+            }
+            rest = &after[end + 2..];
+        }
+        dimensions.push((key.as_str().to_owned(), text));
+    }
+    if dimensions.len() > 30 {
+        d.error(map, "CloudWatch takes at most 30 dimensions");
+    }
+    (d.errors().len() == errors_before).then_some(dimensions)
 }
 
 /// An `exec` command, whose every `{{name}}` must be a template the driver fills in: an

@@ -23,8 +23,20 @@ pub const STAGE: &[&str] =
     &["name", "environment", "approval", "tests", "bake", "windows", "one_box", "rolling", "waves"];
 pub const TEST: &[&str] = &["name", "run", "timeout"];
 pub const WAVE: &[&str] = &["name", "regions", "bake", "one_box", "rolling"];
-pub const ALARM: &[&str] =
-    &["name", "metric", "scope", "threshold", "period", "datapoints", "missing", "source", "query"];
+pub const ALARM: &[&str] = &[
+    "name",
+    "metric",
+    "scope",
+    "threshold",
+    "period",
+    "datapoints",
+    "missing",
+    "source",
+    "query",
+    "namespace",
+    "dimensions",
+    "statistic",
+];
 pub const WINDOWS: &[&str] = &["allow", "block"];
 
 /// Keys that must be present, per object; the schema's `required` lists come from here

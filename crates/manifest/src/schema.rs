@@ -282,7 +282,20 @@ fn property(object: &str, key: &str) -> Option<Value> {
             "enum": ["missing", "notBreaching", "not_breaching", "breaching", "ignore"],
             "default": "missing",
         }),
-        ("alarm", "source") => json!({ "enum": ["builtin", "prometheus"], "default": "builtin" }),
+        ("alarm", "source") => json!({ "enum": ["builtin", "prometheus", "cloudwatch"], "default": "builtin" }),
+        ("alarm", "namespace") => described(
+            json!({ "type": "string", "pattern": "^[A-Za-z0-9.\\-_/#:]{1,255}$", "default": "AWS/Lambda" }),
+            "With source: cloudwatch, the metric's namespace.",
+        ),
+        ("alarm", "dimensions") => described(
+            json!({ "type": "object", "maxProperties": 30, "additionalProperties": { "type": "string", "minLength": 1 } }),
+            "With source: cloudwatch: {{function}}, {{alias}}, {{function_version}}, {{region}}… are filled in per \
+             function. Default for AWS/Lambda: FunctionName, Resource (function:alias) and ExecutedVersion.",
+        ),
+        ("alarm", "statistic") => described(
+            json!({ "type": "string", "pattern": "^(Sum|Average|Minimum|Maximum|SampleCount|p[0-9]{1,2}(\\.[0-9]+)?)$", "default": "Sum" }),
+            "With source: cloudwatch: Sum, Average, Minimum, Maximum, SampleCount or a percentile such as p99.",
+        ),
         ("alarm", "query") => described(
             json!({ "type": "string", "minLength": 1 }),
             "PromQL, required with source: prometheus; {{service}}, {{region}}… are filled in per scope.",
@@ -369,7 +382,7 @@ fn threshold_rule(names: Vec<&str>, range: MetricRange) -> Value {
         "if": {
             "properties": { "metric": { "enum": names } },
             "required": ["metric"],
-            "not": { "properties": { "source": { "const": "prometheus" } }, "required": ["source"] },
+            "not": { "properties": { "source": { "enum": ["prometheus", "cloudwatch"] } }, "required": ["source"] },
         },
         "then": { "properties": { "threshold": { "oneOf": [
             number,
@@ -386,12 +399,19 @@ fn metric_rules() -> Value {
     let fields: Vec<&str> = MonitorField::ALL.iter().map(|(f, _)| *f).collect();
     let monitor = format!("^monitor:[A-Za-z0-9._-]+:({})$", fields.join("|"));
     let mut rules = vec![json!({
-        "if": { "not": { "properties": { "source": { "const": "prometheus" } }, "required": ["source"] } },
+        "if": { "not": { "properties": { "source": { "enum": ["prometheus", "cloudwatch"] } }, "required": ["source"] } },
         "then": { "properties": { "metric": { "anyOf": [
             { "enum": names },
             { "type": "string", "pattern": monitor },
         ] } } },
     })];
+    // `namespace`, `dimensions` and `statistic` go with `source: cloudwatch` only.
+    rules.push(json!({
+        "if": { "not": { "properties": { "source": { "const": "cloudwatch" } }, "required": ["source"] } },
+        "then": { "not": { "anyOf": [
+            { "required": ["namespace"] }, { "required": ["dimensions"] }, { "required": ["statistic"] },
+        ] } },
+    }));
     for (name, metric) in TrafficMetric::ALL {
         rules.push(threshold_rule(vec![name], metric.range()));
     }

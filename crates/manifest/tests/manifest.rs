@@ -1049,6 +1049,11 @@ fn the_decoder_requires_exactly_what_the_schema_requires() {
     // Every key of every object was exercised, except `query`, which is required with
     // `source: prometheus` and refused otherwise: see `a_query_goes_with_prometheus_only`.
     seen.insert(("alarm", "query"));
+    // Likewise `namespace`, `dimensions` and `statistic` go with `source: cloudwatch`: see
+    // `a_cloudwatch_alarm_reads_the_version_in_flight_and_is_refused_where_it_cannot_work`.
+    for key in ["namespace", "dimensions", "statistic"] {
+        seen.insert(("alarm", key));
+    }
     for (object, def) in std::iter::once(("manifest", &schema))
         .chain(schema["$defs"].as_object().unwrap().iter().map(|(k, v)| (k.as_str(), v)))
     {
@@ -1304,4 +1309,45 @@ fn a_functions_environment_s_mistakes_are_reported_where_they_are_written() {
     let neither = FUNCTIONS
         .replace("eu-west-1: { functions: [{ name: checkout, alias: live }] }", "eu-west-1: { timezone: UTC }");
     assert!(errors(&neither)[0].contains("region \"eu-west-1\" needs `zones` (hosts)"), "{:?}", errors(&neither));
+}
+
+#[test]
+fn a_cloudwatch_alarm_reads_the_version_in_flight_and_is_refused_where_it_cannot_work() {
+    let with = |alarm: &str| format!("{FUNCTIONS}alarms:\n  - {alarm}\n");
+    let m = parse(&with("{ name: e, source: cloudwatch, metric: Errors, threshold: \"> 5\" }"));
+    let MetricRef::CloudWatch(metric) = &m.alarms[0].metric else { panic!("{:?}", m.alarms[0].metric) };
+    assert_eq!(metric.namespace, "AWS/Lambda");
+    assert_eq!(metric.statistic, "Sum");
+    assert_eq!(
+        metric.dimensions,
+        [
+            ("FunctionName".to_owned(), "{{function}}".to_owned()),
+            ("Resource".to_owned(), "{{function}}:{{alias}}".to_owned()),
+            ("ExecutedVersion".to_owned(), "{{function_version}}".to_owned()),
+        ]
+    );
+    let m = parse(&with(
+        "{ name: e, source: cloudwatch, namespace: Shop/Checkout, metric: Failures, statistic: p99, \
+         dimensions: { Fn: \"{{function}}\", V: \"{{function_version}}\" }, threshold: \"> 5\" }",
+    ));
+    let MetricRef::CloudWatch(metric) = &m.alarms[0].metric else { panic!() };
+    assert_eq!((metric.namespace.as_str(), metric.statistic.as_str()), ("Shop/Checkout", "p99"));
+
+    let errs = |alarm: &str| errors(&with(alarm)).join("\n");
+    let e = errs("{ name: e, source: cloudwatch, metric: Errors, threshold: 5, scope: zone }");
+    assert!(e.contains("a CloudWatch alarm watches a region's functions"), "{e}");
+    let e = errs("{ name: e, source: cloudwatch, metric: Errors, threshold: 5, dimensions: { F: \"{{fn}}\" } }");
+    assert!(e.contains("{{fn}} is not filled in"), "{e}");
+    let e = errs("{ name: e, source: cloudwatch, metric: Errors, threshold: 5, statistic: Median }");
+    assert!(e.contains("\"Median\" is not a statistic"), "{e}");
+    let e = errs("{ name: e, source: cloudwatch, namespace: Mine, metric: Errors, threshold: 5 }");
+    assert!(e.contains("missing required key \"dimensions\""), "{e}");
+    let e = errs("{ name: e, metric: error_rate, threshold: 0.1, statistic: Sum }");
+    assert!(e.contains("\"statistic\" is only used with `source: cloudwatch`"), "{e}");
+    // Where no environment has functions, such an alarm could never fire.
+    let hosts = "service: s\nenvironments:\n  prod:\n    regions: { r1: { zones: { a: 2 } } }\n\
+        stages:\n  - { name: prod, environment: prod }\n\
+        alarms:\n  - { name: e, source: cloudwatch, metric: Errors, threshold: 5 }\n";
+    let e = errors(hosts).join("\n");
+    assert!(e.contains("no environment has functions; it could never fire"), "{e}");
 }

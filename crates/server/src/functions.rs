@@ -52,7 +52,7 @@ impl FunctionsDriver {
         }
         let env = ProcessEnvironment;
         let credentials = Credentials::from_chain(&env).map_err(|e| e.to_string())?;
-        let endpoint = rollwave_aws::endpoint(&env, "lambda", &step.region)?;
+        let endpoint = rollwave_aws::endpoint(&env, "lambda", "lambda", &step.region)?;
         let client =
             rollwave_aws::Client::new("lambda", &step.region, endpoint, credentials, self.retry.unwrap_or_default());
         let lambda = Lambda::new(client);

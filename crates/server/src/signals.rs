@@ -84,7 +84,7 @@ enum Measure {
     Gauge(Gauge),
 }
 
-/// How rollwave measures `metric` itself; `None` for a Prometheus query.
+/// How rollwave measures `metric` itself; `None` for a Prometheus query or a CloudWatch metric.
 fn measure(metric: &MetricRef) -> Option<Measure> {
     match metric {
         MetricRef::Traffic(m) => Some(Measure::Rows { source: "traffic".into(), value: RowValue::of_traffic(*m) }),
@@ -92,7 +92,7 @@ fn measure(metric: &MetricRef) -> Option<Measure> {
         MetricRef::Monitor { name, field, .. } => {
             Some(Measure::Rows { source: format!("monitor:{name}"), value: RowValue::of_monitor(*field) })
         }
-        MetricRef::Prometheus { .. } => None,
+        MetricRef::Prometheus { .. } | MetricRef::CloudWatch(_) => None,
     }
 }
 
@@ -218,11 +218,10 @@ type AlarmKey = (String, usize, String);
 /// Prometheus queries under way at once, at most.
 const MAX_QUERIES_IN_FLIGHT: usize = 16;
 
-/// `source: prometheus` alarms: their queries run on tasks of their own, so that the
-/// leader never waits on Prometheus; each task observes its value and sends the input an
-/// alarm change makes through `inputs`.
-struct PrometheusAlarms {
-    base: String,
+/// `source: prometheus` and `source: cloudwatch` alarms: their queries run on tasks of
+/// their own, so that the leader never waits on Prometheus or CloudWatch; each task
+/// observes its value and sends the input an alarm change makes through `inputs`.
+struct QueriedAlarms {
     evaluators: Arc<Mutex<HashMap<AlarmKey, Evaluator>>>,
     /// Instances with a query under way: the next period of one is queried only once the
     /// last has its answer (or timed out), so an instance's values are observed in order.
@@ -239,8 +238,10 @@ pub struct Signals {
     served_until: HashMap<String, i64>,
     /// The last verdict given per one-box bake (service, environment, region, release).
     verdicts: HashMap<(String, String, String, String), Outcome>,
-    /// `source: prometheus` alarms, when a Prometheus HTTP API is configured.
-    prometheus: Option<PrometheusAlarms>,
+    /// The Prometheus HTTP API `source: prometheus` alarms query, when one is configured.
+    prometheus: Option<String>,
+    /// Where the queries of `source: prometheus` and `source: cloudwatch` alarms run.
+    queried: Option<QueriedAlarms>,
     /// Length of the bins requests served are counted in (ms).
     bin_ms: i64,
 }
@@ -253,14 +254,18 @@ impl Signals {
         datapoint_bin: std::time::Duration,
         inputs: mpsc::Sender<(String, LogInput)>,
     ) -> Self {
-        let prometheus = prometheus.map(|base| PrometheusAlarms {
-            base,
+        let queried = QueriedAlarms {
             evaluators: Arc::default(),
             in_flight: Arc::default(),
             permits: Arc::new(tokio::sync::Semaphore::new(MAX_QUERIES_IN_FLIGHT)),
             inputs,
-        });
-        Signals { prometheus, bin_ms: (datapoint_bin.as_millis() as i64).max(100), ..Signals::default() }
+        };
+        Signals {
+            prometheus,
+            queried: Some(queried),
+            bin_ms: (datapoint_bin.as_millis() as i64).max(100),
+            ..Signals::default()
+        }
     }
 }
 
@@ -353,6 +358,7 @@ impl Signals {
         };
         let mut inputs = self.judge_one_boxes(store, model, now_ms).await;
         self.start_prometheus_queries(model, now_ms);
+        self.start_cloudwatch_queries(model, now_ms);
         for (service, alarms) in services {
             let bin = self.bin_ms;
             let longest = alarms.iter().map(|(_, a, _)| a.period.as_millis() as i64).max().unwrap_or(0).max(bin);
@@ -464,7 +470,7 @@ impl Signals {
 impl Signals {
     /// Starts the queries of `source: prometheus` alarms whose period has ended.
     fn start_prometheus_queries(&mut self, model: &std::sync::RwLock<ReadModel>, now_ms: i64) {
-        let Some(prometheus) = &self.prometheus else { return };
+        let (Some(base), Some(queried)) = (&self.prometheus, &self.queried) else { return };
         let m = model.read().unwrap_or_else(|p| p.into_inner());
         for s in m.services.values() {
             for (index, spec) in s.plan.manifest.alarms.iter().enumerate() {
@@ -486,7 +492,41 @@ impl Signals {
                     .unwrap_or_default();
                 for at in instances(&m, &s.name, spec.scope) {
                     let query = fill_query(query, &s.name, &at, &in_flight);
-                    prometheus.start((s.name.clone(), index, at.path), spec, query, end);
+                    let base = base.clone();
+                    queried.start((s.name.clone(), index, at.path), spec, "Prometheus", move || {
+                        prometheus_value(&base, &query, end as f64 / 1000.0)
+                    });
+                }
+            }
+        }
+    }
+
+    /// Starts the `GetMetricData` calls of `source: cloudwatch` alarms whose period has
+    /// ended: per instance, each function of its regions with the version in flight there.
+    fn start_cloudwatch_queries(&mut self, model: &std::sync::RwLock<ReadModel>, now_ms: i64) {
+        let Some(queried) = &self.queried else { return };
+        let m = model.read().unwrap_or_else(|p| p.into_inner());
+        for s in m.services.values() {
+            for (index, spec) in s.plan.manifest.alarms.iter().enumerate() {
+                let MetricRef::CloudWatch(metric) = &spec.metric else { continue };
+                let period = spec.period.as_millis() as i64;
+                let end = (now_ms - GRACE_MS).div_euclid(period) * period;
+                let last = *self.evaluated_until.entry((s.name.clone(), index)).or_insert(end - period);
+                if end <= last {
+                    continue;
+                }
+                self.evaluated_until.insert((s.name.clone(), index), end);
+                for at in instances(&m, &s.name, spec.scope) {
+                    let queries = cloudwatch_queries(s, metric, &at);
+                    if queries.is_empty()
+                        && !s.plan.manifest.environments.iter().any(|e| e.name == at.environment && e.is_functions())
+                    {
+                        continue;
+                    }
+                    let period_s = (period / 1000).max(1);
+                    queried.start((s.name.clone(), index, at.path), spec, "CloudWatch", move || {
+                        cloudwatch_value(&queries, end / 1000, period_s)
+                    });
                 }
             }
         }
@@ -706,6 +746,92 @@ pub struct Instance {
     pub host: String,
 }
 
+/// The CloudWatch metrics a `source: cloudwatch` alarm instance reads: per function of
+/// each region of functions in its scope, the metric with its dimensions filled in, by
+/// AWS region. A region with no release on any slice has no version to read and is left
+/// out.
+fn cloudwatch_queries(
+    s: &crate::state::ServiceState,
+    metric: &rollwave_core::alarm::CloudWatchMetric,
+    at: &Instance,
+) -> Vec<(String, rollwave_aws::MetricQuery)> {
+    let mut out = Vec::new();
+    let Some(e) = s.plan.manifest.environments.iter().position(|e| e.name == at.environment) else { return out };
+    let env_id = rollwave_core::plan::EnvId(e as u16);
+    let env = &s.plan.manifest.environments[e];
+    for (r, region) in env.regions.iter().enumerate() {
+        if !region.is_functions() || (!at.region.is_empty() && at.region != region.name) {
+            continue;
+        }
+        // The newest release any slice of the region is on.
+        let newest = s.plan.envs[e].regions[r]
+            .hosts
+            .clone()
+            .map(|h| s.engine.host_version(env_id, rollwave_core::plan::HostId(h)))
+            .max()
+            .filter(|v| v.0 > 0);
+        let Some(version) = newest.and_then(|v| {
+            let artifact = s.artifacts.get(s.engine.version_name(v))?.0.as_deref()?;
+            rollwave_aws::version_of_artifact(artifact).ok()
+        }) else {
+            continue;
+        };
+        for function in &region.functions {
+            let fill = |text: &str| {
+                [
+                    ("{{service}}", s.name.as_str()),
+                    ("{{environment}}", env.name.as_str()),
+                    ("{{region}}", region.name.as_str()),
+                    ("{{function_version}}", version.as_str()),
+                    ("{{function}}", function.name.as_str()),
+                    ("{{alias}}", function.alias.as_str()),
+                ]
+                .iter()
+                .fold(text.to_owned(), |t, (k, v)| t.replace(k, v))
+            };
+            out.push((
+                region.name.clone(),
+                rollwave_aws::MetricQuery {
+                    namespace: metric.namespace.clone(),
+                    name: metric.name.clone(),
+                    dimensions: metric.dimensions.iter().map(|(n, v)| (n.clone(), fill(v))).collect(),
+                    statistic: metric.statistic.clone(),
+                },
+            ));
+        }
+    }
+    out
+}
+
+/// The worst (largest) value of the metrics, each read in its AWS region for the period
+/// ending at `end_s`; `None` when none has a data point.
+fn cloudwatch_value(
+    queries: &[(String, rollwave_aws::MetricQuery)],
+    end_s: i64,
+    period_s: i64,
+) -> Result<Option<f64>, String> {
+    let env = rollwave_aws::ProcessEnvironment;
+    let mut worst: Option<f64> = None;
+    let mut regions: Vec<&str> = queries.iter().map(|(r, _)| r.as_str()).collect();
+    regions.dedup();
+    let credentials = rollwave_aws::Credentials::from_chain(&env).map_err(|e| e.to_string())?;
+    for region in regions {
+        let credentials = credentials.clone();
+        let endpoint = rollwave_aws::endpoint(&env, "CloudWatch", "monitoring", region)?;
+        let client =
+            rollwave_aws::Client::new("monitoring", region, endpoint, credentials, rollwave_aws::Retry::default());
+        let these: Vec<rollwave_aws::MetricQuery> =
+            queries.iter().filter(|(r, _)| r == region).map(|(_, q)| q.clone()).collect();
+        let values = rollwave_aws::CloudWatch::new(client)
+            .values(&these, end_s, period_s, &mut Vec::new())
+            .map_err(|e| e.to_string())?;
+        for v in values.into_iter().flatten() {
+            worst = Some(worst.map_or(v, |w| w.max(v)));
+        }
+    }
+    Ok(worst)
+}
+
 /// Every instance of an alarm of `scope`.
 fn instances(model: &ReadModel, service: &str, scope: AlarmScope) -> Vec<Instance> {
     let Some(s) = model.services.get(service) else { return Vec::new() };
@@ -744,29 +870,36 @@ fn instances(model: &ReadModel, service: &str, scope: AlarmScope) -> Vec<Instanc
     out
 }
 
-impl PrometheusAlarms {
-    /// Queries one alarm instance for the period ending at `end_ms` on a task of its own,
-    /// unless the instance has a query under way (that period then goes unobserved).
-    fn start(&self, key: AlarmKey, spec: &rollwave_core::alarm::AlarmSpec, query: String, end_ms: i64) {
+impl QueriedAlarms {
+    /// Reads one alarm instance's value for a period with `read` (blocking, on a task of
+    /// its own), unless the instance has a read under way (that period then goes
+    /// unobserved). `source` names where it reads from, for the log.
+    fn start(
+        &self,
+        key: AlarmKey,
+        spec: &rollwave_core::alarm::AlarmSpec,
+        source: &'static str,
+        read: impl FnOnce() -> Result<Option<f64>, String> + Send + 'static,
+    ) {
         if !self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone()) {
-            tracing::warn!(alarm = %spec.name, scope = %key.2, "the last Prometheus query has no answer yet; this period is skipped");
+            tracing::warn!(alarm = %spec.name, scope = %key.2, "the last {source} query has no answer yet; this period is skipped");
             return;
         }
-        let (base, spec) = (self.base.clone(), spec.clone());
+        let spec = spec.clone();
         let (evaluators, in_flight, permits, inputs) =
             (Arc::clone(&self.evaluators), Arc::clone(&self.in_flight), Arc::clone(&self.permits), self.inputs.clone());
         tokio::spawn(async move {
             let value = match permits.acquire_owned().await {
                 Ok(permit) => tokio::task::spawn_blocking(move || {
                     let _permit = permit;
-                    prometheus_value(&base, &query, end_ms as f64 / 1000.0)
+                    read()
                 })
                 .await
                 .unwrap_or_else(|e| Err(e.to_string())),
                 Err(e) => Err(e.to_string()),
             };
             let value = value.unwrap_or_else(|e| {
-                tracing::warn!(alarm = %spec.name, scope = %key.2, "querying Prometheus failed: {e}");
+                tracing::warn!(alarm = %spec.name, scope = %key.2, "querying {source} failed: {e}");
                 None
             });
             let change = {

@@ -133,6 +133,7 @@ fn simulated(metric: &MetricRef) -> Result<TrafficMetric, &'static str> {
         MetricRef::Gauge(_) => Err("the simulated hosts have no CPU, memory or restarts"),
         MetricRef::Monitor { .. } => Err("the simulator sends no monitor checks"),
         MetricRef::Prometheus { .. } => Err("the simulator has no Prometheus"),
+        MetricRef::CloudWatch(_) => Err("the simulator has no CloudWatch"),
     }
 }
 

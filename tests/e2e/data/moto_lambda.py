@@ -2,6 +2,7 @@
 
     moto_lambda.py ENDPOINT setup REGION FUNCTION VERSIONS   # function with versions 1..VERSIONS, alias live -> 1
     moto_lambda.py ENDPOINT route REGION FUNCTION VERSION [EXTRA WEIGHT]   # someone else sets the alias
+    moto_lambda.py ENDPOINT errors REGION FUNCTION VERSION COUNT   # AWS/Lambda Errors of that version, each second of the last and next 2 minutes
 """
 import io
 import json
@@ -39,5 +40,22 @@ elif command == "route":
     version = sys.argv[5]
     routing = {"AdditionalVersionWeights": {sys.argv[6]: float(sys.argv[7])}} if len(sys.argv) > 6 else {"AdditionalVersionWeights": {}}
     lam.update_alias(FunctionName=function, Name="live", FunctionVersion=version, RoutingConfig=routing)
+elif command == "errors":
+    import datetime
+
+    version, count = sys.argv[5], float(sys.argv[6])
+    cw = boto3.client("cloudwatch", **kw)
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    dimensions = [
+        {"Name": "FunctionName", "Value": function},
+        {"Name": "Resource", "Value": f"{function}:live"},
+        {"Name": "ExecutedVersion", "Value": version},
+    ]
+    data = [
+        {"MetricName": "Errors", "Dimensions": dimensions, "Timestamp": now + datetime.timedelta(seconds=s), "Value": count}
+        for s in range(-120, 120)
+    ]
+    for i in range(0, len(data), 20):
+        cw.put_metric_data(Namespace="AWS/Lambda", MetricData=data[i : i + 20])
 else:
     sys.exit(f"unknown command {command}")

@@ -202,3 +202,22 @@ fn a_cloudwatch_alarm_on_the_new_version_rolls_back_its_region_alone_and_restore
     assert!(timeline.contains("prod/us-east-1"), "{timeline}");
     assert_eq!(routing(&moto.alias("eu-west-1", "api")), "1+2@0.1", "eu-west-1 is untouched");
 }
+
+#[test]
+fn a_function_that_does_not_exist_blocks_the_region_before_any_alias_changes() {
+    let Some(moto) = Moto::start("a_function_that_does_not_exist_blocks_the_region_before_any_alias_changes") else {
+        return;
+    };
+    moto.fixture(&["setup", "us-east-1", "api", "3"]);
+    let server = moto.server();
+    let client = server.client();
+    // `worker` is in the manifest and not in AWS.
+    client.apply("fns.yaml", &manifest("1s")).unwrap();
+    client.create_release("fns", &release("v2", "2")).unwrap();
+    wait_for("v2 stops", Duration::from_secs(60), || {
+        client.release("fns", "v2").is_ok_and(|r| r.release.outcome != Outcome::InProgress)
+    });
+    let timeline = serde_json::to_string(&client.release("fns", "v2").unwrap()).unwrap();
+    assert!(timeline.contains("GetAlias worker:live: 404 ResourceNotFoundException"), "{timeline}");
+    assert_eq!(routing(&moto.alias("us-east-1", "api")), "1", "api's alias never changed");
+}

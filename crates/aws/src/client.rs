@@ -289,6 +289,74 @@ mod tests {
         assert_eq!(cloudwatch(&[("AWS_ENDPOINT_URL_CLOUDWATCH", "http://c:3")]), "http://c:3/");
     }
 
+    /// A server on a free port that answers each connection with the next of `answers`
+    /// (status, `x-amzn-errortype`, body), then closes it; it counts what it answered.
+    fn answering(
+        answers: Vec<(u16, &'static str, &'static str)>,
+    ) -> (url::Url, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap()).parse().unwrap();
+        let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = std::sync::Arc::clone(&served);
+        std::thread::spawn(move || {
+            for (status, error_type, body) in answers {
+                let Ok((mut stream, _)) = listener.accept() else { return };
+                let mut request = [0u8; 8192];
+                let _ = stream.read(&mut request);
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\nx-amzn-errortype: {error_type}\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(body.as_bytes());
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        (url, served)
+    }
+
+    fn client(url: url::Url) -> Client {
+        let credentials = Credentials {
+            access_key_id: "AKID".into(),
+            secret_access_key: "s".into(),
+            session_token: None,
+            source: "test".into(),
+        };
+        let retry = Retry { attempts: 4, first_delay: Duration::from_millis(1), max_delay: Duration::from_millis(4) };
+        Client::new("lambda", "us-east-1", url, credentials, retry)
+    }
+
+    #[test]
+    fn a_throttled_call_is_retried_over_http_and_each_retry_is_written_down() {
+        let throttled = (429, "TooManyRequestsException", r#"{"message":"Rate exceeded"}"#);
+        let (url, served) = answering(vec![throttled, throttled, (200, "", r#"{"FunctionVersion":"3"}"#)]);
+        let mut journal = Vec::new();
+        let answer =
+            client(url).call("GetAlias f:live", "GET", &["2015-03-31", "functions", "f"], &[], None, &mut journal);
+        assert_eq!(answer.unwrap()["FunctionVersion"], "3");
+        assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert_eq!(
+            journal,
+            [
+                "GetAlias f:live: 429 TooManyRequestsException: Rate exceeded; retry 1 in 1 ms",
+                "GetAlias f:live: 429 TooManyRequestsException: Rate exceeded; retry 2 in 2 ms",
+            ]
+        );
+        // A refusal is not retried: it is the answer.
+        let denied = (403, "AccessDeniedException", r#"{"Message":"not authorized to perform lambda:UpdateAlias"}"#);
+        let (url, served) = answering(vec![denied, denied]);
+        let mut journal = Vec::new();
+        let e = client(url).call("UpdateAlias f:live", "PUT", &["x"], &[], None, &mut journal).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "UpdateAlias f:live: 403 AccessDeniedException: not authorized to perform lambda:UpdateAlias"
+        );
+        assert!(journal.is_empty());
+        assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
     #[test]
     fn throttling_and_server_failures_are_retried_and_client_mistakes_are_not() {
         let e = |status, code: &str| CallError {

@@ -18,6 +18,7 @@
 pub mod baggage;
 pub mod balance;
 mod body;
+pub mod messages;
 pub mod metrics;
 mod pool;
 mod proxy;

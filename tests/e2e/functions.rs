@@ -47,10 +47,12 @@ impl Moto {
         Some(moto)
     }
 
-    fn fixture(&self, args: &[&str]) {
+    /// Runs a fixture command; what it prints.
+    fn fixture(&self, args: &[&str]) -> String {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/data/moto_lambda.py");
         let out = Command::new(&self.python).arg(script).arg(&self.endpoint).args(args).output().unwrap();
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 
     fn lambda(&self, region: &str) -> Lambda {
@@ -220,4 +222,39 @@ fn a_function_that_does_not_exist_blocks_the_region_before_any_alias_changes() {
     let timeline = serde_json::to_string(&client.release("fns", "v2").unwrap()).unwrap();
     assert!(timeline.contains("GetAlias worker:live: 404 ResourceNotFoundException"), "{timeline}");
     assert_eq!(routing(&moto.alias("us-east-1", "api")), "1", "api's alias never changed");
+}
+
+#[test]
+fn an_sqs_triggered_function_gets_a_canary_alias_and_two_mappings_filtered_on_the_track() {
+    let Some(moto) =
+        Moto::start("an_sqs_triggered_function_gets_a_canary_alias_and_two_mappings_filtered_on_the_track")
+    else {
+        return;
+    };
+    moto.fixture(&["setup", "us-east-1", "api", "3"]);
+    let queue = moto.fixture(&["queue", "us-east-1", "orders"]);
+    let server = moto.server();
+    let client = server.client();
+    let manifest = format!(
+        "service: fns\n\
+         environments:\n  prod:\n    regions:\n      us-east-1: {{ functions: [{{ name: api, alias: live, queue: \"{queue}\" }}] }}\n\
+         strategy:\n  one_box: {{ max_share: 10%, bake: 30s }}\n  rolling: {{ steps: [100%] }}\n\
+         stages:\n  - {{ name: prod, environment: prod }}\n"
+    );
+    client.apply("fns.yaml", &manifest).unwrap();
+    client.create_release("fns", &release("v2", "2")).unwrap();
+    let lambda = moto.lambda("us-east-1");
+    wait_for("the one-box's canary alias and mappings", Duration::from_secs(30), || {
+        lambda.get_alias("api", "canary", &mut Vec::new()).is_ok_and(|a| a.function_version == "2")
+            && !lambda.mappings(&queue, "api", "canary", &mut Vec::new()).unwrap().is_empty()
+    });
+    assert_eq!(routing(&moto.alias("us-east-1", "api")), "1+2@0.1", "the weighted alias, as without a queue");
+    let (stable, canary) = rollwave_aws::sqs_filters();
+    let filters = |alias: &str| lambda.mappings(&queue, "api", alias, &mut Vec::new()).unwrap();
+    assert_eq!(filters("canary").len(), 1);
+    assert_eq!(filters("canary")[0].filter_criteria, canary);
+    assert_eq!(filters("live").len(), 1);
+    assert_eq!(filters("live")[0].filter_criteria, stable);
+    // The patterns filter on the attribute the router's helpers set.
+    assert!(canary.to_string().contains(rollwave_router::messages::ATTRIBUTE));
 }

@@ -127,6 +127,32 @@ pub fn version_of_artifact(artifact: &str) -> Result<String, String> {
     Ok(version.to_owned())
 }
 
+/// The message attribute that carries a message's track (as `rollwave-router` sets it).
+pub const TRACK_ATTRIBUTE: &str = "rollwave.track";
+
+/// The `FilterCriteria` of the two event source mappings of an SQS-triggered function,
+/// (stable, canary): the canary alias's takes messages on the canary track; the stable
+/// alias's takes the rest, those without the attribute included (Lambda ORs a mapping's
+/// filters).
+pub fn sqs_filters() -> (serde_json::Value, serde_json::Value) {
+    let pattern = |p: serde_json::Value| json!({ "Pattern": p.to_string() });
+    let canary = json!({ "Filters": [
+        pattern(json!({ "messageAttributes": { TRACK_ATTRIBUTE: { "stringValue": ["canary"] } } })),
+    ] });
+    let stable = json!({ "Filters": [
+        pattern(json!({ "messageAttributes": { TRACK_ATTRIBUTE: { "stringValue": [{ "anything-but": ["canary"] }] } } })),
+        pattern(json!({ "messageAttributes": { TRACK_ATTRIBUTE: { "stringValue": [{ "exists": false }] } } })),
+    ] });
+    (stable, canary)
+}
+
+/// An event source mapping, as far as rollwave looks at it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mapping {
+    pub uuid: String,
+    pub filter_criteria: serde_json::Value,
+}
+
 /// Lambda in one region.
 pub struct Lambda {
     client: Client,
@@ -185,6 +211,97 @@ impl Lambda {
             journal,
         )?;
         alias_state(&operation, &answer)
+    }
+}
+
+impl Lambda {
+    /// `CreateAlias` routing to `version` alone.
+    pub fn create_alias(
+        &self,
+        function: &str,
+        alias: &str,
+        version: &str,
+        journal: &mut Vec<String>,
+    ) -> Result<AliasState, CallError> {
+        let operation = format!("CreateAlias {function}:{alias}");
+        let body =
+            json!({ "Name": alias, "FunctionVersion": version, "Description": "rollwave: the version in flight" });
+        let answer = self.client.call(
+            &operation,
+            "POST",
+            &[API, "functions", function, "aliases"],
+            &[],
+            Some(&body),
+            journal,
+        )?;
+        alias_state(&operation, &answer)
+    }
+
+    /// The event source mappings from `source` to `function:alias`
+    /// (`ListEventSourceMappings`).
+    pub fn mappings(
+        &self,
+        source: &str,
+        function: &str,
+        alias: &str,
+        journal: &mut Vec<String>,
+    ) -> Result<Vec<Mapping>, CallError> {
+        let qualified = format!("{function}:{alias}");
+        let operation = format!("ListEventSourceMappings {qualified}");
+        let query = [("EventSourceArn", source), ("FunctionName", qualified.as_str())];
+        let answer = self.client.call(&operation, "GET", &[API, "event-source-mappings"], &query, None, journal)?;
+        let mappings = answer.get("EventSourceMappings").and_then(|m| m.as_array()).cloned().unwrap_or_default();
+        Ok(mappings
+            .iter()
+            .filter_map(|m| {
+                Some(Mapping {
+                    uuid: m.get("UUID")?.as_str()?.to_owned(),
+                    filter_criteria: m.get("FilterCriteria").cloned().unwrap_or(serde_json::Value::Null),
+                })
+            })
+            .collect())
+    }
+
+    /// Makes `source` feed `function:alias` through exactly `filters`: creates the mapping,
+    /// or updates its filters if they differ. Says what it did in `journal`.
+    pub fn ensure_mapping(
+        &self,
+        source: &str,
+        function: &str,
+        alias: &str,
+        filters: &serde_json::Value,
+        journal: &mut Vec<String>,
+    ) -> Result<(), CallError> {
+        let qualified = format!("{function}:{alias}");
+        match self.mappings(source, function, alias, journal)?.first() {
+            Some(m) if &m.filter_criteria == filters => Ok(()),
+            Some(m) => {
+                let operation = format!("UpdateEventSourceMapping {qualified}");
+                let body = json!({ "FilterCriteria": filters });
+                self.client.call(
+                    &operation,
+                    "PUT",
+                    &[API, "event-source-mappings", &m.uuid],
+                    &[],
+                    Some(&body),
+                    journal,
+                )?;
+                journal.push(format!("{source} → {qualified}: filters set"));
+                Ok(())
+            }
+            None => {
+                let operation = format!("CreateEventSourceMapping {qualified}");
+                let body = json!({
+                    "EventSourceArn": source,
+                    "FunctionName": qualified,
+                    "FilterCriteria": filters,
+                    "Enabled": true,
+                });
+                self.client.call(&operation, "POST", &[API, "event-source-mappings"], &[], Some(&body), journal)?;
+                journal.push(format!("{source} → {qualified}: mapping created with its filters"));
+                Ok(())
+            }
+        }
     }
 }
 
@@ -247,6 +364,27 @@ mod tests {
         assert!(changed.contains("someone changed it"), "{changed}");
         let three = target_for(&alias("3", &[]), &[(Some("4"), 10), (Some("5"), 10), (None, 80)], 100).unwrap_err();
         assert!(three.contains("at most two versions"), "{three}");
+    }
+
+    #[test]
+    fn the_canary_mapping_takes_the_canary_track_and_the_stable_one_the_rest() {
+        let (stable, canary) = sqs_filters();
+        let patterns = |f: &serde_json::Value| -> Vec<serde_json::Value> {
+            f["Filters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| serde_json::from_str(p["Pattern"].as_str().unwrap()).unwrap())
+                .collect()
+        };
+        let canary = patterns(&canary);
+        assert_eq!(canary, [json!({ "messageAttributes": { "rollwave.track": { "stringValue": ["canary"] } } })]);
+        let stable = patterns(&stable);
+        assert_eq!(
+            stable[0]["messageAttributes"]["rollwave.track"]["stringValue"][0]["anything-but"],
+            json!(["canary"])
+        );
+        assert_eq!(stable[1]["messageAttributes"]["rollwave.track"]["stringValue"][0]["exists"], json!(false));
     }
 
     #[test]

@@ -11,4 +11,4 @@ pub mod lambda;
 pub use client::{CallError, Client, Retry, endpoint};
 pub use cloudwatch::{CloudWatch, MetricQuery};
 pub use credentials::{Credentials, CredentialsError, Environment, ProcessEnvironment};
-pub use lambda::{AliasState, AliasTarget, Lambda, target_for, version_of_artifact};
+pub use lambda::{AliasState, AliasTarget, Lambda, Mapping, sqs_filters, target_for, version_of_artifact};

@@ -217,6 +217,11 @@ pub const FUNCTION_SLICES: u32 = 100;
 pub struct Function {
     pub name: String,
     pub alias: String,
+    /// The SQS queue (ARN) that triggers it: its messages on the canary track go to the
+    /// canary alias, the rest to `alias`, through two filtered event source mappings.
+    pub queue: Option<String>,
+    /// With a queue: the alias kept on the version in flight (default `canary`).
+    pub canary_alias: String,
 }
 
 impl Region {

@@ -533,13 +533,22 @@ fn functions(d: &mut Decoder, node: &Node) -> Option<Vec<Function>> {
         let Some(map) = d.mapping(item, keys::FUNCTION) else { continue };
         let name = d.required(&map, "name", |d, n| d.parsed(n, "a function name", lambda_function_name));
         let alias = d.required(&map, "alias", |d, n| d.parsed(n, "an alias name", lambda_alias_name));
+        let queue = d.optional(&map, "queue", |d, n| d.parsed(n, "an SQS queue's ARN", sqs_queue_arn));
+        let canary_alias = d
+            .optional(&map, "canary_alias", |d, n| d.parsed(n, "an alias name", lambda_alias_name))
+            .unwrap_or_else(|| "canary".to_owned());
         let (Some(name), Some(alias)) = (name, alias) else { continue };
+        if canary_alias == alias {
+            let at = map.get("canary_alias").map_or_else(|| item.location(), Located::location);
+            d.error(at, format!("the canary alias must differ from the alias {alias:?}; name it with `canary_alias`"));
+            continue;
+        }
         if let Some(first) = seen.get(&name) {
             d.error(item, format!("function {name:?} is already listed at {first}"));
             continue;
         }
         seen.insert(name.clone(), item.location());
-        functions.push(Function { name, alias });
+        functions.push(Function { name, alias, queue, canary_alias });
     }
     Some(functions)
 }
@@ -549,6 +558,28 @@ fn functions(d: &mut Decoder, node: &Node) -> Option<Vec<Function>> {
 fn lambda_function_name(s: &str) -> Result<String, String> {
     let ok = (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if ok { Ok(s.to_owned()) } else { Err(format!("function name {s:?} must be 1 to 64 letters, digits, `-` or `_`")) }
+}
+
+/// An SQS queue's ARN: `arn:PARTITION:sqs:REGION:ACCOUNT:NAME`.
+fn sqs_queue_arn(s: &str) -> Result<String, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let name_ok = |n: &str| {
+        (1..=80).contains(&n.len())
+            && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    };
+    let ok = parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == "sqs"
+        && !parts[3].is_empty()
+        && parts[4].len() == 12
+        && parts[4].bytes().all(|b| b.is_ascii_digit())
+        && name_ok(parts[5]);
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{s:?} is not an SQS queue's ARN (arn:aws:sqs:REGION:ACCOUNT:NAME)"))
+    }
 }
 
 /// A Lambda alias name: 1 to 128 letters, digits, `-` and `_`, not all digits (those

@@ -164,6 +164,15 @@ fn property(object: &str, key: &str) -> Option<Value> {
         ("function", "name") => {
             described(json!({ "type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$" }), "The Lambda function's name.")
         }
+        ("function", "queue") => described(
+            json!({ "type": "string", "pattern": "^arn:aws[a-z-]*:sqs:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_.-]{1,80}$" }),
+            "The SQS queue (ARN) that triggers the function: rollwave keeps two event source mappings from it, \
+             canary messages to the canary alias and the rest to the alias.",
+        ),
+        ("function", "canary_alias") => described(
+            json!({ "type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$", "not": { "pattern": "^[0-9]+$" }, "default": "canary" }),
+            "With a queue: the alias rollwave keeps on the version in flight.",
+        ),
         ("function", "alias") => described(
             json!({ "type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$", "not": { "pattern": "^[0-9]+$" } }),
             "The alias callers invoke; rollwave shifts its routing.",

@@ -920,6 +920,8 @@ environments:                     # manifest
           -
             name: checkout        # function
             alias: live           # function
+            queue: \"arn:aws:sqs:us-east-1:123456789012:orders\"  # function
+            canary_alias: next    # function
 monitors:                         # manifest
   -
     name: home                    # monitor
@@ -1206,7 +1208,7 @@ service: checkout
 environments:
   lambdas:
     regions:
-      us-east-1: { functions: [{ name: checkout, alias: live }, { name: checkout-worker, alias: live }] }
+      us-east-1: { functions: [{ name: checkout, alias: live }, { name: checkout-worker, alias: live, queue: \"arn:aws:sqs:us-east-1:123456789012:orders\", canary_alias: next }] }
       eu-west-1: { functions: [{ name: checkout, alias: live }] }
 strategy:
   one_box: { max_share: 10%, bake: 10m }
@@ -1228,8 +1230,13 @@ fn a_region_of_functions_is_cut_into_one_zone_of_slices_per_step_of_its_wave() {
     assert_eq!(
         us.functions,
         vec![
-            Function { name: "checkout".into(), alias: "live".into() },
-            Function { name: "checkout-worker".into(), alias: "live".into() },
+            Function { name: "checkout".into(), alias: "live".into(), queue: None, canary_alias: "canary".into() },
+            Function {
+                name: "checkout-worker".into(),
+                alias: "live".into(),
+                queue: Some("arn:aws:sqs:us-east-1:123456789012:orders".into()),
+                canary_alias: "next".into(),
+            },
         ]
     );
     let zones = |r: &rollwave_core::manifest::Region| -> Vec<(String, u32)> {

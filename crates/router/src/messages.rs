@@ -4,8 +4,9 @@
 //! A producer on the canary track sets the attribute on what it sends; the consumer reads
 //! it from what it receives and carries it on (as a header with
 //! [`track::inject`](crate::track::inject), or as an attribute again). For SQS-triggered
-//! functions the two event source mappings filter on it ([`sqs_filters`]), so a message
-//! produced on the canary track is consumed by the canary version.
+//! functions the control plane's two event source mappings filter on it
+//! (`rollwave_aws::lambda::sqs_filters`), so a message produced on the canary track is
+//! consumed by the canary version.
 //!
 //! ```
 //! use rollwave_router::messages;
@@ -79,19 +80,6 @@ pub fn event_track(event: &Value) -> Option<Track> {
     from(&serde_json::from_str::<Value>(text).ok()?)
 }
 
-/// The `FilterCriteria` of the two event source mappings of an SQS-triggered function:
-/// the canary alias's takes messages on the canary track; the stable alias's takes the
-/// rest, those without the attribute included (Lambda ORs a mapping's filters).
-pub fn sqs_filters() -> (Value, Value) {
-    let pattern = |p: Value| json!({ "Pattern": p.to_string() });
-    let canary = json!({ "Filters": [pattern(json!({ "messageAttributes": { ATTRIBUTE: { "stringValue": ["canary"] } } }))] });
-    let stable = json!({ "Filters": [
-        pattern(json!({ "messageAttributes": { ATTRIBUTE: { "stringValue": [{ "anything-but": ["canary"] }] } } })),
-        pattern(json!({ "messageAttributes": { ATTRIBUTE: { "stringValue": [{ "exists": false }] } } })),
-    ] });
-    (stable, canary)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,18 +123,5 @@ mod tests {
         assert_eq!(event_track(&json!({ "Detail": "not json" })), None);
         let received = json!({ "MessageAttributes": { ATTRIBUTE: { "StringValue": " Canary " } } });
         assert_eq!(sqs_record_track(&received), Some(Track::Canary));
-    }
-
-    #[test]
-    fn the_filters_split_messages_by_the_attribute_and_send_the_unmarked_to_stable() {
-        let (stable, canary) = sqs_filters();
-        let patterns = |f: &Value| -> Vec<Value> {
-            f["Filters"].as_array().unwrap().iter().map(|p| serde_json::from_str(p["Pattern"].as_str().unwrap()).unwrap()).collect()
-        };
-        assert_eq!(patterns(&canary), [json!({ "messageAttributes": { ATTRIBUTE: { "stringValue": ["canary"] } } })]);
-        let stable = patterns(&stable);
-        assert_eq!(stable.len(), 2);
-        assert_eq!(stable[0]["messageAttributes"][ATTRIBUTE]["stringValue"][0]["anything-but"], json!(["canary"]));
-        assert_eq!(stable[1]["messageAttributes"][ATTRIBUTE]["stringValue"][0]["exists"], json!(false));
     }
 }

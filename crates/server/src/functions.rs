@@ -85,8 +85,10 @@ impl FunctionsDriver {
             }
             plans.push((function, current, target));
         }
+        let mut targets = Vec::new();
         for (function, current, target) in plans {
             let key = (step.region.clone(), function.name.clone(), function.alias.clone());
+            targets.push((function, target.clone()));
             if current.routes_as(&target) {
                 journal.push(format!("{}:{} already routes to {target}", function.name, function.alias));
                 self.remember(key, current);
@@ -98,6 +100,49 @@ impl FunctionsDriver {
             journal.push(format!("{}:{}: {} → {}", function.name, function.alias, current.target(), after));
             self.remember(key, after);
         }
+        for (function, target) in &targets {
+            if let Some(queue) = &function.queue {
+                self.split_queue(&lambda, function, queue, target, journal)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// For a function an SQS queue triggers: the canary alias on the version in flight
+    /// (the alias's additional version, else its own), and the two filtered mappings from
+    /// the queue, so messages on the canary track reach the canary version.
+    fn split_queue(
+        &self,
+        lambda: &Lambda,
+        function: &crate::state::FunctionAlias,
+        queue: &str,
+        target: &AliasTarget,
+        journal: &mut Vec<String>,
+    ) -> Result<(), String> {
+        let in_flight = target.weights.keys().next().unwrap_or(&target.function_version).clone();
+        let canary = AliasTarget { function_version: in_flight, weights: Default::default() };
+        let name = &function.name;
+        match lambda.get_alias(name, &function.canary_alias, journal) {
+            Ok(current) if current.routes_as(&canary) => {}
+            Ok(current) => {
+                let after = lambda
+                    .update_alias(name, &function.canary_alias, &canary, &current.revision_id, journal)
+                    .map_err(|e| e.to_string())?;
+                journal.push(format!("{name}:{}: {} → {after}", function.canary_alias, current.target()));
+            }
+            Err(e) if e.is_not_found() => {
+                let after = lambda
+                    .create_alias(name, &function.canary_alias, &canary.function_version, journal)
+                    .map_err(|e| e.to_string())?;
+                journal.push(format!("{name}:{}: created at {after}", function.canary_alias));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+        let (stable_filters, canary_filters) = rollwave_aws::sqs_filters();
+        lambda.ensure_mapping(queue, name, &function.alias, &stable_filters, journal).map_err(|e| e.to_string())?;
+        lambda
+            .ensure_mapping(queue, name, &function.canary_alias, &canary_filters, journal)
+            .map_err(|e| e.to_string())?;
         Ok(())
     }
 

@@ -68,6 +68,11 @@ pub struct FunctionStep {
 pub struct FunctionAlias {
     pub name: String,
     pub alias: String,
+    /// The SQS queue that triggers it, and the alias its canary messages go to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub canary_alias: String,
 }
 
 /// A stage's test, run by the leader in its working directory.
@@ -446,8 +451,16 @@ impl ServiceState {
                 (function_version, n)
             })
             .collect();
-        let functions =
-            region.functions.iter().map(|f| FunctionAlias { name: f.name.clone(), alias: f.alias.clone() }).collect();
+        let functions = region
+            .functions
+            .iter()
+            .map(|f| FunctionAlias {
+                name: f.name.clone(),
+                alias: f.alias.clone(),
+                queue: f.queue.clone(),
+                canary_alias: f.canary_alias.clone(),
+            })
+            .collect();
         Some(FunctionStep { region: region.name.clone(), functions, slices, total, problem })
     }
 

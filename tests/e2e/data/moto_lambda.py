@@ -2,6 +2,7 @@
 
     moto_lambda.py ENDPOINT setup REGION FUNCTION VERSIONS   # function with versions 1..VERSIONS, alias live -> 1
     moto_lambda.py ENDPOINT route REGION FUNCTION VERSION [EXTRA WEIGHT]   # someone else sets the alias
+    moto_lambda.py ENDPOINT queue REGION NAME   # an SQS queue; prints its ARN
     moto_lambda.py ENDPOINT errors REGION FUNCTION VERSION COUNT   # AWS/Lambda Errors of that version, each second of the last and next 2 minutes
 """
 import io
@@ -40,6 +41,10 @@ elif command == "route":
     version = sys.argv[5]
     routing = {"AdditionalVersionWeights": {sys.argv[6]: float(sys.argv[7])}} if len(sys.argv) > 6 else {"AdditionalVersionWeights": {}}
     lam.update_alias(FunctionName=function, Name="live", FunctionVersion=version, RoutingConfig=routing)
+elif command == "queue":
+    sqs = boto3.client("sqs", **kw)
+    url = sqs.create_queue(QueueName=function)["QueueUrl"]
+    print(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"])
 elif command == "errors":
     import datetime
 

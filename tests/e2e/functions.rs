@@ -258,3 +258,89 @@ fn an_sqs_triggered_function_gets_a_canary_alias_and_two_mappings_filtered_on_th
     // The patterns filter on the attribute the router's helpers set.
     assert!(canary.to_string().contains(rollwave_router::messages::ATTRIBUTE));
 }
+
+#[test]
+fn through_the_router_each_user_stays_on_one_alias_for_the_whole_step() {
+    let Some(moto) = Moto::start("through_the_router_each_user_stays_on_one_alias_for_the_whole_step") else {
+        return;
+    };
+    moto.fixture(&["setup", "us-east-1", "api", "3"]);
+    // Local HTTP servers stand in for what reaches each alias (its function URL): each
+    // says which it is.
+    let stand_in = |name: &str| {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let app = crate::kit::rollwave_process(
+            &["sample-app", "--listen", &listen, "--host-id", name, "--latency-ms", "0", "--error-rate", "0"],
+            &[],
+        );
+        (app, listen)
+    };
+    let (_stable_app, stable) = stand_in("api:live");
+    let (_canary_app, canary) = stand_in("api:canary");
+    let server = moto.server();
+    let client = server.client();
+    let manifest = format!(
+        "service: fns\n\
+         environments:\n  prod:\n    regions:\n      us-east-1: {{ functions: [{{ name: api, alias: live, router: {{ stable: \"{stable}\", canary: \"{canary}\" }} }}] }}\n\
+         strategy:\n  one_box: {{ max_share: 10%, bake: 10m }}\n\
+         stages:\n  - {{ name: prod, environment: prod }}\n"
+    );
+    client.apply("fns.yaml", &manifest).unwrap();
+    let token = client
+        .create_token(&rollwave_api::CreateToken {
+            role: "router".into(),
+            region: Some("fns/prod/us-east-1".into()),
+            ..Default::default()
+        })
+        .unwrap()
+        .token;
+    let router_port = free_port();
+    let (listen, admin) = (format!("127.0.0.1:{router_port}"), format!("127.0.0.1:{}", free_port()));
+    let _router = crate::kit::rollwave_process(
+        &[
+            "router",
+            "--server",
+            &server.base,
+            "--service",
+            "fns",
+            "--environment",
+            "prod",
+            "--region",
+            "us-east-1",
+            "--listen",
+            &listen,
+            "--admin",
+            &admin,
+            "--token",
+            &token,
+        ],
+        &[],
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let ask = |key: usize| -> (String, String) {
+        let mut r =
+            agent.get(format!("http://{listen}/")).header("x-rollwave-key", format!("user-{key}")).call().unwrap();
+        let track = r.headers().get("x-rollwave-track").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let body: serde_json::Value = r.body_mut().read_json().unwrap_or_default();
+        (body["host"].as_str().unwrap_or("").to_owned(), track)
+    };
+    wait_for("the router serves the alias", Duration::from_secs(30), || {
+        agent.get(format!("http://{listen}/")).call().is_ok_and(|r| r.status() == 200) && ask(0).0 == "api:live"
+    });
+
+    client.create_release("fns", &release("v2", "2")).unwrap();
+    wait_for("the canary alias is on version 2", Duration::from_secs(30), || {
+        moto.lambda("us-east-1").get_alias("api", "canary", &mut Vec::new()).is_ok_and(|a| a.function_version == "2")
+    });
+    wait_for("the router sends some users to the canary alias", Duration::from_secs(30), || {
+        (0..100).any(|k| ask(k).0 == "api:canary")
+    });
+    let answers: Vec<(String, String)> = (0..400).map(ask).collect();
+    let on_canary = answers.iter().filter(|(_, t)| t == "canary").count();
+    assert!((15..75).contains(&on_canary), "{on_canary} of 400 users on the canary at a 10% share");
+    assert!(answers.iter().all(|(at, track)| (track == "canary") == (at == "api:canary")), "{answers:?}");
+    // Sticky: each user gets the same alias again.
+    assert!((0..400).step_by(3).all(|k| ask(k) == answers[k]));
+    // The split is the router's: the alias itself carries no weights.
+    assert_eq!(routing(&moto.alias("us-east-1", "api")), "1");
+}

@@ -220,8 +220,20 @@ pub struct Function {
     /// The SQS queue (ARN) that triggers it: its messages on the canary track go to the
     /// canary alias, the rest to `alias`, through two filtered event source mappings.
     pub queue: Option<String>,
-    /// With a queue: the alias kept on the version in flight (default `canary`).
+    /// With a queue or a router: the alias kept on the version in flight (default `canary`).
     pub canary_alias: String,
+    /// Where `rollwave router` sends each track of this function's HTTP callers. With it
+    /// the alias is not weighted: the router splits callers between the alias and the
+    /// canary alias by the step's share, sticky per user.
+    pub router: Option<TrackAddresses>,
+}
+
+/// The addresses (`host:port`, plain HTTP) that reach a function's alias and its canary
+/// alias: e.g. a load balancer's listener per alias, or a proxy to each function URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackAddresses {
+    pub stable: String,
+    pub canary: String,
 }
 
 impl Region {

@@ -20,7 +20,7 @@ use rollwave_core::judge::Direction;
 use rollwave_core::manifest::{
     Bake, Environment, ExecSpec, ExecTemplate, FUNCTION_SLICES, Function, JUDGED_METRICS, JudgeMethod, JudgeSettings,
     JudgedMetric, Manifest, Monitor, Notification, NotificationFormat, NotifyOn, OneBox, Region, Rolling, Stage,
-    Strategy, TestSpec, Wave, WebhookUrl, Zone,
+    Strategy, TestSpec, TrackAddresses, Wave, WebhookUrl, Zone,
 };
 use rollwave_core::share::{BasisPoints, BatchSize};
 use rollwave_core::window::{BlockedDates, WeeklyWindow, Windows};
@@ -529,6 +529,8 @@ fn functions(d: &mut Decoder, node: &Node) -> Option<Vec<Function>> {
     }
     let mut seen: HashMap<String, Location> = HashMap::new();
     let mut functions = Vec::new();
+    // The function that has `router`, if one has.
+    let mut routed: Option<String> = None;
     for item in items {
         let Some(map) = d.mapping(item, keys::FUNCTION) else { continue };
         let name = d.required(&map, "name", |d, n| d.parsed(n, "a function name", lambda_function_name));
@@ -537,6 +539,21 @@ fn functions(d: &mut Decoder, node: &Node) -> Option<Vec<Function>> {
         let canary_alias = d
             .optional(&map, "canary_alias", |d, n| d.parsed(n, "an alias name", lambda_alias_name))
             .unwrap_or_else(|| "canary".to_owned());
+        let router = d.optional(&map, "router", |d, n| {
+            let m = d.mapping(n, keys::FUNCTION_ROUTER)?;
+            let stable = d.required(&m, "stable", |d, n| d.parsed(n, "an address host:port", host_port));
+            let canary = d.required(&m, "canary", |d, n| d.parsed(n, "an address host:port", host_port));
+            Some(TrackAddresses { stable: stable?, canary: canary? })
+        });
+        if let (Some(_), Some(at)) = (&router, map.get("router")) {
+            match &routed {
+                Some(first) => d.error(
+                    at,
+                    format!("function {first:?} of this region already takes the router's traffic; a region's router fronts one function"),
+                ),
+                None => routed = name.clone(),
+            }
+        }
         let (Some(name), Some(alias)) = (name, alias) else { continue };
         if canary_alias == alias {
             let at = map.get("canary_alias").map_or_else(|| item.location(), Located::location);
@@ -548,7 +565,7 @@ fn functions(d: &mut Decoder, node: &Node) -> Option<Vec<Function>> {
             continue;
         }
         seen.insert(name.clone(), item.location());
-        functions.push(Function { name, alias, queue, canary_alias });
+        functions.push(Function { name, alias, queue, canary_alias, router });
     }
     Some(functions)
 }
@@ -558,6 +575,20 @@ fn functions(d: &mut Decoder, node: &Node) -> Option<Vec<Function>> {
 fn lambda_function_name(s: &str) -> Result<String, String> {
     let ok = (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if ok { Ok(s.to_owned()) } else { Err(format!("function name {s:?} must be 1 to 64 letters, digits, `-` or `_`")) }
+}
+
+/// `host:port`: a host name or IP address, and a port.
+fn host_port(s: &str) -> Result<String, String> {
+    if s.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(s.to_owned());
+    }
+    let ok = s.rsplit_once(':').is_some_and(|(host, port)| {
+        port.parse::<u16>().is_ok_and(|p| p > 0)
+            && !host.is_empty()
+            && host.len() <= 253
+            && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    });
+    if ok { Ok(s.to_owned()) } else { Err(format!("{s:?} is not an address host:port")) }
 }
 
 /// An SQS queue's ARN: `arn:PARTITION:sqs:REGION:ACCOUNT:NAME`.

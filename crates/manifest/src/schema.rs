@@ -40,6 +40,7 @@ pub(crate) const OBJECTS: &[(&str, &[&str], &[&str])] = &[
     ("environment", keys::ENVIRONMENT, keys::ENVIRONMENT_REQUIRED),
     ("region", keys::REGION, keys::REGION_REQUIRED),
     ("function", keys::FUNCTION, keys::FUNCTION_REQUIRED),
+    ("functionRouter", keys::FUNCTION_ROUTER, keys::FUNCTION_ROUTER),
     ("exec", keys::EXEC, keys::EXEC_REQUIRED),
     ("notification", keys::NOTIFICATION, keys::NOTIFICATION_REQUIRED),
     ("monitor", keys::MONITOR, keys::MONITOR_REQUIRED),
@@ -172,6 +173,15 @@ fn property(object: &str, key: &str) -> Option<Value> {
         ("function", "canary_alias") => described(
             json!({ "type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$", "not": { "pattern": "^[0-9]+$" }, "default": "canary" }),
             "With a queue: the alias rollwave keeps on the version in flight.",
+        ),
+        ("function", "router") => described(
+            reference("functionRouter"),
+            "Where rollwave router sends each track of the function's HTTP callers; the alias is then not weighted. \
+             At most one function of a region.",
+        ),
+        ("functionRouter", "stable" | "canary") => described(
+            json!({ "type": "string", "pattern": "^[A-Za-z0-9.:\\[\\]-]+:[0-9]{1,5}$" }),
+            "host:port reaching the alias (stable) or the canary alias (canary) over HTTP.",
         ),
         ("function", "alias") => described(
             json!({ "type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$", "not": { "pattern": "^[0-9]+$" } }),

@@ -922,6 +922,9 @@ environments:                     # manifest
             alias: live           # function
             queue: \"arn:aws:sqs:us-east-1:123456789012:orders\"  # function
             canary_alias: next    # function
+            router:               # function
+              stable: \"127.0.0.1:9001\"  # functionRouter
+              canary: \"127.0.0.1:9002\"  # functionRouter
 monitors:                         # manifest
   -
     name: home                    # monitor
@@ -1208,7 +1211,7 @@ service: checkout
 environments:
   lambdas:
     regions:
-      us-east-1: { functions: [{ name: checkout, alias: live }, { name: checkout-worker, alias: live, queue: \"arn:aws:sqs:us-east-1:123456789012:orders\", canary_alias: next }] }
+      us-east-1: { functions: [{ name: checkout, alias: live, router: { stable: \"10.0.0.1:80\", canary: \"lb.internal:8081\" } }, { name: checkout-worker, alias: live, queue: \"arn:aws:sqs:us-east-1:123456789012:orders\", canary_alias: next }] }
       eu-west-1: { functions: [{ name: checkout, alias: live }] }
 strategy:
   one_box: { max_share: 10%, bake: 10m }
@@ -1230,12 +1233,22 @@ fn a_region_of_functions_is_cut_into_one_zone_of_slices_per_step_of_its_wave() {
     assert_eq!(
         us.functions,
         vec![
-            Function { name: "checkout".into(), alias: "live".into(), queue: None, canary_alias: "canary".into() },
+            Function {
+                name: "checkout".into(),
+                alias: "live".into(),
+                queue: None,
+                canary_alias: "canary".into(),
+                router: Some(rollwave_core::manifest::TrackAddresses {
+                    stable: "10.0.0.1:80".into(),
+                    canary: "lb.internal:8081".into(),
+                }),
+            },
             Function {
                 name: "checkout-worker".into(),
                 alias: "live".into(),
                 queue: Some("arn:aws:sqs:us-east-1:123456789012:orders".into()),
                 canary_alias: "next".into(),
+                router: None,
             },
         ]
     );
@@ -1288,7 +1301,7 @@ fn a_functions_environment_s_mistakes_are_reported_where_they_are_written() {
     );
     let twice = FUNCTIONS.replace("checkout-worker", "checkout");
     assert!(
-        errors(&twice)[0].starts_with("5:65: function \"checkout\" is already listed at 5:32"),
+        errors(&twice)[0].starts_with("5:128: function \"checkout\" is already listed at 5:32"),
         "{:?}",
         errors(&twice)
     );
@@ -1313,6 +1326,18 @@ fn a_functions_environment_s_mistakes_are_reported_where_they_are_written() {
         "{:?}",
         errors(&exec)
     );
+    let two_routed = FUNCTIONS.replace(
+        "canary_alias: next }",
+        "canary_alias: next, router: { stable: \"10.0.0.2:80\", canary: \"10.0.0.2:81\" } }",
+    );
+    let e = errors(&two_routed);
+    assert!(e[0].contains("function \"checkout\" of this region already takes the router's traffic"), "{e:?}");
+    let bad_address = FUNCTIONS.replace("lb.internal:8081", "http://lb/");
+    let e = errors(&bad_address);
+    assert!(e[0].contains("\"http://lb/\" is not an address host:port"), "{e:?}");
+    let same_alias = FUNCTIONS.replace("canary_alias: next", "canary_alias: live");
+    let e = errors(&same_alias);
+    assert!(e[0].contains("the canary alias must differ from the alias \"live\""), "{e:?}");
     let neither = FUNCTIONS
         .replace("eu-west-1: { functions: [{ name: checkout, alias: live }] }", "eu-west-1: { timezone: UTC }");
     assert!(errors(&neither)[0].contains("region \"eu-west-1\" needs `zones` (hosts)"), "{:?}", errors(&neither));

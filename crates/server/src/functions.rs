@@ -59,7 +59,7 @@ impl FunctionsDriver {
         let slices: Vec<(Option<&str>, u32)> = step.slices.iter().map(|(v, n)| (v.as_deref(), *n)).collect();
 
         // Read and check everything first: nothing changes unless every alias can.
-        let mut plans: Vec<(&crate::state::FunctionAlias, AliasState, AliasTarget)> = Vec::new();
+        let mut plans: Vec<(&crate::state::FunctionAlias, AliasState, AliasTarget, AliasTarget)> = Vec::new();
         for function in &step.functions {
             let current = lambda.get_alias(&function.name, &function.alias, journal).map_err(|e| e.to_string())?;
             let key = (step.region.clone(), function.name.clone(), function.alias.clone());
@@ -72,8 +72,14 @@ impl FunctionsDriver {
                     function.name, function.alias
                 ));
             }
-            let target = rollwave_aws::target_for(&current, &slices, step.total)
+            let split = rollwave_aws::target_for(&current, &slices, step.total)
                 .map_err(|why| format!("alias {}:{}: {why}", function.name, function.alias))?;
+            // Through the router the split is the router's: the alias keeps its version
+            // until every slice has moved.
+            let target = match function.routed {
+                true => AliasTarget { function_version: split.function_version.clone(), weights: Default::default() },
+                false => split.clone(),
+            };
             let mut needed: Vec<&str> = vec![target.function_version.as_str()];
             needed.extend(target.weights.keys().map(String::as_str));
             for version in needed {
@@ -83,12 +89,12 @@ impl FunctionsDriver {
                     return Err(format!("function {} has no published version {version}", function.name));
                 }
             }
-            plans.push((function, current, target));
+            plans.push((function, current, target, split));
         }
         let mut targets = Vec::new();
-        for (function, current, target) in plans {
+        for (function, current, target, split) in plans {
             let key = (step.region.clone(), function.name.clone(), function.alias.clone());
-            targets.push((function, target.clone()));
+            targets.push((function, split));
             if current.routes_as(&target) {
                 journal.push(format!("{}:{} already routes to {target}", function.name, function.alias));
                 self.remember(key, current);
@@ -100,26 +106,35 @@ impl FunctionsDriver {
             journal.push(format!("{}:{}: {} → {}", function.name, function.alias, current.target(), after));
             self.remember(key, after);
         }
-        for (function, target) in &targets {
+        for (function, split) in &targets {
+            if function.queue.is_some() || function.routed {
+                self.keep_canary_alias(&lambda, function, split, journal)?;
+            }
             if let Some(queue) = &function.queue {
-                self.split_queue(&lambda, function, queue, target, journal)?;
+                let (stable_filters, canary_filters) = rollwave_aws::sqs_filters();
+                let name = &function.name;
+                lambda
+                    .ensure_mapping(queue, name, &function.alias, &stable_filters, journal)
+                    .map_err(|e| e.to_string())?;
+                lambda
+                    .ensure_mapping(queue, name, &function.canary_alias, &canary_filters, journal)
+                    .map_err(|e| e.to_string())?;
             }
         }
         Ok(())
     }
 
-    /// For a function an SQS queue triggers: the canary alias on the version in flight
-    /// (the alias's additional version, else its own), and the two filtered mappings from
-    /// the queue, so messages on the canary track reach the canary version.
-    fn split_queue(
+    /// The canary alias on the version in flight: the split's additional version, else
+    /// its only one. Messages on the canary track (through the queue's filtered mapping)
+    /// and the router's canary callers reach it.
+    fn keep_canary_alias(
         &self,
         lambda: &Lambda,
         function: &crate::state::FunctionAlias,
-        queue: &str,
-        target: &AliasTarget,
+        split: &AliasTarget,
         journal: &mut Vec<String>,
     ) -> Result<(), String> {
-        let in_flight = target.weights.keys().next().unwrap_or(&target.function_version).clone();
+        let in_flight = split.weights.keys().next().unwrap_or(&split.function_version).clone();
         let canary = AliasTarget { function_version: in_flight, weights: Default::default() };
         let name = &function.name;
         match lambda.get_alias(name, &function.canary_alias, journal) {
@@ -138,11 +153,6 @@ impl FunctionsDriver {
             }
             Err(e) => return Err(e.to_string()),
         }
-        let (stable_filters, canary_filters) = rollwave_aws::sqs_filters();
-        lambda.ensure_mapping(queue, name, &function.alias, &stable_filters, journal).map_err(|e| e.to_string())?;
-        lambda
-            .ensure_mapping(queue, name, &function.canary_alias, &canary_filters, journal)
-            .map_err(|e| e.to_string())?;
         Ok(())
     }
 

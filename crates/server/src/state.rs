@@ -73,6 +73,10 @@ pub struct FunctionAlias {
     pub queue: Option<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub canary_alias: String,
+    /// Its HTTP callers come through the router, which splits them between the alias and
+    /// the canary alias: the alias itself is not weighted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub routed: bool,
 }
 
 /// A stage's test, run by the leader in its working directory.
@@ -459,6 +463,7 @@ impl ServiceState {
                 alias: f.alias.clone(),
                 queue: f.queue.clone(),
                 canary_alias: f.canary_alias.clone(),
+                routed: f.router.is_some(),
             })
             .collect();
         Some(FunctionStep { region: region.name.clone(), functions, slices, total, problem })
@@ -789,6 +794,10 @@ impl ServiceState {
         let env = self.env(environment)?;
         let region = self.region(env, region)?;
         let canary = active_in_region(&self.plan, &self.engine, env, region);
+        let spec = &self.plan.manifest.environments[env.idx()].regions[region.idx()];
+        if let Some((function, addresses)) = spec.functions.iter().find_map(|f| Some((f, f.router.as_ref()?))) {
+            return Ok(self.function_routes(env, region, canary, function, addresses, generation));
+        }
         let region_hosts = self.plan.env(env).regions[region.idx()].hosts.clone();
         let total = region_hosts.len().max(1) as u32;
         let mut hosts = Vec::new();
@@ -819,6 +828,49 @@ impl ServiceState {
             hosts,
             generation,
         })
+    }
+
+    /// The routing table of a region of functions whose HTTP callers come through the
+    /// router: the alias's address is the stable track, the canary alias's the canary one,
+    /// with the share of the slices the release in flight holds.
+    fn function_routes(
+        &self,
+        env: EnvId,
+        region: rollwave_core::plan::RegionId,
+        canary: Option<ReleaseId>,
+        function: &rollwave_core::manifest::Function,
+        addresses: &rollwave_core::manifest::TrackAddresses,
+        generation: i64,
+    ) -> Routes {
+        let slices = self.plan.env(env).regions[region.idx()].hosts.clone();
+        let total = slices.len().max(1) as u32;
+        let versions: Vec<ReleaseId> = slices.map(|h| self.engine.host_version(env, HostId(h))).collect();
+        let on_canary = versions.iter().filter(|&&v| Some(v) == canary).count() as u32;
+        let stable = versions.iter().copied().filter(|&v| Some(v) != canary).max().or(canary).unwrap_or(ReleaseId(0));
+        let mut hosts = vec![RouteHost {
+            host: format!("{}:{}", function.name, function.alias),
+            address: addresses.stable.clone(),
+            version: self.engine.version_name(stable).to_owned(),
+            track: Track::Stable,
+            draining: false,
+        }];
+        if let Some(c) = canary.filter(|_| on_canary > 0) {
+            hosts.push(RouteHost {
+                host: format!("{}:{}", function.name, function.canary_alias),
+                address: addresses.canary.clone(),
+                version: self.engine.version_name(c).to_owned(),
+                track: Track::Canary,
+                draining: false,
+            });
+        }
+        let release = canary.map(|c| self.engine.version_name(c).to_owned());
+        Routes {
+            salt: format!("{}-{}", self.name, release.as_deref().unwrap_or("stable")),
+            canary_share: if hosts.len() > 1 { on_canary * 10_000 / total } else { 0 },
+            release,
+            hosts,
+            generation,
+        }
     }
 
     pub fn stage(&self, name: &str) -> Result<StageId, ApiError> {

@@ -217,6 +217,10 @@ struct ServerArgs {
     /// Requests served count as bake data points in bins of this length.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     datapoint_bin: std::time::Duration,
+    /// How often regions of functions' invocations and errors are read from CloudWatch
+    /// (Lambda's metrics are per minute).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    function_traffic_every: std::time::Duration,
     /// Connections served at once; more are answered 503 and closed (default: what the
     /// limit on open files leaves, once the server has raised it to its maximum).
     #[arg(long, env = "ROLLWAVE_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..))]
@@ -404,6 +408,7 @@ fn run_server(args: ServerArgs) -> Result<()> {
         lease_ttl: args.lease_ttl,
         host_timeout: args.host_timeout,
         datapoint_bin: args.datapoint_bin,
+        function_traffic_every: args.function_traffic_every,
         prometheus: args.prometheus,
         bootstrap_token: std::env::var("ROLLWAVE_BOOTSTRAP_TOKEN").ok().filter(|t| !t.is_empty()),
         anonymous_read: args.anonymous_read,

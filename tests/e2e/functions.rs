@@ -72,6 +72,7 @@ impl Moto {
 
     fn server(&self) -> Server {
         Server::builder()
+            .args(&["--function-traffic-every", "2s"])
             .env("AWS_ENDPOINT_URL", &self.endpoint)
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
@@ -343,4 +344,42 @@ fn through_the_router_each_user_stays_on_one_alias_for_the_whole_step() {
     assert!((0..400).step_by(3).all(|k| ask(k) == answers[k]));
     // The split is the router's: the alias itself carries no weights.
     assert_eq!(routing(&moto.alias("us-east-1", "api")), "1");
+}
+
+#[test]
+fn the_one_box_judge_and_the_bakes_count_each_version_s_invocations_from_cloudwatch() {
+    let Some(moto) = Moto::start("the_one_box_judge_and_the_bakes_count_each_version_s_invocations_from_cloudwatch")
+    else {
+        return;
+    };
+    moto.fixture(&["setup", "us-east-1", "api", "3"]);
+    // Versions 1 and 2 are good; version 3 fails half of its invocations.
+    moto.fixture(&["traffic", "us-east-1", "api", "1", "100", "1"]);
+    moto.fixture(&["traffic", "us-east-1", "api", "2", "100", "1"]);
+    moto.fixture(&["traffic", "us-east-1", "api", "3", "100", "50"]);
+    let server = moto.server();
+    let client = server.client();
+    // A judged one-box, and no bake ends before it has counted 300 invocations.
+    let manifest = "service: fns\n\
+        environments:\n  prod:\n    regions:\n      us-east-1: { functions: [{ name: api, alias: live }] }\n\
+        strategy:\n  one_box: { max_share: 10%, bake: 1s, judge: true }\n  rolling: { steps: [100%] }\n\
+        \x20 bake: { min_datapoints: 300 }\n\
+        stages:\n  - { name: prod, environment: prod }\n";
+    client.apply("fns.yaml", manifest).unwrap();
+    client.create_release("fns", &release("v2", "2")).unwrap();
+    wait_for("v2 completes", Duration::from_secs(90), || {
+        client.release("fns", "v2").is_ok_and(|r| r.release.outcome == Outcome::Completed)
+    });
+    let v2 = client.release("fns", "v2").unwrap();
+    let verdict = v2.events.iter().find(|e| e.kind == rollwave_api::EventKind::JudgeVerdict).expect("a verdict");
+    assert!(verdict.reason.as_deref().is_some_and(|r| r.starts_with("sequential (PASS)")), "{verdict:?}");
+    assert_eq!(routing(&moto.alias("us-east-1", "api")), "2");
+
+    client.create_release("fns", &release("v3", "3")).unwrap();
+    wait_for("v3 is stopped", Duration::from_secs(90), || {
+        client.release("fns", "v3").is_ok_and(|r| r.release.outcome != Outcome::InProgress)
+    });
+    let v3 = serde_json::to_string(&client.release("fns", "v3").unwrap()).unwrap();
+    assert!(v3.contains("judge_verdict") && v3.contains("rollback_started"), "{v3}");
+    assert_eq!(routing(&moto.alias("us-east-1", "api")), "2", "the alias is back where v3 found it");
 }

@@ -34,6 +34,7 @@ fn config(db: String) -> Config {
         host_timeout: Duration::from_secs(30),
         prometheus: None,
         datapoint_bin: DATAPOINT_BIN,
+        function_traffic_every: Duration::from_secs(60),
     }
 }
 

@@ -45,6 +45,9 @@ pub struct Config {
     /// Requests served are counted as bake data points in bins of this length (shorter
     /// bins: bakes see data sooner, and the log holds more `served` entries).
     pub datapoint_bin: Duration,
+    /// How often regions of functions' invocations and errors are read from CloudWatch:
+    /// Lambda's metrics are per minute.
+    pub function_traffic_every: Duration,
 }
 
 /// The default of [`Config::datapoint_bin`].
@@ -439,7 +442,12 @@ impl Node {
             next_ticket: 0,
             wake_at: jiff::Timestamp::MAX,
             monitors: crate::monitors::Monitors::new(Arc::clone(&self.clock)),
-            signals: crate::signals::Signals::new(self.config.prometheus.clone(), self.config.datapoint_bin, alarms_tx),
+            signals: crate::signals::Signals::new(
+                self.config.prometheus.clone(),
+                self.config.datapoint_bin,
+                self.config.function_traffic_every,
+                alarms_tx,
+            ),
             stepped_down: None,
         };
         // Deployments in flight when the previous leader stopped are delivered again.

@@ -244,6 +244,10 @@ pub struct Signals {
     queried: Option<QueriedAlarms>,
     /// Length of the bins requests served are counted in (ms).
     bin_ms: i64,
+    /// How often regions of functions' traffic is read from CloudWatch (ms), and up to
+    /// when it was.
+    function_traffic_ms: i64,
+    function_traffic_until: Option<i64>,
 }
 
 impl Signals {
@@ -252,6 +256,7 @@ impl Signals {
     pub fn new(
         prometheus: Option<String>,
         datapoint_bin: std::time::Duration,
+        function_traffic_every: std::time::Duration,
         inputs: mpsc::Sender<(String, LogInput)>,
     ) -> Self {
         let queried = QueriedAlarms {
@@ -264,6 +269,7 @@ impl Signals {
             prometheus,
             queried: Some(queried),
             bin_ms: (datapoint_bin.as_millis() as i64).max(100),
+            function_traffic_ms: (function_traffic_every.as_millis() as i64).max(1000),
             ..Signals::default()
         }
     }
@@ -359,6 +365,7 @@ impl Signals {
         let mut inputs = self.judge_one_boxes(store, model, now_ms).await;
         self.start_prometheus_queries(model, now_ms);
         self.start_cloudwatch_queries(model, now_ms);
+        self.start_function_traffic(store, model, now_ms);
         for (service, alarms) in services {
             let bin = self.bin_ms;
             let longest = alarms.iter().map(|(_, a, _)| a.period.as_millis() as i64).max().unwrap_or(0).max(bin);
@@ -830,6 +837,185 @@ fn cloudwatch_value(
         }
     }
     Ok(worst)
+}
+
+/// What one region of functions' traffic is read as: per version its slices hold, the
+/// function version (`None`: what the alias routes to, before any release) and the slices.
+struct FunctionTraffic {
+    service: String,
+    environment: String,
+    region: String,
+    functions: Vec<rollwave_core::manifest::Function>,
+    versions: Vec<(String, Option<String>, Vec<String>)>,
+}
+
+impl Signals {
+    /// Every `function_traffic_ms`, reads each region of functions' invocations and
+    /// errors per version from CloudWatch (`AWS/Lambda` `Invocations` and `Errors`, by
+    /// `ExecutedVersion`, through the alias and the canary alias) and stores them as the
+    /// traffic of the slices on that version, spread evenly: bakes count them as data
+    /// points, and alarms and the one-box judge see each version alone, as they see hosts.
+    fn start_function_traffic(
+        &mut self,
+        store: &rollwave_store::Store,
+        model: &std::sync::RwLock<ReadModel>,
+        now_ms: i64,
+    ) {
+        let period = self.function_traffic_ms.max(1000);
+        let end = (now_ms - GRACE_MS).div_euclid(period) * period;
+        let last = *self.function_traffic_until.get_or_insert(end - period);
+        if end <= last {
+            return;
+        }
+        self.function_traffic_until = Some(end);
+        let m = model.read().unwrap_or_else(|p| p.into_inner());
+        let mut regions = Vec::new();
+        for s in m.services.values() {
+            for (e, env) in s.plan.manifest.environments.iter().enumerate() {
+                let env_id = rollwave_core::plan::EnvId(e as u16);
+                for (r, region) in env.regions.iter().enumerate().filter(|(_, r)| r.is_functions()) {
+                    let mut versions: std::collections::BTreeMap<rollwave_core::engine::ReleaseId, Vec<String>> =
+                        Default::default();
+                    for h in s.plan.envs[e].regions[r].hosts.clone().map(rollwave_core::plan::HostId) {
+                        versions
+                            .entry(s.engine.host_version(env_id, h))
+                            .or_default()
+                            .push(s.plan.host_name(env_id, h).to_owned());
+                    }
+                    let versions = versions
+                        .into_iter()
+                        .filter_map(|(release, slices)| {
+                            let name = s.engine.version_name(release).to_owned();
+                            let artifact = s.artifacts.get(&name).and_then(|(a, _)| a.as_deref());
+                            let version = match artifact {
+                                Some(a) => Some(rollwave_aws::version_of_artifact(a).ok()?),
+                                None if release.0 == 0 => None,
+                                None => return None,
+                            };
+                            Some((name, version, slices))
+                        })
+                        .collect();
+                    regions.push(FunctionTraffic {
+                        service: s.name.clone(),
+                        environment: env.name.clone(),
+                        region: region.name.clone(),
+                        functions: region.functions.clone(),
+                        versions,
+                    });
+                }
+            }
+        }
+        drop(m);
+        if regions.is_empty() {
+            return;
+        }
+        let store = store.clone();
+        tokio::spawn(async move {
+            let rows = tokio::task::spawn_blocking(move || {
+                let mut rows = Vec::new();
+                for region in &regions {
+                    match function_traffic_rows(region, end, period, now_ms) {
+                        Ok(mut more) => rows.append(&mut more),
+                        Err(e) => tracing::warn!(service = %region.service, region = %region.region, "reading functions' traffic from CloudWatch failed: {e}"),
+                    }
+                }
+                rows
+            })
+            .await
+            .unwrap_or_default();
+            if !rows.is_empty()
+                && let Err(e) = store.insert_metrics(&rows).await
+            {
+                tracing::warn!("storing functions' traffic failed: {e}");
+            }
+        });
+    }
+}
+
+/// One region of functions' traffic for the period ending at `end_ms`, as rows of its
+/// slices (blocking: CloudWatch, and Lambda for what the alias routes to before any release).
+fn function_traffic_rows(
+    region: &FunctionTraffic,
+    end_ms: i64,
+    period_ms: i64,
+    now_ms: i64,
+) -> Result<Vec<MetricRow>, String> {
+    let env = rollwave_aws::ProcessEnvironment;
+    let credentials = rollwave_aws::Credentials::from_chain(&env).map_err(|e| e.to_string())?;
+    let client = |id: &str, prefix: &str, service: &'static str| -> Result<rollwave_aws::Client, String> {
+        let endpoint = rollwave_aws::endpoint(&env, id, prefix, &region.region)?;
+        Ok(rollwave_aws::Client::new(
+            service,
+            &region.region,
+            endpoint,
+            credentials.clone(),
+            rollwave_aws::Retry::default(),
+        ))
+    };
+    let cloudwatch = rollwave_aws::CloudWatch::new(client("CloudWatch", "monitoring", "monitoring")?);
+    let lambda = rollwave_aws::Lambda::new(client("lambda", "lambda", "lambda")?);
+    let mut rows = Vec::new();
+    for (name, version, slices) in &region.versions {
+        let (mut requests, mut errors) = (0u64, 0u64);
+        for function in &region.functions {
+            let version = match version {
+                Some(v) => v.clone(),
+                None => {
+                    lambda
+                        .get_alias(&function.name, &function.alias, &mut Vec::new())
+                        .map_err(|e| e.to_string())?
+                        .function_version
+                }
+            };
+            let mut resources = vec![format!("{}:{}", function.name, function.alias)];
+            if function.queue.is_some() || function.router.is_some() {
+                resources.push(format!("{}:{}", function.name, function.canary_alias));
+            }
+            let queries: Vec<rollwave_aws::MetricQuery> = resources
+                .iter()
+                .flat_map(|resource| {
+                    ["Invocations", "Errors"].map(|metric| rollwave_aws::MetricQuery {
+                        namespace: "AWS/Lambda".into(),
+                        name: metric.into(),
+                        dimensions: vec![
+                            ("FunctionName".into(), function.name.clone()),
+                            ("Resource".into(), resource.clone()),
+                            ("ExecutedVersion".into(), version.clone()),
+                        ],
+                        statistic: "Sum".into(),
+                    })
+                })
+                .collect();
+            let values = cloudwatch
+                .values(&queries, end_ms / 1000, (period_ms / 1000).max(1), &mut Vec::new())
+                .map_err(|e| e.to_string())?;
+            for (i, value) in values.into_iter().enumerate() {
+                let n = value.unwrap_or(0.0).max(0.0).round() as u64;
+                if i % 2 == 0 { requests += n } else { errors += n }
+            }
+        }
+        if requests == 0 || slices.is_empty() {
+            continue;
+        }
+        let errors = errors.min(requests);
+        let k = slices.len() as u64;
+        for (i, host) in slices.iter().enumerate() {
+            let i = i as u64;
+            let share = |total: u64| total / k + u64::from(i < total % k);
+            rows.push(MetricRow {
+                service: region.service.clone(),
+                environment: region.environment.clone(),
+                host: host.clone(),
+                version: name.clone(),
+                at_ms: now_ms,
+                requests: share(requests) as i64,
+                errors: share(errors) as i64,
+                buckets: String::new(),
+                source: "traffic".into(),
+            });
+        }
+    }
+    Ok(rows)
 }
 
 /// Every instance of an alarm of `scope`.

@@ -101,6 +101,7 @@ fn config(dir: &tempfile::TempDir, node_id: &str, driver: Driver) -> Config {
         anonymous_read: false,
         host_timeout: Duration::from_secs(30),
         datapoint_bin: crate::node::DATAPOINT_BIN,
+        function_traffic_every: Duration::from_secs(60),
         prometheus: None,
     }
 }

@@ -3,6 +3,7 @@
     moto_lambda.py ENDPOINT setup REGION FUNCTION VERSIONS   # function with versions 1..VERSIONS, alias live -> 1
     moto_lambda.py ENDPOINT route REGION FUNCTION VERSION [EXTRA WEIGHT]   # someone else sets the alias
     moto_lambda.py ENDPOINT queue REGION NAME   # an SQS queue; prints its ARN
+    moto_lambda.py ENDPOINT traffic REGION FUNCTION VERSION INVOCATIONS ERRORS   # per second, the last and next 2 minutes
     moto_lambda.py ENDPOINT errors REGION FUNCTION VERSION COUNT   # AWS/Lambda Errors of that version, each second of the last and next 2 minutes
 """
 import io
@@ -45,10 +46,11 @@ elif command == "queue":
     sqs = boto3.client("sqs", **kw)
     url = sqs.create_queue(QueueName=function)["QueueUrl"]
     print(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"])
-elif command == "errors":
+elif command in ("errors", "traffic"):
     import datetime
 
-    version, count = sys.argv[5], float(sys.argv[6])
+    version = sys.argv[5]
+    metrics = {"Errors": float(sys.argv[6])} if command == "errors" else {"Invocations": float(sys.argv[6]), "Errors": float(sys.argv[7])}
     cw = boto3.client("cloudwatch", **kw)
     now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
     dimensions = [
@@ -57,10 +59,11 @@ elif command == "errors":
         {"Name": "ExecutedVersion", "Value": version},
     ]
     data = [
-        {"MetricName": "Errors", "Dimensions": dimensions, "Timestamp": now + datetime.timedelta(seconds=s), "Value": count}
+        {"MetricName": name, "Dimensions": dimensions, "Timestamp": now + datetime.timedelta(seconds=s), "Value": value}
         for s in range(-120, 120)
+        for name, value in metrics.items()
     ]
-    for i in range(0, len(data), 20):
-        cw.put_metric_data(Namespace="AWS/Lambda", MetricData=data[i : i + 20])
+    for i in range(0, len(data), 500):
+        cw.put_metric_data(Namespace="AWS/Lambda", MetricData=data[i : i + 500])
 else:
     sys.exit(f"unknown command {command}")

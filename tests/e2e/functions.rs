@@ -142,6 +142,20 @@ fn each_step_sets_the_aliases_routing_and_the_last_moves_the_alias() {
     assert!(timeline.contains("function api has no published version 9"), "{timeline}");
     assert_eq!(routing(&moto.alias("us-east-1", "api")), "2");
     assert_eq!(routing(&moto.alias("us-east-1", "worker")), "2");
+
+    // An ARN names one function: one the region does not have is refused the same way
+    // (once the operator has given up on v3, which holds its place while halted).
+    client.action("fns", "v3", rollwave_api::OperatorAction::Rollback, None).unwrap();
+    wait_for("v3 is rolled back", Duration::from_secs(60), || {
+        client.release("fns", "v3").is_ok_and(|r| r.release.outcome == Outcome::RolledBack)
+    });
+    client.create_release("fns", &release("v4", "arn:aws:lambda:us-east-1:123456789012:function:other:3")).unwrap();
+    wait_for("v4 stops", Duration::from_secs(60), || {
+        client.release("fns", "v4").is_ok_and(|r| r.release.outcome != Outcome::InProgress)
+    });
+    let timeline = serde_json::to_string(&client.release("fns", "v4").unwrap()).unwrap();
+    assert!(timeline.contains("is a version of a function region us-east-1 does not have (api, worker)"), "{timeline}");
+    assert_eq!(routing(&moto.alias("us-east-1", "api")), "2");
 }
 
 #[test]

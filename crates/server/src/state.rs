@@ -445,6 +445,18 @@ impl ServiceState {
                         None
                     }
                     (_, Some(a)) => match rollwave_aws::version_of_artifact(a) {
+                        // An ARN names one function: the region must have it.
+                        Ok(_)
+                            if a.starts_with("arn:")
+                                && !region.functions.iter().any(|f| a.split(':').nth(6) == Some(f.name.as_str())) =>
+                        {
+                            problem.get_or_insert(format!(
+                                "artifact {a} is a version of a function region {} does not have ({})",
+                                region.name,
+                                region.functions.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
+                            ));
+                            None
+                        }
                         Ok(v) => Some(v),
                         Err(why) => {
                             problem.get_or_insert(why);

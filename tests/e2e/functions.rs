@@ -397,3 +397,93 @@ fn the_one_box_judge_and_the_bakes_count_each_version_s_invocations_from_cloudwa
     assert!(v3.contains("judge_verdict") && v3.contains("rollback_started"), "{v3}");
     assert_eq!(routing(&moto.alias("us-east-1", "api")), "2", "the alias is back where v3 found it");
 }
+
+/// A proxy in front of moto that answers the first `throttled` requests with Lambda's
+/// 429 and passes the rest on (one request per connection).
+fn throttling_proxy(upstream: &str, throttled: usize) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let upstream = upstream.trim_start_matches("http://").to_owned();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut client) = stream else { return };
+            let upstream = upstream.clone();
+            std::thread::spawn(move || {
+                // The request: its head, then as much body as it says.
+                let mut request = Vec::new();
+                let mut buf = [0u8; 8192];
+                let head_end = loop {
+                    let Ok(read) = client.read(&mut buf) else { return };
+                    if read == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&buf[..read]);
+                    if let Some(i) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&request[..head_end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while request.len() < head_end + length {
+                    let Ok(read) = client.read(&mut buf) else { return };
+                    if read == 0 {
+                        break;
+                    }
+                    request.extend_from_slice(&buf[..read]);
+                }
+                if n < throttled {
+                    let body = r#"{"Type":"User","message":"Rate exceeded"}"#;
+                    let _ = write!(
+                        client,
+                        "HTTP/1.1 429 Too Many Requests\r\nx-amzn-errortype: TooManyRequestsException\r\n\
+                         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    return;
+                }
+                // Passed on with `connection: close`, so the answer ends with the connection.
+                let text = String::from_utf8_lossy(&request[..head_end]).into_owned();
+                let text = text.replace("\r\n\r\n", "\r\nconnection: close\r\n\r\n");
+                let Ok(mut up) = std::net::TcpStream::connect(&upstream) else { return };
+                let _ = up.write_all(text.as_bytes());
+                let _ = up.write_all(&request[head_end..]);
+                let mut answer = Vec::new();
+                let _ = up.read_to_end(&mut answer);
+                let _ = client.write_all(&answer);
+            });
+        }
+    });
+    address
+}
+
+#[test]
+fn a_throttled_lambda_call_is_retried_and_the_retries_are_in_the_timeline() {
+    let Some(moto) = Moto::start("a_throttled_lambda_call_is_retried_and_the_retries_are_in_the_timeline") else {
+        return;
+    };
+    moto.fixture(&["setup", "us-east-1", "api", "3"]);
+    moto.fixture(&["setup", "us-east-1", "worker", "3"]);
+    let proxy = throttling_proxy(&moto.endpoint, 2);
+    let server = Server::builder()
+        .env("AWS_ENDPOINT_URL_LAMBDA", &proxy)
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .driver(None)
+        .start();
+    let client = server.client();
+    client.apply("fns.yaml", &manifest("1s")).unwrap();
+    client.create_release("fns", &release("v2", "2")).unwrap();
+    wait_for("v2 completes", Duration::from_secs(60), || {
+        client.release("fns", "v2").is_ok_and(|r| r.release.outcome == Outcome::Completed)
+    });
+    assert_eq!(routing(&moto.alias("us-east-1", "api")), "2");
+    // The retries are written down with the step that made them.
+    let timeline = serde_json::to_string(&client.release("fns", "v2").unwrap()).unwrap();
+    assert!(timeline.contains("429 TooManyRequestsException: Rate exceeded; retry 1 in 200 ms"), "{timeline}");
+}

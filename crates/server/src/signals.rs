@@ -482,13 +482,9 @@ impl Signals {
         for s in m.services.values() {
             for (index, spec) in s.plan.manifest.alarms.iter().enumerate() {
                 let MetricRef::Prometheus { query, .. } = &spec.metric else { continue };
-                let period = spec.period.as_millis() as i64;
-                let end = (now_ms - GRACE_MS).div_euclid(period) * period;
-                let last = *self.evaluated_until.entry((s.name.clone(), index)).or_insert(end - period);
-                if end <= last {
+                let Some(end) = period_ended(&mut self.evaluated_until, (s.name.clone(), index), spec, now_ms) else {
                     continue;
-                }
-                self.evaluated_until.insert((s.name.clone(), index), end);
+                };
                 let in_flight = s
                     .engine
                     .releases()
@@ -516,13 +512,9 @@ impl Signals {
         for s in m.services.values() {
             for (index, spec) in s.plan.manifest.alarms.iter().enumerate() {
                 let MetricRef::CloudWatch(metric) = &spec.metric else { continue };
-                let period = spec.period.as_millis() as i64;
-                let end = (now_ms - GRACE_MS).div_euclid(period) * period;
-                let last = *self.evaluated_until.entry((s.name.clone(), index)).or_insert(end - period);
-                if end <= last {
+                let Some(end) = period_ended(&mut self.evaluated_until, (s.name.clone(), index), spec, now_ms) else {
                     continue;
-                }
-                self.evaluated_until.insert((s.name.clone(), index), end);
+                };
                 for at in instances(&m, &s.name, spec.scope) {
                     let queries = cloudwatch_queries(s, metric, &at);
                     if queries.is_empty()
@@ -530,7 +522,7 @@ impl Signals {
                     {
                         continue;
                     }
-                    let period_s = (period / 1000).max(1);
+                    let period_s = (spec.period.as_secs() as i64).max(1);
                     queried.start((s.name.clone(), index, at.path), spec, "CloudWatch", move || {
                         cloudwatch_value(&queries, end / 1000, period_s)
                     });
@@ -837,6 +829,23 @@ fn cloudwatch_value(
         }
     }
     Ok(worst)
+}
+
+/// The end (ms) of an alarm's period that has ended since it was last read, if one has;
+/// notes it as read.
+fn period_ended(
+    read_until: &mut HashMap<(String, usize), i64>,
+    key: (String, usize),
+    spec: &AlarmSpec,
+    now_ms: i64,
+) -> Option<i64> {
+    let period = (spec.period.as_millis() as i64).max(1);
+    let end = (now_ms - GRACE_MS).div_euclid(period) * period;
+    let last = *read_until.entry(key.clone()).or_insert(end - period);
+    (end > last).then(|| {
+        read_until.insert(key, end);
+        end
+    })
 }
 
 /// What one region of functions' traffic is read as: per version its slices hold, the

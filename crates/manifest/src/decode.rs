@@ -1441,10 +1441,7 @@ fn cloudwatch_metric(d: &mut Decoder, map: &Mapping<'_>) -> Option<CloudWatchMet
             ("ExecutedVersion".to_owned(), "{{function_version}}".to_owned()),
         ],
         None => {
-            d.error(
-                map,
-                format!("missing required key \"dimensions\" (required with a namespace other than AWS/Lambda)"),
-            );
+            d.error(map, "missing required key \"dimensions\" (required with a namespace other than AWS/Lambda)");
             return None;
         }
     };

@@ -100,6 +100,14 @@ fn routing(a: &AliasState) -> String {
     )
 }
 
+/// Waits until `version` is no longer in progress; its release, timeline included, as JSON.
+fn stopped(client: &rollwave_api::Client, version: &str) -> String {
+    wait_for(&format!("{version} stops"), Duration::from_secs(60), || {
+        client.release("fns", version).is_ok_and(|r| r.release.outcome != Outcome::InProgress)
+    });
+    serde_json::to_string(&client.release("fns", version).unwrap()).unwrap()
+}
+
 fn release(version: &str, artifact: &str) -> CreateRelease {
     CreateRelease { version: version.into(), artifact: Some(artifact.into()), sha256: None, flags: None }
 }
@@ -134,11 +142,7 @@ fn each_step_sets_the_aliases_routing_and_the_last_moves_the_alias() {
     // A version that is not published: refused before any alias changes, Lambda's reason
     // in the timeline.
     client.create_release("fns", &release("v3", "9")).unwrap();
-    wait_for("v3 stops", Duration::from_secs(60), || {
-        client.release("fns", "v3").is_ok_and(|r| r.release.outcome != Outcome::InProgress)
-    });
-    let detail = client.release("fns", "v3").unwrap();
-    let timeline = serde_json::to_string(&detail).unwrap();
+    let timeline = stopped(&client, "v3");
     assert!(timeline.contains("function api has no published version 9"), "{timeline}");
     assert_eq!(routing(&moto.alias("us-east-1", "api")), "2");
     assert_eq!(routing(&moto.alias("us-east-1", "worker")), "2");
@@ -150,10 +154,7 @@ fn each_step_sets_the_aliases_routing_and_the_last_moves_the_alias() {
         client.release("fns", "v3").is_ok_and(|r| r.release.outcome == Outcome::RolledBack)
     });
     client.create_release("fns", &release("v4", "arn:aws:lambda:us-east-1:123456789012:function:other:3")).unwrap();
-    wait_for("v4 stops", Duration::from_secs(60), || {
-        client.release("fns", "v4").is_ok_and(|r| r.release.outcome != Outcome::InProgress)
-    });
-    let timeline = serde_json::to_string(&client.release("fns", "v4").unwrap()).unwrap();
+    let timeline = stopped(&client, "v4");
     assert!(timeline.contains("is a version of a function region us-east-1 does not have (api, worker)"), "{timeline}");
     assert_eq!(routing(&moto.alias("us-east-1", "api")), "2");
 }
@@ -177,10 +178,7 @@ fn an_alias_changed_by_someone_else_mid_rollout_halts_the_release_and_is_not_ove
     });
     // Someone shifts the alias by hand while the one-box bakes; the next step finds it.
     moto.fixture(&["route", "us-east-1", "api", "1", "3", "0.3"]);
-    wait_for("v2 stops", Duration::from_secs(60), || {
-        client.release("fns", "v2").is_ok_and(|r| r.release.outcome != Outcome::InProgress)
-    });
-    let timeline = serde_json::to_string(&client.release("fns", "v2").unwrap()).unwrap();
+    let timeline = stopped(&client, "v2");
     assert!(timeline.contains("alias api:live was changed by someone else"), "{timeline}");
     assert_eq!(routing(&moto.alias("us-east-1", "api")), "1+3@0.3", "the hand-made routing is kept");
 }
@@ -231,10 +229,7 @@ fn a_function_that_does_not_exist_blocks_the_region_before_any_alias_changes() {
     // `worker` is in the manifest and not in AWS.
     client.apply("fns.yaml", &manifest("1s")).unwrap();
     client.create_release("fns", &release("v2", "2")).unwrap();
-    wait_for("v2 stops", Duration::from_secs(60), || {
-        client.release("fns", "v2").is_ok_and(|r| r.release.outcome != Outcome::InProgress)
-    });
-    let timeline = serde_json::to_string(&client.release("fns", "v2").unwrap()).unwrap();
+    let timeline = stopped(&client, "v2");
     assert!(timeline.contains("GetAlias worker:live: 404 ResourceNotFoundException"), "{timeline}");
     assert_eq!(routing(&moto.alias("us-east-1", "api")), "1", "api's alias never changed");
 }

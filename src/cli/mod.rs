@@ -221,6 +221,10 @@ struct ServerArgs {
     /// (Lambda's metrics are per minute).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     function_traffic_every: std::time::Duration,
+    /// How long after a period ends CloudWatch alarms and functions' traffic read it:
+    /// CloudWatch publishes Lambda's metrics about a minute late.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    cloudwatch_delay: std::time::Duration,
     /// Connections served at once; more are answered 503 and closed (default: what the
     /// limit on open files leaves, once the server has raised it to its maximum).
     #[arg(long, env = "ROLLWAVE_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..))]
@@ -409,6 +413,7 @@ fn run_server(args: ServerArgs) -> Result<()> {
         host_timeout: args.host_timeout,
         datapoint_bin: args.datapoint_bin,
         function_traffic_every: args.function_traffic_every,
+        cloudwatch_delay: args.cloudwatch_delay,
         prometheus: args.prometheus,
         bootstrap_token: std::env::var("ROLLWAVE_BOOTSTRAP_TOKEN").ok().filter(|t| !t.is_empty()),
         anonymous_read: args.anonymous_read,

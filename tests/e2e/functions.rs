@@ -72,7 +72,7 @@ impl Moto {
 
     fn server(&self) -> Server {
         Server::builder()
-            .args(&["--function-traffic-every", "2s"])
+            .args(&["--function-traffic-every", "2s", "--cloudwatch-delay", "0s"])
             .env("AWS_ENDPOINT_URL", &self.endpoint)
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
@@ -465,6 +465,7 @@ fn a_throttled_lambda_call_is_retried_and_the_retries_are_in_the_timeline() {
     moto.fixture(&["setup", "us-east-1", "worker", "3"]);
     let proxy = throttling_proxy(&moto.endpoint, 2);
     let server = Server::builder()
+        .args(&["--cloudwatch-delay", "0s"])
         .env("AWS_ENDPOINT_URL_LAMBDA", &proxy)
         .env("AWS_ENDPOINT_URL", &moto.endpoint)
         .env("AWS_ACCESS_KEY_ID", "testing")

@@ -35,6 +35,7 @@ fn config(db: String) -> Config {
         prometheus: None,
         datapoint_bin: DATAPOINT_BIN,
         function_traffic_every: Duration::from_secs(60),
+        cloudwatch_delay: Duration::from_secs(60),
     }
 }
 

@@ -48,6 +48,9 @@ pub struct Config {
     /// How often regions of functions' invocations and errors are read from CloudWatch:
     /// Lambda's metrics are per minute.
     pub function_traffic_every: Duration,
+    /// CloudWatch publishes a period's metrics this long after it ends (Lambda's about a
+    /// minute later): its alarms and the functions' traffic read each period this late.
+    pub cloudwatch_delay: Duration,
 }
 
 /// The default of [`Config::datapoint_bin`].
@@ -446,6 +449,7 @@ impl Node {
                 self.config.prometheus.clone(),
                 self.config.datapoint_bin,
                 self.config.function_traffic_every,
+                self.config.cloudwatch_delay,
                 alarms_tx,
             ),
             stepped_down: None,

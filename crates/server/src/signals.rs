@@ -247,6 +247,8 @@ pub struct Signals {
     /// How often regions of functions' traffic is read from CloudWatch (ms), and up to
     /// when it was.
     function_traffic_ms: i64,
+    /// How late CloudWatch's periods are read (ms).
+    cloudwatch_delay_ms: i64,
     function_traffic_until: Option<i64>,
 }
 
@@ -257,6 +259,7 @@ impl Signals {
         prometheus: Option<String>,
         datapoint_bin: std::time::Duration,
         function_traffic_every: std::time::Duration,
+        cloudwatch_delay: std::time::Duration,
         inputs: mpsc::Sender<(String, LogInput)>,
     ) -> Self {
         let queried = QueriedAlarms {
@@ -270,6 +273,7 @@ impl Signals {
             queried: Some(queried),
             bin_ms: (datapoint_bin.as_millis() as i64).max(100),
             function_traffic_ms: (function_traffic_every.as_millis() as i64).max(1000),
+            cloudwatch_delay_ms: cloudwatch_delay.as_millis() as i64,
             ..Signals::default()
         }
     }
@@ -508,6 +512,7 @@ impl Signals {
     /// ended: per instance, each function of its regions with the version in flight there.
     fn start_cloudwatch_queries(&mut self, model: &std::sync::RwLock<ReadModel>, now_ms: i64) {
         let Some(queried) = &self.queried else { return };
+        let now_ms = now_ms - self.cloudwatch_delay_ms;
         let m = model.read().unwrap_or_else(|p| p.into_inner());
         for s in m.services.values() {
             for (index, spec) in s.plan.manifest.alarms.iter().enumerate() {
@@ -809,6 +814,9 @@ fn cloudwatch_value(
     end_s: i64,
     period_s: i64,
 ) -> Result<Option<f64>, String> {
+    if queries.is_empty() {
+        return Ok(None);
+    }
     let env = rollwave_aws::ProcessEnvironment;
     let mut worst: Option<f64> = None;
     let mut regions: Vec<&str> = queries.iter().map(|(r, _)| r.as_str()).collect();
@@ -871,7 +879,7 @@ impl Signals {
         now_ms: i64,
     ) {
         let period = self.function_traffic_ms.max(1000);
-        let end = (now_ms - GRACE_MS).div_euclid(period) * period;
+        let end = (now_ms - self.cloudwatch_delay_ms - GRACE_MS).div_euclid(period) * period;
         let last = *self.function_traffic_until.get_or_insert(end - period);
         if end <= last {
             return;

@@ -102,6 +102,7 @@ fn config(dir: &tempfile::TempDir, node_id: &str, driver: Driver) -> Config {
         host_timeout: Duration::from_secs(30),
         datapoint_bin: crate::node::DATAPOINT_BIN,
         function_traffic_every: Duration::from_secs(60),
+        cloudwatch_delay: Duration::from_secs(60),
         prometheus: None,
     }
 }

@@ -4,7 +4,7 @@
 //! an alias changed by someone else mid-rollout halting the release instead of being
 //! overwritten.
 
-use crate::kit::{Proc, Server, free_port, wait_for};
+use crate::kit::{Proc, Server, free_port, one_world_at_a_time, wait_for};
 use rollwave_api::{CreateRelease, Outcome};
 use rollwave_aws::{AliasState, Credentials, Lambda, Retry};
 use std::path::Path;
@@ -18,6 +18,10 @@ struct Moto {
     _process: Proc,
     endpoint: String,
     python: String,
+    /// Each test here starts the emulator, a server and sometimes a router, and waits on
+    /// real time: it runs alone among the tests that start worlds, so neither starves the
+    /// other's bakes and pushes. Last, so it is let go once the emulator has stopped.
+    _alone: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Moto {
@@ -31,6 +35,7 @@ impl Moto {
             );
             return None;
         };
+        let alone = one_world_at_a_time();
         let port = free_port();
         let child = Command::new(&python)
             .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
@@ -39,7 +44,7 @@ impl Moto {
             .spawn()
             .expect("moto starts");
         let endpoint = format!("http://127.0.0.1:{port}");
-        let moto = Moto { _process: Proc(child), endpoint, python };
+        let moto = Moto { _process: Proc(child), endpoint, python, _alone: alone };
         let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
         wait_for("moto answers", Duration::from_secs(60), || {
             agent.get(format!("{}/moto-api/", moto.endpoint)).call().is_ok()

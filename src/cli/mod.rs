@@ -4,8 +4,9 @@ mod flags;
 mod logging;
 mod plan;
 mod remote;
+mod wait;
 
-use remote::{Format, Remote, exit_for, print_json};
+use remote::{Format, Remote, exit_for};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -103,6 +104,12 @@ enum Command {
     /// Which version runs where, what is baking, what is blocked and why.
     Status {
         service: Option<String>,
+        /// Keep reading it, and show it again each time it changes (Ctrl-C stops).
+        #[arg(long)]
+        watch: bool,
+        /// How often `--watch` reads it.
+        #[arg(long, default_value = "2s", value_parser = parse_timeout, requires = "watch")]
+        every: std::time::Duration,
         #[command(flatten)]
         remote: Remote,
     },
@@ -150,6 +157,13 @@ enum Command {
     /// Check the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Print a shell's completion script: `source <(rollwave completions bash)`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (rollwave.1, rollwave-server.1, …) into DIR.
+    Man { dir: PathBuf },
 }
 
 impl Command {
@@ -182,7 +196,9 @@ impl Command {
             | Command::Events { .. }
             | Command::Metrics { .. }
             | Command::Token(_)
-            | Command::Audit(_) => false,
+            | Command::Audit(_)
+            | Command::Completions { .. }
+            | Command::Man { .. } => false,
         }
     }
 }
@@ -192,6 +208,7 @@ struct ServerArgs {
     /// sqlite://PATH (the default, in the data directory) or postgres://…
     #[arg(long, env = "ROLLWAVE_DB")]
     db: Option<String>,
+    /// Where the API, the dashboard and `/metrics` listen.
     #[arg(long, default_value = "127.0.0.1:7070")]
     listen: std::net::SocketAddr,
     /// Where the default SQLite file lives.
@@ -200,6 +217,7 @@ struct ServerArgs {
     /// `agent` (hosts run `rollwave agent`) or `noop` (every deployment succeeds after --noop-delay).
     #[arg(long, default_value = "agent")]
     driver: String,
+    /// How long a deployment takes with `--driver noop`.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     noop_delay: std::time::Duration,
     /// This replica's name in the leader lease (default: host name and process id).
@@ -276,6 +294,24 @@ enum ReleaseCommand {
         /// A flag release: this flagd flag definition file (JSON or YAML) instead of an artifact.
         #[arg(long, conflicts_with_all = ["artifact", "sha256"])]
         flags: Option<std::path::PathBuf>,
+        /// Then wait for the release as `release wait` does, with its exit codes.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        until: UntilArgs,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Wait until a release completes (or reaches `--until`), printing a line per step on
+    /// stderr. Exit codes: 0 completed or reached, 4 halted, 5 rolled back, 6 superseded,
+    /// 7 timed out; 1 refused, 3 server unreachable.
+    Wait {
+        /// VERSION, or SERVICE@VERSION.
+        release: String,
+        #[arg(long)]
+        service: Option<String>,
+        #[command(flatten)]
+        until: UntilArgs,
         #[command(flatten)]
         remote: Remote,
     },
@@ -288,6 +324,32 @@ enum ReleaseCommand {
         #[command(flatten)]
         remote: Remote,
     },
+}
+
+/// What a wait waits for, and for how long.
+#[derive(clap::Args)]
+struct UntilArgs {
+    /// `completed` (the default), a stage, or `stage/wave`: the wait ends once it is done.
+    #[arg(long, value_name = "STAGE|completed")]
+    until: Option<String>,
+    /// Give up after this long (e.g. 45m) with exit code 7; by default, wait as long as it takes.
+    #[arg(long, value_parser = parse_duration)]
+    timeout: Option<std::time::Duration>,
+    /// How often the release is read.
+    #[arg(long, default_value = "2s", value_parser = parse_timeout, hide = true)]
+    every: std::time::Duration,
+}
+
+impl UntilArgs {
+    fn wait_for(self, service: String, version: String) -> wait::WaitArgs {
+        wait::WaitArgs {
+            service,
+            version,
+            until: wait::Until::parse(self.until.as_deref()),
+            timeout: self.timeout,
+            every: self.every,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -441,7 +503,7 @@ fn connection_limits(args: &ServerArgs) -> Result<rollwave_server::listen::Limit
 /// Runs a client command; API errors become exit codes 1 or 3.
 fn remote_command(command: Command) -> Result<ExitCode> {
     use rollwave_api::*;
-    let result: Result<(), rollwave_api::client::ClientError> = (|| {
+    let result: Result<ExitCode, rollwave_api::client::ClientError> = (|| {
         match command {
             Command::Service(ServiceCommand::Apply { file, remote }) => {
                 let text =
@@ -451,8 +513,8 @@ fn remote_command(command: Command) -> Result<ExitCode> {
                     })?;
                 let s = remote.client().apply(&file.display().to_string(), &text)?;
                 match remote.output {
-                    Format::Json => print_json(&s).ok(),
-                    Format::Text => writeln!(
+                    format @ (Format::Json | Format::Yaml) => remote::print(format, &s).ok(),
+                    Format::Table => writeln!(
                         std::io::stdout(),
                         "applied {}: {} stage(s), {} host(s)",
                         s.name,
@@ -465,8 +527,8 @@ fn remote_command(command: Command) -> Result<ExitCode> {
             Command::Service(ServiceCommand::List { remote }) => {
                 let list = remote.client().services()?;
                 match remote.output {
-                    Format::Json => print_json(&list).ok(),
-                    Format::Text => {
+                    format @ (Format::Json | Format::Yaml) => remote::print(format, &list).ok(),
+                    Format::Table => {
                         for s in &list {
                             let _ = writeln!(
                                 std::io::stdout(),
@@ -481,22 +543,39 @@ fn remote_command(command: Command) -> Result<ExitCode> {
                     }
                 };
             }
-            Command::Release(ReleaseCommand::Create { service, version, artifact, sha256, flags, remote }) => {
+            Command::Release(ReleaseCommand::Create {
+                service,
+                version,
+                artifact,
+                sha256,
+                flags,
+                wait,
+                until,
+                remote,
+            }) => {
                 let flags = flags.map(|path| flag_document(&path)).transpose()?;
                 let r =
                     remote.client().create_release(&service, &CreateRelease { version, artifact, sha256, flags })?;
+                if wait {
+                    let _ = writeln!(std::io::stderr(), "created {}", remote::print_release(&r));
+                    return Ok(wait::wait(&remote, until.wait_for(service, r.version)));
+                }
                 match remote.output {
-                    Format::Json => print_json(&r).ok(),
-                    Format::Text => writeln!(std::io::stdout(), "created {}", remote::print_release(&r)).ok(),
+                    format @ (Format::Json | Format::Yaml) => remote::print(format, &r).ok(),
+                    Format::Table => writeln!(std::io::stdout(), "created {}", remote::print_release(&r)).ok(),
                 };
+            }
+            Command::Release(ReleaseCommand::Wait { release, service, until, remote }) => {
+                let (service, version) = remote::resolve_release(&remote.client(), &release, service)?;
+                return Ok(wait::wait(&remote, until.wait_for(service, version)));
             }
             Command::Release(ReleaseCommand::Show { release, service, remote }) => {
                 let client = remote.client();
                 let (service, version) = remote::resolve_release(&client, &release, service)?;
                 let r = client.release(&service, &version)?;
                 match remote.output {
-                    Format::Json => print_json(&r).ok(),
-                    Format::Text => {
+                    format @ (Format::Json | Format::Yaml) => remote::print(format, &r).ok(),
+                    Format::Table => {
                         let mut out = std::io::stdout().lock();
                         let _ = writeln!(out, "{}", remote::print_release(&r.release));
                         for e in &r.events {
@@ -506,22 +585,44 @@ fn remote_command(command: Command) -> Result<ExitCode> {
                     }
                 };
             }
-            Command::Status { service, remote } => {
+            Command::Status { service, watch, every, remote } => {
                 let client = remote.client();
-                let names: Vec<String> = match service {
-                    Some(s) => vec![s],
-                    None => client.services()?.into_iter().map(|s| s.name).collect(),
-                };
-                let statuses = names.iter().map(|n| client.status(n)).collect::<Result<Vec<_>, _>>()?;
-                match remote.output {
-                    Format::Json => print_json(&statuses).ok(),
-                    Format::Text => {
-                        for s in &statuses {
-                            let _ = writeln!(std::io::stdout(), "{}", remote::print_status(s));
+                let mut shown: Option<String> = None;
+                loop {
+                    let names: Vec<String> = match &service {
+                        Some(s) => vec![s.clone()],
+                        None => client.services()?.into_iter().map(|s| s.name).collect(),
+                    };
+                    let statuses = names.iter().map(|n| client.status(n)).collect::<Result<Vec<_>, _>>()?;
+                    let text = match remote.output {
+                        Format::Json => serde_json::to_string_pretty(&statuses).unwrap_or_default(),
+                        Format::Yaml => {
+                            remote::to_yaml(&serde_json::to_value(&statuses).unwrap_or_default()).unwrap_or_default()
                         }
-                        Some(())
+                        Format::Table => statuses.iter().map(remote::print_status).collect::<Vec<_>>().join("\n"),
+                    };
+                    if shown.as_ref() != Some(&text) {
+                        let mut out = std::io::stdout().lock();
+                        if watch && std::io::IsTerminal::is_terminal(&out) {
+                            // Clear the screen and go home, so that the view stays in place.
+                            let _ = write!(out, "\x1b[2J\x1b[H");
+                        } else if watch && shown.is_some() {
+                            let _ = writeln!(
+                                out,
+                                "--- {}",
+                                jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_default()
+                            );
+                        }
+                        if writeln!(out, "{text}").and_then(|()| out.flush()).is_err() {
+                            break;
+                        }
+                        shown = Some(text);
                     }
-                };
+                    if !watch {
+                        break;
+                    }
+                    std::thread::sleep(every);
+                }
             }
             Command::Approve(a) | Command::Rollback(a) | Command::Retry(a) | Command::RollForward(a) => {
                 unreachable!("{}", a.release)
@@ -533,7 +634,8 @@ fn remote_command(command: Command) -> Result<ExitCode> {
                     Format::Json => {
                         writeln!(std::io::stdout(), "{}", serde_json::to_string(e).unwrap_or_default()).is_ok()
                     }
-                    Format::Text => writeln!(std::io::stdout(), "{}", remote::print_event(e)).is_ok(),
+                    Format::Yaml => remote::print(Format::Yaml, e).is_ok(),
+                    Format::Table => writeln!(std::io::stdout(), "{}", remote::print_event(e)).is_ok(),
                 };
                 if follow {
                     client.follow(Some(after), |e| show(&e))?;
@@ -543,7 +645,7 @@ fn remote_command(command: Command) -> Result<ExitCode> {
                         let page = client.events(after, 1000)?;
                         for e in &page.events {
                             if !show(e) {
-                                return Ok(());
+                                return Ok(ExitCode::SUCCESS);
                             }
                         }
                         if page.next == after {
@@ -561,8 +663,8 @@ fn remote_command(command: Command) -> Result<ExitCode> {
                 }
                 let series: MetricSeries = remote.client().get(&path)?;
                 match remote.output {
-                    Format::Json => print_json(&series).ok(),
-                    Format::Text => {
+                    format @ (Format::Json | Format::Yaml) => remote::print(format, &series).ok(),
+                    Format::Table => {
                         let mut out = std::io::stdout().lock();
                         for (t, v) in &series.points {
                             let at = jiff::Timestamp::from_millisecond(*t).map(|t| t.to_string()).unwrap_or_default();
@@ -578,15 +680,15 @@ fn remote_command(command: Command) -> Result<ExitCode> {
                 let ttl_s = ttl.map(|t| t.as_secs().max(1));
                 let t = remote.client().create_token(&CreateToken { role, name, host, region, ttl_s })?;
                 match remote.output {
-                    Format::Json => print_json(&t).ok(),
-                    Format::Text => writeln!(std::io::stdout(), "{}", t.token).ok(),
+                    format @ (Format::Json | Format::Yaml) => remote::print(format, &t).ok(),
+                    Format::Table => writeln!(std::io::stdout(), "{}", t.token).ok(),
                 };
             }
             Command::Token(TokenCommand::List { remote }) => {
                 let tokens = remote.client().tokens()?;
                 match remote.output {
-                    Format::Json => print_json(&tokens).ok(),
-                    Format::Text => {
+                    format @ (Format::Json | Format::Yaml) => remote::print(format, &tokens).ok(),
+                    Format::Table => {
                         let mut out = std::io::stdout().lock();
                         let when = |ms: Option<i64>| {
                             ms.and_then(|t| jiff::Timestamp::from_millisecond(t).ok())
@@ -616,10 +718,10 @@ fn remote_command(command: Command) -> Result<ExitCode> {
             }
             _ => unreachable!("not a client command"),
         }
-        Ok(())
+        Ok(ExitCode::SUCCESS)
     })();
     Ok(match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => exit_for(&e),
     })
 }
@@ -631,8 +733,8 @@ fn release_action(verb: rollwave_api::OperatorAction, a: ReleaseAction) -> Resul
     Ok(match result {
         Ok(r) => {
             match a.remote.output {
-                Format::Json => print_json(&r)?,
-                Format::Text => writeln!(std::io::stdout(), "{}", remote::print_release(&r))?,
+                format @ (Format::Json | Format::Yaml) => remote::print(format, &r)?,
+                Format::Table => writeln!(std::io::stdout(), "{}", remote::print_release(&r))?,
             }
             ExitCode::SUCCESS
         }
@@ -645,8 +747,8 @@ fn hold_action(resume: bool, h: HoldArgs) -> Result<ExitCode> {
     Ok(match client.hold(&h.service, resume, h.stage) {
         Ok(s) => {
             match h.remote.output {
-                Format::Json => print_json(&s)?,
-                Format::Text => {
+                format @ (Format::Json | Format::Yaml) => remote::print(format, &s)?,
+                Format::Table => {
                     let holds = if s.holds.is_empty() { "nothing".to_owned() } else { s.holds.join(", ") };
                     writeln!(std::io::stdout(), "on hold: {holds}")?
                 }
@@ -734,8 +836,63 @@ fn relay(args: rollwave_relay::RelayArgs) -> Result<ExitCode> {
     }
 }
 
+/// The whole command line's definition: what parsing, `--help`, completions and man
+/// pages all read.
+fn command() -> clap::Command {
+    with_environment_variables(<Cli as clap::CommandFactory>::command())
+}
+
+/// The long-running commands, which units and containers configure through their environment.
+const CONFIGURED_BY_ENVIRONMENT: &[&str] = &["server", "agent", "router", "relay"];
+
+/// Every flag of the long-running commands can also come from `ROLLWAVE_<FLAG>` (`--host-timeout`:
+/// `ROLLWAVE_HOST_TIMEOUT`), one rule for all; a flag given says more than its variable.
+/// Flags that already name a variable keep it.
+fn with_environment_variables(mut cmd: clap::Command) -> clap::Command {
+    for name in CONFIGURED_BY_ENVIRONMENT {
+        cmd = cmd.mut_subcommand(name, |sub| {
+            let longs: Vec<String> = sub
+                .get_arguments()
+                .filter(|a| a.get_env().is_none() && !a.is_hide_set() && !a.is_global_set())
+                .filter_map(|a| a.get_long().map(str::to_owned))
+                .filter(|long| long != "help" && long != "version")
+                .collect();
+            longs.into_iter().fold(sub, |sub, long| {
+                let id = sub.get_arguments().find(|a| a.get_long() == Some(long.as_str())).map(|a| a.get_id().clone());
+                match id {
+                    // Leaked: clap takes `&'static str` names without its `string` feature,
+                    // and the definition is built once per process.
+                    Some(id) => sub.mut_arg(id, |a| a.env(&*environment_variable(&long).leak())),
+                    None => sub,
+                }
+            })
+        });
+    }
+    cmd
+}
+
+fn environment_variable(long: &str) -> String {
+    format!("ROLLWAVE_{}", long.to_ascii_uppercase().replace('-', "_"))
+}
+
+/// `rollwave.1` and a page per subcommand, nested ones included (`rollwave-release-create.1`).
+fn write_man_pages(dir: &Path) -> Result<usize> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    clap_mangen::generate_to(command(), dir).with_context(|| format!("cannot write man pages in {}", dir.display()))?;
+    let pages = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name().to_string_lossy().starts_with("rollwave") && e.path().extension() == Some("1".as_ref())
+        })
+        .count();
+    Ok(pages)
+}
+
 pub fn run() -> Result<ExitCode> {
-    let cli = Cli::parse();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     if cli.command.writes_logs() {
         logging::install(cli.log_format)?;
     }
@@ -799,6 +956,16 @@ pub fn run() -> Result<ExitCode> {
         }
         Command::Schema => {
             writeln!(out, "{}", serde_json::to_string_pretty(&rollwave_manifest::manifest_schema())?)?;
+        }
+        Command::Completions { shell } => {
+            // Into memory first: the generator panics if its writer fails (`| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command(), "rollwave", &mut script);
+            out.write_all(&script)?;
+        }
+        Command::Man { dir } => {
+            let written = write_man_pages(&dir)?;
+            writeln!(out, "wrote {written} man page(s) in {}", dir.display())?;
         }
         Command::Study { world: World { file, scenario, json, until }, runs, seed } => {
             let Some((plan, scenario)) = load_world(&file, &scenario)? else { return Ok(ExitCode::from(1)) };
@@ -873,5 +1040,124 @@ fn flag_document(path: &std::path::Path) -> Result<serde_json::Value, rollwave_a
                 details: serde_json::Value::Null,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's table of environment variables, as the definitions give it.
+    fn environment_table() -> String {
+        let mut cmd = command();
+        cmd.build();
+        let mut rows = String::from("| variable | flag | command | meaning |\n| --- | --- | --- | --- |\n");
+        for name in CONFIGURED_BY_ENVIRONMENT {
+            let sub = cmd.find_subcommand(name).expect("a long-running command");
+            for arg in sub.get_arguments().filter(|a| !a.is_hide_set() && !a.is_global_set()) {
+                let (Some(long), Some(env)) = (arg.get_long(), arg.get_env()) else { continue };
+                let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                let first = help.trim_end_matches('.');
+                rows.push_str(&format!(
+                    "| `{}` | `--{long}` | {name} | {} |\n",
+                    env.to_string_lossy(),
+                    first.replace('|', "\\|").replace('\n', " ")
+                ));
+            }
+        }
+        rows
+    }
+
+    #[test]
+    fn every_flag_of_the_long_running_commands_can_come_from_the_environment() {
+        let mut cmd = command();
+        cmd.build();
+        for name in CONFIGURED_BY_ENVIRONMENT {
+            let sub = cmd.find_subcommand(name).expect("a long-running command");
+            for arg in sub.get_arguments().filter(|a| !a.is_hide_set() && !a.is_global_set()) {
+                let Some(long) = arg.get_long().filter(|l| *l != "help" && *l != "version") else { continue };
+                let env = arg.get_env().unwrap_or_else(|| panic!("{name} --{long} has no environment variable"));
+                assert!(env.to_string_lossy().starts_with("ROLLWAVE_"), "{name} --{long}: {env:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_flag_read_from_the_environment_is_parsed_like_the_flag_and_the_flag_wins() {
+        // `mut_arg` on the built command: env values are read at parse time from the process
+        // environment, so the test states them as the variables' defaults would be.
+        let server = command().find_subcommand("server").cloned().expect("server");
+        let host_timeout = server.get_arguments().find(|a| a.get_long() == Some("host-timeout")).expect("flag");
+        assert_eq!(
+            host_timeout.get_env().map(|e| e.to_string_lossy().into_owned()),
+            Some("ROLLWAVE_HOST_TIMEOUT".into())
+        );
+        // SAFETY: this test is the only one in this binary that touches this variable.
+        unsafe { std::env::set_var("ROLLWAVE_NOOP_DELAY", "7s") };
+        let m = command().try_get_matches_from(["rollwave", "server"]).expect("parses");
+        let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&m).expect("args");
+        let Command::Server(args) = cli.command else { panic!("not the server") };
+        assert_eq!(args.noop_delay, std::time::Duration::from_secs(7));
+        let m = command().try_get_matches_from(["rollwave", "server", "--noop-delay", "3s"]).expect("parses");
+        let Command::Server(args) = <Cli as clap::FromArgMatches>::from_arg_matches(&m).expect("args").command else {
+            panic!("not the server")
+        };
+        assert_eq!(args.noop_delay, std::time::Duration::from_secs(3));
+        unsafe { std::env::set_var("ROLLWAVE_NOOP_DELAY", "soon") };
+        let refused = command().try_get_matches_from(["rollwave", "server"]).err().expect("a bad value is refused");
+        assert!(refused.to_string().contains("soon"), "{refused}");
+        unsafe { std::env::remove_var("ROLLWAVE_NOOP_DELAY") };
+    }
+
+    #[test]
+    fn the_readme_lists_every_environment_variable_as_the_definitions_give_them() {
+        let readme = include_str!("../../README.md");
+        let (begin, end) = ("<!-- environment variables: begin -->\n", "<!-- environment variables: end -->");
+        let start = readme.find(begin).expect("the README has the table's markers") + begin.len();
+        let stop = readme[start..].find(end).expect("the table's end marker") + start;
+        let expected = environment_table();
+        assert!(readme[start..stop] == expected, "the README's table is out of date; it should be:\n{expected}");
+    }
+
+    #[test]
+    fn yaml_output_holds_the_same_data_as_json() {
+        let value = serde_json::json!({
+            "version": "v2", "outcome": "halted", "reached": ["alpha", "beta/one"], "lead_time_s": 42,
+            "ratio": 1.5, "waiting": true, "reason": "error_rate: 0.12 > 0.05 # not a comment", "at": null
+        });
+        let yaml = remote::to_yaml(&value).expect("emits");
+        let docs = yaml_rust2::YamlLoader::load_from_str(&yaml).expect("reads back");
+        let doc = &docs[0];
+        assert_eq!(doc["version"].as_str(), Some("v2"));
+        assert_eq!(doc["reached"][1].as_str(), Some("beta/one"));
+        assert_eq!(doc["lead_time_s"].as_i64(), Some(42));
+        assert_eq!(doc["ratio"].as_f64(), Some(1.5));
+        assert_eq!(doc["waiting"].as_bool(), Some(true));
+        assert_eq!(doc["reason"].as_str(), Some("error_rate: 0.12 > 0.05 # not a comment"));
+        assert!(doc["at"].is_null());
+    }
+
+    #[test]
+    fn completions_and_man_pages_cover_every_command() {
+        let mut cmd = command();
+        cmd.build();
+        let names: Vec<&str> =
+            cmd.get_subcommands().filter(|s| !s.is_hide_set()).map(|s| s.get_name()).filter(|n| *n != "help").collect();
+        for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command(), "rollwave", &mut script);
+            let script = String::from_utf8(script).expect("text");
+            for name in &names {
+                assert!(script.contains(name), "{shell} completions lack {name}");
+            }
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let written = write_man_pages(dir.path()).expect("writes");
+        for name in &names {
+            let page = std::fs::read_to_string(dir.path().join(format!("rollwave-{name}.1"))).expect("a page");
+            assert!(page.starts_with(".ie") || page.contains(".TH"), "rollwave-{name}.1 is not a man page");
+        }
+        assert!(written > names.len(), "nested commands have pages too: {written}");
+        assert!(dir.path().join("rollwave-release-wait.1").exists());
     }
 }

@@ -16,15 +16,20 @@ pub struct Remote {
     /// A bearer token (needed for changes).
     #[arg(long, env = "ROLLWAVE_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
-    /// Print JSON instead of text.
-    #[arg(long, value_enum, default_value_t = Format::Text, global = true)]
+    /// How to print what the server answers: a table for people, JSON or YAML for scripts.
+    #[arg(long, value_enum, env = "ROLLWAVE_OUTPUT", default_value_t = Format::Table, global = true)]
     pub output: Format,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
-    Text,
+    /// Lines and columns (`text` is the same).
+    #[value(alias = "text")]
+    Table,
+    /// The API's JSON, pretty-printed (a line per event with `events`).
     Json,
+    /// The same data as YAML (a document per event with `events`).
+    Yaml,
 }
 
 impl Remote {
@@ -50,9 +55,37 @@ pub fn exit_for(e: &ClientError) -> ExitCode {
     }
 }
 
-pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
-    writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(value)?)?;
+/// Prints a value as JSON or YAML; a table is each command's own.
+pub fn print(format: Format, value: &impl serde::Serialize) -> Result<()> {
+    let text = match format {
+        Format::Json | Format::Table => serde_json::to_string_pretty(value)?,
+        Format::Yaml => to_yaml(&serde_json::to_value(value)?)?,
+    };
+    writeln!(std::io::stdout(), "{text}")?;
     Ok(())
+}
+
+/// A value as one YAML document (starting `---`), written by yaml-rust2's emitter.
+pub fn to_yaml(value: &serde_json::Value) -> Result<String> {
+    fn convert(v: &serde_json::Value) -> yaml_rust2::Yaml {
+        use yaml_rust2::Yaml;
+        match v {
+            serde_json::Value::Null => Yaml::Null,
+            serde_json::Value::Bool(b) => Yaml::Boolean(*b),
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(i) => Yaml::Integer(i),
+                None => Yaml::Real(n.to_string()),
+            },
+            serde_json::Value::String(s) => Yaml::String(s.clone()),
+            serde_json::Value::Array(items) => Yaml::Array(items.iter().map(convert).collect()),
+            serde_json::Value::Object(fields) => {
+                Yaml::Hash(fields.iter().map(|(k, v)| (Yaml::String(k.clone()), convert(v))).collect())
+            }
+        }
+    }
+    let mut out = String::new();
+    yaml_rust2::YamlEmitter::new(&mut out).dump(&convert(value))?;
+    Ok(out)
 }
 
 /// `service@version`, or a version with `--service`, or a version of the only service.

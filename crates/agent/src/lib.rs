@@ -47,10 +47,13 @@ pub struct AgentArgs {
     /// This host's name in the manifest, e.g. use2-az1-3.
     #[arg(long, env = "ROLLWAVE_HOST_ID")]
     pub host_id: String,
+    /// The manifest's environment this host is in.
     #[arg(long, env = "ROLLWAVE_ENVIRONMENT")]
     pub environment: String,
+    /// The region of that environment this host is in.
     #[arg(long, env = "ROLLWAVE_REGION")]
     pub region: String,
+    /// The zone of that region this host is in.
     #[arg(long, env = "ROLLWAVE_ZONE")]
     pub zone: String,
     /// Where releases, `current` and `state.json` live.

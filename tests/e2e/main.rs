@@ -14,6 +14,7 @@ mod flag_release;
 mod flags;
 mod flags_cli;
 mod functions;
+mod guide;
 mod logging;
 mod prometheus;
 mod replicas;

@@ -361,3 +361,84 @@ fn study_json_keeps_its_contract_and_is_the_same_for_the_same_seeds() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--runs"), "{}", stderr(&o));
 }
+
+/// A pipeline the noop driver carries through in seconds, with an approval before prod.
+const WAITED_FOR: &str = "\
+service: shop
+environments:
+  beta: { regions: { r1: { zones: { b1: 1 } } } }
+  prod: { regions: { r1: { zones: { p1: 1 } } } }
+strategy:
+  one_box: false
+  rolling: { batch: 100%, zone_bake: 1s }
+stages:
+  - { name: beta, environment: beta, bake: 1s }
+  - { name: prod, environment: prod, approval: true, bake: 1s }
+";
+
+#[test]
+fn release_wait_tells_reached_refused_and_timed_out_apart_and_status_watch_shows_each_change() {
+    let server = Server::builder().driver(Some("noop")).args(&["--noop-delay", "200ms"]).start();
+    let env = [("ROLLWAVE_SERVER", server.base.as_str()), ("ROLLWAVE_TOKEN", Server::ADMIN)];
+    let run = |args: &[&str]| Command::new(BIN).args(args).envs(env).output().expect("rollwave runs");
+    let manifest = scratch("waited-for.yaml", WAITED_FOR);
+    assert!(run(&["service", "apply", manifest.to_str().unwrap()]).status.success());
+
+    let mut watch = Command::new(BIN)
+        .args(["status", "shop", "--watch", "--every", "100ms"])
+        .envs(env)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("status --watch starts");
+    let watched = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let watched = std::sync::Arc::clone(&watched);
+        let out = watch.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                watched.lock().unwrap().push_str(&(line + "\n"));
+            }
+        })
+    };
+    wait_for("status --watch to show the service", Duration::from_secs(10), || {
+        watched.lock().unwrap().contains("service shop")
+    });
+
+    // Created and waited for up to the stage before the approval: exit 0, progress on stderr.
+    let o = run(&["release", "create", "shop", "v2", "--wait", "--until", "beta", "--every", "100ms"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let progress = stderr(&o);
+    assert!(
+        progress.contains("created v2") && progress.contains("stage_completed") && progress.contains("v2 reached beta"),
+        "{progress}"
+    );
+    assert!(stdout(&o).starts_with("v2 in_progress"), "the release as it ended: {}", stdout(&o));
+    // The watch saw the release appear without being asked again.
+    wait_for("status --watch to show v2", Duration::from_secs(10), || {
+        let seen = watched.lock().unwrap();
+        seen.contains("--- ") && seen.contains("v2 ")
+    });
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let _ = reader.join();
+
+    // Waiting at the approval is still in progress: the timeout ends the wait (7), and the
+    // release goes on waiting.
+    let o = run(&["release", "wait", "shop@v2", "--timeout", "1s", "--every", "100ms"]);
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    assert!(stderr(&o).contains("v2 waiting at prod"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("timed out after 1s"), "{}", stderr(&o));
+    // A stage the service does not have is refused (1) with the names it has.
+    let o = run(&["release", "wait", "v2", "--until", "gama"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("use one of completed, beta, beta/wave-1, prod, prod/wave-1"), "{}", stderr(&o));
+    // So is a release that does not exist.
+    assert_eq!(run(&["release", "wait", "shop@v9"]).status.code(), Some(1));
+    // Approved, it completes: 0, and JSON on stdout when asked.
+    assert!(run(&["approve", "shop@v2"]).status.success());
+    let o = run(&["release", "wait", "shop@v2", "--every", "100ms", "--output", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let release: Value = serde_json::from_slice(&o.stdout).expect("the release as JSON");
+    assert_eq!(release["outcome"], "completed");
+}

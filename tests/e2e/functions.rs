@@ -395,6 +395,12 @@ fn the_one_box_judge_and_the_bakes_count_each_version_s_invocations_from_cloudwa
     });
     let v3 = serde_json::to_string(&client.release("fns", "v3").unwrap()).unwrap();
     assert!(v3.contains("judge_verdict") && v3.contains("rollback_started"), "{v3}");
+    // The release halts as its rollback starts; the alias moves back as the rollback runs.
+    wait_for("v3's rollback to complete", Duration::from_secs(30), || {
+        client
+            .release("fns", "v3")
+            .is_ok_and(|r| r.events.iter().any(|e| e.kind == rollwave_api::EventKind::RollbackCompleted))
+    });
     assert_eq!(routing(&moto.alias("us-east-1", "api")), "2", "the alias is back where v3 found it");
 }
 

@@ -774,10 +774,7 @@ fn cloudwatch_queries(
             .map(|h| s.engine.host_version(env_id, rollwave_core::plan::HostId(h)))
             .max()
             .filter(|v| v.0 > 0);
-        let Some(version) = newest.and_then(|v| {
-            let artifact = s.artifacts.get(s.engine.version_name(v))?.0.as_deref()?;
-            rollwave_aws::version_of_artifact(artifact).ok()
-        }) else {
+        let Some(version) = newest.and_then(|v| s.function_version(v, region).ok().flatten()) else {
             continue;
         };
         for function in &region.functions {
@@ -902,14 +899,8 @@ impl Signals {
                     let versions = versions
                         .into_iter()
                         .filter_map(|(release, slices)| {
-                            let name = s.engine.version_name(release).to_owned();
-                            let artifact = s.artifacts.get(&name).and_then(|(a, _)| a.as_deref());
-                            let version = match artifact {
-                                Some(a) => Some(rollwave_aws::version_of_artifact(a).ok()?),
-                                None if release.0 == 0 => None,
-                                None => return None,
-                            };
-                            Some((name, version, slices))
+                            let version = s.function_version(release, region).ok()?;
+                            Some((s.engine.version_name(release).to_owned(), version, slices))
                         })
                         .collect();
                     regions.push(FunctionTraffic {

@@ -411,6 +411,36 @@ impl ServiceState {
         })
     }
 
+    /// The function version a release ships to a region of functions: what its artifact
+    /// names (`7`, or the ARN of one of the region's functions). `Ok(None)` for what ran
+    /// before any release; an error, saying why, for a release that names none.
+    pub fn function_version(
+        &self,
+        release: ReleaseId,
+        region: &rollwave_core::manifest::Region,
+    ) -> Result<Option<String>, String> {
+        let name = self.engine.version_name(release);
+        match self.artifacts.get(name).and_then(|(a, _)| a.as_deref()) {
+            None if release == ReleaseId(0) => Ok(None),
+            None => Err(format!(
+                "release {name} has no artifact; for functions it names the version to ship \
+                 (7, or arn:aws:lambda:…:function:NAME:7)"
+            )),
+            // An ARN names one function: the region must have it.
+            Some(a)
+                if a.starts_with("arn:")
+                    && !region.functions.iter().any(|f| a.split(':').nth(6) == Some(f.name.as_str())) =>
+            {
+                Err(format!(
+                    "artifact {a} is a version of a function region {} does not have ({})",
+                    region.name,
+                    region.functions.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
+                ))
+            }
+            Some(a) => rollwave_aws::version_of_artifact(a).map(Some),
+        }
+    }
+
     /// For a region of functions: what its aliases route to once `hosts` (slices, all of
     /// one region) run `version`, the other slices going where they are asked to go.
     fn function_step(&self, env: EnvId, hosts: &[HostId], version: ReleaseId) -> Option<FunctionStep> {
@@ -433,37 +463,10 @@ impl ServiceState {
         let slices = held
             .into_iter()
             .map(|(release, n)| {
-                let name = self.engine.version_name(release);
-                let artifact = self.artifacts.get(name).and_then(|(a, _)| a.as_deref());
-                let function_version = match (release, artifact) {
-                    (ReleaseId(0), None) => None,
-                    (_, None) => {
-                        problem.get_or_insert(format!(
-                            "release {name} has no artifact; for functions it names the version to ship \
-                             (7, or arn:aws:lambda:…:function:NAME:7)"
-                        ));
-                        None
-                    }
-                    (_, Some(a)) => match rollwave_aws::version_of_artifact(a) {
-                        // An ARN names one function: the region must have it.
-                        Ok(_)
-                            if a.starts_with("arn:")
-                                && !region.functions.iter().any(|f| a.split(':').nth(6) == Some(f.name.as_str())) =>
-                        {
-                            problem.get_or_insert(format!(
-                                "artifact {a} is a version of a function region {} does not have ({})",
-                                region.name,
-                                region.functions.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
-                            ));
-                            None
-                        }
-                        Ok(v) => Some(v),
-                        Err(why) => {
-                            problem.get_or_insert(why);
-                            None
-                        }
-                    },
-                };
+                let function_version = self.function_version(release, region).unwrap_or_else(|why| {
+                    problem.get_or_insert(why);
+                    None
+                });
                 (function_version, n)
             })
             .collect();

@@ -1104,7 +1104,7 @@ mod tests {
         };
         assert_eq!(args.noop_delay, std::time::Duration::from_secs(3));
         unsafe { std::env::set_var("ROLLWAVE_NOOP_DELAY", "soon") };
-        let refused = command().try_get_matches_from(["rollwave", "server"]).err().expect("a bad value is refused");
+        let refused = command().try_get_matches_from(["rollwave", "server"]).expect_err("a bad value is refused");
         assert!(refused.to_string().contains("soon"), "{refused}");
         unsafe { std::env::remove_var("ROLLWAVE_NOOP_DELAY") };
     }

@@ -66,10 +66,10 @@ fn closed_before(stream: &mut TcpStream, deadline: Instant, dribble: &[u8]) -> b
             Ok(0) => return true,
             Ok(_) => {} // an error answer before the close
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                if let Some(&byte) = dribble.next() {
-                    if stream.write_all(&[byte]).is_err() {
-                        return true;
-                    }
+                if let Some(&byte) = dribble.next()
+                    && stream.write_all(&[byte]).is_err()
+                {
+                    return true;
                 }
             }
             Err(_) => return true,

@@ -379,7 +379,7 @@ fn script(world: &World, progress: &Progress, stop: &AtomicBool, limit: Duration
     create_flags(BAD_FLAGS, flag_set(true))?;
     stop_bad(BAD_FLAGS, "")?;
     wait("v2, v4 and flags-1 to finish", &mut || {
-        let good = ["v2", "v4", GOOD_FLAGS].map(|v| release(v));
+        let good = ["v2", "v4", GOOD_FLAGS].map(&release);
         let halted = |r: &Result<ReleaseView, _>| r.as_ref().is_ok_and(|r| r.outcome == rollwave_api::Outcome::Halted);
         let done =
             |r: &Result<ReleaseView, _>| r.as_ref().is_ok_and(|r| r.outcome != rollwave_api::Outcome::InProgress);

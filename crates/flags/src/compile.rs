@@ -523,7 +523,7 @@ fn check_arguments(op: Op, n: usize, args: &[Node], path: &mut Vec<Step>, cx: &m
     }
 }
 
-fn reference(args: &Value, path: &mut Vec<Step>, cx: &mut Cx<'_, '_>, returned: Returned, depth: usize) -> Node {
+fn reference(args: &Value, path: &mut [Step], cx: &mut Cx<'_, '_>, returned: Returned, depth: usize) -> Node {
     let Some(name) = args.as_str() else {
         cx.report.rule(path, Part::Value, format!("\"$ref\" names an evaluator with a string, not {}", kind(args)));
         cx.unusable.get_or_insert_with(|| "a \"$ref\" is not a string".into());

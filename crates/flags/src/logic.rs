@@ -234,10 +234,7 @@ impl<'a> Val<'a> {
 
     fn items<'v>(&'v self) -> Option<Items<'v, 'a>> {
         match self {
-            Val::Json(v) => match *v {
-                Value::Array(a) => Some(Items::Json(a.as_slice())),
-                _ => None,
-            },
+            Val::Json(Value::Array(a)) => Some(Items::Json(a.as_slice())),
             Val::List(l) => Some(Items::List(l)),
             _ => None,
         }

@@ -41,51 +41,53 @@ struct Scenario {
 }
 
 /// Reads a feature file into its concrete scenarios (outlines expanded, background first).
+/// A scenario being read: its name, tags, steps, and for an outline its example blocks
+/// (each block's tags and table rows).
+type ScenarioDraft = (String, Vec<String>, Vec<Step>, Vec<(Vec<String>, Vec<Vec<String>>)>);
+
 fn scenarios(text: &str) -> Vec<Scenario> {
     let mut out = Vec::new();
     let mut feature_tags: Vec<String> = Vec::new();
     let mut pending_tags: Vec<String> = Vec::new();
     let mut background: Vec<Step> = Vec::new();
     // The scenario being read: name, tags, steps, and for an outline its example blocks.
-    let mut current: Option<(String, Vec<String>, Vec<Step>, Vec<(Vec<String>, Vec<Vec<String>>)>)> = None;
+    let mut current: Option<ScenarioDraft> = None;
     let mut in_background = false;
     let mut in_examples = false;
 
-    let flush = |current: &mut Option<(String, Vec<String>, Vec<Step>, Vec<(Vec<String>, Vec<Vec<String>>)>)>,
-                 out: &mut Vec<Scenario>,
-                 background: &[Step],
-                 feature_tags: &[String]| {
-        let Some((name, tags, steps, examples)) = current.take() else { return };
-        let mut all_tags = feature_tags.to_vec();
-        all_tags.extend(tags);
-        let with_background = |steps: &[Step]| background.iter().chain(steps).cloned().collect::<Vec<_>>();
-        if examples.is_empty() {
-            out.push(Scenario { name, tags: all_tags, steps: with_background(&steps) });
-            return;
-        }
-        for (example_tags, table) in examples {
-            let Some((header, rows)) = table.split_first() else { continue };
-            for row in rows {
-                let fill = |s: &str| {
-                    let mut s = s.to_owned();
-                    for (h, v) in header.iter().zip(row) {
-                        s = s.replace(&format!("<{h}>"), v);
-                    }
-                    s
-                };
-                let steps: Vec<Step> = steps
-                    .iter()
-                    .map(|st| Step {
-                        text: fill(&st.text),
-                        table: st.table.iter().map(|r| r.iter().map(|c| fill(c)).collect()).collect(),
-                    })
-                    .collect();
-                let mut tags = all_tags.clone();
-                tags.extend(example_tags.iter().cloned());
-                out.push(Scenario { name: format!("{name} {row:?}"), tags, steps: with_background(&steps) });
+    let flush =
+        |current: &mut Option<ScenarioDraft>, out: &mut Vec<Scenario>, background: &[Step], feature_tags: &[String]| {
+            let Some((name, tags, steps, examples)) = current.take() else { return };
+            let mut all_tags = feature_tags.to_vec();
+            all_tags.extend(tags);
+            let with_background = |steps: &[Step]| background.iter().chain(steps).cloned().collect::<Vec<_>>();
+            if examples.is_empty() {
+                out.push(Scenario { name, tags: all_tags, steps: with_background(&steps) });
+                return;
             }
-        }
-    };
+            for (example_tags, table) in examples {
+                let Some((header, rows)) = table.split_first() else { continue };
+                for row in rows {
+                    let fill = |s: &str| {
+                        let mut s = s.to_owned();
+                        for (h, v) in header.iter().zip(row) {
+                            s = s.replace(&format!("<{h}>"), v);
+                        }
+                        s
+                    };
+                    let steps: Vec<Step> = steps
+                        .iter()
+                        .map(|st| Step {
+                            text: fill(&st.text),
+                            table: st.table.iter().map(|r| r.iter().map(|c| fill(c)).collect()).collect(),
+                        })
+                        .collect();
+                    let mut tags = all_tags.clone();
+                    tags.extend(example_tags.iter().cloned());
+                    out.push(Scenario { name: format!("{name} {row:?}"), tags, steps: with_background(&steps) });
+                }
+            }
+        };
 
     for raw in text.lines() {
         let line = raw.trim();

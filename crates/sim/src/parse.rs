@@ -136,14 +136,13 @@ fn decode(d: &mut Decoder, root: &Node, manifest: &Manifest) -> Option<Scenario>
                     d.error(at_region, format!("no region {region:?}{}", hint(&region, names.iter().copied())));
                     return None;
                 }
-                if let Some(z) = &zone {
-                    if !matching.iter().any(|r| r.zones.iter().any(|zone| zone.name == *z)) {
-                        let names: Vec<&str> =
-                            matching.iter().flat_map(|r| &r.zones).map(|z| z.name.as_str()).collect();
-                        let at_zone = m.get("zone").unwrap_or(item);
-                        d.error(at_zone, format!("region {region:?} has no zone {z:?}{}", hint(z, names)));
-                        return None;
-                    }
+                if let Some(z) = &zone
+                    && !matching.iter().any(|r| r.zones.iter().any(|zone| zone.name == *z))
+                {
+                    let names: Vec<&str> = matching.iter().flat_map(|r| &r.zones).map(|z| z.name.as_str()).collect();
+                    let at_zone = m.get("zone").unwrap_or(item);
+                    d.error(at_zone, format!("region {region:?} has no zone {z:?}{}", hint(z, names)));
+                    return None;
                 }
                 Some(Incident {
                     at: at?,

@@ -592,11 +592,11 @@ impl<'a> Sim<'a> {
             self.next_happening += 1;
             match what {
                 Happening::Release { version, defect } => {
-                    if self.feed(Input::CreateRelease { version: version.clone() }) {
-                        if let (Some(id), Some(d)) = (self.engine.release_named(&version), defect) {
-                            let from = self.now.checked_add(d.appears_after).unwrap_or(Timestamp::MAX);
-                            self.defects.insert(id, (d, from));
-                        }
+                    if self.feed(Input::CreateRelease { version: version.clone() })
+                        && let (Some(id), Some(d)) = (self.engine.release_named(&version), defect)
+                    {
+                        let from = self.now.checked_add(d.appears_after).unwrap_or(Timestamp::MAX);
+                        self.defects.insert(id, (d, from));
                     }
                 }
                 Happening::Operator { verb, release, stage, at_text } => {
@@ -673,11 +673,11 @@ impl<'a> Sim<'a> {
     fn conditions(&self, env: EnvId, region: RegionId, zone: ZoneId, version: ReleaseId) -> (f64, f64) {
         let t = &self.scenario.traffic;
         let (mut p, mut latency) = (t.error_rate, t.latency_p99_ms);
-        if let Some((d, from)) = self.defects.get(&version) {
-            if self.now >= *from {
-                p = d.error_rate.unwrap_or(p);
-                latency = d.latency_p99_ms.unwrap_or(latency);
-            }
+        if let Some((d, from)) = self.defects.get(&version)
+            && self.now >= *from
+        {
+            p = d.error_rate.unwrap_or(p);
+            latency = d.latency_p99_ms.unwrap_or(latency);
         }
         for i in &self.incidents {
             let here = i.env == env && i.region == region && i.zone.is_none_or(|z| z == zone);
@@ -797,7 +797,7 @@ impl<'a> Sim<'a> {
                     add(InstanceKey::HostClass { env, zone, version }, &per_host, runner.alarm);
                 }
             }
-            if steps % u64::from(runner.every) != 0 {
+            if !steps.is_multiple_of(u64::from(runner.every)) {
                 continue;
             }
             let mut changed_classes = Vec::new();

@@ -452,12 +452,11 @@ fn check(manifest: &Manifest, scenario: &Scenario, report: &Report) -> Result<()
                 occupant.remove(&w);
             }
         }
-        if e.kind == "release_superseded" {
-            if let Some(by) = e.reason.as_deref().and_then(|r| r.strip_prefix("superseded by ")) {
-                if order[by] <= order[release] {
-                    return fail(format!("superseded by an older release {by}"));
-                }
-            }
+        if e.kind == "release_superseded"
+            && let Some(by) = e.reason.as_deref().and_then(|r| r.strip_prefix("superseded by "))
+            && order[by] <= order[release]
+        {
+            return fail(format!("superseded by an older release {by}"));
         }
 
         // 4: a step never starts under an alarm of its scope, on hold, or outside a window.

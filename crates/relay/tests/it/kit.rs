@@ -194,10 +194,10 @@ impl Events {
             if line.bytes().all(|b| b.is_ascii_hexdigit()) {
                 continue;
             }
-            if let Some((name, value)) = line.split_once(':') {
-                if !name.is_empty() {
-                    fields.push((name.to_owned(), value.trim_start().to_owned()));
-                }
+            if let Some((name, value)) = line.split_once(':')
+                && !name.is_empty()
+            {
+                fields.push((name.to_owned(), value.trim_start().to_owned()));
             }
         }
     }

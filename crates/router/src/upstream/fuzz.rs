@@ -213,7 +213,7 @@ proptest! {
         wire in prop::collection::vec(any::<u8>(), 0..400),
         cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
     ) {
-        let whole = decode_chunked(&[wire.clone()]);
+        let whole = decode_chunked(std::slice::from_ref(&wire));
         let cut = decode_chunked(&pieces(&wire, &cuts));
         prop_assert_eq!(cut, whole);
     }

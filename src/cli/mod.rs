@@ -595,6 +595,9 @@ fn remote_command(command: Command) -> Result<ExitCode> {
                     };
                     let statuses = names.iter().map(|n| client.status(n)).collect::<Result<Vec<_>, _>>()?;
                     let text = match remote.output {
+                        // Watched, a line per change (JSON lines); YAML documents start
+                        // with `---` of their own.
+                        Format::Json if watch => serde_json::to_string(&statuses).unwrap_or_default(),
                         Format::Json => serde_json::to_string_pretty(&statuses).unwrap_or_default(),
                         Format::Yaml => {
                             remote::to_yaml(&serde_json::to_value(&statuses).unwrap_or_default()).unwrap_or_default()
@@ -606,7 +609,7 @@ fn remote_command(command: Command) -> Result<ExitCode> {
                         if watch && std::io::IsTerminal::is_terminal(&out) {
                             // Clear the screen and go home, so that the view stays in place.
                             let _ = write!(out, "\x1b[2J\x1b[H");
-                        } else if watch && shown.is_some() {
+                        } else if watch && shown.is_some() && remote.output == Format::Table {
                             let _ = writeln!(
                                 out,
                                 "--- {}",

@@ -92,11 +92,11 @@ impl Fleet {
     pub fn newly_exited(&mut self) -> Vec<(String, ExitStatus)> {
         let mut out = Vec::new();
         for m in &mut self.members {
-            if m.exited.is_none() {
-                if let Ok(Some(status)) = m.child.try_wait() {
-                    m.exited = Some(status);
-                    out.push((m.host_id.clone(), status));
-                }
+            if m.exited.is_none()
+                && let Ok(Some(status)) = m.child.try_wait()
+            {
+                m.exited = Some(status);
+                out.push((m.host_id.clone(), status));
             }
         }
         out

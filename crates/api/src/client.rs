@@ -226,12 +226,11 @@ impl Client {
         let reader = std::io::BufReader::new(response.body_mut().as_reader());
         for line in reader.lines() {
             let line = line.map_err(|e| self.transport(e))?;
-            if let Some(data) = line.strip_prefix("data:") {
-                if let Ok(e) = serde_json::from_str::<EventView>(data.trim()) {
-                    if !each(e) {
-                        break;
-                    }
-                }
+            if let Some(data) = line.strip_prefix("data:")
+                && let Ok(e) = serde_json::from_str::<EventView>(data.trim())
+                && !each(e)
+            {
+                break;
             }
         }
         Ok(())

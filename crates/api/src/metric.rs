@@ -77,10 +77,10 @@ impl MetricRef {
             return MetricRef::Gauge(g);
         }
         let monitor = text.strip_prefix("monitor:").and_then(|rest| rest.rsplit_once(':'));
-        if let Some((name, field)) = monitor {
-            if let Some(field) = MonitorField::named(field) {
-                return MetricRef::Monitor { name: name.to_owned(), field };
-            }
+        if let Some((name, field)) = monitor
+            && let Some(field) = MonitorField::named(field)
+        {
+            return MetricRef::Monitor { name: name.to_owned(), field };
         }
         MetricRef::Prometheus { name: text.to_owned() }
     }

@@ -274,6 +274,8 @@ impl Lane {
     }
 }
 
+// Written out: the enum's derives are the `vocabulary!` macro's, shared by every term.
+#[allow(clippy::derivable_impls)]
 impl Default for Lane {
     fn default() -> Self {
         Lane::Code

@@ -249,10 +249,10 @@ impl Tokens {
     pub async fn flush_last_used(&self, store: &Store) {
         let used: Vec<(i64, i64)> =
             std::mem::take(&mut *self.used.lock().unwrap_or_else(|p| p.into_inner())).into_iter().collect();
-        if !used.is_empty() {
-            if let Err(e) = store.touch_tokens(&used).await {
-                tracing::warn!("the tokens' last-used times could not be written: {e}");
-            }
+        if !used.is_empty()
+            && let Err(e) = store.touch_tokens(&used).await
+        {
+            tracing::warn!("the tokens' last-used times could not be written: {e}");
         }
     }
 }

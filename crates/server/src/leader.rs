@@ -106,13 +106,16 @@ pub enum Effect {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Ticket(pub u64);
 
+/// A request's ticket, what applying it gave, and the index of its last record.
+type RequestOutcome = (Option<Ticket>, Result<Applied, ApiError>, Option<usize>);
+
 /// A batch handed to the store, waiting for its outcome.
 #[derive(Debug)]
 struct Appending {
     /// What the batch's records announce once durable: their kinds and bodies.
     records: Vec<NewRecord>,
     /// Each applied or refused request's ticket, outcome and index of its last record.
-    outcomes: Vec<(Option<Ticket>, Result<Applied, ApiError>, Option<usize>)>,
+    outcomes: Vec<RequestOutcome>,
     /// Requests not applied because one before them faulted.
     unapplied: Vec<Request>,
     /// Applying one request failed midway: the read model holds a change no log holds.

@@ -159,10 +159,10 @@ impl Monitors {
                 Err(_) => None,
             };
             in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&target);
-            if let Some(row) = row {
-                if let Err(e) = store.insert_metrics(&[row]).await {
-                    tracing::warn!("storing a monitor result failed: {e}");
-                }
+            if let Some(row) = row
+                && let Err(e) = store.insert_metrics(&[row]).await
+            {
+                tracing::warn!("storing a monitor result failed: {e}");
             }
         });
     }

@@ -79,8 +79,8 @@ pub struct Node {
     /// The clock's reading (ms) at the leader's last sweep, once what it decided is
     /// applied: a test in virtual time advances the clock and waits on this.
     pub swept: watch::Sender<i64>,
-    requests: mpsc::Sender<(Request, Option<Reply>)>,
-    requests_rx: std::sync::Mutex<Option<mpsc::Receiver<(Request, Option<Reply>)>>>,
+    requests: mpsc::Sender<Asked>,
+    requests_rx: std::sync::Mutex<Option<mpsc::Receiver<Asked>>>,
     /// Hosts heard from since the last flush to the store: (service, environment, host) → ms.
     heard: std::sync::Mutex<std::collections::HashMap<(String, String, String), i64>>,
     /// Routers that asked for a region's table: (service, environment, region) → their
@@ -92,6 +92,8 @@ pub struct Node {
 
 /// The way back to a caller waiting on this replica for a request's outcome.
 type Reply = oneshot::Sender<Result<(Applied, i64), ApiError>>;
+/// A request for the leader, and where its answer goes when someone waits for one.
+type Asked = (Request, Option<Reply>);
 
 /// What the shell keeps while it leads: the lease it writes under, the callers waiting, the
 /// timer, the tasks that probe and query, and whether the leader stepped down.
@@ -108,7 +110,7 @@ struct Shell {
 
 impl Shell {
     /// The request, with a ticket naming its caller if one waits.
-    fn ticketed(&mut self, (mut request, reply): (Request, Option<Reply>)) -> Request {
+    fn ticketed(&mut self, (mut request, reply): Asked) -> Request {
         if let Some(reply) = reply {
             self.next_ticket += 1;
             let ticket = Ticket(self.next_ticket);
@@ -184,10 +186,10 @@ impl Node {
             let mut heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
             heard.drain().map(|((s, e, h), t)| (s, e, h, t)).collect()
         };
-        if !batch.is_empty() {
-            if let Err(e) = self.store.heartbeat(&batch).await {
-                tracing::warn!("recording heartbeats failed: {e}");
-            }
+        if !batch.is_empty()
+            && let Err(e) = self.store.heartbeat(&batch).await
+        {
+            tracing::warn!("recording heartbeats failed: {e}");
         }
     }
 
@@ -410,13 +412,7 @@ impl Node {
 
     /// Leads while the lease holds: hears requests, the inbox, the clock and the lease, hands
     /// each to `leader` and performs what it decides, until it steps down.
-    async fn lead(
-        &self,
-        lease: Lease,
-        rx: &mut mpsc::Receiver<(Request, Option<Reply>)>,
-        last_inbox: &mut i64,
-        leader: &mut Leader,
-    ) {
+    async fn lead(&self, lease: Lease, rx: &mut mpsc::Receiver<Asked>, last_inbox: &mut i64, leader: &mut Leader) {
         // Catch up with anything the previous leader wrote before its lease ran out.
         if let Err(e) = self.follow().await {
             tracing::warn!("catching up failed: {e}");
@@ -465,10 +461,8 @@ impl Node {
             if let Some(release_lease) = shell.stepped_down {
                 // Any replica, this one included, may take over at once with a model
                 // replayed from the log.
-                if release_lease {
-                    if let Err(e) = self.store.release_lease(&lease).await {
-                        tracing::warn!(term = lease.term, "giving up the lease failed: {e}");
-                    }
+                if release_lease && let Err(e) = self.store.release_lease(&lease).await {
+                    tracing::warn!(term = lease.term, "giving up the lease failed: {e}");
                 }
                 for (_, reply) in shell.replies.drain() {
                     let _ = reply.send(Err(ApiError::unavailable("this replica lost the lead")));

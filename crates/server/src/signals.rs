@@ -214,6 +214,8 @@ fn instance_of(
 
 /// An alarm instance: (service, alarm index, scope).
 type AlarmKey = (String, usize, String);
+/// A service's alarms on what rollwave measures itself: (index in the manifest, spec, what it is computed from).
+type StoredAlarms = (String, Vec<(usize, AlarmSpec, Measure)>);
 
 /// Prometheus queries under way at once, at most.
 const MAX_QUERIES_IN_FLIGHT: usize = 16;
@@ -349,7 +351,7 @@ impl Signals {
         model: &std::sync::RwLock<ReadModel>,
         now_ms: i64,
     ) -> Vec<(String, LogInput)> {
-        let services: Vec<(String, Vec<(usize, AlarmSpec, Measure)>)> = {
+        let services: Vec<StoredAlarms> = {
             let m = model.read().unwrap_or_else(|p| p.into_inner());
             m.services
                 .values()

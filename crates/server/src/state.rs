@@ -607,10 +607,10 @@ impl ServiceState {
         let taken: std::collections::BTreeSet<HostId> =
             self.aliases.iter().filter(|((e, _), _)| *e == env).map(|(_, &h)| h).collect();
         let slots = self.plan.zone_hosts(env, zone_id);
-        if let Some(named) = self.plan.host_named(env, host).filter(|h| slots.contains(&h.0)) {
-            if !taken.contains(&named) {
-                return Ok((env, named));
-            }
+        if let Some(named) = self.plan.host_named(env, host).filter(|h| slots.contains(&h.0))
+            && !taken.contains(&named)
+        {
+            return Ok((env, named));
         }
         slots
             .map(HostId)

@@ -240,12 +240,14 @@ impl ServiceState {
         if let Some(s) = &summary {
             // A release still in an earlier wave of this stage has not come here yet,
             // whatever a stage-wide event said before.
-            if let Some(place) = s.place {
-                if place.stage() == stage && place.wave() < wave && s.status == ReleaseStatus::InProgress {
-                    let waves = &self.plan.manifest.stages[stage.idx()].waves;
-                    state = CellState::Waiting;
-                    detail = Some(format!("comes after {}", waves[wave - 1].name));
-                }
+            if let Some(place) = s.place
+                && place.stage() == stage
+                && place.wave() < wave
+                && s.status == ReleaseStatus::InProgress
+            {
+                let waves = &self.plan.manifest.stages[stage.idx()].waves;
+                state = CellState::Waiting;
+                detail = Some(format!("comes after {}", waves[wave - 1].name));
             }
             if s.status == ReleaseStatus::Halted && state != CellState::RollingBack {
                 state = CellState::Halted;

@@ -44,7 +44,7 @@ impl Engine {
             Scope::Region(_, r) if regions.contains(&r) => vec![plan.env(env).regions[r.idx()].hosts.clone()],
             Scope::Zone(_, z) if regions.contains(&plan.zone_region(env, z)) => vec![plan.zone_hosts(env, z)],
             Scope::Host(_, h) if regions.contains(&plan.zone_region(env, plan.host_zone(env, h))) => {
-                vec![h.0..h.0 + 1]
+                vec![Range { start: h.0, end: h.0 + 1 }]
             }
             _ => Vec::new(),
         };

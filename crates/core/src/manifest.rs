@@ -45,7 +45,33 @@ pub struct Notification {
     pub on: Vec<NotifyOn>,
     /// For [`NotifyOn::Blocked`]: how long a step must have been blocked.
     pub blocked_after: Duration,
+    /// The key each POST is signed with (`x-rollwave-signature`), if any.
+    pub signing_secret: Option<SecretSource>,
 }
+
+/// A secret read on the server when it is used: never written in a manifest, which anyone
+/// who can read the repository reads. It holds only the reference, so it shows nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretSource {
+    /// This environment variable of the server.
+    Env(String),
+    /// This file on the server, surrounding whitespace trimmed.
+    File(String),
+}
+
+impl SecretSource {
+    /// What reads may show: the reference, `env:NAME` or `file:PATH`.
+    pub fn shown(&self) -> String {
+        match self {
+            SecretSource::Env(name) => format!("env:{name}"),
+            SecretSource::File(path) => format!("file:{path}"),
+        }
+    }
+}
+
+/// Where PagerDuty's Events API v2 takes events: a `pagerduty` webhook's URL when its
+/// `url` is left out.
+pub const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 
 /// Where a webhook's URL comes from. A webhook URL often is its own secret (Slack's
 /// carry it in the path), so what is shown of it is only ever [`WebhookUrl::shown`], `Debug` included.
@@ -78,12 +104,30 @@ impl std::fmt::Debug for WebhookUrl {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NotificationFormat {
     /// `{service, event, release, scope, reason, t}`
     Json,
     /// `{"text": …}`, as Slack's incoming webhooks take it.
     Slack,
+    /// A message with an Adaptive Card, as Microsoft Teams' incoming webhooks and
+    /// Workflows take it.
+    Teams,
+    /// An event of PagerDuty's Events API v2 for the integration `routing_key` names:
+    /// trouble triggers an alert, a completed release resolves it.
+    PagerDuty { routing_key: SecretSource },
+}
+
+impl NotificationFormat {
+    /// The format's name in a manifest.
+    pub fn name(&self) -> &'static str {
+        match self {
+            NotificationFormat::Json => "json",
+            NotificationFormat::Slack => "slack",
+            NotificationFormat::Teams => "teams",
+            NotificationFormat::PagerDuty { .. } => "pagerduty",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

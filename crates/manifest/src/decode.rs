@@ -19,8 +19,8 @@ use rollwave_core::alarm::{
 use rollwave_core::judge::Direction;
 use rollwave_core::manifest::{
     Bake, Environment, ExecSpec, ExecTemplate, FUNCTION_SLICES, Function, JUDGED_METRICS, JudgeMethod, JudgeSettings,
-    JudgedMetric, Manifest, Monitor, Notification, NotificationFormat, NotifyOn, OneBox, Region, Rolling, Stage,
-    Strategy, TestSpec, TrackAddresses, Wave, WebhookUrl, Zone,
+    JudgedMetric, Manifest, Monitor, Notification, NotificationFormat, NotifyOn, OneBox, PAGERDUTY_EVENTS_URL, Region,
+    Rolling, SecretSource, Stage, Strategy, TestSpec, TrackAddresses, Wave, WebhookUrl, Zone,
 };
 use rollwave_core::share::{BasisPoints, BatchSize};
 use rollwave_core::window::{BlockedDates, WeeklyWindow, Windows};
@@ -121,11 +121,22 @@ pub enum SecretRef<'a> {
     File(&'a str),
 }
 
+/// What a secret reference stands for, and so what it must hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretUse {
+    /// A webhook's `url`: an `http(s)` URL.
+    WebhookUrl,
+    /// A `pagerduty` webhook's `routing_key`: the integration key of PagerDuty's Events API v2.
+    RoutingKey,
+    /// A webhook's `secret`: the key its POSTs are signed with.
+    SigningKey,
+}
+
 /// Checks that a secret reference resolves where the manifest is applied; the error is
 /// reported at the reference. [`no_secret_check`] accepts every reference.
-pub type SecretCheck<'c> = &'c dyn Fn(SecretRef<'_>) -> Result<(), String>;
+pub type SecretCheck<'c> = &'c dyn Fn(SecretRef<'_>, SecretUse) -> Result<(), String>;
 
-pub fn no_secret_check(_: SecretRef<'_>) -> Result<(), String> {
+pub fn no_secret_check(_: SecretRef<'_>, _: SecretUse) -> Result<(), String> {
     Ok(())
 }
 
@@ -228,18 +239,55 @@ fn monitor_method(d: &mut Decoder, node: &Node) -> Option<String> {
     })
 }
 
+/// The formats a webhook may take, by name; which fields go with which is checked in
+/// [`notification`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FormatName {
+    Json,
+    Slack,
+    Teams,
+    PagerDuty,
+}
+
+const FORMATS: &[(&str, FormatName)] = &[
+    ("json", FormatName::Json),
+    ("slack", FormatName::Slack),
+    ("teams", FormatName::Teams),
+    ("pagerduty", FormatName::PagerDuty),
+];
+
 fn notification(d: &mut Decoder, node: &Node, secrets: SecretCheck<'_>) -> Option<Notification> {
     let map = d.mapping(node, keys::NOTIFICATION)?;
-    let url = d.required(&map, "url", |d, n| webhook_url(d, n, secrets));
-    let format = d
-        .optional(&map, "format", |d, n| {
-            d.one_of(
-                n,
-                "notification format",
-                &[("json", NotificationFormat::Json), ("slack", NotificationFormat::Slack)],
-            )
-        })
-        .unwrap_or(NotificationFormat::Json);
+    let format_name = d.optional(&map, "format", |d, n| d.one_of(n, "notification format", FORMATS));
+    // A misspelt format is reported once, not again as fields that do not go with it.
+    let format_known = format_name.is_some() || map.get("format").is_none();
+    let format_name = format_name.unwrap_or(FormatName::Json);
+    let read_url = |d: &mut Decoder, n: &Node| webhook_url(d, n, secrets);
+    let url = if format_name == FormatName::PagerDuty || !format_known {
+        let written = d.optional(&map, "url", read_url);
+        written.or_else(|| map.get("url").is_none().then(pagerduty_events_url))
+    } else {
+        d.required(&map, "url", read_url)
+    };
+    let routing_key = if format_name == FormatName::PagerDuty {
+        if map.key("routing_key").is_none() {
+            d.error(
+                map,
+                "missing required key \"routing_key\" (the integration key of PagerDuty's Events API v2, \
+                 { env: NAME } or { file: PATH }, required with `format: pagerduty`)",
+            );
+            None
+        } else {
+            d.required(&map, "routing_key", |d, n| secret_source(d, n, secrets, SecretUse::RoutingKey))
+        }
+    } else {
+        if let Some(key) = map.key("routing_key").filter(|_| format_known) {
+            let name = FORMATS.iter().find(|(_, f)| *f == format_name).map_or("json", |(n, _)| n);
+            d.error(key, format!("`routing_key` goes with `format: pagerduty` only; this webhook's format is {name}"));
+        }
+        None
+    };
+    let signing_secret = d.optional(&map, "secret", |d, n| secret_source(d, n, secrets, SecretUse::SigningKey));
     let on = d
         .optional(&map, "on", |d, n| {
             let on = d.list(n, |d, item| d.one_of(item, "notification event", &NotifyOn::ALL))?;
@@ -253,7 +301,21 @@ fn notification(d: &mut Decoder, node: &Node, secrets: SecretCheck<'_>) -> Optio
     if let Some(key) = map.key("blocked_after").filter(|_| !on.contains(&NotifyOn::Blocked) && !on.is_empty()) {
         d.error(key, "`blocked_after` has no effect: this webhook does not hear of `blocked`; add it to `on`");
     }
-    Some(Notification { url: url?, format, on, blocked_after })
+    let format = match format_name {
+        FormatName::Json => NotificationFormat::Json,
+        FormatName::Slack => NotificationFormat::Slack,
+        FormatName::Teams => NotificationFormat::Teams,
+        FormatName::PagerDuty => NotificationFormat::PagerDuty { routing_key: routing_key? },
+    };
+    Some(Notification { url: url?, format, on, blocked_after, signing_secret })
+}
+
+/// A `pagerduty` webhook's URL when none is written.
+fn pagerduty_events_url() -> WebhookUrl {
+    let url = PAGERDUTY_EVENTS_URL;
+    // The constant is an https URL with a host, which `redacted_url` always accepts.
+    let shown = redacted_url(url).unwrap_or_else(|_| url.to_owned());
+    WebhookUrl::Literal { url: url.to_owned(), shown }
 }
 
 /// A literal `http(s)://` URL, or `{ env: NAME }` or `{ file: PATH }` resolved on the server.
@@ -261,20 +323,42 @@ fn webhook_url(d: &mut Decoder, node: &Node, secrets: SecretCheck<'_>) -> Option
     let Node::Mapping(_) = node else {
         return d.parsed(node, "a URL, { env: NAME } or { file: PATH }", literal_url);
     };
+    Some(match secret_reference(d, node, secrets, SecretUse::WebhookUrl)? {
+        SecretSource::Env(name) => WebhookUrl::Env(name),
+        SecretSource::File(path) => WebhookUrl::File(path),
+    })
+}
+
+/// A secret that is only ever read on the server: `{ env: NAME }` or `{ file: PATH }`.
+/// A secret written out is refused without being quoted, since the error is shown too.
+fn secret_source(d: &mut Decoder, node: &Node, secrets: SecretCheck<'_>, use_: SecretUse) -> Option<SecretSource> {
+    if !matches!(node, Node::Mapping(_)) {
+        d.error(
+            node,
+            "a secret is never written in the manifest, which anyone who can read the repository reads: \
+             write { env: NAME } or { file: PATH }, read on the server",
+        );
+        return None;
+    }
+    secret_reference(d, node, secrets, use_)
+}
+
+/// `{ env: NAME }` or `{ file: PATH }`, checked by `secrets` as a reference for `use_`.
+fn secret_reference(d: &mut Decoder, node: &Node, secrets: SecretCheck<'_>, use_: SecretUse) -> Option<SecretSource> {
     let map = d.mapping(node, keys::SECRET_REF)?;
     let (env, file) = (map.get("env"), map.get("file"));
     let (reference, at) = match (env, file) {
-        (Some(at), None) => (WebhookUrl::Env(d.parsed(at, "a variable name", env_name)?), at),
-        (None, Some(at)) => (WebhookUrl::File(d.parsed(at, "a file path", file_path)?), at),
+        (Some(at), None) => (SecretSource::Env(d.parsed(at, "a variable name", env_name)?), at),
+        (None, Some(at)) => (SecretSource::File(d.parsed(at, "a file path", file_path)?), at),
+        (None, None) if !map.is_empty() => return None, // Its keys are unknown: reported as such.
         _ => {
             d.error(map, "write exactly one of `{ env: NAME }` or `{ file: PATH }`");
             return None;
         }
     };
     let checked = match &reference {
-        WebhookUrl::Env(name) => secrets(SecretRef::Env(name)),
-        WebhookUrl::File(path) => secrets(SecretRef::File(path)),
-        WebhookUrl::Literal { .. } => Ok(()),
+        SecretSource::Env(name) => secrets(SecretRef::Env(name), use_),
+        SecretSource::File(path) => secrets(SecretRef::File(path), use_),
     };
     if let Err(message) = checked {
         d.error(at, message);

@@ -6,7 +6,7 @@ pub const MANIFEST: &[&str] =
 pub const MONITOR: &[&str] = &["name", "request", "expect", "every"];
 pub const MONITOR_REQUEST: &[&str] = &["method", "path", "headers", "body"];
 pub const MONITOR_EXPECT: &[&str] = &["status", "body_contains", "max_latency"];
-pub const NOTIFICATION: &[&str] = &["url", "format", "on", "blocked_after"];
+pub const NOTIFICATION: &[&str] = &["url", "format", "on", "blocked_after", "routing_key", "secret"];
 /// A secret read on the server: exactly one of these.
 pub const SECRET_REF: &[&str] = &["env", "file"];
 pub const ENVIRONMENT: &[&str] = &["regions", "exec"];
@@ -46,7 +46,9 @@ pub const WINDOWS: &[&str] = &["allow", "block"];
 pub const MANIFEST_REQUIRED: &[&str] = &["service", "environments", "stages"];
 pub const ENVIRONMENT_REQUIRED: &[&str] = &["regions"];
 pub const EXEC_REQUIRED: &[&str] = &["deploy"];
-pub const NOTIFICATION_REQUIRED: &[&str] = &["url"];
+/// `url` is required but with `format: pagerduty` (whose `url` has a default), which
+/// requires `routing_key` instead; the schema says so with `if`/`then`/`else`.
+pub const NOTIFICATION_REQUIRED: &[&str] = &[];
 pub const MONITOR_REQUIRED: &[&str] = &["name", "request"];
 pub const MONITOR_REQUEST_REQUIRED: &[&str] = &["path"];
 /// A region has `zones` (hosts) or `functions`: one of them, checked by the decoder

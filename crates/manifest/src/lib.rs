@@ -31,7 +31,7 @@ pub mod yaml;
 
 use std::fmt;
 
-pub use decode::{MONITOR_METHODS, SecretCheck, SecretRef, redacted_url};
+pub use decode::{MONITOR_METHODS, SecretCheck, SecretRef, SecretUse, redacted_url};
 pub use schema::manifest_schema;
 
 /// A position in the source text, both 1-based, as editors count them.
@@ -86,8 +86,8 @@ pub fn parse_manifest(file: &str, text: &str) -> Result<rollwave_core::manifest:
 }
 
 /// [`parse_manifest`], where every secret reference (`{ env: NAME }`, `{ file: PATH }`)
-/// is also given to `check`, whose error is reported at the reference. The server uses
-/// it to refuse a manifest whose secrets it could not read.
+/// is also given to `check`, with what it stands for, whose error is reported at the
+/// reference. The server uses it to refuse a manifest whose secrets it could not read.
 pub fn parse_manifest_checking_secrets(
     file: &str,
     text: &str,

@@ -111,22 +111,23 @@ fn property(object: &str, key: &str) -> Option<Value> {
         ("notification", "url") => described(
             json!({ "oneOf": [
                 { "type": "string", "pattern": "^\\s*[Hh][Tt][Tt][Pp][Ss]?://[^/?#\\s]+" },
-                {
-                    "type": "object",
-                    "properties": { "env": { "type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,255}$" } },
-                    "required": ["env"],
-                    "additionalProperties": false,
-                },
-                {
-                    "type": "object",
-                    "properties": { "file": { "type": "string", "pattern": "^/" } },
-                    "required": ["file"],
-                    "additionalProperties": false,
-                },
+                secret_env(),
+                secret_file(),
             ] }),
-            "An http(s) URL (shown in reads only as scheme://host/…), or a secret read on the server when a notification is sent: { env: NAME } or { file: /absolute/path }.",
+            "An http(s) URL (shown in reads only as scheme://host/…), or a secret read on the server when a notification is sent: { env: NAME } or { file: /absolute/path }. Required but with format: pagerduty, where it defaults to https://events.pagerduty.com/v2/enqueue.",
         ),
-        ("notification", "format") => json!({ "enum": ["json", "slack"], "default": "json" }),
+        ("notification", "format") => described(
+            json!({ "enum": ["json", "slack", "teams", "pagerduty"], "default": "json" }),
+            "json: rollwave's own object; slack: Slack's incoming webhooks; teams: an Adaptive Card for Microsoft Teams; pagerduty: PagerDuty's Events API v2 (trouble triggers, completed resolves).",
+        ),
+        ("notification", "routing_key") => described(
+            secret_reference(),
+            "With format: pagerduty only, and required there: the integration key of PagerDuty's Events API v2, read on the server, never written here.",
+        ),
+        ("notification", "secret") => described(
+            secret_reference(),
+            "A key read on the server, never written here: each POST then carries x-rollwave-signature: sha256=<hex HMAC-SHA256 of the body>.",
+        ),
         ("notification", "on") => described(
             json!({ "type": "array", "minItems": 1, "items": { "enum": ["halted", "rolled_back", "completed", "blocked", "regression_suspected"] } }),
             "Default: all of them.",
@@ -447,6 +448,31 @@ fn metric_rules() -> Value {
     Value::Array(rules)
 }
 
+/// `{ env: NAME }`: a secret read from the server's environment.
+fn secret_env() -> Value {
+    json!({
+        "type": "object",
+        "properties": { "env": { "type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,255}$" } },
+        "required": ["env"],
+        "additionalProperties": false,
+    })
+}
+
+/// `{ file: PATH }`: a secret read from a file on the server.
+fn secret_file() -> Value {
+    json!({
+        "type": "object",
+        "properties": { "file": { "type": "string", "pattern": "^/" } },
+        "required": ["file"],
+        "additionalProperties": false,
+    })
+}
+
+/// A secret read on the server, never the secret itself: exactly one of `env` and `file`.
+fn secret_reference() -> Value {
+    json!({ "oneOf": [secret_env(), secret_file()] })
+}
+
 /// A mapping from names to values of one schema.
 fn named_map(values: Value) -> Value {
     json!({
@@ -539,11 +565,20 @@ pub fn manifest_schema() -> Value {
         alarm.insert("allOf".to_owned(), metric_rules());
     }
 
-    // `blocked_after` only matters to a webhook that hears of `blocked`.
+    // `blocked_after` only matters to a webhook that hears of `blocked`; `routing_key`
+    // goes with `format: pagerduty`, and only with it, whose `url` has a default.
     if let Some(Value::Object(notification)) = defs.get_mut("notification") {
         notification.insert("if".to_owned(), json!({ "required": ["blocked_after", "on"] }));
         notification
             .insert("then".to_owned(), json!({ "properties": { "on": { "contains": { "const": "blocked" } } } }));
+        notification.insert(
+            "allOf".to_owned(),
+            json!([{
+                "if": { "properties": { "format": { "const": "pagerduty" } }, "required": ["format"] },
+                "then": { "required": ["routing_key"] },
+                "else": { "required": ["url"], "not": { "required": ["routing_key"] } },
+            }]),
+        );
     }
 
     let (name, keys, required) = OBJECTS[0];

@@ -4,11 +4,13 @@
 use rollwave_core::alarm::{
     AlarmScope, Comparison, Gauge, MetricRef, MonitorField, Threshold, TrafficMetric, TreatMissing,
 };
-use rollwave_core::manifest::{Bake, Function, Manifest, OneBox, Rolling, Strategy, WebhookUrl};
+use rollwave_core::manifest::{
+    Bake, Function, Manifest, NotificationFormat, OneBox, Rolling, SecretSource, Strategy, WebhookUrl,
+};
 use rollwave_core::plan::Plan;
 use rollwave_core::share::{BasisPoints, BatchSize};
 use rollwave_core::window::{BlockedDates, WeeklyWindow};
-use rollwave_manifest::{Location, SecretRef, parse_manifest};
+use rollwave_manifest::{Location, SecretRef, SecretUse, parse_manifest};
 use std::time::Duration;
 
 const EXAMPLE: &str = include_str!("fixtures/pipeline.yaml");
@@ -799,16 +801,125 @@ fn webhook_urls_are_literal_or_references_read_on_the_server() {
 
 #[test]
 fn secret_references_are_checked_where_the_manifest_is_applied() {
-    let text = format!("{SMALL}notifications:\n  - {{ url: {{ env: THERE }} }}\n  - {{ url: {{ env: MISSING }} }}\n");
-    let check = |r: SecretRef<'_>| match r {
-        SecretRef::Env("THERE") => Ok(()),
-        other => Err(format!("{other:?} is not set")),
+    let text = format!(
+        "{SMALL}notifications:\n  - {{ url: {{ env: THERE }} }}\n  - {{ url: {{ env: MISSING }} }}\n\
+         \x20 - {{ format: pagerduty, routing_key: {{ env: PD_KEY }}, secret: {{ file: /run/secrets/hmac }} }}\n"
+    );
+    let check = |r: SecretRef<'_>, used: SecretUse| match (r, used) {
+        (SecretRef::Env("THERE"), SecretUse::WebhookUrl) => Ok(()),
+        other => Err(format!("{other:?} is not there")),
     };
     let err = rollwave_manifest::parse_manifest_checking_secrets("p.yaml", &text, &check).unwrap_err();
     let errs: Vec<String> = err.errors.iter().map(|e| e.to_string()).collect();
-    assert_eq!(errs, ["12:19: Env(\"MISSING\") is not set"]);
+    // Each reference is checked for what it stands for.
+    assert_eq!(
+        errs,
+        [
+            "12:19: (Env(\"MISSING\"), WebhookUrl) is not there",
+            "13:46: (Env(\"PD_KEY\"), RoutingKey) is not there",
+            "13:72: (File(\"/run/secrets/hmac\"), SigningKey) is not there",
+        ]
+    );
     // Reading alone (`rollwave validate`, on another machine) checks no reference.
     parse(&text);
+}
+
+#[test]
+fn webhooks_take_teams_and_pagerduty_formats_and_a_signing_secret_by_reference() {
+    let m = parse(&format!(
+        "{SMALL}notifications:\n\
+         \x20 - {{ url: \"https://x.webhook.office.com/w\", format: teams, secret: {{ env: HOOK_KEY }} }}\n\
+         \x20 - {{ format: pagerduty, routing_key: {{ env: PD_KEY }}, on: [halted, completed] }}\n\
+         \x20 - {{ url: \"https://events.eu.pagerduty.com/v2/enqueue\", format: pagerduty, routing_key: {{ file: /run/pd }} }}\n\
+         \x20 - {{ url: \"https://h.example.com/x\" }}\n"
+    ));
+    let hooks = &m.notifications;
+    assert_eq!(hooks[0].format, NotificationFormat::Teams);
+    assert_eq!(hooks[0].signing_secret, Some(SecretSource::Env("HOOK_KEY".into())));
+    // Left out, a PagerDuty webhook's URL is the Events API's.
+    assert_eq!(
+        hooks[1].url,
+        WebhookUrl::Literal {
+            url: "https://events.pagerduty.com/v2/enqueue".into(),
+            shown: "https://events.pagerduty.com/…".into()
+        }
+    );
+    assert_eq!(hooks[1].format, NotificationFormat::PagerDuty { routing_key: SecretSource::Env("PD_KEY".into()) });
+    assert_eq!(hooks[1].signing_secret, None);
+    assert_eq!(hooks[2].url.shown(), "https://events.eu.pagerduty.com/…");
+    assert_eq!(hooks[2].format, NotificationFormat::PagerDuty { routing_key: SecretSource::File("/run/pd".into()) });
+    assert_eq!((&hooks[3].format, &hooks[3].signing_secret), (&NotificationFormat::Json, &None));
+}
+
+#[test]
+fn a_webhook_s_mistakes_are_reported_where_they_are_written_and_no_secret_is_quoted() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "{ url: \"https://h.example.com/x\", format: team }",
+            "11:47: unknown notification format \"team\"; did you mean \"teams\"?",
+        ),
+        (
+            "{ url: \"https://h.example.com/x\", format: pager_duty }",
+            "11:47: unknown notification format \"pager_duty\"; did you mean \"pagerduty\"?",
+        ),
+        (
+            "{ url: \"https://h.example.com/x\", format: slack, routing_key: { env: K } }",
+            "11:54: `routing_key` goes with `format: pagerduty` only; this webhook's format is slack",
+        ),
+        (
+            "{ url: \"https://h.example.com/x\", routing_key: { env: K } }",
+            "11:39: `routing_key` goes with `format: pagerduty` only; this webhook's format is json",
+        ),
+        (
+            "{ format: pagerduty }",
+            "11:5: missing required key \"routing_key\" (the integration key of PagerDuty's Events API v2",
+        ),
+        ("{ format: teams }", "11:5: missing required key \"url\""),
+        (
+            "{ format: pagerduty, routing_key: R0UTINGKEYLITERAL }",
+            "11:39: a secret is never written in the manifest, which anyone who can read the repository reads",
+        ),
+        (
+            "{ url: \"https://h.example.com/x\", secret: HMACKEYLITERAL }",
+            "11:47: a secret is never written in the manifest",
+        ),
+        ("{ url: \"https://h.example.com/x\", secret: { env: A, file: /b } }", "11:47: write exactly one of"),
+        (
+            "{ url: \"https://h.example.com/x\", secret: { vault: x } }",
+            "11:49: unknown key \"vault\"; expected one of: env, file",
+        ),
+        ("{ format: pagerduty, routing_key: { env: 1BAD } }", "11:46: invalid environment variable name \"1BAD\""),
+    ];
+    for (hook, expected) in cases {
+        let errs = errors(&format!("{SMALL}notifications:\n  - {hook}\n"));
+        assert_eq!(errs.len(), 1, "{hook}: {errs:#?}");
+        assert!(errs[0].starts_with(expected), "{hook}: expected {expected:?}, found {:?}", errs[0]);
+        for secret in ["R0UTINGKEYLITERAL", "HMACKEYLITERAL"] {
+            assert!(!errs[0].contains(secret), "{errs:#?}");
+        }
+    }
+    // A misspelt format is reported once, not again as what does not go with it.
+    let errs = errors(&format!("{SMALL}notifications:\n  - {{ format: pagerdty, routing_key: {{ env: K }} }}\n"));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+}
+
+/// `routing_key` is required with `format: pagerduty` and refused otherwise, which the
+/// schema says with `if`/`then`/`else`: `EVERY_KEY` cannot hold it.
+#[test]
+fn a_routing_key_goes_with_pagerduty_only_in_the_schema_too() {
+    let schema = rollwave_manifest::manifest_schema();
+    let rule = &schema["$defs"]["notification"]["allOf"][0];
+    assert_eq!(rule["if"]["properties"]["format"]["const"], "pagerduty");
+    assert_eq!(rule["then"]["required"], serde_json::json!(["routing_key"]));
+    assert_eq!(rule["else"]["required"], serde_json::json!(["url"]));
+    assert_eq!(rule["else"]["not"]["required"], serde_json::json!(["routing_key"]));
+    // And the decoder: without `format: pagerduty` a routing key is refused, with it required.
+    parse(&format!("{SMALL}notifications:\n  - {{ format: pagerduty, routing_key: {{ env: K }} }}\n"));
+    assert_eq!(errors(&format!("{SMALL}notifications:\n  - {{ format: pagerduty }}\n")).len(), 1);
+    assert_eq!(
+        errors(&format!("{SMALL}notifications:\n  - {{ url: \"https://h/x\", routing_key: {{ env: K }} }}\n")).len(),
+        1
+    );
 }
 
 #[test]
@@ -942,6 +1053,7 @@ notifications:                    # manifest
   -
     url: http://127.0.0.1:9/hook  # notification
     format: slack                 # notification
+    secret: { env: HOOK_KEY }     # notification
     on: [halted, blocked]         # notification
     blocked_after: 10m            # notification
 strategy:                         # manifest
@@ -1044,6 +1156,11 @@ fn the_decoder_requires_exactly_what_the_schema_requires() {
             assert!(def["oneOf"].is_array(), "region's oneOf");
             let errs = result.expect_err(&format!("a region without {key}")).to_string();
             assert!(errs.contains("needs `zones` (hosts)"), "{object}.{key}: {errs}");
+        } else if object == "notification" && key == "url" {
+            // Required but with `format: pagerduty`: the schema's `else`, the decoder's message.
+            assert_eq!(def["allOf"][0]["else"]["required"], serde_json::json!(["url"]), "notification's url rule");
+            let errs = result.expect_err("a slack webhook without url").to_string();
+            assert!(errs.contains("missing required key \"url\""), "{object}.{key}: {errs}");
         } else if required {
             let errs = result.expect_err(&format!("{object}.{key} is required")).to_string();
             assert!(errs.contains(&format!("missing required key \"{key}\"")), "{object}.{key}: {errs}");
@@ -1054,6 +1171,9 @@ fn the_decoder_requires_exactly_what_the_schema_requires() {
     // Every key of every object was exercised, except `query`, which is required with
     // `source: prometheus` and refused otherwise: see `a_query_goes_with_prometheus_only`.
     seen.insert(("alarm", "query"));
+    // And `routing_key`, required with `format: pagerduty` and refused otherwise: see
+    // `a_routing_key_goes_with_pagerduty_only_in_the_schema_too`.
+    seen.insert(("notification", "routing_key"));
     // Likewise `namespace`, `dimensions` and `statistic` go with `source: cloudwatch`: see
     // `a_cloudwatch_alarm_reads_the_version_in_flight_and_is_refused_where_it_cannot_work`.
     for key in ["namespace", "dimensions", "statistic"] {

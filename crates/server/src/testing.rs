@@ -304,6 +304,27 @@ impl Drop for TestServer {
 /// request's number (from 0) and body, and gives the status line's code and text, the
 /// content type and the body. Returns `host:port`.
 pub fn responder(respond: impl Fn(usize, &[u8]) -> (&'static str, &'static str, String) + Send + 'static) -> String {
+    receiver(move |n, request| respond(n, &request.body))
+}
+
+/// A request as a [`receiver`] took it: the bytes of its body exactly as they came.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub path: String,
+    /// Names lowercased, in the order sent.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    /// The first value of the header `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// [`responder`], where `respond` sees the whole request: path, headers and body.
+pub fn receiver(respond: impl Fn(usize, &Received) -> (&'static str, &'static str, String) + Send + 'static) -> String {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap().to_string();
@@ -311,19 +332,27 @@ pub fn responder(respond: impl Fn(usize, &[u8]) -> (&'static str, &'static str, 
         for (n, stream) in listener.incoming().enumerate() {
             let Ok(mut stream) = stream else { continue };
             let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut length = 0;
+            let mut request_line = String::new();
+            let _ = reader.read_line(&mut request_line);
+            let path = request_line.split(' ').nth(1).unwrap_or_default().to_owned();
+            let mut headers = Vec::new();
             loop {
                 let mut line = String::new();
                 if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
                     break;
                 }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
+                if let Some((name, value)) = line.split_once(':') {
+                    headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
                 }
             }
+            let length = headers
+                .iter()
+                .find(|(name, _)| name == "content-length")
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0);
             let mut body = vec![0; length];
             let _ = reader.read_exact(&mut body);
-            let (status, content_type, reply) = respond(n, &body);
+            let (status, content_type, reply) = respond(n, &Received { path, headers, body });
             nudge();
             let _ = write!(
                 stream,

@@ -15,3 +15,4 @@ mod release_input;
 mod signals;
 mod store_errors;
 mod upgrade;
+mod webhooks;

@@ -332,13 +332,13 @@ impl Installer {
     }
 
     fn unpack_verified(&mut self, d: &Deployment, local: &artifact::Local, dir: &Path) -> Result<(), DeployError> {
-        if let Some(expected) = &d.sha256 {
-            if !expected.eq_ignore_ascii_case(&local.sha256) {
-                return Err(DeployError::ChecksumMismatch {
-                    expected: expected.to_ascii_lowercase(),
-                    actual: local.sha256.clone(),
-                });
-            }
+        if let Some(expected) = &d.sha256
+            && !expected.eq_ignore_ascii_case(&local.sha256)
+        {
+            return Err(DeployError::ChecksumMismatch {
+                expected: expected.to_ascii_lowercase(),
+                actual: local.sha256.clone(),
+            });
         }
         self.set_doing(Doing::Unpack, &[])?;
         let releases = self.config.workdir.join("releases");
@@ -585,7 +585,7 @@ fn millis(d: Duration) -> u64 {
 
 fn human(d: Duration) -> String {
     let s = d.as_secs();
-    if s >= 60 && s % 60 == 0 { format!("{}m", s / 60) } else { format!("{}s", d.as_secs_f64()) }
+    if s >= 60 && s.is_multiple_of(60) { format!("{}m", s / 60) } else { format!("{}s", d.as_secs_f64()) }
 }
 
 /// Flushes the filesystem holding `path` (`syncfs`).

@@ -384,7 +384,7 @@ fn threshold_pattern(range: Option<MetricRange>) -> String {
         Some((min, Some(max))) if min == 0.0 && max == 100.0 => {
             "([+]?0*[0-9]{1,2}(\\.[0-9]*)?|[+]?0*\\.[0-9]+|[+]?0*100(\\.0*)?|[+]?([0-9]*\\.?[0-9]+|[0-9]+\\.)[eE][-+]?[0-9]+)".to_owned()
         }
-        Some((min, None)) if min == 0.0 => format!("[+]?{}", NUMBER.trim_start_matches("[-+]?")),
+        Some((0.0, None)) => format!("[+]?{}", NUMBER.trim_start_matches("[-+]?")),
         _ => NUMBER.to_owned(),
     };
     format!("{comparison}{number}\\s*$")
@@ -595,6 +595,12 @@ pub fn manifest_schema() -> Value {
     root
 }
 
+/// A pattern that finds a `{{name}}` that is not an `exec` template.
+fn unknown_exec_template() -> String {
+    let known: Vec<&str> = rollwave_core::manifest::ExecTemplate::ALL.iter().map(|t| t.name()).collect();
+    format!("\\{{\\{{(?!(?:{})\\}}\\}})[^}}]*\\}}\\}}", known.join("|"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -641,10 +647,4 @@ mod tests {
         walk(&schema, &defs);
         assert_eq!(schema["$schema"], "https://json-schema.org/draft/2020-12/schema");
     }
-}
-
-/// A pattern that finds a `{{name}}` that is not an `exec` template.
-fn unknown_exec_template() -> String {
-    let known: Vec<&str> = rollwave_core::manifest::ExecTemplate::ALL.iter().map(|t| t.name()).collect();
-    format!("\\{{\\{{(?!(?:{})\\}}\\}})[^}}]*\\}}\\}}", known.join("|"))
 }

@@ -130,7 +130,7 @@ impl Options {
         );
         ensure!(!o.token.is_empty(), "an admin token is needed: --token T or ROLLWAVE_TOKEN\n{USAGE}");
         ensure!(
-            o.hosts >= 20 && o.hosts % 20 == 0,
+            o.hosts >= 20 && o.hosts.is_multiple_of(20),
             "--hosts must be a positive multiple of 20 (10 regions of 2 zones)"
         );
         ensure!((1..=60).contains(&o.wait.as_secs()), "--wait must be 1 to 60 seconds: the server waits at most 60");

@@ -31,10 +31,13 @@ pub struct TestServer {
 }
 
 /// The one way to start a [`TestServer`]: in virtual time unless told otherwise.
+/// A change to the test server's configuration, made before it starts.
+type ConfigEdit = Box<dyn FnOnce(&mut Config)>;
+
 pub struct Builder {
     driver: Driver,
     wall_clock: bool,
-    edits: Vec<Box<dyn FnOnce(&mut Config)>>,
+    edits: Vec<ConfigEdit>,
 }
 
 impl Builder {

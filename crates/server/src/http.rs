@@ -270,16 +270,40 @@ async fn readyz(State(app): Shared) -> Response {
 
 async fn metrics(State(app): Shared) -> Response {
     let m = &app.node.metrics;
-    app.node.read(|model| {
+    let services = app.node.read(|model| {
         m.releases.clear();
+        m.hosts.clear();
         for s in model.services.values() {
             for r in s.engine.releases() {
                 let labels =
                     vec![("service".to_owned(), s.name.clone()), ("outcome".to_owned(), r.status.as_str().to_owned())];
                 m.releases.get_or_create(&labels).inc();
             }
+            for env in s.versions() {
+                for (version, n) in env.versions {
+                    let labels = vec![
+                        ("service".to_owned(), s.name.clone()),
+                        ("environment".to_owned(), env.environment.clone()),
+                        ("version".to_owned(), version),
+                    ];
+                    m.hosts.get_or_create(&labels).set(n as i64);
+                }
+            }
         }
+        model.services.keys().cloned().collect::<Vec<_>>()
     });
+    for service in services {
+        for hook in app.node.notifier.status(&service) {
+            let labels = |result: Option<&str>| {
+                let mut l = vec![("service".to_owned(), service.clone()), ("webhook".to_owned(), hook.url.clone())];
+                l.extend(result.map(|r| ("result".to_owned(), r.to_owned())));
+                l
+            };
+            crate::metrics::Metrics::count_up_to(&m.webhook_attempts, &labels(Some("delivered")), hook.delivered);
+            crate::metrics::Metrics::count_up_to(&m.webhook_attempts, &labels(Some("failed")), hook.failed_attempts);
+            crate::metrics::Metrics::count_up_to(&m.webhook_given_up, &labels(None), hook.given_up);
+        }
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m.render()).into_response()
 }
 

@@ -20,6 +20,13 @@ pub struct Metrics {
     pub request_seconds: Family<Labels, Histogram, fn() -> Histogram>,
     /// Flag evaluations relays and agents pushed, by flag, variant and flag-set version.
     pub flag_evaluations: Family<Labels, Counter>,
+    /// Hosts (or functions' slices) per version, by service and environment, refreshed at each scrape.
+    pub hosts: Family<Labels, Gauge>,
+    /// Webhook delivery attempts by service, webhook (as reads show it) and result,
+    /// brought up to the notifier's counts at each scrape.
+    pub webhook_attempts: Family<Labels, Counter>,
+    /// Notifications given up after every retry failed, by service and webhook.
+    pub webhook_given_up: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -55,7 +62,35 @@ impl Metrics {
             "Flag evaluations pushed by relays and agents, by service, environment, region, flag, variant and flag-set version",
             flag_evaluations.clone(),
         );
-        Metrics { registry, events_appended, leader, releases, request_seconds, flag_evaluations }
+        let hosts = Family::<Labels, Gauge>::default();
+        registry.register(
+            "hosts",
+            "Hosts (or functions' slices) per version, by service and environment",
+            hosts.clone(),
+        );
+        let webhook_attempts = Family::<Labels, Counter>::default();
+        registry.register(
+            "webhook_attempts",
+            "Webhook delivery attempts by service, webhook and result (delivered or failed)",
+            webhook_attempts.clone(),
+        );
+        let webhook_given_up = Family::<Labels, Counter>::default();
+        registry.register(
+            "webhook_notifications_given_up",
+            "Notifications given up after every retry failed, by service and webhook",
+            webhook_given_up.clone(),
+        );
+        Metrics {
+            registry,
+            events_appended,
+            leader,
+            releases,
+            request_seconds,
+            flag_evaluations,
+            hosts,
+            webhook_attempts,
+            webhook_given_up,
+        }
     }
 
     pub fn observe_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
@@ -65,6 +100,15 @@ impl Metrics {
             ("status".to_owned(), status.to_string()),
         ];
         self.request_seconds.get_or_create(&labels).observe(seconds);
+    }
+
+    /// Brings a counter up to `total`, a count kept elsewhere that only grows.
+    pub fn count_up_to(family: &Family<Labels, Counter>, labels: &Labels, total: u64) {
+        let counter = family.get_or_create(labels);
+        let counted = counter.get();
+        if total > counted {
+            counter.inc_by(total - counted);
+        }
     }
 
     /// Every metric, in the format [`CONTENT_TYPE`] names.

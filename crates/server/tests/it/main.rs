@@ -8,6 +8,7 @@ mod authz;
 mod connections;
 mod dashboard;
 mod flag_lane;
+mod grafana;
 mod leader;
 mod openapi;
 mod promtool;

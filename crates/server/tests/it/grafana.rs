@@ -1,0 +1,163 @@
+//! The Grafana dashboard in `packaging/grafana/` graphs only what the server exports, and
+//! what it exports for hosts and webhooks follows what happened.
+
+use crate::support;
+use rollwave_server::Driver;
+use rollwave_server::api::CreateRelease;
+use std::collections::BTreeSet;
+use std::time::Duration;
+use support::{ADMIN, TestServer};
+
+const DASHBOARD: &str = include_str!("../../../../packaging/grafana/rollwave.json");
+
+/// The metric names a PromQL expression reads: every identifier that starts with
+/// `rollwave_` (what rollwave exports is named so; functions, labels and keywords are not).
+fn metric_names(expr: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = expr;
+    while let Some(start) = rest.find(|c: char| c.is_ascii_alphabetic() || c == '_') {
+        let tail = &rest[start..];
+        let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':')).unwrap_or(tail.len());
+        let word = &tail[..end];
+        // Inside a string (a label's value) or after a digit it is not a name.
+        let quoted = rest[..start].matches('"').count() % 2 == 1;
+        let after_digit = rest[..start].ends_with(|c: char| c.is_ascii_digit());
+        if word.starts_with("rollwave_") && !quoted && !after_digit {
+            names.insert(word.to_owned());
+        }
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// Every sample name `/metrics` can carry: from each `# TYPE` line (a counter's samples
+/// end in `_total`, a histogram's in `_bucket`, `_sum` and `_count`) and each sample.
+fn exported(metrics: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in metrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut words = rest.split_whitespace();
+            let (Some(name), Some(kind)) = (words.next(), words.next()) else { continue };
+            let suffixes: &[&str] = match kind {
+                "counter" => &["_total"],
+                "histogram" => &["_bucket", "_sum", "_count"],
+                _ => &[""],
+            };
+            names.extend(suffixes.iter().map(|s| format!("{name}{s}")));
+        } else if !line.starts_with('#') {
+            names.extend(line.split(['{', ' ']).next().filter(|n| !n.is_empty()).map(str::to_owned));
+        }
+    }
+    names
+}
+
+#[test]
+fn the_scanner_finds_each_metric_of_an_expression_and_only_those() {
+    let names = metric_names(
+        r#"histogram_quantile(0.99, sum by (le, route) (rate(rollwave_http_request_duration_seconds_bucket{route!="rollwave_x"}[5m]))) / rollwave_bogus_total"#,
+    );
+    let expected: BTreeSet<String> =
+        ["rollwave_http_request_duration_seconds_bucket", "rollwave_bogus_total"].map(str::to_owned).into();
+    assert_eq!(names, expected);
+    let exported = exported("# TYPE rollwave_http_request_duration_seconds histogram\n");
+    assert!(!names.is_subset(&exported), "a name the server does not export is found missing");
+}
+
+#[test]
+fn every_panel_of_the_dashboard_reads_metrics_the_server_exports_and_they_follow_what_happened() {
+    let bodies = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = std::sync::Arc::clone(&bodies);
+    // Fails the first attempt, takes the rest.
+    let webhook = support::responder(move |n, _| {
+        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if n == 0 {
+            ("500 Internal Server Error", "text/plain", String::new())
+        } else {
+            ("200 OK", "text/plain", String::new())
+        }
+    });
+    let manifest = format!(
+        "service: shop\n\
+         environments:\n  prod: {{ regions: {{ r1: {{ zones: {{ p1: 2 }} }} }} }}\n\
+         strategy:\n  one_box: false\n  rolling: {{ batch: 100%, zone_bake: 0s }}\n\
+         stages:\n  - {{ name: prod, environment: prod, bake: 0s }}\n\
+         notifications:\n  - {{ url: \"http://{webhook}/hook\", on: [completed] }}\n"
+    );
+    let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(10) });
+    let admin = s.client(Some(ADMIN));
+    admin.apply("shop.yaml", &manifest).unwrap();
+    admin
+        .create_release("shop", &CreateRelease { version: "v2".into(), artifact: None, sha256: None, flags: None })
+        .unwrap();
+    s.wait_for("v2 completes and its notification is delivered on the second attempt", || {
+        s.advance(rollwave_server::leader::SWEEP);
+        admin.status("shop").unwrap().notifications.iter().any(|n| n.delivered == 1)
+    });
+    // A flag release, and a relay's count of its evaluations, which the flags panel graphs.
+    let flags = serde_json::json!({ "flags": { "new-checkout": {
+        "state": "ENABLED", "variants": { "on": true, "off": false }, "defaultVariant": "off"
+    } } });
+    admin
+        .create_release(
+            "shop",
+            &CreateRelease { version: "flags-1".into(), artifact: None, sha256: None, flags: Some(flags) },
+        )
+        .unwrap();
+    let push = rollwave_server::api::FlagEvaluationsPush {
+        service: "shop".into(),
+        environment: "prod".into(),
+        region: "r1".into(),
+        counts: vec![rollwave_server::api::FlagEvaluationCount {
+            flag: "new-checkout".into(),
+            variant: Some("on".into()),
+            version: "flags-1".into(),
+            count: 3,
+        }],
+    };
+    admin.push_flag_evaluations(&push).unwrap();
+    let metrics = ureq::get(format!("{}/metrics", s.base)).call().unwrap().body_mut().read_to_string().unwrap();
+    let sample = |name_and_labels: &str| {
+        metrics.lines().find_map(|l| l.strip_prefix(name_and_labels).and_then(|v| v.trim().parse::<f64>().ok()))
+    };
+    assert_eq!(sample(r#"rollwave_hosts{service="shop",environment="prod",version="v2"}"#), Some(2.0), "{metrics}");
+    let webhook_labels = format!(r#"service="shop",webhook="http://{webhook}/…""#);
+    assert_eq!(
+        sample(&format!(r#"rollwave_webhook_attempts_total{{{webhook_labels},result="delivered"}}"#)),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&format!(r#"rollwave_webhook_attempts_total{{{webhook_labels},result="failed"}}"#)),
+        Some(1.0),
+        "{metrics}"
+    );
+
+    let exported = exported(&metrics);
+    let dashboard: serde_json::Value = serde_json::from_str(DASHBOARD).expect("the dashboard is JSON");
+    assert!(dashboard["schemaVersion"].as_u64().is_some_and(|v| v >= 39));
+    let mut used = BTreeSet::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        let targets = panel["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "panel {} reads nothing", panel["title"]);
+        for target in targets {
+            let expr = target["expr"].as_str().expect("an expression");
+            let names = metric_names(expr);
+            assert!(!names.is_empty(), "panel {} reads no rollwave metric: {expr}", panel["title"]);
+            for name in names {
+                assert!(
+                    exported.contains(&name),
+                    "panel {} reads {name}, which the server does not export",
+                    panel["title"]
+                );
+                used.insert(name);
+            }
+        }
+    }
+    let variables = dashboard["templating"]["list"].to_string();
+    for name in metric_names(&variables) {
+        assert!(exported.contains(&name), "a variable reads {name}, which the server does not export");
+    }
+    for name in ["rollwave_hosts", "rollwave_webhook_attempts_total", "rollwave_leader", "rollwave_releases"] {
+        assert!(used.contains(name), "no panel graphs {name}");
+    }
+}

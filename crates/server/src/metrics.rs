@@ -27,6 +27,11 @@ pub struct Metrics {
     pub webhook_attempts: Family<Labels, Counter>,
     /// Notifications given up after every retry failed, by service and webhook.
     pub webhook_given_up: Family<Labels, Counter>,
+    /// How long appending a batch to the log took, as the store answered it.
+    pub log_append_seconds: Histogram,
+    /// When this replica last took or renewed the leader lease (Unix seconds; 0 never):
+    /// `time() - rollwave_lease_renewed_timestamp_seconds` is the lease's age.
+    pub lease_renewed: Gauge,
 }
 
 impl Default for Metrics {
@@ -80,8 +85,22 @@ impl Metrics {
             "Notifications given up after every retry failed, by service and webhook",
             webhook_given_up.clone(),
         );
+        let log_append_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        registry.register(
+            "log_append_duration_seconds",
+            "How long appending a batch of records to the log took on this replica",
+            log_append_seconds.clone(),
+        );
+        let lease_renewed = Gauge::default();
+        registry.register(
+            "lease_renewed_timestamp_seconds",
+            "When this replica last took or renewed the leader lease, in Unix seconds (0: never)",
+            lease_renewed.clone(),
+        );
         Metrics {
             registry,
+            log_append_seconds,
+            lease_renewed,
             events_appended,
             leader,
             releases,

@@ -432,6 +432,7 @@ impl Node {
             self.config.node_id.clone(),
             lease.clone(),
             self.config.lease_ttl,
+            self.metrics.lease_renewed.clone(),
             lost_tx,
         )));
         let (alarms_tx, mut alarms) = mpsc::channel(1024);
@@ -561,7 +562,11 @@ impl Node {
     async fn perform(&self, effect: Effect, shell: &mut Shell) -> Option<Input> {
         match effect {
             Effect::Append { records, answers, audits } => {
-                let result = match self.store.append(&shell.lease, &records, &answers, &audits).await {
+                let started = std::time::Instant::now();
+                let appended = self.store.append(&shell.lease, &records, &answers, &audits).await;
+                // Real time: how long the database took is what an operator watches.
+                self.metrics.log_append_seconds.observe(started.elapsed().as_secs_f64());
+                let result = match appended {
                     Ok(seqs) => Ok(seqs),
                     Err(rollwave_store::StoreError::Fenced { .. }) => Err(AppendFailed::Fenced),
                     Err(e) => Err(AppendFailed::Store(e.to_string())),
@@ -875,14 +880,25 @@ impl Drop for AbortOnDrop {
 /// Renews `lease` every third of its time to live; tells `lost` once it is held by
 /// another, or has not been renewed for a whole time to live (another replica may have
 /// taken it meanwhile: appends would be refused anyway).
-async fn renew_lease(store: Store, node_id: String, lease: Lease, ttl: Duration, lost: oneshot::Sender<()>) {
+async fn renew_lease(
+    store: Store,
+    node_id: String,
+    lease: Lease,
+    ttl: Duration,
+    renewed_at: prometheus_client::metrics::gauge::Gauge,
+    lost: oneshot::Sender<()>,
+) {
     let mut every = tokio::time::interval(ttl / 3);
     every.tick().await;
     let mut renewed = tokio::time::Instant::now();
+    renewed_at.set(rollwave_store::now_ms() / 1000);
     loop {
         every.tick().await;
         match store.acquire_lease_at(&node_id, Some(&lease), ttl, rollwave_store::now_ms()).await {
-            Ok(Some(l)) if l.term == lease.term => renewed = tokio::time::Instant::now(),
+            Ok(Some(l)) if l.term == lease.term => {
+                renewed = tokio::time::Instant::now();
+                renewed_at.set(rollwave_store::now_ms() / 1000);
+            }
             Ok(_) => break,
             Err(e) => {
                 tracing::warn!(term = lease.term, "renewing the lease failed: {e}");

@@ -132,6 +132,8 @@ fn every_panel_of_the_dashboard_reads_metrics_the_server_exports_and_they_follow
         "{metrics}"
     );
 
+    assert!(sample("rollwave_lease_renewed_timestamp_seconds").is_some_and(|t| t > 1.7e9), "the leader took its lease");
+    assert!(sample("rollwave_log_append_duration_seconds_count").is_some_and(|n| n > 0.0), "appends are timed");
     let exported = exported(&metrics);
     let dashboard: serde_json::Value = serde_json::from_str(DASHBOARD).expect("the dashboard is JSON");
     assert!(dashboard["schemaVersion"].as_u64().is_some_and(|v| v >= 39));
@@ -157,7 +159,14 @@ fn every_panel_of_the_dashboard_reads_metrics_the_server_exports_and_they_follow
     for name in metric_names(&variables) {
         assert!(exported.contains(&name), "a variable reads {name}, which the server does not export");
     }
-    for name in ["rollwave_hosts", "rollwave_webhook_attempts_total", "rollwave_leader", "rollwave_releases"] {
+    for name in [
+        "rollwave_hosts",
+        "rollwave_webhook_attempts_total",
+        "rollwave_leader",
+        "rollwave_releases",
+        "rollwave_lease_renewed_timestamp_seconds",
+        "rollwave_log_append_duration_seconds_bucket",
+    ] {
         assert!(used.contains(name), "no panel graphs {name}");
     }
 }

@@ -14,18 +14,21 @@ const DASHBOARD: &str = include_str!("../../../../packaging/grafana/rollwave.jso
 /// `rollwave_` (what rollwave exports is named so; functions, labels and keywords are not).
 fn metric_names(expr: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
-    let mut rest = expr;
-    while let Some(start) = rest.find(|c: char| c.is_ascii_alphabetic() || c == '_') {
-        let tail = &rest[start..];
-        let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':')).unwrap_or(tail.len());
-        let word = &tail[..end];
-        // Inside a string (a label's value) or after a digit it is not a name.
-        let quoted = rest[..start].matches('"').count() % 2 == 1;
-        let after_digit = rest[..start].ends_with(|c: char| c.is_ascii_digit());
-        if word.starts_with("rollwave_") && !quoted && !after_digit {
-            names.insert(word.to_owned());
+    let (mut word, mut quoted) = (String::new(), false);
+    // A trailing space ends the last word.
+    for c in expr.chars().chain([' ']) {
+        if !quoted && (c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+            word.push(c);
+            continue;
         }
-        rest = &tail[end..];
+        // Inside a string (a label's value) it is not a name: strings are never words.
+        if word.starts_with("rollwave_") {
+            names.insert(std::mem::take(&mut word));
+        }
+        word.clear();
+        if c == '"' {
+            quoted = !quoted;
+        }
     }
     names
 }
@@ -54,7 +57,7 @@ fn exported(metrics: &str) -> BTreeSet<String> {
 #[test]
 fn the_scanner_finds_each_metric_of_an_expression_and_only_those() {
     let names = metric_names(
-        r#"histogram_quantile(0.99, sum by (le, route) (rate(rollwave_http_request_duration_seconds_bucket{route!="rollwave_x"}[5m]))) / rollwave_bogus_total"#,
+        r#"histogram_quantile(0.99, sum by (le, route) (rate(rollwave_http_request_duration_seconds_bucket{route!="a rollwave_x"}[5m]))) / rollwave_bogus_total"#,
     );
     let expected: BTreeSet<String> =
         ["rollwave_http_request_duration_seconds_bucket", "rollwave_bogus_total"].map(str::to_owned).into();

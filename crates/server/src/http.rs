@@ -273,7 +273,31 @@ async fn metrics(State(app): Shared) -> Response {
     let services = app.node.read(|model| {
         m.releases.clear();
         m.hosts.clear();
+        m.bake_seconds_left.clear();
+        m.bake_datapoints_missing.clear();
+        m.alarms_firing.clear();
         for s in model.services.values() {
+            let now = s.engine.now();
+            let releases = s.engine.releases();
+            // A halted release's bakes wait for an operator, not for time: none is counting down.
+            let halted =
+                |id| releases.iter().any(|r| r.id == id && r.status == rollwave_core::engine::ReleaseStatus::Halted);
+            for bake in s.engine.bakes().into_iter().filter(|b| !halted(b.release)) {
+                let labels = vec![
+                    ("service".to_owned(), s.name.clone()),
+                    ("release".to_owned(), s.engine.version_name(bake.release).to_owned()),
+                    ("scope".to_owned(), rollwave_core::engine::render_scope(&s.plan, bake.scope)),
+                ];
+                let left = bake.until.duration_since(now).as_secs_f64().max(0.0);
+                m.bake_seconds_left.get_or_create(&labels).set(left);
+                m.bake_datapoints_missing.get_or_create(&labels).set(bake.need.saturating_sub(bake.seen) as i64);
+            }
+            let instances = s.alarm_instances();
+            for alarm in &s.plan.manifest.alarms {
+                let firing = instances.iter().filter(|i| i.alarm == alarm.name && i.state == AlarmState::Alarm).count();
+                let labels = vec![("service".to_owned(), s.name.clone()), ("alarm".to_owned(), alarm.name.clone())];
+                m.alarms_firing.get_or_create(&labels).set(firing as i64);
+            }
             for r in s.engine.releases() {
                 let labels =
                     vec![("service".to_owned(), s.name.clone()), ("outcome".to_owned(), r.status.as_str().to_owned())];
@@ -303,6 +327,18 @@ async fn metrics(State(app): Shared) -> Response {
             crate::metrics::Metrics::count_up_to(&m.webhook_attempts, &labels(Some("failed")), hook.failed_attempts);
             crate::metrics::Metrics::count_up_to(&m.webhook_given_up, &labels(None), hook.given_up);
         }
+    }
+    let applied = app.node.read(|model| model.applied_seq);
+    // A store that cannot be read leaves the last figures: the scrape still answers.
+    if let Ok(last) = app.node.store.last_seq().await {
+        let oldest = match app.node.store.read_log(applied, 1, None).await {
+            Ok(records) => records.first().map(|r| r.at_ms),
+            Err(_) => None,
+        };
+        let now_ms = app.node.clock.now_ms();
+        let (records, seconds) = crate::metrics::replication_lag(applied, last, oldest, now_ms);
+        m.replication_lag_records.set(records);
+        m.replication_lag_seconds.set(seconds);
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m.render()).into_response()
 }

@@ -385,3 +385,22 @@ pub fn silent_listener() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsi
     });
     (address, accepted)
 }
+
+/// What a replica's `/metrics` answered, read as a scraper reads it.
+pub struct Scrape(pub String);
+
+impl Scrape {
+    /// Scrapes the replica at `base` (`http://HOST:PORT`).
+    pub fn of(base: &str) -> Scrape {
+        let text = ureq::get(format!("{base}/metrics")).call().unwrap().body_mut().read_to_string().unwrap();
+        Scrape(text)
+    }
+
+    /// The value of the sample written exactly as `series` (`name{label="…",…}`), if any.
+    pub fn value(&self, series: &str) -> Option<f64> {
+        self.0.lines().find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok())?
+        })
+    }
+}

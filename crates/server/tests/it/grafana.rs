@@ -83,7 +83,8 @@ fn every_panel_of_the_dashboard_reads_metrics_the_server_exports_and_they_follow
         "service: shop\n\
          environments:\n  prod: {{ regions: {{ r1: {{ zones: {{ p1: 2 }} }} }} }}\n\
          strategy:\n  one_box: false\n  rolling: {{ batch: 100%, zone_bake: 0s }}\n\
-         stages:\n  - {{ name: prod, environment: prod, bake: 0s }}\n\
+         stages:\n  - {{ name: prod, environment: prod, bake: 30s }}\n\
+         alarms:\n  - {{ name: errors, metric: error_rate, scope: zone, threshold: \"> 0.5\", period: 2s, datapoints: 1 of 1 }}\n\
          notifications:\n  - {{ url: \"http://{webhook}/hook\", on: [completed] }}\n"
     );
     let s = TestServer::start(Driver::Noop { delay: Duration::from_millis(10) });
@@ -92,6 +93,13 @@ fn every_panel_of_the_dashboard_reads_metrics_the_server_exports_and_they_follow
     admin
         .create_release("shop", &CreateRelease { version: "v2".into(), artifact: None, sha256: None, flags: None })
         .unwrap();
+    s.wait_for("v2 bakes in prod", || {
+        s.advance(rollwave_server::leader::SWEEP);
+        admin.release("shop", "v2").unwrap().events.iter().any(|e| e.kind == rollwave_api::EventKind::BakeStarted)
+    });
+    let baking = support::Scrape::of(&s.base);
+    let left = baking.value(r#"rollwave_bake_remaining_seconds{service="shop",release="v2",scope="prod/wave-1"}"#);
+    assert!(left.is_some_and(|l| l > 0.0 && l <= 30.0), "{}", baking.0);
     s.wait_for("v2 completes and its notification is delivered on the second attempt", || {
         s.advance(rollwave_server::leader::SWEEP);
         admin.status("shop").unwrap().notifications.iter().any(|n| n.delivered == 1)
@@ -118,10 +126,8 @@ fn every_panel_of_the_dashboard_reads_metrics_the_server_exports_and_they_follow
         }],
     };
     admin.push_flag_evaluations(&push).unwrap();
-    let metrics = ureq::get(format!("{}/metrics", s.base)).call().unwrap().body_mut().read_to_string().unwrap();
-    let sample = |name_and_labels: &str| {
-        metrics.lines().find_map(|l| l.strip_prefix(name_and_labels).and_then(|v| v.trim().parse::<f64>().ok()))
-    };
+    let scrape = support::Scrape::of(&s.base);
+    let (metrics, sample) = (&scrape.0, |series: &str| scrape.value(series));
     assert_eq!(sample(r#"rollwave_hosts{service="shop",environment="prod",version="v2"}"#), Some(2.0), "{metrics}");
     let webhook_labels = format!(r#"service="shop",webhook="http://{webhook}/…""#);
     assert_eq!(
@@ -137,7 +143,29 @@ fn every_panel_of_the_dashboard_reads_metrics_the_server_exports_and_they_follow
 
     assert!(sample("rollwave_lease_renewed_timestamp_seconds").is_some_and(|t| t > 1.7e9), "the leader took its lease");
     assert!(sample("rollwave_log_append_duration_seconds_count").is_some_and(|n| n > 0.0), "appends are timed");
-    let exported = exported(&metrics);
+    // A follower says how far behind the log it is; once caught up, not at all.
+    let (follower, running) = s.replica("follower");
+    // The leader may append meanwhile (a heartbeat's flush): the follower is scraped
+    // again each time it applies more, until it reports itself caught up.
+    let behind = s.block_on(async {
+        let mut changed = running.node.changed.subscribe();
+        let caught_up = async {
+            loop {
+                let scrape = tokio::task::block_in_place(|| support::Scrape::of(&follower));
+                if scrape.value("rollwave_replication_lag_records") == Some(0.0) {
+                    return scrape;
+                }
+                changed.changed().await.unwrap();
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), caught_up).await.expect("the follower catches up")
+    });
+    assert_eq!(behind.value("rollwave_leader"), Some(0.0), "{}", behind.0);
+    assert_eq!(behind.value("rollwave_replication_lag_records"), Some(0.0), "{}", behind.0);
+    assert_eq!(behind.value("rollwave_replication_lag_seconds"), Some(0.0), "{}", behind.0);
+    assert_eq!(sample("rollwave_replication_lag_records"), Some(0.0), "the leader is never behind");
+    assert_eq!(sample(r#"rollwave_alarms_firing{service="shop",alarm="errors"}"#), Some(0.0), "{metrics}");
+    let exported: BTreeSet<String> = &exported(metrics) | &exported(&baking.0);
     let dashboard: serde_json::Value = serde_json::from_str(DASHBOARD).expect("the dashboard is JSON");
     assert!(dashboard["schemaVersion"].as_u64().is_some_and(|v| v >= 39));
     let mut used = BTreeSet::new();
@@ -169,6 +197,9 @@ fn every_panel_of_the_dashboard_reads_metrics_the_server_exports_and_they_follow
         "rollwave_releases",
         "rollwave_lease_renewed_timestamp_seconds",
         "rollwave_log_append_duration_seconds_bucket",
+        "rollwave_alarms_firing",
+        "rollwave_bake_remaining_seconds",
+        "rollwave_replication_lag_seconds",
     ] {
         assert!(used.contains(name), "no panel graphs {name}");
     }

@@ -142,6 +142,15 @@ fn an_alarm_where_the_one_box_bakes_rolls_it_back_within_seconds() {
     let series: MetricSeries =
         admin.get("/v1/metrics?service=web&metric=error_rate&scope=prod/r1/z1&since=60").unwrap();
     assert!(!series.points.is_empty() && series.points.iter().all(|(_, v)| *v == 0.0), "{series:?}");
+    // What an operator graphs meanwhile: the one-box's bake counting down, no alarm firing.
+    let scrape = support::Scrape::of(&s.base);
+    let bake = r#"{service="web",release="v2",scope="prod/r1"}"#;
+    let left = scrape.value(&format!("rollwave_bake_remaining_seconds{bake}")).expect("the bake's time left");
+    assert!(left > 0.0 && left <= 30.0, "{}", scrape.0);
+    let missing = scrape.value(&format!("rollwave_bake_remaining_datapoints{bake}")).expect("its data points");
+    assert!((0.0..=50.0).contains(&missing), "{}", scrape.0);
+    let firing = r#"rollwave_alarms_firing{service="web",alarm="errors"}"#;
+    assert_eq!(scrape.value(firing), Some(0.0), "{}", scrape.0);
 
     // Then the one-box fails 30% of its requests.
     let breach = s.virtual_clock().now();
@@ -168,6 +177,9 @@ fn an_alarm_where_the_one_box_bakes_rolls_it_back_within_seconds() {
     );
     // Only the zone that tripped is rolled back.
     assert_eq!(detail.release.rolled_back_scopes, ["prod/r1/z1"]);
+    let scrape = support::Scrape::of(&s.base);
+    assert_eq!(scrape.value(firing), Some(1.0), "firing in z1: {}", scrape.0);
+    assert_eq!(scrape.value(&format!("rollwave_bake_remaining_seconds{bake}")), None, "the bake ended");
 }
 
 #[test]

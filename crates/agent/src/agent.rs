@@ -6,8 +6,10 @@
 use crate::flags::HostFlags;
 use crate::gauges::{GaugeConfig, Target};
 use crate::installer::{BASELINE, Deployment, HostIdentity, Installer, InstallerConfig};
+use crate::signature::Signatures;
 use crate::state::{HookRun, Outcome};
 use rollwave_api::client::{Client, ClientError};
+use rollwave_api::tls::Roots;
 use rollwave_api::{
     Accepted, Desired, DesiredFlags, FlagSetDocument, HookReport, HostReport, Lane, RegisterHost, Registered,
 };
@@ -43,6 +45,8 @@ pub struct AgentConfig {
     pub metrics_every: Duration,
     /// Where the host's flag set is served over OFREP, once a flag release reaches it.
     pub ofrep_listen: std::net::SocketAddr,
+    /// Whom `https` trusts, for the server and artifacts alike.
+    pub roots: Roots,
 }
 
 impl AgentConfig {
@@ -65,6 +69,7 @@ impl AgentConfig {
             max_backoff: Duration::from_secs(30),
             metrics_every: Duration::from_secs(10),
             ofrep_listen: crate::flags::DEFAULT_LISTEN.parse().expect("a socket address"),
+            roots: Roots::default(),
         }
     }
 }
@@ -97,14 +102,18 @@ impl Agent {
     /// Opens the work directory (reporting any deployment a restart interrupted, once
     /// the server can be reached) and counts this start of the agent on the host.
     pub fn new(config: AgentConfig) -> Result<Agent, crate::DeployError> {
-        let mut installer = Installer::open(InstallerConfig::new(&config.workdir, config.host.clone()))?;
+        let installer_config = InstallerConfig {
+            roots: config.roots.clone(),
+            ..InstallerConfig::new(&config.workdir, config.host.clone())
+        };
+        let mut installer = Installer::open(installer_config)?;
         installer.count_start()?;
         Ok(Agent::with_installer(config, installer))
     }
 
     /// With an installer configured by the caller (its work directory wins).
     pub fn with_installer(config: AgentConfig, installer: Installer) -> Agent {
-        let client = Client::new(&config.server, Some(config.token.clone()));
+        let client = Client::new(&config.server, Some(config.token.clone())).trusting(&config.roots);
         let backoff = Backoff::new(Duration::from_millis(500), config.max_backoff);
         let target = Arc::new(Mutex::new(None));
         let flags = HostFlags::open(&config.workdir, config.ofrep_listen);
@@ -140,6 +149,7 @@ impl Agent {
             environment: self.config.environment.clone(),
             every: self.config.metrics_every,
             restarts: self.installer.restarts(),
+            roots: self.config.roots.clone(),
         };
         let target = Arc::clone(&self.target);
         std::thread::scope(|scope| {
@@ -211,6 +221,10 @@ impl Agent {
             version: desired.version,
             artifact: desired.artifact,
             sha256: desired.sha256,
+            signatures: desired.signatures.map(|p| Signatures {
+                required: p.required,
+                keys: p.keys.into_iter().map(|k| (k.name, k.public_key)).collect(),
+            }),
         };
         let outcome = self.deploy_with_heartbeats(&slot, &deployment);
         self.share_target(&slot);
@@ -257,7 +271,7 @@ impl Agent {
         let done = AtomicBool::new(false);
         let missed = AtomicBool::new(false);
         let path = format!("/v1/services/{}/hosts/{}/{}/desired", slot.service, self.config.environment, slot.host);
-        let beat = Client::new(&self.config.server, Some(self.config.token.clone()));
+        let beat = Client::new(&self.config.server, Some(self.config.token.clone())).trusting(&self.config.roots);
         let every = self.config.poll_wait;
         let installer = &mut self.installer;
         let outcome = std::thread::scope(|scope| {

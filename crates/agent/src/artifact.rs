@@ -2,6 +2,7 @@
 //! file), sha256, and a `.tar.gz` unpacked only when every entry stays inside.
 
 use crate::error::DeployError;
+use rollwave_api::tls::Roots;
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
@@ -60,7 +61,7 @@ pub struct Local {
 
 /// Makes the artifact available as a local file, with its sha256. Downloads go to
 /// `download_to`.
-pub fn fetch(artifact: &str, download_to: &Path) -> Result<Local, DeployError> {
+pub fn fetch(artifact: &str, download_to: &Path, roots: &Roots) -> Result<Local, DeployError> {
     match Source::parse(artifact) {
         Source::File(path) => {
             let file = File::open(&path).map_err(|e| DeployError::Download {
@@ -78,6 +79,7 @@ pub fn fetch(artifact: &str, download_to: &Path) -> Result<Local, DeployError> {
                 .timeout_connect(Some(Duration::from_secs(30)))
                 .timeout_recv_response(Some(Duration::from_secs(60)))
                 .timeout_per_read(Some(Duration::from_secs(60)))
+                .tls_config(roots.tls_config())
                 .build()
                 .into();
             let mut response = agent.get(&url).call().map_err(|e| failed(e.to_string()))?;

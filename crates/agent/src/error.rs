@@ -20,6 +20,13 @@ pub enum DeployError {
         "the artifact's sha256 is {actual}, but the release says {expected}: the download is corrupt or not this release's"
     )]
     ChecksumMismatch { expected: String, actual: String },
+    #[error(
+        "the artifact is not signed ({signature} is not there), and this environment requires a signature by one of \
+         the manifest's signing keys ({keys}); sign it with minisign -S and publish the .minisig beside it"
+    )]
+    Unsigned { signature: String, keys: String },
+    #[error("the artifact's signature {signature} {reason}; it is not installed")]
+    BadSignature { signature: String, reason: String },
     #[error("the artifact {artifact} is not a readable .tar.gz: {reason}")]
     CorruptArchive { artifact: String, reason: String },
     #[error("the artifact's entry {path:?} {why}; every entry must stay inside the release directory")]

@@ -105,12 +105,13 @@ pub struct GaugeConfig {
     pub every: Duration,
     /// How many times the agent started again on this host before this run.
     pub restarts: u64,
+    pub roots: rollwave_api::tls::Roots,
 }
 
 /// Reads and pushes the gauges every `config.every` until `stop` is set. Nothing is
 /// pushed until `target` is known (the agent registered).
 pub fn run(config: &GaugeConfig, target: &Arc<Mutex<Option<Target>>>, stop: &AtomicBool) {
-    let client = Client::new(&config.server, Some(config.token.clone()));
+    let client = Client::new(&config.server, Some(config.token.clone())).trusting(&config.roots);
     let mut sampler = Sampler::new("/proc");
     // The first CPU reading, for the first push's delta.
     sampler.read();

@@ -24,7 +24,9 @@ use crate::artifact;
 use crate::error::DeployError;
 use crate::hooks::{HOOKS_FILE, Hook, Hooks, Step};
 use crate::process;
+use crate::signature::{self, Checked, Signatures};
 use crate::state::{Doing, HookRun, InProgress, Outcome, ReleaseRecord, STATE_FILE, State, sync_dir};
+use rollwave_api::tls::Roots;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -49,6 +51,8 @@ pub struct InstallerConfig {
     /// How long to wait for a hook's remaining output after it exits (background
     /// processes it started may keep the pipe open for good).
     pub output_grace: Duration,
+    /// Whom `https` downloads trust (artifacts and their signatures).
+    pub roots: Roots,
 }
 
 impl InstallerConfig {
@@ -58,6 +62,7 @@ impl InstallerConfig {
             host,
             keep_releases: KEEP_RELEASES,
             output_grace: Duration::from_millis(500),
+            roots: Roots::default(),
         }
     }
 }
@@ -71,6 +76,8 @@ pub struct Deployment {
     pub artifact: Option<String>,
     /// Lowercase or uppercase hex; not checked when absent.
     pub sha256: Option<String>,
+    /// The keys the artifact may be signed with; signatures are not looked for when absent.
+    pub signatures: Option<Signatures>,
 }
 
 /// The version a fleet runs before any release: rolling back to it uninstalls.
@@ -320,7 +327,7 @@ impl Installer {
 
         let artifact = d.artifact.as_deref().ok_or_else(|| DeployError::NoArtifact { version: d.version.clone() })?;
         let download = self.config.workdir.join("downloads").join(format!("{v}.tar.gz.part"));
-        let local = artifact::fetch(artifact, &download)?;
+        let local = artifact::fetch(artifact, &download, &self.config.roots)?;
         let result = self.unpack_verified(d, &local, &dir);
         if local.downloaded {
             let _ = std::fs::remove_file(&local.path);
@@ -339,6 +346,16 @@ impl Installer {
                 expected: expected.to_ascii_lowercase(),
                 actual: local.sha256.clone(),
             });
+        }
+        if let (Some(signatures), Some(artifact)) = (&d.signatures, &d.artifact) {
+            match signature::check(artifact, local, signatures, &self.config.roots)? {
+                Checked::SignedBy { key, comment } => {
+                    tracing::info!(version = %d.version, %key, %comment, "the artifact's signature verifies");
+                }
+                Checked::Unsigned => {
+                    tracing::info!(version = %d.version, "the artifact is not signed (not required here)")
+                }
+            }
         }
         self.set_doing(Doing::Unpack, &[])?;
         let releases = self.config.workdir.join("releases");

@@ -21,6 +21,7 @@ pub mod gauges;
 pub mod hooks;
 pub mod installer;
 pub mod process;
+pub mod signature;
 pub mod state;
 
 pub use agent::{Agent, AgentConfig};
@@ -73,6 +74,10 @@ pub struct AgentArgs {
     /// reaches the host).
     #[arg(long, env = "ROLLWAVE_OFREP_LISTEN", default_value = flags::DEFAULT_LISTEN)]
     pub ofrep_listen: std::net::SocketAddr,
+    /// A PEM file of the certificate authorities `https` trusts, for the server and the
+    /// artifacts alike, instead of the WebPKI roots built in (a private CA).
+    #[arg(long, env = "ROLLWAVE_CA_BUNDLE")]
+    pub ca_bundle: Option<PathBuf>,
 }
 
 /// `rollwave fleet up`: run many agents on this machine, `--hosts-per-zone` per zone.
@@ -133,6 +138,10 @@ pub fn agent_main(args: AgentArgs) -> anyhow::Result<()> {
     config.address = args.address;
     config.metrics_every = args.metrics_every;
     config.ofrep_listen = args.ofrep_listen;
+    if let Some(bundle) = &args.ca_bundle {
+        config.roots =
+            rollwave_api::tls::Roots::from_pem_file(bundle).map_err(|e| anyhow::anyhow!("--ca-bundle: {e}"))?;
+    }
     let workdir = config.workdir.display().to_string();
     let mut agent = Agent::new(config).with_context(|| format!("cannot use the work directory {workdir}"))?;
     tracing::info!(

@@ -4,6 +4,7 @@
 //! the control plane from threads of its own (a long-poll for its table, a push every
 //! interval), never from the tasks that proxy requests.
 
+use crate::tls::Roots;
 use crate::vocab::OperatorAction;
 use crate::wire::*;
 use serde::Serialize;
@@ -34,6 +35,17 @@ pub struct Client {
     base: String,
     token: Option<String>,
     agent: ureq::Agent,
+    timeout: Duration,
+    roots: Roots,
+}
+
+fn http_agent(timeout: Option<Duration>, roots: &Roots) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(timeout)
+        .tls_config(roots.tls_config())
+        .build()
+        .into()
 }
 
 impl Client {
@@ -43,9 +55,14 @@ impl Client {
 
     /// A client whose every call (a long-poll included) ends after `timeout`.
     pub fn with_timeout(base: &str, token: Option<String>, timeout: Duration) -> Self {
-        let agent =
-            ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(timeout)).build().into();
-        Client { base: base.trim_end_matches('/').to_owned(), token, agent }
+        let roots = Roots::default();
+        let agent = http_agent(Some(timeout), &roots);
+        Client { base: base.trim_end_matches('/').to_owned(), token, agent, timeout, roots }
+    }
+
+    /// The same client, trusting `roots` for `https`.
+    pub fn trusting(self, roots: &Roots) -> Self {
+        Client { agent: http_agent(Some(self.timeout), roots), roots: roots.clone(), ..self }
     }
 
     /// The server's URL, without a trailing `/`.
@@ -214,7 +231,8 @@ impl Client {
             Some(a) => format!("{}/v1/events/stream?after={a}", self.base),
             None => format!("{}/v1/events/stream", self.base),
         };
-        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        // A stream has no end to wait for: no timeout.
+        let agent = http_agent(None, &self.roots);
         let mut request = agent.get(path);
         if let Some(t) = &self.token {
             request = request.header("Authorization", format!("Bearer {t}"));

@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod metric;
+pub mod tls;
 pub mod vocab;
 pub mod wire;
 

@@ -194,6 +194,26 @@ pub struct Desired {
     /// The flag set the host should serve, once a flag release has reached it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flags: Option<DesiredFlags>,
+    /// Whose signatures the artifact may carry, when the manifest names signing keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signatures: Option<SignaturePolicy>,
+}
+
+/// The keys an artifact may be signed with (minisign, ed25519), and whether the
+/// host's environment refuses an artifact without such a signature. The signature is
+/// the minisign file beside the artifact: `ARTIFACT.minisig`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SignaturePolicy {
+    pub required: bool,
+    pub keys: Vec<TrustedKey>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TrustedKey {
+    /// The key's name in the manifest, for the reports.
+    pub name: String,
+    /// The minisign public key, in base64 (`RW…`, the second line of a `.pub` file).
+    pub public_key: String,
 }
 
 /// The flag-set version a host should serve: fetched from

@@ -214,6 +214,7 @@ fn hosts() {
         sha256: Some("ef".repeat(32)),
         purpose: Purpose::Rollback,
         flags: None,
+        signatures: None,
     };
     check("desired", &desired);
     check(
@@ -225,12 +226,26 @@ fn hosts() {
             sha256: None,
             purpose: Purpose::Rollout,
             flags: None,
+            signatures: None,
         },
     );
     check(
         "desired_with_flags",
         &Desired {
             flags: Some(DesiredFlags { command: 2, version: "f3".into(), purpose: Purpose::Rollout }),
+            ..desired.clone()
+        },
+    );
+    check(
+        "desired_with_signatures",
+        &Desired {
+            signatures: Some(SignaturePolicy {
+                required: true,
+                keys: vec![TrustedKey {
+                    name: "ci-2026".into(),
+                    public_key: "RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3".into(),
+                }],
+            }),
             ..desired.clone()
         },
     );

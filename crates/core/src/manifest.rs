@@ -20,6 +20,16 @@ pub struct Manifest {
     pub notifications: Vec<Notification>,
     /// Synthetic requests the server sends, day and night, so quiet places have data too.
     pub monitors: Vec<Monitor>,
+    /// The keys artifacts may be signed with; agents check signatures against them.
+    pub signing_keys: Vec<SigningKey>,
+}
+
+/// A minisign (ed25519) public key artifacts may be signed with, by its manifest name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SigningKey {
+    pub name: String,
+    /// Base64, as the second line of minisign's `.pub` file (`RW…`); checked when decoded.
+    pub public_key: String,
 }
 
 /// A synthetic monitor: a request and what its answer must be. Its results are the
@@ -155,6 +165,8 @@ pub struct Environment {
     pub regions: Vec<Region>,
     /// Targets without an agent: commands the server runs to deploy and roll back.
     pub exec: Option<ExecSpec>,
+    /// Whether agents here refuse an artifact not signed by one of the signing keys.
+    pub require_signatures: bool,
 }
 
 /// What `{{name}}` can stand for in an `exec` command: each names a value that reaches

@@ -48,6 +48,7 @@ fn manifest(zones: &[u32], approvals: &[bool]) -> Manifest {
         service: "svc".into(),
         environments: vec![Environment {
             exec: None,
+            require_signatures: false,
             name: "env0".into(),
             regions: vec![Region {
                 name: "r1".into(),
@@ -85,6 +86,7 @@ fn manifest(zones: &[u32], approvals: &[bool]) -> Manifest {
         watch: mins(24 * 60),
         notifications: vec![],
         monitors: vec![],
+        signing_keys: vec![],
     }
 }
 

@@ -20,7 +20,7 @@ use rollwave_core::judge::Direction;
 use rollwave_core::manifest::{
     Bake, Environment, ExecSpec, ExecTemplate, FUNCTION_SLICES, Function, JUDGED_METRICS, JudgeMethod, JudgeSettings,
     JudgedMetric, Manifest, Monitor, Notification, NotificationFormat, NotifyOn, OneBox, PAGERDUTY_EVENTS_URL, Region,
-    Rolling, SecretSource, Stage, Strategy, TestSpec, TrackAddresses, Wave, WebhookUrl, Zone,
+    Rolling, SecretSource, SigningKey, Stage, Strategy, TestSpec, TrackAddresses, Wave, WebhookUrl, Zone,
 };
 use rollwave_core::share::{BasisPoints, BatchSize};
 use rollwave_core::window::{BlockedDates, WeeklyWindow, Windows};
@@ -107,6 +107,8 @@ impl WindowsLayer {
 struct DecodedEnvironment {
     environment: Environment,
     regions_known: bool,
+    /// Where `require_signatures: true` is written, when it is.
+    signatures_required_at: Option<Location>,
 }
 
 /// HTTP methods a monitor may send: those with a meaning for a health check.
@@ -167,6 +169,10 @@ pub fn manifest(d: &mut Decoder, root: &Node, secrets: SecretCheck<'_>) -> Optio
     let alarms = d
         .optional(&map, "alarms", |d, n| alarms(d, n, monitors_known.then_some(monitors.as_slice()), functions))
         .unwrap_or_default();
+    let signing_keys = d.optional(&map, "signing_keys", signing_keys).unwrap_or_default();
+    if let Some(envs) = &environments {
+        check_signature_requirements(d, &map, envs, &signing_keys);
+    }
     let mut environments = environments?;
     if let (Some(stages), Some(at)) = (&stages, map.get("stages")) {
         lay_out_functions(d, at, &mut environments, stages);
@@ -179,7 +185,70 @@ pub fn manifest(d: &mut Decoder, root: &Node, secrets: SecretCheck<'_>) -> Optio
         watch,
         notifications,
         monitors,
+        signing_keys,
     })
+}
+
+/// `signing_keys: { NAME: RW… }`: minisign public keys, each checked to be one.
+fn signing_keys(d: &mut Decoder, node: &Node) -> Option<Vec<SigningKey>> {
+    let map = d.open_mapping(node)?;
+    if map.is_empty() {
+        d.error(map, "signing_keys names no key; name at least one (NAME: its minisign public key) or leave it out");
+    }
+    let mut keys: Vec<SigningKey> = Vec::new();
+    for (name, value) in named_entries(d, &map, "signing key") {
+        let Some(value) = value else { continue };
+        let public_key = d.parsed(value, "a minisign public key", |text| {
+            let text = text.trim();
+            minisign_verify::PublicKey::from_base64(text).map(|_| text.to_owned()).map_err(|_| {
+                "expected a minisign public key: the base64 line of its .pub file, RW followed by 54 characters \
+                 (minisign -G writes one)"
+                    .to_owned()
+            })
+        });
+        let Some(public_key) = public_key else { continue };
+        if let Some(same) = keys.iter().find(|k| k.public_key == public_key) {
+            d.error(value, format!("signing key {name:?} is the same key as {:?}; name each key once", same.name));
+            continue;
+        }
+        keys.push(SigningKey { name: name.to_owned(), public_key });
+    }
+    Some(keys)
+}
+
+/// An environment that requires signatures needs keys to check them against and agents
+/// to check them: otherwise the requirement could not take effect.
+fn check_signature_requirements(
+    d: &mut Decoder,
+    map: &Mapping<'_>,
+    environments: &[DecodedEnvironment],
+    keys: &[SigningKey],
+) {
+    for e in environments {
+        let Some(at) = e.signatures_required_at else { continue };
+        let name = &e.environment.name;
+        let agentless = if e.environment.is_functions() {
+            Some("is functions, which rollwave deploys itself")
+        } else if e.environment.exec.is_some() {
+            Some("deploys with exec commands, which run no agent")
+        } else {
+            None
+        };
+        if let Some(why) = agentless {
+            d.error(
+                at,
+                format!("environment {name:?} {why}; agents check signatures, so nothing would check them here"),
+            );
+        } else if keys.is_empty() && map.get("signing_keys").is_none() {
+            d.error(
+                at,
+                format!(
+                    "environment {name:?} requires signatures but the manifest names no key to check them with; \
+                     add signing_keys: {{ NAME: RW… }}"
+                ),
+            );
+        }
+    }
 }
 
 fn monitors(d: &mut Decoder, node: &Node) -> Option<Vec<Monitor>> {
@@ -474,10 +543,14 @@ fn map_has(node: Option<&Node>, key: &str) -> bool {
 }
 
 fn environment(d: &mut Decoder, name: &str, node: Option<&Node>) -> DecodedEnvironment {
-    let mut environment = Environment { name: name.to_owned(), regions: Vec::new(), exec: None };
+    let mut environment =
+        Environment { name: name.to_owned(), regions: Vec::new(), exec: None, require_signatures: false };
     let Some(map) = node.and_then(|node| d.mapping(node, keys::ENVIRONMENT)) else {
-        return DecodedEnvironment { environment, regions_known: false };
+        return DecodedEnvironment { environment, regions_known: false, signatures_required_at: None };
     };
+    environment.require_signatures = d.optional(&map, "require_signatures", Decoder::bool).unwrap_or(false);
+    let signatures_required_at =
+        map.get("require_signatures").filter(|_| environment.require_signatures).map(Located::location);
     environment.exec = d.optional(&map, "exec", |d, n| {
         let m = d.mapping(n, keys::EXEC)?;
         let deploy = d.required(&m, "deploy", exec_command);
@@ -486,7 +559,7 @@ fn environment(d: &mut Decoder, name: &str, node: Option<&Node>) -> DecodedEnvir
         Some(ExecSpec { deploy: deploy?, rollback, timeout })
     });
     let Some(regions) = d.required(&map, "regions", Decoder::open_mapping) else {
-        return DecodedEnvironment { environment, regions_known: false };
+        return DecodedEnvironment { environment, regions_known: false, signatures_required_at };
     };
     if regions.is_empty() {
         d.error(regions, format!("environment {name:?} needs at least one region"));
@@ -518,7 +591,7 @@ fn environment(d: &mut Decoder, name: &str, node: Option<&Node>) -> DecodedEnvir
     if let (Some((true, _)), Some(exec)) = (kinds, map.get("exec")) {
         d.error(exec, format!("environment {name:?} is functions, which rollwave deploys itself; `exec` is for hosts"));
     }
-    DecodedEnvironment { environment, regions_known: true }
+    DecodedEnvironment { environment, regions_known: true, signatures_required_at }
 }
 
 fn region(

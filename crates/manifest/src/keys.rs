@@ -1,15 +1,25 @@
 //! The keys of every object in a manifest. The decoder checks mappings against these
 //! lists and the JSON Schema builds its `properties` from them, so the two cannot drift.
 
-pub const MANIFEST: &[&str] =
-    &["service", "environments", "strategy", "stages", "alarms", "windows", "watch", "notifications", "monitors"];
+pub const MANIFEST: &[&str] = &[
+    "service",
+    "environments",
+    "strategy",
+    "stages",
+    "alarms",
+    "windows",
+    "watch",
+    "notifications",
+    "monitors",
+    "signing_keys",
+];
 pub const MONITOR: &[&str] = &["name", "request", "expect", "every"];
 pub const MONITOR_REQUEST: &[&str] = &["method", "path", "headers", "body"];
 pub const MONITOR_EXPECT: &[&str] = &["status", "body_contains", "max_latency"];
 pub const NOTIFICATION: &[&str] = &["url", "format", "on", "blocked_after", "routing_key", "secret"];
 /// A secret read on the server: exactly one of these.
 pub const SECRET_REF: &[&str] = &["env", "file"];
-pub const ENVIRONMENT: &[&str] = &["regions", "exec"];
+pub const ENVIRONMENT: &[&str] = &["regions", "exec", "require_signatures"];
 pub const EXEC: &[&str] = &["deploy", "rollback", "timeout"];
 pub const REGION: &[&str] = &["timezone", "zones", "functions"];
 pub const FUNCTION: &[&str] = &["name", "alias", "queue", "canary_alias", "router"];

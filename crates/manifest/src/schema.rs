@@ -140,6 +140,15 @@ fn property(object: &str, key: &str) -> Option<Value> {
             duration,
             "After a release finishes in a scope, alarms there are still attributed to it this long. Default 24h.",
         ),
+        ("manifest", "signing_keys") => described(
+            json!({ "type": "object", "minProperties": 1, "propertyNames": reference("name"),
+                    "additionalProperties": { "type": "string", "pattern": "^\\s*RW[A-Za-z0-9+/]{54}\\s*$" } }),
+            "Minisign (ed25519) public keys artifacts may be signed with, by name: the base64 line of a .pub file. Agents fetch ARTIFACT.minisig beside the artifact and check it against them.",
+        ),
+        ("environment", "require_signatures") => described(
+            json!({ "type": "boolean", "default": false }),
+            "Agents here refuse an artifact without a valid signature by one of signing_keys (a signature that does not verify is refused everywhere). Needs signing_keys, and agents: not for functions or exec environments.",
+        ),
         ("environment", "regions") => named_map(reference("region")),
         ("environment", "exec") => described(
             reference("exec"),

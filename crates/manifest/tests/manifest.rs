@@ -1020,6 +1020,7 @@ environments:                     # manifest
         timezone: UTC             # region
         zones:                    # region
           a: 2
+    require_signatures: false     # environment
     exec:                         # environment
       deploy: ./deploy.sh {{zone}}  # exec
       rollback: ./undo.sh         # exec
@@ -1119,6 +1120,8 @@ windows:                          # manifest
   allow: []                       # windows
   block: []                       # windows
 watch: 1h                         # manifest
+signing_keys:                     # manifest
+  ci: RWRoQGcwxDp2DmUquBftUVqcf3e4WFpzmLxhFzQtXmkkt9KyidJH0sDt
 ";
 
 fn indent(line: &str) -> usize {
@@ -1502,4 +1505,52 @@ fn a_cloudwatch_alarm_reads_the_version_in_flight_and_is_refused_where_it_cannot
         alarms:\n  - { name: e, source: cloudwatch, metric: Errors, threshold: 5 }\n";
     let e = errors(hosts).join("\n");
     assert!(e.contains("no environment has functions; it could never fire"), "{e}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Signed artifacts
+
+const CI_KEY: &str = "RWRoQGcwxDp2DmUquBftUVqcf3e4WFpzmLxhFzQtXmkkt9KyidJH0sDt";
+const OTHER_KEY: &str = "RWRmynhOGIPpcG7ARe7VfIvk2wl545jOpynMh7YTB54LNQZMfBGVZa7w";
+
+/// SMALL with `keys` as its signing keys (none when empty) and prod requiring signatures.
+fn signed(keys: &str, prod: &str) -> String {
+    let text = SMALL.replace("  prod:\n", &format!("  prod:\n{prod}"));
+    if keys.is_empty() { text } else { format!("{text}signing_keys:\n{keys}") }
+}
+
+#[test]
+fn signing_keys_are_kept_and_an_environment_may_require_signatures() {
+    let m =
+        parse(&signed(&format!("  ci-2026: {CI_KEY}\n  other: \"{OTHER_KEY}\"\n"), "    require_signatures: true\n"));
+    let keys: Vec<(&str, &str)> = m.signing_keys.iter().map(|k| (k.name.as_str(), k.public_key.as_str())).collect();
+    assert_eq!(keys, [("ci-2026", CI_KEY), ("other", OTHER_KEY)]);
+    assert!(m.environments[0].require_signatures);
+    let m = parse(&signed(&format!("  ci: {CI_KEY}\n"), ""));
+    assert!(!m.environments[0].require_signatures, "not required unless said");
+}
+
+#[test]
+fn a_signature_requirement_that_could_not_take_effect_is_refused_where_written() {
+    let errs = errors(&signed("", "    require_signatures: true\n"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with("4:25: environment \"prod\" requires signatures but the manifest names no key"),
+        "{errs:?}"
+    );
+    let exec = signed(&format!("  ci: {CI_KEY}\n"), "    require_signatures: true\n    exec: { deploy: ./ship }\n");
+    let errs = errors(&exec);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with("4:25: environment \"prod\" deploys with exec commands"), "{errs:?}");
+}
+
+#[test]
+fn a_signing_key_that_is_not_a_minisign_public_key_is_refused_at_its_value() {
+    let truncated = &CI_KEY[..40];
+    let errs = errors(&signed(&format!("  ci: {truncated}\n  again: {OTHER_KEY}\n  twice: {OTHER_KEY}\n"), ""));
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(errs[0].starts_with("11:7: expected a minisign public key"), "{errs:?}");
+    assert!(errs[1].starts_with("13:10: signing key \"twice\" is the same key as \"again\""), "{errs:?}");
+    let errs = errors(&format!("{SMALL}signing_keys: {{}}\n"));
+    assert!(errs[0].contains("signing_keys names no key"), "{errs:?}");
 }

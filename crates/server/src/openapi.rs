@@ -438,7 +438,10 @@ fn schemas() -> Value {
         json!({ "command": count(), "version": string(), "artifact": string(), "sha256": string(),
                 "purpose": { "type": "string", "enum": ["rollout", "rollback"] },
                 "flags": object(&["command", "version", "purpose"], json!({ "command": count(), "version": string(),
-                    "purpose": { "type": "string", "enum": ["rollout", "rollback"] } })) }),
+                    "purpose": { "type": "string", "enum": ["rollout", "rollback"] } })),
+                "signatures": object(&["required", "keys"], json!({ "required": { "type": "boolean" },
+                    "keys": array(object(&["name", "public_key"], json!({ "name": string(),
+                        "public_key": { "type": "string", "description": "a minisign public key, base64" } }))) })) }),
     );
     let flag_set = object(
         &["version", "flags"],

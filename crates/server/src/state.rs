@@ -1057,7 +1057,32 @@ impl ServiceState {
         };
         let name = self.engine.version_name(version).to_owned();
         let (artifact, sha256) = self.artifacts.get(&name).cloned().unwrap_or_default();
-        Desired { command, version: name, artifact, sha256, purpose, flags: self.desired_flags(env, host) }
+        Desired {
+            command,
+            version: name,
+            artifact,
+            sha256,
+            purpose,
+            flags: self.desired_flags(env, host),
+            signatures: self.signature_policy(env),
+        }
+    }
+
+    /// Whose signatures an artifact of `env` may carry, and whether it must: `None` when
+    /// the manifest names no signing key.
+    fn signature_policy(&self, env: EnvId) -> Option<rollwave_api::SignaturePolicy> {
+        let manifest = &self.plan.manifest;
+        if manifest.signing_keys.is_empty() {
+            return None;
+        }
+        Some(rollwave_api::SignaturePolicy {
+            required: manifest.environments[env.idx()].require_signatures,
+            keys: manifest
+                .signing_keys
+                .iter()
+                .map(|k| rollwave_api::TrustedKey { name: k.name.clone(), public_key: k.public_key.clone() })
+                .collect(),
+        })
     }
 
     /// The flag set a host should serve: absent until a flag release first reaches it.

@@ -79,6 +79,7 @@ fn environment(index: usize) -> impl Strategy<Value = Environment> {
     prop::collection::vec((0usize..3, prop::collection::vec(1u32..=6, 1..=3)), 1..=3).prop_map(move |regions| {
         Environment {
             exec: None,
+            require_signatures: false,
             name: format!("env{index}"),
             regions: regions
                 .into_iter()
@@ -165,6 +166,7 @@ fn manifest() -> impl Strategy<Value = Manifest> {
                 watch: Duration::from_secs(watch_h * HOUR),
                 notifications: vec![],
                 monitors: vec![],
+                signing_keys: vec![],
             }
         })
 }

@@ -398,7 +398,8 @@ fn kill_9_child() {
     ) else {
         return;
     };
-    let deployment = Deployment { command: 2, version: "v2".into(), artifact: Some(url), sha256: Some(sha256) };
+    let deployment =
+        Deployment { command: 2, version: "v2".into(), artifact: Some(url), sha256: Some(sha256), signatures: None };
     installer(Path::new(&workdir)).deploy(&deployment);
 }
 
@@ -809,4 +810,73 @@ fn a_real_agent_process_pushes_its_hosts_gauges() {
     drop(agent);
     let _again = start();
     wait_until("the restart is counted", || points("restarts").last().map(|p| p.1) == Some(1.0));
+}
+
+/// The signed-artifact fixtures (see `fixtures/signed/make.sh`): `dir` names a copy.
+fn signed_fixture(dir: &str) -> (String, String) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/signed").join(dir).join("app.tar.gz");
+    let sha256 = sha256_of(&path);
+    (format!("file://{}", path.display()), sha256)
+}
+
+fn fixture_key(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/signed/{name}.pub"));
+    std::fs::read_to_string(path).unwrap().lines().nth(1).unwrap().to_owned()
+}
+
+#[test]
+fn where_signatures_are_required_an_agent_installs_a_signed_artifact_and_refuses_others_saying_why() {
+    let server = server();
+    let admin = server.admin();
+    let manifest = MANIFEST.replace("HOSTS", "1").replace("  prod: {", "  prod: { require_signatures: true,")
+        + &format!("signing_keys:\n  ci: {}\n", fixture_key("ci"));
+    admin.apply("shop.yaml", &manifest).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let workdir = tmp.path().join("z1-1");
+    let _agent = RunningAgent::start(agent_config(&server, "z1-1", "z1", &workdir));
+    let release = |version: &str, dir: &str| {
+        let (artifact, sha256) = signed_fixture(dir);
+        let release =
+            CreateRelease { version: version.into(), artifact: Some(artifact), sha256: Some(sha256), flags: None };
+        admin.create_release("shop", &release).unwrap();
+    };
+    let settled = |version: &str| {
+        let mut detail = None;
+        wait_until("the release settles", || {
+            let d = admin.release("shop", version).unwrap();
+            let done = d.release.outcome != rollwave_api::Outcome::InProgress;
+            detail = Some(d);
+            done
+        });
+        detail.unwrap()
+    };
+    release("v1", "");
+    assert_eq!(settled("v1").release.outcome, rollwave_api::Outcome::Completed);
+    assert_eq!(current_link(&workdir), Some("releases/v1".into()));
+
+    for (version, dir, why) in [
+        ("v2", "unsigned", "is not signed"),
+        ("v3", "tampered", "changed after it was signed"),
+        // Signed, but by a key the manifest does not name.
+        ("v4", "other-key", "by none of the keys the manifest names (ci)"),
+    ] {
+        release(version, dir);
+        let detail = settled(version);
+        assert_ne!(detail.release.outcome, rollwave_api::Outcome::Completed, "{version}: {:?}", detail.events);
+        let failed = detail
+            .events
+            .iter()
+            .find(|e| e.kind == rollwave_api::EventKind::HostFailed)
+            .unwrap_or_else(|| panic!("{version}: no host failure in {:?}", detail.events));
+        let reason = failed.reason.as_deref().unwrap_or_default();
+        assert!(reason.contains(why), "{version}: the timeline says why: {reason}");
+        assert_eq!(current_link(&workdir), Some("releases/v1".into()), "{version} is not installed");
+        assert!(!releases(&workdir).contains(&version.to_owned()), "{version} was not even unpacked");
+        if detail.release.outcome == rollwave_api::Outcome::Halted {
+            admin.action("shop", version, rollwave_api::OperatorAction::Rollback, None).unwrap();
+            wait_until("the rollback ends", || {
+                admin.release("shop", version).unwrap().release.outcome == rollwave_api::Outcome::RolledBack
+            });
+        }
+    }
 }

@@ -586,3 +586,38 @@ fn an_alarm_on_data_from_before_a_rollback_is_the_rolled_back_release_s_not_the_
     h.alarm(0, AlarmState::Alarm);
     assert!(h.kinds().contains(&"regression_suspected"), "{:?}", h.kinds());
 }
+
+#[test]
+fn a_zone_whose_host_is_still_rolling_back_waits_for_it_instead_of_completing() {
+    let mut m = manifest(&[1], &[false]);
+    m.stages[0].waves[0].strategy.one_box = None;
+    let mut h = Harness::new(m);
+    let v2 = h.create("v2");
+    let d = h.take_deploys();
+    h.input(Input::HostReport { env: ENV, host: HostId(0), command: d[0].0, result: Err("refused".into()) });
+    assert_eq!(h.status("v2"), ReleaseStatus::Halted);
+    let rollback = h.take_deploys();
+    assert_eq!(rollback.iter().map(|d| (d.1.clone(), d.3)).collect::<Vec<_>>(), [(vec![0], Purpose::Rollback)]);
+    // The operator rolls v2 back everywhere while the host is still being put back on v1.
+    h.input(Input::Operator(OperatorCommand::Rollback { release: v2 }));
+    assert!(h.take_deploys().is_empty(), "the host's rollback is already under way");
+    h.events.clear();
+
+    // v3 comes before that rollback ends: its zone waits for the host.
+    let v3 = h.create("v3");
+    h.run_for(5);
+    assert!(h.take_deploys().is_empty(), "nothing is sent to a host that is busy");
+    let kinds = h.take_kinds();
+    assert!(!kinds.contains(&"zone_completed") && !kinds.contains(&"release_completed"), "{kinds:?}");
+    assert_eq!(h.status("v3"), ReleaseStatus::InProgress);
+
+    // Once the rollback ends, v3 deploys the host, and only then completes.
+    h.succeed(&rollback);
+    h.after(1);
+    let d = h.take_deploys();
+    assert_eq!(d.iter().map(|d| (d.1.clone(), d.2)).collect::<Vec<_>>(), [(vec![0], v3)], "{:?}", h.kinds());
+    h.succeed(&d);
+    h.run_for(30 + 120 + 5);
+    assert_eq!(h.status("v3"), ReleaseStatus::Completed, "{:?}", h.kinds());
+    assert_eq!(h.engine.host_version(ENV, HostId(0)), v3);
+}

@@ -110,6 +110,7 @@ pub fn deployment(command: u64, version: &str, artifact: &Built) -> Deployment {
         version: version.into(),
         artifact: Some(artifact.url()),
         sha256: Some(artifact.sha256.clone()),
+        signatures: None,
     }
 }
 

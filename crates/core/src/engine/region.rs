@@ -80,7 +80,7 @@ impl Engine {
         let plan = Arc::clone(&self.plan);
         let strategy = &plan.manifest.stages[at.stage.idx()].waves[at.wave].strategy;
         let range = plan.one_box_hosts(at.env, at.region, strategy)?;
-        let hosts: Vec<HostId> = range.map(HostId).filter(|&h| self.needs(at.env, h, at.release)).collect();
+        let hosts: Vec<HostId> = range.map(HostId).filter(|&h| self.lacks(at.env, h, at.release)).collect();
         let zone = ZoneId(plan.region_zones(at.env, at.region).start);
         if let Err(why) = self.step_gate(at.stage, at.region, Some(zone), &hosts) {
             self.report_blocked(at, EventScope::Zone(at.stage, at.env, zone), why);
@@ -153,16 +153,19 @@ impl Engine {
             .hosts_in(zone_hosts.len() as u32)
             .min(plan.env(at.env).zones[zone_id.idx()].max_out_of_service);
         let failed = &self.slots[at.stage.idx()][at.wave].active.as_ref()?.failed_hosts;
-        let batch: Vec<HostId> = zone_hosts
-            .map(HostId)
-            .filter(|&h| !failed.contains(&h) && self.needs(at.env, h, at.release))
-            .take(limit as usize)
-            .collect();
-        if batch.is_empty() {
+        let pending: Vec<HostId> =
+            zone_hosts.map(HostId).filter(|&h| !failed.contains(&h) && self.lacks(at.env, h, at.release)).collect();
+        if pending.is_empty() {
             self.emit(EventKind::ZoneCompleted, Some(at.release), scope, None);
             let bake = strategy.rolling.zone_bake;
             self.emit(EventKind::BakeStarted, Some(at.release), scope, Some(describe_bake(&bake)));
             return Some(Phase::ZoneBake { zone, bake: BakeClock::start(self.now, &bake) });
+        }
+        // A host still busy (a rollback of an earlier release, say) is waited for: the
+        // zone is done only once every host runs the release.
+        let batch: Vec<HostId> = pending.into_iter().filter(|&h| self.idle(at.env, h)).take(limit as usize).collect();
+        if batch.is_empty() {
+            return None;
         }
         if let Err(why) = self.step_gate(at.stage, at.region, Some(zone_id), &batch) {
             self.report_blocked(at, scope, why);
@@ -202,10 +205,14 @@ impl Engine {
         EventScope::Zone(at.stage, at.env, self.zone_id(at, zone))
     }
 
-    /// Whether a host still has to be deployed with `release`.
-    fn needs(&self, env: EnvId, host: HostId, release: ReleaseId) -> bool {
-        let h = &self.hosts[env.idx()][host.idx()];
-        h.version != release && h.op.is_none()
+    /// Whether a host does not run `release` yet.
+    fn lacks(&self, env: EnvId, host: HostId, release: ReleaseId) -> bool {
+        self.hosts[env.idx()][host.idx()].version != release
+    }
+
+    /// Whether a host has no deployment in flight.
+    fn idle(&self, env: EnvId, host: HostId) -> bool {
+        self.hosts[env.idx()][host.idx()].op.is_none()
     }
 
     /// Says why a region waits, once for each reason.

@@ -442,3 +442,24 @@ fn release_wait_tells_reached_refused_and_timed_out_apart_and_status_watch_shows
     let release: Value = serde_json::from_slice(&o.stdout).expect("the release as JSON");
     assert_eq!(release["outcome"], "completed");
 }
+
+#[test]
+fn an_agent_given_a_ca_bundle_that_trusts_nothing_refuses_to_start_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key-only.pem");
+    std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["agent", "--server", "https://127.0.0.1:1", "--token", "rw_x", "--host-id", "h1"])
+        .args(["--environment", "prod", "--region", "r1", "--zone", "z1"])
+        .arg("--workdir")
+        .arg(dir.path().join("work"))
+        .env("ROLLWAVE_CA_BUNDLE", &key)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--ca-bundle: the CA bundle") && stderr.contains("key-only.pem holds no certificate"),
+        "{stderr}"
+    );
+}

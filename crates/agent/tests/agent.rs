@@ -880,3 +880,39 @@ fn where_signatures_are_required_an_agent_installs_a_signed_artifact_and_refuses
         }
     }
 }
+
+#[test]
+fn a_ca_bundle_is_whom_artifact_downloads_and_the_server_client_trust() {
+    use rollwave_api::tls::Roots;
+    let tmp = tempfile::tempdir().unwrap();
+    let served = tmp.path().join("www");
+    std::fs::create_dir(&served).unwrap();
+    let v1 = artifact(&served, "v1", "", &[]);
+    std::fs::write(served.join("answer.json"), r#"{"ok":true}"#).unwrap();
+    let https = HttpsServer::start(&served);
+    let url = format!("{}/v1.tar.gz", https.base);
+    let download = tmp.path().join("v1.part");
+    let fetch = |roots: &Roots| rollwave_agent::artifact::fetch(&url, &download, roots);
+
+    // Neither the WebPKI roots nor another private CA vouch for the server.
+    let other = Roots::from_pem_file(&tls_fixture("other-ca.pem")).unwrap();
+    for roots in [Roots::default(), other.clone()] {
+        let err = fetch(&roots).unwrap_err().to_string();
+        assert!(err.contains(&url) && err.to_lowercase().contains("certificate"), "{err}");
+    }
+    let bundle = Roots::from_pem_file(&tls_fixture("ca.pem")).unwrap();
+    let local = fetch(&bundle).unwrap();
+    assert_eq!(local.sha256, v1.sha256);
+
+    // The API client, as the agent builds it, trusts the same bundle.
+    let client = rollwave_api::Client::new(&https.base, None);
+    assert!(client.get::<serde_json::Value>("/answer.json").is_err(), "not without the bundle");
+    let answer: serde_json::Value = client.trusting(&bundle).get("/answer.json").unwrap();
+    assert_eq!(answer, serde_json::json!({ "ok": true }));
+
+    // A bundle that could trust nothing is refused when read, naming the file.
+    let err = Roots::from_pem_file(&tls_fixture("server.key")).unwrap_err();
+    assert!(err.contains("server.key") && err.contains("holds no certificate"), "{err}");
+    let err = Roots::from_pem_file(&tmp.path().join("missing.pem")).unwrap_err();
+    assert!(err.contains("missing.pem"), "{err}");
+}

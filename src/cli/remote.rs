@@ -19,6 +19,15 @@ pub struct Remote {
     /// How to print what the server answers: a table for people, JSON or YAML for scripts.
     #[arg(long, value_enum, env = "ROLLWAVE_OUTPUT", default_value_t = Format::Table, global = true)]
     pub output: Format,
+    /// A PEM file of the certificate authorities `https` to the server trusts, instead of
+    /// the WebPKI roots built in (a private CA in front of the server).
+    #[arg(long, env = "ROLLWAVE_CA_BUNDLE", value_name = "FILE", value_parser = read_ca_bundle, global = true)]
+    pub ca_bundle: Option<rollwave_api::tls::Roots>,
+}
+
+/// Reads the bundle while the arguments are parsed, so a bad one is a usage error naming it.
+fn read_ca_bundle(path: &str) -> Result<rollwave_api::tls::Roots, String> {
+    rollwave_api::tls::Roots::from_pem_file(std::path::Path::new(path))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -34,7 +43,11 @@ pub enum Format {
 
 impl Remote {
     pub fn client(&self) -> Client {
-        Client::new(&self.server, self.token.clone())
+        let client = Client::new(&self.server, self.token.clone());
+        match &self.ca_bundle {
+            Some(roots) => client.trusting(roots),
+            None => client,
+        }
     }
 }
 

@@ -463,3 +463,31 @@ fn an_agent_given_a_ca_bundle_that_trusts_nothing_refuses_to_start_naming_it() {
         "{stderr}"
     );
 }
+
+#[test]
+fn client_commands_trust_the_ca_bundle_they_are_given_for_an_https_server() {
+    use rollwave_testkit::{HttpsServer, tls_fixture};
+    // A TLS terminator's stand-in: a real HTTPS server with a private CA's certificate,
+    // answering `service list` with the list the API would.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("v1")).unwrap();
+    std::fs::write(dir.path().join("v1/services"), "[]").unwrap();
+    let https = HttpsServer::start(dir.path());
+    let list = |bundle: Option<&Path>| {
+        let mut command = Command::new(BIN);
+        command.args(["service", "list", "--output", "json", "--server", &https.base]);
+        if let Some(bundle) = bundle {
+            command.env("ROLLWAVE_CA_BUNDLE", bundle);
+        }
+        command.output().unwrap()
+    };
+    let refused = list(None);
+    assert_eq!(refused.status.code(), Some(3), "the WebPKI roots do not vouch for it: {}", stderr(&refused));
+    assert!(stderr(&refused).to_lowercase().contains("certificate"), "{}", stderr(&refused));
+    let trusted = list(Some(&tls_fixture("ca.pem")));
+    assert!(trusted.status.success(), "{}", stderr(&trusted));
+    assert_eq!(stdout(&trusted).trim(), "[]");
+    let bad = list(Some(&tls_fixture("server.key")));
+    assert_eq!(bad.status.code(), Some(2), "a bundle with no certificate is a usage error: {}", stderr(&bad));
+    assert!(stderr(&bad).contains("--ca-bundle") && stderr(&bad).contains("holds no certificate"), "{}", stderr(&bad));
+}

@@ -884,6 +884,7 @@ fn where_signatures_are_required_an_agent_installs_a_signed_artifact_and_refuses
 #[test]
 fn a_ca_bundle_is_whom_artifact_downloads_and_the_server_client_trust() {
     use rollwave_api::tls::Roots;
+    use rollwave_testkit::{HttpsServer, tls_fixture};
     let tmp = tempfile::tempdir().unwrap();
     let served = tmp.path().join("www");
     std::fs::create_dir(&served).unwrap();

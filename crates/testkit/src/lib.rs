@@ -4,7 +4,8 @@
 //! `ROLLWAVE_TEST_POSTGRES_URL`, or says on stderr that the test is skipped. `wait_for` is
 //! the one way a test waits for a real process or thread to reach a condition
 //! (`wait_for_async` in a tokio runtime, for its tasks), `Proc` a
-//! child process that cannot outlive its test, `free_port` a port to give one.
+//! child process that cannot outlive its test, `free_port` a port to give one,
+//! `HttpsServer` a real HTTPS file server (Python's) with a certificate of a private CA.
 
 mod process;
 
@@ -50,4 +51,52 @@ pub async fn fresh_postgres(test: &str) -> Option<String> {
         _ => without_query.as_str(),
     };
     Some(format!("{prefix}/{name}{query}"))
+}
+
+/// The TLS fixtures (see `fixtures/tls/make.sh`): a private CA, a certificate it issued
+/// for 127.0.0.1 with its key, and a CA that issued nothing.
+pub fn tls_fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tls").join(name)
+}
+
+/// Python's HTTP file server behind TLS with the fixture's certificate, serving `dir`;
+/// killed on drop.
+pub struct HttpsServer {
+    child: std::process::Child,
+    pub base: String,
+}
+
+impl HttpsServer {
+    pub fn start(dir: &std::path::Path) -> HttpsServer {
+        const SERVE: &str = "\
+import http.server, ssl, sys
+handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=sys.argv[1])
+httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+tls.load_cert_chain(sys.argv[2], sys.argv[3])
+httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
+print(httpd.server_address[1], flush=True)
+httpd.serve_forever()
+";
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", SERVE])
+            .arg(dir)
+            .arg(tls_fixture("server.pem"))
+            .arg(tls_fixture("server.key"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 runs the test's HTTPS server");
+        let mut port = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut port).unwrap();
+        let port: u16 = port.trim().parse().expect("the HTTPS server says its port");
+        HttpsServer { child, base: format!("https://127.0.0.1:{port}") }
+    }
+}
+
+impl Drop for HttpsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

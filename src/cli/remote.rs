@@ -21,13 +21,8 @@ pub struct Remote {
     pub output: Format,
     /// A PEM file of the certificate authorities `https` to the server trusts, instead of
     /// the WebPKI roots built in (a private CA in front of the server).
-    #[arg(long, env = "ROLLWAVE_CA_BUNDLE", value_name = "FILE", value_parser = read_ca_bundle, global = true)]
+    #[arg(long, env = "ROLLWAVE_CA_BUNDLE", value_name = "FILE", value_parser = rollwave_api::tls::parse_ca_bundle, global = true)]
     pub ca_bundle: Option<rollwave_api::tls::Roots>,
-}
-
-/// Reads the bundle while the arguments are parsed, so a bad one is a usage error naming it.
-fn read_ca_bundle(path: &str) -> Result<rollwave_api::tls::Roots, String> {
-    rollwave_api::tls::Roots::from_pem_file(std::path::Path::new(path))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

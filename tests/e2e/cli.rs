@@ -444,24 +444,33 @@ fn release_wait_tells_reached_refused_and_timed_out_apart_and_status_watch_shows
 }
 
 #[test]
-fn an_agent_given_a_ca_bundle_that_trusts_nothing_refuses_to_start_naming_it() {
+fn the_agent_router_and_relay_given_a_ca_bundle_that_trusts_nothing_refuse_to_start_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("key-only.pem");
     std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["agent", "--server", "https://127.0.0.1:1", "--token", "rw_x", "--host-id", "h1"])
-        .args(["--environment", "prod", "--region", "r1", "--zone", "z1"])
-        .arg("--workdir")
-        .arg(dir.path().join("work"))
-        .env("ROLLWAVE_CA_BUNDLE", &key)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("--ca-bundle: the CA bundle") && stderr.contains("key-only.pem holds no certificate"),
-        "{stderr}"
-    );
+    let work = dir.path().join("work").display().to_string();
+    let server = ["--server", "https://127.0.0.1:1", "--token", "rw_x"];
+    let place = ["--service", "web", "--environment", "prod", "--region", "r1"];
+    let agent = [&["agent"][..], &server, &["--host-id", "h1", "--environment", "prod", "--region", "r1"]]
+        .concat()
+        .into_iter()
+        .chain(["--zone", "z1", "--workdir", work.as_str()])
+        .collect::<Vec<_>>();
+    let router = [&["router"][..], &server, &place].concat();
+    let relay = [&["relay"][..], &server, &place].concat();
+    for (args, via_env) in [(agent, true), (router, false), (relay, true)] {
+        let mut command = Command::new(BIN);
+        command.args(&args);
+        if via_env {
+            command.env("ROLLWAVE_CA_BUNDLE", &key);
+        } else {
+            command.arg("--ca-bundle").arg(&key);
+        }
+        let out = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: bad usage: {stderr}", args[0]);
+        assert!(stderr.contains("--ca-bundle") && stderr.contains("key-only.pem holds no certificate"), "{stderr}");
+    }
 }
 
 #[test]

@@ -76,8 +76,8 @@ pub struct AgentArgs {
     pub ofrep_listen: std::net::SocketAddr,
     /// A PEM file of the certificate authorities `https` trusts, for the server and the
     /// artifacts alike, instead of the WebPKI roots built in (a private CA).
-    #[arg(long, env = "ROLLWAVE_CA_BUNDLE")]
-    pub ca_bundle: Option<PathBuf>,
+    #[arg(long, env = "ROLLWAVE_CA_BUNDLE", value_name = "FILE", value_parser = rollwave_api::tls::parse_ca_bundle)]
+    pub ca_bundle: Option<rollwave_api::tls::Roots>,
 }
 
 /// `rollwave fleet up`: run many agents on this machine, `--hosts-per-zone` per zone.
@@ -138,10 +138,7 @@ pub fn agent_main(args: AgentArgs) -> anyhow::Result<()> {
     config.address = args.address;
     config.metrics_every = args.metrics_every;
     config.ofrep_listen = args.ofrep_listen;
-    if let Some(bundle) = &args.ca_bundle {
-        config.roots =
-            rollwave_api::tls::Roots::from_pem_file(bundle).map_err(|e| anyhow::anyhow!("--ca-bundle: {e}"))?;
-    }
+    config.roots = args.ca_bundle.unwrap_or_default();
     let workdir = config.workdir.display().to_string();
     let mut agent = Agent::new(config).with_context(|| format!("cannot use the work directory {workdir}"))?;
     tracing::info!(

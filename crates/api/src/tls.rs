@@ -16,6 +16,12 @@ pub enum Roots {
     Bundle { path: PathBuf, certificates: Arc<Vec<Certificate<'static>>> },
 }
 
+/// `--ca-bundle FILE` as clap reads it: the bundle is read while the arguments are
+/// parsed, so a bad one is a usage error that names the flag and the file.
+pub fn parse_ca_bundle(path: &str) -> Result<Roots, String> {
+    Roots::from_pem_file(Path::new(path))
+}
+
 impl Roots {
     /// Reads every certificate of a PEM file. A file that cannot be read, does not parse
     /// or holds no certificate is an error naming it: a bundle that trusts nothing would

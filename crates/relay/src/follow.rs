@@ -39,6 +39,8 @@ pub struct Source {
     pub region: String,
     /// A router token of this service, environment and region.
     pub token: Option<String>,
+    /// Whom `https` to the server trusts.
+    pub roots: rollwave_api::tls::Roots,
 }
 
 impl Source {
@@ -117,7 +119,8 @@ fn follow(
     status: &FollowerStatus,
     stop: &AtomicBool,
 ) {
-    let client = Client::with_timeout(&source.server, source.token.clone(), Duration::from_secs(LONG_POLL_S + 15));
+    let client = Client::with_timeout(&source.server, source.token.clone(), Duration::from_secs(LONG_POLL_S + 15))
+        .trusting(&source.roots);
     let mut generation = None;
     let mut retry = RETRY_FIRST;
     let mut failures = 0u64;

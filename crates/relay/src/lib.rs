@@ -85,6 +85,11 @@ pub struct RelayArgs {
     #[arg(long, default_value = "5s", value_parser = rollwave_router::parse_duration_arg)]
     pub push_every: Duration,
 
+    /// With --server: a PEM file of the certificate authorities `https` to the server
+    /// trusts, instead of the WebPKI roots built in (a private CA).
+    #[arg(long, value_name = "FILE", value_parser = rollwave_api::tls::parse_ca_bundle)]
+    pub ca_bundle: Option<rollwave_api::tls::Roots>,
+
     /// How often the flags file is read for changes (standalone mode).
     #[arg(long, default_value = "500ms", value_parser = rollwave_router::parse_duration_arg)]
     pub reload_every: Duration,
@@ -124,6 +129,7 @@ impl RelayArgs {
                     environment: environment.clone(),
                     region: region.clone(),
                     token: self.token.clone(),
+                    roots: self.ca_bundle.clone().unwrap_or_default(),
                 };
                 Ok(Mode::Server { source, state_dir })
             }
@@ -165,6 +171,7 @@ pub fn main(args: RelayArgs) -> anyhow::Result<()> {
                         region: source.region.clone(),
                         token: source.token.clone(),
                         every: args.push_every,
+                        roots: source.roots.clone(),
                     },
                     counters.clone(),
                 ));

@@ -27,6 +27,8 @@ pub struct PushTarget {
     pub region: String,
     pub token: Option<String>,
     pub every: Duration,
+    /// Whom `https` to the server trusts.
+    pub roots: rollwave_api::tls::Roots,
 }
 
 /// The counts a push sends: `totals` less what was sent already, zero counts left out.
@@ -67,7 +69,7 @@ pub fn start(target: PushTarget, counters: Arc<Counters>) -> Pusher {
 }
 
 fn run(target: &PushTarget, counters: &Counters, stopped: &mpsc::Receiver<()>) {
-    let client = Client::with_timeout(&target.server, target.token.clone(), PUSH_TIMEOUT);
+    let client = Client::with_timeout(&target.server, target.token.clone(), PUSH_TIMEOUT).trusting(&target.roots);
     let mut sent = BTreeMap::new();
     loop {
         let last = match stopped.recv_timeout(target.every.max(Duration::from_millis(50))) {

@@ -121,6 +121,11 @@ pub struct RouterArgs {
     /// Worker threads (default: the CPUs this process may run on).
     #[arg(long)]
     pub workers: Option<usize>,
+
+    /// With --server: a PEM file of the certificate authorities `https` to the server
+    /// trusts, instead of the WebPKI roots built in (a private CA).
+    #[arg(long, value_name = "FILE", value_parser = rollwave_api::tls::parse_ca_bundle)]
+    pub ca_bundle: Option<rollwave_api::tls::Roots>,
 }
 
 impl RouterArgs {
@@ -162,6 +167,7 @@ pub fn main(args: RouterArgs) -> anyhow::Result<()> {
                 region: region.clone(),
                 advertise: Some(args.advertise.clone().unwrap_or_else(|| args.listen.clone())),
                 token: args.token.clone(),
+                roots: args.ca_bundle.clone().unwrap_or_default(),
             };
             match &args.token {
                 Some(token) => {
@@ -171,6 +177,7 @@ pub fn main(args: RouterArgs) -> anyhow::Result<()> {
                         environment: environment.clone(),
                         token: token.clone(),
                         every: args.push_every,
+                        roots: args.ca_bundle.clone().unwrap_or_default(),
                     })
                 }
                 None => tracing::warn!("no --token (or ROLLWAVE_TOKEN): traffic is not pushed to the control plane"),

@@ -35,6 +35,8 @@ pub struct PushTarget {
     /// A deployer token, or an agent token of a host of `service`.
     pub token: String,
     pub every: Duration,
+    /// Whom `https` to the server trusts.
+    pub roots: rollwave_api::tls::Roots,
 }
 
 impl PushTarget {
@@ -120,7 +122,7 @@ pub fn start(target: PushTarget, metrics: Arc<Metrics>) -> Pusher {
 }
 
 fn run(target: &PushTarget, metrics: &Metrics, stopped: &mpsc::Receiver<()>) {
-    let client = Client::with_timeout(&target.server, Some(target.token.clone()), PUSH_TIMEOUT);
+    let client = Client::with_timeout(&target.server, Some(target.token.clone()), PUSH_TIMEOUT).trusting(&target.roots);
     let url = target.url();
     let every = target.every.max(MIN_INTERVAL);
     let mut pending = Pending::default();

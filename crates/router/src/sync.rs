@@ -19,6 +19,8 @@ pub struct Source {
     /// A router token of this service, environment and region: sent on every poll (the
     /// server takes the address only from its region's router).
     pub token: Option<String>,
+    /// Whom `https` to the server trusts.
+    pub roots: rollwave_api::tls::Roots,
 }
 
 impl Source {
@@ -67,7 +69,8 @@ fn write_atomically(path: &Path, text: &str) -> Result<()> {
 pub fn start(source: Source, dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join("routes.yaml");
-    let client = Client::with_timeout(&source.server, source.token.clone(), Duration::from_secs(45));
+    let client =
+        Client::with_timeout(&source.server, source.token.clone(), Duration::from_secs(45)).trusting(&source.roots);
     let first = source.fetch(&client, None)?;
     let mut last = routes_yaml(&first);
     write_atomically(&path, &last)?;

@@ -29,6 +29,7 @@ fn source(server: &str) -> Source {
         environment: "prod".into(),
         region: "use1".into(),
         token: Some("rw_router_token".into()),
+        roots: Default::default(),
     }
 }
 
@@ -131,6 +132,7 @@ fn counts_are_pushed_per_flag_variant_and_version_and_a_failed_push_keeps_them()
             region: "use1".into(),
             token: Some("rw_router_token".into()),
             every: Duration::from_millis(50),
+            roots: Default::default(),
         },
         relay.counters.clone(),
     );

@@ -1629,24 +1629,18 @@ fn cloudwatch_dimensions(d: &mut Decoder, node: &Node) -> Option<Vec<(String, St
     let errors_before = d.errors().len();
     for (key, value) in d.entries(&map) {
         let Some(text) = d.string(value) else { continue };
-        let mut rest = text.as_str();
-        while let Some(start) = rest.find("{{") {
-            let after = &rest[start + 2..];
-            let Some(end) = after.find("}}") else {
-                d.error(value, "an unclosed `{{` in a dimension's value");
-                break;
-            };
-            let name = &after[..end];
-            if !CLOUDWATCH_TEMPLATES.contains(&name) {
-                d.error(
+        for template in templates(&text) {
+            match template {
+                Err(Unclosed) => d.error(value, "an unclosed `{{` in a dimension's value"),
+                Ok(name) if !CLOUDWATCH_TEMPLATES.contains(&name) => d.error(
                     value,
                     format!(
                         "{{{{{name}}}}} is not filled in; a dimension may use {}",
                         CLOUDWATCH_TEMPLATES.map(|t| format!("{{{{{t}}}}}")).join(", ")
                     ),
-                );
+                ),
+                Ok(_) => {}
             }
-            rest = &after[end + 2..];
         }
         dimensions.push((key.as_str().to_owned(), text));
     }
@@ -1660,12 +1654,9 @@ fn cloudwatch_dimensions(d: &mut Decoder, node: &Node) -> Option<Vec<(String, St
 /// unknown one would reach the shell as literal text and do nothing it says.
 fn exec_command(d: &mut Decoder, node: &Node) -> Option<String> {
     let command = d.string(node)?;
-    let mut rest = command.as_str();
     let mut known = true;
-    while let Some(start) = rest.find("{{") {
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else { break };
-        let name = &after[..end];
+    // An unclosed `{{` is the command's own text.
+    for name in templates(&command).map_while(Result::ok) {
         if ExecTemplate::parse(name).is_none() {
             let names = ExecTemplate::ALL.map(ExecTemplate::name);
             let hint = suggest(name.trim(), names).map(|n| format!(" (did you mean {{{{{n}}}}}?)")).unwrap_or_default();
@@ -1678,7 +1669,40 @@ fn exec_command(d: &mut Decoder, node: &Node) -> Option<String> {
             );
             known = false;
         }
-        rest = &after[end + 2..];
     }
     known.then_some(command)
+}
+
+/// A `{{` with no `}}` after it.
+struct Unclosed;
+
+/// The names between `{{` and `}}` in `text`, in order; an unclosed `{{` ends the scan.
+fn templates(text: &str) -> impl Iterator<Item = Result<&str, Unclosed>> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let after = &rest?[rest?.find("{{")? + 2..];
+        match after.find("}}") {
+            Some(end) => {
+                rest = Some(&after[end + 2..]);
+                Some(Ok(&after[..end]))
+            }
+            None => {
+                rest = None;
+                Some(Err(Unclosed))
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_are_read_in_order_and_an_unclosed_one_ends_the_scan() {
+        let names = |text| templates(text).map(|t| t.map_err(|Unclosed| "unclosed")).collect::<Vec<_>>();
+        assert_eq!(names("./ship {{zone}} {{ host }}x{{}}"), [Ok("zone"), Ok(" host "), Ok("")]);
+        assert_eq!(names("a {{zone}} {{oops"), [Ok("zone"), Err("unclosed")]);
+        assert_eq!(names("no templates }} here"), Vec::<Result<&str, &str>>::new());
+    }
 }

@@ -59,6 +59,19 @@ pub struct Local {
     pub downloaded: bool,
 }
 
+/// The HTTP client of downloads (artifacts and their signatures): statuses are answers,
+/// not errors, and a stalled transfer ends, however long a whole one may take.
+pub(crate) fn downloader(roots: &Roots) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(30)))
+        .timeout_recv_response(Some(Duration::from_secs(60)))
+        .timeout_per_read(Some(Duration::from_secs(60)))
+        .tls_config(roots.tls_config())
+        .build()
+        .into()
+}
+
 /// Makes the artifact available as a local file, with its sha256. Downloads go to
 /// `download_to`.
 pub fn fetch(artifact: &str, download_to: &Path, roots: &Roots) -> Result<Local, DeployError> {
@@ -74,15 +87,7 @@ pub fn fetch(artifact: &str, download_to: &Path, roots: &Roots) -> Result<Local,
         }
         Source::Url(url) => {
             let failed = |reason: String| DeployError::Download { url: url.clone(), reason };
-            let agent: ureq::Agent = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_connect(Some(Duration::from_secs(30)))
-                .timeout_recv_response(Some(Duration::from_secs(60)))
-                .timeout_per_read(Some(Duration::from_secs(60)))
-                .tls_config(roots.tls_config())
-                .build()
-                .into();
-            let mut response = agent.get(&url).call().map_err(|e| failed(e.to_string()))?;
+            let mut response = downloader(roots).get(&url).call().map_err(|e| failed(e.to_string()))?;
             let status = response.status();
             if !status.is_success() {
                 return Err(failed(format!("the server answered {status}")));

@@ -9,7 +9,6 @@ use minisign_verify::{PublicKey, Signature};
 use rollwave_api::tls::Roots;
 use std::io::Read;
 use std::path::Path;
-use std::time::Duration;
 
 /// The keys a deployment's artifact may be signed with, from the manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,7 +32,7 @@ pub enum Checked {
 const MAX_SIGNATURE_BYTES: u64 = 16 * 1024;
 
 /// Where the signature of `artifact` is: beside it, with `.minisig` appended.
-pub fn signature_location(artifact: &str) -> String {
+fn signature_location(artifact: &str) -> String {
     format!("{artifact}.minisig")
 }
 
@@ -107,13 +106,8 @@ fn fetch_signature(location: &str, roots: &Roots) -> Result<Option<String>, Depl
             Err(e) => return Err(failed(format!("cannot open {}: {e}", path.display()))),
         },
         Source::Url(url) => {
-            let agent: ureq::Agent = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_global(Some(Duration::from_secs(60)))
-                .tls_config(roots.tls_config())
-                .build()
-                .into();
-            let mut response = agent.get(&url).call().map_err(|e| failed(e.to_string()))?;
+            let mut response =
+                crate::artifact::downloader(roots).get(&url).call().map_err(|e| failed(e.to_string()))?;
             match response.status().as_u16() {
                 404 | 410 => return Ok(None),
                 s if !(200..300).contains(&s) => {

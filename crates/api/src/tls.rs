@@ -3,7 +3,7 @@
 //! artifact store). One [`Roots`] serves every client of a process, so the server and
 //! the artifacts are trusted alike.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 
@@ -13,7 +13,7 @@ pub enum Roots {
     #[default]
     WebPki,
     /// Only the certificates of a bundle (`--ca-bundle`).
-    Bundle { path: PathBuf, certificates: Arc<Vec<Certificate<'static>>> },
+    Bundle(Arc<Vec<Certificate<'static>>>),
 }
 
 /// `--ca-bundle FILE` as clap reads it: the bundle is read while the arguments are
@@ -39,13 +39,13 @@ impl Roots {
         if certificates.is_empty() {
             return Err(format!("the CA bundle {} holds no certificate (-----BEGIN CERTIFICATE-----)", path.display()));
         }
-        Ok(Roots::Bundle { path: path.to_owned(), certificates: Arc::new(certificates) })
+        Ok(Roots::Bundle(Arc::new(certificates)))
     }
 
     pub fn tls_config(&self) -> TlsConfig {
         let roots = match self {
             Roots::WebPki => RootCerts::WebPki,
-            Roots::Bundle { certificates, .. } => RootCerts::Specific(Arc::clone(certificates)),
+            Roots::Bundle(certificates) => RootCerts::Specific(Arc::clone(certificates)),
         };
         TlsConfig::builder().root_certs(roots).build()
     }

@@ -298,7 +298,7 @@ async fn metrics(State(app): Shared) -> Response {
                 let labels = vec![("service".to_owned(), s.name.clone()), ("alarm".to_owned(), alarm.name.clone())];
                 m.alarms_firing.get_or_create(&labels).set(firing as i64);
             }
-            for r in s.engine.releases() {
+            for r in &releases {
                 let labels =
                     vec![("service".to_owned(), s.name.clone()), ("outcome".to_owned(), r.status.as_str().to_owned())];
                 m.releases.get_or_create(&labels).inc();
@@ -331,9 +331,11 @@ async fn metrics(State(app): Shared) -> Response {
     let applied = app.node.read(|model| model.applied_seq);
     // A store that cannot be read leaves the last figures: the scrape still answers.
     if let Ok(last) = app.node.store.last_seq().await {
-        let oldest = match app.node.store.read_log(applied, 1, None).await {
-            Ok(records) => records.first().map(|r| r.at_ms),
-            Err(_) => None,
+        // The oldest record not applied yet is read only when there is one.
+        let oldest = if last > applied {
+            app.node.store.read_log(applied, 1, None).await.ok().and_then(|r| r.first().map(|r| r.at_ms))
+        } else {
+            None
         };
         let now_ms = app.node.clock.now_ms();
         let (records, seconds) = crate::metrics::replication_lag(applied, last, oldest, now_ms);
